@@ -1,0 +1,260 @@
+"""bench-ctl: run inference-framework microbenchmarks in pinned images and query the results."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from controller import render, service, store
+from controller import models as model_store
+from controller.errors import BenchError
+from controller.paths import Paths
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help=__doc__, rich_markup_mode=None)
+images_app = typer.Typer(no_args_is_help=True, help="The image catalog: list and build images.")
+models_app = typer.Typer(no_args_is_help=True, help="The model store: export, add and list models.")
+app.add_typer(images_app, name="images")
+app.add_typer(models_app, name="models")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+DbOpt = Annotated[Path | None, typer.Option("--db", help="result database (default: results.duckdb, or $BENCH_DB)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON instead of a table")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handles_errors(fn: F) -> F:
+    """Turn BenchError into one line on stderr and its exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BenchError as e:
+            err.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[red]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def info(msg: str) -> None:
+    err.print(f"[cyan]{escape(msg)}[/]", soft_wrap=True)
+
+
+def runner_line(line: str) -> None:
+    err.print(f"[dim]  {escape(line)}[/]", soft_wrap=True)
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise BenchError(f"--batch-sizes {text!r} is not a comma-separated list of integers",
+                         "e.g. --batch-sizes 1,8,32") from None
+    if not sizes or any(b < 1 for b in sizes):
+        raise BenchError(f"--batch-sizes {text!r}: batch sizes must be positive integers", "e.g. --batch-sizes 1,8,32")
+    if len(set(sizes)) != len(sizes):
+        raise BenchError(f"--batch-sizes {text!r} repeats a batch size", "e.g. --batch-sizes 1,8,32")
+    return sizes
+
+
+@app.command()
+@handles_errors
+def run(
+    image: Annotated[str, typer.Option("--image", "-i", help="image to run in (bench-ctl images list)")],
+    model: Annotated[str, typer.Option("--model", "-m", help="model from the store (bench-ctl models list)")],
+    batch_sizes: Annotated[str, typer.Option("--batch-sizes", "-b", help="comma-separated, e.g. 1,8,32")] = "1,8,32",
+    cpu: Annotated[bool, typer.Option("--cpu", help="run on the CPU (default)")] = False,
+    gpu: Annotated[int | None, typer.Option("--gpu", help="run on GPU N (the container sees that GPU only)")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", "-s", help=(
+        "framework option KEY=VALUE (repeatable), e.g. --set precision=f32; "
+        "policy.KEY=VALUE sets the measurement policy, e.g. --set policy.max_time_s=10"))] = None,
+    launcher: Annotated[str, typer.Option("--launcher", help="auto | local | docker")] = "auto",
+    timeout: Annotated[float | None, typer.Option("--timeout", help="seconds before the runner is killed")] = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure MODEL in IMAGE at each batch size and store the result in the database.
+
+    A framework failure is stored as a result with a status (error, unsupported, timeout) and
+    this command exits with code 1; invalid input exits with code 2 and stores nothing.
+    """
+    if cpu and gpu is not None:
+        raise BenchError("--cpu and --gpu exclude each other", "choose one")
+    if gpu is not None and gpu < 0:
+        raise BenchError(f"--gpu {gpu}: GPU index must be >= 0", "e.g. --gpu 0")
+    if launcher not in ("auto", "local", "docker"):
+        raise BenchError(f"unknown launcher {launcher!r}", "valid: auto, local, docker")
+    req = service.RunRequest(
+        image=image, model=model, batch_sizes=parse_batch_sizes(batch_sizes),
+        device="cpu" if gpu is None else f"cuda:{gpu}", sets=sets or [], launcher=launcher,  # type: ignore[arg-type]
+        timeout_s=timeout,
+    )
+    paths = Paths.from_env(db)
+    result = service.run(req, paths, info, runner_line)
+    if as_json:
+        print(result.model_dump_json(indent=1, exclude={"measurements": {"__all__": {"latencies_ms"}}}))
+    else:
+        render.run_summary(out, result, paths.runs / result.run_id)
+    if result.status != "ok":
+        raise typer.Exit(1)
+
+
+@app.command()
+@handles_errors
+def query(
+    sql: Annotated[str, typer.Argument(help='read-only SQL, e.g. "SELECT * FROM results LIMIT 5"')],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table | csv | json")] = "table",
+    db: DbOpt = None,
+) -> None:
+    """Run read-only SQL over the result database (view `results`, tables `runs`, `measurements`).
+
+    Statements that write (INSERT, UPDATE, DELETE, CREATE, COPY, ATTACH, ...) are refused.
+    """
+    if fmt not in ("table", "csv", "json"):
+        raise BenchError(f"unknown format {fmt!r}", "valid: table, csv, json")
+    cols, rows = store.query(Paths.from_env(db).db, sql)
+    if fmt == "json":
+        print(store.to_json(cols, rows))
+    elif fmt == "csv":
+        render.csv_rows(cols, rows)
+    else:
+        render.table(out, cols, rows)
+
+
+@app.command()
+@handles_errors
+def compare(
+    model: Annotated[str, typer.Option("--model", "-m", help="model to compare")],
+    metric: Annotated[str, typer.Option("--metric", help=", ".join(service.COMPARABLE))] = "throughput_sps",
+    device: Annotated[str | None, typer.Option("--device", help="only this device (cpu, cuda:0)")] = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare images on one model: rows are batch sizes, columns images (latest ok run each)."""
+    cmp = service.compare(Paths.from_env(db).db, model, metric, device)
+    if as_json:
+        print(cmp.model_dump_json(indent=1))
+    else:
+        render.comparison(out, cmp)
+
+
+@app.command()
+@handles_errors
+def ingest(
+    targets: Annotated[list[Path], typer.Argument(help="result.json files or folders holding them")],
+    db: DbOpt = None,
+) -> None:
+    """Validate result files and store them (idempotent: a run_id is stored once)."""
+    report = service.ingest_paths(targets, Paths.from_env(db).db)
+    out.print(f"ingested {len(report.ingested)} result(s)")
+    for path, why in report.failed.items():
+        err.print(f"[red]skipped[/] {escape(path)}: {escape(why)}", soft_wrap=True)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@images_app.command("list")
+@handles_errors
+def images_list(as_json: JsonOpt = False) -> None:
+    """Images of the catalog: framework and version, devices, build state, lock hash, local env."""
+    from controller import images
+
+    rows = images.status(Paths.from_env())
+    if as_json:
+        print(json.dumps([r.model_dump() for r in rows], indent=1))
+    else:
+        render.images(out, rows)
+
+
+@images_app.command("build")
+@handles_errors
+def images_build(
+    names: Annotated[list[str] | None, typer.Argument(help="images to build (default: all buildable here)")] = None,
+    base_image: Annotated[str | None, typer.Option("--base-image", help="override BASE_IMAGE")] = None,
+    local_env: Annotated[bool, typer.Option("--local", help="build local environments instead of images")] = False,
+) -> None:
+    """Build images offline from locked wheels (or with --local, the local environments)."""
+    from controller import images
+
+    paths = Paths.from_env()
+    failures = images.build(paths, names or [], base_image, local_env, info, runner_line)
+    if failures:
+        raise typer.Exit(1)
+
+
+@models_app.command("export")
+@handles_errors
+def models_export(
+    names: Annotated[list[str], typer.Argument(help="vgg19, resnet50, densenet201, efficientnetb0, mobilenetv2")],
+    force: Annotated[bool, typer.Option("--force", help="rebuild if already in the store")] = False,
+    launcher: Annotated[str, typer.Option("--launcher", help="auto | local | docker")] = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="seed of the random weights")] = 0,
+) -> None:
+    """Export Keras applications with seeded random weights (no download) into the model store."""
+    from controller.catalog import get_image
+    from controller.launchers import select_launcher
+
+    paths = Paths.from_env()
+    for name in names:
+        model_store.check_name(name)
+    for name in names:
+        if (paths.models / name / "manifest.json").exists() and not force:
+            info(f"{name}: already in the store (use --force to rebuild)")
+            continue
+        chosen = select_launcher(launcher, get_image("tf"), paths, info)
+        info(f"exporting {name} (tf image)")
+        m = model_store.export(paths, name, chosen, runner_line, force=force, seed=seed)
+        out.print(f"exported {m.name}: {m.parameters:,} parameters, "
+                  f"{(m.flops_per_sample or 0) / 1e9:.2f} GFLOPs/sample, ONNX opset {m.onnx_opset}")
+
+
+@models_app.command("add")
+@handles_errors
+def models_add(
+    name: Annotated[str, typer.Argument(help="name in the store")],
+    onnx_file: Annotated[Path, typer.Argument(help="your .onnx file (one float32 input, dynamic batch)")],
+    force: Annotated[bool, typer.Option("--force", help="replace if already in the store")] = False,
+    launcher: Annotated[str, typer.Option("--launcher", help="auto | local | docker")] = "auto",
+) -> None:
+    """Register your own ONNX model; reference outputs come from ONNX Runtime fp32."""
+    from controller.catalog import get_image
+    from controller.launchers import select_launcher
+
+    paths = Paths.from_env()
+    model_store.check_name(name)
+    chosen = select_launcher(launcher, get_image("ort"), paths, info)
+    m = model_store.add(paths, name, onnx_file, chosen, runner_line, force=force)
+    out.print(f"added {m.name}: input {m.input_shape} ({m.input_layout or 'layout unknown'})")
+
+
+@models_app.command("list")
+@handles_errors
+def models_list(as_json: JsonOpt = False) -> None:
+    """Models in the store with their shapes, sizes and reference."""
+    entries = model_store.list_models(Paths.from_env())
+    if as_json:
+        print(json.dumps([e.model_dump() for e in entries], indent=1))
+    else:
+        render.models(out, entries)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The launcher interface. Local subprocesses and Docker containers are two implementations.
+
+A launcher starts `python -m runners --spec spec.json --out result.json` for a `RunSpec` in a run
+folder and returns a validated `RunResult`. When the runner leaves no valid result (killed, timed
+out, crashed), the launcher writes the failed result itself, with exit code and stderr tail.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from controller.catalog import ImageInfo
+from controller.paths import Paths
+from schemas import LaunchInfo, RunResult, RunSpec, SchemaVersionError, load_result
+
+LineSink = Callable[[str], None]
+SPEC_FILE, RESULT_FILE, LOG_FILE = "spec.json", "result.json", "runner.log"
+EXIT_INVALID_SPEC = 2
+
+
+@dataclass
+class ProcessOutcome:
+    """How a runner or tool process ended."""
+
+    exit_code: int | None
+    timed_out: bool
+    wall_s: float
+    stderr_tail: str
+    image_ref: str
+    image_digest: str | None = None
+    lock_hash: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class TailBuffer:
+    """Keeps the last lines of a stream for error messages."""
+
+    def __init__(self, lines: int = 40) -> None:
+        self._lines: deque[str] = deque(maxlen=lines)
+
+    def add(self, line: str) -> None:
+        self._lines.append(line.rstrip("\n"))
+
+    def text(self) -> str:
+        return "\n".join(self._lines)
+
+
+class Launcher(ABC):
+    name: str
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+
+    @abstractmethod
+    def model_dir(self, model: str) -> str:
+        """The model's store folder as the runner sees it."""
+
+    @abstractmethod
+    def cache_dir(self, image: ImageInfo) -> str:
+        """The image's writable cache folder as the runner sees it."""
+
+    def inside(self, host_path: Path) -> str:
+        """A host path under the state folder as the runner sees it."""
+        return str(host_path)
+
+    @abstractmethod
+    def prepare(self, image: ImageInfo, log: LineSink) -> None:
+        """Make sure the image (or local environment) exists; raise BenchError if it cannot."""
+
+    @abstractmethod
+    def start_runner(
+        self, image: ImageInfo, spec: RunSpec, run_dir: Path, timeout_s: float, on_line: LineSink
+    ) -> ProcessOutcome:
+        """Run the entrypoint on `run_dir/spec.json`, writing `run_dir/result.json`."""
+
+    @abstractmethod
+    def run_tool(
+        self, image: ImageInfo, module: str, args: list[str], writable: Path, timeout_s: float, on_line: LineSink,
+        readable: list[Path] | None = None,
+    ) -> ProcessOutcome:
+        """Run `python -m MODULE ARGS` in the image with `writable` mounted read-write (exporter)."""
+
+    def launch(self, image: ImageInfo, spec: RunSpec, run_dir: Path, timeout_s: float, on_line: LineSink) -> RunResult:
+        """Run one spec and return its validated result, failed or not."""
+        (run_dir / SPEC_FILE).write_text(spec.model_dump_json(indent=1) + "\n")
+        started = datetime.now(timezone.utc)
+        outcome = self.start_runner(image, spec, run_dir, timeout_s, on_line)
+        info = LaunchInfo(
+            launcher=self.name,  # type: ignore[arg-type]
+            image_ref=outcome.image_ref,
+            image_digest=outcome.image_digest,
+            lock_hash=outcome.lock_hash,
+            exit_code=outcome.exit_code,
+            wall_s=outcome.wall_s,
+            stderr_tail=None if outcome.exit_code == 0 else outcome.stderr_tail[-4000:] or None,
+        )
+        result_path = run_dir / RESULT_FILE
+        if outcome.exit_code == 0 and not outcome.timed_out and result_path.exists():
+            try:
+                result = load_result(result_path)
+                return result.model_copy(update={"launch": info})
+            except (ValidationError, SchemaVersionError, ValueError) as e:
+                message = f"runner wrote an invalid result: {str(e).splitlines()[0]}"
+                return failed_result(spec, "error", message, started, info)
+        if outcome.timed_out:
+            message = f"runner timed out after {timeout_s:.0f}s and was killed"
+            return failed_result(spec, "timeout", message, started, info)
+        last = _last_line(outcome.stderr_tail)
+        if outcome.exit_code == EXIT_INVALID_SPEC:
+            message = f"runner refused the spec (exit 2): {last}"
+        else:
+            message = f"runner exited with code {outcome.exit_code} without a result: {last}"
+        return failed_result(spec, "error", message, started, info)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else "no output on stderr"
+
+
+def failed_result(spec: RunSpec, status: str, message: str, started: datetime, info: LaunchInfo) -> RunResult:
+    return RunResult(
+        run_id=spec.run_id,
+        spec=spec,
+        status=status,  # type: ignore[arg-type]
+        message=message,
+        started_at=started,
+        finished_at=max(started, datetime.now(timezone.utc)),
+        framework=spec.framework,
+        launch=info,
+    )

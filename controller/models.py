@@ -1,0 +1,149 @@
+"""The model store: `.bench/models/NAME/` folders with a validated `manifest.json`."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from controller.catalog import get_image
+from controller.errors import BenchError, did_you_mean
+from controller.launchers.base import Launcher, LineSink
+from controller.paths import Paths
+from schemas import MODEL_NAME_RE, ModelManifest
+
+KERAS_MODELS = ("vgg19", "resnet50", "densenet201", "efficientnetb0", "mobilenetv2")
+EXPORT_TIMEOUT_S = 3600.0
+
+
+class ModelEntry(BaseModel):
+    name: str
+    source: str
+    input_shape: list[int | None]
+    input_layout: str | None
+    parameters: int | None
+    flops_per_sample: int | None
+    onnx_opset: int | None
+    reference: str
+    onnx_sha256: str
+    size_mb: float
+    path: str
+
+
+def check_name(name: str) -> str:
+    if not MODEL_NAME_RE.match(name):
+        raise BenchError(f"invalid model name {name!r}",
+                         "use lowercase letters, digits, '_', '-' or '.', no paths (e.g. resnet50)")
+    return name
+
+
+def read_manifest(paths: Paths, name: str) -> ModelManifest:
+    folder = paths.models / check_name(name)
+    try:
+        return ModelManifest.model_validate_json((folder / "manifest.json").read_text())
+    except FileNotFoundError:
+        known = list_names(paths)
+        hint = did_you_mean(name, known)
+        if name in KERAS_MODELS:
+            hint = f"export it first: bench-ctl models export {name}"
+        raise BenchError(f"model {name!r} is not in the store ({paths.models})", hint) from None
+    except ValidationError as e:
+        raise BenchError(f"model {name!r} has an invalid manifest: {e.errors()[0]['msg']}",
+                         f"re-export it: bench-ctl models export {name} --force") from None
+
+
+def list_names(paths: Paths) -> list[str]:
+    if not paths.models.exists():
+        return []
+    return sorted(p.parent.name for p in paths.models.glob("*/manifest.json"))
+
+
+def list_models(paths: Paths) -> list[ModelEntry]:
+    entries = []
+    for name in list_names(paths):
+        m = read_manifest(paths, name)
+        size = sum(f.bytes for f in m.files.values())
+        entries.append(ModelEntry(
+            name=m.name, source=m.source, input_shape=m.input_shape, input_layout=m.input_layout,
+            parameters=m.parameters, flops_per_sample=m.flops_per_sample, onnx_opset=m.onnx_opset,
+            reference=m.reference, onnx_sha256=m.files["onnx"].sha256, size_mb=size / 1e6,
+            path=str(paths.models / name),
+        ))
+    return entries
+
+
+def _build(paths: Paths, name: str, image_name: str, launcher: Launcher, args: list[str], log: LineSink,
+           force: bool, readable: list[Path] | None = None) -> ModelManifest:
+    """Run the exporter into a temporary folder of the store, then move it into place."""
+    final = paths.models / name
+    if (final / "manifest.json").exists() and not force:
+        raise BenchError(f"model {name!r} already exists in the store", "pass --force to rebuild it")
+    image = get_image(image_name)
+    launcher.prepare(image, log)
+    paths.models.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=paths.models))
+    try:
+        out_arg = launcher.model_dir(tmp.name)
+        outcome = launcher.run_tool(image, "runners.exporter", [*args, "--out", out_arg], tmp,
+                                    EXPORT_TIMEOUT_S, log, readable=readable)
+        if outcome.timed_out:
+            raise BenchError(f"exporting {name} timed out", "retry; check memory and CPU load", exit_code=1)
+        if outcome.exit_code != 0:
+            last = [ln for ln in outcome.stderr_tail.splitlines() if ln.strip()]
+            detail = last[-1] if last else f"exit code {outcome.exit_code}"
+            raise BenchError(f"exporting {name} failed: {detail.removeprefix('error: ')}",
+                             f"full log: {tmp}/tool.log" if (tmp / "tool.log").exists() else None,
+                             exit_code=1)
+        (tmp / "tool.log").unlink(missing_ok=True)
+        manifest = ModelManifest.model_validate_json((tmp / "manifest.json").read_text())
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        return manifest
+    except BaseException:
+        if not _keep_log(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _keep_log(tmp: Path) -> bool:
+    """Keep only the log of a failed export, renamed out of the way of the store's listing."""
+    log = tmp / "tool.log"
+    if not log.exists():
+        return False
+    dest = tmp.parent / ".failed-exports"
+    dest.mkdir(exist_ok=True)
+    shutil.move(str(log), dest / f"{tmp.name.strip('.')}.log")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return True
+
+
+def export(paths: Paths, name: str, launcher: Launcher, log: LineSink, force: bool = False,
+           seed: int = 0) -> ModelManifest:
+    """Export one of the study's Keras applications with seeded random weights (tf image)."""
+    check_name(name)
+    if name not in KERAS_MODELS:
+        raise BenchError(f"unknown Keras model {name!r}", did_you_mean(name, list(KERAS_MODELS))
+                         + "; register your own ONNX file with `bench-ctl models add`")
+    return _build(paths, name, "tf", launcher, ["keras", "--name", name, "--seed", str(seed)], log, force)
+
+
+def add(paths: Paths, name: str, onnx_file: Path, launcher: Launcher, log: LineSink, force: bool = False,
+        seed: int = 0) -> ModelManifest:
+    """Register a user's ONNX file; reference outputs come from ONNX Runtime fp32 (ort image)."""
+    check_name(name)
+    if not onnx_file.is_file():
+        raise BenchError(f"no such file: {onnx_file}", "give the path of an .onnx file")
+    src = onnx_file.resolve()
+    # The exporter reads the file from inside the store folder: no extra mount for Docker.
+    staging = paths.home / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    staged = staging / f"{name}.onnx"
+    shutil.copyfile(src, staged)
+    try:
+        return _build(paths, name, "ort", launcher, ["onnx", "--name", name, "--onnx", launcher.inside(staged),
+                                                     "--seed", str(seed)], log, force, readable=[staging])
+    finally:
+        staged.unlink(missing_ok=True)

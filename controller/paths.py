@@ -1,0 +1,47 @@
+"""Where things live: the repository, the state folder `.bench/` and the result database."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Paths:
+    """All locations, derived from a state folder (BENCH_HOME, default `<repo>/.bench`)."""
+
+    home: Path
+    db: Path
+
+    @classmethod
+    def from_env(cls, db: str | Path | None = None) -> Paths:
+        home = Path(os.environ.get("BENCH_HOME") or REPO_ROOT / ".bench").resolve()
+        db_path = Path(db or os.environ.get("BENCH_DB") or REPO_ROOT / "results.duckdb")
+        return cls(home=home, db=db_path.resolve())
+
+    @property
+    def models(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def runs(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def envs(self) -> Path:
+        return self.home / "envs"
+
+    @property
+    def cache(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def wheels(self) -> Path:
+        return self.home / "wheels"
+
+    @property
+    def images(self) -> Path:
+        return REPO_ROOT / "images"

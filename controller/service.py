@@ -1,0 +1,220 @@
+"""Service functions behind the commands: plan a run, launch it, store it, compare results."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from controller import models as model_store
+from controller import store
+from controller.catalog import ImageInfo, get_image
+from controller.errors import BenchError
+from controller.launchers import select_launcher
+from controller.launchers.base import Launcher, LineSink
+from controller.paths import Paths
+from schemas import FRAMEWORK_OPTION_MODELS, MeasurementPolicy, RunResult, RunSpec, load_result
+
+LauncherChoice = Literal["auto", "local", "docker"]
+NONE_WORDS = {"none", "null", "auto", "default"}
+
+
+def parse_sets(framework: str, sets: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`key=value` pairs -> (framework options, policy overrides). `policy.KEY=V` goes to the policy."""
+    options: dict[str, Any] = {}
+    policy: dict[str, Any] = {}
+    option_model = FRAMEWORK_OPTION_MODELS[framework]
+    valid = [k for k in option_model.model_fields if k != "framework"]
+    for item in sets:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise BenchError(f"--set {item!r} is not key=value", f"e.g. --set {valid[0] if valid else 'key'}=VALUE")
+        target, fields, prefix = options, option_model.model_fields, ""
+        if key.startswith("policy."):
+            key, target, fields, prefix = key[7:], policy, MeasurementPolicy.model_fields, "policy."
+        if key not in fields or key == "framework":
+            names = [f"{prefix}{k}" for k in fields if k != "framework"]
+            raise BenchError(f"unknown option {prefix}{key!r} for {framework}",
+                             f"valid: {', '.join(names) or 'none'}; policy.KEY sets the measurement policy")
+        target[key] = None if value.strip().lower() in NONE_WORDS and not fields[key].is_required() \
+            and _accepts_none(fields[key]) else value
+    return options, policy
+
+
+def _accepts_none(field: Any) -> bool:
+    return "None" in repr(field.annotation)
+
+
+def _validation_message(e: ValidationError, what: str) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    got = err.get("input")
+    return f"{what} {loc}={got!r}: {err['msg']}" if loc else f"{what}: {err['msg']}"
+
+
+def new_run_id(image: str, model: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{image}-{model}-{secrets.token_hex(3)}"
+
+
+class RunRequest(BaseModel):
+    image: str
+    model: str
+    batch_sizes: list[int]
+    device: str = "cpu"
+    sets: list[str] = []
+    launcher: LauncherChoice = "auto"
+    timeout_s: float | None = None
+
+
+def plan(req: RunRequest, paths: Paths, launcher: Launcher, image: ImageInfo) -> RunSpec:
+    """Validate everything a user typed into one `RunSpec`; raise BenchError on the first problem."""
+    options, policy = parse_sets(image.framework, req.sets)
+    try:
+        policy_model = MeasurementPolicy.model_validate(policy)
+    except ValidationError as e:
+        raise BenchError(_validation_message(e, "--set policy."), "see `bench-ctl run --help`") from None
+    try:
+        return RunSpec.model_validate({
+            "run_id": new_run_id(image.name, req.model),
+            "image": image.name,
+            "model": req.model,
+            "model_dir": launcher.model_dir(req.model),
+            "cache_dir": launcher.cache_dir(image),
+            "device": req.device,
+            "batch_sizes": req.batch_sizes,
+            "policy": policy_model,
+            "options": {"framework": image.framework, **options},
+        })
+    except ValidationError as e:
+        err = e.errors()[0]
+        if err["loc"] and err["loc"][0] == "options":
+            valid = ", ".join(k for k in FRAMEWORK_OPTION_MODELS[image.framework].model_fields if k != "framework")
+            raise BenchError(f"--set {err['loc'][-1]}={err.get('input')!r}: {err['msg']}",
+                             f"options of {image.framework}: {valid}") from None
+        raise BenchError(_validation_message(e, "invalid"), "see `bench-ctl run --help`") from None
+
+
+def default_timeout(spec: RunSpec) -> float:
+    p = spec.policy
+    per_batch = p.max_time_s + max(p.warmup_min_s, 1.0) * 4 + 60
+    return 900 + per_batch * len(spec.batch_sizes)
+
+
+def check_runnable(image: ImageInfo) -> None:
+    if image.framework not in FRAMEWORK_OPTION_MODELS:
+        raise BenchError(f"image {image.name!r} has no benchmark runner for {image.framework} yet",
+                         "images with runners: " + ", ".join(
+                             sorted(n for n, i in _catalog().items() if i.framework in FRAMEWORK_OPTION_MODELS)))
+
+
+def _catalog() -> dict[str, ImageInfo]:
+    from controller.catalog import images
+
+    return images()
+
+
+def run(req: RunRequest, paths: Paths, log: LineSink, on_line: LineSink, db: Path | None = None) -> RunResult:
+    """Plan, launch, validate, keep the raw JSON, ingest. Framework failures come back as results."""
+    image = get_image(req.image)
+    check_runnable(image)
+    model_store.read_manifest(paths, req.model)
+    launcher = select_launcher(req.launcher, image, paths, log)
+    spec = plan(req, paths, launcher, image)
+    launcher.prepare(image, log)
+    run_dir = paths.runs / spec.run_id
+    run_dir.mkdir(parents=True)
+    result = launcher.launch(image, spec, run_dir, req.timeout_s or default_timeout(spec), on_line)
+    # The stored copy carries the launch information the runner could not know.
+    final = run_dir / "result.json"
+    final.with_suffix(".tmp").write_text(result.model_dump_json(indent=1) + "\n")
+    final.with_suffix(".tmp").replace(final)
+    with store.connect(db or paths.db) as con:
+        store.ingest(con, result, final)
+    return result
+
+
+class IngestReport(BaseModel):
+    ingested: list[str]
+    failed: dict[str, str]
+
+
+def ingest_paths(targets: list[Path], db: Path) -> IngestReport:
+    """Validate and store result files (or every result.json under given folders)."""
+    files: list[Path] = []
+    for t in targets:
+        if t.is_dir():
+            files.extend(sorted(t.rglob("result.json")))
+        elif t.exists():
+            files.append(t)
+        else:
+            raise BenchError(f"no such file or folder: {t}", "give result.json files or run folders")
+    if not files:
+        raise BenchError("no result.json found in the given paths", "results live under .bench/runs/RUN_ID/")
+    ok: list[str] = []
+    failed: dict[str, str] = {}
+    results = []
+    for f in files:
+        try:
+            results.append((load_result(f), f))
+        except (ValidationError, ValueError, OSError) as e:
+            failed[str(f)] = str(e).splitlines()[0]
+    with store.connect(db) as con:
+        for result, f in results:
+            store.ingest(con, result, f.resolve())
+            ok.append(result.run_id)
+    return IngestReport(ingested=ok, failed=failed)
+
+
+class CompareRow(BaseModel):
+    batch_size: int
+    values: dict[str, float | None]
+    precision: dict[str, str | None]
+    rel_err: dict[str, float | None]
+
+
+class Comparison(BaseModel):
+    model: str
+    metric: str
+    images: list[str]
+    rows: list[CompareRow]
+
+
+COMPARABLE = ("throughput_sps", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms",
+              "peak_host_mem_mb", "load_time_s")
+
+
+def compare(db: Path, model: str, metric: str = "throughput_sps", device: str | None = None) -> Comparison:
+    """Latest ok run per image and batch size for one model: rows batch size, columns image."""
+    if metric not in COMPARABLE:
+        from controller.errors import did_you_mean
+
+        raise BenchError(f"unknown metric {metric!r}", did_you_mean(metric, list(COMPARABLE)))
+    store.ensure_store(db)
+    where = "WHERE status = 'ok' AND model = ?" + (" AND device = ?" if device else "")
+    params = [model, device] if device else [model]
+    sql = f"""
+        SELECT image, batch_size, {metric}, precision, rel_err FROM (
+            SELECT *, row_number() OVER (PARTITION BY image, batch_size ORDER BY started_at DESC) AS k
+            FROM results {where}
+        ) WHERE k = 1 ORDER BY batch_size, image"""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute(sql, params).fetchall()
+    finally:
+        con.close()
+    if not rows:
+        raise BenchError(f"no successful results for model {model!r}",
+                         f"run one: bench-ctl run --image ort --model {model}")
+    images = sorted({r[0] for r in rows})
+    by_bs: dict[int, CompareRow] = {}
+    for image, bs, value, precision, rel in rows:
+        row = by_bs.setdefault(bs, CompareRow(batch_size=bs, values={}, precision={}, rel_err={}))
+        row.values[image], row.precision[image], row.rel_err[image] = value, precision, rel
+    return Comparison(model=model, metric=metric, images=images, rows=[by_bs[k] for k in sorted(by_bs)])

@@ -1,0 +1,256 @@
+"""The result store: `results.duckdb`. Schema, migrations, ingest and read-only queries.
+
+Tables `runs` (one row per run) and `measurements` (one row per run and batch size), and the view
+`results` documented in docs/results.md. A result is ingested in one transaction, replacing any
+earlier copy of the same run_id, so ingesting twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from controller.errors import BenchError
+from schemas import RunResult
+
+# Each migration takes the store from version i to i+1. Never edit one that has shipped: append.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE runs (
+        run_id VARCHAR PRIMARY KEY,
+        schema_version INTEGER NOT NULL,
+        started_at TIMESTAMPTZ NOT NULL,
+        finished_at TIMESTAMPTZ NOT NULL,
+        host VARCHAR,
+        launcher VARCHAR,
+        image VARCHAR NOT NULL,
+        image_ref VARCHAR,
+        image_digest VARCHAR,
+        lock_hash VARCHAR,
+        framework VARCHAR NOT NULL,
+        framework_version VARCHAR,
+        model VARCHAR NOT NULL,
+        device VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        message VARCHAR,
+        precision VARCHAR,
+        options JSON,
+        policy JSON,
+        import_s DOUBLE,
+        model_read_s DOUBLE,
+        compile_s DOUBLE,
+        first_inference_s DOUBLE,
+        load_time_s DOUBLE,
+        compile_cache_hit BOOLEAN,
+        accuracy_reference VARCHAR,
+        max_abs_err DOUBLE,
+        rel_err DOUBLE,
+        top1_agreement DOUBLE,
+        top5_agreement DOUBLE,
+        peak_host_mem_mb DOUBLE,
+        cpu_model VARCHAR,
+        cpu_limit DOUBLE,
+        exit_code INTEGER,
+        fingerprint JSON,
+        result_path VARCHAR,
+        ingested_at TIMESTAMPTZ DEFAULT current_timestamp
+    );
+    CREATE TABLE measurements (
+        run_id VARCHAR NOT NULL,
+        batch_size INTEGER NOT NULL,
+        iterations INTEGER NOT NULL,
+        duration_s DOUBLE NOT NULL,
+        throughput_sps DOUBLE NOT NULL,
+        latency_mean_ms DOUBLE,
+        latency_stdev_ms DOUBLE,
+        latency_min_ms DOUBLE,
+        latency_p50_ms DOUBLE,
+        latency_p90_ms DOUBLE,
+        latency_p99_ms DOUBLE,
+        latency_max_ms DOUBLE,
+        warmup_iterations INTEGER,
+        warmup_s DOUBLE,
+        windows INTEGER,
+        stable BOOLEAN NOT NULL,
+        peak_host_mem_mb DOUBLE,
+        latencies_ms DOUBLE[],
+        PRIMARY KEY (run_id, batch_size)
+    );
+    """,
+]
+
+RESULTS_VIEW = """
+CREATE OR REPLACE VIEW results AS
+SELECT
+    r.run_id, r.started_at, r.host, r.image, r.framework, r.framework_version, r.model, r.device,
+    m.batch_size, m.throughput_sps, m.latency_p50_ms, m.latency_p90_ms, m.latency_p99_ms,
+    m.latency_mean_ms, m.latency_stdev_ms, m.iterations,
+    r.load_time_s, r.compile_s, r.compile_cache_hit,
+    coalesce(m.peak_host_mem_mb, r.peak_host_mem_mb) AS peak_host_mem_mb,
+    r.max_abs_err, r.rel_err, r.top1_agreement, r.top5_agreement, r.precision,
+    m.stable, r.status, r.message, r.launcher, r.image_digest, r.lock_hash, r.options
+FROM runs r LEFT JOIN measurements m USING (run_id)
+"""
+
+READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
+STORE_VERSION = len(MIGRATIONS)
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    row = con.execute("SELECT value FROM store_meta WHERE key = 'version'").fetchone()
+    version = int(row[0]) if row else 0
+    if version > STORE_VERSION:
+        raise BenchError(f"the store has version {version}, newer than this code ({STORE_VERSION})",
+                         "update bench-ctl, or use another --db")
+    for i in range(version, STORE_VERSION):
+        con.execute("BEGIN")
+        con.execute(MIGRATIONS[i])
+        con.execute("INSERT OR REPLACE INTO store_meta VALUES ('version', ?)", [str(i + 1)])
+        con.execute("COMMIT")
+    con.execute(RESULTS_VIEW)
+
+
+@contextmanager
+def connect(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-write connection with the schema up to date."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(db))
+    except duckdb.Error as e:
+        raise BenchError(f"cannot open {db}: {str(e).splitlines()[0]}",
+                         "another bench-ctl may hold it; or pass another --db", exit_code=1) from None
+    try:
+        migrate(con)
+        yield con
+    finally:
+        con.close()
+
+
+def _phase(result: RunResult, name: str) -> float | None:
+    return next((p.seconds for p in result.phases if p.name == name), None)
+
+
+def run_row(result: RunResult, result_path: Path | None) -> dict[str, Any]:
+    spec, fp, acc, launch = result.spec, result.fingerprint, result.accuracy, result.launch
+    compile_phase = next((p for p in result.phases if p.name == "compile"), None)
+    return {
+        "run_id": result.run_id,
+        "schema_version": result.schema_version,
+        "started_at": result.started_at,
+        "finished_at": result.finished_at,
+        "host": fp.host if fp else None,
+        "launcher": launch.launcher if launch else None,
+        "image": spec.image,
+        "image_ref": launch.image_ref if launch else None,
+        "image_digest": launch.image_digest if launch else None,
+        "lock_hash": launch.lock_hash if launch else None,
+        "framework": result.framework,
+        "framework_version": result.framework_version,
+        "model": spec.model,
+        "device": spec.device,
+        "status": result.status,
+        "message": result.message,
+        "precision": result.precision,
+        "options": spec.options.model_dump_json(),
+        "policy": spec.policy.model_dump_json(),
+        "import_s": _phase(result, "import"),
+        "model_read_s": _phase(result, "model_read"),
+        "compile_s": _phase(result, "compile"),
+        "first_inference_s": _phase(result, "first_inference"),
+        "load_time_s": result.load_time_s,
+        "compile_cache_hit": compile_phase.cache_hit if compile_phase else None,
+        "accuracy_reference": acc.reference if acc else None,
+        "max_abs_err": acc.max_abs_err if acc else None,
+        "rel_err": acc.rel_err if acc else None,
+        "top1_agreement": acc.top1_agreement if acc else None,
+        "top5_agreement": acc.top5_agreement if acc else None,
+        "peak_host_mem_mb": result.peak_host_mem_mb,
+        "cpu_model": fp.cpu_model if fp else None,
+        "cpu_limit": fp.cpu_limit if fp else None,
+        "exit_code": launch.exit_code if launch else None,
+        "fingerprint": fp.model_dump_json() if fp else None,
+        "result_path": str(result_path) if result_path else None,
+    }
+
+
+MEASUREMENT_COLUMNS = [
+    "batch_size", "iterations", "duration_s", "throughput_sps", "latency_mean_ms", "latency_stdev_ms",
+    "latency_min_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_max_ms",
+    "warmup_iterations", "warmup_s", "windows", "stable", "peak_host_mem_mb", "latencies_ms",
+]
+
+
+def ingest(con: duckdb.DuckDBPyConnection, result: RunResult, result_path: Path | None = None) -> None:
+    """Store one validated result in one transaction; replaces an earlier copy of the run."""
+    row = run_row(result, result_path)
+    con.execute("BEGIN")
+    try:
+        con.execute("DELETE FROM measurements WHERE run_id = ?", [result.run_id])
+        con.execute("DELETE FROM runs WHERE run_id = ?", [result.run_id])
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        con.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", list(row.values()))
+        mcols = ", ".join(["run_id", *MEASUREMENT_COLUMNS])
+        mmarks = ", ".join("?" for _ in range(len(MEASUREMENT_COLUMNS) + 1))
+        for m in result.measurements:
+            values = m.model_dump()
+            con.execute(f"INSERT INTO measurements ({mcols}) VALUES ({mmarks})",
+                        [result.run_id, *(values[c] for c in MEASUREMENT_COLUMNS)])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def ensure_store(db: Path) -> None:
+    with connect(db):
+        pass
+
+
+def query(db: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run read-only SQL. Statements that could write are refused before they run."""
+    if not sql.strip():
+        raise BenchError("empty query", 'try: bench-ctl query "SELECT * FROM results LIMIT 5"')
+    ensure_store(db)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        try:
+            statements = con.extract_statements(sql)
+        except duckdb.Error as e:
+            raise BenchError(f"SQL error: {str(e).splitlines()[0]}", "see `bench-ctl query --help`") from None
+        for st in statements:
+            kind = st.type.name
+            if kind not in READ_ONLY_STATEMENTS:
+                raise BenchError(f"refused: {kind} statement; queries are read-only",
+                                 "use SELECT over the `results` view")
+        try:
+            rel = con.execute(sql)
+            cols = [d[0] for d in rel.description] if rel.description else []
+            rows = rel.fetchall() if rel.description else []
+        except duckdb.Error as e:
+            raise BenchError(f"SQL error: {str(e).splitlines()[0]}",
+                             "columns of the results view: `bench-ctl query \"DESCRIBE results\"`") from None
+        return cols, rows
+    finally:
+        con.close()
+
+
+def dumps_default(value: Any) -> Any:
+    """JSON encoder fallback for query rows (timestamps, decimals)."""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def rows_as_dicts(cols: list[str], rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    return [dict(zip(cols, r, strict=True)) for r in rows]
+
+
+def to_json(cols: list[str], rows: list[tuple[Any, ...]]) -> str:
+    return json.dumps(rows_as_dicts(cols, rows), default=dumps_default, indent=1)

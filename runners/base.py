@@ -1,0 +1,73 @@
+"""The small class every framework implements. The harness (runners/harness.py) drives it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from schemas import ModelManifest, RunSpec
+
+
+class Unsupported(Exception):
+    """The runner cannot do what the spec asks on this machine (device, precision, operator)."""
+
+
+class Runner:
+    """One framework. Phases are called in order: import_framework, read_model, compile, then
+    prepare/run pairs (first inference, reference batch, warm-up, steady state), then close."""
+
+    name: ClassVar[str]
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+
+    def __init__(self, spec: RunSpec, manifest: ModelManifest, model_dir: Path, cache_dir: Path) -> None:
+        self.spec = spec
+        self.options: Any = spec.options
+        self.manifest = manifest
+        self.model_dir = model_dir
+        self.cache_dir = cache_dir
+
+    def check_device(self) -> None:
+        """Raise `Unsupported` when the spec's device is not one this runner can use."""
+        kind = self.spec.device.split(":")[0]
+        if kind not in self.devices:
+            raise Unsupported(
+                f"{self.name} runs on {', '.join(self.devices)} only; asked for {self.spec.device}"
+            )
+
+    def import_framework(self) -> None:
+        """Import the framework's modules (timed as the import phase)."""
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def read_model(self) -> None:
+        """Read the model artifact from the store."""
+        raise NotImplementedError
+
+    def compile(self) -> tuple[bool | None, str | None]:
+        """Optimize/compile for the device. Returns (cache hit or None if no cache, note)."""
+        raise NotImplementedError
+
+    def prepare(self, batch: np.ndarray) -> Any:
+        """Turn a host batch (model layout, float32) into what `run` takes; not timed."""
+        return batch
+
+    def run(self, prepared: Any) -> Any:
+        """One inference, end to end as an application sees it. Timed."""
+        raise NotImplementedError
+
+    def to_numpy(self, outputs: Any) -> np.ndarray:
+        """Outputs of `run` as a host array (used for the accuracy check only)."""
+        return np.asarray(outputs)
+
+    def effective_precision(self) -> str:
+        """The precision the framework really computes in (fp32, bf16, fp16, ...)."""
+        return "fp32"
+
+    def close(self) -> None:
+        """Release framework resources."""
+
+    def model_path(self, role: str) -> Path:
+        return self.model_dir / self.manifest.files[role].path

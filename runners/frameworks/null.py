@@ -1,0 +1,59 @@
+"""The null runner: no framework, a preallocated zero output. Measures the harness's own cost.
+
+`fault` makes it fail on purpose so the failure paths of the harness and controller are tested
+with the real entrypoint: raise (framework error), exit (process dies), hang (timeout),
+bad-output (NaN outputs).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Any
+
+import numpy as np
+
+from runners.base import Runner
+from schemas import NullOptions
+
+
+class NullRunner(Runner):
+    name = "null"
+    devices = ("cpu", "cuda")
+    options: NullOptions
+
+    def version(self) -> str:
+        return f"python-{platform.python_version()}"
+
+    def read_model(self) -> None:
+        shape = [d or 1 for d in self.manifest.output_shape[1:]]
+        self._classes = int(np.prod(shape))
+        self._outputs: dict[int, np.ndarray] = {}
+
+    def compile(self) -> tuple[bool | None, str | None]:
+        return None, "nothing to compile"
+
+    def prepare(self, batch: np.ndarray) -> Any:
+        n = len(batch)
+        fill = np.nan if self.options.fault == "bad-output" else 0.0
+        self._outputs.setdefault(n, np.full((n, self._classes), fill, dtype=np.float32))
+        return n
+
+    def run(self, prepared: Any) -> Any:
+        fault = self.options.fault
+        if fault != "none":
+            if fault == "raise":
+                raise RuntimeError("injected framework failure (null runner, fault=raise)")
+            if fault == "exit":
+                os._exit(137)
+            if fault == "hang":
+                time.sleep(3600)
+        if self.options.work_us:
+            end = time.perf_counter_ns() + int(self.options.work_us * 1000)
+            while time.perf_counter_ns() < end:
+                pass
+        return self._outputs[prepared]
+
+    def effective_precision(self) -> str:
+        return "none"

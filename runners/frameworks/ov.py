@@ -1,0 +1,86 @@
+"""OpenVINO Runtime on the CPU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from runners.base import Runner
+from schemas import OpenVinoOptions
+
+PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float16": "fp16"}
+
+
+class OpenVinoRunner(Runner):
+    name = "openvino"
+    options: OpenVinoOptions
+
+    def import_framework(self) -> None:
+        import openvino
+
+        self.ov = openvino
+        self.core = openvino.Core()
+
+    def version(self) -> str:
+        return str(self.ov.get_version()).split("-")[0]
+
+    def read_model(self) -> None:
+        self.model = self.core.read_model(str(self.model_path("onnx")))
+
+    def _config(self) -> dict[str, Any]:
+        o = self.options
+        config: dict[str, Any] = {"PERFORMANCE_HINT": o.hint.upper()}
+        if o.streams is not None:
+            config["NUM_STREAMS"] = str(o.streams)
+        if o.threads is not None:
+            config["INFERENCE_NUM_THREADS"] = o.threads
+        if o.precision is not None:
+            config["INFERENCE_PRECISION_HINT"] = o.precision
+        return config
+
+    def compile(self) -> tuple[bool | None, str | None]:
+        ov, o = self.ov, self.options
+        model_layout = self.manifest.input_layout
+        self._transpose = False
+        if o.layout is not None and model_layout is not None and o.layout != model_layout:
+            ppp = ov.preprocess.PrePostProcessor(self.model)
+            ppp.input().tensor().set_layout(ov.Layout(o.layout))
+            ppp.input().model().set_layout(ov.Layout(model_layout))
+            self.model = ppp.build()
+            self._transpose = True
+        hit: bool | None = None
+        cache = self.cache_dir / "openvino"
+        if o.cache:
+            cache.mkdir(parents=True, exist_ok=True)
+            self.core.set_property({"CACHE_DIR": str(cache)})
+            before = {p.name for p in cache.iterdir()}
+        self.compiled = self.core.compile_model(self.model, "CPU", self._config())
+        if o.cache:
+            # A miss writes a new blob; a hit only reads one.
+            hit = not ({p.name for p in cache.iterdir()} - before) and bool(before)
+        self.request = self.compiled.create_infer_request()
+        streams = self.compiled.get_property("NUM_STREAMS")
+        threads = self.compiled.get_property("INFERENCE_NUM_THREADS")
+        note = f"hint={o.hint}, streams={streams}, threads={threads}, layout={o.layout or model_layout}"
+        return hit, note
+
+    def prepare(self, batch: np.ndarray) -> Any:
+        if self._transpose:
+            return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+        return np.ascontiguousarray(batch)
+
+    def run(self, prepared: Any) -> Any:
+        return self.request.infer(prepared, share_inputs=True, share_outputs=True)[0]
+
+    def to_numpy(self, outputs: Any) -> np.ndarray:
+        return np.array(outputs, copy=True)
+
+    def effective_precision(self) -> str:
+        value = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        key = value.split("'")[1] if "'" in value else value
+        return PRECISION_NAMES.get(key.lower(), key.lower())
+
+    def close(self) -> None:
+        self.request = None
+        self.compiled = None

@@ -1,0 +1,202 @@
+"""Drive one runner through the phases of a `RunSpec` and build its `RunResult`.
+
+Exit codes of the entrypoint: 0 when a result was written (whatever its status), 2 for an invalid
+spec (nothing written), anything else is a harness bug or a killed process.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from runners.base import Runner, Unsupported
+from runners.core import accuracy, fingerprint, measure
+from runners.core.io import write_atomic
+from runners.core.trackers import HostMemoryTracker, peak_rss_mb
+from runners.registry import runner_class
+from schemas import Measurement, ModelManifest, Phase, RunResult, RunSpec
+
+INPUT_SEED = 20240101
+
+
+class SpecError(Exception):
+    """The spec file is missing or invalid: exit 2, write nothing."""
+
+
+def log(msg: str) -> None:
+    print(f"[runner] {msg}", file=sys.stderr, flush=True)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def read_spec(path: Path) -> RunSpec:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SpecError(f"cannot read spec {path}: {e}") from None
+    try:
+        return RunSpec.model_validate(doc)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "spec"
+        raise SpecError(f"invalid spec {path}: {where}: {first['msg']} ({e.error_count()} error(s))") from None
+
+
+def input_batch(manifest: ModelManifest, batch_size: int, seed: int = INPUT_SEED) -> np.ndarray:
+    """A seeded random batch in the model's input shape, identical for every framework."""
+    shape = [batch_size if d is None else d for d in manifest.input_shape]
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.t0
+
+
+def _error_message(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(e).__name__}: {first}"[:2000] if first else type(e).__name__
+
+
+def execute(spec: RunSpec) -> RunResult:
+    """Run every phase; failures become a result with a status, never an exception."""
+    started = now()
+    state: dict[str, Any] = {
+        "phases": [],
+        "measurements": [],
+        "accuracy": None,
+        "framework_version": None,
+        "precision": None,
+    }
+    status, message = "ok", None
+    runner: Runner | None = None
+    try:
+        model_dir = Path(spec.model_dir)
+        manifest_path = model_dir / "manifest.json"
+        try:
+            manifest = ModelManifest.model_validate_json(manifest_path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"model {spec.model!r} has no manifest at {manifest_path}") from None
+        cls = runner_class(spec.framework)
+        runner = cls(spec, manifest, model_dir, Path(spec.cache_dir))
+        runner.check_device()
+        _load(runner, state)
+        _reference(runner, manifest, state)
+        for bs in spec.batch_sizes:
+            state["measurements"].append(_measure(runner, manifest, bs))
+    except Unsupported as e:
+        status, message = "unsupported", str(e) or "unsupported"
+        log(f"unsupported: {message}")
+    except Exception as e:  # a framework failure is a result, not a crash
+        status, message = "error", _error_message(e)
+        traceback.print_exc(file=sys.stderr)
+        log(f"error: {message}")
+    finally:
+        if runner is not None:
+            try:
+                runner.close()
+            except Exception:
+                traceback.print_exc(file=sys.stderr)
+    fw_version = state["framework_version"]
+    return RunResult(
+        run_id=spec.run_id,
+        spec=spec,
+        status=status,  # type: ignore[arg-type]
+        message=message,
+        started_at=started,
+        finished_at=now(),
+        framework=spec.framework,
+        framework_version=fw_version,
+        precision=state["precision"],
+        phases=state["phases"],
+        accuracy=state["accuracy"],
+        measurements=state["measurements"],
+        peak_host_mem_mb=peak_rss_mb(),
+        fingerprint=fingerprint.collect(spec.framework, fw_version or "unknown"),
+    )
+
+
+def _load(runner: Runner, state: dict[str, Any]) -> None:
+    phases: list[Phase] = state["phases"]
+    with Timer() as t:
+        runner.import_framework()
+    phases.append(Phase(name="import", seconds=t.seconds))
+    state["framework_version"] = runner.version()
+    log(f"{runner.name} {state['framework_version']}: import {t.seconds:.2f}s")
+    with Timer() as t:
+        runner.read_model()
+    phases.append(Phase(name="model_read", seconds=t.seconds))
+    with Timer() as t:
+        hit, note = runner.compile()
+    phases.append(Phase(name="compile", seconds=t.seconds, cache_hit=hit, note=note))
+    cache = "" if hit is None else (" (cache hit)" if hit else " (cache miss)")
+    log(f"compile {t.seconds:.2f}s{cache}")
+    state["precision"] = runner.effective_precision()
+
+
+def _reference(runner: Runner, manifest: ModelManifest, state: dict[str, Any]) -> None:
+    """First inference, on the reference batch: timed as a phase and checked against the reference."""
+    ref_in = np.load(runner.model_path("reference_input"))
+    ref_out = np.load(runner.model_path("reference_output"))
+    prepared = runner.prepare(ref_in)
+    with Timer() as t:
+        out = runner.run(prepared)
+    state["phases"].append(Phase(name="first_inference", seconds=t.seconds, note=f"batch {len(ref_in)}"))
+    acc = accuracy.compare(runner.to_numpy(out), ref_out, manifest.reference)
+    state["accuracy"] = acc
+    log(
+        f"first inference {t.seconds:.2f}s; vs {acc.reference}: max abs err {acc.max_abs_err:.3g} "
+        f"(rel {acc.rel_err:.3g}), top-1 {acc.top1_agreement:.0%}, top-5 {acc.top5_agreement:.0%}"
+    )
+
+
+def _measure(runner: Runner, manifest: ModelManifest, batch_size: int) -> Measurement:
+    policy = runner.spec.policy
+    prepared = runner.prepare(input_batch(manifest, batch_size))
+
+    def step() -> object:
+        return runner.run(prepared)
+
+    n_warm, warm_ns = measure.warm_up(step, policy)
+    with HostMemoryTracker() as mem:
+        state = measure.steady_state(step, policy)
+    state.warmup_iterations, state.warmup_ns = n_warm, warm_ns
+    m = measure.summarize(batch_size, state, policy, peak_host_mem_mb=mem.peak_mb)
+    log(
+        f"batch {batch_size}: {m.throughput_sps:.1f} samples/s, p50 {m.latency_p50_ms:.2f} ms, "
+        f"{m.iterations} iterations in {m.duration_s:.1f}s{'' if m.stable else ' (UNSTABLE)'}"
+    )
+    return m
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m runners", description=__doc__)
+    parser.add_argument("--spec", required=True, type=Path, help="RunSpec JSON file")
+    parser.add_argument("--out", required=True, type=Path, help="where to write the RunResult JSON")
+    args = parser.parse_args(argv)
+    try:
+        spec = read_spec(args.spec)
+    except SpecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    result = execute(spec)
+    write_atomic(args.out, result.model_dump_json(indent=1) + "\n")
+    log(f"status {result.status}; result written to {args.out}")
+    return 0

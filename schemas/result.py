@@ -1,0 +1,143 @@
+"""What a runner reports: `RunResult`, with phases, measurements, accuracy and fingerprint."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from schemas.spec import SCHEMA_VERSION, RunSpec, Strict
+
+Status = Literal["ok", "error", "timeout", "unsupported"]
+PHASES = ("import", "model_read", "compile", "first_inference")
+
+
+class Phase(Strict):
+    """One timed phase of loading. `cache_hit` is set where a framework cache was consulted."""
+
+    name: Literal["import", "model_read", "compile", "first_inference"]
+    seconds: float = Field(ge=0)
+    cache_hit: bool | None = None
+    note: str | None = None
+
+
+class Accuracy(Strict):
+    """Outputs on the model's reference batch, compared with the reference outputs."""
+
+    reference: str = Field(description="what produced the reference outputs, e.g. tensorflow-fp32")
+    samples: int = Field(ge=1)
+    max_abs_err: float = Field(ge=0)
+    rel_err: float = Field(ge=0, description="max_abs_err / (max - min) of the reference outputs")
+    top1_agreement: float = Field(ge=0, le=1)
+    top5_agreement: float = Field(
+        ge=0, le=1, description="fraction of samples whose top-5 classes are the same set"
+    )
+
+
+class Measurement(Strict):
+    """Steady state of one batch size. Latencies are end to end, per iteration, in ms."""
+
+    batch_size: int = Field(ge=1)
+    iterations: int = Field(ge=1)
+    duration_s: float = Field(gt=0)
+    throughput_sps: float = Field(gt=0, description="samples per second over the steady state")
+    latency_mean_ms: float = Field(ge=0)
+    latency_stdev_ms: float = Field(ge=0)
+    latency_min_ms: float = Field(ge=0)
+    latency_p50_ms: float = Field(ge=0)
+    latency_p90_ms: float = Field(ge=0)
+    latency_p99_ms: float = Field(ge=0)
+    latency_max_ms: float = Field(ge=0)
+    warmup_iterations: int = Field(ge=0)
+    warmup_s: float = Field(ge=0)
+    windows: int = Field(ge=1)
+    stable: bool
+    peak_host_mem_mb: float | None = Field(None, ge=0)
+    latencies_ms: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Measurement:
+        if not (
+            self.latency_min_ms
+            <= self.latency_p50_ms
+            <= self.latency_p90_ms
+            <= self.latency_p99_ms
+            <= self.latency_max_ms
+        ):
+            raise ValueError("latency percentiles are not ordered")
+        if self.latencies_ms is not None and len(self.latencies_ms) != self.iterations:
+            raise ValueError("latencies_ms must hold one value per iteration")
+        return self
+
+
+class Fingerprint(Strict):
+    """Where and with what a result was produced."""
+
+    host: str
+    python: str
+    os: str
+    cpu_model: str
+    cpu_flags: list[str]
+    cpu_count: int
+    cpu_limit: float | None = Field(None, description="cores the runner may use (affinity/cgroup)")
+    memory_total_mb: float
+    framework: str
+    framework_version: str
+    packages: dict[str, str]
+    gpus: list[dict[str, str]] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict, description="tuning variables seen")
+
+
+class LaunchInfo(Strict):
+    """Filled by the controller: how the runner was started."""
+
+    launcher: Literal["local", "docker"]
+    image_ref: str
+    image_digest: str | None = None
+    lock_hash: str | None = None
+    exit_code: int | None = None
+    wall_s: float | None = None
+    stderr_tail: str | None = None
+
+
+class RunResult(Strict):
+    """The outcome of one `RunSpec`. Non-ok results keep whatever was measured before the failure."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    run_id: str
+    spec: RunSpec
+    status: Status
+    message: str | None = None
+    started_at: datetime
+    finished_at: datetime
+    framework: str
+    framework_version: str | None = None
+    precision: str | None = Field(None, description="precision the framework really computed in")
+    phases: list[Phase] = Field(default_factory=list)
+    accuracy: Accuracy | None = None
+    measurements: list[Measurement] = Field(default_factory=list)
+    peak_host_mem_mb: float | None = Field(None, ge=0)
+    fingerprint: Fingerprint | None = None
+    launch: LaunchInfo | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunResult:
+        if self.run_id != self.spec.run_id:
+            raise ValueError("run_id differs from spec.run_id")
+        if self.status == "ok":
+            got = [m.batch_size for m in self.measurements]
+            if got != list(self.spec.batch_sizes):
+                raise ValueError(f"ok result measured batch sizes {got}, spec asked {self.spec.batch_sizes}")
+        elif not self.message:
+            raise ValueError(f"a {self.status} result needs a message")
+        if self.finished_at < self.started_at:
+            raise ValueError("finished_at is before started_at")
+        return self
+
+    @property
+    def load_time_s(self) -> float | None:
+        """Import + model read + compile + first inference, the same sum for every framework."""
+        if not self.phases:
+            return None
+        return sum(p.seconds for p in self.phases)

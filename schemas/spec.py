@@ -1,0 +1,141 @@
+"""What a runner is asked to do: `RunSpec` and the framework options it carries."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+
+MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+DEVICE_RE = re.compile(r"^(cpu|cuda:\d+)$")
+
+
+class Strict(BaseModel):
+    """Base for every schema model: unknown fields are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MeasurementPolicy(Strict):
+    """How long to measure one batch size and when the measurement counts as stable.
+
+    Steady state runs in windows of at least `window_s` seconds and `window_min_iterations`
+    iterations. It stops once `min_time_s` and `min_iterations` are met and the mean latencies of
+    the last `stable_windows` windows agree within `tolerance` (relative spread), or at
+    `max_time_s` or `max_iterations`, in which case the measurement is flagged unstable.
+    """
+
+    warmup_iterations: int = Field(3, ge=0)
+    warmup_min_s: float = Field(0.5, ge=0)
+    min_iterations: int = Field(10, ge=1)
+    max_iterations: int = Field(100_000, ge=1, description="hard cap; keeps result files bounded")
+    min_time_s: float = Field(2.0, ge=0)
+    max_time_s: float = Field(30.0, gt=0)
+    window_s: float = Field(0.5, gt=0)
+    window_min_iterations: int = Field(2, ge=1)
+    stable_windows: int = Field(3, ge=2)
+    tolerance: float = Field(0.10, gt=0, lt=1)
+    keep_latencies: bool = True
+
+    @model_validator(mode="after")
+    def _max_after_min(self) -> MeasurementPolicy:
+        if self.max_time_s < self.min_time_s:
+            raise ValueError("max_time_s must be >= min_time_s")
+        if self.max_iterations < self.min_iterations:
+            raise ValueError("max_iterations must be >= min_iterations")
+        return self
+
+
+class OnnxRuntimeOptions(Strict):
+    """ONNX Runtime (CPU execution provider)."""
+
+    framework: Literal["onnxruntime"] = "onnxruntime"
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    intra_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime decide")
+    inter_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime decide")
+    execution_mode: Literal["sequential", "parallel"] = "sequential"
+    cache: bool = Field(True, description="save and reuse the optimized model")
+
+
+class OpenVinoOptions(Strict):
+    """OpenVINO Runtime."""
+
+    framework: Literal["openvino"] = "openvino"
+    hint: Literal["latency", "throughput"] = "latency"
+    streams: int | None = Field(None, ge=1, description="None: chosen by the hint")
+    threads: int | None = Field(None, ge=1, description="None: all cores the runner may use")
+    precision: Literal["f32", "bf16", "f16"] | None = Field(
+        None, description="inference precision hint; None keeps the device default"
+    )
+    layout: Literal["NHWC", "NCHW"] | None = Field(
+        None, description="layout of the tensor fed to the model; None keeps the model's"
+    )
+    cache: bool = Field(True, description="cache compiled blobs (CACHE_DIR)")
+
+
+class NullOptions(Strict):
+    """The harness itself: returns a preallocated zero output. `fault` exercises failure paths."""
+
+    framework: Literal["null"] = "null"
+    work_us: float = Field(0.0, ge=0, description="busy-wait this long per iteration")
+    fault: Literal["none", "raise", "exit", "hang", "bad-output"] = "none"
+
+
+FrameworkOptions = Annotated[
+    Union[OnnxRuntimeOptions, OpenVinoOptions, NullOptions],
+    Field(discriminator="framework"),
+]
+
+FRAMEWORK_OPTION_MODELS: dict[str, type[Strict]] = {
+    "onnxruntime": OnnxRuntimeOptions,
+    "openvino": OpenVinoOptions,
+    "null": NullOptions,
+}
+
+
+class RunSpec(Strict):
+    """One run: one image, one model, one device, several batch sizes."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    run_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,80}$")
+    image: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    model: str
+    model_dir: str = Field(description="model store folder of this model, as the runner sees it")
+    cache_dir: str = Field(description="writable cache folder, as the runner sees it")
+    device: str = "cpu"
+    batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    policy: MeasurementPolicy = Field(default_factory=MeasurementPolicy)  # type: ignore[arg-type]
+    options: FrameworkOptions
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, v: str) -> str:
+        if not MODEL_NAME_RE.match(v):
+            raise ValueError(
+                f"invalid model name {v!r}: use lowercase letters, digits, '_', '-', '.' (no paths)"
+            )
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not DEVICE_RE.match(v):
+            raise ValueError(f"invalid device {v!r}: expected 'cpu' or 'cuda:N'")
+        return v
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _batch_sizes(cls, v: list[int]) -> list[int]:
+        bad = [b for b in v if b < 1]
+        if bad:
+            raise ValueError(f"batch sizes must be positive integers, got {bad}")
+        if len(set(v)) != len(v):
+            raise ValueError("batch sizes must not repeat")
+        return v
+
+    @property
+    def framework(self) -> str:
+        return self.options.framework

@@ -1,0 +1,45 @@
+"""Read result files of any known schema version; refuse files newer than this code."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from schemas.result import RunResult
+from schemas.spec import SCHEMA_VERSION
+
+
+class SchemaVersionError(ValueError):
+    """A result file this code cannot read as it is."""
+
+
+# upgrade_to_N(dict) turns a version N-1 document into version N. None exist yet: version 1 is
+# the first released format. Add one function per format change and register it here.
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def upgrade(doc: dict[str, Any]) -> dict[str, Any]:
+    """Bring a result document to the current schema version."""
+    version = doc.get("schema_version")
+    if not isinstance(version, int) or version < 1:
+        raise SchemaVersionError(f"result has no valid schema_version (got {version!r})")
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"result has schema_version {version}, newer than this code ({SCHEMA_VERSION}); "
+            "hint: update bench-ctl (git pull) before ingesting it"
+        )
+    while version < SCHEMA_VERSION:
+        version += 1
+        doc = UPGRADES[version](doc)
+        doc["schema_version"] = version
+    return doc
+
+
+def load_result(path: str | Path) -> RunResult:
+    """Parse, upgrade and validate a result file."""
+    doc = json.loads(Path(path).read_text())
+    if not isinstance(doc, dict):
+        raise SchemaVersionError(f"{path}: not a JSON object")
+    return RunResult.model_validate(upgrade(doc))
