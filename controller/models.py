@@ -98,6 +98,7 @@ def _build(paths: Paths, name: str, image_name: str, launcher: Launcher, args: l
                              exit_code=1)
         (tmp / "tool.log").unlink(missing_ok=True)
         manifest = ModelManifest.model_validate_json((tmp / "manifest.json").read_text())
+        _readable(tmp)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -106,6 +107,12 @@ def _build(paths: Paths, name: str, image_name: str, launcher: Launcher, args: l
         if not _keep_log(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _readable(folder: Path) -> None:
+    """The store is mounted read-only into containers running as another user: open it to reading."""
+    for p in [folder, *folder.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
 
 
 def _keep_log(tmp: Path) -> bool:

@@ -144,7 +144,7 @@ def run_row(result: RunResult, result_path: Path | None) -> dict[str, Any]:
         "schema_version": result.schema_version,
         "started_at": result.started_at,
         "finished_at": result.finished_at,
-        "host": fp.host if fp else None,
+        "host": (launch.host if launch and launch.host else None) or (fp.host if fp else None),
         "launcher": launch.launcher if launch else None,
         "image": spec.image,
         "image_ref": launch.image_ref if launch else None,

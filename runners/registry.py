@@ -10,6 +10,7 @@ REGISTRY: dict[str, str] = {
     "null": "runners.frameworks.null:NullRunner",
     "onnxruntime": "runners.frameworks.ort:OnnxRuntimeRunner",
     "openvino": "runners.frameworks.ov:OpenVinoRunner",
+    "tensorflow": "runners.frameworks.tf:TensorflowRunner",
 }
 
 

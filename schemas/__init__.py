@@ -20,6 +20,7 @@ from schemas.spec import (
     OnnxRuntimeOptions,
     OpenVinoOptions,
     RunSpec,
+    TensorflowOptions,
 )
 from schemas.upgrade import SchemaVersionError, load_result, upgrade
 
@@ -43,6 +44,7 @@ __all__ = [
     "RunSpec",
     "SchemaVersionError",
     "Status",
+    "TensorflowOptions",
     "load_result",
     "upgrade",
 ]

@@ -93,6 +93,7 @@ class LaunchInfo(Strict):
     """Filled by the controller: how the runner was started."""
 
     launcher: Literal["local", "docker"]
+    host: str | None = Field(None, description="host that launched the runner (a container has its own name)")
     image_ref: str
     image_digest: str | None = None
     lock_hash: str | None = None

@@ -76,6 +76,14 @@ class OpenVinoOptions(Strict):
     cache: bool = Field(True, description="cache compiled blobs (CACHE_DIR)")
 
 
+class TensorflowOptions(Strict):
+    """TensorFlow: SavedModel served through a tf.function."""
+
+    framework: Literal["tensorflow"] = "tensorflow"
+    xla: bool | None = Field(None, description="jit_compile the function; None: on for GPU, off for CPU")
+    memory_growth: bool = Field(True, description="grow GPU memory on demand instead of taking it all")
+
+
 class NullOptions(Strict):
     """The harness itself: returns a preallocated zero output. `fault` exercises failure paths."""
 
@@ -85,13 +93,14 @@ class NullOptions(Strict):
 
 
 FrameworkOptions = Annotated[
-    Union[OnnxRuntimeOptions, OpenVinoOptions, NullOptions],
+    Union[OnnxRuntimeOptions, OpenVinoOptions, TensorflowOptions, NullOptions],
     Field(discriminator="framework"),
 ]
 
 FRAMEWORK_OPTION_MODELS: dict[str, type[Strict]] = {
     "onnxruntime": OnnxRuntimeOptions,
     "openvino": OpenVinoOptions,
+    "tensorflow": TensorflowOptions,
     "null": NullOptions,
 }
 

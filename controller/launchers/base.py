@@ -7,6 +7,7 @@ out, crashed), the launcher writes the failed result itself, with exit code and 
 
 from __future__ import annotations
 
+import socket
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
@@ -94,6 +95,7 @@ class Launcher(ABC):
         outcome = self.start_runner(image, spec, run_dir, timeout_s, on_line)
         info = LaunchInfo(
             launcher=self.name,  # type: ignore[arg-type]
+            host=socket.gethostname(),
             image_ref=outcome.image_ref,
             image_digest=outcome.image_digest,
             lock_hash=outcome.lock_hash,

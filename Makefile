@@ -1,0 +1,60 @@
+# Targets a newcomer guesses. `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CTL    := $(BIN)/bench-ctl
+IMAGES ?=
+DEMO_MODEL ?= resnet50
+DEMO_BATCHES ?= 1,8,32
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test test-fast lint schemas locks images images-gpu base-image bench clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/bench-ctl: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(BIN)/bench-ctl ## create .venv with bench-ctl and the dev tools
+
+demo: setup ## export resnet50, measure it with ONNX Runtime and OpenVINO at 1,8,32, compare
+	$(CTL) models export $(DEMO_MODEL)
+	$(CTL) run --image ort --model $(DEMO_MODEL) --batch-sizes $(DEMO_BATCHES)
+	$(CTL) run --image openvino --model $(DEMO_MODEL) --batch-sizes $(DEMO_BATCHES)
+	$(CTL) compare --model $(DEMO_MODEL)
+
+test: setup ## run the test suite (real frameworks in their local environments; Docker tests if an engine runs)
+	$(BIN)/python -m pytest
+
+test-fast: setup ## tests that need no framework environment
+	$(BIN)/python -m pytest -m "not frameworks and not docker"
+
+lint: setup ## ruff (lint + format check) and mypy strict on schemas/ and controller/
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+schemas: setup ## regenerate schemas/json from the pydantic models
+	$(BIN)/python -m schemas.generate
+
+locks: setup ## re-pin images/*/requirements.lock from requirements.in (hashes included)
+	for d in images/*/; do [ -f $$d/requirements.in ] && \
+	  $(BIN)/uv pip compile --quiet --python-version 3.11 --generate-hashes --no-header \
+	    $$d/requirements.in -o $$d/requirements.lock || true; done
+
+base-image: ## build the local Debian base image (debootstrap; no registry needed)
+	images/base/build-base.sh
+
+images: setup ## build images offline from locked wheels: make images IMAGES="ort openvino"
+	$(CTL) images build $(IMAGES)
+
+bench: setup ## run the benchmarks under benchmarks/ (ratios measured in one run)
+	$(BIN)/python benchmarks/harness_overhead.py
+	$(BIN)/python benchmarks/openvino_vs_benchmark_app.py
+
+clean: ## remove runs, caches and the result database (keeps models and environments)
+	rm -rf .bench/runs .bench/cache results.duckdb results.duckdb.wal

@@ -1,0 +1,76 @@
+"""TensorFlow: the SavedModel served through a `tf.function`, optionally compiled by XLA.
+
+XLA compiles one program per input shape, so the compile phase traces and compiles the function
+for the reference batch and for every batch size of the spec: the warm-up then measures warm
+code, and the compile phase holds all of XLA's cost (it has no persistent cache to consult).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from runners.base import Runner, Unsupported
+from schemas import TensorflowOptions
+
+
+class TensorflowRunner(Runner):
+    name = "tensorflow"
+    devices = ("cpu", "cuda")
+    options: TensorflowOptions
+
+    def import_framework(self) -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+
+        self.tf = tf
+        gpus = tf.config.list_physical_devices("GPU")
+        if self.spec.device.startswith("cuda"):
+            index = int(os.environ.get("BENCH_CUDA_INDEX", self.spec.device.split(":")[1]))
+            if index >= len(gpus):
+                raise Unsupported(f"TensorFlow sees {len(gpus)} GPU(s); asked for {self.spec.device}")
+            if self.options.memory_growth:
+                for gpu in gpus:
+                    tf.config.experimental.set_memory_growth(gpu, True)
+            self._device = f"/GPU:{index}"
+        else:
+            self._device = "/CPU:0"
+
+    def version(self) -> str:
+        return str(self.tf.__version__)
+
+    @property
+    def xla(self) -> bool:
+        if self.options.xla is None:
+            return self.spec.device.startswith("cuda")
+        return self.options.xla
+
+    def read_model(self) -> None:
+        with self.tf.device(self._device):
+            self.loaded = self.tf.saved_model.load(str(self.model_path("savedmodel")))
+
+    def compile(self) -> tuple[bool | None, str | None]:
+        tf = self.tf
+        endpoint = getattr(self.loaded, "serve", None) or self.loaded.signatures["serving_default"]
+
+        def forward(x: Any) -> Any:
+            out = endpoint(x)
+            return next(iter(out.values())) if isinstance(out, dict) else out
+
+        self.fn = tf.function(forward, jit_compile=self.xla, reduce_retracing=False)
+        shapes = sorted({8, *self.spec.batch_sizes})
+        sample = [d for d in self.manifest.input_shape[1:]]
+        with tf.device(self._device):
+            for n in shapes:
+                self.fn(tf.zeros([n, *sample], dtype=tf.float32))
+        note = f"xla={'on' if self.xla else 'off'}, device={self._device}, traced+compiled for batch {shapes}"
+        return None, note
+
+    def run(self, prepared: Any) -> Any:
+        with self.tf.device(self._device):
+            return self.fn(prepared).numpy()
+
+    def effective_precision(self) -> str:
+        return "fp32"
