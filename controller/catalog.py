@@ -28,6 +28,8 @@ class ImageInfo(BaseModel):
     base: str = Field(description="default base image (build argument BASE_IMAGE)")
     buildable: bool = True
     skip_reason: str | None = None
+    local_env: bool = Field(True, description="whether the lock alone makes a working local environment")
+    python: str = Field("3.11", description="Python version of the image, for its wheels")
     framework_version: str | None = None
     lock_hash: str | None = None
 
@@ -54,7 +56,7 @@ def load_image(folder: Path) -> ImageInfo:
     meta = tomllib.loads((folder / "image.toml").read_text())
     lock = folder / "requirements.lock"
     meta.setdefault("name", folder.name)
-    meta["framework_version"] = _locked_version(lock, meta["package"])
+    meta["framework_version"] = _locked_version(lock, meta["package"]) or meta.get("framework_version")
     meta["lock_hash"] = file_hash(lock)
     return ImageInfo.model_validate(meta)
 

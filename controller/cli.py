@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -24,8 +25,9 @@ models_app = typer.Typer(no_args_is_help=True, help="The model store: export, ad
 app.add_typer(images_app, name="images")
 app.add_typer(models_app, name="models")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Off a terminal (pipes, CI logs) rich would wrap tables at 80 columns.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
 DbOpt = Annotated[Path | None, typer.Option("--db", help="result database (default: results.duckdb, or $BENCH_DB)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON instead of a table")]
@@ -77,8 +79,9 @@ def run(
     image: Annotated[str, typer.Option("--image", "-i", help="image to run in (bench-ctl images list)")],
     model: Annotated[str, typer.Option("--model", "-m", help="model from the store (bench-ctl models list)")],
     batch_sizes: Annotated[str, typer.Option("--batch-sizes", "-b", help="comma-separated, e.g. 1,8,32")] = "1,8,32",
-    cpu: Annotated[bool, typer.Option("--cpu", help="run on the CPU (default)")] = False,
-    gpu: Annotated[int | None, typer.Option("--gpu", help="run on GPU N (the container sees that GPU only)")] = None,
+    cpu: Annotated[bool, typer.Option("--cpu", help="run on the CPU (default for images that have a CPU runner)")] = False,
+    gpu: Annotated[int | None, typer.Option("--gpu", help="run on GPU N (the container sees that GPU only); "
+                                            "default for GPU-only images: 0")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", "-s", help=(
         "framework option KEY=VALUE (repeatable), e.g. --set precision=f32; "
         "policy.KEY=VALUE sets the measurement policy, e.g. --set policy.max_time_s=10"))] = None,
@@ -100,7 +103,8 @@ def run(
         raise BenchError(f"unknown launcher {launcher!r}", "valid: auto, local, docker")
     req = service.RunRequest(
         image=image, model=model, batch_sizes=parse_batch_sizes(batch_sizes),
-        device="cpu" if gpu is None else f"cuda:{gpu}", sets=sets or [], launcher=launcher,  # type: ignore[arg-type]
+        device="cpu" if cpu else (None if gpu is None else f"cuda:{gpu}"), sets=sets or [],
+        launcher=launcher,  # type: ignore[arg-type]
         timeout_s=timeout,
     )
     paths = Paths.from_env(db)

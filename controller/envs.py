@@ -54,8 +54,12 @@ class LocalEnv:
         """Build (or rebuild after a lock change) and return the interpreter path."""
         if self.is_current():
             return self.python
+        if not self.image.local_env:
+            raise BenchError(f"image {self.image.name} runs only as a Docker image ({self.image.description})",
+                             self.image.skip_reason or f"build it: make images IMAGES={self.image.name}")
         if not self.image.lock_file.exists():
-            raise BenchError(f"image {self.image.name} has no requirements.lock", "run `make locks`")
+            hint = self.image.skip_reason or f"pin it: make locks (from images/{self.image.name}/requirements.in)"
+            raise BenchError(f"image {self.image.name} has no requirements.lock", hint)
         if log:
             log(f"building local environment for {self.image.name} in {self.root} (uv, from requirements.lock)")
         tmp = self.root.with_name(f".{self.root.name}.building")

@@ -77,7 +77,7 @@ def download_wheels(info: ImageInfo, paths: Paths, log: LineSink) -> Path:
     house = paths.wheels / info.name
     house.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-           "--require-hashes", "--python-version", "3.11", "--implementation", "cp",
+           "--require-hashes", "--python-version", info.python, "--implementation", "cp",
            "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
            "--platform", "manylinux_2_27_x86_64", "--platform", "manylinux_2_28_x86_64",
            "--platform", "linux_x86_64", "-r", str(info.lock_file), "-d", str(house)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import socket
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -14,9 +15,10 @@ from controller import store
 from controller.catalog import ImageInfo, get_image
 from controller.errors import BenchError
 from controller.launchers import select_launcher
-from controller.launchers.base import Launcher, LineSink
+from controller.launchers.base import Launcher, LineSink, failed_result
+from controller.launchers.local import LocalLauncher
 from controller.paths import Paths
-from schemas import FRAMEWORK_OPTION_MODELS, MeasurementPolicy, RunResult, RunSpec, load_result
+from schemas import FRAMEWORK_OPTION_MODELS, LaunchInfo, MeasurementPolicy, RunResult, RunSpec, load_result
 
 LauncherChoice = Literal["auto", "local", "docker"]
 NONE_WORDS = {"none", "null", "auto", "default"}
@@ -65,7 +67,7 @@ class RunRequest(BaseModel):
     image: str
     model: str
     batch_sizes: list[int]
-    device: str = "cpu"
+    device: str | None = None
     sets: list[str] = []
     launcher: LauncherChoice = "auto"
     timeout_s: float | None = None
@@ -85,7 +87,7 @@ def plan(req: RunRequest, paths: Paths, launcher: Launcher, image: ImageInfo) ->
             "model": req.model,
             "model_dir": launcher.model_dir(req.model),
             "cache_dir": launcher.cache_dir(image),
-            "device": req.device,
+            "device": req.device or default_device(image),
             "batch_sizes": req.batch_sizes,
             "policy": policy_model,
             "options": {"framework": image.framework, **options},
@@ -97,6 +99,26 @@ def plan(req: RunRequest, paths: Paths, launcher: Launcher, image: ImageInfo) ->
             raise BenchError(f"--set {err['loc'][-1]}={err.get('input')!r}: {err['msg']}",
                              f"options of {image.framework}: {valid}") from None
         raise BenchError(_validation_message(e, "invalid"), "see `bench-ctl run --help`") from None
+
+
+def default_device(image: ImageInfo) -> str:
+    """CPU where the image can run on it, else its first GPU."""
+    return "cpu" if "cpu" in image.devices else "cuda:0"
+
+
+def host_has_nvidia_gpu() -> bool:
+    return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def preflight(image: ImageInfo, req: RunRequest) -> str | None:
+    """Why the run cannot happen on this host at all (recorded as unsupported), or None."""
+    device = req.device or default_device(image)
+    kind = device.split(":")[0]
+    if kind not in image.devices:
+        return f"image {image.name} runs on {', '.join(image.devices)}, not {kind}"
+    if kind == "cuda" and not host_has_nvidia_gpu():
+        return f"image {image.name} needs an NVIDIA GPU for {device}; this host has none (no /dev/nvidia* devices)"
+    return None
 
 
 def default_timeout(spec: RunSpec) -> float:
@@ -123,12 +145,26 @@ def run(req: RunRequest, paths: Paths, log: LineSink, on_line: LineSink, db: Pat
     image = get_image(req.image)
     check_runnable(image)
     model_store.read_manifest(paths, req.model)
-    launcher = select_launcher(req.launcher, image, paths, log)
-    spec = plan(req, paths, launcher, image)
-    launcher.prepare(image, log)
-    run_dir = paths.runs / spec.run_id
-    run_dir.mkdir(parents=True)
-    result = launcher.launch(image, spec, run_dir, req.timeout_s or default_timeout(spec), on_line)
+    reason = preflight(image, req)
+    if reason is not None:
+        # Nothing to launch: validate the request all the same, then record why it cannot run here.
+        local = LocalLauncher(paths)
+        spec = plan(req, paths, local, image)
+        run_dir = paths.runs / spec.run_id
+        run_dir.mkdir(parents=True)
+        (run_dir / "spec.json").write_text(spec.model_dump_json(indent=1) + "\n")
+        now = datetime.now(timezone.utc)
+        info = LaunchInfo(launcher="preflight", host=socket.gethostname(), image_ref=image.name,
+                          lock_hash=image.lock_hash)
+        result = failed_result(spec, "unsupported", reason, now, info)
+        log(f"not launched: {reason}")
+    else:
+        launcher = select_launcher(req.launcher, image, paths, log)
+        spec = plan(req, paths, launcher, image)
+        launcher.prepare(image, log)
+        run_dir = paths.runs / spec.run_id
+        run_dir.mkdir(parents=True)
+        result = launcher.launch(image, spec, run_dir, req.timeout_s or default_timeout(spec), on_line)
     # The stored copy carries the launch information the runner could not know.
     final = run_dir / "result.json"
     final.with_suffix(".tmp").write_text(result.model_dump_json(indent=1) + "\n")

@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 
 from controller.errors import BenchError
-from schemas import RunResult
+from schemas import Measurement, RunResult
 
 # Each migration takes the store from version i to i+1. Never edit one that has shipped: append.
 MIGRATIONS: list[str] = [
@@ -82,6 +82,18 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, batch_size)
     );
     """,
+    # 2: GPU telemetry per measurement (NVML).
+    """
+    ALTER TABLE measurements ADD COLUMN peak_device_mem_mb DOUBLE;
+    ALTER TABLE measurements ADD COLUMN avg_power_w DOUBLE;
+    ALTER TABLE measurements ADD COLUMN idle_power_w DOUBLE;
+    ALTER TABLE measurements ADD COLUMN energy_j DOUBLE;
+    ALTER TABLE measurements ADD COLUMN energy_j_per_4096 DOUBLE;
+    ALTER TABLE measurements ADD COLUMN energy_j_per_4096_net DOUBLE;
+    ALTER TABLE measurements ADD COLUMN sm_clock_mhz_mean DOUBLE;
+    ALTER TABLE measurements ADD COLUMN throttled BOOLEAN;
+    ALTER TABLE measurements ADD COLUMN gpu JSON;
+    """,
 ]
 
 RESULTS_VIEW = """
@@ -93,6 +105,7 @@ SELECT
     r.load_time_s, r.compile_s, r.compile_cache_hit,
     coalesce(m.peak_host_mem_mb, r.peak_host_mem_mb) AS peak_host_mem_mb,
     r.max_abs_err, r.rel_err, r.top1_agreement, r.top5_agreement, r.precision,
+    m.peak_device_mem_mb, m.energy_j_per_4096, m.energy_j_per_4096_net, m.avg_power_w, m.throttled,
     m.stable, r.status, r.message, r.launcher, r.image_digest, r.lock_hash, r.options
 FROM runs r LEFT JOIN measurements m USING (run_id)
 """
@@ -183,7 +196,22 @@ MEASUREMENT_COLUMNS = [
     "batch_size", "iterations", "duration_s", "throughput_sps", "latency_mean_ms", "latency_stdev_ms",
     "latency_min_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_max_ms",
     "warmup_iterations", "warmup_s", "windows", "stable", "peak_host_mem_mb", "latencies_ms",
+    "peak_device_mem_mb", "avg_power_w", "idle_power_w", "energy_j", "energy_j_per_4096",
+    "energy_j_per_4096_net", "sm_clock_mhz_mean", "throttled", "gpu",
 ]
+
+
+def _gpu_columns(m: Measurement) -> dict[str, Any]:
+    g = m.gpu
+    return {
+        "peak_device_mem_mb": g.peak_process_mem_mb if g else None,
+        "avg_power_w": g.avg_power_w if g else None,
+        "idle_power_w": g.idle_power_w if g else None,
+        "energy_j": g.energy_j if g else None,
+        "sm_clock_mhz_mean": g.sm_clock_mhz_mean if g else None,
+        "throttled": g.throttled if g else None,
+        "gpu": g.model_dump_json() if g else None,
+    }
 
 
 def ingest(con: duckdb.DuckDBPyConnection, result: RunResult, result_path: Path | None = None) -> None:
@@ -199,7 +227,7 @@ def ingest(con: duckdb.DuckDBPyConnection, result: RunResult, result_path: Path 
         mcols = ", ".join(["run_id", *MEASUREMENT_COLUMNS])
         mmarks = ", ".join("?" for _ in range(len(MEASUREMENT_COLUMNS) + 1))
         for m in result.measurements:
-            values = m.model_dump()
+            values = {**m.model_dump(), **_gpu_columns(m)}
             con.execute(f"INSERT INTO measurements ({mcols}) VALUES ({mmarks})",
                         [result.run_id, *(values[c] for c in MEASUREMENT_COLUMNS)])
         con.execute("COMMIT")

@@ -6,6 +6,7 @@ spec (nothing written), anything else is a harness bug or a killed process.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -18,7 +19,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from runners.base import Runner, Unsupported
-from runners.core import accuracy, fingerprint, measure
+from runners.core import accuracy, fingerprint, gpu, measure
 from runners.core.io import write_atomic
 from runners.core.trackers import HostMemoryTracker, peak_rss_mb
 from runners.registry import runner_class
@@ -82,6 +83,7 @@ def execute(spec: RunSpec) -> RunResult:
         "accuracy": None,
         "framework_version": None,
         "precision": None,
+        "gpus": [],
     }
     status, message = "ok", None
     runner: Runner | None = None
@@ -95,10 +97,11 @@ def execute(spec: RunSpec) -> RunResult:
         cls = runner_class(spec.framework)
         runner = cls(spec, manifest, model_dir, Path(spec.cache_dir))
         runner.check_device()
+        tracker = _gpu_tracker(spec, state)
         _load(runner, state)
         _reference(runner, manifest, state)
         for bs in spec.batch_sizes:
-            state["measurements"].append(_measure(runner, manifest, bs))
+            state["measurements"].append(_measure(runner, manifest, bs, tracker))
     except Unsupported as e:
         status, message = "unsupported", str(e) or "unsupported"
         log(f"unsupported: {message}")
@@ -127,8 +130,29 @@ def execute(spec: RunSpec) -> RunResult:
         accuracy=state["accuracy"],
         measurements=state["measurements"],
         peak_host_mem_mb=peak_rss_mb(),
-        fingerprint=fingerprint.collect(spec.framework, fw_version or "unknown"),
+        fingerprint=fingerprint.collect(spec.framework, fw_version or "unknown", state["gpus"]),
     )
+
+
+def _gpu_tracker(spec: RunSpec, state: dict[str, Any]) -> gpu.GpuTracker | None:
+    """NVML tracker for a GPU run, with idle power read before anything is loaded."""
+    if not spec.device.startswith("cuda"):
+        return None
+    nvml = gpu.load_nvml()
+    if nvml is None:
+        log("NVML unavailable: no power, energy or device memory readings")
+        return None
+    index = gpu.physical_index(spec.device)
+    try:
+        state["gpus"] = [gpu.device_info(nvml, index)]
+        tracker = gpu.GpuTracker(nvml, index)
+    except Exception as e:
+        log(f"NVML cannot read GPU {index}: {e}")
+        return None
+    tracker.measure_idle(1.0)
+    log(f"GPU {index} {tracker.name}: idle {tracker.idle_power_w or 0:.0f} W, "
+        f"{tracker.baseline_mem_mb or 0:.0f} MB used before loading")
+    return tracker
 
 
 def _load(runner: Runner, state: dict[str, Any]) -> None:
@@ -165,7 +189,8 @@ def _reference(runner: Runner, manifest: ModelManifest, state: dict[str, Any]) -
     )
 
 
-def _measure(runner: Runner, manifest: ModelManifest, batch_size: int) -> Measurement:
+def _measure(runner: Runner, manifest: ModelManifest, batch_size: int,
+             tracker: gpu.GpuTracker | None = None) -> Measurement:
     policy = runner.spec.policy
     prepared = runner.prepare(input_batch(manifest, batch_size))
 
@@ -173,10 +198,20 @@ def _measure(runner: Runner, manifest: ModelManifest, batch_size: int) -> Measur
         return runner.run(prepared)
 
     n_warm, warm_ns = measure.warm_up(step, policy)
-    with HostMemoryTracker() as mem:
+    with contextlib.ExitStack() as stack:
+        mem = stack.enter_context(HostMemoryTracker())
+        if tracker is not None:
+            stack.enter_context(tracker)
         state = measure.steady_state(step, policy)
     state.warmup_iterations, state.warmup_ns = n_warm, warm_ns
     m = measure.summarize(batch_size, state, policy, peak_host_mem_mb=mem.peak_mb)
+    if tracker is not None:
+        telemetry = tracker.telemetry()
+        raw, net = gpu.energy_per_predictions(telemetry, batch_size * m.iterations)
+        m = m.model_copy(update={"gpu": telemetry, "energy_j_per_4096": raw, "energy_j_per_4096_net": net})
+        log(f"batch {batch_size}: {telemetry.avg_power_w or 0:.0f} W, {raw or 0:.1f} J per 4096 predictions, "
+            f"{telemetry.peak_process_mem_mb or 0:.0f} MB device memory"
+            + (f", THROTTLED ({', '.join(telemetry.throttle_reasons)})" if telemetry.throttled else ""))
     log(
         f"batch {batch_size}: {m.throughput_sps:.1f} samples/s, p50 {m.latency_p50_ms:.2f} ms, "
         f"{m.iterations} iterations in {m.duration_s:.1f}s{'' if m.stable else ' (UNSTABLE)'}"

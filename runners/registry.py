@@ -11,6 +11,7 @@ REGISTRY: dict[str, str] = {
     "onnxruntime": "runners.frameworks.ort:OnnxRuntimeRunner",
     "openvino": "runners.frameworks.ov:OpenVinoRunner",
     "tensorflow": "runners.frameworks.tf:TensorflowRunner",
+    "tensorrt": "runners.frameworks.trt:TensorRTRunner",
 }
 
 

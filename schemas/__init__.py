@@ -5,6 +5,7 @@ from schemas.result import (
     PHASES,
     Accuracy,
     Fingerprint,
+    GpuTelemetry,
     LaunchInfo,
     Measurement,
     Phase,
@@ -21,6 +22,7 @@ from schemas.spec import (
     OpenVinoOptions,
     RunSpec,
     TensorflowOptions,
+    TensorRTOptions,
 )
 from schemas.upgrade import SchemaVersionError, load_result, upgrade
 
@@ -32,6 +34,7 @@ __all__ = [
     "Accuracy",
     "ArtifactFile",
     "Fingerprint",
+    "GpuTelemetry",
     "LaunchInfo",
     "Measurement",
     "MeasurementPolicy",
@@ -44,6 +47,7 @@ __all__ = [
     "RunSpec",
     "SchemaVersionError",
     "Status",
+    "TensorRTOptions",
     "TensorflowOptions",
     "load_result",
     "upgrade",

@@ -35,6 +35,30 @@ class Accuracy(Strict):
     )
 
 
+class GpuTelemetry(Strict):
+    """NVML readings during one steady state, sampled in a background thread."""
+
+    device_index: int
+    name: str
+    samples: int = Field(ge=0)
+    duration_s: float = Field(ge=0)
+    avg_power_w: float | None = None
+    max_power_w: float | None = None
+    idle_power_w: float | None = Field(None, description="mean power before the model was loaded")
+    energy_j: float | None = Field(None, ge=0)
+    energy_source: Literal["counter", "integrated"] | None = None
+    peak_mem_used_mb: float | None = Field(None, description="device memory used by all processes")
+    baseline_mem_used_mb: float | None = Field(None, description="device memory used before loading")
+    peak_process_mem_mb: float | None = Field(
+        None, description="device memory of the runner process (NVML process list, else peak - baseline)"
+    )
+    sm_clock_mhz_mean: float | None = None
+    sm_clock_mhz_min: float | None = None
+    temperature_c_max: float | None = None
+    throttled: bool = False
+    throttle_reasons: list[str] = Field(default_factory=list)
+
+
 class Measurement(Strict):
     """Steady state of one batch size. Latencies are end to end, per iteration, in ms."""
 
@@ -54,6 +78,9 @@ class Measurement(Strict):
     windows: int = Field(ge=1)
     stable: bool
     peak_host_mem_mb: float | None = Field(None, ge=0)
+    gpu: GpuTelemetry | None = None
+    energy_j_per_4096: float | None = Field(None, description="energy for 4096 predictions (the study's E)")
+    energy_j_per_4096_net: float | None = Field(None, description="the same with idle power subtracted")
     latencies_ms: list[float] | None = None
 
     @model_validator(mode="after")
@@ -92,7 +119,9 @@ class Fingerprint(Strict):
 class LaunchInfo(Strict):
     """Filled by the controller: how the runner was started."""
 
-    launcher: Literal["local", "docker"]
+    launcher: Literal["local", "docker", "preflight"] = Field(
+        description="preflight: the controller found the run impossible here and launched nothing"
+    )
     host: str | None = Field(None, description="host that launched the runner (a container has its own name)")
     image_ref: str
     image_digest: str | None = None

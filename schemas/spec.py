@@ -57,7 +57,26 @@ class OnnxRuntimeOptions(Strict):
     intra_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime decide")
     inter_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime decide")
     execution_mode: Literal["sequential", "parallel"] = "sequential"
-    cache: bool = Field(True, description="save and reuse the optimized model")
+    cache: bool = Field(True, description="save and reuse the optimized model (TensorRT provider: its engines)")
+    provider: Literal["cpu", "cuda", "tensorrt"] | None = Field(
+        None, description="execution provider; None: cuda on a GPU device, else cpu"
+    )
+    io_binding: bool = Field(False, description="GPU: inputs and outputs stay on the device (I/O binding)")
+    cudnn_conv_algo_search: Literal["exhaustive", "heuristic", "default"] = "exhaustive"
+    trt_fp16: bool = Field(True, description="TensorRT provider: allow FP16 kernels")
+
+
+class TensorRTOptions(Strict):
+    """TensorRT engine built from the ONNX artifact."""
+
+    framework: Literal["tensorrt"] = "tensorrt"
+    precision: Literal["fp32", "fp16", "int8"] = "fp16"
+    workspace_mb: int = Field(4096, ge=16, description="builder workspace limit")
+    opt_batch: int | None = Field(None, ge=1, description="profile's optimal batch; None: the largest")
+    builder_optimization_level: int | None = Field(None, ge=0, le=5)
+    cuda_graph: bool = Field(False, description="replay each batch size from a captured CUDA graph")
+    calibration: str | None = Field(None, description="int8: .npy of representative inputs")
+    cache: bool = Field(True, description="cache serialized engines")
 
 
 class OpenVinoOptions(Strict):
@@ -93,7 +112,7 @@ class NullOptions(Strict):
 
 
 FrameworkOptions = Annotated[
-    Union[OnnxRuntimeOptions, OpenVinoOptions, TensorflowOptions, NullOptions],
+    Union[OnnxRuntimeOptions, OpenVinoOptions, TensorflowOptions, TensorRTOptions, NullOptions],
     Field(discriminator="framework"),
 ]
 
@@ -101,6 +120,7 @@ FRAMEWORK_OPTION_MODELS: dict[str, type[Strict]] = {
     "onnxruntime": OnnxRuntimeOptions,
     "openvino": OpenVinoOptions,
     "tensorflow": TensorflowOptions,
+    "tensorrt": TensorRTOptions,
     "null": NullOptions,
 }
 

@@ -7,6 +7,7 @@ system; `--gpu N` passes that one GPU only; CPU runs get a cpuset and a memory l
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -184,6 +185,12 @@ class DockerLauncher(Launcher):
             except Exception:
                 pass
         reader.join(timeout=10)
+        try:
+            # Kept beside the log: what the container really got (network, user, mounts, limits).
+            container.reload()
+            log_path.with_name("container.json").write_text(json.dumps(container.attrs, indent=1, default=str))
+        except Exception:
+            pass
         try:
             container.remove(force=True)
         except Exception:

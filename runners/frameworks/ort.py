@@ -1,4 +1,8 @@
-"""ONNX Runtime on the CPU execution provider."""
+"""ONNX Runtime: CPU, CUDA and TensorRT execution providers.
+
+CPU: the optimized model is cached (keyed by model, version, level and CPU). TensorRT provider:
+its engine cache. CUDA provider: optional I/O binding keeps inputs and outputs on the device.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from runners.base import Runner
+from runners.base import Runner, Unsupported
 from schemas import OnnxRuntimeOptions
 
 LEVELS = {
@@ -19,15 +23,36 @@ LEVELS = {
 }
 
 
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+
+
 class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
+    devices = ("cpu", "cuda")
     options: OnnxRuntimeOptions
+
+    @property
+    def provider(self) -> str:
+        if self.options.provider is not None:
+            return self.options.provider
+        return "cuda" if self.spec.device.startswith("cuda") else "cpu"
+
+    def check_device(self) -> None:
+        super().check_device()
+        on_gpu = self.spec.device.startswith("cuda")
+        if on_gpu != (self.provider != "cpu"):
+            raise Unsupported(f"provider {self.provider} does not run on {self.spec.device}")
 
     def import_framework(self) -> None:
         import onnxruntime
 
         self.ort = onnxruntime
         self.ort.set_default_logger_severity(3)
+        available = onnxruntime.get_available_providers()
+        if PROVIDERS[self.provider] not in available:
+            raise Unsupported(f"this onnxruntime build has no {PROVIDERS[self.provider]} "
+                              f"(available: {', '.join(available)}); use the ort-gpu image")
+        self.device_id = int(os.environ.get("BENCH_CUDA_INDEX", self.spec.device.partition(":")[2] or 0))
 
     def version(self) -> str:
         return str(self.ort.__version__)
@@ -57,7 +82,10 @@ class OnnxRuntimeRunner(Runner):
         hit: bool | None = None
         source: Any = self._onnx
         save_to: Path | None = None
-        if o.cache and o.graph_optimization != "disable":
+        providers, hit_gpu = self._providers()
+        if self.provider != "cpu":
+            hit = hit_gpu
+        elif o.cache and o.graph_optimization != "disable":
             path = self._cache_path()
             if path.exists():
                 hit, source = True, str(path)
@@ -68,19 +96,63 @@ class OnnxRuntimeRunner(Runner):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 # Written under a temporary name, then renamed: a concurrent run never reads half a file.
                 so.optimized_model_filepath = f"{path}.{os.getpid()}.tmp"
-        self.session = ort.InferenceSession(source, sess_options=so, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(source, sess_options=so, providers=providers)
+        used = self.session.get_providers()[0]
+        if used != PROVIDERS[self.provider]:
+            raise Unsupported(f"onnxruntime fell back to {used} instead of {PROVIDERS[self.provider]}")
         if save_to is not None:
             os.replace(so.optimized_model_filepath, save_to)
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
         del self._onnx
-        note = f"level={o.graph_optimization}, providers={self.session.get_providers()}"
+        note = (f"level={o.graph_optimization}, providers={self.session.get_providers()}, "
+                f"io_binding={o.io_binding and self.provider != 'cpu'}")
         return hit, note
 
+    def _providers(self) -> tuple[list[Any], bool | None]:
+        """Provider list with options, and whether the TensorRT engine cache already had engines."""
+        o = self.options
+        if self.provider == "cpu":
+            return ["CPUExecutionProvider"], None
+        cuda = ("CUDAExecutionProvider", {"device_id": self.device_id,
+                                          "cudnn_conv_algo_search": o.cudnn_conv_algo_search.upper()})
+        if self.provider == "cuda":
+            return [cuda, "CPUExecutionProvider"], None
+        cache = self.cache_dir / "onnxruntime-trt"
+        hit = None
+        trt_opts: dict[str, Any] = {"device_id": self.device_id, "trt_fp16_enable": o.trt_fp16}
+        if o.cache:
+            cache.mkdir(parents=True, exist_ok=True)
+            hit = any(cache.glob("*.engine"))
+            trt_opts.update({"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+                             "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)})
+        return [("TensorrtExecutionProvider", trt_opts), cuda, "CPUExecutionProvider"], hit
+
+    def prepare(self, batch: Any) -> Any:
+        if not (self.options.io_binding and self.provider != "cpu"):
+            return batch
+        ort = self.ort
+        binding = self.session.io_binding()
+        value = ort.OrtValue.ortvalue_from_numpy(batch, "cuda", self.device_id)
+        binding.bind_ortvalue_input(self._input, value)
+        binding.bind_output(self._output, "cuda", self.device_id)
+        return (binding, value)
+
     def run(self, prepared: Any) -> Any:
+        if isinstance(prepared, tuple):
+            binding = prepared[0]
+            self.session.run_with_iobinding(binding)
+            return binding
         return self.session.run([self._output], {self._input: prepared})[0]
 
+    def to_numpy(self, outputs: Any) -> Any:
+        if hasattr(outputs, "copy_outputs_to_cpu"):
+            return outputs.copy_outputs_to_cpu()[0]
+        return outputs
+
     def effective_precision(self) -> str:
+        if self.provider == "tensorrt" and self.options.trt_fp16:
+            return "fp16 (mixed)"
         return "fp32"
 
     def close(self) -> None:

@@ -1,0 +1,95 @@
+"""Image catalog and model store listings (no framework runs)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.catalog import get_image, images
+from controller.errors import BenchError
+
+
+def by_name(stdout: str) -> dict[str, dict[str, Any]]:
+    return {row["name"]: row for row in json.loads(stdout)}
+
+
+def test_catalog_images() -> None:
+    catalog = images()
+    assert {"null", "ort", "openvino", "tf"} <= set(catalog)
+    for info in catalog.values():
+        assert info.lock_file.exists(), info.name
+        assert info.lock_hash == hashlib.sha256(info.lock_file.read_bytes()).hexdigest()
+    assert catalog["ort"].framework == "onnxruntime" and catalog["ort"].framework_version
+    assert catalog["openvino"].framework == "openvino"
+    with pytest.raises(BenchError, match="unknown image") as info:
+        get_image("nope")
+    assert "ort" in (info.value.hint or "")
+
+
+def test_images_list_json_local_env_states(cli: Any, bench: Any, null_env: Path) -> None:
+    result = cli("images", "list", "--json")
+    assert result.exit_code == 0, result.output
+    rows = by_name(result.stdout)
+    assert {"null", "ort", "openvino", "tf"} <= set(rows)
+    assert rows["null"]["local_env"] == "current"
+    for row in rows.values():
+        assert row["local_env"] in ("current", "stale", "no")
+        assert row["lock_hash"] and row["framework"]
+        assert set(row) >= {"name", "framework", "framework_version", "devices", "buildable", "image_id",
+                            "image_stale", "local_env"}
+
+
+def test_images_list_without_envs(cli: Any, bench: Any) -> None:
+    (bench.home / "envs").unlink()  # a fresh machine: nothing built
+    stale = bench.home / "envs" / "ort"
+    (stale / "bin").mkdir(parents=True)
+    (stale / "bin" / "python").write_text("")
+    (stale / "bench-lock-hash").write_text("0" * 64 + "\n")  # built from another lock file
+    rows = by_name(cli("images", "list", "--json").stdout)
+    assert rows["ort"]["local_env"] == "stale"
+    assert rows["null"]["local_env"] == "no"
+    assert rows["openvino"]["local_env"] == "no"
+
+
+def test_images_list_table(cli: Any, bench: Any) -> None:
+    result = cli("images", "list", env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for name in ("null", "ort", "openvino", "tf"):
+        assert name in result.stdout
+
+
+def test_models_list_json(cli: Any, bench: Any, fake_model: Path) -> None:
+    empty = json.loads(cli("models", "list", "--json").stdout)
+    assert [m["name"] for m in empty] == ["fake"]
+    entry = empty[0]
+    assert entry["source"] == "onnx"
+    assert entry["input_shape"] == [None, 4]
+    assert entry["reference"] == "test-fp32"
+    assert entry["onnx_sha256"] == hashlib.sha256((fake_model / "model.onnx").read_bytes()).hexdigest()
+    assert Path(entry["path"]) == bench.models / "fake"
+    assert entry["size_mb"] > 0
+
+
+def test_models_list_ignores_unfinished_folders(cli: Any, bench: Any, fake_model: Path) -> None:
+    (bench.models / ".mine.tmp123").mkdir()
+    (bench.models / "half").mkdir()  # no manifest: not a model
+    assert [m["name"] for m in json.loads(cli("models", "list", "--json").stdout)] == ["fake"]
+
+
+def test_models_list_empty_store(cli: Any, bench: Any) -> None:
+    assert json.loads(cli("models", "list", "--json").stdout) == []
+    assert cli("models", "list").exit_code == 0
+
+
+def test_invalid_manifest_is_reported(cli: Any, bench: Any, fake_model: Path) -> None:
+    doc = json.loads((fake_model / "manifest.json").read_text())
+    doc["source"] = "pytorch"
+    (fake_model / "manifest.json").write_text(json.dumps(doc))
+    r = cli("run", "-i", "null", "-m", "fake", "--launcher", "local")
+    assert r.exit_code == 2
+    assert "invalid manifest" in r.stderr and "hint" in r.stderr
+    assert bench.run_dirs() == []

@@ -1,0 +1,275 @@
+"""Invalid input to bench-ctl: exit code 2, one line with a hint, nothing written.
+
+None of these reach a runner, so no environment is needed (the checks happen before launching).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller import store
+
+
+def error_lines(result: Any) -> list[str]:
+    return [ln for ln in result.stderr.splitlines() if ln.strip()]
+
+
+def assert_refused(result: Any, bench: Any, *needles: str) -> str:
+    """Exit 2, exactly one stderr line `error: ... (hint: ...)`, nothing printed or stored."""
+    lines = error_lines(result)
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1, f"expected one line, got:\n{result.stderr}"
+    line = lines[0]
+    assert line.startswith("error: "), line
+    assert "(hint: " in line, f"no hint in: {line}"
+    assert "Traceback" not in result.output
+    assert result.stdout.strip() == ""
+    for n in needles:
+        assert n in line, f"{n!r} not in: {line}"
+    assert bench.run_dirs() == [], "a run folder was created"
+    assert bench.count("runs") == 0, "a row was stored"
+    return line
+
+
+@pytest.fixture
+def run_args(fake_model: Path) -> list[str]:
+    return ["run", "--model", "fake", "--launcher", "local", "--batch-sizes", "1"]
+
+
+@pytest.mark.parametrize(
+    ("image", "sets", "needles"),
+    [
+        ("null", ["nosuchkey=1"], ["unknown option", "nosuchkey", "valid:", "fault"]),
+        ("ort", ["nosuchkey=1"], ["unknown option", "nosuchkey", "intra_op_threads"]),
+        ("ort", ["intra_op_threads=abc"], ["intra_op_threads", "abc", "options of onnxruntime"]),
+        ("ort", ["intra_op_threads=-1"], ["intra_op_threads"]),
+        ("ort", ["graph_optimization=max"], ["graph_optimization"]),
+        ("ort", ["cache=maybe"], ["cache"]),
+        ("openvino", ["precision=f64"], ["precision", "f64"]),
+        ("null", ["fault"], ["not key=value"]),
+        ("null", ["=1"], ["not key=value"]),
+        ("null", ["policy.nosuch=1"], ["nosuch", "policy.min_time_s"]),
+        ("null", ["framework=onnxruntime"], ["framework"]),
+        ("null", ["policy.min_time_s=5", "policy.max_time_s=1"], ["max_time_s"]),
+        ("null", ["policy.tolerance=2"], ["tolerance"]),
+    ],
+)
+def test_bad_set(cli: Any, bench: Any, run_args: list[str], image: str, sets: list[str], needles: list[str]) -> None:
+    args = [*run_args, "--image", image]
+    for s in sets:
+        args += ["--set", s]
+    assert_refused(cli(*args), bench, *needles)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG controller/service.py plan(): policy errors are formatted with "
+    "_validation_message(e, '--set policy.') which yields '--set policy. max_time_s=...' (a space "
+    "after the dot), not '--set policy.max_time_s=...'",
+)
+def test_bad_policy_value_names_the_key(cli: Any, bench: Any, run_args: list[str]) -> None:
+    line = assert_refused(cli(*run_args, "--image", "null", "--set", "policy.max_time_s=abc"), bench)
+    assert "policy.max_time_s" in line
+
+
+@pytest.mark.parametrize("sizes", ["0", "-1", "a", "1,0", "1,,x", "", "1,1", "2.5"])
+def test_bad_batch_sizes(cli: Any, bench: Any, fake_model: Path, sizes: str) -> None:
+    result = cli("run", "--image", "null", "--model", "fake", "--launcher", "local", "--batch-sizes", sizes)
+    assert_refused(result, bench, "--batch-sizes", "e.g. --batch-sizes 1,8,32")
+
+
+def test_unknown_image_lists_valid_names(cli: Any, bench: Any, fake_model: Path) -> None:
+    line = assert_refused(cli("run", "--image", "nope", "--model", "fake", "--launcher", "local"), bench,
+                          "unknown image 'nope'")
+    for name in ("null", "ort", "openvino"):
+        assert name in line.split("hint:")[1]
+
+
+def test_unknown_image_suggests_close_name(cli: Any, bench: Any, fake_model: Path) -> None:
+    assert_refused(cli("run", "--image", "opnvino", "--model", "fake", "--launcher", "local"), bench,
+                   "did you mean 'openvino'")
+
+
+def test_unknown_model_lists_store(cli: Any, bench: Any, fake_model: Path) -> None:
+    assert_refused(cli("run", "--image", "null", "--model", "nosuchmodel", "--launcher", "local"), bench,
+                   "'nosuchmodel' is not in the store", "fake")
+
+
+def test_unknown_keras_model_hints_export(cli: Any, bench: Any) -> None:
+    assert_refused(cli("run", "--image", "null", "--model", "resnet50", "--launcher", "local"), bench,
+                   "bench-ctl models export resnet50")
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "/etc", "..", "Fake"])
+def test_model_name_with_path_refused(cli: Any, bench: Any, fake_model: Path, name: str) -> None:
+    assert_refused(cli("run", "--image", "null", "--model", name, "--launcher", "local"), bench,
+                   "invalid model name", "no paths")
+
+
+def test_unknown_launcher(cli: Any, bench: Any, fake_model: Path) -> None:
+    assert_refused(cli("run", "--image", "null", "--model", "fake", "--launcher", "podman"), bench,
+                   "unknown launcher 'podman'", "auto, local, docker")
+
+
+def test_cpu_and_gpu_exclusive(cli: Any, bench: Any, fake_model: Path) -> None:
+    assert_refused(cli("run", "--image", "null", "--model", "fake", "--cpu", "--gpu", "0", "--launcher", "local"),
+                   bench, "--cpu and --gpu")
+
+
+def test_negative_gpu(cli: Any, bench: Any, fake_model: Path) -> None:
+    assert_refused(cli("run", "--image", "null", "--model", "fake", "--gpu", "-1", "--launcher", "local"),
+                   bench, "--gpu -1")
+
+
+# --------------------------------------------------------------------------- query
+
+
+@pytest.fixture
+def stored(bench: Any, make_result: Any) -> Any:
+    r = make_result()
+    with store.connect(bench.db) as con:
+        store.ingest(con, r)
+    return r
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["INSERT INTO runs (run_id) VALUES ('x')", "DELETE FROM runs", "CREATE TABLE t (a INTEGER)",
+     "COPY runs TO '/tmp/bench-test-copy.csv'", "ATTACH ':memory:' AS o", "UPDATE runs SET host = 'h'"],
+)
+def test_query_write_refused(cli: Any, bench: Any, stored: Any, sql: str) -> None:
+    before = (bench.count("runs"), bench.count("measurements"))
+    result = cli("query", sql)
+    assert result.exit_code == 2
+    lines = error_lines(result)
+    assert len(lines) == 1 and "refused" in lines[0] and "(hint: " in lines[0], result.stderr
+    assert (bench.count("runs"), bench.count("measurements")) == before
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "table"])
+def test_query_select_and_describe(cli: Any, bench: Any, stored: Any, fmt: str) -> None:
+    result = cli("query", "SELECT run_id, batch_size FROM results ORDER BY batch_size", "--format", fmt)
+    assert result.exit_code == 0, result.output
+    assert stored.run_id in result.stdout
+    if fmt == "json":
+        assert [r["batch_size"] for r in json.loads(result.stdout)] == [1, 2]
+    result = cli("query", "DESCRIBE results", "-f", "json")
+    assert result.exit_code == 0
+    assert "throughput_sps" in [r["column_name"] for r in json.loads(result.stdout)]
+
+
+def test_query_bad_format_and_sql(cli: Any, bench: Any, stored: Any) -> None:
+    r = cli("query", "SELECT 1", "--format", "xml")
+    assert r.exit_code == 2 and "unknown format" in r.stderr
+    r = cli("query", "SELECT nosuch FROM results")
+    assert r.exit_code == 2 and "SQL error" in r.stderr and "hint" in r.stderr
+
+
+def test_db_option_overrides_env(cli: Any, bench: Any, make_result: Any, tmp_path: Path) -> None:
+    other = tmp_path / "other.duckdb"
+    with store.connect(other) as con:
+        store.ingest(con, make_result())
+        store.ingest(con, make_result())
+    result = cli("query", "SELECT count(DISTINCT run_id) AS n FROM results", "-f", "json", "--db", str(other))
+    assert json.loads(result.stdout) == [{"n": 2}]
+    assert not bench.db.exists() or bench.count("runs") == 0
+
+
+# --------------------------------------------------------------------------- other commands
+
+
+def test_compare_unknown_model_and_metric(cli: Any, bench: Any, stored: Any) -> None:
+    r = cli("compare", "--model", "nosuch")
+    assert r.exit_code == 2 and "no successful results" in r.stderr and "hint" in r.stderr
+    r = cli("compare", "--model", "fake", "--metric", "throughput")
+    assert r.exit_code == 2 and "unknown metric" in r.stderr and "throughput_sps" in r.stderr
+
+
+def test_compare_json(cli: Any, bench: Any, make_result: Any) -> None:
+    from datetime import datetime, timezone
+
+    old = make_result(image="null", started_at=datetime(2024, 1, 1, tzinfo=timezone.utc))
+    new = make_result(image="null", started_at=datetime(2025, 6, 1, tzinfo=timezone.utc))
+    failed = make_result(image="null", status="error", started_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    with store.connect(bench.db) as con:
+        for r in (old, new, failed):
+            store.ingest(con, r)
+    result = cli("compare", "--model", "fake", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["model"] == "fake" and doc["metric"] == "throughput_sps" and doc["images"] == ["null"]
+    assert [row["batch_size"] for row in doc["rows"]] == [1, 2]
+    # the latest ok run wins
+    assert doc["rows"][0]["values"]["null"] == pytest.approx(new.measurements[0].throughput_sps)
+
+
+def test_ingest_missing_path(cli: Any, bench: Any, tmp_path: Path) -> None:
+    r = cli("ingest", str(tmp_path / "nope"))
+    assert r.exit_code == 2 and "no such file" in r.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = cli("ingest", str(empty))
+    assert r.exit_code == 2 and "no result.json" in r.stderr
+    assert bench.count("runs") == 0
+
+
+def test_ingest_newer_schema_version_skipped_with_hint(cli: Any, bench: Any, make_result: Any, tmp_path: Path) -> None:
+    good, newer = tmp_path / "a" / "result.json", tmp_path / "b" / "result.json"
+    for p in (good, newer):
+        p.parent.mkdir()
+    good.write_text(make_result().model_dump_json())
+    doc = json.loads(make_result().model_dump_json())
+    doc["schema_version"] = 2
+    newer.write_text(json.dumps(doc))
+    r = cli("ingest", str(tmp_path))
+    assert r.exit_code == 1
+    assert "ingested 1 result(s)" in r.stdout
+    assert "newer than this code" in r.stderr and "update bench-ctl" in r.stderr
+    assert bench.count("runs") == 1
+
+
+def test_ingest_folder_is_idempotent(cli: Any, bench: Any, make_result: Any, tmp_path: Path) -> None:
+    for i in range(2):
+        r = make_result(status="ok" if i == 0 else "error")
+        folder = tmp_path / "runs" / r.run_id
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(r.model_dump_json())
+    assert cli("ingest", str(tmp_path / "runs")).exit_code == 0
+    n = bench.count("results")
+    assert n == 3
+    first = next((tmp_path / "runs").iterdir()) / "result.json"
+    assert cli("ingest", str(tmp_path / "runs"), str(first)).exit_code == 0
+    assert bench.count("results") == n
+
+
+def test_models_commands_bad_names(cli: Any, bench: Any, tmp_path: Path) -> None:
+    r = cli("models", "export", "../evil", "--launcher", "local")
+    assert r.exit_code == 2 and "invalid model name" in r.stderr
+    r = cli("models", "export", "notakerasmodel", "--launcher", "local")
+    assert r.exit_code == 2 and "unknown Keras model" in r.stderr and "models add" in r.stderr
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"x")
+    r = cli("models", "add", "a/b", str(onnx), "--launcher", "local")
+    assert r.exit_code == 2 and "invalid model name" in r.stderr
+    r = cli("models", "add", "mine", str(tmp_path / "missing.onnx"), "--launcher", "local")
+    assert r.exit_code == 2 and "no such file" in r.stderr
+    assert [p.name for p in bench.models.iterdir()] == []
+
+
+def test_models_export_existing_is_skipped(cli: Any, bench: Any, fake_model: Path) -> None:
+    # A model already in the store is not rebuilt (nothing runs: no tf environment needed).
+    (bench.models / "mobilenetv2").symlink_to(fake_model, target_is_directory=True)
+    r = cli("models", "export", "mobilenetv2", "--launcher", "local")
+    assert r.exit_code == 0
+    assert "already in the store" in r.stderr
+
+
+def test_help_everywhere(cli: Any) -> None:
+    for args in (["--help"], ["run", "--help"], ["query", "--help"], ["models", "add", "--help"],
+                 ["images", "list", "--help"], ["compare", "--help"], ["ingest", "--help"]):
+        r = cli(*args)
+        assert r.exit_code == 0 and "Usage" in r.stdout, args

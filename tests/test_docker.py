@@ -1,0 +1,64 @@
+"""The Docker launcher (skipped when no Docker engine answers; CI starts one, see .ci/run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.catalog import get_image
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("null_env")]
+
+
+def built_image(name: str) -> Any | None:
+    from controller.launchers.docker import client, find_image
+
+    info = get_image(name)
+    found = find_image(client(timeout=10), info)
+    if found is None or found.labels.get("bench.lock-hash") != info.lock_hash:
+        return None
+    return found
+
+
+def test_images_list_reports_docker_state(cli: Any, bench: Any) -> None:
+    rows = {r["name"]: r for r in json.loads(cli("images", "list", "--json").stdout)}
+    img = built_image("null")
+    if img is None:
+        assert rows["null"]["image_id"] is None or rows["null"]["image_stale"] is True
+    else:
+        assert rows["null"]["image_id"] == img.id and rows["null"]["image_stale"] is False
+        assert rows["null"]["size_mb"] and rows["null"]["size_mb"] > 0
+
+
+def test_null_run_in_docker(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
+    img = built_image("null")
+    result = cli("run", "-i", "null", "-m", "fake", "-b", "1", "--launcher", "docker", *short_policy,
+                 "--set", "work_us=50", "--json")
+    if img is None:
+        # Not built (or built from an older lock): refused up front with the command that builds it.
+        assert result.exit_code == 2, result.output
+        assert "hint:" in result.stderr and "images build null" in result.stderr
+        assert bench.run_dirs() == []
+        return
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "ok"
+    assert doc["launch"]["launcher"] == "docker"
+    assert doc["launch"]["image_digest"] == img.id
+    assert doc["spec"]["model_dir"].startswith("/bench/")
+    assert bench.rows("SELECT launcher, image_digest, status FROM results") == [("docker", img.id, "ok")]
+
+
+def test_fault_exit_in_docker(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
+    result = cli("run", "-i", "null", "-m", "fake", "-b", "1", "--launcher", "docker", *short_policy,
+                 "--set", "fault=exit", "--json")
+    if built_image("null") is None:
+        assert result.exit_code == 2 and "images build null" in result.stderr
+        return
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert doc["status"] == "error" and "137" in doc["message"]
+    assert bench.rows("SELECT status, batch_size FROM results") == [("error", None)]

@@ -1,0 +1,205 @@
+"""The DuckDB store: migrations, idempotent ingest, the `results` view, read-only queries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from controller import store
+from controller.errors import BenchError
+
+RESULTS_COLUMNS = [
+    "run_id", "started_at", "host", "image", "framework", "framework_version", "model", "device",
+    "batch_size", "throughput_sps", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "load_time_s",
+    "peak_host_mem_mb", "max_abs_err", "top1_agreement", "precision", "stable", "status",
+]
+
+
+def ingest(db: Path, *results: Any) -> None:
+    with store.connect(db) as con:
+        for r in results:
+            store.ingest(con, r, Path("/somewhere") / r.run_id / "result.json")
+
+
+def count(db: Path, table: str) -> int:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    finally:
+        con.close()
+
+
+def test_fresh_store_has_schema_and_version(bench: Any) -> None:
+    store.ensure_store(bench.db)
+    cols, rows = store.query(bench.db, "SELECT value FROM store_meta WHERE key = 'version'")
+    assert rows == [(str(store.STORE_VERSION),)]
+    # Opening again does not migrate twice.
+    store.ensure_store(bench.db)
+    assert count(bench.db, "runs") == 0
+
+
+def test_results_view_has_documented_columns(bench: Any) -> None:
+    store.ensure_store(bench.db)
+    cols, rows = store.query(bench.db, "DESCRIBE results")
+    names = [r[cols.index("column_name")] for r in rows]
+    missing = [c for c in RESULTS_COLUMNS if c not in names]
+    assert not missing, f"results view lacks {missing}"
+
+
+def test_ingest_ok_result(bench: Any, make_result: Any) -> None:
+    r = make_result(batch_sizes=(1, 4))
+    ingest(bench.db, r)
+    assert count(bench.db, "runs") == 1
+    assert count(bench.db, "measurements") == 2
+    cols, rows = store.query(bench.db, "SELECT * FROM results ORDER BY batch_size")
+    got = store.rows_as_dicts(cols, rows)
+    assert [g["batch_size"] for g in got] == [1, 4]
+    first = got[0]
+    m = r.measurements[0]
+    assert first["run_id"] == r.run_id
+    assert first["status"] == "ok"
+    assert first["image"] == "null" and first["framework"] == "null" and first["model"] == "fake"
+    assert first["device"] == "cpu" and first["host"] == "testhost"
+    assert first["throughput_sps"] == pytest.approx(m.throughput_sps)
+    assert first["latency_p50_ms"] == pytest.approx(m.latency_p50_ms)
+    assert first["latency_p99_ms"] == pytest.approx(m.latency_p99_ms)
+    assert first["load_time_s"] == pytest.approx(1.0)
+    assert first["peak_host_mem_mb"] == pytest.approx(50.0)  # the measurement's, not the run's 60
+    assert first["top1_agreement"] == 1.0 and first["max_abs_err"] == 0.0
+    assert first["precision"] == "none" and first["stable"] is True
+    assert first["compile_cache_hit"] is False
+    _, lat = store.query(bench.db, "SELECT len(latencies_ms) FROM measurements WHERE batch_size = 1")
+    assert lat == [(20,)]
+
+
+def test_ingest_twice_is_idempotent(bench: Any, make_result: Any) -> None:
+    r = make_result()
+    ingest(bench.db, r)
+    before = (count(bench.db, "runs"), count(bench.db, "measurements"), count(bench.db, "results"))
+    ingest(bench.db, r)
+    ingest(bench.db, r, r)
+    assert (count(bench.db, "runs"), count(bench.db, "measurements"), count(bench.db, "results")) == before
+
+
+def test_reingest_replaces_the_earlier_copy(bench: Any, make_result: Any) -> None:
+    r = make_result(batch_sizes=(1, 2, 8))
+    ingest(bench.db, r)
+    # Same run_id, fewer batch sizes: the old measurements go.
+    r2 = make_result(batch_sizes=(1,), run_id=r.run_id)
+    ingest(bench.db, r2)
+    assert count(bench.db, "measurements") == 1
+    assert count(bench.db, "runs") == 1
+
+
+def test_error_result_has_one_row_with_null_batch_size(bench: Any, make_result: Any) -> None:
+    ok = make_result()
+    bad = make_result(status="error", message="RuntimeError: boom")
+    timeout = make_result(status="timeout", message="killed")
+    ingest(bench.db, ok, bad, timeout)
+    _, rows = store.query(
+        bench.db, "SELECT run_id, status, batch_size, message, throughput_sps FROM results WHERE status <> 'ok' ORDER BY status")
+    assert rows == [(bad.run_id, "error", None, "RuntimeError: boom", None),
+                    (timeout.run_id, "timeout", None, "killed", None)]
+    assert count(bench.db, "results") == 2 + 1 + 1
+
+
+def test_failed_ingest_rolls_back(bench: Any, make_result: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    good = make_result()
+    ingest(bench.db, good)
+    r = make_result()
+    cols = list(store.MEASUREMENT_COLUMNS)
+    monkeypatch.setattr(store, "MEASUREMENT_COLUMNS", [*cols[:-1], "no_such_column"])
+    with pytest.raises(Exception), store.connect(bench.db) as con:  # noqa: B017
+        store.ingest(con, r)
+    monkeypatch.undo()
+    _, rows = store.query(bench.db, "SELECT run_id FROM runs")
+    assert rows == [(good.run_id,)]
+
+
+def test_store_newer_than_code_refused(bench: Any) -> None:
+    store.ensure_store(bench.db)
+    con = duckdb.connect(str(bench.db))
+    con.execute("UPDATE store_meta SET value = '999' WHERE key = 'version'")
+    con.close()
+    with pytest.raises(BenchError, match="newer") as info:
+        store.ensure_store(bench.db)
+    assert info.value.hint
+
+
+# --------------------------------------------------------------------------- query
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO runs (run_id) VALUES ('x')",
+        "DELETE FROM runs",
+        "UPDATE runs SET host = 'x'",
+        "CREATE TABLE t (a INTEGER)",
+        "DROP VIEW results",
+        "COPY runs TO 'out.csv'",
+        "ATTACH 'other.duckdb' AS o",
+        "SELECT 1; DELETE FROM runs",
+        "INSTALL httpfs",
+    ],
+)
+def test_query_refuses_writes(bench: Any, make_result: Any, sql: str) -> None:
+    ingest(bench.db, make_result())
+    with pytest.raises(BenchError, match="refused") as info:
+        store.query(bench.db, sql.replace("out.csv", str(bench.home / "out.csv")))
+    assert info.value.exit_code == 2
+    assert info.value.hint
+    assert count(bench.db, "runs") == 1
+    assert not (bench.home / "out.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["SELECT count(*) FROM results", "DESCRIBE results", "FROM results", "WITH a AS (SELECT 1) SELECT * FROM a",
+     "EXPLAIN SELECT 1", "SHOW TABLES"],
+)
+def test_query_accepts_reads(bench: Any, make_result: Any, sql: str) -> None:
+    ingest(bench.db, make_result())
+    cols, rows = store.query(bench.db, sql)
+    assert cols and rows
+
+
+def test_query_errors_are_bench_errors(bench: Any) -> None:
+    with pytest.raises(BenchError, match="SQL error"):
+        store.query(bench.db, "SELECT nosuchcolumn FROM results")
+    with pytest.raises(BenchError, match="SQL error"):
+        store.query(bench.db, "SELEKT 1")
+    with pytest.raises(BenchError, match="empty"):
+        store.query(bench.db, "   ")
+
+
+def test_to_json_handles_timestamps(bench: Any, make_result: Any) -> None:
+    import json
+
+    ingest(bench.db, make_result())
+    cols, rows = store.query(bench.db, "SELECT run_id, started_at, batch_size FROM results ORDER BY batch_size")
+    doc = json.loads(store.to_json(cols, rows))
+    assert doc[0]["started_at"].startswith("2025-01-01")
+    assert [d["batch_size"] for d in doc] == [1, 2]
+
+
+def test_old_store_is_migrated_and_keeps_rows(bench: Any, make_result: Any) -> None:
+    """A store written by the first release (version 1) opens with today's code, rows intact."""
+    con = duckdb.connect(str(bench.db))
+    con.execute("CREATE TABLE store_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.execute(store.MIGRATIONS[0])
+    con.execute("INSERT INTO store_meta VALUES ('version', '1')")
+    con.execute("INSERT INTO runs (run_id, schema_version, started_at, finished_at, image, framework, model, "
+                "device, status, message) VALUES ('old-run', 1, now(), now(), 'null', 'null', 'fake', 'cpu', "
+                "'error', 'old failure')")
+    con.close()
+    r = make_result()
+    ingest(bench.db, r)  # migrates, then ingests with today's columns
+    _, rows = store.query(bench.db, "SELECT value FROM store_meta WHERE key = 'version'")
+    assert rows == [(str(store.STORE_VERSION),)]
+    _, rows = store.query(bench.db, "SELECT run_id, status, batch_size FROM results ORDER BY run_id, batch_size")
+    assert ("old-run", "error", None) in rows
+    assert sum(1 for row in rows if row[0] == r.run_id) == 2
