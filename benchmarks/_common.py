@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -45,8 +47,10 @@ def bench_ctl() -> str:
     found = shutil.which("bench-ctl")
     if found:
         return found
-    die("bench-ctl is not installed", "run `make setup` (creates .venv with bench-ctl), then "
-        "`.venv/bin/python benchmarks/...`")
+    die(
+        "bench-ctl is not installed",
+        "run `make setup` (creates .venv with bench-ctl), then `.venv/bin/python benchmarks/...`",
+    )
 
 
 def real_home() -> Path:
@@ -69,8 +73,9 @@ def ensure_local_env(ctl: str, image: str) -> Path:
     Building goes through `bench-ctl images build --local` with the real BENCH_HOME on purpose: an
     environment built under a temporary BENCH_HOME would point its .pth file at that temporary path.
     """
-    proc = subprocess.run([ctl, "images", "list", "--json"], capture_output=True, text=True,
-                          env=_clean_env(), cwd=REPO)
+    proc = subprocess.run(
+        [ctl, "images", "list", "--json"], capture_output=True, text=True, env=_clean_env(), cwd=REPO
+    )
     if proc.returncode != 0:
         die(f"`bench-ctl images list --json` failed (exit {proc.returncode}): {_tail(proc.stderr)}")
     rows = {r["name"]: r for r in json.loads(proc.stdout)}
@@ -78,11 +83,18 @@ def ensure_local_env(ctl: str, image: str) -> Path:
         die(f"image {image!r} is not in the catalog (images/{image}/image.toml)", "bench-ctl images list")
     if rows[image]["local_env"] != "current":
         say(f"building the local environment of {image} (bench-ctl images build --local {image}) ...")
-        built = subprocess.run([ctl, "images", "build", "--local", image], capture_output=True, text=True,
-                               env=_clean_env(), cwd=REPO)
+        built = subprocess.run(
+            [ctl, "images", "build", "--local", image],
+            capture_output=True,
+            text=True,
+            env=_clean_env(),
+            cwd=REPO,
+        )
         if built.returncode != 0:
-            die(f"the local environment of {image} could not be built: {_tail(built.stderr)}",
-                f"bench-ctl images build --local {image}")
+            die(
+                f"the local environment of {image} could not be built: {_tail(built.stderr)}",
+                f"bench-ctl images build --local {image}",
+            )
     env = real_home() / "envs" / image
     if not (env / "bin" / "python").exists():
         die(f"local environment {env} has no bin/python", f"bench-ctl images build --local {image}")
@@ -92,8 +104,10 @@ def ensure_local_env(ctl: str, image: str) -> Path:
 def require_model(name: str) -> Path:
     folder = real_home() / "models" / name
     if not (folder / "manifest.json").exists():
-        die(f"model {name!r} is not in the model store ({folder.parent})",
-            f"export it first: bench-ctl models export {name}")
+        die(
+            f"model {name!r} is not in the model store ({folder.parent})",
+            f"export it first: bench-ctl models export {name}",
+        )
     return folder
 
 
@@ -136,27 +150,88 @@ class ScratchHome:
         self.close()
 
 
-def ctl_run(ctl: str, home: ScratchHome, image: str, model: str, batch_sizes: str, sets: Sequence[str],
-            timeout_s: float) -> dict[str, Any]:
+def ctl_run(
+    ctl: str,
+    home: ScratchHome,
+    image: str,
+    model: str,
+    batch_sizes: str,
+    sets: Sequence[str],
+    timeout_s: float,
+) -> dict[str, Any]:
     """`bench-ctl run ... --launcher local --json`; the RunResult as a dict. Exits on a failed run."""
-    cmd = [ctl, "run", "--image", image, "--model", model, "--batch-sizes", batch_sizes,
-           "--launcher", "local", "--json", "--timeout", str(int(timeout_s))]
+    cmd = [
+        ctl,
+        "run",
+        "--image",
+        image,
+        "--model",
+        model,
+        "--batch-sizes",
+        batch_sizes,
+        "--launcher",
+        "local",
+        "--json",
+        "--timeout",
+        str(int(timeout_s)),
+    ]
     for s in sets:
         cmd += ["--set", s]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=home.env(), cwd=REPO,
-                              timeout=timeout_s + 60)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env=home.env(), cwd=REPO, timeout=timeout_s + 60
+        )
     except subprocess.TimeoutExpired:
         die(f"`{' '.join(cmd)}` did not finish in {timeout_s + 60:.0f}s", code=EXIT_FAIL)
     try:
-        result = json.loads(proc.stdout)
+        result: dict[str, Any] = json.loads(proc.stdout)
     except json.JSONDecodeError:
-        die(f"`{' '.join(cmd)}` exited {proc.returncode} without a JSON result:\n    {_tail(proc.stderr)}",
-            code=EXIT_FAIL)
+        die(
+            f"`{' '.join(cmd)}` exited {proc.returncode} without a JSON result:\n    {_tail(proc.stderr)}",
+            code=EXIT_FAIL,
+        )
     if proc.returncode != 0 or result.get("status") != "ok":
-        die(f"run {result.get('run_id')} ended with status {result.get('status')}: {result.get('message')}\n"
-            f"    command: {' '.join(cmd)}\n    {_tail(proc.stderr)}", code=EXIT_FAIL)
+        die(
+            f"run {result.get('run_id')} ended with status {result.get('status')}: {result.get('message')}\n"
+            f"    command: {' '.join(cmd)}\n    {_tail(proc.stderr)}",
+            code=EXIT_FAIL,
+        )
     return result
+
+
+class LoadMeter:
+    """CPU time other processes used while a measurement ran, in cores (0 = the machine was ours).
+
+    From /proc/stat (all busy time of the machine) minus the CPU time of this process and of its
+    waited-for children (the tools being measured). Covers the whole subprocess (start-up and
+    compilation included), so it flags a disturbed measurement rather than quantifying it exactly.
+    """
+
+    @staticmethod
+    def _busy_s() -> float:
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return float("nan")
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own_s() -> float:
+        total = 0.0
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+            r = resource.getrusage(who)
+            total += r.ru_utime + r.ru_stime
+        return total
+
+    def __enter__(self) -> LoadMeter:
+        self.t0, self.busy0, self.own0 = time.monotonic(), self._busy_s(), self._own_s()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.monotonic() - self.t0
+        other = (self._busy_s() - self.busy0) - (self._own_s() - self.own0)
+        self.other_cores = max(other, 0.0) / wall if wall > 0 else float("nan")
 
 
 def median(values: Sequence[float]) -> float:

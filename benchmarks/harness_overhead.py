@@ -30,19 +30,19 @@ import json
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     EXIT_FAIL,
     ScratchHome,
     bench_ctl,
     ctl_run,
-    die,
     ensure_local_env,
     fmt_list,
     median,
@@ -76,12 +76,23 @@ print(statistics.median(loop(n) - empty(n) for _ in range(5)) / 1000)
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None,
-                   help="model from the store (default: a fake model folder in the scratch BENCH_HOME)")
-    p.add_argument("--rounds", type=int, default=3, help="rounds of (work_us=0, work_us=1000) runs (default 3)")
-    p.add_argument("--seconds", type=float, default=2.0,
-                   help="policy.min_time_s of each run (default 2; max_time_s is twice that)")
-    p.add_argument("--keep", action="store_true", help="keep the scratch state folder (runs and result database)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model from the store (default: a fake model folder in the scratch BENCH_HOME)",
+    )
+    p.add_argument(
+        "--rounds", type=int, default=3, help="rounds of (work_us=0, work_us=1000) runs (default 3)"
+    )
+    p.add_argument(
+        "--seconds",
+        type=float,
+        default=2.0,
+        help="policy.min_time_s of each run (default 2; max_time_s is twice that)",
+    )
+    p.add_argument(
+        "--keep", action="store_true", help="keep the scratch state folder (runs and result database)"
+    )
     args = p.parse_args()
     if args.rounds < 1 or args.seconds <= 0:
         p.error("--rounds must be >= 1 and --seconds > 0")
@@ -104,16 +115,21 @@ def make_fake_model(folder: Path) -> None:
         "manifest_version": 1,
         "name": FAKE_MODEL,
         "source": "onnx",
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
         "input_name": "input",
         "input_shape": [None, 224, 224, 3],
         "input_layout": "NHWC",
         "output_name": "predictions",
         "output_shape": [None, 1000],
         "reference": "random (benchmarks/harness_overhead.py fake model)",
-        "files": {role: _artifact(folder / name) for role, name in
-                  (("onnx", "model.onnx"), ("reference_input", "reference_input.npy"),
-                   ("reference_output", "reference_output.npy"))},
+        "files": {
+            role: _artifact(folder / name)
+            for role, name in (
+                ("onnx", "model.onnx"),
+                ("reference_input", "reference_input.npy"),
+                ("reference_output", "reference_output.npy"),
+            )
+        },
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
@@ -124,13 +140,14 @@ def sets_for(work_us: float, seconds: float) -> list[str]:
         "policy.keep_latencies=false",
         f"policy.min_time_s={seconds:g}",
         f"policy.max_time_s={2 * seconds:g}",
-        # At W = 0 an iteration takes well under a microsecond: let the time limits, not the
-        # default 100 000 iteration cap, end the run (the latency list is held in memory: ~40 MB).
+        # At W = 0 an iteration takes about a microsecond: the default cap of 100 000 iterations
+        # would end the run after 0.1 s. A million (about a second; the latency list is held in
+        # memory, ~40 MB) averages over more scheduler noise. At W = 1000 the time limits end it.
         "policy.max_iterations=1000000",
     ]
 
 
-def figures(result: dict) -> dict[str, float]:
+def figures(result: dict[str, Any]) -> dict[str, float]:
     m = result["measurements"][0]
     return {
         "mean_us": m["latency_mean_ms"] * 1000,
@@ -143,8 +160,10 @@ def figures(result: dict) -> dict[str, float]:
 
 
 def row(name: str, values: list[float]) -> str:
-    return (f"  {name:44s} {median(values):9.3f} {min(values):9.3f} {max(values):9.3f}"
-            f"  {fmt_list(values, '{:.3f}')}")
+    return (
+        f"  {name:44s} {median(values):9.3f} {min(values):9.3f} {max(values):9.3f}"
+        f"  {fmt_list(values, '{:.3f}')}"
+    )
 
 
 def main() -> int:
@@ -161,18 +180,24 @@ def main() -> int:
         model = args.model or FAKE_MODEL
         if not args.model:
             make_fake_model(home.models / FAKE_MODEL)
-        say(f"harness overhead: null runner, model {model}, batch 1, {args.rounds} round(s) of work_us=0 and "
-            f"work_us={WORK_US:g}; scratch BENCH_HOME/BENCH_DB {home.root} (results.duckdb is not touched)")
+        say(
+            f"harness overhead: null runner, model {model}, batch 1, {args.rounds} round(s) of work_us=0 and "
+            f"work_us={WORK_US:g}; scratch BENCH_HOME/BENCH_DB {home.root} (results.duckdb is not touched)"
+        )
         for w in (0.0, WORK_US):
-            say(f"  {ctl} run --image null --model {model} --batch-sizes 1 --launcher local --json "
-                + " ".join(f"--set {s}" for s in sets_for(w, args.seconds)))
+            say(
+                f"  {ctl} run --image null --model {model} --batch-sizes 1 --launcher local --json "
+                + " ".join(f"--set {s}" for s in sets_for(w, args.seconds))
+            )
         for r in range(1, args.rounds + 1):
             for w in (0.0, WORK_US):
                 f = figures(ctl_run(ctl, home, "null", model, "1", sets_for(w, args.seconds), timeout_s=600))
                 runs[w].append(f)
-                say(f"round {r}, work_us={w:<6g} mean {f['mean_us']:10.3f} µs  p50 {f['p50_us']:10.3f} µs  "
+                say(
+                    f"round {r}, work_us={w:<6g} mean {f['mean_us']:10.3f} µs  p50 {f['p50_us']:10.3f} µs  "
                     f"p99 {f['p99_us']:10.3f} µs  loop {f['loop_us']:10.3f} µs/it  "
-                    f"({f['iterations']:.0f} it in {f['duration_s']:.2f} s)")
+                    f"({f['iterations']:.0f} it in {f['duration_s']:.2f} s)"
+                )
 
     zero, work = runs[0.0], runs[WORK_US]
     say()
@@ -191,14 +216,19 @@ def main() -> int:
     loop = [f["loop_us"] for f in zero]
     overhead = median(loop)
     excess = median([f["mean_us"] - WORK_US for f in work])
-    say(f"noise: round-to-round spread (max-min)/median of the work_us=0 loop cost {spread(loop):.0%}, "
+    say(
+        f"noise: round-to-round spread (max-min)/median of the work_us=0 loop cost {spread(loop):.0%}, "
         f"of the work_us={WORK_US:g} mean latency {spread([f['mean_us'] for f in work]):.2%}; "
-        f"{time.monotonic() - started:.0f} s in all")
+        f"{time.monotonic() - started:.0f} s in all"
+    )
     if excess > LIMIT_US:
-        say(f"note: at work_us={WORK_US:g} the mean latency exceeds {WORK_US:g} µs by {excess:.2f} µs (more than "
-            f"the limit): preemption on a busy machine lands in the mean; compare the p50 excess above")
+        say(
+            f"note: at work_us={WORK_US:g} the mean latency exceeds {WORK_US:g} µs by {excess:.2f} µs, more "
+            "than the limit: preemption on a busy machine lands in the mean; compare the p50 excess above"
+        )
     ok = overhead < LIMIT_US
-    say(f"harness overhead: {overhead:.2f} µs per iteration (limit {LIMIT_US:g} µs): {'PASS' if ok else 'FAIL'}")
+    verdict = "PASS" if ok else "FAIL"
+    say(f"harness overhead: {overhead:.2f} µs per iteration (limit {LIMIT_US:g} µs): {verdict}")
     return 0 if ok else EXIT_FAIL
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -34,9 +35,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
+from _common import (
     EXIT_FAIL,
     REPO,
+    LoadMeter,
     ScratchHome,
     bench_ctl,
     ctl_run,
@@ -51,29 +53,52 @@ from _common import (  # noqa: E402
 
 LIMIT = 0.05
 PRECISION_TO_OV = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
-OV_TYPE_TO_PRECISION = {"float32": "fp32", "f32": "fp32", "bfloat16": "bf16", "bf16": "bf16",
-                        "float16": "fp16", "f16": "fp16"}
+OV_TYPE_TO_PRECISION = {
+    "float32": "fp32",
+    "f32": "fp32",
+    "bfloat16": "bf16",
+    "bf16": "bf16",
+    "float16": "fp16",
+    "f16": "fp16",
+}
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="resnet50", help="model in the store (default resnet50; mobilenetv2 is quicker)")
+    p.add_argument(
+        "--model", default="resnet50", help="model in the store (default resnet50; mobilenetv2 is quicker)"
+    )
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     p.add_argument("--hint", choices=["latency", "throughput"], default="latency", help="performance hint")
-    p.add_argument("--streams", type=int, default=None, help="number of streams (default: chosen by the hint)")
-    p.add_argument("--precision", choices=["f32", "bf16", "f16"], default=None,
-                   help="inference precision for both (default: the device default, as the runner reports it)")
-    p.add_argument("--duration", type=float, default=None,
-                   help="seconds of timed inference per measurement, both tools (default 15, mobilenetv2 8)")
-    p.add_argument("--rounds", type=int, default=3, help="rounds of (runner, benchmark_app) (default 3)")
-    p.add_argument("--dynamic", action="store_true",
-                   help="also run benchmark_app on the dynamic-batch model (diagnoses a static-shape advantage)")
-    p.add_argument("--keep", action="store_true", help="keep the scratch state folder (runs and result database)")
+    p.add_argument(
+        "--streams", type=int, default=None, help="number of streams (default: chosen by the hint)"
+    )
+    p.add_argument(
+        "--precision",
+        choices=["f32", "bf16", "f16"],
+        default=None,
+        help="inference precision for both (default: the device default, as the runner reports it)",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds of timed inference per measurement, both tools (default 10, mobilenetv2 6)",
+    )
+    p.add_argument("--rounds", type=int, default=5, help="rounds of (runner, benchmark_app) (default 5)")
+    p.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="also run benchmark_app on the dynamic-batch model (diagnoses a static-shape advantage)",
+    )
+    p.add_argument(
+        "--keep", action="store_true", help="keep the scratch state folder (runs and result database)"
+    )
     args = p.parse_args()
     if args.batch < 1 or args.rounds < 1 or (args.streams is not None and args.streams < 1):
         p.error("--batch, --rounds and --streams must be >= 1")
     if args.duration is None:
-        args.duration = 8.0 if args.model == "mobilenetv2" else 15.0
+        args.duration = 6.0 if args.model == "mobilenetv2" else 10.0
     if args.duration <= 0:
         p.error("--duration must be > 0")
     return args
@@ -86,12 +111,16 @@ def shape_text(manifest: dict[str, Any], batch: int | str) -> str:
 class BenchmarkApp:
     """OpenVINO's benchmark_app from the openvino local environment."""
 
-    def __init__(self, env: Path, model_dir: Path, manifest: dict[str, Any], args: argparse.Namespace) -> None:
+    def __init__(
+        self, env: Path, model_dir: Path, manifest: dict[str, Any], args: argparse.Namespace
+    ) -> None:
         self.python = env / "bin" / "python"
         self.script = env / "bin" / "benchmark_app"
         if not self.script.exists():
-            die(f"benchmark_app is missing from {env / 'bin'} (it ships with the openvino wheel)",
-                "rebuild the environment: rm -rf .bench/envs/openvino && bench-ctl images build --local openvino")
+            die(
+                f"benchmark_app is missing from {env / 'bin'} (it ships with the openvino wheel)",
+                "rebuild it: rm -rf .bench/envs/openvino && bench-ctl images build --local openvino",
+            )
         self.onnx = model_dir / manifest["files"]["onnx"]["path"]
         self.manifest = manifest
         self.args = args
@@ -100,11 +129,33 @@ class BenchmarkApp:
         a = self.args
         # The console script's shebang may point at the environment's build folder (see README), so
         # run it with the environment's interpreter rather than directly.
-        cmd = [str(self.python), str(self.script), "-m", str(self.onnx), "-d", "CPU", "-hint", a.hint,
-               "-api", "sync", "-b", str(a.batch), "-ip", "f32", "-infer_precision", precision,
-               "-t", f"{a.duration:g}"]
+        cmd = [
+            str(self.python),
+            str(self.script),
+            "-m",
+            str(self.onnx),
+            "-d",
+            "CPU",
+            "-hint",
+            a.hint,
+            "-api",
+            "sync",
+            "-b",
+            str(a.batch),
+            "-ip",
+            "f32",
+            "-infer_precision",
+            precision,
+            "-t",
+            f"{a.duration:g}",
+        ]
         if dynamic:
-            cmd += ["-shape", shape_text(self.manifest, "?"), "-data_shape", shape_text(self.manifest, a.batch)]
+            cmd += [
+                "-shape",
+                shape_text(self.manifest, "?"),
+                "-data_shape",
+                shape_text(self.manifest, a.batch),
+            ]
         else:
             cmd += ["-shape", shape_text(self.manifest, a.batch)]
         if a.streams is not None:
@@ -114,8 +165,9 @@ class BenchmarkApp:
     def run(self, precision: str, dynamic: bool = False) -> dict[str, Any]:
         cmd = self.command(precision, dynamic)
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
-                                  timeout=self.args.duration + 600)
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, cwd=REPO, timeout=self.args.duration + 600
+            )
         except subprocess.TimeoutExpired:
             die(f"benchmark_app did not finish: {' '.join(cmd)}", code=EXIT_FAIL)
         text = proc.stdout + proc.stderr
@@ -143,8 +195,12 @@ class BenchmarkApp:
 
 
 def runner_sets(args: argparse.Namespace) -> list[str]:
-    sets = [f"hint={args.hint}", f"policy.min_time_s={args.duration:g}", f"policy.max_time_s={args.duration:g}",
-            "policy.keep_latencies=false"]
+    sets = [
+        f"hint={args.hint}",
+        f"policy.min_time_s={args.duration:g}",
+        f"policy.max_time_s={args.duration:g}",
+        "policy.keep_latencies=false",
+    ]
     if args.streams is not None:
         sets.append(f"streams={args.streams}")
     if args.precision is not None:
@@ -169,50 +225,71 @@ def runner_figures(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def round_line(r: int, label: str, f: dict[str, Any]) -> str:
+    return (
+        f"round {r}: {label:13s} {f['throughput_sps']:9.2f} samples/s  p50 {f['latency_p50_ms']:8.2f} ms  "
+        f"({f['iterations']} it in {f['duration_s']:.1f} s; other load {f['other_cores']:.2f} cores)"
+    )
+
+
 def main() -> int:
     args = parse_args()
     ctl = bench_ctl()
     model_dir = require_model(args.model)
     manifest = json.loads((model_dir / "manifest.json").read_text())
     if manifest["input_shape"].count(None) != 1:
-        die(f"model {args.model!r} has input shape {manifest['input_shape']}; expected one dynamic (batch) dimension")
+        die(
+            f"model {args.model!r} has input shape {manifest['input_shape']}; "
+            "expected one dynamic (batch) dimension"
+        )
     env = ensure_local_env(ctl, "openvino")
     bapp = BenchmarkApp(env, model_dir, manifest, args)
     sets = runner_sets(args)
 
     tools = ["runner", "benchmark_app"] + (["benchmark_app (dynamic batch)"] if args.dynamic else [])
-    say(f"OpenVINO runner vs benchmark_app: model {args.model}, batch {args.batch}, hint {args.hint}, "
+    say(
+        f"OpenVINO runner vs benchmark_app: model {args.model}, batch {args.batch}, hint {args.hint}, "
         f"streams {args.streams or 'auto'}, {args.duration:g} s per measurement, {args.rounds} round(s) of "
-        f"{' / '.join(tools)}")
-    say(f"runner:        {ctl} run --image openvino --model {args.model} --batch-sizes {args.batch} "
-        f"--launcher local --json " + " ".join(f"--set {s}" for s in sets))
+        f"{' / '.join(tools)}"
+    )
+    say(
+        f"runner:        {ctl} run --image openvino --model {args.model} --batch-sizes {args.batch} "
+        f"--launcher local --json " + " ".join(f"--set {s}" for s in sets)
+    )
     figures: dict[str, list[dict[str, Any]]] = {t: [] for t in tools}
     precision_ov = args.precision
     started = time.monotonic()
     with ScratchHome(envs=["openvino"], models=[model_dir], keep=args.keep) as home:
         say(f"(scratch BENCH_HOME/BENCH_DB: {home.root}; the user's results.duckdb is not touched)")
         for r in range(1, args.rounds + 1):
-            res = runner_figures(ctl_run(ctl, home, "openvino", args.model, str(args.batch), sets,
-                                         timeout_s=args.duration + 600))
+            with LoadMeter() as load:
+                result = ctl_run(
+                    ctl, home, "openvino", args.model, str(args.batch), sets, timeout_s=args.duration + 600
+                )
+            res = runner_figures(result)
+            res["other_cores"] = load.other_cores
             figures["runner"].append(res)
             if precision_ov is None:
                 if res["precision"] not in PRECISION_TO_OV:
-                    die(f"the runner reported precision {res['precision']!r}; cannot map it to -infer_precision",
-                        code=EXIT_FAIL)
+                    die(
+                        f"the runner reported precision {res['precision']!r}; no -infer_precision for it",
+                        code=EXIT_FAIL,
+                    )
                 precision_ov = PRECISION_TO_OV[res["precision"]]
             if r == 1:
                 say("benchmark_app: " + " ".join(bapp.command(precision_ov)))
                 if args.dynamic:
                     say("dynamic:       " + " ".join(bapp.command(precision_ov, dynamic=True)))
-            say(f"round {r}: runner        {res['throughput_sps']:9.2f} samples/s  p50 {res['latency_p50_ms']:8.2f} ms"
-                f"  ({res['iterations']} it in {res['duration_s']:.1f} s)")
-            variants = [("benchmark_app", False)] + ([("benchmark_app (dynamic batch)", True)] if args.dynamic else [])
+            say(round_line(r, "runner", res))
+            variants = [("benchmark_app", False)] + (
+                [("benchmark_app (dynamic batch)", True)] if args.dynamic else []
+            )
             for name, dynamic in variants:
-                b = bapp.run(precision_ov, dynamic)
+                with LoadMeter() as load:
+                    b = bapp.run(precision_ov, dynamic)
+                b["other_cores"] = load.other_cores
                 figures[name].append(b)
-                label = "benchmark_app" if not dynamic else "bapp dynamic "
-                say(f"round {r}: {label} {b['throughput_sps']:9.2f} samples/s  p50 {b['latency_p50_ms']:8.2f} ms"
-                    f"  ({b['iterations']} it in {b['duration_s']:.1f} s)")
+                say(round_line(r, "bapp dynamic" if dynamic else "benchmark_app", b))
 
     # Same configuration? Streams, threads and precision as each tool's compiled model reports them.
     say()
@@ -220,8 +297,10 @@ def main() -> int:
     mismatch = []
     for t in tools:
         f = figures[t][0]
-        say(f"  {t:30s} streams={f['streams']} threads={f['threads']} precision={f['precision']}"
-            + (f"  input: {f['input']}" if f.get("input") else ""))
+        say(
+            f"  {t:30s} streams={f['streams']} threads={f['threads']} precision={f['precision']}"
+            + (f"  input: {f['input']}" if f.get("input") else "")
+        )
     base = figures["runner"][0]
     for t in tools[1:]:
         for key in ("streams", "threads", "precision"):
@@ -231,7 +310,8 @@ def main() -> int:
         say("  WARNING: the configurations differ: " + "; ".join(mismatch))
 
     say()
-    say(f"{'tool':30s} {'median':>10s} {'min':>10s} {'max':>10s} {'spread':>8s}   (samples/s, {args.rounds} runs)")
+    head = f"{'tool':30s} {'median':>10s} {'min':>10s} {'max':>10s} {'spread':>8s}"
+    say(f"{head}   (samples/s, {args.rounds} runs)")
     med: dict[str, float] = {}
     for t in tools:
         values = [f["throughput_sps"] for f in figures[t]]
@@ -241,20 +321,31 @@ def main() -> int:
     bapp_v = [f["throughput_sps"] for f in figures["benchmark_app"]]
     paired = [rv / bv for rv, bv in zip(runner_v, bapp_v, strict=True)]
     ratio = med["runner"] / med["benchmark_app"]
-    say(f"per-round ratios runner / benchmark_app: {fmt_list(paired, '{:.3f}')}")
+    say(f"per-round ratios runner / benchmark_app: {fmt_list(paired, '{:.3f}')}, median {median(paired):.3f}")
+    say(f"best round of each (least disturbed), runner / benchmark_app: {max(runner_v) / max(bapp_v):.3f}")
     if args.dynamic:
         dyn = med["benchmark_app (dynamic batch)"]
-        say(f"benchmark_app static / dynamic batch: {med['benchmark_app'] / dyn:.3f}; "
-            f"runner / benchmark_app dynamic batch: {med['runner'] / dyn:.3f}")
+        say(
+            f"benchmark_app static / dynamic batch: {med['benchmark_app'] / dyn:.3f}; "
+            f"runner / benchmark_app dynamic batch: {med['runner'] / dyn:.3f}"
+        )
     noise = max(spread(runner_v), spread(bapp_v))
-    say(f"noise: run-to-run spread (max-min)/median up to {noise:.1%} per tool, per-round ratios "
-        f"{min(paired):.3f}..{max(paired):.3f}; {time.monotonic() - started:.0f} s in all")
+    other = [f["other_cores"] for t in tools for f in figures[t]]
+    say(
+        f"noise: run-to-run spread (max-min)/median up to {noise:.1%} per tool, per-round ratios "
+        f"{min(paired):.3f}..{max(paired):.3f}; other processes used {min(other):.2f}..{max(other):.2f} of "
+        f"{os.cpu_count()} cores during the measurements; {time.monotonic() - started:.0f} s in all"
+    )
     if noise > LIMIT:
-        say(f"note: the run-to-run spread exceeds the {LIMIT:.0%} limit, so this verdict is not conclusive on "
-            "this machine; rerun when it is quieter, or with more --rounds / a longer --duration")
+        say(
+            f"note: the run-to-run spread exceeds the {LIMIT:.0%} limit, so this verdict is not conclusive "
+            "on this machine; rerun when it is quieter, or with more --rounds / a longer --duration"
+        )
     ok = abs(ratio - 1) <= LIMIT
-    say(f"OpenVINO runner / benchmark_app throughput: {ratio:.3f}x (limit: within {LIMIT:.0%}): "
-        f"{'PASS' if ok else 'FAIL'}")
+    say(
+        f"OpenVINO runner / benchmark_app throughput: {ratio:.3f}x (limit: within {LIMIT:.0%}): "
+        f"{'PASS' if ok else 'FAIL'}"
+    )
     return 0 if ok else EXIT_FAIL
 
 

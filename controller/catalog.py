@@ -30,6 +30,9 @@ class ImageInfo(BaseModel):
     skip_reason: str | None = None
     local_env: bool = Field(True, description="whether the lock alone makes a working local environment")
     python: str = Field("3.11", description="Python version of the image, for its wheels")
+    default_sweep: dict[str, list[str]] = Field(
+        default_factory=dict, description="options swept by default, e.g. torch: mode = [eager, compile]"
+    )
     framework_version: str | None = None
     lock_hash: str | None = None
 

@@ -85,6 +85,9 @@ def run(
     sets: Annotated[list[str] | None, typer.Option("--set", "-s", help=(
         "framework option KEY=VALUE (repeatable), e.g. --set precision=f32; "
         "policy.KEY=VALUE sets the measurement policy, e.g. --set policy.max_time_s=10"))] = None,
+    sweeps: Annotated[list[str] | None, typer.Option("--sweep", help=(
+        "run once per value: KEY=V1,V2 (repeatable; combinations multiply), e.g. --sweep hint=latency,throughput"))
+    ] = None,
     launcher: Annotated[str, typer.Option("--launcher", help="auto | local | docker")] = "auto",
     timeout: Annotated[float | None, typer.Option("--timeout", help="seconds before the runner is killed")] = None,
     db: DbOpt = None,
@@ -104,16 +107,19 @@ def run(
     req = service.RunRequest(
         image=image, model=model, batch_sizes=parse_batch_sizes(batch_sizes),
         device="cpu" if cpu else (None if gpu is None else f"cuda:{gpu}"), sets=sets or [],
-        launcher=launcher,  # type: ignore[arg-type]
+        sweeps=sweeps or [], launcher=launcher,  # type: ignore[arg-type]
         timeout_s=timeout,
     )
     paths = Paths.from_env(db)
-    result = service.run(req, paths, info, runner_line)
+    results = service.run_all(req, paths, info, runner_line)
+    lean = {"measurements": {"__all__": {"latencies_ms"}}}
     if as_json:
-        print(result.model_dump_json(indent=1, exclude={"measurements": {"__all__": {"latencies_ms"}}}))
+        docs = [json.loads(r.model_dump_json(exclude=lean)) for r in results]  # type: ignore[arg-type]
+        print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=1))
     else:
-        render.run_summary(out, result, paths.runs / result.run_id)
-    if result.status != "ok":
+        for result in results:
+            render.run_summary(out, result, paths.runs / result.run_id)
+    if any(r.status != "ok" for r in results):
         raise typer.Exit(1)
 
 

@@ -68,7 +68,7 @@ def run_summary(console: Console, result: RunResult, run_dir: Path) -> None:
 
 
 def comparison(console: Console, cmp: Any) -> None:
-    t = Table("batch", *cmp.images, title=f"{cmp.model}: {cmp.metric} (latest ok run per image)")
+    t = Table("batch", *(escape(i) for i in cmp.images), title=f"{cmp.model}: {cmp.metric} (latest ok run per image)")
     for row in cmp.rows:
         cells = []
         for image in cmp.images:

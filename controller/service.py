@@ -69,6 +69,7 @@ class RunRequest(BaseModel):
     batch_sizes: list[int]
     device: str | None = None
     sets: list[str] = []
+    sweeps: list[str] = []
     launcher: LauncherChoice = "auto"
     timeout_s: float | None = None
 
@@ -138,6 +139,45 @@ def _catalog() -> dict[str, ImageInfo]:
     from controller.catalog import images
 
     return images()
+
+
+def expand(req: RunRequest, image: ImageInfo) -> list[RunRequest]:
+    """One request per combination of `--sweep KEY=A,B` values (and the image's default sweep,
+    for keys the user neither set nor swept), in a stable order."""
+    axes: dict[str, list[str]] = {}
+    set_keys = {item.partition("=")[0].strip() for item in req.sets}
+    for item in req.sweeps:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        choices = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not key or not choices:
+            raise BenchError(f"--sweep {item!r} is not KEY=V1,V2,...", "e.g. --sweep mode=eager,compile")
+        if key in set_keys or key in axes:
+            raise BenchError(f"--sweep {key} given twice, or also with --set", "keep one of them")
+        axes[key] = choices
+    for key, choices in image.default_sweep.items():
+        if key not in set_keys and key not in axes:
+            axes[key] = list(choices)
+    combos: list[list[str]] = [[]]
+    for key, choices in axes.items():
+        combos = [[*c, f"{key}={v}"] for c in combos for v in choices]
+    return [req.model_copy(update={"sets": [*req.sets, *c], "sweeps": []}) for c in combos]
+
+
+def run_all(req: RunRequest, paths: Paths, log: LineSink, on_line: LineSink) -> list[RunResult]:
+    """Validate every combination first (nothing runs if one is wrong), then run them in turn."""
+    image = get_image(req.image)
+    check_runnable(image)
+    model_store.read_manifest(paths, req.model)
+    requests = expand(req, image)
+    for r in requests:
+        plan(r, paths, LocalLauncher(paths), image)
+    results = []
+    for i, r in enumerate(requests, 1):
+        if len(requests) > 1:
+            log(f"run {i}/{len(requests)}: {' '.join(r.sets[len(req.sets):])}")
+        results.append(run(r, paths, log, on_line))
+    return results
 
 
 def run(req: RunRequest, paths: Paths, log: LineSink, on_line: LineSink, db: Path | None = None) -> RunResult:
@@ -225,7 +265,9 @@ COMPARABLE = ("throughput_sps", "latency_p50_ms", "latency_p90_ms", "latency_p99
 
 
 def compare(db: Path, model: str, metric: str = "throughput_sps", device: str | None = None) -> Comparison:
-    """Latest ok run per image and batch size for one model: rows batch size, columns image."""
+    """Latest ok run per image (and variant, device) and batch size for one model.
+
+    Rows are batch sizes; columns are images, labelled with their non-default options."""
     if metric not in COMPARABLE:
         from controller.errors import did_you_mean
 
@@ -234,10 +276,13 @@ def compare(db: Path, model: str, metric: str = "throughput_sps", device: str | 
     where = "WHERE status = 'ok' AND model = ?" + (" AND device = ?" if device else "")
     params = [model, device] if device else [model]
     sql = f"""
-        SELECT image, batch_size, {metric}, precision, rel_err FROM (
-            SELECT *, row_number() OVER (PARTITION BY image, batch_size ORDER BY started_at DESC) AS k
+        SELECT image || CASE WHEN coalesce(variant, '') = '' THEN '' ELSE ' [' || variant || ']' END
+                     || CASE WHEN device = 'cpu' THEN '' ELSE ' @' || device END AS label,
+               batch_size, {metric}, precision, rel_err FROM (
+            SELECT *, row_number() OVER (PARTITION BY image, variant, device, batch_size
+                                         ORDER BY started_at DESC) AS k
             FROM results {where}
-        ) WHERE k = 1 ORDER BY batch_size, image"""
+        ) WHERE k = 1 ORDER BY batch_size, label"""
     import duckdb
 
     con = duckdb.connect(str(db), read_only=True)

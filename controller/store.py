@@ -94,12 +94,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE measurements ADD COLUMN throttled BOOLEAN;
     ALTER TABLE measurements ADD COLUMN gpu JSON;
     """,
+    # 3: the options that differ from the framework's defaults, e.g. "mode=compile".
+    """
+    ALTER TABLE runs ADD COLUMN variant VARCHAR;
+    """,
 ]
 
 RESULTS_VIEW = """
 CREATE OR REPLACE VIEW results AS
 SELECT
-    r.run_id, r.started_at, r.host, r.image, r.framework, r.framework_version, r.model, r.device,
+    r.run_id, r.started_at, r.host, r.image, r.framework, r.framework_version, r.model, r.device, r.variant,
     m.batch_size, m.throughput_sps, m.latency_p50_ms, m.latency_p90_ms, m.latency_p99_ms,
     m.latency_mean_ms, m.latency_stdev_ms, m.iterations,
     r.load_time_s, r.compile_s, r.compile_cache_hit,
@@ -171,6 +175,7 @@ def run_row(result: RunResult, result_path: Path | None) -> dict[str, Any]:
         "message": result.message,
         "precision": result.precision,
         "options": spec.options.model_dump_json(),
+        "variant": variant(result),
         "policy": spec.policy.model_dump_json(),
         "import_s": _phase(result, "import"),
         "model_read_s": _phase(result, "model_read"),
@@ -212,6 +217,13 @@ def _gpu_columns(m: Measurement) -> dict[str, Any]:
         "throttled": g.throttled if g else None,
         "gpu": g.model_dump_json() if g else None,
     }
+
+
+def variant(result: RunResult) -> str:
+    """Options that differ from the framework's defaults, as `k=v,k=v` ('' when none)."""
+    options = result.spec.options
+    defaults = type(options)().model_dump()
+    return ",".join(f"{k}={v}" for k, v in options.model_dump().items() if defaults.get(k) != v)
 
 
 def ingest(con: duckdb.DuckDBPyConnection, result: RunResult, result_path: Path | None = None) -> None:

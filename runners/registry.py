@@ -12,6 +12,7 @@ REGISTRY: dict[str, str] = {
     "openvino": "runners.frameworks.ov:OpenVinoRunner",
     "tensorflow": "runners.frameworks.tf:TensorflowRunner",
     "tensorrt": "runners.frameworks.trt:TensorRTRunner",
+    "torch": "runners.frameworks.torch_runner:TorchRunner",
 }
 
 

@@ -23,6 +23,7 @@ from schemas.spec import (
     RunSpec,
     TensorflowOptions,
     TensorRTOptions,
+    TorchOptions,
 )
 from schemas.upgrade import SchemaVersionError, load_result, upgrade
 
@@ -49,6 +50,7 @@ __all__ = [
     "Status",
     "TensorRTOptions",
     "TensorflowOptions",
+    "TorchOptions",
     "load_result",
     "upgrade",
 ]

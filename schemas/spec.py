@@ -103,6 +103,19 @@ class TensorflowOptions(Strict):
     memory_growth: bool = Field(True, description="grow GPU memory on demand instead of taking it all")
 
 
+class TorchOptions(Strict):
+    """PyTorch: the ONNX artifact converted to a torch.nn.Module (onnx2torch)."""
+
+    framework: Literal["torch"] = "torch"
+    mode: Literal["eager", "compile", "cudagraphs"] = Field(
+        "eager", description="eager; torch.compile; or CUDA graphs replay (GPU only)"
+    )
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="weights and inputs cast to this type")
+    channels_last: bool = Field(False, description="memory format of 4-D tensors")
+    threads: int | None = Field(None, ge=1, description="torch.set_num_threads; None: PyTorch's default")
+
+
 class NullOptions(Strict):
     """The harness itself: returns a preallocated zero output. `fault` exercises failure paths."""
 
@@ -112,7 +125,7 @@ class NullOptions(Strict):
 
 
 FrameworkOptions = Annotated[
-    Union[OnnxRuntimeOptions, OpenVinoOptions, TensorflowOptions, TensorRTOptions, NullOptions],
+    Union[OnnxRuntimeOptions, OpenVinoOptions, TensorflowOptions, TensorRTOptions, TorchOptions, NullOptions],
     Field(discriminator="framework"),
 ]
 
@@ -121,6 +134,7 @@ FRAMEWORK_OPTION_MODELS: dict[str, type[Strict]] = {
     "openvino": OpenVinoOptions,
     "tensorflow": TensorflowOptions,
     "tensorrt": TensorRTOptions,
+    "torch": TorchOptions,
     "null": NullOptions,
 }
 

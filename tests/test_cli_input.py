@@ -273,3 +273,18 @@ def test_help_everywhere(cli: Any) -> None:
                  ["images", "list", "--help"], ["compare", "--help"], ["ingest", "--help"]):
         r = cli(*args)
         assert r.exit_code == 0 and "Usage" in r.stdout, args
+
+
+@pytest.mark.parametrize(
+    ("sweep", "extra", "needles"),
+    [
+        ("fault=none,bogus", [], ["bogus"]),  # one bad value: nothing runs, not even the good one
+        ("nosuch=1,2", [], ["unknown option", "nosuch"]),
+        ("fault", [], ["not KEY=V1,V2"]),
+        ("fault=", [], ["not KEY=V1,V2"]),
+        ("fault=none,raise", ["--set", "fault=none"], ["given twice"]),
+    ],
+)
+def test_bad_sweep(cli: Any, bench: Any, run_args: list[str], sweep: str, extra: list[str],
+                   needles: list[str]) -> None:
+    assert_refused(cli(*run_args, "--image", "null", "--sweep", sweep, *extra), bench, *needles)

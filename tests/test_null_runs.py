@@ -121,12 +121,18 @@ def test_missing_model_files_is_error_result(cli: Any, bench: Any, fake_model: P
     assert bench.count("runs") == 1
 
 
-def test_gpu_device_is_passed_to_runner(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
-    # The null runner accepts cuda devices (it touches no GPU): the spec carries the device.
-    result, doc = null_run(cli, short_policy, "--gpu", "0", "--set", "work_us=50", batch_sizes="1")
-    assert result.exit_code == 0, result.output
-    assert doc["spec"]["device"] == "cuda:0"
-    assert bench.rows("SELECT device FROM results") == [("cuda:0",)]
+def test_gpu_on_cpu_only_image_is_unsupported(cli: Any, bench: Any, fake_model: Path,
+                                             short_policy: list[str]) -> None:
+    # The null image's catalog entry lists cpu only: the request is validated, recorded as
+    # unsupported, and nothing is launched.
+    result, doc = null_run(cli, short_policy, "--gpu", "0", batch_sizes="1")
+    assert result.exit_code == 1, result.output
+    r = RunResult.model_validate(doc)
+    assert r.status == "unsupported" and r.message and "cpu" in r.message
+    assert r.spec.device == "cuda:0"
+    assert r.measurements == [] and r.phases == []
+    assert not (bench.runs / r.run_id / "runner.log").exists()
+    assert bench.rows("SELECT status, batch_size, device FROM results") == [("unsupported", None, "cuda:0")]
 
 
 def test_ingest_run_folder_is_idempotent(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
@@ -139,6 +145,17 @@ def test_ingest_run_folder_is_idempotent(cli: Any, bench: Any, fake_model: Path,
     r = cli("ingest", str(bench.run_dirs()[0]))
     assert r.exit_code == 0 and "ingested 1 result(s)" in r.stdout
     assert (bench.count("runs"), bench.count("measurements"), bench.count("results")) == before
+
+
+def test_sweep_runs_once_per_value(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
+    result = cli("run", "--image", "null", "--model", "fake", "--launcher", "local", "--batch-sizes", "1",
+                 *short_policy, "--set", "work_us=50", "--sweep", "fault=none,raise", "--json")
+    assert result.exit_code == 1, result.output  # one of them failed
+    docs = json.loads(result.stdout)
+    assert [d["spec"]["options"]["fault"] for d in docs] == ["none", "raise"]
+    assert [d["status"] for d in docs] == ["ok", "error"]
+    assert len(bench.run_dirs()) == 2
+    assert sorted(bench.rows("SELECT status FROM results")) == [("error",), ("ok",)]
 
 
 def test_run_with_db_option(cli: Any, bench: Any, fake_model: Path, short_policy: list[str], tmp_path: Path) -> None:
