@@ -13,13 +13,18 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from controller import render, service, store
 from controller import models as model_store
+from controller import render, service, store
 from controller.errors import BenchError
 from controller.paths import Paths
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help=__doc__, rich_markup_mode=None)
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help=__doc__,
+    rich_markup_mode=None,
+)
 images_app = typer.Typer(no_args_is_help=True, help="The image catalog: list and build images.")
 models_app = typer.Typer(no_args_is_help=True, help="The model store: export, add and list models.")
 app.add_typer(images_app, name="images")
@@ -29,7 +34,9 @@ app.add_typer(models_app, name="models")
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
-DbOpt = Annotated[Path | None, typer.Option("--db", help="result database (default: results.duckdb, or $BENCH_DB)")]
+DbOpt = Annotated[
+    Path | None, typer.Option("--db", help="result database (default: results.duckdb, or $BENCH_DB)")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON instead of a table")]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -64,10 +71,13 @@ def parse_batch_sizes(text: str) -> list[int]:
     try:
         sizes = [int(x) for x in text.replace(" ", "").split(",") if x]
     except ValueError:
-        raise BenchError(f"--batch-sizes {text!r} is not a comma-separated list of integers",
-                         "e.g. --batch-sizes 1,8,32") from None
+        raise BenchError(
+            f"--batch-sizes {text!r} is not a comma-separated list of integers", "e.g. --batch-sizes 1,8,32"
+        ) from None
     if not sizes or any(b < 1 for b in sizes):
-        raise BenchError(f"--batch-sizes {text!r}: batch sizes must be positive integers", "e.g. --batch-sizes 1,8,32")
+        raise BenchError(
+            f"--batch-sizes {text!r}: batch sizes must be positive integers", "e.g. --batch-sizes 1,8,32"
+        )
     if len(set(sizes)) != len(sizes):
         raise BenchError(f"--batch-sizes {text!r} repeats a batch size", "e.g. --batch-sizes 1,8,32")
     return sizes
@@ -77,19 +87,64 @@ def parse_batch_sizes(text: str) -> list[int]:
 @handles_errors
 def run(
     image: Annotated[str, typer.Option("--image", "-i", help="image to run in (bench-ctl images list)")],
-    model: Annotated[str, typer.Option("--model", "-m", help="model from the store (bench-ctl models list)")],
-    batch_sizes: Annotated[str, typer.Option("--batch-sizes", "-b", help="comma-separated, e.g. 1,8,32")] = "1,8,32",
-    cpu: Annotated[bool, typer.Option("--cpu", help="run on the CPU (default for images that have a CPU runner)")] = False,
-    gpu: Annotated[int | None, typer.Option("--gpu", help="run on GPU N (the container sees that GPU only); "
-                                            "default for GPU-only images: 0")] = None,
-    sets: Annotated[list[str] | None, typer.Option("--set", "-s", help=(
-        "framework option KEY=VALUE (repeatable), e.g. --set precision=f32; "
-        "policy.KEY=VALUE sets the measurement policy, e.g. --set policy.max_time_s=10"))] = None,
-    sweeps: Annotated[list[str] | None, typer.Option("--sweep", help=(
-        "run once per value: KEY=V1,V2 (repeatable; combinations multiply), e.g. --sweep hint=latency,throughput"))
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help=(
+                "model from the store (bench-ctl models list); a comma-separated list runs each in turn, "
+                "or together with --ensemble"
+            ),
+        ),
+    ],
+    batch_sizes: Annotated[
+        str, typer.Option("--batch-sizes", "-b", help="comma-separated, e.g. 1,8,32")
+    ] = "1,8,32",
+    cpu: Annotated[
+        bool, typer.Option("--cpu", help="run on the CPU (default for images that have a CPU runner)")
+    ] = False,
+    gpu: Annotated[
+        int | None,
+        typer.Option(
+            "--gpu", help="run on GPU N (the container sees that GPU only); default for GPU-only images: 0"
+        ),
     ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            "-s",
+            help=(
+                "framework option KEY=VALUE (repeatable), e.g. --set precision=f32; "
+                "policy.KEY=VALUE sets the measurement policy, e.g. --set policy.max_time_s=10"
+            ),
+        ),
+    ] = None,
+    sweeps: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--sweep",
+            help=(
+                "run once per value: KEY=V1,V2 (repeatable; combinations multiply), "
+                "e.g. --sweep hint=latency,throughput"
+            ),
+        ),
+    ] = None,
+    ensemble: Annotated[
+        bool,
+        typer.Option(
+            "--ensemble",
+            help=(
+                "run the listed models together on one device, one thread each, and report ensemble "
+                "predictions/s and each member's slowdown against running alone"
+            ),
+        ),
+    ] = False,
     launcher: Annotated[str, typer.Option("--launcher", help="auto | local | docker")] = "auto",
-    timeout: Annotated[float | None, typer.Option("--timeout", help="seconds before the runner is killed")] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="seconds before the runner is killed")
+    ] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -102,19 +157,26 @@ def run(
         raise BenchError("--cpu and --gpu exclude each other", "choose one")
     if gpu is not None and gpu < 0:
         raise BenchError(f"--gpu {gpu}: GPU index must be >= 0", "e.g. --gpu 0")
+    if timeout is not None and not (0 < timeout < float("inf")):
+        raise BenchError(f"--timeout {timeout}: must be a positive number of seconds", "e.g. --timeout 600")
     if launcher not in ("auto", "local", "docker"):
         raise BenchError(f"unknown launcher {launcher!r}", "valid: auto, local, docker")
     req = service.RunRequest(
-        image=image, model=model, batch_sizes=parse_batch_sizes(batch_sizes),
-        device="cpu" if cpu else (None if gpu is None else f"cuda:{gpu}"), sets=sets or [],
-        sweeps=sweeps or [], launcher=launcher,  # type: ignore[arg-type]
+        image=image,
+        model=model,
+        batch_sizes=parse_batch_sizes(batch_sizes),
+        device="cpu" if cpu else (None if gpu is None else f"cuda:{gpu}"),
+        sets=sets or [],
+        sweeps=sweeps or [],
+        ensemble=ensemble,
+        launcher=launcher,
         timeout_s=timeout,
     )
     paths = Paths.from_env(db)
     results = service.run_all(req, paths, info, runner_line)
     lean = {"measurements": {"__all__": {"latencies_ms"}}}
     if as_json:
-        docs = [json.loads(r.model_dump_json(exclude=lean)) for r in results]  # type: ignore[arg-type]
+        docs = [json.loads(r.model_dump_json(exclude=lean)) for r in results]
         print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=1))
     else:
         for result in results:
@@ -193,9 +255,13 @@ def images_list(as_json: JsonOpt = False) -> None:
 @images_app.command("build")
 @handles_errors
 def images_build(
-    names: Annotated[list[str] | None, typer.Argument(help="images to build (default: all buildable here)")] = None,
+    names: Annotated[
+        list[str] | None, typer.Argument(help="images to build (default: all buildable here)")
+    ] = None,
     base_image: Annotated[str | None, typer.Option("--base-image", help="override BASE_IMAGE")] = None,
-    local_env: Annotated[bool, typer.Option("--local", help="build local environments instead of images")] = False,
+    local_env: Annotated[
+        bool, typer.Option("--local", help="build local environments instead of images")
+    ] = False,
 ) -> None:
     """Build images offline from locked wheels (or with --local, the local environments)."""
     from controller import images
@@ -209,7 +275,9 @@ def images_build(
 @models_app.command("export")
 @handles_errors
 def models_export(
-    names: Annotated[list[str], typer.Argument(help="vgg19, resnet50, densenet201, efficientnetb0, mobilenetv2")],
+    names: Annotated[
+        list[str], typer.Argument(help="vgg19, resnet50, densenet201, efficientnetb0, mobilenetv2")
+    ],
     force: Annotated[bool, typer.Option("--force", help="rebuild if already in the store")] = False,
     launcher: Annotated[str, typer.Option("--launcher", help="auto | local | docker")] = "auto",
     seed: Annotated[int, typer.Option("--seed", help="seed of the random weights")] = 0,
@@ -228,8 +296,10 @@ def models_export(
         chosen = select_launcher(launcher, get_image("tf"), paths, info)
         info(f"exporting {name} (tf image)")
         m = model_store.export(paths, name, chosen, runner_line, force=force, seed=seed)
-        out.print(f"exported {m.name}: {m.parameters:,} parameters, "
-                  f"{(m.flops_per_sample or 0) / 1e9:.2f} GFLOPs/sample, ONNX opset {m.onnx_opset}")
+        out.print(
+            f"exported {m.name}: {m.parameters:,} parameters, "
+            f"{(m.flops_per_sample or 0) / 1e9:.2f} GFLOPs/sample, ONNX opset {m.onnx_opset}"
+        )
 
 
 @models_app.command("add")

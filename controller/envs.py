@@ -55,13 +55,21 @@ class LocalEnv:
         if self.is_current():
             return self.python
         if not self.image.local_env:
-            raise BenchError(f"image {self.image.name} runs only as a Docker image ({self.image.description})",
-                             self.image.skip_reason or f"build it: make images IMAGES={self.image.name}")
+            raise BenchError(
+                f"image {self.image.name} runs only as a Docker image ({self.image.description})",
+                self.image.skip_reason or f"build it: make images IMAGES={self.image.name}",
+            )
         if not self.image.lock_file.exists():
-            hint = self.image.skip_reason or f"pin it: make locks (from images/{self.image.name}/requirements.in)"
+            hint = (
+                self.image.skip_reason
+                or f"pin it: make locks (from images/{self.image.name}/requirements.in)"
+            )
             raise BenchError(f"image {self.image.name} has no requirements.lock", hint)
         if log:
-            log(f"building local environment for {self.image.name} in {self.root} (uv, from requirements.lock)")
+            log(
+                f"building local environment for {self.image.name} in {self.root} "
+                "(uv, from requirements.lock)"
+            )
         tmp = self.root.with_name(f".{self.root.name}.building")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +77,15 @@ class LocalEnv:
         env = {**os.environ, "VIRTUAL_ENV": str(tmp)}
         steps = [
             [uv, "venv", "--quiet", "--python", sys.executable, str(tmp)],
-            [uv, "pip", "sync", "--quiet", "--python", str(tmp / "bin" / "python"), str(self.image.lock_file)],
+            [
+                uv,
+                "pip",
+                "sync",
+                "--quiet",
+                "--python",
+                str(tmp / "bin" / "python"),
+                str(self.image.lock_file),
+            ],
         ]
         for cmd in steps:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)

@@ -50,9 +50,16 @@ def status(paths: Paths) -> list[ImageStatus]:
     for info in images().values():
         env = LocalEnv(info, paths)
         local = "current" if env.is_current() else ("stale" if env.python.exists() else "no")
-        row = ImageStatus(name=info.name, framework=info.framework, framework_version=info.framework_version,
-                          devices=info.devices, buildable=info.buildable, skip_reason=info.skip_reason,
-                          lock_hash=info.lock_hash, local_env=local)
+        row = ImageStatus(
+            name=info.name,
+            framework=info.framework,
+            framework_version=info.framework_version,
+            devices=info.devices,
+            buildable=info.buildable,
+            skip_reason=info.skip_reason,
+            lock_hash=info.lock_hash,
+            local_env=local,
+        )
         found = find_image(c, info) if c is not None else None
         if found is not None:
             row.image_id = found.id
@@ -64,9 +71,15 @@ def status(paths: Paths) -> list[ImageStatus]:
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "schemas", "runners", "images"],
-                               cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "schemas", "runners", "images"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -76,17 +89,43 @@ def download_wheels(info: ImageInfo, paths: Paths, log: LineSink) -> Path:
     """Fetch the locked wheels (hash-checked) into the image's wheelhouse."""
     house = paths.wheels / info.name
     house.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-           "--require-hashes", "--python-version", info.python, "--implementation", "cp",
-           "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
-           "--platform", "manylinux_2_27_x86_64", "--platform", "manylinux_2_28_x86_64",
-           "--platform", "linux_x86_64", "-r", str(info.lock_file), "-d", str(house)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--require-hashes",
+        "--python-version",
+        info.python,
+        "--implementation",
+        "cp",
+        "--platform",
+        "manylinux2014_x86_64",
+        "--platform",
+        "manylinux_2_17_x86_64",
+        "--platform",
+        "manylinux_2_27_x86_64",
+        "--platform",
+        "manylinux_2_28_x86_64",
+        "--platform",
+        "linux_x86_64",
+        "-r",
+        str(info.lock_file),
+        "-d",
+        str(house),
+    ]
     log(f"{info.name}: downloading locked wheels into {house}")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")]
-        raise BenchError(f"image {info.name}: step `pip download` failed: {lines[-1] if lines else proc.returncode}",
-                         "check access to the package index (pip configuration)", exit_code=1)
+        raise BenchError(
+            f"image {info.name}: step `pip download` failed: {lines[-1] if lines else proc.returncode}",
+            "check access to the package index (pip configuration)",
+            exit_code=1,
+        )
     return house
 
 
@@ -121,20 +160,35 @@ def build_image(info: ImageInfo, paths: Paths, base: str | None, log: LineSink, 
     if not info.buildable:
         raise BenchError(f"image {info.name} cannot be built here: {info.skip_reason}", None, exit_code=1)
     if not (info.dir / "Dockerfile").exists():
-        raise BenchError(f"image {info.name} has no Dockerfile", f"add images/{info.name}/Dockerfile", exit_code=1)
+        raise BenchError(
+            f"image {info.name} has no Dockerfile", f"add images/{info.name}/Dockerfile", exit_code=1
+        )
     house = download_wheels(info, paths, log)
     base_image = base or default_base(c, info)
     ctx = _context(info, house)
-    labels = {"bench.image": info.name, "bench.lock-hash": info.lock_hash or "",
-              "bench.framework": info.framework, "bench.framework-version": info.framework_version or "",
-              "bench.git-commit": git_commit(), "bench.base-image": base_image}
+    labels = {
+        "bench.image": info.name,
+        "bench.lock-hash": info.lock_hash or "",
+        "bench.framework": info.framework,
+        "bench.framework-version": info.framework_version or "",
+        "bench.git-commit": git_commit(),
+        "bench.base-image": base_image,
+    }
     temp_tag = f"{IMAGE_PREFIX}/{info.name}:building"
     log(f"{info.name}: docker build (base {base_image}, no network)")
     image_id = None
     last_step = "start"
     try:
-        for chunk in c.api.build(path=str(ctx), tag=temp_tag, buildargs={"BASE_IMAGE": base_image},
-                                 network_mode="none", rm=True, forcerm=True, labels=labels, decode=True):
+        for chunk in c.api.build(
+            path=str(ctx),
+            tag=temp_tag,
+            buildargs={"BASE_IMAGE": base_image},
+            network_mode="none",
+            rm=True,
+            forcerm=True,
+            labels=labels,
+            decode=True,
+        ):
             if "stream" in chunk:
                 for line in chunk["stream"].splitlines():
                     if line.startswith("Step "):
@@ -144,8 +198,11 @@ def build_image(info: ImageInfo, paths: Paths, base: str | None, log: LineSink, 
             if "aux" in chunk and "ID" in chunk["aux"]:
                 image_id = chunk["aux"]["ID"]
             if "error" in chunk:
-                raise BenchError(f"image {info.name}: build failed at {last_step}: {chunk['error'].strip()}",
-                                 f"see the build output above; nothing was tagged {image_tag(info)}", exit_code=1)
+                raise BenchError(
+                    f"image {info.name}: build failed at {last_step}: {chunk['error'].strip()}",
+                    f"see the build output above; nothing was tagged {image_tag(info)}",
+                    exit_code=1,
+                )
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
     if image_id is None:
@@ -160,8 +217,9 @@ def build_image(info: ImageInfo, paths: Paths, base: str | None, log: LineSink, 
     return str(image_id)
 
 
-def build(paths: Paths, names: list[str], base: str | None, local_env: bool, log: LineSink,
-          on_line: LineSink) -> list[str]:
+def build(
+    paths: Paths, names: list[str], base: str | None, local_env: bool, log: LineSink, on_line: LineSink
+) -> list[str]:
     """Build the named images (default: all), skipping with a reason those that cannot be built here."""
     targets = [get_image(n) for n in names] if names else list(images().values())
     if not local_env:
@@ -175,11 +233,14 @@ def build(paths: Paths, names: list[str], base: str | None, local_env: bool, log
             continue
         action: Callable[[], Any]
         if local_env:
+
             def action(info: ImageInfo = info) -> Any:
                 return LocalEnv(info, paths).ensure(log)
         else:
+
             def action(info: ImageInfo = info) -> Any:
                 return build_image(info, paths, base, log, on_line)
+
         try:
             action()
         except BenchError as e:

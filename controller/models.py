@@ -34,8 +34,10 @@ class ModelEntry(BaseModel):
 
 def check_name(name: str) -> str:
     if not MODEL_NAME_RE.match(name):
-        raise BenchError(f"invalid model name {name!r}",
-                         "use lowercase letters, digits, '_', '-' or '.', no paths (e.g. resnet50)")
+        raise BenchError(
+            f"invalid model name {name!r}",
+            "use lowercase letters, digits, '_', '-' or '.', no paths (e.g. resnet50)",
+        )
     return name
 
 
@@ -50,8 +52,10 @@ def read_manifest(paths: Paths, name: str) -> ModelManifest:
             hint = f"export it first: bench-ctl models export {name}"
         raise BenchError(f"model {name!r} is not in the store ({paths.models})", hint) from None
     except ValidationError as e:
-        raise BenchError(f"model {name!r} has an invalid manifest: {e.errors()[0]['msg']}",
-                         f"re-export it: bench-ctl models export {name} --force") from None
+        raise BenchError(
+            f"model {name!r} has an invalid manifest: {e.errors()[0]['msg']}",
+            f"re-export it: bench-ctl models export {name} --force",
+        ) from None
 
 
 def list_names(paths: Paths) -> list[str]:
@@ -65,17 +69,34 @@ def list_models(paths: Paths) -> list[ModelEntry]:
     for name in list_names(paths):
         m = read_manifest(paths, name)
         size = sum(f.bytes for f in m.files.values())
-        entries.append(ModelEntry(
-            name=m.name, source=m.source, input_shape=m.input_shape, input_layout=m.input_layout,
-            parameters=m.parameters, flops_per_sample=m.flops_per_sample, onnx_opset=m.onnx_opset,
-            reference=m.reference, onnx_sha256=m.files["onnx"].sha256, size_mb=size / 1e6,
-            path=str(paths.models / name),
-        ))
+        entries.append(
+            ModelEntry(
+                name=m.name,
+                source=m.source,
+                input_shape=m.input_shape,
+                input_layout=m.input_layout,
+                parameters=m.parameters,
+                flops_per_sample=m.flops_per_sample,
+                onnx_opset=m.onnx_opset,
+                reference=m.reference,
+                onnx_sha256=m.files["onnx"].sha256,
+                size_mb=size / 1e6,
+                path=str(paths.models / name),
+            )
+        )
     return entries
 
 
-def _build(paths: Paths, name: str, image_name: str, launcher: Launcher, args: list[str], log: LineSink,
-           force: bool, readable: list[Path] | None = None) -> ModelManifest:
+def _build(
+    paths: Paths,
+    name: str,
+    image_name: str,
+    launcher: Launcher,
+    args: list[str],
+    log: LineSink,
+    force: bool,
+    readable: list[Path] | None = None,
+) -> ModelManifest:
     """Run the exporter into a temporary folder of the store, then move it into place."""
     final = paths.models / name
     if (final / "manifest.json").exists() and not force:
@@ -86,16 +107,25 @@ def _build(paths: Paths, name: str, image_name: str, launcher: Launcher, args: l
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=paths.models))
     try:
         out_arg = launcher.model_dir(tmp.name)
-        outcome = launcher.run_tool(image, "runners.exporter", [*args, "--out", out_arg], tmp,
-                                    EXPORT_TIMEOUT_S, log, readable=readable)
+        outcome = launcher.run_tool(
+            image,
+            "runners.exporter",
+            [*args, "--out", out_arg],
+            tmp,
+            EXPORT_TIMEOUT_S,
+            log,
+            readable=readable,
+        )
         if outcome.timed_out:
             raise BenchError(f"exporting {name} timed out", "retry; check memory and CPU load", exit_code=1)
         if outcome.exit_code != 0:
             last = [ln for ln in outcome.stderr_tail.splitlines() if ln.strip()]
             detail = last[-1] if last else f"exit code {outcome.exit_code}"
-            raise BenchError(f"exporting {name} failed: {detail.removeprefix('error: ')}",
-                             f"full log: {tmp}/tool.log" if (tmp / "tool.log").exists() else None,
-                             exit_code=1)
+            raise BenchError(
+                f"exporting {name} failed: {detail.removeprefix('error: ')}",
+                f"full log: {tmp}/tool.log" if (tmp / "tool.log").exists() else None,
+                exit_code=1,
+            )
         (tmp / "tool.log").unlink(missing_ok=True)
         manifest = ModelManifest.model_validate_json((tmp / "manifest.json").read_text())
         _readable(tmp)
@@ -127,18 +157,29 @@ def _keep_log(tmp: Path) -> bool:
     return True
 
 
-def export(paths: Paths, name: str, launcher: Launcher, log: LineSink, force: bool = False,
-           seed: int = 0) -> ModelManifest:
+def export(
+    paths: Paths, name: str, launcher: Launcher, log: LineSink, force: bool = False, seed: int = 0
+) -> ModelManifest:
     """Export one of the study's Keras applications with seeded random weights (tf image)."""
     check_name(name)
     if name not in KERAS_MODELS:
-        raise BenchError(f"unknown Keras model {name!r}", did_you_mean(name, list(KERAS_MODELS))
-                         + "; register your own ONNX file with `bench-ctl models add`")
+        raise BenchError(
+            f"unknown Keras model {name!r}",
+            did_you_mean(name, list(KERAS_MODELS))
+            + "; register your own ONNX file with `bench-ctl models add`",
+        )
     return _build(paths, name, "tf", launcher, ["keras", "--name", name, "--seed", str(seed)], log, force)
 
 
-def add(paths: Paths, name: str, onnx_file: Path, launcher: Launcher, log: LineSink, force: bool = False,
-        seed: int = 0) -> ModelManifest:
+def add(
+    paths: Paths,
+    name: str,
+    onnx_file: Path,
+    launcher: Launcher,
+    log: LineSink,
+    force: bool = False,
+    seed: int = 0,
+) -> ModelManifest:
     """Register a user's ONNX file; reference outputs come from ONNX Runtime fp32 (ort image)."""
     check_name(name)
     if not onnx_file.is_file():
@@ -150,7 +191,15 @@ def add(paths: Paths, name: str, onnx_file: Path, launcher: Launcher, log: LineS
     staged = staging / f"{name}.onnx"
     shutil.copyfile(src, staged)
     try:
-        return _build(paths, name, "ort", launcher, ["onnx", "--name", name, "--onnx", launcher.inside(staged),
-                                                     "--seed", str(seed)], log, force, readable=[staging])
+        return _build(
+            paths,
+            name,
+            "ort",
+            launcher,
+            ["onnx", "--name", name, "--onnx", launcher.inside(staged), "--seed", str(seed)],
+            log,
+            force,
+            readable=[staging],
+        )
     finally:
         staged.unlink(missing_ok=True)

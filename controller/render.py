@@ -42,33 +42,58 @@ def csv_rows(cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 def run_summary(console: Console, result: RunResult, run_dir: Path) -> None:
     style = STATUS_STYLE.get(result.status, "white")
     launch = result.launch
-    head = (f"[bold]{escape(result.spec.image)}[/] / {escape(result.framework)} {escape(result.framework_version or '')}"
-            f" on {escape(result.spec.model)}, {result.spec.device}: [{style}]{result.status}[/]")
+    head = (
+        f"[bold]{escape(result.spec.image)}[/] / {escape(result.framework)} "
+        f"{escape(result.framework_version or '')}"
+        f" on {escape(result.spec.model)}, {result.spec.device}: [{style}]{result.status}[/]"
+    )
     console.print(head)
     if result.message:
         console.print(f"  [{style}]{escape(result.message)}[/]", soft_wrap=True)
     if result.phases:
-        phases = ", ".join(f"{p.name} {p.seconds:.2f}s" + (
-            "" if p.cache_hit is None else (" (cache hit)" if p.cache_hit else " (cache miss)"))
-            for p in result.phases)
+        phases = ", ".join(
+            f"{p.name} {p.seconds:.2f}s"
+            + ("" if p.cache_hit is None else (" (cache hit)" if p.cache_hit else " (cache miss)"))
+            for p in result.phases
+        )
         console.print(f"  load {result.load_time_s:.2f}s: {phases}")
     if result.accuracy:
         a = result.accuracy
-        console.print(f"  precision {result.precision}; vs {a.reference}: max abs err {a.max_abs_err:.3g} "
-                      f"(rel {a.rel_err:.3g}), top-1 {a.top1_agreement:.0%}, top-5 {a.top5_agreement:.0%}")
+        console.print(
+            f"  precision {result.precision}; vs {a.reference}: max abs err {a.max_abs_err:.3g} "
+            f"(rel {a.rel_err:.3g}), top-1 {a.top1_agreement:.0%}, top-5 {a.top5_agreement:.0%}"
+        )
     if result.measurements:
         t = Table("batch", "samples/s", "p50 ms", "p90 ms", "p99 ms", "iterations", "stable", "peak RSS MB")
         for m in result.measurements:
-            t.add_row(str(m.batch_size), f"{m.throughput_sps:,.1f}", f"{m.latency_p50_ms:.3f}",
-                      f"{m.latency_p90_ms:.3f}", f"{m.latency_p99_ms:.3f}", str(m.iterations),
-                      "yes" if m.stable else "[yellow]no[/]", _fmt(m.peak_host_mem_mb))
+            t.add_row(
+                str(m.batch_size),
+                f"{m.throughput_sps:,.1f}",
+                f"{m.latency_p50_ms:.3f}",
+                f"{m.latency_p90_ms:.3f}",
+                f"{m.latency_p99_ms:.3f}",
+                str(m.iterations),
+                "yes" if m.stable else "[yellow]no[/]",
+                _fmt(m.peak_host_mem_mb),
+            )
         console.print(t)
+        for m in result.measurements:
+            for mm in m.members or []:
+                console.print(
+                    f"  batch {m.batch_size}: {mm.model} alone {mm.alone_throughput_sps:,.1f} samples/s, "
+                    f"{mm.alone_latency_mean_ms:.2f} ms -> {mm.together_latency_mean_ms:.2f} ms together "
+                    f"(slowdown x{mm.slowdown:.2f})"
+                )
     where = f"{launch.launcher} ({launch.image_ref})" if launch else "?"
     console.print(f"  [dim]run {result.run_id} via {escape(where)}; raw result {run_dir}/result.json[/]")
 
 
 def comparison(console: Console, cmp: Any) -> None:
-    t = Table("batch", *(escape(i) for i in cmp.images), title=f"{cmp.model}: {cmp.metric} (latest ok run per image)")
+    t = Table(
+        "batch",
+        *(escape(i) for i in cmp.images),
+        title=f"{cmp.model}: {cmp.metric} (latest ok run per image)",
+    )
     for row in cmp.rows:
         cells = []
         for image in cmp.images:
@@ -77,23 +102,40 @@ def comparison(console: Console, cmp: Any) -> None:
                 cells.append("")
                 continue
             rel = row.rel_err.get(image)
-            extra = f" [dim]{row.precision.get(image) or ''}" + (f" err {rel:.1e}" if rel is not None else "") + "[/]"
+            extra = (
+                f" [dim]{row.precision.get(image) or ''}"
+                + (f" err {rel:.1e}" if rel is not None else "")
+                + "[/]"
+            )
             cells.append(f"{v:,.2f}{extra}")
         t.add_row(str(row.batch_size), *cells)
     console.print(t)
-    console.print("[dim]err: max abs error on the reference batch relative to the reference's output range[/]")
+    console.print(
+        "[dim]err: max abs error on the reference batch relative to the reference's output range[/]"
+    )
 
 
 def images(console: Console, rows: Sequence[Any]) -> None:
     t = Table("image", "framework", "version", "devices", "docker image", "size", "lock", "local env")
     for r in rows:
-        built = f"{r.image_id[7:19]}" if r.image_id else ("[dim]not built[/]" if r.buildable
-                                                          else f"[yellow]not buildable here[/]")
+        built = (
+            f"{r.image_id[7:19]}"
+            if r.image_id
+            else ("[dim]not built[/]" if r.buildable else "[yellow]not buildable here[/]")
+        )
         if r.image_id and r.image_stale:
             built += " [yellow](stale)[/]"
         size = f"{r.size_mb:,.0f} MB" if r.size_mb else ""
-        t.add_row(r.name, r.framework, r.framework_version or "", ",".join(r.devices), built, size,
-                  (r.lock_hash or "")[:12], r.local_env)
+        t.add_row(
+            r.name,
+            r.framework,
+            r.framework_version or "",
+            ",".join(r.devices),
+            built,
+            size,
+            (r.lock_hash or "")[:12],
+            r.local_env,
+        )
     console.print(t)
     for r in rows:
         if r.skip_reason:
@@ -107,6 +149,14 @@ def models(console: Console, entries: Sequence[Any]) -> None:
     t = Table("model", "source", "input", "layout", "parameters", "GFLOPs/sample", "reference", "MB")
     for e in entries:
         shape = "x".join("N" if d is None else str(d) for d in e.input_shape)
-        t.add_row(e.name, e.source, shape, e.input_layout or "", _fmt(e.parameters) if e.parameters else "",
-                  f"{e.flops_per_sample / 1e9:.2f}" if e.flops_per_sample else "", e.reference, f"{e.size_mb:.1f}")
+        t.add_row(
+            e.name,
+            e.source,
+            shape,
+            e.input_layout or "",
+            _fmt(e.parameters) if e.parameters else "",
+            f"{e.flops_per_sample / 1e9:.2f}" if e.flops_per_sample else "",
+            e.reference,
+            f"{e.size_mb:.1f}",
+        )
     console.print(t)

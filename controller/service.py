@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,16 +34,25 @@ def parse_sets(framework: str, sets: list[str]) -> tuple[dict[str, Any], dict[st
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise BenchError(f"--set {item!r} is not key=value", f"e.g. --set {valid[0] if valid else 'key'}=VALUE")
+            raise BenchError(
+                f"--set {item!r} is not key=value", f"e.g. --set {valid[0] if valid else 'key'}=VALUE"
+            )
         target, fields, prefix = options, option_model.model_fields, ""
         if key.startswith("policy."):
             key, target, fields, prefix = key[7:], policy, MeasurementPolicy.model_fields, "policy."
         if key not in fields or key == "framework":
             names = [f"{prefix}{k}" for k in fields if k != "framework"]
-            raise BenchError(f"unknown option {prefix}{key!r} for {framework}",
-                             f"valid: {', '.join(names) or 'none'}; policy.KEY sets the measurement policy")
-        target[key] = None if value.strip().lower() in NONE_WORDS and not fields[key].is_required() \
-            and _accepts_none(fields[key]) else value
+            raise BenchError(
+                f"unknown option {prefix}{key!r} for {framework}",
+                f"valid: {', '.join(names) or 'none'}; policy.KEY sets the measurement policy",
+            )
+        target[key] = (
+            None
+            if value.strip().lower() in NONE_WORDS
+            and not fields[key].is_required()
+            and _accepts_none(fields[key])
+            else value
+        )
     return options, policy
 
 
@@ -55,11 +64,12 @@ def _validation_message(e: ValidationError, what: str) -> str:
     err = e.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
     got = err.get("input")
-    return f"{what} {loc}={got!r}: {err['msg']}" if loc else f"{what}: {err['msg']}"
+    sep = "" if what.endswith(".") else " "
+    return f"{what}{sep}{loc}={got!r}: {err['msg']}" if loc else f"{what}: {err['msg']}"
 
 
 def new_run_id(image: str, model: str) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{image}-{model}-{secrets.token_hex(3)}"
 
 
@@ -70,6 +80,12 @@ class RunRequest(BaseModel):
     device: str | None = None
     sets: list[str] = []
     sweeps: list[str] = []
+    ensemble: bool = False
+
+    @property
+    def models(self) -> list[str]:
+        return [m.strip() for m in self.model.split(",") if m.strip()]
+
     launcher: LauncherChoice = "auto"
     timeout_s: float | None = None
 
@@ -81,24 +97,34 @@ def plan(req: RunRequest, paths: Paths, launcher: Launcher, image: ImageInfo) ->
         policy_model = MeasurementPolicy.model_validate(policy)
     except ValidationError as e:
         raise BenchError(_validation_message(e, "--set policy."), "see `bench-ctl run --help`") from None
+    models = req.models
+    members = [{"model": m, "model_dir": launcher.model_dir(m)} for m in models] if req.ensemble else []
+    model = "+".join(models) if req.ensemble else req.model
     try:
-        return RunSpec.model_validate({
-            "run_id": new_run_id(image.name, req.model),
-            "image": image.name,
-            "model": req.model,
-            "model_dir": launcher.model_dir(req.model),
-            "cache_dir": launcher.cache_dir(image),
-            "device": req.device or default_device(image),
-            "batch_sizes": req.batch_sizes,
-            "policy": policy_model,
-            "options": {"framework": image.framework, **options},
-        })
+        return RunSpec.model_validate(
+            {
+                "run_id": new_run_id(image.name, model.replace("+", "_")),
+                "image": image.name,
+                "model": model,
+                "model_dir": launcher.model_dir(models[0]),
+                "members": members,
+                "cache_dir": launcher.cache_dir(image),
+                "device": req.device or default_device(image),
+                "batch_sizes": req.batch_sizes,
+                "policy": policy_model,
+                "options": {"framework": image.framework, **options},
+            }
+        )
     except ValidationError as e:
         err = e.errors()[0]
         if err["loc"] and err["loc"][0] == "options":
-            valid = ", ".join(k for k in FRAMEWORK_OPTION_MODELS[image.framework].model_fields if k != "framework")
-            raise BenchError(f"--set {err['loc'][-1]}={err.get('input')!r}: {err['msg']}",
-                             f"options of {image.framework}: {valid}") from None
+            valid = ", ".join(
+                k for k in FRAMEWORK_OPTION_MODELS[image.framework].model_fields if k != "framework"
+            )
+            raise BenchError(
+                f"--set {err['loc'][-1]}={err.get('input')!r}: {err['msg']}",
+                f"options of {image.framework}: {valid}",
+            ) from None
         raise BenchError(_validation_message(e, "invalid"), "see `bench-ctl run --help`") from None
 
 
@@ -118,7 +144,7 @@ def preflight(image: ImageInfo, req: RunRequest) -> str | None:
     if kind not in image.devices:
         return f"image {image.name} runs on {', '.join(image.devices)}, not {kind}"
     if kind == "cuda" and not host_has_nvidia_gpu():
-        return f"image {image.name} needs an NVIDIA GPU for {device}; this host has none (no /dev/nvidia* devices)"
+        return f"image {image.name} needs an NVIDIA GPU for {device}; this host has none (no /dev/nvidia*)"
     return None
 
 
@@ -130,9 +156,11 @@ def default_timeout(spec: RunSpec) -> float:
 
 def check_runnable(image: ImageInfo) -> None:
     if image.framework not in FRAMEWORK_OPTION_MODELS:
-        raise BenchError(f"image {image.name!r} has no benchmark runner for {image.framework} yet",
-                         "images with runners: " + ", ".join(
-                             sorted(n for n, i in _catalog().items() if i.framework in FRAMEWORK_OPTION_MODELS)))
+        raise BenchError(
+            f"image {image.name!r} has no benchmark runner for {image.framework} yet",
+            "images with runners: "
+            + ", ".join(sorted(n for n, i in _catalog().items() if i.framework in FRAMEWORK_OPTION_MODELS)),
+        )
 
 
 def _catalog() -> dict[str, ImageInfo]:
@@ -168,14 +196,25 @@ def run_all(req: RunRequest, paths: Paths, log: LineSink, on_line: LineSink) -> 
     """Validate every combination first (nothing runs if one is wrong), then run them in turn."""
     image = get_image(req.image)
     check_runnable(image)
-    model_store.read_manifest(paths, req.model)
-    requests = expand(req, image)
+    models = req.models
+    if not models:
+        raise BenchError("--model is empty", "e.g. --model resnet50, or --model resnet50,vgg19 --ensemble")
+    for m in models:
+        model_store.read_manifest(paths, m)
+    if req.ensemble and len(models) < 2:
+        raise BenchError(
+            "--ensemble needs at least two models", "e.g. --model resnet50,densenet201,vgg19 --ensemble"
+        )
+    if len(set(models)) != len(models):
+        raise BenchError(f"--model {req.model!r} names a model twice", "name each model once")
+    per_model = [req] if req.ensemble else [req.model_copy(update={"model": m}) for m in models]
+    requests = [r for one in per_model for r in expand(one, image)]
     for r in requests:
         plan(r, paths, LocalLauncher(paths), image)
     results = []
     for i, r in enumerate(requests, 1):
         if len(requests) > 1:
-            log(f"run {i}/{len(requests)}: {' '.join(r.sets[len(req.sets):])}")
+            log(f"run {i}/{len(requests)}: {' '.join(r.sets[len(req.sets) :])}")
         results.append(run(r, paths, log, on_line))
     return results
 
@@ -184,7 +223,8 @@ def run(req: RunRequest, paths: Paths, log: LineSink, on_line: LineSink, db: Pat
     """Plan, launch, validate, keep the raw JSON, ingest. Framework failures come back as results."""
     image = get_image(req.image)
     check_runnable(image)
-    model_store.read_manifest(paths, req.model)
+    for m in req.models:
+        model_store.read_manifest(paths, m)
     reason = preflight(image, req)
     if reason is not None:
         # Nothing to launch: validate the request all the same, then record why it cannot run here.
@@ -193,9 +233,10 @@ def run(req: RunRequest, paths: Paths, log: LineSink, on_line: LineSink, db: Pat
         run_dir = paths.runs / spec.run_id
         run_dir.mkdir(parents=True)
         (run_dir / "spec.json").write_text(spec.model_dump_json(indent=1) + "\n")
-        now = datetime.now(timezone.utc)
-        info = LaunchInfo(launcher="preflight", host=socket.gethostname(), image_ref=image.name,
-                          lock_hash=image.lock_hash)
+        now = datetime.now(UTC)
+        info = LaunchInfo(
+            launcher="preflight", host=socket.gethostname(), image_ref=image.name, lock_hash=image.lock_hash
+        )
         result = failed_result(spec, "unsupported", reason, now, info)
         log(f"not launched: {reason}")
     else:
@@ -260,8 +301,15 @@ class Comparison(BaseModel):
     rows: list[CompareRow]
 
 
-COMPARABLE = ("throughput_sps", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms",
-              "peak_host_mem_mb", "load_time_s")
+COMPARABLE = (
+    "throughput_sps",
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p99_ms",
+    "latency_mean_ms",
+    "peak_host_mem_mb",
+    "load_time_s",
+)
 
 
 def compare(db: Path, model: str, metric: str = "throughput_sps", device: str | None = None) -> Comparison:
@@ -291,8 +339,10 @@ def compare(db: Path, model: str, metric: str = "throughput_sps", device: str | 
     finally:
         con.close()
     if not rows:
-        raise BenchError(f"no successful results for model {model!r}",
-                         f"run one: bench-ctl run --image ort --model {model}")
+        raise BenchError(
+            f"no successful results for model {model!r}",
+            f"run one: bench-ctl run --image ort --model {model}",
+        )
     images = sorted({r[0] for r in rows})
     by_bs: dict[int, CompareRow] = {}
     for image, bs, value, precision, rel in rows:

@@ -8,6 +8,7 @@ earlier copy of the same run_id, so ingesting twice changes nothing.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,6 +99,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN variant VARCHAR;
     """,
+    # 4: co-located ensembles: members and their slowdown per measurement.
+    """
+    ALTER TABLE runs ADD COLUMN members VARCHAR[];
+    ALTER TABLE measurements ADD COLUMN members JSON;
+    """,
 ]
 
 RESULTS_VIEW = """
@@ -110,10 +116,12 @@ SELECT
     coalesce(m.peak_host_mem_mb, r.peak_host_mem_mb) AS peak_host_mem_mb,
     r.max_abs_err, r.rel_err, r.top1_agreement, r.top5_agreement, r.precision,
     m.peak_device_mem_mb, m.energy_j_per_4096, m.energy_j_per_4096_net, m.avg_power_w, m.throttled,
+    m.members AS ensemble_members,
     m.stable, r.status, r.message, r.launcher, r.image_digest, r.lock_hash, r.options
 FROM runs r LEFT JOIN measurements m USING (run_id)
 """
 
+EXPLAIN_ANALYZE = re.compile(r"\s*explain\s+analy[sz]e\b", re.IGNORECASE)
 READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
 STORE_VERSION = len(MIGRATIONS)
 
@@ -123,8 +131,10 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
     row = con.execute("SELECT value FROM store_meta WHERE key = 'version'").fetchone()
     version = int(row[0]) if row else 0
     if version > STORE_VERSION:
-        raise BenchError(f"the store has version {version}, newer than this code ({STORE_VERSION})",
-                         "update bench-ctl, or use another --db")
+        raise BenchError(
+            f"the store has version {version}, newer than this code ({STORE_VERSION})",
+            "update bench-ctl, or use another --db",
+        )
     for i in range(version, STORE_VERSION):
         con.execute("BEGIN")
         con.execute(MIGRATIONS[i])
@@ -140,8 +150,11 @@ def connect(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     try:
         con = duckdb.connect(str(db))
     except duckdb.Error as e:
-        raise BenchError(f"cannot open {db}: {str(e).splitlines()[0]}",
-                         "another bench-ctl may hold it; or pass another --db", exit_code=1) from None
+        raise BenchError(
+            f"cannot open {db}: {str(e).splitlines()[0]}",
+            "another bench-ctl may hold it; or pass another --db",
+            exit_code=1,
+        ) from None
     try:
         migrate(con)
         yield con
@@ -176,6 +189,7 @@ def run_row(result: RunResult, result_path: Path | None) -> dict[str, Any]:
         "precision": result.precision,
         "options": spec.options.model_dump_json(),
         "variant": variant(result),
+        "members": [m.model for m in spec.members] or None,
         "policy": spec.policy.model_dump_json(),
         "import_s": _phase(result, "import"),
         "model_read_s": _phase(result, "model_read"),
@@ -198,11 +212,33 @@ def run_row(result: RunResult, result_path: Path | None) -> dict[str, Any]:
 
 
 MEASUREMENT_COLUMNS = [
-    "batch_size", "iterations", "duration_s", "throughput_sps", "latency_mean_ms", "latency_stdev_ms",
-    "latency_min_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_max_ms",
-    "warmup_iterations", "warmup_s", "windows", "stable", "peak_host_mem_mb", "latencies_ms",
-    "peak_device_mem_mb", "avg_power_w", "idle_power_w", "energy_j", "energy_j_per_4096",
-    "energy_j_per_4096_net", "sm_clock_mhz_mean", "throttled", "gpu",
+    "batch_size",
+    "iterations",
+    "duration_s",
+    "throughput_sps",
+    "latency_mean_ms",
+    "latency_stdev_ms",
+    "latency_min_ms",
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p99_ms",
+    "latency_max_ms",
+    "warmup_iterations",
+    "warmup_s",
+    "windows",
+    "stable",
+    "peak_host_mem_mb",
+    "latencies_ms",
+    "peak_device_mem_mb",
+    "avg_power_w",
+    "idle_power_w",
+    "energy_j",
+    "energy_j_per_4096",
+    "energy_j_per_4096_net",
+    "sm_clock_mhz_mean",
+    "throttled",
+    "gpu",
+    "members",
 ]
 
 
@@ -216,6 +252,7 @@ def _gpu_columns(m: Measurement) -> dict[str, Any]:
         "sm_clock_mhz_mean": g.sm_clock_mhz_mean if g else None,
         "throttled": g.throttled if g else None,
         "gpu": g.model_dump_json() if g else None,
+        "members": json.dumps([mm.model_dump() for mm in m.members]) if m.members else None,
     }
 
 
@@ -240,8 +277,10 @@ def ingest(con: duckdb.DuckDBPyConnection, result: RunResult, result_path: Path 
         mmarks = ", ".join("?" for _ in range(len(MEASUREMENT_COLUMNS) + 1))
         for m in result.measurements:
             values = {**m.model_dump(), **_gpu_columns(m)}
-            con.execute(f"INSERT INTO measurements ({mcols}) VALUES ({mmarks})",
-                        [result.run_id, *(values[c] for c in MEASUREMENT_COLUMNS)])
+            con.execute(
+                f"INSERT INTO measurements ({mcols}) VALUES ({mmarks})",
+                [result.run_id, *(values[c] for c in MEASUREMENT_COLUMNS)],
+            )
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -266,16 +305,21 @@ def query(db: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
             raise BenchError(f"SQL error: {str(e).splitlines()[0]}", "see `bench-ctl query --help`") from None
         for st in statements:
             kind = st.type.name
+            if kind == "EXPLAIN" and EXPLAIN_ANALYZE.match(st.query):
+                kind = "EXPLAIN ANALYZE"  # runs its statement, which may write (COPY ... TO)
             if kind not in READ_ONLY_STATEMENTS:
-                raise BenchError(f"refused: {kind} statement; queries are read-only",
-                                 "use SELECT over the `results` view")
+                raise BenchError(
+                    f"refused: {kind} statement; queries are read-only", "use SELECT over the `results` view"
+                )
         try:
             rel = con.execute(sql)
             cols = [d[0] for d in rel.description] if rel.description else []
             rows = rel.fetchall() if rel.description else []
         except duckdb.Error as e:
-            raise BenchError(f"SQL error: {str(e).splitlines()[0]}",
-                             "columns of the results view: `bench-ctl query \"DESCRIBE results\"`") from None
+            raise BenchError(
+                f"SQL error: {str(e).splitlines()[0]}",
+                'columns of the results view: `bench-ctl query "DESCRIBE results"`',
+            ) from None
         return cols, rows
     finally:
         con.close()

@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +118,11 @@ def normalize_signal(model: Any, batch: np.ndarray) -> str:
             bn.momentum = 0.0
         model(batch, training=True)
         return f"batch-norm statistics from the reference batch ({len(bns)} layers)"
-    kernels = [layer for layer in model.layers[:-1]
-               if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and layer.get_weights()]
+    kernels = [
+        layer
+        for layer in model.layers[:-1]
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and layer.get_weights()
+    ]
     small = batch[:2]
     for layer in kernels:
         out = keras.Model(model.inputs, layer.output)(small).numpy()
@@ -171,7 +174,9 @@ def export_keras(name: str, out: Path, seed: int) -> ModelManifest:
     mean_feat = features.mean(axis=0)
     centered = (features - mean_feat) @ kernel
     scale = calibrate_scale(centered)
-    head.set_weights([(kernel * scale).astype(np.float32), (-(mean_feat @ kernel) * scale).astype(np.float32)])
+    head.set_weights(
+        [(kernel * scale).astype(np.float32), (-(mean_feat @ kernel) * scale).astype(np.float32)]
+    )
     del bias
 
     ref_out = model(ref_in, training=False).numpy()
@@ -179,7 +184,9 @@ def export_keras(name: str, out: Path, seed: int) -> ModelManifest:
     classes = len(set(ref_out.argmax(axis=1).tolist()))
     log(f"{name}: reference top-1 probability mean {peak:.2f}, {classes} distinct classes in {len(ref_in)}")
     if peak < MIN_PEAK:
-        raise ExportError(f"{name}: reference outputs stay flat (mean top-1 {peak:.3f}); cannot check accuracy")
+        raise ExportError(
+            f"{name}: reference outputs stay flat (mean top-1 {peak:.3f}); cannot check accuracy"
+        )
 
     np.save(out / "reference_input.npy", ref_in)
     np.save(out / "reference_output.npy", ref_out)
@@ -187,14 +194,15 @@ def export_keras(name: str, out: Path, seed: int) -> ModelManifest:
     model.export(str(out / "saved_model"), verbose=False)
     log(f"converting to ONNX (tf2onnx, opset {OPSET})")
     spec = (tf.TensorSpec((None, *in_shape), tf.float32, name="input"),)
-    onnx_model, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=OPSET,
-                                               output_path=str(out / "model.onnx"))
+    onnx_model, _ = tf2onnx.convert.from_keras(
+        model, input_signature=spec, opset=OPSET, output_path=str(out / "model.onnx")
+    )
     output_name = onnx_model.graph.output[0].name
     _check_onnx(out / "model.onnx", ref_in, ref_out)
     return ModelManifest(
         name=name,
         source="keras",
-        created_at=datetime.now(timezone.utc),
+        created_at=datetime.now(UTC),
         input_name="input",
         input_shape=[None, *in_shape],
         input_layout="NHWC",
@@ -212,9 +220,13 @@ def export_keras(name: str, out: Path, seed: int) -> ModelManifest:
             "reference_input": artifact(out, "reference_input.npy"),
             "reference_output": artifact(out, "reference_output.npy"),
         },
-        tools={"tensorflow": tf.__version__, "keras": keras.__version__, "tf2onnx": tf2onnx.__version__,
-               "init": f"glorot (keras default), seed {seed}, then {init_note}",
-               "flops": "2 x MACs of Conv2D, DepthwiseConv2D and Dense layers"},
+        tools={
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "tf2onnx": tf2onnx.__version__,
+            "init": f"glorot (keras default), seed {seed}, then {init_note}",
+            "flops": "2 x MACs of Conv2D, DepthwiseConv2D and Dense layers",
+        },
     )
 
 
@@ -239,7 +251,9 @@ def export_onnx(name: str, source: Path, out: Path, seed: int) -> ModelManifest:
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        sess = ort.InferenceSession(str(out / "model.onnx"), sess_options=so, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(
+            str(out / "model.onnx"), sess_options=so, providers=["CPUExecutionProvider"]
+        )
     except Exception as e:
         raise ExportError(f"{source} is not a loadable ONNX model: {str(e).splitlines()[0]}") from None
     inputs, outputs = sess.get_inputs(), sess.get_outputs()
@@ -272,7 +286,7 @@ def export_onnx(name: str, source: Path, out: Path, seed: int) -> ModelManifest:
     return ModelManifest(
         name=name,
         source="onnx",
-        created_at=datetime.now(timezone.utc),
+        created_at=datetime.now(UTC),
         input_name=inp.name,
         input_shape=[None, *sample_shape],
         input_layout=layout,  # type: ignore[arg-type]

@@ -9,35 +9,30 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
 
+from runners import ensemble
 from runners.base import Runner, Unsupported
 from runners.core import accuracy, fingerprint, gpu, measure
+from runners.core.common import Timer, input_batch, log
 from runners.core.io import write_atomic
 from runners.core.trackers import HostMemoryTracker, peak_rss_mb
 from runners.registry import runner_class
-from schemas import Measurement, ModelManifest, Phase, RunResult, RunSpec
-
-INPUT_SEED = 20240101
+from schemas import EnsembleMember, Measurement, ModelManifest, Phase, RunResult, RunSpec
 
 
 class SpecError(Exception):
     """The spec file is missing or invalid: exit 2, write nothing."""
 
 
-def log(msg: str) -> None:
-    print(f"[runner] {msg}", file=sys.stderr, flush=True)
-
-
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def read_spec(path: Path) -> RunSpec:
@@ -50,22 +45,9 @@ def read_spec(path: Path) -> RunSpec:
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "spec"
-        raise SpecError(f"invalid spec {path}: {where}: {first['msg']} ({e.error_count()} error(s))") from None
-
-
-def input_batch(manifest: ModelManifest, batch_size: int, seed: int = INPUT_SEED) -> np.ndarray:
-    """A seeded random batch in the model's input shape, identical for every framework."""
-    shape = [batch_size if d is None else d for d in manifest.input_shape]
-    return np.random.default_rng(seed).random(shape, dtype=np.float32)
-
-
-class Timer:
-    def __enter__(self) -> Timer:
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = time.perf_counter() - self.t0
+        raise SpecError(
+            f"invalid spec {path}: {where}: {first['msg']} ({e.error_count()} error(s))"
+        ) from None
 
 
 def _error_message(e: BaseException) -> str:
@@ -86,22 +68,28 @@ def execute(spec: RunSpec) -> RunResult:
         "gpus": [],
     }
     status, message = "ok", None
-    runner: Runner | None = None
+    loaded: list[Runner] = []
     try:
-        model_dir = Path(spec.model_dir)
-        manifest_path = model_dir / "manifest.json"
-        try:
-            manifest = ModelManifest.model_validate_json(manifest_path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"model {spec.model!r} has no manifest at {manifest_path}") from None
+        members = spec.members or [EnsembleMember(model=spec.model, model_dir=spec.model_dir)]
+        manifests = [_manifest(m) for m in members]
         cls = runner_class(spec.framework)
-        runner = cls(spec, manifest, model_dir, Path(spec.cache_dir))
-        runner.check_device()
+        loaded = [
+            cls(spec, man, Path(m.model_dir), Path(spec.cache_dir))
+            for m, man in zip(members, manifests, strict=True)
+        ]
+        loaded[0].check_device()
         tracker = _gpu_tracker(spec, state)
-        _load(runner, state)
-        _reference(runner, manifest, state)
-        for bs in spec.batch_sizes:
-            state["measurements"].append(_measure(runner, manifest, bs, tracker))
+        if len(loaded) == 1:
+            runner, manifest = loaded[0], manifests[0]
+            _load(runner, state)
+            _reference(runner, manifest, state)
+            for bs in spec.batch_sizes:
+                state["measurements"].append(_measure(runner, manifest, bs, tracker))
+        else:
+            ensemble.load(loaded, state, _load)
+            ensemble.reference(loaded, state)
+            for bs in spec.batch_sizes:
+                state["measurements"].append(ensemble.measure_batch(loaded, manifests, bs, tracker))
     except Unsupported as e:
         status, message = "unsupported", str(e) or "unsupported"
         log(f"unsupported: {message}")
@@ -110,7 +98,7 @@ def execute(spec: RunSpec) -> RunResult:
         traceback.print_exc(file=sys.stderr)
         log(f"error: {message}")
     finally:
-        if runner is not None:
+        for runner in loaded:
             try:
                 runner.close()
             except Exception:
@@ -134,6 +122,14 @@ def execute(spec: RunSpec) -> RunResult:
     )
 
 
+def _manifest(member: EnsembleMember) -> ModelManifest:
+    path = Path(member.model_dir) / "manifest.json"
+    try:
+        return ModelManifest.model_validate_json(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"model {member.model!r} has no manifest at {path}") from None
+
+
 def _gpu_tracker(spec: RunSpec, state: dict[str, Any]) -> gpu.GpuTracker | None:
     """NVML tracker for a GPU run, with idle power read before anything is loaded."""
     if not spec.device.startswith("cuda"):
@@ -150,8 +146,10 @@ def _gpu_tracker(spec: RunSpec, state: dict[str, Any]) -> gpu.GpuTracker | None:
         log(f"NVML cannot read GPU {index}: {e}")
         return None
     tracker.measure_idle(1.0)
-    log(f"GPU {index} {tracker.name}: idle {tracker.idle_power_w or 0:.0f} W, "
-        f"{tracker.baseline_mem_mb or 0:.0f} MB used before loading")
+    log(
+        f"GPU {index} {tracker.name}: idle {tracker.idle_power_w or 0:.0f} W, "
+        f"{tracker.baseline_mem_mb or 0:.0f} MB used before loading"
+    )
     return tracker
 
 
@@ -189,8 +187,9 @@ def _reference(runner: Runner, manifest: ModelManifest, state: dict[str, Any]) -
     )
 
 
-def _measure(runner: Runner, manifest: ModelManifest, batch_size: int,
-             tracker: gpu.GpuTracker | None = None) -> Measurement:
+def _measure(
+    runner: Runner, manifest: ModelManifest, batch_size: int, tracker: gpu.GpuTracker | None = None
+) -> Measurement:
     policy = runner.spec.policy
     prepared = runner.prepare(input_batch(manifest, batch_size))
 
@@ -209,9 +208,11 @@ def _measure(runner: Runner, manifest: ModelManifest, batch_size: int,
         telemetry = tracker.telemetry()
         raw, net = gpu.energy_per_predictions(telemetry, batch_size * m.iterations)
         m = m.model_copy(update={"gpu": telemetry, "energy_j_per_4096": raw, "energy_j_per_4096_net": net})
-        log(f"batch {batch_size}: {telemetry.avg_power_w or 0:.0f} W, {raw or 0:.1f} J per 4096 predictions, "
+        log(
+            f"batch {batch_size}: {telemetry.avg_power_w or 0:.0f} W, {raw or 0:.1f} J per 4096 predictions, "
             f"{telemetry.peak_process_mem_mb or 0:.0f} MB device memory"
-            + (f", THROTTLED ({', '.join(telemetry.throttle_reasons)})" if telemetry.throttled else ""))
+            + (f", THROTTLED ({', '.join(telemetry.throttle_reasons)})" if telemetry.throttled else "")
+        )
     log(
         f"batch {batch_size}: {m.throughput_sps:.1f} samples/s, p50 {m.latency_p50_ms:.2f} ms, "
         f"{m.iterations} iterations in {m.duration_s:.1f}s{'' if m.stable else ' (UNSTABLE)'}"

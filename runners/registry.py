@@ -20,7 +20,9 @@ def runner_class(framework: str) -> type[Runner]:
     try:
         target = REGISTRY[framework]
     except KeyError:
-        raise KeyError(f"no runner for framework {framework!r}; known: {', '.join(sorted(REGISTRY))}") from None
+        raise KeyError(
+            f"no runner for framework {framework!r}; known: {', '.join(sorted(REGISTRY))}"
+        ) from None
     module, _, attr = target.partition(":")
     cls: type[Runner] = getattr(importlib.import_module(module), attr)
     return cls

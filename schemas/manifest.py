@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field
 
 from schemas.spec import Strict
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION: Final = 1
 
 
 class ArtifactFile(Strict):
@@ -21,7 +21,7 @@ class ArtifactFile(Strict):
 class ModelManifest(Strict):
     """`manifest.json` of a model folder in the store."""
 
-    manifest_version: Literal[1] = MANIFEST_VERSION
+    manifest_version: Literal[1] = 1
     name: str
     source: Literal["keras", "onnx"]
     created_at: datetime
@@ -40,6 +40,6 @@ class ModelManifest(Strict):
         None, description="mean top-1 probability of the reference batch (1/classes = flat)"
     )
     files: dict[str, ArtifactFile] = Field(
-        description="role -> file: onnx, savedmodel (a tar-free folder digest), reference_input, reference_output"
+        description="role -> file: onnx, savedmodel (a folder), reference_input, reference_output"
     )
     tools: dict[str, str] = Field(default_factory=dict, description="versions that produced it")

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from schemas.spec import SCHEMA_VERSION, RunSpec, Strict
+from schemas.spec import RunSpec, Strict
 
 Status = Literal["ok", "error", "timeout", "unsupported"]
 PHASES = ("import", "model_read", "compile", "first_inference")
@@ -59,8 +59,21 @@ class GpuTelemetry(Strict):
     throttle_reasons: list[str] = Field(default_factory=list)
 
 
+class MemberMeasurement(Strict):
+    """One ensemble member at one batch size: alone on the device, then co-located."""
+
+    model: str
+    alone_throughput_sps: float = Field(gt=0)
+    alone_latency_mean_ms: float = Field(ge=0)
+    together_latency_mean_ms: float = Field(ge=0, description="its own call's latency inside the ensemble")
+    slowdown: float = Field(gt=0, description="together / alone mean latency (1.0: no interference)")
+
+
 class Measurement(Strict):
-    """Steady state of one batch size. Latencies are end to end, per iteration, in ms."""
+    """Steady state of one batch size. Latencies are end to end, per iteration, in ms.
+
+    For an ensemble an iteration is one batch through every member concurrently plus the
+    averaging of their outputs, so throughput is ensemble predictions per second."""
 
     batch_size: int = Field(ge=1)
     iterations: int = Field(ge=1)
@@ -79,6 +92,7 @@ class Measurement(Strict):
     stable: bool
     peak_host_mem_mb: float | None = Field(None, ge=0)
     gpu: GpuTelemetry | None = None
+    members: list[MemberMeasurement] | None = None
     energy_j_per_4096: float | None = Field(None, description="energy for 4096 predictions (the study's E)")
     energy_j_per_4096_net: float | None = Field(None, description="the same with idle power subtracted")
     latencies_ms: list[float] | None = None
@@ -134,7 +148,7 @@ class LaunchInfo(Strict):
 class RunResult(Strict):
     """The outcome of one `RunSpec`. Non-ok results keep whatever was measured before the failure."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     run_id: str
     spec: RunSpec
     status: Status

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 DEVICE_RE = re.compile(r"^(cpu|cuda:\d+)$")
@@ -57,7 +57,9 @@ class OnnxRuntimeOptions(Strict):
     intra_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime decide")
     inter_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime decide")
     execution_mode: Literal["sequential", "parallel"] = "sequential"
-    cache: bool = Field(True, description="save and reuse the optimized model (TensorRT provider: its engines)")
+    cache: bool = Field(
+        True, description="save and reuse the optimized model (TensorRT provider: its engines)"
+    )
     provider: Literal["cpu", "cuda", "tensorrt"] | None = Field(
         None, description="execution provider; None: cuda on a GPU device, else cpu"
     )
@@ -111,7 +113,9 @@ class TorchOptions(Strict):
         "eager", description="eager; torch.compile; or CUDA graphs replay (GPU only)"
     )
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
-    precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="weights and inputs cast to this type")
+    precision: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32", description="weights and inputs cast to this type"
+    )
     channels_last: bool = Field(False, description="memory format of 4-D tensors")
     threads: int | None = Field(None, ge=1, description="torch.set_num_threads; None: PyTorch's default")
 
@@ -125,7 +129,7 @@ class NullOptions(Strict):
 
 
 FrameworkOptions = Annotated[
-    Union[OnnxRuntimeOptions, OpenVinoOptions, TensorflowOptions, TensorRTOptions, TorchOptions, NullOptions],
+    OnnxRuntimeOptions | OpenVinoOptions | TensorflowOptions | TensorRTOptions | TorchOptions | NullOptions,
     Field(discriminator="framework"),
 ]
 
@@ -139,10 +143,28 @@ FRAMEWORK_OPTION_MODELS: dict[str, type[Strict]] = {
 }
 
 
-class RunSpec(Strict):
-    """One run: one image, one model, one device, several batch sizes."""
+class EnsembleMember(Strict):
+    """One model of a co-located ensemble."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    model: str
+    model_dir: str
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, v: str) -> str:
+        return _check_model_name(v)
+
+
+def _check_model_name(v: str) -> str:
+    if not MODEL_NAME_RE.match(v):
+        raise ValueError(f"invalid model name {v!r}: use lowercase letters, digits, '_', '-', '.' (no paths)")
+    return v
+
+
+class RunSpec(Strict):
+    """One run: one image, one model (or a co-located ensemble), one device, several batch sizes."""
+
+    schema_version: Literal[1] = 1
     run_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,80}$")
     image: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     model: str
@@ -150,17 +172,32 @@ class RunSpec(Strict):
     cache_dir: str = Field(description="writable cache folder, as the runner sees it")
     device: str = "cpu"
     batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
-    policy: MeasurementPolicy = Field(default_factory=MeasurementPolicy)  # type: ignore[arg-type]
+    policy: MeasurementPolicy = Field(default_factory=MeasurementPolicy)
     options: FrameworkOptions
+    members: list[EnsembleMember] = Field(
+        default_factory=list,
+        description="ensemble: models run together on the device, one thread each; `model` is 'a+b+c'",
+    )
 
     @field_validator("model")
     @classmethod
     def _model_name(cls, v: str) -> str:
-        if not MODEL_NAME_RE.match(v):
-            raise ValueError(
-                f"invalid model name {v!r}: use lowercase letters, digits, '_', '-', '.' (no paths)"
-            )
-        return v
+        if "+" in v:
+            for part in v.split("+"):
+                _check_model_name(part)
+            return v
+        return _check_model_name(v)
+
+    @model_validator(mode="after")
+    def _ensemble(self) -> RunSpec:
+        if self.members:
+            if len(self.members) < 2:
+                raise ValueError("an ensemble needs at least two members")
+            if self.model != "+".join(m.model for m in self.members):
+                raise ValueError("an ensemble's model must be its members' names joined by '+'")
+        elif "+" in self.model:
+            raise ValueError("a model name with '+' names an ensemble: give its members")
+        return self
 
     @field_validator("device")
     @classmethod

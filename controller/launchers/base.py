@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -83,18 +83,26 @@ class Launcher(ABC):
 
     @abstractmethod
     def run_tool(
-        self, image: ImageInfo, module: str, args: list[str], writable: Path, timeout_s: float, on_line: LineSink,
+        self,
+        image: ImageInfo,
+        module: str,
+        args: list[str],
+        writable: Path,
+        timeout_s: float,
+        on_line: LineSink,
         readable: list[Path] | None = None,
     ) -> ProcessOutcome:
         """Run `python -m MODULE ARGS` in the image with `writable` mounted read-write (exporter)."""
 
-    def launch(self, image: ImageInfo, spec: RunSpec, run_dir: Path, timeout_s: float, on_line: LineSink) -> RunResult:
+    def launch(
+        self, image: ImageInfo, spec: RunSpec, run_dir: Path, timeout_s: float, on_line: LineSink
+    ) -> RunResult:
         """Run one spec and return its validated result, failed or not."""
         (run_dir / SPEC_FILE).write_text(spec.model_dump_json(indent=1) + "\n")
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         outcome = self.start_runner(image, spec, run_dir, timeout_s, on_line)
         info = LaunchInfo(
-            launcher=self.name,  # type: ignore[arg-type]
+            launcher=self.name,
             host=socket.gethostname(),
             image_ref=outcome.image_ref,
             image_digest=outcome.image_digest,
@@ -131,10 +139,10 @@ def failed_result(spec: RunSpec, status: str, message: str, started: datetime, i
     return RunResult(
         run_id=spec.run_id,
         spec=spec,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         message=message,
         started_at=started,
-        finished_at=max(started, datetime.now(timezone.utc)),
+        finished_at=max(started, datetime.now(UTC)),
         framework=spec.framework,
         launch=info,
     )

@@ -16,15 +16,22 @@ from typing import Any
 
 from controller.catalog import ImageInfo
 from controller.errors import BenchError
-from controller.launchers.base import LOG_FILE, RESULT_FILE, SPEC_FILE, Launcher, LineSink, ProcessOutcome, TailBuffer
+from controller.launchers.base import (
+    LOG_FILE,
+    RESULT_FILE,
+    SPEC_FILE,
+    Launcher,
+    LineSink,
+    ProcessOutcome,
+    TailBuffer,
+)
 from controller.paths import Paths
 from schemas import RunSpec
 
 IMAGE_PREFIX = "inference-bench"
 RUNNER_UID = 10001
 INSIDE_HOME = "/bench"
-START_HINT = ("start it: `sudo dockerd --iptables=false --bridge=none &` (see README), "
-              "or use --launcher local")
+START_HINT = "start it: `sudo dockerd --iptables=false --bridge=none &` (see README), or use --launcher local"
 
 
 def image_tag(image: ImageInfo) -> str:
@@ -87,11 +94,15 @@ class DockerLauncher(Launcher):
     def require_image(self, image: ImageInfo) -> Any:
         found = find_image(self.client, image)
         if found is None:
-            raise BenchError(f"image {image_tag(image)} is not built",
-                             f"build it: make images IMAGES={image.name}  (or bench-ctl images build {image.name})")
+            raise BenchError(
+                f"image {image_tag(image)} is not built",
+                f"build it: make images IMAGES={image.name}  (or bench-ctl images build {image.name})",
+            )
         if found.labels.get("bench.lock-hash") != image.lock_hash:
-            raise BenchError(f"image {image_tag(image)} is older than images/{image.name}/requirements.lock",
-                             f"rebuild it: bench-ctl images build {image.name}")
+            raise BenchError(
+                f"image {image_tag(image)} is older than images/{image.name}/requirements.lock",
+                f"rebuild it: bench-ctl images build {image.name}",
+            )
         return found
 
     def inside(self, host_path: Path) -> str:
@@ -122,9 +133,17 @@ class DockerLauncher(Launcher):
     def _user(self) -> str:
         return f"{RUNNER_UID}:{RUNNER_UID}" if os.geteuid() == 0 else f"{os.getuid()}:{os.getgid()}"
 
-    def _run(self, image: ImageInfo, command: list[str], volumes: dict[str, dict[str, str]], device: str,
-             timeout_s: float, log_path: Path, on_line: LineSink, entrypoint: list[str] | None = None,
-             ) -> ProcessOutcome:
+    def _run(
+        self,
+        image: ImageInfo,
+        command: list[str],
+        volumes: dict[str, dict[str, str]],
+        device: str,
+        timeout_s: float,
+        log_path: Path,
+        on_line: LineSink,
+        entrypoint: list[str] | None = None,
+    ) -> ProcessOutcome:
         from docker.types import DeviceRequest
 
         img = self.require_image(image)
@@ -188,16 +207,24 @@ class DockerLauncher(Launcher):
         try:
             # Kept beside the log: what the container really got (network, user, mounts, limits).
             container.reload()
-            log_path.with_name("container.json").write_text(json.dumps(container.attrs, indent=1, default=str))
+            log_path.with_name("container.json").write_text(
+                json.dumps(container.attrs, indent=1, default=str)
+            )
         except Exception:
             pass
         try:
             container.remove(force=True)
         except Exception:
             pass
-        return ProcessOutcome(code, timed_out, time.monotonic() - start, tail.text(),
-                              image_ref=image_tag(image), image_digest=img.id,
-                              lock_hash=img.labels.get("bench.lock-hash"))
+        return ProcessOutcome(
+            code,
+            timed_out,
+            time.monotonic() - start,
+            tail.text(),
+            image_ref=image_tag(image),
+            image_digest=img.id,
+            lock_hash=img.labels.get("bench.lock-hash"),
+        )
 
     @staticmethod
     def _oom(container: Any) -> bool:
@@ -207,8 +234,9 @@ class DockerLauncher(Launcher):
         except Exception:
             return False
 
-    def start_runner(self, image: ImageInfo, spec: RunSpec, run_dir: Path, timeout_s: float,
-                     on_line: LineSink) -> ProcessOutcome:
+    def start_runner(
+        self, image: ImageInfo, spec: RunSpec, run_dir: Path, timeout_s: float, on_line: LineSink
+    ) -> ProcessOutcome:
         self._writable(run_dir)
         inside_run = f"{INSIDE_HOME}/run"
         volumes = {
@@ -219,11 +247,27 @@ class DockerLauncher(Launcher):
         command = ["--spec", f"{inside_run}/{SPEC_FILE}", "--out", f"{inside_run}/{RESULT_FILE}"]
         return self._run(image, command, volumes, spec.device, timeout_s, run_dir / LOG_FILE, on_line)
 
-    def run_tool(self, image: ImageInfo, module: str, args: list[str], writable: Path, timeout_s: float,
-                 on_line: LineSink, readable: list[Path] | None = None) -> ProcessOutcome:
+    def run_tool(
+        self,
+        image: ImageInfo,
+        module: str,
+        args: list[str],
+        writable: Path,
+        timeout_s: float,
+        on_line: LineSink,
+        readable: list[Path] | None = None,
+    ) -> ProcessOutcome:
         self._writable(writable)
         volumes = {str(writable): {"bind": self.inside(writable), "mode": "rw"}}
         for path in readable or []:
             volumes[str(path)] = {"bind": self.inside(path), "mode": "ro"}
-        return self._run(image, ["-m", module, *args], volumes, "cpu", timeout_s, writable / "tool.log",
-                         on_line, entrypoint=["python"])
+        return self._run(
+            image,
+            ["-m", module, *args],
+            volumes,
+            "cpu",
+            timeout_s,
+            writable / "tool.log",
+            on_line,
+            entrypoint=["python"],
+        )

@@ -11,13 +11,34 @@ from pathlib import Path
 
 from controller.catalog import ImageInfo
 from controller.envs import LocalEnv
-from controller.launchers.base import LOG_FILE, RESULT_FILE, SPEC_FILE, Launcher, LineSink, ProcessOutcome, TailBuffer
+from controller.launchers.base import (
+    LOG_FILE,
+    RESULT_FILE,
+    SPEC_FILE,
+    Launcher,
+    LineSink,
+    ProcessOutcome,
+    TailBuffer,
+)
 from schemas import RunSpec
 
 # The child sees a whitelisted environment: thread and device settings pass, the rest does not.
-PASSED_VARS = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-               "OPENBLAS_NUM_THREADS", "KMP_AFFINITY", "CUDA_VISIBLE_DEVICES", "TF_ENABLE_ONEDNN_OPTS",
-               "TF_XLA_FLAGS", "NVIDIA_VISIBLE_DEVICES")
+PASSED_VARS = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "TZ",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "KMP_AFFINITY",
+    "CUDA_VISIBLE_DEVICES",
+    "TF_ENABLE_ONEDNN_OPTS",
+    "TF_XLA_FLAGS",
+    "NVIDIA_VISIBLE_DEVICES",
+)
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -27,8 +48,9 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def run_process(cmd: list[str], cwd: Path, env: dict[str, str], timeout_s: float, log_path: Path,
-                on_line: LineSink) -> tuple[int | None, bool, float, str]:
+def run_process(
+    cmd: list[str], cwd: Path, env: dict[str, str], timeout_s: float, log_path: Path, on_line: LineSink
+) -> tuple[int | None, bool, float, str]:
     """Run `cmd` in its own process group; stream stderr lines to `on_line` and `log_path`.
 
     Returns (exit code, timed out, wall seconds, stderr tail). On timeout the whole group is killed.
@@ -36,8 +58,16 @@ def run_process(cmd: list[str], cwd: Path, env: dict[str, str], timeout_s: float
     tail = TailBuffer()
     start = time.monotonic()
     with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
 
         def pump() -> None:
             assert proc.stderr is not None
@@ -79,19 +109,39 @@ class LocalLauncher(Launcher):
     def _python(self, image: ImageInfo) -> str:
         return str(LocalEnv(image, self.paths).python)
 
-    def start_runner(self, image: ImageInfo, spec: RunSpec, run_dir: Path, timeout_s: float,
-                     on_line: LineSink) -> ProcessOutcome:
-        cmd = [self._python(image), "-m", "runners", "--spec", str(run_dir / SPEC_FILE),
-               "--out", str(run_dir / RESULT_FILE)]
-        code, timed_out, wall, tail = run_process(cmd, run_dir, child_env(), timeout_s,
-                                                  run_dir / LOG_FILE, on_line)
-        return ProcessOutcome(code, timed_out, wall, tail, image_ref=f"local:{image.name}",
-                              lock_hash=image.lock_hash)
+    def start_runner(
+        self, image: ImageInfo, spec: RunSpec, run_dir: Path, timeout_s: float, on_line: LineSink
+    ) -> ProcessOutcome:
+        cmd = [
+            self._python(image),
+            "-m",
+            "runners",
+            "--spec",
+            str(run_dir / SPEC_FILE),
+            "--out",
+            str(run_dir / RESULT_FILE),
+        ]
+        code, timed_out, wall, tail = run_process(
+            cmd, run_dir, child_env(), timeout_s, run_dir / LOG_FILE, on_line
+        )
+        return ProcessOutcome(
+            code, timed_out, wall, tail, image_ref=f"local:{image.name}", lock_hash=image.lock_hash
+        )
 
-    def run_tool(self, image: ImageInfo, module: str, args: list[str], writable: Path, timeout_s: float,
-                 on_line: LineSink, readable: list[Path] | None = None) -> ProcessOutcome:
+    def run_tool(
+        self,
+        image: ImageInfo,
+        module: str,
+        args: list[str],
+        writable: Path,
+        timeout_s: float,
+        on_line: LineSink,
+        readable: list[Path] | None = None,
+    ) -> ProcessOutcome:
         cmd = [self._python(image), "-m", module, *args]
-        code, timed_out, wall, tail = run_process(cmd, writable, child_env(), timeout_s,
-                                                  writable / "tool.log", on_line)
-        return ProcessOutcome(code, timed_out, wall, tail, image_ref=f"local:{image.name}",
-                              lock_hash=image.lock_hash)
+        code, timed_out, wall, tail = run_process(
+            cmd, writable, child_env(), timeout_s, writable / "tool.log", on_line
+        )
+        return ProcessOutcome(
+            code, timed_out, wall, tail, image_ref=f"local:{image.name}", lock_hash=image.lock_hash
+        )

@@ -14,10 +14,10 @@ def _topk(x: np.ndarray, k: int) -> np.ndarray:
 
 def compare(outputs: np.ndarray, reference: np.ndarray, reference_name: str) -> Accuracy:
     """Max abs error, error relative to the reference's spread, top-1 and top-5 agreement."""
+    if np.shape(outputs)[:1] != reference.shape[:1] or np.size(outputs) != reference.size:
+        raise ValueError(f"output shape {np.shape(outputs)} does not match reference {reference.shape}")
     out = np.asarray(outputs, dtype=np.float64).reshape(reference.shape[0], -1)
     ref = np.asarray(reference, dtype=np.float64).reshape(reference.shape[0], -1)
-    if out.shape != ref.shape:
-        raise ValueError(f"output shape {outputs.shape} does not match reference {reference.shape}")
     if not np.all(np.isfinite(out)):
         raise ValueError("outputs contain NaN or infinity")
     err = float(np.max(np.abs(out - ref)))

@@ -13,12 +13,35 @@ from schemas import Fingerprint
 
 # CPU features that change inference speed or precision choices.
 INTERESTING_FLAGS = {
-    "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
-    "avx512_fp16", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile", "sse4_2", "asimd", "sve",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_bf16",
+    "amx_int8",
+    "amx_tile",
+    "sse4_2",
+    "asimd",
+    "sve",
 }
 # Variables that change how frameworks use threads; recorded when set.
-TUNING_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_ENABLE_ONEDNN_OPTS",
-               "TF_XLA_FLAGS", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "KMP_AFFINITY")
+TUNING_VARS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "TF_ENABLE_ONEDNN_OPTS",
+    "TF_XLA_FLAGS",
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+    "KMP_AFFINITY",
+)
 
 
 def _cpuinfo() -> tuple[str, list[str]]:

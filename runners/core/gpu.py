@@ -7,6 +7,7 @@ a replay of recorded readings.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -84,8 +85,14 @@ class _Samples:
 class GpuTracker:
     """Samples one GPU every `interval_s` between __enter__ and __exit__."""
 
-    def __init__(self, nvml: Any, index: int, pid: int | None = None, interval_s: float = 0.05,
-                 clock: Any = time.monotonic) -> None:
+    def __init__(
+        self,
+        nvml: Any,
+        index: int,
+        pid: int | None = None,
+        interval_s: float = 0.05,
+        clock: Any = time.monotonic,
+    ) -> None:
         self.nvml = nvml
         self.index = index
         self.pid = os.getpid() if pid is None else pid
@@ -136,7 +143,8 @@ class GpuTracker:
         if temp is not None:
             s.temp_c.append(float(temp))
         reasons_fn = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
-            nv, "nvmlDeviceGetCurrentClocksThrottleReasons", None)
+            nv, "nvmlDeviceGetCurrentClocksThrottleReasons", None
+        )
         mask = _call(reasons_fn, h) if reasons_fn is not None else None
         if mask:
             s.reasons.update(decode_reasons(int(mask)))
@@ -158,8 +166,9 @@ class GpuTracker:
         self._thread.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -176,7 +185,7 @@ class GpuTracker:
             energy, source = (self._energy1 - self._energy0) / 1000.0, "counter"
         elif len(powers) >= 2:
             # Trapezoidal integral of power over the sampled interval.
-            energy = sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in zip(powers, powers[1:]))
+            energy = sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in itertools.pairwise(powers))
             source = "integrated"
         peak_used = max(s.used_mb) if s.used_mb else None
         if s.process_mb:
@@ -191,8 +200,9 @@ class GpuTracker:
             name=self.name,
             samples=len(s.t),
             duration_s=duration,
-            avg_power_w=energy / duration if energy is not None and duration > 0 else (
-                sum(p for _, p in powers) / len(powers) if powers else None),
+            avg_power_w=energy / duration
+            if energy is not None and duration > 0
+            else (sum(p for _, p in powers) / len(powers) if powers else None),
             max_power_w=max(p for _, p in powers) if powers else None,
             idle_power_w=self.idle_power_w,
             energy_j=energy,
@@ -208,8 +218,11 @@ class GpuTracker:
         )
 
 
-def energy_per_predictions(t: GpuTelemetry, samples: int, predictions: int = PREDICTIONS,
-                           ) -> tuple[float | None, float | None]:
+def energy_per_predictions(
+    t: GpuTelemetry,
+    samples: int,
+    predictions: int = PREDICTIONS,
+) -> tuple[float | None, float | None]:
     """(raw, idle-subtracted) energy in J for `predictions` predictions, from `samples` measured."""
     if t.energy_j is None or samples <= 0:
         return None, None

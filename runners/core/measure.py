@@ -40,7 +40,9 @@ def windows_agree(window_means: list[float], count: int, tolerance: float) -> bo
     return low > 0 and (max(last) - low) / low <= tolerance
 
 
-def warm_up(step: Callable[[], Any], policy: MeasurementPolicy, clock: Clock = time.perf_counter_ns) -> tuple[int, int]:
+def warm_up(
+    step: Callable[[], Any], policy: MeasurementPolicy, clock: Clock = time.perf_counter_ns
+) -> tuple[int, int]:
     """Run `step` at least `warmup_iterations` times and `warmup_min_s` seconds."""
     start = clock()
     n = 0
@@ -51,7 +53,9 @@ def warm_up(step: Callable[[], Any], policy: MeasurementPolicy, clock: Clock = t
     return n, clock() - start
 
 
-def steady_state(step: Callable[[], Any], policy: MeasurementPolicy, clock: Clock = time.perf_counter_ns) -> SteadyState:
+def steady_state(
+    step: Callable[[], Any], policy: MeasurementPolicy, clock: Clock = time.perf_counter_ns
+) -> SteadyState:
     """Time `step` per iteration until stable or out of time (see `MeasurementPolicy`)."""
     lat: list[int] = []
     append = lat.append

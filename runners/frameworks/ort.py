@@ -23,7 +23,11 @@ LEVELS = {
 }
 
 
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
 
 
 class OnnxRuntimeRunner(Runner):
@@ -50,8 +54,10 @@ class OnnxRuntimeRunner(Runner):
         self.ort.set_default_logger_severity(3)
         available = onnxruntime.get_available_providers()
         if PROVIDERS[self.provider] not in available:
-            raise Unsupported(f"this onnxruntime build has no {PROVIDERS[self.provider]} "
-                              f"(available: {', '.join(available)}); use the ort-gpu image")
+            raise Unsupported(
+                f"this onnxruntime build has no {PROVIDERS[self.provider]} "
+                f"(available: {', '.join(available)}); use the ort-gpu image"
+            )
         self.device_id = int(os.environ.get("BENCH_CUDA_INDEX", self.spec.device.partition(":")[2] or 0))
 
     def version(self) -> str:
@@ -63,10 +69,16 @@ class OnnxRuntimeRunner(Runner):
     def _cache_path(self) -> Path:
         """Optimized models are hardware- and version-specific: key on all of it."""
         o = self.options
-        key = "|".join([
-            self.manifest.files["onnx"].sha256, self.version(), o.graph_optimization,
-            platform.machine(), platform.processor(), _cpu_model(),
-        ])
+        key = "|".join(
+            [
+                self.manifest.files["onnx"].sha256,
+                self.version(),
+                o.graph_optimization,
+                platform.machine(),
+                platform.processor(),
+                _cpu_model(),
+            ]
+        )
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         return self.cache_dir / "onnxruntime" / f"{self.manifest.name}-{digest}.onnx"
 
@@ -76,7 +88,9 @@ class OnnxRuntimeRunner(Runner):
         so.intra_op_num_threads = o.intra_op_threads
         so.inter_op_num_threads = o.inter_op_threads
         so.execution_mode = (
-            ort.ExecutionMode.ORT_PARALLEL if o.execution_mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL
+            ort.ExecutionMode.ORT_PARALLEL
+            if o.execution_mode == "parallel"
+            else ort.ExecutionMode.ORT_SEQUENTIAL
         )
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[o.graph_optimization])
         hit: bool | None = None
@@ -105,8 +119,10 @@ class OnnxRuntimeRunner(Runner):
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
         del self._onnx
-        note = (f"level={o.graph_optimization}, providers={self.session.get_providers()}, "
-                f"io_binding={o.io_binding and self.provider != 'cpu'}")
+        note = (
+            f"level={o.graph_optimization}, providers={self.session.get_providers()}, "
+            f"io_binding={o.io_binding and self.provider != 'cpu'}"
+        )
         return hit, note
 
     def _providers(self) -> tuple[list[Any], bool | None]:
@@ -114,8 +130,10 @@ class OnnxRuntimeRunner(Runner):
         o = self.options
         if self.provider == "cpu":
             return ["CPUExecutionProvider"], None
-        cuda = ("CUDAExecutionProvider", {"device_id": self.device_id,
-                                          "cudnn_conv_algo_search": o.cudnn_conv_algo_search.upper()})
+        cuda = (
+            "CUDAExecutionProvider",
+            {"device_id": self.device_id, "cudnn_conv_algo_search": o.cudnn_conv_algo_search.upper()},
+        )
         if self.provider == "cuda":
             return [cuda, "CPUExecutionProvider"], None
         cache = self.cache_dir / "onnxruntime-trt"
@@ -124,8 +142,14 @@ class OnnxRuntimeRunner(Runner):
         if o.cache:
             cache.mkdir(parents=True, exist_ok=True)
             hit = any(cache.glob("*.engine"))
-            trt_opts.update({"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
-                             "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)})
+            trt_opts.update(
+                {
+                    "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": str(cache),
+                    "trt_timing_cache_enable": True,
+                    "trt_timing_cache_path": str(cache),
+                }
+            )
         return [("TensorrtExecutionProvider", trt_opts), cuda, "CPUExecutionProvider"], hit
 
     def prepare(self, batch: Any) -> Any:
@@ -167,4 +191,3 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return ""
-

@@ -9,7 +9,14 @@ import numpy as np
 from runners.base import Runner
 from schemas import OpenVinoOptions
 
-PRECISION_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float16": "fp16"}
+PRECISION_NAMES = {
+    "f32": "fp32",
+    "bf16": "bf16",
+    "f16": "fp16",
+    "bfloat16": "bf16",
+    "float32": "fp32",
+    "float16": "fp16",
+}
 
 
 class OpenVinoRunner(Runner):

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
-
 from runners.base import Runner, Unsupported
 from schemas import TensorflowOptions
 

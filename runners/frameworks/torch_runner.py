@@ -64,7 +64,9 @@ class TorchRunner(Runner):
         self.forward = module
         self.graphs: dict[int, tuple[Any, Any, Any]] = {}
         sample = [int(d) for d in self.manifest.input_shape[1:] if d is not None]
-        shapes = sorted({len(np.load(self.model_path("reference_input"), mmap_mode="r")), *self.spec.batch_sizes})
+        shapes = sorted(
+            {len(np.load(self.model_path("reference_input"), mmap_mode="r")), *self.spec.batch_sizes}
+        )
         if o.mode == "compile":
             self.forward = torch.compile(module, mode=o.compile_mode, dynamic=False)
         if o.mode in ("compile", "cudagraphs"):
@@ -77,8 +79,11 @@ class TorchRunner(Runner):
                 else:
                     self._capture(x)
             self._sync()
-        note = (f"mode={o.mode}" + (f" ({o.compile_mode})" if o.mode == "compile" else "")
-                + f", device={self.device}, dtype={o.precision}, shapes={shapes}")
+        note = (
+            f"mode={o.mode}"
+            + (f" ({o.compile_mode})" if o.mode == "compile" else "")
+            + f", device={self.device}, dtype={o.precision}, shapes={shapes}"
+        )
         return None, note
 
     def _capture(self, x: Any) -> None:

@@ -22,8 +22,14 @@ from runners.base import Runner, Unsupported
 from schemas import TensorRTOptions
 
 
-def engine_cache_key(onnx_sha256: str, trt_version: str, gpu_name: str, compute_capability: str,
-                     options: dict[str, Any], profile: dict[str, list[int]]) -> str:
+def engine_cache_key(
+    onnx_sha256: str,
+    trt_version: str,
+    gpu_name: str,
+    compute_capability: str,
+    options: dict[str, Any],
+    profile: dict[str, list[int]],
+) -> str:
     """Digest of everything an engine depends on; any change means a new engine."""
     material = {
         "onnx_sha256": onnx_sha256,
@@ -36,8 +42,9 @@ def engine_cache_key(onnx_sha256: str, trt_version: str, gpu_name: str, compute_
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
-def profile_shapes(sample_shape: list[int], batch_sizes: list[int], reference_batch: int,
-                   opt_batch: int | None) -> dict[str, list[int]]:
+def profile_shapes(
+    sample_shape: list[int], batch_sizes: list[int], reference_batch: int, opt_batch: int | None
+) -> dict[str, list[int]]:
     """One optimization profile covering the spec's batch sizes and the reference batch."""
     sizes = sorted({*batch_sizes, reference_batch})
     opt = opt_batch or max(batch_sizes)
@@ -78,8 +85,10 @@ class TensorRTRunner(Runner):
         if not nvidia_gpu_present():
             raise Unsupported("TensorRT needs an NVIDIA GPU; this machine has none (no /dev/nvidia* devices)")
         if self.options.precision == "int8" and not self.options.calibration:
-            raise Unsupported("int8 needs calibration data: --set calibration=FILE.npy "
-                              "(representative inputs in the model's input shape)")
+            raise Unsupported(
+                "int8 needs calibration data: --set calibration=FILE.npy "
+                "(representative inputs in the model's input shape)"
+            )
 
     def import_framework(self) -> None:
         import tensorrt
@@ -101,7 +110,11 @@ class TensorRTRunner(Runner):
 
     def _gpu(self) -> tuple[str, str]:
         props = self.cuda.check(self.cuda.rt.cudaGetDeviceProperties(self.index))
-        name = props.name.decode(errors="replace").rstrip("\0") if isinstance(props.name, bytes) else str(props.name)
+        name = (
+            props.name.decode(errors="replace").rstrip("\0")
+            if isinstance(props.name, bytes)
+            else str(props.name)
+        )
         return name, f"{props.major}.{props.minor}"
 
     def compile(self) -> tuple[bool | None, str | None]:
@@ -110,8 +123,9 @@ class TensorRTRunner(Runner):
         ref_n = len(np.load(self.model_path("reference_input"), mmap_mode="r"))
         profile = profile_shapes(sample, list(self.spec.batch_sizes), ref_n, o.opt_batch)
         gpu_name, cc = self._gpu()
-        key = engine_cache_key(self.manifest.files["onnx"].sha256, self.version(), gpu_name, cc,
-                               o.model_dump(), profile)
+        key = engine_cache_key(
+            self.manifest.files["onnx"].sha256, self.version(), gpu_name, cc, o.model_dump(), profile
+        )
         path = self.cache_dir / "tensorrt" / f"{self.manifest.name}-{key[:24]}.engine"
         runtime = trt.Runtime(self.logger)
         hit: bool | None = None
@@ -136,8 +150,10 @@ class TensorRTRunner(Runner):
         self.context = engine.create_execution_context()
         self._allocate(profile)
         how = "deserialized cached engine" if hit else "built engine"
-        note = (f"{how} in {time.perf_counter() - t0:.2f}s; precision={o.precision}, profile={profile}, "
-                f"gpu={gpu_name} (sm {cc}), key={key[:12]}, cuda_graph={o.cuda_graph}")
+        note = (
+            f"{how} in {time.perf_counter() - t0:.2f}s; precision={o.precision}, profile={profile}, "
+            f"gpu={gpu_name} (sm {cc}), key={key[:12]}, cuda_graph={o.cuda_graph}"
+        )
         del self._onnx
         return hit, note
 
@@ -145,7 +161,10 @@ class TensorRTRunner(Runner):
         trt, o = self.trt, self.options
         builder = trt.Builder(self.logger)
         explicit = 0
-        if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and int(self.version().split(".")[0]) < 10:
+        if (
+            hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH")
+            and int(self.version().split(".")[0]) < 10
+        ):
             explicit = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
         network = builder.create_network(explicit)
         parser = trt.OnnxParser(network, self.logger)
@@ -202,8 +221,11 @@ class TensorRTRunner(Runner):
             self._enqueue(n)  # an uncaptured run first lets TensorRT finish its lazy allocations
             self.cuda.check(self.cuda.rt.cudaStreamSynchronize(self.stream))
             rt = self.cuda.rt
-            self.cuda.check(rt.cudaStreamBeginCapture(
-                self.stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
+            self.cuda.check(
+                rt.cudaStreamBeginCapture(
+                    self.stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+                )
+            )
             self._enqueue(n)
             graph = self.cuda.check(rt.cudaStreamEndCapture(self.stream))
             self.graphs[n] = self.cuda.check(rt.cudaGraphInstantiate(graph, 0))
@@ -211,11 +233,21 @@ class TensorRTRunner(Runner):
 
     def _enqueue(self, n: int) -> None:
         rt = self.cuda.rt
-        rt.cudaMemcpyAsync(self.d_in, self.h_in_ptr, n * self.sample_in * 4,
-                           rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream)
+        rt.cudaMemcpyAsync(
+            self.d_in,
+            self.h_in_ptr,
+            n * self.sample_in * 4,
+            rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
+            self.stream,
+        )
         self.context.execute_async_v3(int(self.stream))
-        rt.cudaMemcpyAsync(self.h_out_ptr, self.d_out, n * self.sample_out * 4,
-                           rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream)
+        rt.cudaMemcpyAsync(
+            self.h_out_ptr,
+            self.d_out,
+            n * self.sample_out * 4,
+            rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+            self.stream,
+        )
 
     def run(self, prepared: Any) -> Any:
         n = prepared
@@ -257,7 +289,9 @@ def _calibrator(trt: Any, cuda: _Cuda, data: Path, cache_dir: Path) -> Any:
             super().__init__()
             self.i, self.n = 0, min(8, len(batches))
             self.dev = cuda.check(cuda.rt.cudaMalloc(self.n * batches[0].size * 4))
-            self.cache = cache_dir / "tensorrt" / f"calib-{hashlib.sha256(batches.tobytes()).hexdigest()[:16]}"
+            self.cache = (
+                cache_dir / "tensorrt" / f"calib-{hashlib.sha256(batches.tobytes()).hexdigest()[:16]}"
+            )
 
         def get_batch_size(self) -> int:
             return self.n
@@ -265,9 +299,12 @@ def _calibrator(trt: Any, cuda: _Cuda, data: Path, cache_dir: Path) -> Any:
         def get_batch(self, names: list[str]) -> list[int] | None:
             if self.i + self.n > len(batches):
                 return None
-            chunk = np.ascontiguousarray(batches[self.i: self.i + self.n])
-            cuda.check(cuda.rt.cudaMemcpy(self.dev, chunk.ctypes.data, chunk.nbytes,
-                                          cuda.rt.cudaMemcpyKind.cudaMemcpyHostToDevice))
+            chunk = np.ascontiguousarray(batches[self.i : self.i + self.n])
+            cuda.check(
+                cuda.rt.cudaMemcpy(
+                    self.dev, chunk.ctypes.data, chunk.nbytes, cuda.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+                )
+            )
             self.i += self.n
             return [int(self.dev)]
 

@@ -1,0 +1,140 @@
+"""Co-located ensembles: several models loaded in one runner process, run together on one device.
+
+Per batch size, each member is first measured alone (its own steady state), then all together:
+one ensemble iteration sends the same batch to every member at once (one thread per member;
+the frameworks release the GIL while they compute), waits for all, and averages their outputs.
+Ensemble throughput is therefore ensemble predictions per second, and each member's slowdown is
+its own call's mean latency inside the ensemble over its mean latency alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from runners.base import Runner
+from runners.core import accuracy, gpu, measure
+from runners.core.common import Timer, input_batch, log
+from runners.core.trackers import HostMemoryTracker
+from schemas import Measurement, MemberMeasurement, ModelManifest, Phase
+
+
+def load(runners: list[Runner], state: dict[str, Any], load_one: Any) -> None:
+    """Load every member in turn; each phase of the result is the sum over members."""
+    per_member: list[list[Phase]] = []
+    versions, precisions = set(), []
+    for r in runners:
+        member_state: dict[str, Any] = {"phases": []}
+        load_one(r, member_state)
+        per_member.append(member_state["phases"])
+        versions.add(member_state["framework_version"])
+        precisions.append(member_state["precision"])
+    state["framework_version"] = "/".join(sorted(versions))
+    state["precision"] = precisions[0] if len(set(precisions)) == 1 else "/".join(precisions)
+    for i, name in enumerate(("import", "model_read", "compile")):
+        phases = [m[i] for m in per_member]
+        hits = [p.cache_hit for p in phases]
+        hit = None if all(h is None for h in hits) else all(h for h in hits if h is not None)
+        note = ", ".join(f"{r.manifest.name} {p.seconds:.2f}s" for r, p in zip(runners, phases, strict=True))
+        state["phases"].append(
+            Phase(name=name, seconds=sum(p.seconds for p in phases), cache_hit=hit, note=note)
+        )
+
+
+def reference(runners: list[Runner], state: dict[str, Any]) -> None:
+    """First inference of every member on its reference batch; the ensemble's accuracy is its
+    averaged outputs against the averaged reference outputs, when the members share inputs."""
+    inputs, outputs, refs, seconds = [], [], [], 0.0
+    for r in runners:
+        ref_in = np.load(r.model_path("reference_input"))
+        prepared = r.prepare(ref_in)
+        with Timer() as t:
+            out = r.run(prepared)
+        seconds += t.seconds
+        inputs.append(ref_in)
+        outputs.append(r.to_numpy(out).astype(np.float64))
+        refs.append(np.load(r.model_path("reference_output")).astype(np.float64))
+    state["phases"].append(Phase(name="first_inference", seconds=seconds, note="sum over members"))
+    same_inputs = all(i.shape == inputs[0].shape and np.array_equal(i, inputs[0]) for i in inputs)
+    same_outputs = all(o.shape == outputs[0].shape for o in outputs)
+    if same_inputs and same_outputs:
+        name = "+".join(sorted({r.manifest.reference for r in runners}))
+        acc = accuracy.compare(np.mean(outputs, axis=0), np.mean(refs, axis=0), f"mean of {name}")
+        state["accuracy"] = acc
+        log(f"ensemble vs reference: rel err {acc.rel_err:.3g}, top-1 {acc.top1_agreement:.0%}")
+    else:
+        log("members have different reference batches or outputs: no ensemble accuracy")
+
+
+def measure_batch(
+    runners: list[Runner], manifests: list[ModelManifest], batch_size: int, tracker: gpu.GpuTracker | None
+) -> Measurement:
+    policy = runners[0].spec.policy
+    shapes = {tuple(m.input_shape) for m in manifests}
+    if len(shapes) != 1:
+        raise ValueError(f"ensemble members need the same input shape, got {sorted(map(str, shapes))}")
+    batch = input_batch(manifests[0], batch_size)
+    prepared = [r.prepare(batch) for r in runners]
+
+    alone: list[measure.SteadyState] = []
+    for r, p in zip(runners, prepared, strict=True):
+
+        def solo(r: Runner = r, p: Any = p) -> object:
+            return r.run(p)
+
+        measure.warm_up(solo, policy)
+        alone.append(measure.steady_state(solo, policy))
+
+    member_ns: list[list[int]] = [[] for _ in runners]
+
+    def timed(i: int) -> np.ndarray:
+        t0 = time.perf_counter_ns()
+        out = runners[i].run(prepared[i])
+        member_ns[i].append(time.perf_counter_ns() - t0)
+        return runners[i].to_numpy(out)
+
+    with ThreadPoolExecutor(max_workers=len(runners), thread_name_prefix="member") as pool:
+
+        def together() -> np.ndarray:
+            futures = [pool.submit(timed, i) for i in range(len(runners))]
+            return np.mean([f.result() for f in futures], axis=0)
+
+        n_warm, warm_ns = measure.warm_up(together, policy)
+        for lst in member_ns:
+            lst.clear()
+        with contextlib.ExitStack() as stack:
+            mem = stack.enter_context(HostMemoryTracker())
+            if tracker is not None:
+                stack.enter_context(tracker)
+            state = measure.steady_state(together, policy)
+    state.warmup_iterations, state.warmup_ns = n_warm, warm_ns
+    m = measure.summarize(batch_size, state, policy, peak_host_mem_mb=mem.peak_mb)
+
+    members = []
+    for r, solo_state, ns in zip(runners, alone, member_ns, strict=True):
+        alone_mean = sum(solo_state.latencies_ns) / len(solo_state.latencies_ns)
+        together_mean = sum(ns) / len(ns) if ns else alone_mean
+        members.append(
+            MemberMeasurement(
+                model=r.manifest.name,
+                alone_throughput_sps=batch_size
+                * len(solo_state.latencies_ns)
+                / (solo_state.elapsed_ns / 1e9),
+                alone_latency_mean_ms=alone_mean / 1e6,
+                together_latency_mean_ms=together_mean / 1e6,
+                slowdown=together_mean / alone_mean if alone_mean > 0 else 1.0,
+            )
+        )
+    update: dict[str, Any] = {"members": members}
+    if tracker is not None:
+        telemetry = tracker.telemetry()
+        raw, net = gpu.energy_per_predictions(telemetry, batch_size * m.iterations)
+        update.update({"gpu": telemetry, "energy_j_per_4096": raw, "energy_j_per_4096_net": net})
+    m = m.model_copy(update=update)
+    slow = ", ".join(f"{mm.model} x{mm.slowdown:.2f}" for mm in members)
+    log(f"batch {batch_size}: ensemble {m.throughput_sps:.1f} predictions/s; slowdown vs alone: {slow}")
+    return m
