@@ -186,6 +186,7 @@ class BenchmarkApp:
             "iterations": int(grab(r"Count:\s+(\d+) iterations") or 0),
             "duration_s": float(grab(r"Duration:\s+([0-9.]+) ms") or "nan") / 1000,
             "latency_p50_ms": float(grab(r"Median:\s+([0-9.]+) ms") or "nan"),
+            "latency_min_ms": float(grab(r"Min:\s+([0-9.]+) ms") or "nan"),
             "streams": grab(r"^\[ INFO \]\s+NUM_STREAMS: (\d+)"),
             "threads": grab(r"^\[ INFO \]\s+INFERENCE_NUM_THREADS: (\d+)"),
             "precision": OV_TYPE_TO_PRECISION.get(ov_type or "", ov_type),
@@ -200,6 +201,9 @@ def runner_sets(args: argparse.Namespace) -> list[str]:
         f"policy.min_time_s={args.duration:g}",
         f"policy.max_time_s={args.duration:g}",
         "policy.keep_latencies=false",
+        # benchmark_app warms up with one inference; so does the runner here (default: >= 0.5 s).
+        "policy.warmup_iterations=1",
+        "policy.warmup_min_s=0",
     ]
     if args.streams is not None:
         sets.append(f"streams={args.streams}")
@@ -218,6 +222,7 @@ def runner_figures(result: dict[str, Any]) -> dict[str, Any]:
         "iterations": m["iterations"],
         "duration_s": m["duration_s"],
         "latency_p50_ms": m["latency_p50_ms"],
+        "latency_min_ms": m["latency_min_ms"],
         "streams": streams.group(1) if streams else None,
         "threads": threads.group(1) if threads else None,
         "precision": result.get("precision"),
@@ -323,6 +328,14 @@ def main() -> int:
     ratio = med["runner"] / med["benchmark_app"]
     say(f"per-round ratios runner / benchmark_app: {fmt_list(paired, '{:.3f}')}, median {median(paired):.3f}")
     say(f"best round of each (least disturbed), runner / benchmark_app: {max(runner_v) / max(bapp_v):.3f}")
+    # Latency cross-check, less sensitive to bursts of other load than throughput (a mean): the
+    # ratio benchmark_app / runner of per-inference latency, so > 1 means the runner is faster, as above.
+    # benchmark_app times the C++ inference only, the runner the Python call around it (~µs more).
+    for stat in ("p50", "min"):
+        lr = median([f[f"latency_{stat}_ms"] for f in figures["benchmark_app"]]) / median(
+            [f[f"latency_{stat}_ms"] for f in figures["runner"]]
+        )
+        say(f"latency cross-check, benchmark_app / runner {stat} latency (median of rounds): {lr:.3f}")
     if args.dynamic:
         dyn = med["benchmark_app (dynamic batch)"]
         say(

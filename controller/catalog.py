@@ -55,6 +55,28 @@ def file_hash(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
 
+RUNTIME_PACKAGES = ("schemas", "runners")
+
+
+def runtime_files() -> list[Path]:
+    """The code an image carries besides its wheels (what `images build` copies into it)."""
+    return sorted(
+        p
+        for pkg in RUNTIME_PACKAGES
+        for p in (REPO_ROOT / pkg).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix in (".py", ".json")
+    )
+
+
+def code_hash() -> str:
+    """Digest of the runtime code: an image built from other code is stale even if its lock is not."""
+    h = hashlib.sha256()
+    for p in runtime_files():
+        h.update(f"{p.relative_to(REPO_ROOT)}\0".encode())
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
 def load_image(folder: Path) -> ImageInfo:
     meta = tomllib.loads((folder / "image.toml").read_text())
     lock = folder / "requirements.lock"

@@ -104,7 +104,9 @@ class LocalEnv:
             (app / pkg).symlink_to(REPO_ROOT / pkg, target_is_directory=True)
         site = next((tmp / "lib").glob("python3*/site-packages"))
         # Relative to the final location: the folder is renamed below.
-        (site / "bench_runtime.pth").write_text(str(self.root / "app") + "\n")
+        (site / "bench_runtime.pth").write_text(
+            str(self.root.parent.resolve() / self.root.name / "app") + "\n"
+        )
         (tmp / MARKER).write_text(f"{self.image.lock_hash}\n")
         shutil.rmtree(self.root, ignore_errors=True)
         tmp.rename(self.root)

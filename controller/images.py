@@ -17,11 +17,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from controller.catalog import ImageInfo, get_image, images
+from controller.catalog import ImageInfo, code_hash, get_image, images
 from controller.envs import LocalEnv
 from controller.errors import BenchError
 from controller.launchers.base import LineSink
-from controller.launchers.docker import IMAGE_PREFIX, client, find_image, image_tag
+from controller.launchers.docker import IMAGE_PREFIX, client, find_image, image_tag, stale_reason
 from controller.paths import REPO_ROOT, Paths
 
 LOCAL_BASE = f"{IMAGE_PREFIX}/base:bookworm"
@@ -63,7 +63,7 @@ def status(paths: Paths) -> list[ImageStatus]:
         found = find_image(c, info) if c is not None else None
         if found is not None:
             row.image_id = found.id
-            row.image_stale = found.labels.get("bench.lock-hash") != info.lock_hash
+            row.image_stale = stale_reason(found, info) is not None
             row.size_mb = found.attrs.get("Size", 0) / 1e6
         rows.append(row)
     return rows
@@ -172,6 +172,7 @@ def build_image(info: ImageInfo, paths: Paths, base: str | None, log: LineSink, 
         "bench.framework": info.framework,
         "bench.framework-version": info.framework_version or "",
         "bench.git-commit": git_commit(),
+        "bench.code-hash": code_hash(),
         "bench.base-image": base_image,
     }
     temp_tag = f"{IMAGE_PREFIX}/{info.name}:building"

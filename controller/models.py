@@ -96,8 +96,11 @@ def _build(
     log: LineSink,
     force: bool,
     readable: list[Path] | None = None,
+    shown_as: dict[str, str] | None = None,
 ) -> ModelManifest:
-    """Run the exporter into a temporary folder of the store, then move it into place."""
+    """Run the exporter into a temporary folder of the store, then move it into place.
+
+    `shown_as` maps paths the exporter sees to what the user typed, for error messages."""
     final = paths.models / name
     if (final / "manifest.json").exists() and not force:
         raise BenchError(f"model {name!r} already exists in the store", "pass --force to rebuild it")
@@ -121,9 +124,12 @@ def _build(
         if outcome.exit_code != 0:
             last = [ln for ln in outcome.stderr_tail.splitlines() if ln.strip()]
             detail = last[-1] if last else f"exit code {outcome.exit_code}"
+            for inner, outer in (shown_as or {}).items():
+                detail = detail.replace(inner, outer)
+            kept = _keep_log(tmp)
             raise BenchError(
                 f"exporting {name} failed: {detail.removeprefix('error: ')}",
-                f"full log: {tmp}/tool.log" if (tmp / "tool.log").exists() else None,
+                f"full log: {kept}" if kept else None,
                 exit_code=1,
             )
         (tmp / "tool.log").unlink(missing_ok=True)
@@ -134,7 +140,7 @@ def _build(
         tmp.rename(final)
         return manifest
     except BaseException:
-        if not _keep_log(tmp):
+        if tmp.exists() and _keep_log(tmp) is None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
 
@@ -145,16 +151,17 @@ def _readable(folder: Path) -> None:
         p.chmod(0o755 if p.is_dir() else 0o644)
 
 
-def _keep_log(tmp: Path) -> bool:
-    """Keep only the log of a failed export, renamed out of the way of the store's listing."""
+def _keep_log(tmp: Path) -> Path | None:
+    """Keep only the log of a failed export, out of the way of the store's listing; drop the rest."""
     log = tmp / "tool.log"
     if not log.exists():
-        return False
+        return None
     dest = tmp.parent / ".failed-exports"
     dest.mkdir(exist_ok=True)
-    shutil.move(str(log), dest / f"{tmp.name.strip('.')}.log")
+    kept = dest / f"{tmp.name.strip('.')}.log"
+    shutil.move(str(log), kept)
     shutil.rmtree(tmp, ignore_errors=True)
-    return True
+    return kept
 
 
 def export(
@@ -200,6 +207,7 @@ def add(
             log,
             force,
             readable=[staging],
+            shown_as={launcher.inside(staged): str(onnx_file)},
         )
     finally:
         staged.unlink(missing_ok=True)

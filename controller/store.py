@@ -292,25 +292,33 @@ def ensure_store(db: Path) -> None:
         pass
 
 
+def check_read_only(sql: str) -> None:
+    """Refuse, before touching any database, statements that could write."""
+    parser = duckdb.connect(":memory:")
+    try:
+        statements = parser.extract_statements(sql)
+    except duckdb.Error as e:
+        raise BenchError(f"SQL error: {str(e).splitlines()[0]}", "see `bench-ctl query --help`") from None
+    finally:
+        parser.close()
+    for st in statements:
+        kind = st.type.name
+        if kind == "EXPLAIN" and EXPLAIN_ANALYZE.match(st.query):
+            kind = "EXPLAIN ANALYZE"  # runs its statement, which may write (COPY ... TO)
+        if kind not in READ_ONLY_STATEMENTS:
+            raise BenchError(
+                f"refused: {kind} statement; queries are read-only", "use SELECT over the `results` view"
+            )
+
+
 def query(db: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run read-only SQL. Statements that could write are refused before they run."""
     if not sql.strip():
         raise BenchError("empty query", 'try: bench-ctl query "SELECT * FROM results LIMIT 5"')
+    check_read_only(sql)
     ensure_store(db)
     con = duckdb.connect(str(db), read_only=True)
     try:
-        try:
-            statements = con.extract_statements(sql)
-        except duckdb.Error as e:
-            raise BenchError(f"SQL error: {str(e).splitlines()[0]}", "see `bench-ctl query --help`") from None
-        for st in statements:
-            kind = st.type.name
-            if kind == "EXPLAIN" and EXPLAIN_ANALYZE.match(st.query):
-                kind = "EXPLAIN ANALYZE"  # runs its statement, which may write (COPY ... TO)
-            if kind not in READ_ONLY_STATEMENTS:
-                raise BenchError(
-                    f"refused: {kind} statement; queries are read-only", "use SELECT over the `results` view"
-                )
         try:
             rel = con.execute(sql)
             cols = [d[0] for d in rel.description] if rel.description else []

@@ -8,11 +8,12 @@ use), and `mobilenetv2` is exported once per session (or reused from the reposit
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,14 @@ from controller.paths import REPO_ROOT, Paths
 REPO_BENCH = REPO_ROOT / ".bench"
 # A short measurement policy: every run of the suite uses it.
 SHORT_POLICY = [
-    "--set", "policy.min_time_s=0.2",
-    "--set", "policy.max_time_s=1",
-    "--set", "policy.window_s=0.05",
-    "--set", "policy.warmup_min_s=0.1",
+    "--set",
+    "policy.min_time_s=0.2",
+    "--set",
+    "policy.max_time_s=1",
+    "--set",
+    "policy.window_s=0.05",
+    "--set",
+    "policy.warmup_min_s=0.1",
 ]
 
 
@@ -113,10 +118,14 @@ def null_env(ensure_env: Callable[[str], Path]) -> Path:
 
 @pytest.fixture(scope="session")
 def session_mobilenetv2(session_home: Path, ensure_env: Callable[[str], Path]) -> Path:
-    """mobilenetv2 in the session's model store: the repository's copy, or exported once (~40 s)."""
+    """mobilenetv2 in the session's model store: the repository's copy, or exported once (~40 s).
+
+    BENCH_TEST_EXPORT=1 forces the export even when the repository's store has the model (the
+    path a fresh machine takes).
+    """
     target = session_home / "models" / "mobilenetv2"
     repo_copy = REPO_BENCH / "models" / "mobilenetv2"
-    if (repo_copy / "manifest.json").exists():
+    if (repo_copy / "manifest.json").exists() and os.environ.get("BENCH_TEST_EXPORT") != "1":
         target.symlink_to(repo_copy.resolve(), target_is_directory=True)
     else:
         ensure_env("tf")
@@ -148,7 +157,9 @@ class Bench:
     def run_dirs(self) -> list[Path]:
         return sorted(p for p in self.runs.iterdir() if p.is_dir()) if self.runs.exists() else []
 
-    def rows(self, sql: str = "SELECT count(*) FROM results", params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    def rows(
+        self, sql: str = "SELECT count(*) FROM results", params: list[Any] | None = None
+    ) -> list[tuple[Any, ...]]:
         """Query the test's database read-only ([] when it does not exist yet)."""
         if not self.db.exists():
             return []
@@ -203,23 +214,28 @@ def write_fake_model(folder: Path, name: str = "fake", classes: int = 10) -> Pat
     out[np.arange(8), np.arange(8) % classes] = 0.82  # peaked: top-1 well defined
     np.save(folder / "reference_output.npy", out)
     (folder / "model.onnx").write_bytes(b"placeholder: the null runner never reads this file\n")
-    manifest = ModelManifest.model_validate({
-        "name": name,
-        "source": "onnx",
-        "created_at": datetime.now(timezone.utc),
-        "input_name": "x",
-        "input_shape": [None, 4],
-        "input_layout": None,
-        "output_name": "y",
-        "output_shape": [None, classes],
-        "reference": "test-fp32",
-        "reference_peak_mean": 0.82,
-        "files": {role: _artifact(folder, rel) for role, rel in [
-            ("onnx", "model.onnx"),
-            ("reference_input", "reference_input.npy"),
-            ("reference_output", "reference_output.npy"),
-        ]},
-    })
+    manifest = ModelManifest.model_validate(
+        {
+            "name": name,
+            "source": "onnx",
+            "created_at": datetime.now(UTC),
+            "input_name": "x",
+            "input_shape": [None, 4],
+            "input_layout": None,
+            "output_name": "y",
+            "output_shape": [None, classes],
+            "reference": "test-fp32",
+            "reference_peak_mean": 0.82,
+            "files": {
+                role: _artifact(folder, rel)
+                for role, rel in [
+                    ("onnx", "model.onnx"),
+                    ("reference_input", "reference_input.npy"),
+                    ("reference_output", "reference_output.npy"),
+                ]
+            },
+        }
+    )
     (folder / "manifest.json").write_text(manifest.model_dump_json(indent=1) + "\n")
     return folder
 
@@ -243,7 +259,9 @@ def cli() -> Callable[..., Result]:
             import traceback
 
             tb = "".join(traceback.format_exception(*result.exc_info)) if result.exc_info else ""
-            pytest.fail(f"bench-ctl {' '.join(map(str, args))} raised {result.exception!r}\n{tb}\n{result.output}")
+            pytest.fail(
+                f"bench-ctl {' '.join(map(str, args))} raised {result.exception!r}\n{tb}\n{result.output}"
+            )
         return result
 
     return invoke
@@ -265,36 +283,76 @@ def make_result() -> Callable[..., Any]:
 
     counter = iter(range(1, 1_000_000))
 
-    def make(status: str = "ok", batch_sizes: tuple[int, ...] = (1, 2), run_id: str | None = None,
-             image: str = "null", model: str = "fake", message: str | None = None,
-             started_at: datetime | None = None) -> RunResult:
+    def make(
+        status: str = "ok",
+        batch_sizes: tuple[int, ...] = (1, 2),
+        run_id: str | None = None,
+        image: str = "null",
+        model: str = "fake",
+        message: str | None = None,
+        started_at: datetime | None = None,
+    ) -> RunResult:
         run_id = run_id or f"20250101T000000Z-{image}-{model}-{next(counter):06x}"
         policy = MeasurementPolicy()
-        spec = RunSpec(run_id=run_id, image=image, model=model, model_dir=f"/models/{model}",
-                       cache_dir=f"/cache/{image}", batch_sizes=list(batch_sizes), policy=policy,
-                       options={"framework": "null"})
-        started = started_at or datetime(2025, 1, 1, tzinfo=timezone.utc)
+        spec = RunSpec(
+            run_id=run_id,
+            image=image,
+            model=model,
+            model_dir=f"/models/{model}",
+            cache_dir=f"/cache/{image}",
+            batch_sizes=list(batch_sizes),
+            policy=policy,
+            options={"framework": "null"},
+        )
+        started = started_at or datetime(2025, 1, 1, tzinfo=UTC)
         measurements = []
         if status == "ok":
             for bs in batch_sizes:
                 lat = [1_000_000 * bs + 1000 * i for i in range(20)]
-                state = SteadyState(latencies_ns=lat, elapsed_ns=sum(lat), windows=[1.0, 1.0, 1.0], stable=True)
+                state = SteadyState(
+                    latencies_ns=lat, elapsed_ns=sum(lat), windows=[1.0, 1.0, 1.0], stable=True
+                )
                 measurements.append(summarize(bs, state, policy, peak_host_mem_mb=50.0))
         return RunResult(
-            run_id=run_id, spec=spec, status=status,  # type: ignore[arg-type]
+            run_id=run_id,
+            spec=spec,
+            status=status,  # type: ignore[arg-type]
             message=message if message is not None else (None if status == "ok" else f"synthetic {status}"),
-            started_at=started, finished_at=started + timedelta(seconds=3), framework="null",
-            framework_version="python-3.11", precision="none",
-            phases=[Phase(name="import", seconds=0.1), Phase(name="model_read", seconds=0.2),
-                    Phase(name="compile", seconds=0.3, cache_hit=False),
-                    Phase(name="first_inference", seconds=0.4)],
-            accuracy=Accuracy(reference="test-fp32", samples=8, max_abs_err=0.0, rel_err=0.0,
-                              top1_agreement=1.0, top5_agreement=1.0) if status == "ok" else None,
+            started_at=started,
+            finished_at=started + timedelta(seconds=3),
+            framework="null",
+            framework_version="python-3.11",
+            precision="none",
+            phases=[
+                Phase(name="import", seconds=0.1),
+                Phase(name="model_read", seconds=0.2),
+                Phase(name="compile", seconds=0.3, cache_hit=False),
+                Phase(name="first_inference", seconds=0.4),
+            ],
+            accuracy=Accuracy(
+                reference="test-fp32",
+                samples=8,
+                max_abs_err=0.0,
+                rel_err=0.0,
+                top1_agreement=1.0,
+                top5_agreement=1.0,
+            )
+            if status == "ok"
+            else None,
             measurements=measurements,
             peak_host_mem_mb=60.0,
-            fingerprint=Fingerprint(host="testhost", python=sys.version.split()[0], os="Linux", cpu_model="cpu",
-                                    cpu_flags=[], cpu_count=2, memory_total_mb=1024.0, framework="null",
-                                    framework_version="python-3.11", packages={}),
+            fingerprint=Fingerprint(
+                host="testhost",
+                python=sys.version.split()[0],
+                os="Linux",
+                cpu_model="cpu",
+                cpu_flags=[],
+                cpu_count=2,
+                memory_total_mb=1024.0,
+                framework="null",
+                framework_version="python-3.11",
+                packages={},
+            ),
             launch=LaunchInfo(launcher="local", image_ref=f"local:{image}", exit_code=0),
         )
 

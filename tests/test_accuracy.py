@@ -93,12 +93,6 @@ def test_wrong_number_of_classes_rejected() -> None:
         compare(np.zeros((8, 11), dtype=np.float32), ref, "r")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG runners/core/accuracy.py compare(): outputs are reshaped to (reference batch, -1) "
-    "before the shape check, so outputs with another batch size but the same number of elements "
-    "(e.g. (4, 20) or (10, 8) vs reference (8, 10)) are silently compared element-wise",
-)
 @pytest.mark.parametrize("shape", [(4, 20), (10, 8)])
 def test_batch_dimension_mismatch_rejected(shape: tuple[int, int]) -> None:
     ref = reference()

@@ -43,8 +43,16 @@ def test_images_list_json_local_env_states(cli: Any, bench: Any, null_env: Path)
     for row in rows.values():
         assert row["local_env"] in ("current", "stale", "no")
         assert row["framework"]
-        assert set(row) >= {"name", "framework", "framework_version", "devices", "buildable", "image_id",
-                            "image_stale", "local_env"}
+        assert set(row) >= {
+            "name",
+            "framework",
+            "framework_version",
+            "devices",
+            "buildable",
+            "image_id",
+            "image_stale",
+            "local_env",
+        }
     assert all(rows[n]["lock_hash"] for n in ("null", "ort", "openvino", "tf"))
 
 
@@ -98,3 +106,62 @@ def test_invalid_manifest_is_reported(cli: Any, bench: Any, fake_model: Path) ->
     assert r.exit_code == 2
     assert "invalid manifest" in r.stderr and "hint" in r.stderr
     assert bench.run_dirs() == []
+
+
+class FakeImage:
+    def __init__(self, labels: dict[str, str]) -> None:
+        self.id = "sha256:" + "ab" * 32
+        self.labels = labels
+        self.attrs = {"Size": 123_000_000}
+
+
+def old_code_image(name: str) -> FakeImage:
+    """An image built from the current lock file but from older schemas/runners code."""
+    info = get_image(name)
+    return FakeImage(
+        {"bench.image": name, "bench.lock-hash": info.lock_hash or "", "bench.git-commit": "0" * 40}
+    )
+
+
+def test_image_from_current_lock_is_not_stale(monkeypatch: pytest.MonkeyPatch, bench: Any) -> None:
+    from controller import images as images_mod
+    from controller.images import git_commit
+    from controller.paths import Paths
+
+    info = get_image("null")
+    fresh = FakeImage({"bench.lock-hash": info.lock_hash or "", "bench.git-commit": git_commit()})
+    monkeypatch.setattr(images_mod, "client", lambda timeout=5: object())
+    monkeypatch.setattr(images_mod, "find_image", lambda c, i: fresh if i.name == "null" else None)
+    row = next(r for r in images_mod.status(Paths.from_env()) if r.name == "null")
+    assert row.image_id == fresh.id and row.image_stale is False and row.size_mb == 123.0
+    other = FakeImage({"bench.lock-hash": "0" * 64})
+    monkeypatch.setattr(images_mod, "find_image", lambda c, i: other if i.name == "null" else None)
+    row = next(r for r in images_mod.status(Paths.from_env()) if r.name == "null")
+    assert row.image_stale is True
+
+
+def test_image_built_from_older_code_is_stale(monkeypatch: pytest.MonkeyPatch, bench: Any) -> None:
+    from controller import images as images_mod
+    from controller.launchers import docker as docker_mod
+    from controller.paths import Paths
+
+    img = old_code_image("null")
+    monkeypatch.setattr(docker_mod, "client", lambda timeout=5: object())
+    monkeypatch.setattr(docker_mod, "find_image", lambda c, i: img)
+    monkeypatch.setattr(images_mod, "client", lambda timeout=5: object())
+    monkeypatch.setattr(images_mod, "find_image", lambda c, i: img if i.name == "null" else None)
+    row = next(r for r in images_mod.status(Paths.from_env()) if r.name == "null")
+    reason = docker_mod.unavailable_reason(get_image("null"), Paths.from_env())
+    assert row.image_stale is True
+    assert reason is not None, "auto would launch an image whose runner code is out of date"
+
+
+@pytest.mark.gpu
+def test_gpu_host_is_detected_and_cuda_images_pass_preflight() -> None:
+    from controller import service
+
+    assert service.host_has_nvidia_gpu(), "nvidia-smi exists but no /dev/nvidia* device"
+    for info in images().values():
+        if "cuda" in info.devices:
+            req = service.RunRequest(image=info.name, model="x", batch_sizes=[1], device="cuda:0")
+            assert service.preflight(info, req) is None, info.name

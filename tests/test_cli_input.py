@@ -6,6 +6,7 @@ None of these reach a runner, so no environment is needed (the checks happen bef
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -58,19 +59,15 @@ def run_args(fake_model: Path) -> list[str]:
         ("null", ["policy.tolerance=2"], ["tolerance"]),
     ],
 )
-def test_bad_set(cli: Any, bench: Any, run_args: list[str], image: str, sets: list[str], needles: list[str]) -> None:
+def test_bad_set(
+    cli: Any, bench: Any, run_args: list[str], image: str, sets: list[str], needles: list[str]
+) -> None:
     args = [*run_args, "--image", image]
     for s in sets:
         args += ["--set", s]
     assert_refused(cli(*args), bench, *needles)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG controller/service.py plan(): policy errors are formatted with "
-    "_validation_message(e, '--set policy.') which yields '--set policy. max_time_s=...' (a space "
-    "after the dot), not '--set policy.max_time_s=...'",
-)
 def test_bad_policy_value_names_the_key(cli: Any, bench: Any, run_args: list[str]) -> None:
     line = assert_refused(cli(*run_args, "--image", "null", "--set", "policy.max_time_s=abc"), bench)
     assert "policy.max_time_s" in line
@@ -83,46 +80,71 @@ def test_bad_batch_sizes(cli: Any, bench: Any, fake_model: Path, sizes: str) -> 
 
 
 def test_unknown_image_lists_valid_names(cli: Any, bench: Any, fake_model: Path) -> None:
-    line = assert_refused(cli("run", "--image", "nope", "--model", "fake", "--launcher", "local"), bench,
-                          "unknown image 'nope'")
+    line = assert_refused(
+        cli("run", "--image", "nope", "--model", "fake", "--launcher", "local"), bench, "unknown image 'nope'"
+    )
     for name in ("null", "ort", "openvino"):
         assert name in line.split("hint:")[1]
 
 
 def test_unknown_image_suggests_close_name(cli: Any, bench: Any, fake_model: Path) -> None:
-    assert_refused(cli("run", "--image", "opnvino", "--model", "fake", "--launcher", "local"), bench,
-                   "did you mean 'openvino'")
+    assert_refused(
+        cli("run", "--image", "opnvino", "--model", "fake", "--launcher", "local"),
+        bench,
+        "did you mean 'openvino'",
+    )
 
 
 def test_unknown_model_lists_store(cli: Any, bench: Any, fake_model: Path) -> None:
-    assert_refused(cli("run", "--image", "null", "--model", "nosuchmodel", "--launcher", "local"), bench,
-                   "'nosuchmodel' is not in the store", "fake")
+    assert_refused(
+        cli("run", "--image", "null", "--model", "nosuchmodel", "--launcher", "local"),
+        bench,
+        "'nosuchmodel' is not in the store",
+        "fake",
+    )
 
 
 def test_unknown_keras_model_hints_export(cli: Any, bench: Any) -> None:
-    assert_refused(cli("run", "--image", "null", "--model", "resnet50", "--launcher", "local"), bench,
-                   "bench-ctl models export resnet50")
+    assert_refused(
+        cli("run", "--image", "null", "--model", "resnet50", "--launcher", "local"),
+        bench,
+        "bench-ctl models export resnet50",
+    )
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "/etc", "..", "Fake"])
 def test_model_name_with_path_refused(cli: Any, bench: Any, fake_model: Path, name: str) -> None:
-    assert_refused(cli("run", "--image", "null", "--model", name, "--launcher", "local"), bench,
-                   "invalid model name", "no paths")
+    assert_refused(
+        cli("run", "--image", "null", "--model", name, "--launcher", "local"),
+        bench,
+        "invalid model name",
+        "no paths",
+    )
 
 
 def test_unknown_launcher(cli: Any, bench: Any, fake_model: Path) -> None:
-    assert_refused(cli("run", "--image", "null", "--model", "fake", "--launcher", "podman"), bench,
-                   "unknown launcher 'podman'", "auto, local, docker")
+    assert_refused(
+        cli("run", "--image", "null", "--model", "fake", "--launcher", "podman"),
+        bench,
+        "unknown launcher 'podman'",
+        "auto, local, docker",
+    )
 
 
 def test_cpu_and_gpu_exclusive(cli: Any, bench: Any, fake_model: Path) -> None:
-    assert_refused(cli("run", "--image", "null", "--model", "fake", "--cpu", "--gpu", "0", "--launcher", "local"),
-                   bench, "--cpu and --gpu")
+    assert_refused(
+        cli("run", "--image", "null", "--model", "fake", "--cpu", "--gpu", "0", "--launcher", "local"),
+        bench,
+        "--cpu and --gpu",
+    )
 
 
 def test_negative_gpu(cli: Any, bench: Any, fake_model: Path) -> None:
-    assert_refused(cli("run", "--image", "null", "--model", "fake", "--gpu", "-1", "--launcher", "local"),
-                   bench, "--gpu -1")
+    assert_refused(
+        cli("run", "--image", "null", "--model", "fake", "--gpu", "-1", "--launcher", "local"),
+        bench,
+        "--gpu -1",
+    )
 
 
 # --------------------------------------------------------------------------- query
@@ -138,8 +160,14 @@ def stored(bench: Any, make_result: Any) -> Any:
 
 @pytest.mark.parametrize(
     "sql",
-    ["INSERT INTO runs (run_id) VALUES ('x')", "DELETE FROM runs", "CREATE TABLE t (a INTEGER)",
-     "COPY runs TO '/tmp/bench-test-copy.csv'", "ATTACH ':memory:' AS o", "UPDATE runs SET host = 'h'"],
+    [
+        "INSERT INTO runs (run_id) VALUES ('x')",
+        "DELETE FROM runs",
+        "CREATE TABLE t (a INTEGER)",
+        "COPY runs TO '/tmp/bench-test-copy.csv'",
+        "ATTACH ':memory:' AS o",
+        "UPDATE runs SET host = 'h'",
+    ],
 )
 def test_query_write_refused(cli: Any, bench: Any, stored: Any, sql: str) -> None:
     before = (bench.count("runs"), bench.count("measurements"))
@@ -190,11 +218,11 @@ def test_compare_unknown_model_and_metric(cli: Any, bench: Any, stored: Any) -> 
 
 
 def test_compare_json(cli: Any, bench: Any, make_result: Any) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    old = make_result(image="null", started_at=datetime(2024, 1, 1, tzinfo=timezone.utc))
-    new = make_result(image="null", started_at=datetime(2025, 6, 1, tzinfo=timezone.utc))
-    failed = make_result(image="null", status="error", started_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    old = make_result(image="null", started_at=datetime(2024, 1, 1, tzinfo=UTC))
+    new = make_result(image="null", started_at=datetime(2025, 6, 1, tzinfo=UTC))
+    failed = make_result(image="null", status="error", started_at=datetime(2026, 1, 1, tzinfo=UTC))
     with store.connect(bench.db) as con:
         for r in (old, new, failed):
             store.ingest(con, r)
@@ -217,7 +245,9 @@ def test_ingest_missing_path(cli: Any, bench: Any, tmp_path: Path) -> None:
     assert bench.count("runs") == 0
 
 
-def test_ingest_newer_schema_version_skipped_with_hint(cli: Any, bench: Any, make_result: Any, tmp_path: Path) -> None:
+def test_ingest_newer_schema_version_skipped_with_hint(
+    cli: Any, bench: Any, make_result: Any, tmp_path: Path
+) -> None:
     good, newer = tmp_path / "a" / "result.json", tmp_path / "b" / "result.json"
     for p in (good, newer):
         p.parent.mkdir()
@@ -269,8 +299,15 @@ def test_models_export_existing_is_skipped(cli: Any, bench: Any, fake_model: Pat
 
 
 def test_help_everywhere(cli: Any) -> None:
-    for args in (["--help"], ["run", "--help"], ["query", "--help"], ["models", "add", "--help"],
-                 ["images", "list", "--help"], ["compare", "--help"], ["ingest", "--help"]):
+    for args in (
+        ["--help"],
+        ["run", "--help"],
+        ["query", "--help"],
+        ["models", "add", "--help"],
+        ["images", "list", "--help"],
+        ["compare", "--help"],
+        ["ingest", "--help"],
+    ):
         r = cli(*args)
         assert r.exit_code == 0 and "Usage" in r.stdout, args
 
@@ -285,6 +322,22 @@ def test_help_everywhere(cli: Any) -> None:
         ("fault=none,raise", ["--set", "fault=none"], ["given twice"]),
     ],
 )
-def test_bad_sweep(cli: Any, bench: Any, run_args: list[str], sweep: str, extra: list[str],
-                   needles: list[str]) -> None:
+def test_bad_sweep(
+    cli: Any, bench: Any, run_args: list[str], sweep: str, extra: list[str], needles: list[str]
+) -> None:
     assert_refused(cli(*run_args, "--image", "null", "--sweep", sweep, *extra), bench, *needles)
+
+
+def test_query_explain_analyze_copy_refused(cli: Any, bench: Any, stored: Any, tmp_path: Path) -> None:
+    target = tmp_path / "leak.csv"
+    result = cli("query", f"EXPLAIN ANALYZE COPY (SELECT run_id FROM runs) TO '{target}'")
+    assert not target.exists(), "a refused COPY wrote a file"
+    assert result.exit_code == 2
+
+
+@pytest.mark.parametrize("timeout", ["-5", "0", "nan"])
+def test_bad_timeout_refused(
+    cli: Any, bench: Any, run_args: list[str], short_policy: list[str], null_env: Path, timeout: str
+) -> None:
+    result = cli(*run_args, "--image", "null", "--timeout", timeout, *short_policy, "--set", "work_us=50")
+    assert_refused(result, bench, "--timeout")

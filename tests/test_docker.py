@@ -14,11 +14,11 @@ pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("null_env")]
 
 
 def built_image(name: str) -> Any | None:
-    from controller.launchers.docker import client, find_image
+    from controller.launchers.docker import client, find_image, stale_reason
 
     info = get_image(name)
     found = find_image(client(timeout=10), info)
-    if found is None or found.labels.get("bench.lock-hash") != info.lock_hash:
+    if found is None or stale_reason(found, info) is not None:
         return None
     return found
 
@@ -35,16 +35,29 @@ def test_images_list_reports_docker_state(cli: Any, bench: Any) -> None:
 
 def test_null_run_in_docker(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
     img = built_image("null")
-    result = cli("run", "-i", "null", "-m", "fake", "-b", "1", "--launcher", "docker", *short_policy,
-                 "--set", "work_us=50", "--json")
+    result = cli(
+        "run",
+        "-i",
+        "null",
+        "-m",
+        "fake",
+        "-b",
+        "1",
+        "--launcher",
+        "docker",
+        *short_policy,
+        "--set",
+        "work_us=50",
+        "--json",
+    )
     if img is None:
         # Not built (or built from an older lock): refused up front with the command that builds it.
         assert result.exit_code == 2, result.output
         assert "hint:" in result.stderr and "images build null" in result.stderr
         assert bench.run_dirs() == []
         return
-    assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
+    assert result.exit_code == 0, result.output
     assert doc["status"] == "ok"
     assert doc["launch"]["launcher"] == "docker"
     assert doc["launch"]["image_digest"] == img.id
@@ -53,12 +66,14 @@ def test_null_run_in_docker(cli: Any, bench: Any, fake_model: Path, short_policy
 
 
 def test_fault_exit_in_docker(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
-    result = cli("run", "-i", "null", "-m", "fake", "-b", "1", "--launcher", "docker", *short_policy,
-                 "--set", "fault=exit", "--json")
-    if built_image("null") is None:
+    img = built_image("null")
+    args = ["-b", "1", "--launcher", "docker", *short_policy, "--set", "fault=exit", "--json"]
+    result = cli("run", "-i", "null", "-m", "fake", *args)
+    if img is None:
         assert result.exit_code == 2 and "images build null" in result.stderr
         return
     assert result.exit_code == 1
     doc = json.loads(result.stdout)
     assert doc["status"] == "error" and "137" in doc["message"]
+    assert doc["launch"]["exit_code"] == 137 and doc["launch"]["stderr_tail"]
     assert bench.rows("SELECT status, batch_size FROM results") == [("error", None)]

@@ -40,8 +40,14 @@ def entrypoint(tmp_path: Path, spec: dict[str, Any] | str) -> tuple[subprocess.C
     out = tmp_path / "out" / "result.json"
     out.parent.mkdir(exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "runners", "--spec", str(spec_path), "--out", str(out)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runners", "--spec", str(spec_path), "--out", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return proc, out
 
 
@@ -55,8 +61,9 @@ def entrypoint(tmp_path: Path, spec: dict[str, Any] | str) -> tuple[subprocess.C
         ({"schema_version": 2}, "schema_version"),
     ],
 )
-def test_invalid_spec_exits_2_and_writes_nothing(tmp_path: Path, fake_model: Path, change: dict[str, Any],
-                                                  needle: str) -> None:
+def test_invalid_spec_exits_2_and_writes_nothing(
+    tmp_path: Path, fake_model: Path, change: dict[str, Any], needle: str
+) -> None:
     doc = spec_doc(fake_model, tmp_path / "cache", **change)
     proc, out = entrypoint(tmp_path, doc)
     assert proc.returncode == 2, proc.stderr
@@ -108,10 +115,12 @@ def test_missing_model_is_error_result(tmp_path: Path) -> None:
 
 def test_runner_imports_no_controller(tmp_path: Path, fake_model: Path) -> None:
     """Images ship schemas and runners only: the entrypoint must not import controller."""
-    code = ("import sys, runpy; sys.argv=['runners', '--help']\n"
-            "try:\n    runpy.run_module('runners', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "from runners.frameworks import null; from runners import harness, exporter\n"
-            "assert not [m for m in sys.modules if m.split('.')[0] == 'controller'], 'controller imported'\n")
+    code = (
+        "import sys, runpy; sys.argv=['runners', '--help']\n"
+        "try:\n    runpy.run_module('runners', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "from runners.frameworks import null; from runners import harness, exporter\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'controller'], 'controller imported'\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

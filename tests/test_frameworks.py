@@ -23,8 +23,14 @@ from schemas import ModelManifest, RunResult
 pytestmark = pytest.mark.frameworks
 
 POLICY = [
-    "--set", "policy.min_time_s=0.2", "--set", "policy.max_time_s=1", "--set", "policy.window_s=0.05",
-    "--set", "policy.warmup_min_s=0.1",
+    "--set",
+    "policy.min_time_s=0.2",
+    "--set",
+    "policy.max_time_s=1",
+    "--set",
+    "policy.window_s=0.05",
+    "--set",
+    "policy.warmup_min_s=0.1",
 ]
 FP32_REL_ERR = 0.01
 
@@ -45,16 +51,18 @@ class FrameworkRuns:
 
 
 def run_json(env: dict[str, str], *args: str) -> tuple[int, RunResult, str]:
-    result = CliRunner().invoke(app, ["run", "--model", "mobilenetv2", "--launcher", "local", *POLICY, *args,
-                                      "--json"], env=env)
+    result = CliRunner().invoke(
+        app, ["run", "--model", "mobilenetv2", "--launcher", "local", *POLICY, *args, "--json"], env=env
+    )
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
     assert result.stdout.strip(), result.output
     return result.exit_code, RunResult.model_validate_json(result.stdout), result.stderr
 
 
 @pytest.fixture(scope="module")
-def fw(tmp_path_factory: pytest.TempPathFactory, session_home: Path, session_mobilenetv2: Path,
-       ensure_env: Any) -> FrameworkRuns:
+def fw(
+    tmp_path_factory: pytest.TempPathFactory, session_home: Path, session_mobilenetv2: Path, ensure_env: Any
+) -> FrameworkRuns:
     """One ort and one openvino run of mobilenetv2 at batch sizes 1,2 into a module home."""
     ensure_env("ort")
     ensure_env("openvino")
@@ -80,10 +88,11 @@ def check_ok(result: RunResult, fp32_expected: bool) -> None:
     assert all(m.throughput_sps > 0 and m.iterations >= 1 for m in result.measurements)
     acc = result.accuracy
     assert acc is not None and acc.reference == "tensorflow-fp32" and acc.samples == 8
-    assert acc.top1_agreement == 1.0
     if fp32_expected or result.precision == "fp32":
+        assert acc.top1_agreement == 1.0
         assert acc.rel_err < FP32_REL_ERR, acc
-    else:  # bf16/fp16 on CPUs that choose it by default
+    else:  # bf16/fp16 on CPUs that choose it by default: close, not bit-faithful
+        assert acc.top1_agreement >= 0.75, acc
         assert acc.rel_err < 0.1, acc
     phases = {p.name: p for p in result.phases}
     assert list(phases) == ["import", "model_read", "compile", "first_inference"]
@@ -95,8 +104,11 @@ def test_ort_ok(fw: FrameworkRuns) -> None:
     r = fw.results["ort"]
     check_ok(r, fp32_expected=True)
     assert r.framework == "onnxruntime" and r.precision == "fp32"
-    rows = fw.rows("SELECT batch_size, status, precision, top1_agreement, framework_version FROM results "
-                   "WHERE run_id = ? ORDER BY batch_size", [r.run_id])
+    rows = fw.rows(
+        "SELECT batch_size, status, precision, top1_agreement, framework_version FROM results "
+        "WHERE run_id = ? ORDER BY batch_size",
+        [r.run_id],
+    )
     assert rows == [(1, "ok", "fp32", 1.0, r.framework_version), (2, "ok", "fp32", 1.0, r.framework_version)]
 
 
@@ -105,14 +117,17 @@ def test_openvino_ok(fw: FrameworkRuns) -> None:
     check_ok(r, fp32_expected=False)
     assert r.framework == "openvino"
     assert r.precision in ("fp32", "bf16", "fp16")
-    rows = fw.rows("SELECT batch_size, status, precision FROM results WHERE run_id = ? ORDER BY batch_size",
-                   [r.run_id])
+    rows = fw.rows(
+        "SELECT batch_size, status, precision FROM results WHERE run_id = ? ORDER BY batch_size", [r.run_id]
+    )
     assert rows == [(1, "ok", r.precision), (2, "ok", r.precision)]
 
 
 def test_results_rows_for_both(fw: FrameworkRuns) -> None:
-    rows = fw.rows("SELECT image, count(*), bool_and(status = 'ok'), count(throughput_sps), count(latency_p99_ms) "
-                   "FROM results WHERE model = 'mobilenetv2' GROUP BY image ORDER BY image")
+    rows = fw.rows(
+        "SELECT image, count(*), bool_and(status = 'ok'), count(throughput_sps), count(latency_p99_ms) "
+        "FROM results WHERE model = 'mobilenetv2' GROUP BY image ORDER BY image"
+    )
     assert rows == [("openvino", 2, True, 2, 2), ("ort", 2, True, 2, 2)]
 
 
@@ -127,7 +142,9 @@ def test_compare_json(fw: FrameworkRuns, cli: Any) -> None:
         assert set(row["values"]) == {"openvino", "ort"}
         assert all(v > 0 for v in row["values"].values())
         assert row["precision"]["ort"] == "fp32"
-    result = cli("compare", "--model", "mobilenetv2", "--json", "--metric", "latency_p50_ms", "--db", str(fw.db))
+    result = cli(
+        "compare", "--model", "mobilenetv2", "--json", "--metric", "latency_p50_ms", "--db", str(fw.db)
+    )
     assert result.exit_code == 0 and json.loads(result.stdout)["metric"] == "latency_p50_ms"
     result = cli("compare", "--model", "mobilenetv2", "--db", str(fw.db), env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "ort" in result.stdout
@@ -183,18 +200,34 @@ def test_openvino_precision_f32(bench: Any, mobilenetv2: Path, ensure_env: Any) 
     assert json.loads(options)["precision"] == "f32"
 
 
-def test_ort_cpu_build_on_gpu_is_unsupported(cli: Any, bench: Any, mobilenetv2: Path, ensure_env: Any) -> None:
+def test_ort_cpu_build_on_gpu_is_unsupported(
+    cli: Any, bench: Any, mobilenetv2: Path, ensure_env: Any
+) -> None:
     ensure_env("ort")
-    result = cli("run", "-i", "ort", "-m", "mobilenetv2", "--gpu", "0", "-b", "1", "--launcher", "local",
-                 *POLICY, "--json")
+    result = cli(
+        "run",
+        "-i",
+        "ort",
+        "-m",
+        "mobilenetv2",
+        "--gpu",
+        "0",
+        "-b",
+        "1",
+        "--launcher",
+        "local",
+        *POLICY,
+        "--json",
+    )
     assert result.exit_code == 1
     doc = json.loads(result.stdout)
     assert doc["status"] == "unsupported" and doc["message"]
     assert bench.rows("SELECT status, batch_size, device FROM results") == [("unsupported", None, "cuda:0")]
 
 
-def test_models_add_onnx_and_run_it(cli: Any, bench: Any, mobilenetv2: Path, ensure_env: Any,
-                                    tmp_path: Path) -> None:
+def test_models_add_onnx_and_run_it(
+    cli: Any, bench: Any, mobilenetv2: Path, ensure_env: Any, tmp_path: Path
+) -> None:
     ensure_env("ort")
     onnx = tmp_path / "user" / "MobileNet.onnx"
     onnx.parent.mkdir()
@@ -206,8 +239,10 @@ def test_models_add_onnx_and_run_it(cli: Any, bench: Any, mobilenetv2: Path, ens
     assert manifest.name == "mine" and manifest.source == "onnx"
     assert manifest.reference == "onnxruntime-fp32"
     assert manifest.input_shape == [None, 224, 224, 3] and manifest.input_layout == "NHWC"
-    assert manifest.files["onnx"].sha256 == ModelManifest.model_validate_json(
-        (mobilenetv2 / "manifest.json").read_text()).files["onnx"].sha256
+    assert (
+        manifest.files["onnx"].sha256
+        == ModelManifest.model_validate_json((mobilenetv2 / "manifest.json").read_text()).files["onnx"].sha256
+    )
     assert not [p for p in bench.models.iterdir() if p.name.startswith(".mine")]
     assert onnx.exists(), "the user's file must stay where it was"
     # Listed, and adding it again needs --force.
@@ -219,8 +254,9 @@ def test_models_add_onnx_and_run_it(cli: Any, bench: Any, mobilenetv2: Path, ens
     assert again.exit_code == 2 and "already exists" in again.stderr and "--force" in again.stderr
     # Its reference came from ONNX Runtime fp32: an ort run agrees exactly.
     env = {"BENCH_HOME": str(bench.home), "BENCH_DB": str(bench.db)}
-    r = CliRunner().invoke(app, ["run", "-i", "ort", "-m", "mine", "-b", "1", "--launcher", "local", *POLICY,
-                                 "--json"], env=env)
+    r = CliRunner().invoke(
+        app, ["run", "-i", "ort", "-m", "mine", "-b", "1", "--launcher", "local", *POLICY, "--json"], env=env
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["accuracy"]["reference"] == "onnxruntime-fp32" and doc["accuracy"]["top1_agreement"] == 1.0
@@ -245,14 +281,9 @@ def test_models_add_corrupt_onnx(cli: Any, bench: Any, ensure_env: Any, corrupt_
     assert json.loads(cli("models", "list", "--json").stdout) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG controller/models.py _build(): the hint 'full log: <store>/.NAME.XXXX/tool.log' is "
-    "computed before _keep_log() moves the log to <store>/.failed-exports/NAME.XXXX.log and deletes "
-    "the folder, so the hint names a file that no longer exists",
-)
-def test_models_add_corrupt_onnx_hint_names_existing_log(cli: Any, bench: Any, ensure_env: Any,
-                                                         corrupt_onnx: Path) -> None:
+def test_models_add_corrupt_onnx_hint_names_existing_log(
+    cli: Any, bench: Any, ensure_env: Any, corrupt_onnx: Path
+) -> None:
     ensure_env("ort")
     result = cli("models", "add", "mine", str(corrupt_onnx), "--launcher", "local")
     line = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")][-1]
@@ -261,13 +292,9 @@ def test_models_add_corrupt_onnx_hint_names_existing_log(cli: Any, bench: Any, e
     assert log.exists(), f"hint points to {log}, which does not exist"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG controller/models.py add(): the error names the staging copy "
-    "(<BENCH_HOME>/staging/NAME.onnx, deleted by then), not the file the user passed",
-)
-def test_models_add_corrupt_onnx_error_names_users_file(cli: Any, bench: Any, ensure_env: Any,
-                                                        corrupt_onnx: Path) -> None:
+def test_models_add_corrupt_onnx_error_names_users_file(
+    cli: Any, bench: Any, ensure_env: Any, corrupt_onnx: Path
+) -> None:
     ensure_env("ort")
     result = cli("models", "add", "mine", str(corrupt_onnx), "--launcher", "local")
     line = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")][-1]

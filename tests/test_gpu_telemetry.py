@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -47,11 +48,15 @@ class ReplayNvml:
         return int(self._next("power_mw"))
 
     def nvmlDeviceGetMemoryInfo(self, _h: str) -> Any:
-        return SimpleNamespace(used=int(self._next("used_mb") * gpu.MB), total=int(self.rec["total_mb"] * gpu.MB))
+        return SimpleNamespace(
+            used=int(self._next("used_mb") * gpu.MB), total=int(self.rec["total_mb"] * gpu.MB)
+        )
 
     def nvmlDeviceGetComputeRunningProcesses(self, _h: str) -> list[Any]:
-        return [SimpleNamespace(pid=self.pid, usedGpuMemory=int(self._next("process_mb") * gpu.MB)),
-                SimpleNamespace(pid=1, usedGpuMemory=512 * gpu.MB)]
+        return [
+            SimpleNamespace(pid=self.pid, usedGpuMemory=int(self._next("process_mb") * gpu.MB)),
+            SimpleNamespace(pid=1, usedGpuMemory=512 * gpu.MB),
+        ]
 
     def nvmlDeviceGetClockInfo(self, _h: str, _clock: int) -> int:
         return int(self._next("sm_mhz"))
@@ -123,7 +128,7 @@ def test_energy_integrated_when_no_counter(recording: dict[str, Any]) -> None:
     assert t.energy_source == "integrated"
     # idle read took power[0]; the 6 samples (enter, 4, exit) took power[1..6], 0.1 s apart.
     p = [v / 1000 for v in recording["series"]["power_mw"][1:7]]
-    expected = sum(0.1 * (a + b) / 2 for a, b in zip(p, p[1:], strict=False))
+    expected = sum(0.1 * (a + b) / 2 for a, b in itertools.pairwise(p))
     assert t.energy_j == pytest.approx(expected)
     assert t.max_power_w == pytest.approx(max(p))
 

@@ -31,8 +31,13 @@ class FakeClock:
 
 def policy(**over: float | int | bool) -> MeasurementPolicy:
     base: dict[str, float | int | bool] = dict(
-        min_time_s=0.1, max_time_s=1.0, window_s=0.01, window_min_iterations=2, min_iterations=10,
-        stable_windows=3, tolerance=0.1,
+        min_time_s=0.1,
+        max_time_s=1.0,
+        window_s=0.01,
+        window_min_iterations=2,
+        min_iterations=10,
+        stable_windows=3,
+        tolerance=0.1,
     )
     base.update(over)
     return MeasurementPolicy(**base)  # type: ignore[arg-type]
@@ -51,7 +56,9 @@ def test_stable_stop_when_windows_agree() -> None:
 
 def test_stable_stop_waits_for_min_iterations() -> None:
     fc = FakeClock(lambda i: 10 * MS)  # one iteration fills a window; min_iterations rules
-    state = steady_state(fc.step, policy(min_time_s=0.0, min_iterations=40, window_min_iterations=1), fc.clock)
+    state = steady_state(
+        fc.step, policy(min_time_s=0.0, min_iterations=40, window_min_iterations=1), fc.clock
+    )
     assert state.stable is True
     assert len(state.latencies_ns) == 40
 
@@ -134,8 +141,14 @@ def test_warm_up_counts_and_time() -> None:
 
 def test_summarize_percentiles_and_throughput() -> None:
     lat = [i * MS for i in range(1, 101)]  # 1..100 ms
-    state = SteadyState(latencies_ns=lat, elapsed_ns=sum(lat), windows=[1.0, 2.0], stable=True,
-                        warmup_iterations=5, warmup_ns=250 * MS)
+    state = SteadyState(
+        latencies_ns=lat,
+        elapsed_ns=sum(lat),
+        windows=[1.0, 2.0],
+        stable=True,
+        warmup_iterations=5,
+        warmup_ns=250 * MS,
+    )
     m = summarize(4, state, policy(), peak_host_mem_mb=12.5)
     assert isinstance(m, Measurement)
     ref = np.arange(1, 101, dtype=float)

@@ -16,16 +16,31 @@ from schemas import RunResult, load_result
 pytestmark = pytest.mark.usefixtures("null_env")
 
 
-def null_run(cli: Any, short_policy: list[str], *extra: str, batch_sizes: str = "1,2") -> tuple[Any, dict[str, Any]]:
-    result = cli("run", "--image", "null", "--model", "fake", "--launcher", "local", "--batch-sizes", batch_sizes,
-                 *short_policy, *extra, "--json")
+def null_run(
+    cli: Any, short_policy: list[str], *extra: str, batch_sizes: str = "1,2"
+) -> tuple[Any, dict[str, Any]]:
+    result = cli(
+        "run",
+        "--image",
+        "null",
+        "--model",
+        "fake",
+        "--launcher",
+        "local",
+        "--batch-sizes",
+        batch_sizes,
+        *short_policy,
+        *extra,
+        "--json",
+    )
     assert result.stdout.strip(), f"no JSON on stdout:\n{result.output}"
     return result, json.loads(result.stdout)
 
 
 def stored(bench: Any, run_id: str) -> list[dict[str, Any]]:
-    rows = bench.rows("SELECT status, batch_size, message FROM results WHERE run_id = ? ORDER BY batch_size",
-                      [run_id])
+    rows = bench.rows(
+        "SELECT status, batch_size, message FROM results WHERE run_id = ? ORDER BY batch_size", [run_id]
+    )
     return [dict(zip(("status", "batch_size", "message"), r, strict=True)) for r in rows]
 
 
@@ -58,8 +73,20 @@ def test_null_run_ok(cli: Any, bench: Any, fake_model: Path, short_policy: list[
 
 
 def test_null_run_table_output(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
-    result = cli("run", "-i", "null", "-m", "fake", "--launcher", "local", "-b", "1", *short_policy,
-                 "--set", "work_us=50")
+    result = cli(
+        "run",
+        "-i",
+        "null",
+        "-m",
+        "fake",
+        "--launcher",
+        "local",
+        "-b",
+        "1",
+        *short_policy,
+        "--set",
+        "work_us=50",
+    )
     assert result.exit_code == 0, result.output
     assert "ok" in result.stdout and "samples/s" in result.stdout
     assert bench.count("results") == 1
@@ -111,8 +138,9 @@ def test_fault_bad_output(cli: Any, bench: Any, fake_model: Path, short_policy: 
     assert stored(bench, r.run_id)[0]["status"] == "error"
 
 
-def test_missing_model_files_is_error_result(cli: Any, bench: Any, fake_model: Path,
-                                             short_policy: list[str]) -> None:
+def test_missing_model_files_is_error_result(
+    cli: Any, bench: Any, fake_model: Path, short_policy: list[str]
+) -> None:
     (fake_model / "reference_output.npy").unlink()
     result, doc = null_run(cli, short_policy)
     assert result.exit_code == 1
@@ -121,8 +149,9 @@ def test_missing_model_files_is_error_result(cli: Any, bench: Any, fake_model: P
     assert bench.count("runs") == 1
 
 
-def test_gpu_on_cpu_only_image_is_unsupported(cli: Any, bench: Any, fake_model: Path,
-                                             short_policy: list[str]) -> None:
+def test_gpu_on_cpu_only_image_is_unsupported(
+    cli: Any, bench: Any, fake_model: Path, short_policy: list[str]
+) -> None:
     # The null image's catalog entry lists cpu only: the request is validated, recorded as
     # unsupported, and nothing is launched.
     result, doc = null_run(cli, short_policy, "--gpu", "0", batch_sizes="1")
@@ -135,7 +164,9 @@ def test_gpu_on_cpu_only_image_is_unsupported(cli: Any, bench: Any, fake_model: 
     assert bench.rows("SELECT status, batch_size, device FROM results") == [("unsupported", None, "cuda:0")]
 
 
-def test_ingest_run_folder_is_idempotent(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
+def test_ingest_run_folder_is_idempotent(
+    cli: Any, bench: Any, fake_model: Path, short_policy: list[str]
+) -> None:
     null_run(cli, short_policy, "--set", "work_us=50")
     null_run(cli, short_policy, "--set", "fault=raise")
     before = (bench.count("runs"), bench.count("measurements"), bench.count("results"))
@@ -148,8 +179,23 @@ def test_ingest_run_folder_is_idempotent(cli: Any, bench: Any, fake_model: Path,
 
 
 def test_sweep_runs_once_per_value(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
-    result = cli("run", "--image", "null", "--model", "fake", "--launcher", "local", "--batch-sizes", "1",
-                 *short_policy, "--set", "work_us=50", "--sweep", "fault=none,raise", "--json")
+    result = cli(
+        "run",
+        "--image",
+        "null",
+        "--model",
+        "fake",
+        "--launcher",
+        "local",
+        "--batch-sizes",
+        "1",
+        *short_policy,
+        "--set",
+        "work_us=50",
+        "--sweep",
+        "fault=none,raise",
+        "--json",
+    )
     assert result.exit_code == 1, result.output  # one of them failed
     docs = json.loads(result.stdout)
     assert [d["spec"]["options"]["fault"] for d in docs] == ["none", "raise"]
@@ -158,9 +204,11 @@ def test_sweep_runs_once_per_value(cli: Any, bench: Any, fake_model: Path, short
     assert sorted(bench.rows("SELECT status FROM results")) == [("error",), ("ok",)]
 
 
-def test_run_with_db_option(cli: Any, bench: Any, fake_model: Path, short_policy: list[str], tmp_path: Path) -> None:
+def test_run_with_db_option(
+    cli: Any, bench: Any, fake_model: Path, short_policy: list[str], tmp_path: Path
+) -> None:
     other = tmp_path / "sub" / "other.duckdb"
     result, doc = null_run(cli, short_policy, "--set", "work_us=50", "--db", str(other), batch_sizes="1")
-    assert result.exit_code == 0
+    assert result.exit_code == 0 and doc["status"] == "ok"
     assert other.exists()
     assert not bench.db.exists()

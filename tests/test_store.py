@@ -12,9 +12,26 @@ from controller import store
 from controller.errors import BenchError
 
 RESULTS_COLUMNS = [
-    "run_id", "started_at", "host", "image", "framework", "framework_version", "model", "device",
-    "batch_size", "throughput_sps", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "load_time_s",
-    "peak_host_mem_mb", "max_abs_err", "top1_agreement", "precision", "stable", "status",
+    "run_id",
+    "started_at",
+    "host",
+    "image",
+    "framework",
+    "framework_version",
+    "model",
+    "device",
+    "batch_size",
+    "throughput_sps",
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p99_ms",
+    "load_time_s",
+    "peak_host_mem_mb",
+    "max_abs_err",
+    "top1_agreement",
+    "precision",
+    "stable",
+    "status",
 ]
 
 
@@ -34,7 +51,7 @@ def count(db: Path, table: str) -> int:
 
 def test_fresh_store_has_schema_and_version(bench: Any) -> None:
     store.ensure_store(bench.db)
-    cols, rows = store.query(bench.db, "SELECT value FROM store_meta WHERE key = 'version'")
+    _, rows = store.query(bench.db, "SELECT value FROM store_meta WHERE key = 'version'")
     assert rows == [(str(store.STORE_VERSION),)]
     # Opening again does not migrate twice.
     store.ensure_store(bench.db)
@@ -100,9 +117,14 @@ def test_error_result_has_one_row_with_null_batch_size(bench: Any, make_result: 
     timeout = make_result(status="timeout", message="killed")
     ingest(bench.db, ok, bad, timeout)
     _, rows = store.query(
-        bench.db, "SELECT run_id, status, batch_size, message, throughput_sps FROM results WHERE status <> 'ok' ORDER BY status")
-    assert rows == [(bad.run_id, "error", None, "RuntimeError: boom", None),
-                    (timeout.run_id, "timeout", None, "killed", None)]
+        bench.db,
+        "SELECT run_id, status, batch_size, message, throughput_sps FROM results "
+        "WHERE status <> 'ok' ORDER BY status",
+    )
+    assert rows == [
+        (bad.run_id, "error", None, "RuntimeError: boom", None),
+        (timeout.run_id, "timeout", None, "killed", None),
+    ]
     assert count(bench.db, "results") == 2 + 1 + 1
 
 
@@ -158,8 +180,14 @@ def test_query_refuses_writes(bench: Any, make_result: Any, sql: str) -> None:
 
 @pytest.mark.parametrize(
     "sql",
-    ["SELECT count(*) FROM results", "DESCRIBE results", "FROM results", "WITH a AS (SELECT 1) SELECT * FROM a",
-     "EXPLAIN SELECT 1", "SHOW TABLES"],
+    [
+        "SELECT count(*) FROM results",
+        "DESCRIBE results",
+        "FROM results",
+        "WITH a AS (SELECT 1) SELECT * FROM a",
+        "EXPLAIN SELECT 1",
+        "SHOW TABLES",
+    ],
 )
 def test_query_accepts_reads(bench: Any, make_result: Any, sql: str) -> None:
     ingest(bench.db, make_result())
@@ -180,7 +208,9 @@ def test_to_json_handles_timestamps(bench: Any, make_result: Any) -> None:
     import json
 
     ingest(bench.db, make_result())
-    cols, rows = store.query(bench.db, "SELECT run_id, started_at, batch_size FROM results ORDER BY batch_size")
+    cols, rows = store.query(
+        bench.db, "SELECT run_id, started_at, batch_size FROM results ORDER BY batch_size"
+    )
     doc = json.loads(store.to_json(cols, rows))
     assert doc[0]["started_at"].startswith("2025-01-01")
     assert [d["batch_size"] for d in doc] == [1, 2]
@@ -192,14 +222,18 @@ def test_old_store_is_migrated_and_keeps_rows(bench: Any, make_result: Any) -> N
     con.execute("CREATE TABLE store_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
     con.execute(store.MIGRATIONS[0])
     con.execute("INSERT INTO store_meta VALUES ('version', '1')")
-    con.execute("INSERT INTO runs (run_id, schema_version, started_at, finished_at, image, framework, model, "
-                "device, status, message) VALUES ('old-run', 1, now(), now(), 'null', 'null', 'fake', 'cpu', "
-                "'error', 'old failure')")
+    con.execute(
+        "INSERT INTO runs (run_id, schema_version, started_at, finished_at, image, framework, model, "
+        "device, status, message) VALUES ('old-run', 1, now(), now(), 'null', 'null', 'fake', 'cpu', "
+        "'error', 'old failure')"
+    )
     con.close()
     r = make_result()
     ingest(bench.db, r)  # migrates, then ingests with today's columns
     _, rows = store.query(bench.db, "SELECT value FROM store_meta WHERE key = 'version'")
     assert rows == [(str(store.STORE_VERSION),)]
-    _, rows = store.query(bench.db, "SELECT run_id, status, batch_size FROM results ORDER BY run_id, batch_size")
+    _, rows = store.query(
+        bench.db, "SELECT run_id, status, batch_size FROM results ORDER BY run_id, batch_size"
+    )
     assert ("old-run", "error", None) in rows
     assert sum(1 for row in rows if row[0] == r.run_id) == 2

@@ -37,15 +37,18 @@ def test_key_is_stable_and_pinned() -> None:
     assert key() == "cfe76d563c4031e00c834fa7762d5977393a54aaacae19cc62cad31a4da762f8"
 
 
-@pytest.mark.parametrize("field,value", [
-    ("onnx_sha256", "0" * 64),
-    ("trt_version", "8.6.1"),
-    ("gpu_name", "NVIDIA A100-SXM4-80GB"),
-    ("compute_capability", "8.0"),
-    ("options", TensorRTOptions(precision="fp32").model_dump()),
-    ("options", TensorRTOptions(workspace_mb=1024).model_dump()),
-    ("profile", {"min": [1, 224, 224, 3], "opt": [8, 224, 224, 3], "max": [64, 224, 224, 3]}),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("onnx_sha256", "0" * 64),
+        ("trt_version", "8.6.1"),
+        ("gpu_name", "NVIDIA A100-SXM4-80GB"),
+        ("compute_capability", "8.0"),
+        ("options", TensorRTOptions(precision="fp32").model_dump()),
+        ("options", TensorRTOptions(workspace_mb=1024).model_dump()),
+        ("profile", {"min": [1, 224, 224, 3], "opt": [8, 224, 224, 3], "max": [64, 224, 224, 3]}),
+    ],
+)
 def test_key_changes_with_what_the_engine_depends_on(field: str, value: object) -> None:
     assert key(**{field: value}) != key()
 
@@ -64,14 +67,24 @@ def test_profile_covers_batch_sizes_and_reference_batch() -> None:
 @pytest.mark.skipif(nvidia_gpu_present(), reason="checks the refusal on a machine without a GPU")
 def test_runner_reports_unsupported_without_gpu(fake_model: Path, tmp_path: Path) -> None:
     spec = {
-        "run_id": "trt-nogpu", "image": "trt10", "model": fake_model.name, "model_dir": str(fake_model),
-        "cache_dir": str(tmp_path / "cache"), "device": "cuda:0", "batch_sizes": [1],
+        "run_id": "trt-nogpu",
+        "image": "trt10",
+        "model": fake_model.name,
+        "model_dir": str(fake_model),
+        "cache_dir": str(tmp_path / "cache"),
+        "device": "cuda:0",
+        "batch_sizes": [1],
         "options": {"framework": "tensorrt"},
     }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     out = tmp_path / "result.json"
-    proc = subprocess.run([sys.executable, "-m", "runners", "--spec", str(tmp_path / "spec.json"), "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "runners", "--spec", str(tmp_path / "spec.json"), "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stderr
     result = RunResult.model_validate_json(out.read_text())
     assert result.status == "unsupported"
@@ -84,8 +97,15 @@ def test_int8_without_calibration_is_refused() -> None:
     from runners.frameworks.trt import TensorRTRunner
     from schemas import RunSpec
 
-    spec = RunSpec(run_id="x", image="trt10", model="m", model_dir="/nonexistent", cache_dir="/tmp",
-                   device="cuda:0", options=TensorRTOptions(precision="int8"))
+    spec = RunSpec(
+        run_id="x",
+        image="trt10",
+        model="m",
+        model_dir="/nonexistent",
+        cache_dir="/tmp",
+        device="cuda:0",
+        options=TensorRTOptions(precision="int8"),
+    )
     runner = TensorRTRunner(spec, None, Path("/nonexistent"), Path("/tmp"))  # type: ignore[arg-type]
-    with pytest.raises(Unsupported, match="calibration|NVIDIA GPU"):
+    with pytest.raises(Unsupported, match=r"calibration|NVIDIA GPU"):
         runner.check_device()

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from controller.catalog import ImageInfo
+from controller.catalog import ImageInfo, code_hash
 from controller.errors import BenchError
 from controller.launchers.base import (
     LOG_FILE,
@@ -58,6 +58,16 @@ def find_image(c: Any, image: ImageInfo) -> Any | None:
         return None
 
 
+def stale_reason(found: Any, image: ImageInfo) -> str | None:
+    """Why a built image no longer matches the repository (lock file or runner code), or None."""
+    labels = found.labels or {}
+    if labels.get("bench.lock-hash") != image.lock_hash:
+        return f"image {image_tag(image)} was built from an older requirements.lock"
+    if labels.get("bench.code-hash") != code_hash():
+        return f"image {image_tag(image)} was built from older schemas/runners code"
+    return None
+
+
 def unavailable_reason(image: ImageInfo, paths: Paths) -> str | None:
     """Why `auto` cannot use Docker for this image, or None if it can."""
     try:
@@ -67,9 +77,7 @@ def unavailable_reason(image: ImageInfo, paths: Paths) -> str | None:
     found = find_image(c, image)
     if found is None:
         return f"image {image_tag(image)} is not built"
-    if found.labels.get("bench.lock-hash") != image.lock_hash:
-        return f"image {image_tag(image)} was built from an older requirements.lock"
-    return None
+    return stale_reason(found, image)
 
 
 def memory_limit_bytes(fraction: float = 0.8) -> int:
@@ -98,11 +106,9 @@ class DockerLauncher(Launcher):
                 f"image {image_tag(image)} is not built",
                 f"build it: make images IMAGES={image.name}  (or bench-ctl images build {image.name})",
             )
-        if found.labels.get("bench.lock-hash") != image.lock_hash:
-            raise BenchError(
-                f"image {image_tag(image)} is older than images/{image.name}/requirements.lock",
-                f"rebuild it: bench-ctl images build {image.name}",
-            )
+        stale = stale_reason(found, image)
+        if stale is not None:
+            raise BenchError(stale, f"rebuild it: bench-ctl images build {image.name}")
         return found
 
     def inside(self, host_path: Path) -> str:
