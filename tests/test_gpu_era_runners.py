@@ -1,0 +1,201 @@
+"""TensorFlow (XLA on/off), PyTorch (eager/compiled), ensembles and GPU refusals, on this CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import write_fake_model
+
+TINY = [
+    "--set",
+    "policy.min_time_s=0.2",
+    "--set",
+    "policy.max_time_s=2",
+    "--set",
+    "policy.min_iterations=2",
+    "--set",
+    "policy.window_s=0.05",
+    "--set",
+    "policy.warmup_iterations=1",
+    "--set",
+    "policy.warmup_min_s=0",
+]
+
+
+def results_of(stdout: str) -> list[dict[str, Any]]:
+    doc = json.loads(stdout)
+    return doc if isinstance(doc, list) else [doc]
+
+
+@pytest.mark.frameworks
+def test_tensorflow_xla_on_and_off_differ_in_compile(
+    cli: Any, bench: Any, mobilenetv2: Path, ensure_env: Any
+) -> None:
+    ensure_env("tf")
+    docs = results_of(
+        cli(
+            "run",
+            "-i",
+            "tf",
+            "-m",
+            "mobilenetv2",
+            "-b",
+            "1",
+            "--launcher",
+            "local",
+            "--sweep",
+            "xla=true,false",
+            *TINY,
+            "--json",
+        ).stdout
+    )
+    assert [d["status"] for d in docs] == ["ok", "ok"], [d["message"] for d in docs]
+    compile_notes = []
+    for d in docs:
+        phases = {p["name"]: p for p in d["phases"]}
+        assert phases["compile"]["seconds"] > 0
+        compile_notes.append(phases["compile"]["note"])
+        assert d["accuracy"]["top1_agreement"] == 1.0 and d["accuracy"]["rel_err"] < 1e-3
+    assert "xla=on" in compile_notes[0] and "xla=off" in compile_notes[1]
+    rows = bench.rows("SELECT variant, compile_s FROM runs ORDER BY variant")
+    assert [r[0] for r in rows] == ["xla=False", "xla=True"]
+    assert rows[0][1] != rows[1][1]
+
+
+@pytest.mark.frameworks
+def test_torch_default_runs_eager_and_compiled(
+    cli: Any, bench: Any, mobilenetv2: Path, ensure_env: Any
+) -> None:
+    ensure_env("torch")
+    result = cli("run", "-i", "torch", "-m", "mobilenetv2", "-b", "8", "--launcher", "local", *TINY, "--json")
+    docs = results_of(result.stdout)
+    assert [d["spec"]["options"]["mode"] for d in docs] == ["eager", "compile"], result.stderr
+    for d in docs:
+        assert d["status"] == "ok", d["message"]
+        assert d["accuracy"]["top1_agreement"] == 1.0 and d["accuracy"]["rel_err"] < 1e-3
+        assert d["precision"] == "fp32"
+    variants = bench.rows("SELECT coalesce(variant, '') FROM results ORDER BY variant")
+    assert variants == [("",), ("mode=compile",)]
+
+
+@pytest.mark.frameworks
+def test_torch_cuda_graphs_need_a_gpu(cli: Any, bench: Any, mobilenetv2: Path, ensure_env: Any) -> None:
+    ensure_env("torch")
+    result = cli(
+        "run",
+        "-i",
+        "torch",
+        "-m",
+        "mobilenetv2",
+        "-b",
+        "1",
+        "--launcher",
+        "local",
+        "--cpu",
+        "--set",
+        "mode=cudagraphs",
+        *TINY,
+        "--json",
+    )
+    assert result.exit_code == 1
+    doc = results_of(result.stdout)[0]
+    assert doc["status"] == "unsupported" and "GPU" in doc["message"]
+
+
+def test_gpu_only_image_without_gpu_is_unsupported(cli: Any, bench: Any, fake_model: Path) -> None:
+    from controller.service import host_has_nvidia_gpu
+
+    if host_has_nvidia_gpu():
+        pytest.skip("this machine has an NVIDIA GPU")
+    result = cli("run", "-i", "trt10", "-m", "fake", "--json")
+    assert result.exit_code == 1
+    doc = results_of(result.stdout)[0]
+    assert doc["status"] == "unsupported" and "NVIDIA GPU" in doc["message"]
+    assert doc["spec"]["device"] == "cuda:0" and doc["launch"]["launcher"] == "preflight"
+    assert bench.rows("SELECT image, status, batch_size FROM results") == [("trt10", "unsupported", None)]
+    assert "Traceback" not in result.output
+
+
+def test_null_ensemble_reports_members_and_slowdown(cli: Any, bench: Any, null_env: Any) -> None:
+    write_fake_model(bench.models / "fa", name="fa")
+    write_fake_model(bench.models / "fb", name="fb")
+    result = cli(
+        "run",
+        "-i",
+        "null",
+        "-m",
+        "fa,fb",
+        "--ensemble",
+        "-b",
+        "1,4",
+        "--launcher",
+        "local",
+        "--set",
+        "work_us=200",
+        *TINY,
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    doc = results_of(result.stdout)[0]
+    assert doc["spec"]["model"] == "fa+fb" and [m["model"] for m in doc["spec"]["members"]] == ["fa", "fb"]
+    for m in doc["measurements"]:
+        assert [mm["model"] for mm in m["members"]] == ["fa", "fb"]
+        for mm in m["members"]:
+            assert mm["alone_latency_mean_ms"] >= 0.2 and mm["slowdown"] > 0
+    assert doc["accuracy"]["reference"].startswith("mean of")
+    rows = bench.rows("SELECT model, batch_size, json_array_length(ensemble_members) FROM results ORDER BY 2")
+    assert rows == [("fa+fb", 1, 2), ("fa+fb", 4, 2)]
+
+
+def test_several_models_without_ensemble_run_in_turn(cli: Any, bench: Any, null_env: Any) -> None:
+    write_fake_model(bench.models / "fa", name="fa")
+    write_fake_model(bench.models / "fb", name="fb")
+    result = cli("run", "-i", "null", "-m", "fa,fb", "-b", "1", "--launcher", "local", *TINY, "--json")
+    assert result.exit_code == 0, result.output
+    assert [d["spec"]["model"] for d in results_of(result.stdout)] == ["fa", "fb"]
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["-m", "fa", "--ensemble"], "at least two"),
+        (["-m", "fa,fa", "--ensemble"], "twice"),
+        (["-m", "fa,nosuch", "--ensemble"], "nosuch"),
+    ],
+)
+def test_ensemble_bad_input(cli: Any, bench: Any, args: list[str], needle: str) -> None:
+    write_fake_model(bench.models / "fa", name="fa")
+    result = cli("run", "-i", "null", *args)
+    assert result.exit_code == 2 and needle in result.stderr and "hint:" in result.stderr
+    assert bench.run_dirs() == []
+
+
+@pytest.mark.frameworks
+def test_ort_ensemble_of_two_models(cli: Any, bench: Any, mobilenetv2: Path, ensure_env: Any) -> None:
+    ensure_env("ort")
+    added = cli("models", "add", "mnv2copy", str(mobilenetv2 / "model.onnx"), "--launcher", "local")
+    assert added.exit_code == 0, added.output
+    result = cli(
+        "run",
+        "-i",
+        "ort",
+        "-m",
+        "mobilenetv2,mnv2copy",
+        "--ensemble",
+        "-b",
+        "2",
+        "--launcher",
+        "local",
+        *TINY,
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    doc = results_of(result.stdout)[0]
+    m = doc["measurements"][0]
+    assert m["throughput_sps"] > 0 and {mm["model"] for mm in m["members"]} == {"mobilenetv2", "mnv2copy"}
+    # The members' reference batches differ (TensorFlow export vs ONNX Runtime registration).
+    assert doc["accuracy"] is None
