@@ -77,3 +77,75 @@ def test_fault_exit_in_docker(cli: Any, bench: Any, fake_model: Path, short_poli
     assert doc["status"] == "error" and "137" in doc["message"]
     assert doc["launch"]["exit_code"] == 137 and doc["launch"]["stderr_tail"]
     assert bench.rows("SELECT status, batch_size FROM results") == [("error", None)]
+
+
+@pytest.fixture(scope="module")
+def cpu_images() -> dict[str, Any]:
+    """The CPU images, built here if missing or stale (a cache hit in CI, which builds them first)."""
+    from controller.images import build
+    from controller.paths import Paths
+
+    names = ["tf", "ort", "openvino"]
+    missing = [n for n in names if built_image(n) is None]
+    if missing:
+        failures = build(Paths.from_env(), missing, None, False, print, lambda _line: None)
+        assert not failures, f"could not build {failures}"
+    images = {n: built_image(n) for n in names}
+    assert all(images.values())
+    return images
+
+
+@pytest.mark.frameworks
+def test_export_measure_ingest_query_through_docker(
+    cli: Any, bench: Any, cpu_images: dict[str, Any], tmp_path: Path
+) -> None:
+    """The whole fleet path in containers: export in tf, measure in ort and openvino, re-ingest, query."""
+    exported = cli("models", "export", "mobilenetv2", "--launcher", "docker")
+    assert exported.exit_code == 0, exported.output
+    manifest = json.loads((bench.models / "mobilenetv2" / "manifest.json").read_text())
+    assert manifest["reference"] == "tensorflow-fp32" and manifest["reference_peak_mean"] > 0.2
+    for image in ("ort", "openvino"):
+        result = cli(
+            "run",
+            "-i",
+            image,
+            "-m",
+            "mobilenetv2",
+            "-b",
+            "1",
+            "--launcher",
+            "docker",
+            "--set",
+            "policy.min_time_s=0.3",
+            "--set",
+            "policy.max_time_s=2",
+            "--json",
+        )
+        assert result.exit_code == 0, result.output
+        doc = json.loads(result.stdout)
+        assert doc["launch"]["launcher"] == "docker"
+        assert doc["launch"]["image_digest"] == cpu_images[image].id
+        assert doc["accuracy"]["top1_agreement"] >= 0.75
+        run_dir = bench.runs / doc["run_id"]
+        inspect = json.loads((run_dir / "container.json").read_text())
+        assert inspect["HostConfig"]["NetworkMode"] == "none"
+        assert inspect["Config"]["User"] not in ("", "0", "root") and not inspect["Config"][
+            "User"
+        ].startswith("0:")
+        assert inspect["HostConfig"]["ReadonlyRootfs"] is True
+        assert "no-new-privileges" in inspect["HostConfig"]["SecurityOpt"]
+    other_db = tmp_path / "other.duckdb"
+    ingested = cli("ingest", str(bench.runs), "--db", str(other_db))
+    assert ingested.exit_code == 0 and "ingested 2" in ingested.stdout
+    rows = cli(
+        "query",
+        "SELECT image, launcher, status FROM results ORDER BY image",
+        "--db",
+        str(other_db),
+        "--format",
+        "json",
+    )
+    assert json.loads(rows.stdout) == [
+        {"image": "openvino", "launcher": "docker", "status": "ok"},
+        {"image": "ort", "launcher": "docker", "status": "ok"},
+    ]
