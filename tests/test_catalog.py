@@ -125,11 +125,11 @@ def old_code_image(name: str) -> FakeImage:
 
 def test_image_from_current_lock_is_not_stale(monkeypatch: pytest.MonkeyPatch, bench: Any) -> None:
     from controller import images as images_mod
-    from controller.images import git_commit
+    from controller.catalog import code_hash
     from controller.paths import Paths
 
     info = get_image("null")
-    fresh = FakeImage({"bench.lock-hash": info.lock_hash or "", "bench.git-commit": git_commit()})
+    fresh = FakeImage({"bench.lock-hash": info.lock_hash or "", "bench.code-hash": code_hash()})
     monkeypatch.setattr(images_mod, "client", lambda timeout=5: object())
     monkeypatch.setattr(images_mod, "find_image", lambda c, i: fresh if i.name == "null" else None)
     row = next(r for r in images_mod.status(Paths.from_env()) if r.name == "null")
