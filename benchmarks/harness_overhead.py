@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     EXIT_FAIL,
+    LoadMeter,
     ScratchHome,
     bench_ctl,
     ctl_run,
@@ -191,12 +193,15 @@ def main() -> int:
             )
         for r in range(1, args.rounds + 1):
             for w in (0.0, WORK_US):
-                f = figures(ctl_run(ctl, home, "null", model, "1", sets_for(w, args.seconds), timeout_s=600))
+                with LoadMeter() as load:
+                    result = ctl_run(ctl, home, "null", model, "1", sets_for(w, args.seconds), timeout_s=600)
+                f = figures(result)
+                f["other_cores"] = load.other_cores
                 runs[w].append(f)
                 say(
                     f"round {r}, work_us={w:<6g} mean {f['mean_us']:10.3f} µs  p50 {f['p50_us']:10.3f} µs  "
-                    f"p99 {f['p99_us']:10.3f} µs  loop {f['loop_us']:10.3f} µs/it  "
-                    f"({f['iterations']:.0f} it in {f['duration_s']:.2f} s)"
+                    f"p99 {f['p99_us']:10.3f} µs  loop {f['loop_us']:10.3f} µs/it  ({f['iterations']:.0f} it "
+                    f"in {f['duration_s']:.2f} s; other load {f['other_cores']:.2f} cores)"
                 )
 
     zero, work = runs[0.0], runs[WORK_US]
@@ -214,11 +219,13 @@ def main() -> int:
     say(f"  two perf_counter_ns calls alone (null env interpreter, in-process): {clock_pair_us:.3f} µs")
 
     loop = [f["loop_us"] for f in zero]
+    other = [f["other_cores"] for f in zero + work]
     overhead = median(loop)
     excess = median([f["mean_us"] - WORK_US for f in work])
     say(
         f"noise: round-to-round spread (max-min)/median of the work_us=0 loop cost {spread(loop):.0%}, "
         f"of the work_us={WORK_US:g} mean latency {spread([f['mean_us'] for f in work]):.2%}; "
+        f"other processes used {min(other):.2f}..{max(other):.2f} of {os.cpu_count()} cores during the runs; "
         f"{time.monotonic() - started:.0f} s in all"
     )
     if excess > LIMIT_US:

@@ -52,6 +52,7 @@ from _common import (
 )
 
 LIMIT = 0.05
+QUIET_CORES = 0.2  # a round is quiet when other processes used at most this much CPU during it
 PRECISION_TO_OV = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 OV_TYPE_TO_PRECISION = {
     "float32": "fp32",
@@ -325,7 +326,8 @@ def main() -> int:
     runner_v = [f["throughput_sps"] for f in figures["runner"]]
     bapp_v = [f["throughput_sps"] for f in figures["benchmark_app"]]
     paired = [rv / bv for rv, bv in zip(runner_v, bapp_v, strict=True)]
-    ratio = med["runner"] / med["benchmark_app"]
+    ratio_all = med["runner"] / med["benchmark_app"]
+    say(f"ratio of the medians, runner / benchmark_app (all rounds): {ratio_all:.3f}")
     say(f"per-round ratios runner / benchmark_app: {fmt_list(paired, '{:.3f}')}, median {median(paired):.3f}")
     say(f"best round of each (least disturbed), runner / benchmark_app: {max(runner_v) / max(bapp_v):.3f}")
     # Latency cross-check, less sensitive to bursts of other load than throughput (a mean): the
@@ -342,21 +344,43 @@ def main() -> int:
             f"benchmark_app static / dynamic batch: {med['benchmark_app'] / dyn:.3f}; "
             f"runner / benchmark_app dynamic batch: {med['runner'] / dyn:.3f}"
         )
-    noise = max(spread(runner_v), spread(bapp_v))
+
+    # Quiet rounds: neither measurement of the round shared the machine with more than QUIET_CORES
+    # of other load. When there are at least two, the verdict uses them only.
+    quiet = [
+        i
+        for i in range(args.rounds)
+        if max(figures["runner"][i]["other_cores"], figures["benchmark_app"][i]["other_cores"]) <= QUIET_CORES
+    ]
     other = [f["other_cores"] for t in tools for f in figures[t]]
     say(
-        f"noise: run-to-run spread (max-min)/median up to {noise:.1%} per tool, per-round ratios "
-        f"{min(paired):.3f}..{max(paired):.3f}; other processes used {min(other):.2f}..{max(other):.2f} of "
-        f"{os.cpu_count()} cores during the measurements; {time.monotonic() - started:.0f} s in all"
+        f"noise: run-to-run spread (max-min)/median up to {max(spread(runner_v), spread(bapp_v)):.1%} "
+        "per tool, "
+        f"per-round ratios {min(paired):.3f}..{max(paired):.3f}; other processes used "
+        f"{min(other):.2f}..{max(other):.2f} of {os.cpu_count()} cores during the measurements; "
+        f"{len(quiet)} quiet round(s) (other load <= {QUIET_CORES} cores); "
+        f"{time.monotonic() - started:.0f} s in all"
     )
-    if noise > LIMIT:
+    used = quiet if len(quiet) >= 2 else list(range(args.rounds))
+    r_used = [runner_v[i] for i in used]
+    b_used = [bapp_v[i] for i in used]
+    ratio = median(r_used) / median(b_used)
+    basis = f"{len(used)} quiet rounds" if len(quiet) >= 2 else f"all {len(used)} rounds"
+    if len(quiet) >= 2:
         say(
-            f"note: the run-to-run spread exceeds the {LIMIT:.0%} limit, so this verdict is not conclusive "
-            "on this machine; rerun when it is quieter, or with more --rounds / a longer --duration"
+            f"quiet rounds {[i + 1 for i in quiet]}: runner {fmt_list(r_used)}, "
+            f"benchmark_app {fmt_list(b_used)} samples/s; ratio of the medians {ratio:.3f}"
+        )
+    used_noise = max(spread(r_used), spread(b_used))
+    if used_noise > LIMIT:
+        say(
+            f"note: the spread of the rounds the verdict uses is {used_noise:.1%}, more than the {LIMIT:.0%} "
+            "limit, so this verdict is not conclusive on this machine; rerun when it is quieter, or with "
+            "more --rounds / a longer --duration"
         )
     ok = abs(ratio - 1) <= LIMIT
     say(
-        f"OpenVINO runner / benchmark_app throughput: {ratio:.3f}x (limit: within {LIMIT:.0%}): "
+        f"OpenVINO runner / benchmark_app throughput: {ratio:.3f}x ({basis}; limit: within {LIMIT:.0%}): "
         f"{'PASS' if ok else 'FAIL'}"
     )
     return 0 if ok else EXIT_FAIL

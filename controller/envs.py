@@ -14,12 +14,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from controller.catalog import ImageInfo
+from controller.catalog import RUNTIME_PACKAGES, ImageInfo
 from controller.errors import BenchError
 from controller.paths import REPO_ROOT, Paths
 
 MARKER = "bench-lock-hash"
-RUNTIME_PACKAGES = ("schemas", "runners")
 
 
 def uv_bin() -> str:
@@ -70,27 +69,29 @@ class LocalEnv:
                 f"building local environment for {self.image.name} in {self.root} "
                 "(uv, from requirements.lock)"
             )
-        tmp = self.root.with_name(f".{self.root.name}.building")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.parent.mkdir(parents=True, exist_ok=True)
+        # Built in place (console scripts such as benchmark_app hard-code their interpreter's
+        # path); the marker, written last, is what makes the folder count as an environment.
+        root = self.root.parent.resolve() / self.root.name
+        shutil.rmtree(root, ignore_errors=True)
+        root.parent.mkdir(parents=True, exist_ok=True)
         uv = uv_bin()
-        env = {**os.environ, "VIRTUAL_ENV": str(tmp)}
+        env = {**os.environ, "VIRTUAL_ENV": str(root)}
         steps = [
-            [uv, "venv", "--quiet", "--python", sys.executable, str(tmp)],
+            [uv, "venv", "--quiet", "--python", sys.executable, str(root)],
             [
                 uv,
                 "pip",
                 "sync",
                 "--quiet",
                 "--python",
-                str(tmp / "bin" / "python"),
+                str(root / "bin" / "python"),
                 str(self.image.lock_file),
             ],
         ]
         for cmd in steps:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if proc.returncode != 0:
-                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.rmtree(root, ignore_errors=True)
                 tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
                 raise BenchError(
                     f"building the local environment of {self.image.name} failed at `{' '.join(cmd[:3])}`: "
@@ -98,18 +99,13 @@ class LocalEnv:
                     "check network access to the package index, then retry",
                     exit_code=1,
                 )
-        app = tmp / "app"
+        app = root / "app"
         app.mkdir()
         for pkg in RUNTIME_PACKAGES:
             (app / pkg).symlink_to(REPO_ROOT / pkg, target_is_directory=True)
-        site = next((tmp / "lib").glob("python3*/site-packages"))
-        # Relative to the final location: the folder is renamed below.
-        (site / "bench_runtime.pth").write_text(
-            str(self.root.parent.resolve() / self.root.name / "app") + "\n"
-        )
-        (tmp / MARKER).write_text(f"{self.image.lock_hash}\n")
-        shutil.rmtree(self.root, ignore_errors=True)
-        tmp.rename(self.root)
+        site = next((root / "lib").glob("python3*/site-packages"))
+        (site / "bench_runtime.pth").write_text(f"{app}\n")
+        (root / MARKER).write_text(f"{self.image.lock_hash}\n")
         return self.python
 
     def remove(self) -> None:

@@ -95,6 +95,9 @@ class OpenVinoOptions(Strict):
         None, description="layout of the tensor fed to the model; None keeps the model's"
     )
     cache: bool = Field(True, description="cache compiled blobs (CACHE_DIR)")
+    static_shapes: bool = Field(
+        True, description="compile one model per batch size (in the compile phase) instead of a dynamic batch"
+    )
 
 
 class TensorflowOptions(Strict):

@@ -62,23 +62,46 @@ class OpenVinoRunner(Runner):
             cache.mkdir(parents=True, exist_ok=True)
             self.core.set_property({"CACHE_DIR": str(cache)})
             before = {p.name for p in cache.iterdir()}
-        self.compiled = self.core.compile_model(self.model, "CPU", self._config())
+        # With a dynamic batch the CPU plugin redoes shape work on every call; a compiled model per
+        # batch size (all compiled here, inside the compile phase) is what serving code would do.
+        self.requests: dict[int | None, Any] = {}
+        sizes: list[int | None] = (
+            sorted({self._reference_batch(), *self.spec.batch_sizes}) if o.static_shapes else [None]
+        )
+        for n in sizes:
+            model = self.model
+            if n is not None:
+                model = self.model.clone()
+                shape = model.input().get_partial_shape()
+                shape[0] = n
+                model.reshape({model.input().get_any_name(): shape})
+            self.compiled = self.core.compile_model(model, "CPU", self._config())
+            self.requests[n] = self.compiled.create_infer_request()
         if o.cache:
             # A miss writes a new blob; a hit only reads one.
             hit = not ({p.name for p in cache.iterdir()} - before) and bool(before)
-        self.request = self.compiled.create_infer_request()
         streams = self.compiled.get_property("NUM_STREAMS")
         threads = self.compiled.get_property("INFERENCE_NUM_THREADS")
-        note = f"hint={o.hint}, streams={streams}, threads={threads}, layout={o.layout or model_layout}"
+        note = (
+            f"hint={o.hint}, streams={streams}, threads={threads}, layout={o.layout or model_layout}, "
+            f"shapes={'static ' + str(sizes) if o.static_shapes else 'dynamic batch'}"
+        )
         return hit, note
 
+    def _reference_batch(self) -> int:
+        return len(np.load(self.model_path("reference_input"), mmap_mode="r"))
+
     def prepare(self, batch: np.ndarray) -> Any:
-        if self._transpose:
-            return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
-        return np.ascontiguousarray(batch)
+        array = np.ascontiguousarray(batch.transpose(0, 3, 1, 2) if self._transpose else batch)
+        request = self.requests.get(len(array) if self.options.static_shapes else None)
+        if request is None:
+            raise RuntimeError(f"no compiled model for batch {len(array)}")
+        return request, array
 
     def run(self, prepared: Any) -> Any:
-        return self.request.infer(prepared, share_inputs=True, share_outputs=True)[0]
+        # The input is handed over on every call (zero-copy), as an application would.
+        request, array = prepared
+        return request.infer(array, share_inputs=True, share_outputs=True)[0]
 
     def to_numpy(self, outputs: Any) -> np.ndarray:
         return np.array(outputs, copy=True)
@@ -89,5 +112,5 @@ class OpenVinoRunner(Runner):
         return PRECISION_NAMES.get(key.lower(), key.lower())
 
     def close(self) -> None:
-        self.request = None
+        self.requests = {}
         self.compiled = None
