@@ -55,6 +55,7 @@ images: setup ## build images offline from locked wheels: make images IMAGES="or
 bench: setup ## run the benchmarks under benchmarks/ (ratios measured in one run)
 	$(BIN)/python benchmarks/harness_overhead.py
 	$(BIN)/python benchmarks/openvino_vs_benchmark_app.py
+	$(BIN)/python benchmarks/local_vs_docker.py
 
 clean: ## remove runs, caches and the result database (keeps models and environments)
 	rm -rf .bench/runs .bench/cache results.duckdb results.duckdb.wal

@@ -158,8 +158,9 @@ def ctl_run(
     batch_sizes: str,
     sets: Sequence[str],
     timeout_s: float,
+    launcher: str = "local",
 ) -> dict[str, Any]:
-    """`bench-ctl run ... --launcher local --json`; the RunResult as a dict. Exits on a failed run."""
+    """`bench-ctl run ... --launcher L --json`; the RunResult as a dict. Exits on a failed run."""
     cmd = [
         ctl,
         "run",
@@ -170,7 +171,7 @@ def ctl_run(
         "--batch-sizes",
         batch_sizes,
         "--launcher",
-        "local",
+        launcher,
         "--json",
         "--timeout",
         str(int(timeout_s)),

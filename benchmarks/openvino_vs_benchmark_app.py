@@ -15,8 +15,8 @@ interleaved (R B R B R B), so slow drifts of a shared machine hit both alike:
 
 Printed: throughput of every round, medians, the ratio runner / benchmark_app of the medians, the
 per-round ratios (their spread is the noise), and a verdict line. `--dynamic` adds a third tool,
-benchmark_app on the model with its batch dimension left dynamic (as the runner compiles it), which
-tells a static-shape advantage apart from a runner overhead.
+benchmark_app on the model with its batch dimension left dynamic (as the runner with
+--set static_shapes=false), which tells a static-shape advantage apart from a runner overhead.
 
 Exit codes: 0 PASS, 1 FAIL (or a run failed), 2 a precondition is missing (nothing measured).
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +56,18 @@ def handles_errors(fn: F) -> F:
         except KeyboardInterrupt:
             err.print("[red]interrupted[/]")
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as e:  # a bug of ours: one line for the user, the traceback on demand
+            if os.environ.get("BENCH_DEBUG"):
+                raise
+            first = str(e).splitlines()[0] if str(e) else ""
+            err.print(
+                f"[red]error:[/] internal error: {escape(type(e).__name__)}: {escape(first)}"
+                " (hint: rerun with BENCH_DEBUG=1 for the traceback, and report it)",
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 

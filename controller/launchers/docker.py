@@ -97,7 +97,8 @@ class DockerLauncher(Launcher):
 
     @classmethod
     def connect(cls, paths: Paths) -> DockerLauncher:
-        return cls(paths, client())
+        # A busy daemon (a build running beside) can take many seconds to answer an API call.
+        return cls(paths, client(timeout=300))
 
     def require_image(self, image: ImageInfo) -> Any:
         found = find_image(self.client, image)
@@ -178,7 +179,22 @@ class DockerLauncher(Launcher):
             kwargs["mem_limit"] = memory_limit_bytes()
         tail = TailBuffer()
         start = time.monotonic()
-        container = self.client.containers.run(img.id, **kwargs)
+        try:
+            container = self.client.containers.run(img.id, **kwargs)
+        except Exception as e:  # the daemon refused or did not answer: a failed run, not a crash
+            message = (
+                f"docker could not start the container: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            )
+            log_path.write_text(message + "\n")
+            return ProcessOutcome(
+                None,
+                False,
+                time.monotonic() - start,
+                message,
+                image_ref=image_tag(image),
+                image_digest=img.id,
+                lock_hash=img.labels.get("bench.lock-hash"),
+            )
         timed_out = False
 
         def pump() -> None:
@@ -203,8 +219,13 @@ class DockerLauncher(Launcher):
             oom = container.attrs.get("State", {}).get("OOMKilled") or self._oom(container)
             if oom:
                 tail.add("container was killed: out of memory (OOMKilled)")
-        except Exception:  # requests' ReadTimeout: the container outlived its time
-            timed_out, code = True, None
+        except Exception as e:
+            # requests' ReadTimeout once the container outlives its time; anything earlier is the
+            # daemon failing us, which kills the run too but is not a timeout.
+            timed_out = time.monotonic() - start >= timeout_s * 0.99
+            code = None
+            if not timed_out:
+                tail.add(f"lost contact with the Docker daemon: {type(e).__name__}: {e}")
             try:
                 container.kill()
             except Exception:
