@@ -52,6 +52,9 @@ base-image: ## build the local Debian base image (debootstrap; no registry neede
 images: setup ## build images offline from locked wheels: make images IMAGES="ort openvino"
 	$(CTL) images build $(IMAGES)
 
+images-gpu: setup ## build the GPU images whose wheels are on PyPI (ort-gpu, torch; several GB)
+	$(CTL) images build ort-gpu torch
+
 bench: setup ## run the benchmarks under benchmarks/ (ratios measured in one run)
 	$(BIN)/python benchmarks/harness_overhead.py
 	$(BIN)/python benchmarks/openvino_vs_benchmark_app.py

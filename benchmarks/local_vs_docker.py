@@ -103,7 +103,8 @@ def main() -> int:
                 say(
                     f"round {r}: {launcher:6s}  {m['throughput_sps']:9.2f} samples/s"
                     f"  p50 {m['latency_p50_ms']:8.2f} ms"
-                    f"  ({m['iterations']} it; other load {meter.other_cores:.2f} cores)"
+                    f"  ({m['iterations']} it; {'host load' if launcher == 'docker' else 'other load'}"
+                    f" {meter.other_cores:.2f} cores)"
                 )
     ratio = median(tput["docker"]) / median(tput["local"])
     per_round = [d / loc for d, loc in zip(tput["docker"], tput["local"], strict=True)]
@@ -119,9 +120,10 @@ def main() -> int:
     )
     say(f"per-round ratios docker / local: {fmt_list(per_round, '{:.3f}')}")
     say(
-        f"other processes used {min(load['local'] + load['docker']):.2f}.."
-        f"{max(load['local'] + load['docker']):.2f}"
-        " of the cores during the runs"
+        f"other processes used {min(load['local']):.2f}..{max(load['local']):.2f} cores"
+        " during the local runs;"
+        " during Docker runs the container is outside this script's process tree, so that figure"
+        " includes the runner itself"
     )
     within = abs(ratio - 1) <= max(noise, 0.05)
     verdict = "within noise" if within else "OUTSIDE noise"
