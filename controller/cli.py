@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from controller import colocate as colocate_service
 from controller import models as model_store
 from controller import render, service, store
 from controller.errors import BenchError
@@ -154,6 +155,16 @@ def run(
             ),
         ),
     ] = False,
+    colocate: Annotated[
+        str,
+        typer.Option(
+            "--colocate",
+            help=(
+                "with --ensemble: threads (one runner, a thread per member) or processes (a runner "
+                "or container per member, started together after each is measured alone)"
+            ),
+        ),
+    ] = "threads",
     launcher: Annotated[str, typer.Option("--launcher", help="auto | local | docker")] = "auto",
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="seconds before the runner is killed")
@@ -185,7 +196,12 @@ def run(
         launcher=launcher,
         timeout_s=timeout,
     )
+    if colocate not in ("threads", "processes"):
+        raise BenchError(f"unknown --colocate {colocate!r}", "valid: threads, processes")
     paths = Paths.from_env(db)
+    if colocate == "processes":
+        run_colocated(req, paths, as_json)
+        return
     results = service.run_all(req, paths, info, runner_line)
     lean = {"measurements": {"__all__": {"latencies_ms"}}}
     if as_json:
@@ -195,6 +211,26 @@ def run(
         for result in results:
             render.run_summary(out, result, paths.runs / result.run_id)
     if any(r.status != "ok" for r in results):
+        raise typer.Exit(1)
+
+
+def run_colocated(req: service.RunRequest, paths: Paths, as_json: bool) -> None:
+    if not req.ensemble:
+        raise BenchError(
+            "--colocate processes needs --ensemble", "e.g. --model a,b --ensemble --colocate processes"
+        )
+    if req.sweeps:
+        raise BenchError("--colocate processes takes no --sweep", "run one configuration at a time")
+    service.validate(req, paths)
+    colocated = colocate_service.run(req, paths, info, runner_line)
+    if as_json:
+        lean = {"runs": {"__all__": {"measurements": {"__all__": {"latencies_ms"}}}}}
+        print(colocated.model_dump_json(indent=1, exclude=lean))
+    else:
+        for result in colocated.runs:
+            render.run_summary(out, result, paths.runs / result.run_id)
+        render.colocated(out, colocated)
+    if any(r.status != "ok" for r in colocated.runs):
         raise typer.Exit(1)
 
 

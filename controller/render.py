@@ -160,3 +160,21 @@ def models(console: Console, entries: Sequence[Any]) -> None:
             f"{e.size_mb:.1f}",
         )
     console.print(t)
+
+
+def colocated(console: Console, c: Any) -> None:
+    heads = [f"{escape(m.model)}: alone / co-located / slowdown" for m in c.rows[0].members]
+    t = Table("batch", "ensemble predictions/s", *heads, title=f"co-located processes ({c.group})")
+    for row in c.rows:
+        cells = [
+            f"{m.alone_sps:,.1f} / {m.colocated_sps:,.1f} / x{m.slowdown:.2f}"
+            if m.slowdown and m.alone_sps and m.colocated_sps
+            else "failed"
+            for m in row.members
+        ]
+        t.add_row(str(row.batch_size), f"{row.ensemble_sps:,.1f}" if row.ensemble_sps else "", *cells)
+    console.print(t)
+    console.print(
+        "[dim]ensemble predictions/s: the slowest member co-located (each prediction needs every member); "
+        "slowdown: throughput alone / co-located[/]"
+    )

@@ -194,6 +194,17 @@ def expand(req: RunRequest, image: ImageInfo) -> list[RunRequest]:
 
 def run_all(req: RunRequest, paths: Paths, log: LineSink, on_line: LineSink) -> list[RunResult]:
     """Validate every combination first (nothing runs if one is wrong), then run them in turn."""
+    requests = validate(req, paths)
+    results = []
+    for i, r in enumerate(requests, 1):
+        if len(requests) > 1:
+            log(f"run {i}/{len(requests)}: {' '.join(r.sets[len(req.sets) :])}")
+        results.append(run(r, paths, log, on_line))
+    return results
+
+
+def validate(req: RunRequest, paths: Paths) -> list[RunRequest]:
+    """Every request the user's command stands for, each checked by planning it (nothing runs)."""
     image = get_image(req.image)
     check_runnable(image)
     models = req.models
@@ -211,12 +222,7 @@ def run_all(req: RunRequest, paths: Paths, log: LineSink, on_line: LineSink) -> 
     requests = [r for one in per_model for r in expand(one, image)]
     for r in requests:
         plan(r, paths, LocalLauncher(paths), image)
-    results = []
-    for i, r in enumerate(requests, 1):
-        if len(requests) > 1:
-            log(f"run {i}/{len(requests)}: {' '.join(r.sets[len(req.sets) :])}")
-        results.append(run(r, paths, log, on_line))
-    return results
+    return requests
 
 
 def run(req: RunRequest, paths: Paths, log: LineSink, on_line: LineSink, db: Path | None = None) -> RunResult:
@@ -239,14 +245,33 @@ def run(req: RunRequest, paths: Paths, log: LineSink, on_line: LineSink, db: Pat
         )
         result = failed_result(spec, "unsupported", reason, now, info)
         log(f"not launched: {reason}")
-    else:
-        launcher = select_launcher(req.launcher, image, paths, log)
-        spec = plan(req, paths, launcher, image)
-        launcher.prepare(image, log)
-        run_dir = paths.runs / spec.run_id
-        run_dir.mkdir(parents=True)
-        result = launcher.launch(image, spec, run_dir, req.timeout_s or default_timeout(spec), on_line)
-    # The stored copy carries the launch information the runner could not know.
+        return keep(result, run_dir, paths, db)
+    launcher = select_launcher(req.launcher, image, paths, log)
+    spec = plan(req, paths, launcher, image)
+    launcher.prepare(image, log)
+    return execute(image, spec, launcher, paths, req.timeout_s, on_line, db=db)
+
+
+def execute(
+    image: ImageInfo,
+    spec: RunSpec,
+    launcher: Launcher,
+    paths: Paths,
+    timeout_s: float | None,
+    on_line: LineSink,
+    shared: list[Path] | None = None,
+    db: Path | None = None,
+) -> RunResult:
+    """Launch one planned spec in its own run folder, then keep and store its result."""
+    run_dir = paths.runs / spec.run_id
+    run_dir.mkdir(parents=True)
+    result = launcher.launch(image, spec, run_dir, timeout_s or default_timeout(spec), on_line, shared or [])
+    return keep(result, run_dir, paths, db)
+
+
+def keep(result: RunResult, run_dir: Path, paths: Paths, db: Path | None = None) -> RunResult:
+    """Write the result atomically beside the run (with the launch information the runner could
+    not know), then store it in one transaction."""
     final = run_dir / "result.json"
     final.with_suffix(".tmp").write_text(result.model_dump_json(indent=1) + "\n")
     final.with_suffix(".tmp").replace(final)

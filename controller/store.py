@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,6 +106,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN members VARCHAR[];
     ALTER TABLE measurements ADD COLUMN members JSON;
     """,
+    # 5: runs made together (co-located processes): their group and role.
+    """
+    ALTER TABLE runs ADD COLUMN group_id VARCHAR;
+    ALTER TABLE runs ADD COLUMN role VARCHAR;
+    """,
 ]
 
 RESULTS_VIEW = """
@@ -117,6 +124,7 @@ SELECT
     r.max_abs_err, r.rel_err, r.top1_agreement, r.top5_agreement, r.precision,
     m.peak_device_mem_mb, m.energy_j_per_4096, m.energy_j_per_4096_net, m.avg_power_w, m.throttled,
     m.members AS ensemble_members,
+    r.group_id, r.role,
     m.stable, r.status, r.message, r.launcher, r.image_digest, r.lock_hash, r.options
 FROM runs r LEFT JOIN measurements m USING (run_id)
 """
@@ -143,23 +151,36 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(RESULTS_VIEW)
 
 
+_WRITER = threading.Lock()  # one writer at a time within this process (co-located runs finish together)
+LOCK_WAIT_S = 30.0
+
+
 @contextmanager
 def connect(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-write connection with the schema up to date."""
+    """A read-write connection with the schema up to date.
+
+    DuckDB lets one process write a file at a time: another bench-ctl storing a result holds it
+    for a moment, so opening is retried for up to LOCK_WAIT_S seconds."""
     db.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        con = duckdb.connect(str(db))
-    except duckdb.Error as e:
-        raise BenchError(
-            f"cannot open {db}: {str(e).splitlines()[0]}",
-            "another bench-ctl may hold it; or pass another --db",
-            exit_code=1,
-        ) from None
-    try:
-        migrate(con)
-        yield con
-    finally:
-        con.close()
+    with _WRITER:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                con = duckdb.connect(str(db))
+                break
+            except duckdb.Error as e:
+                if time.monotonic() > deadline or "lock" not in str(e).lower():
+                    raise BenchError(
+                        f"cannot open {db}: {str(e).splitlines()[0]}",
+                        "another process holds it (bench-ctl, a DuckDB session); or pass another --db",
+                        exit_code=1,
+                    ) from None
+                time.sleep(0.2)
+        try:
+            migrate(con)
+            yield con
+        finally:
+            con.close()
 
 
 def _phase(result: RunResult, name: str) -> float | None:
@@ -190,6 +211,8 @@ def run_row(result: RunResult, result_path: Path | None) -> dict[str, Any]:
         "options": spec.options.model_dump_json(),
         "variant": variant(result),
         "members": [m.model for m in spec.members] or None,
+        "group_id": spec.group,
+        "role": spec.role,
         "policy": spec.policy.model_dump_json(),
         "import_s": _phase(result, "import"),
         "model_read_s": _phase(result, "model_read"),

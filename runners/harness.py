@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from runners import ensemble
 from runners.base import Runner, Unsupported
-from runners.core import accuracy, fingerprint, gpu, measure
+from runners.core import accuracy, barrier, fingerprint, gpu, measure
 from runners.core.common import Timer, input_batch, log
 from runners.core.io import write_atomic
 from runners.core.trackers import HostMemoryTracker, peak_rss_mb
@@ -103,6 +103,8 @@ def execute(spec: RunSpec) -> RunResult:
                 runner.close()
             except Exception:
                 traceback.print_exc(file=sys.stderr)
+    if status != "ok" and spec.barrier is not None:
+        barrier.abort(spec.barrier, message or status)
     fw_version = state["framework_version"]
     return RunResult(
         run_id=spec.run_id,
@@ -197,6 +199,9 @@ def _measure(
         return runner.run(prepared)
 
     n_warm, warm_ns = measure.warm_up(step, policy)
+    if runner.spec.barrier is not None:
+        waited = barrier.wait(runner.spec.barrier, f"batch{batch_size}")
+        log(f"batch {batch_size}: co-located parties met (waited {waited:.2f}s)")
     with contextlib.ExitStack() as stack:
         mem = stack.enter_context(HostMemoryTracker())
         if tracker is not None:

@@ -164,6 +164,15 @@ def _check_model_name(v: str) -> str:
     return v
 
 
+class Barrier(Strict):
+    """Co-located processes meet here before each steady state, so their measurements overlap."""
+
+    dir: str = Field(description="folder shared by the parties, as the runner sees it")
+    party: str
+    parties: list[str] = Field(min_length=2)
+    timeout_s: float = Field(600.0, gt=0)
+
+
 class RunSpec(Strict):
     """One run: one image, one model (or a co-located ensemble), one device, several batch sizes."""
 
@@ -181,6 +190,9 @@ class RunSpec(Strict):
         default_factory=list,
         description="ensemble: models run together on the device, one thread each; `model` is 'a+b+c'",
     )
+    barrier: Barrier | None = Field(None, description="co-located processes: wait for the others first")
+    group: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,80}$", description="runs made together")
+    role: Literal["alone", "colocated"] | None = None
 
     @field_validator("model")
     @classmethod

@@ -199,3 +199,83 @@ def test_ort_ensemble_of_two_models(cli: Any, bench: Any, mobilenetv2: Path, ens
     assert m["throughput_sps"] > 0 and {mm["model"] for mm in m["members"]} == {"mobilenetv2", "mnv2copy"}
     # The members' reference batches differ (TensorFlow export vs ONNX Runtime registration).
     assert doc["accuracy"] is None
+
+
+def test_colocated_processes_meet_and_report_slowdown(cli: Any, bench: Any, null_env: Any) -> None:
+    write_fake_model(bench.models / "fa", name="fa")
+    write_fake_model(bench.models / "fb", name="fb")
+    result = cli(
+        "run",
+        "-i",
+        "null",
+        "-m",
+        "fa,fb",
+        "--ensemble",
+        "--colocate",
+        "processes",
+        "-b",
+        "1",
+        "--launcher",
+        "local",
+        "--set",
+        "work_us=300",
+        "--set",
+        "policy.min_time_s=0.5",
+        "--set",
+        "policy.window_s=0.05",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert [(r["spec"]["model"], r["spec"]["role"]) for r in doc["runs"]] == [
+        ("fa", "alone"),
+        ("fb", "alone"),
+        ("fa", "colocated"),
+        ("fb", "colocated"),
+    ]
+    assert {r["spec"]["group"] for r in doc["runs"]} == {doc["group"]}
+    row = doc["rows"][0]
+    assert [m["model"] for m in row["members"]] == ["fa", "fb"]
+    assert row["ensemble_sps"] == min(m["colocated_sps"] for m in row["members"])
+    assert all(m["slowdown"] > 0 for m in row["members"])
+    logs = [(bench.runs / r["run_id"] / "runner.log").read_text() for r in doc["runs"][2:]]
+    assert all("co-located parties met" in log for log in logs)
+    roles = bench.rows("SELECT role, count(*) FROM results GROUP BY role ORDER BY role")
+    assert roles == [("alone", 2), ("colocated", 2)]
+
+
+def test_colocated_member_failure_releases_the_others(cli: Any, bench: Any, null_env: Any) -> None:
+    write_fake_model(bench.models / "fa", name="fa")
+    write_fake_model(bench.models / "fb", name="fb")
+    # bad-output fails each member at its reference check, before the barrier: nobody may hang.
+    result = cli(
+        "run",
+        "-i",
+        "null",
+        "-m",
+        "fa,fb",
+        "--ensemble",
+        "--colocate",
+        "processes",
+        "-b",
+        "1",
+        "--launcher",
+        "local",
+        "--set",
+        "fault=bad-output",
+        "--set",
+        "policy.min_time_s=0.3",
+        "--timeout",
+        "60",
+        "--json",
+    )
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert [r["status"] for r in doc["runs"]] == ["error"] * 4
+    assert all(m["slowdown"] is None for m in doc["rows"][0]["members"])
+
+
+def test_colocate_needs_ensemble(cli: Any, bench: Any) -> None:
+    write_fake_model(bench.models / "fa", name="fa")
+    result = cli("run", "-i", "null", "-m", "fa", "--colocate", "processes")
+    assert result.exit_code == 2 and "--ensemble" in result.stderr

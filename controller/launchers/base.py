@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,9 +77,17 @@ class Launcher(ABC):
 
     @abstractmethod
     def start_runner(
-        self, image: ImageInfo, spec: RunSpec, run_dir: Path, timeout_s: float, on_line: LineSink
+        self,
+        image: ImageInfo,
+        spec: RunSpec,
+        run_dir: Path,
+        timeout_s: float,
+        on_line: LineSink,
+        shared: Sequence[Path] = (),
     ) -> ProcessOutcome:
-        """Run the entrypoint on `run_dir/spec.json`, writing `run_dir/result.json`."""
+        """Run the entrypoint on `run_dir/spec.json`, writing `run_dir/result.json`.
+
+        `shared`: folders under the state folder that co-located runners write to (a barrier)."""
 
     @abstractmethod
     def run_tool(
@@ -95,12 +103,18 @@ class Launcher(ABC):
         """Run `python -m MODULE ARGS` in the image with `writable` mounted read-write (exporter)."""
 
     def launch(
-        self, image: ImageInfo, spec: RunSpec, run_dir: Path, timeout_s: float, on_line: LineSink
+        self,
+        image: ImageInfo,
+        spec: RunSpec,
+        run_dir: Path,
+        timeout_s: float,
+        on_line: LineSink,
+        shared: Sequence[Path] = (),
     ) -> RunResult:
         """Run one spec and return its validated result, failed or not."""
         (run_dir / SPEC_FILE).write_text(spec.model_dump_json(indent=1) + "\n")
         started = datetime.now(UTC)
-        outcome = self.start_runner(image, spec, run_dir, timeout_s, on_line)
+        outcome = self.start_runner(image, spec, run_dir, timeout_s, on_line, shared)
         info = LaunchInfo(
             launcher=self.name,
             host=socket.gethostname(),

@@ -11,6 +11,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +263,13 @@ class DockerLauncher(Launcher):
             return False
 
     def start_runner(
-        self, image: ImageInfo, spec: RunSpec, run_dir: Path, timeout_s: float, on_line: LineSink
+        self,
+        image: ImageInfo,
+        spec: RunSpec,
+        run_dir: Path,
+        timeout_s: float,
+        on_line: LineSink,
+        shared: Sequence[Path] = (),
     ) -> ProcessOutcome:
         self._writable(run_dir)
         inside_run = f"{INSIDE_HOME}/run"
@@ -271,6 +278,9 @@ class DockerLauncher(Launcher):
             str(self.paths.models): {"bind": f"{INSIDE_HOME}/models", "mode": "ro"},
             str(self.paths.cache / image.name): {"bind": self.cache_dir(image), "mode": "rw"},
         }
+        for folder in shared:
+            self._writable(folder)
+            volumes[str(folder)] = {"bind": self.inside(folder), "mode": "rw"}
         command = ["--spec", f"{inside_run}/{SPEC_FILE}", "--out", f"{inside_run}/{RESULT_FILE}"]
         return self._run(image, command, volumes, spec.device, timeout_s, run_dir / LOG_FILE, on_line)
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from controller.catalog import ImageInfo
@@ -110,7 +111,13 @@ class LocalLauncher(Launcher):
         return str(LocalEnv(image, self.paths).python)
 
     def start_runner(
-        self, image: ImageInfo, spec: RunSpec, run_dir: Path, timeout_s: float, on_line: LineSink
+        self,
+        image: ImageInfo,
+        spec: RunSpec,
+        run_dir: Path,
+        timeout_s: float,
+        on_line: LineSink,
+        shared: Sequence[Path] = (),
     ) -> ProcessOutcome:
         cmd = [
             self._python(image),
