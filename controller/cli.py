@@ -78,6 +78,13 @@ def info(msg: str) -> None:
 
 
 def runner_line(line: str) -> None:
+    """Progress of a runner or exporter: its own tagged lines. Everything else it prints
+    (framework warnings, tracebacks) stays in the run's log file."""
+    if line.startswith(("[runner]", "[export]")):
+        err.print(f"[dim]  {escape(line)}[/]", soft_wrap=True)
+
+
+def build_line(line: str) -> None:
     err.print(f"[dim]  {escape(line)}[/]", soft_wrap=True)
 
 
@@ -316,7 +323,7 @@ def images_build(
     from controller import images
 
     paths = Paths.from_env()
-    failures = images.build(paths, names or [], base_image, local_env, info, runner_line)
+    failures = images.build(paths, names or [], base_image, local_env, info, build_line)
     if failures:
         raise typer.Exit(1)
 

@@ -50,6 +50,8 @@ def run_summary(console: Console, result: RunResult, run_dir: Path) -> None:
     console.print(head)
     if result.message:
         console.print(f"  [{style}]{escape(result.message)}[/]", soft_wrap=True)
+        if (run_dir / "runner.log").exists():
+            console.print(f"  [dim]runner log: {run_dir}/runner.log[/]")
     if result.phases:
         phases = ", ".join(
             f"{p.name} {p.seconds:.2f}s"

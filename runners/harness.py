@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -50,10 +51,16 @@ def read_spec(path: Path) -> RunSpec:
         ) from None
 
 
+# Lines of framework errors that say where in the framework's C++ it failed, not what failed.
+_BOILERPLATE = re.compile(r"^(Exception from \S+:\d+:|Check '.*' failed at \S+:\d+:)$")
+
+
 def _error_message(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(e).__name__}: {first}"[:2000] if first else type(e).__name__
+    """The exception type and its informative lines (up to three), on one line."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not _BOILERPLATE.match(ln)] or lines
+    text = " / ".join(useful[:3])
+    return f"{type(e).__name__}: {text}"[:2000] if text else type(e).__name__
 
 
 def execute(spec: RunSpec) -> RunResult:
