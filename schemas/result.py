@@ -128,6 +128,9 @@ class Fingerprint(Strict):
     packages: dict[str, str]
     gpus: list[dict[str, str]] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict, description="tuning variables seen")
+    image: str | None = Field(None, description="set by the controller: image (or local environment) used")
+    image_digest: str | None = Field(None, description="set by the controller: Docker image id")
+    lock_hash: str | None = Field(None, description="set by the controller: sha256 of requirements.lock")
 
 
 class LaunchInfo(Strict):

@@ -125,6 +125,8 @@ def test_export_measure_ingest_query_through_docker(
         doc = json.loads(result.stdout)
         assert doc["launch"]["launcher"] == "docker"
         assert doc["launch"]["image_digest"] == cpu_images[image].id
+        assert doc["fingerprint"]["image_digest"] == cpu_images[image].id
+        assert doc["fingerprint"]["lock_hash"] == get_image(image).lock_hash
         assert doc["accuracy"]["top1_agreement"] >= 0.75
         run_dir = bench.runs / doc["run_id"]
         inspect = json.loads((run_dir / "container.json").read_text())

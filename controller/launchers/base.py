@@ -129,7 +129,16 @@ class Launcher(ABC):
         if outcome.exit_code == 0 and not outcome.timed_out and result_path.exists():
             try:
                 result = load_result(result_path)
-                return result.model_copy(update={"launch": info})
+                fp = result.fingerprint
+                if fp is not None:  # the runner cannot see which image it runs in
+                    fp = fp.model_copy(
+                        update={
+                            "image": info.image_ref,
+                            "image_digest": info.image_digest,
+                            "lock_hash": info.lock_hash,
+                        }
+                    )
+                return result.model_copy(update={"launch": info, "fingerprint": fp})
             except (ValidationError, SchemaVersionError, ValueError) as e:
                 message = f"runner wrote an invalid result: {str(e).splitlines()[0]}"
                 return failed_result(spec, "error", message, started, info)
