@@ -26,6 +26,12 @@ TINY = [
 ]
 
 
+@pytest.fixture
+def two_fake_models(bench: Any) -> None:
+    write_fake_model(bench.models / "fa", name="fa")
+    write_fake_model(bench.models / "fb", name="fb")
+
+
 def results_of(stdout: str) -> list[dict[str, Any]]:
     doc = json.loads(stdout)
     return doc if isinstance(doc, list) else [doc]
@@ -120,9 +126,9 @@ def test_gpu_only_image_without_gpu_is_unsupported(cli: Any, bench: Any, fake_mo
     assert "Traceback" not in result.output
 
 
-def test_null_ensemble_reports_members_and_slowdown(cli: Any, bench: Any, null_env: Any) -> None:
-    write_fake_model(bench.models / "fa", name="fa")
-    write_fake_model(bench.models / "fb", name="fb")
+def test_null_ensemble_reports_members_and_slowdown(
+    cli: Any, bench: Any, null_env: Any, two_fake_models: Any
+) -> None:
     result = cli(
         "run",
         "-i",
@@ -151,9 +157,9 @@ def test_null_ensemble_reports_members_and_slowdown(cli: Any, bench: Any, null_e
     assert rows == [("fa+fb", 1, 2), ("fa+fb", 4, 2)]
 
 
-def test_several_models_without_ensemble_run_in_turn(cli: Any, bench: Any, null_env: Any) -> None:
-    write_fake_model(bench.models / "fa", name="fa")
-    write_fake_model(bench.models / "fb", name="fb")
+def test_several_models_without_ensemble_run_in_turn(
+    cli: Any, bench: Any, null_env: Any, two_fake_models: Any
+) -> None:
     result = cli("run", "-i", "null", "-m", "fa,fb", "-b", "1", "--launcher", "local", *TINY, "--json")
     assert result.exit_code == 0, result.output
     assert [d["spec"]["model"] for d in results_of(result.stdout)] == ["fa", "fb"]
@@ -201,30 +207,19 @@ def test_ort_ensemble_of_two_models(cli: Any, bench: Any, mobilenetv2: Path, ens
     assert doc["accuracy"] is None
 
 
-def test_colocated_processes_meet_and_report_slowdown(cli: Any, bench: Any, null_env: Any) -> None:
-    write_fake_model(bench.models / "fa", name="fa")
-    write_fake_model(bench.models / "fb", name="fb")
-    result = cli(
-        "run",
-        "-i",
-        "null",
-        "-m",
-        "fa,fb",
-        "--ensemble",
-        "--colocate",
-        "processes",
-        "-b",
-        "1",
-        "--launcher",
-        "local",
-        "--set",
-        "work_us=300",
-        "--set",
-        "policy.min_time_s=0.5",
-        "--set",
-        "policy.window_s=0.05",
-        "--json",
-    )
+def colocated_null_run(cli: Any, *sets: str, timeout: str | None = None) -> Any:
+    """`bench-ctl run` of the null image on fa and fb as co-located processes, with these options."""
+    args = ["run", "-i", "null", "-m", "fa,fb", "--ensemble", "--colocate", "processes", "-b", "1"]
+    args += ["--launcher", "local", "--json", *(["--timeout", timeout] if timeout else [])]
+    for item in sets:
+        args += ["--set", item]
+    return cli(*args)
+
+
+def test_colocated_processes_meet_and_report_slowdown(
+    cli: Any, bench: Any, null_env: Any, two_fake_models: Any
+) -> None:
+    result = colocated_null_run(cli, "work_us=300", "policy.min_time_s=0.5", "policy.window_s=0.05")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert [(r["spec"]["model"], r["spec"]["role"]) for r in doc["runs"]] == [
@@ -244,31 +239,11 @@ def test_colocated_processes_meet_and_report_slowdown(cli: Any, bench: Any, null
     assert roles == [("alone", 2), ("colocated", 2)]
 
 
-def test_colocated_member_failure_releases_the_others(cli: Any, bench: Any, null_env: Any) -> None:
-    write_fake_model(bench.models / "fa", name="fa")
-    write_fake_model(bench.models / "fb", name="fb")
+def test_colocated_member_failure_releases_the_others(
+    cli: Any, bench: Any, null_env: Any, two_fake_models: Any
+) -> None:
     # bad-output fails each member at its reference check, before the barrier: nobody may hang.
-    result = cli(
-        "run",
-        "-i",
-        "null",
-        "-m",
-        "fa,fb",
-        "--ensemble",
-        "--colocate",
-        "processes",
-        "-b",
-        "1",
-        "--launcher",
-        "local",
-        "--set",
-        "fault=bad-output",
-        "--set",
-        "policy.min_time_s=0.3",
-        "--timeout",
-        "60",
-        "--json",
-    )
+    result = colocated_null_run(cli, "fault=bad-output", "policy.min_time_s=0.3", timeout="60")
     assert result.exit_code == 1
     doc = json.loads(result.stdout)
     assert [r["status"] for r in doc["runs"]] == ["error"] * 4
