@@ -344,7 +344,7 @@ def models_export(
 
     paths = Paths.from_env()
     for name in names:
-        model_store.check_name(name)
+        model_store.check_export_name(name)
     for name in names:
         if (paths.models / name / "manifest.json").exists() and not force:
             info(f"{name}: already in the store (use --force to rebuild)")

@@ -164,10 +164,8 @@ def _keep_log(tmp: Path) -> Path | None:
     return kept
 
 
-def export(
-    paths: Paths, name: str, launcher: Launcher, log: LineSink, force: bool = False, seed: int = 0
-) -> ModelManifest:
-    """Export one of the study's Keras applications with seeded random weights (tf image)."""
+def check_export_name(name: str) -> str:
+    """A name `models export` can build, checked before any environment or image is touched."""
     check_name(name)
     if name not in KERAS_MODELS:
         raise BenchError(
@@ -175,6 +173,14 @@ def export(
             did_you_mean(name, list(KERAS_MODELS))
             + "; register your own ONNX file with `bench-ctl models add`",
         )
+    return name
+
+
+def export(
+    paths: Paths, name: str, launcher: Launcher, log: LineSink, force: bool = False, seed: int = 0
+) -> ModelManifest:
+    """Export one of the study's Keras applications with seeded random weights (tf image)."""
+    check_export_name(name)
     return _build(paths, name, "tf", launcher, ["keras", "--name", name, "--seed", str(seed)], log, force)
 
 
