@@ -111,6 +111,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN group_id VARCHAR;
     ALTER TABLE runs ADD COLUMN role VARCHAR;
     """,
+    # 6: asynchronous requests in flight per timed call (OpenVINO's throughput hint).
+    """
+    ALTER TABLE measurements ADD COLUMN in_flight INTEGER;
+    """,
 ]
 
 RESULTS_VIEW = """
@@ -118,7 +122,7 @@ CREATE OR REPLACE VIEW results AS
 SELECT
     r.run_id, r.started_at, r.host, r.image, r.framework, r.framework_version, r.model, r.device, r.variant,
     m.batch_size, m.throughput_sps, m.latency_p50_ms, m.latency_p90_ms, m.latency_p99_ms,
-    m.latency_mean_ms, m.latency_stdev_ms, m.iterations,
+    m.latency_mean_ms, m.latency_stdev_ms, m.iterations, m.in_flight,
     r.load_time_s, r.compile_s, r.compile_cache_hit,
     coalesce(m.peak_host_mem_mb, r.peak_host_mem_mb) AS peak_host_mem_mb,
     r.max_abs_err, r.rel_err, r.top1_agreement, r.top5_agreement, r.precision,
@@ -262,6 +266,7 @@ MEASUREMENT_COLUMNS = [
     "throttled",
     "gpu",
     "members",
+    "in_flight",
 ]
 
 

@@ -62,6 +62,10 @@ class Runner:
         """Outputs of `run` as a host array (used for the accuracy check only)."""
         return np.asarray(outputs)
 
+    def in_flight(self) -> int:
+        """Batches one `run` call processes concurrently (1: a synchronous call)."""
+        return 1
+
     def effective_precision(self) -> str:
         """The precision the framework really computes in (fp32, bf16, fp16, ...)."""
         return "fp32"

@@ -215,7 +215,9 @@ def _measure(
             stack.enter_context(tracker)
         state = measure.steady_state(step, policy)
     state.warmup_iterations, state.warmup_ns = n_warm, warm_ns
-    m = measure.summarize(batch_size, state, policy, peak_host_mem_mb=mem.peak_mb)
+    m = measure.summarize(
+        batch_size, state, policy, peak_host_mem_mb=mem.peak_mb, in_flight=runner.in_flight()
+    )
     if tracker is not None:
         telemetry = tracker.telemetry()
         raw, net = gpu.energy_per_predictions(telemetry, batch_size * m.iterations)

@@ -89,6 +89,9 @@ class Measurement(Strict):
     warmup_iterations: int = Field(ge=0)
     warmup_s: float = Field(ge=0)
     windows: int = Field(ge=1)
+    in_flight: int = Field(
+        1, ge=1, description="batches in flight per timed call (asynchronous requests); latency is per call"
+    )
     stable: bool
     peak_host_mem_mb: float | None = Field(None, ge=0)
     gpu: GpuTelemetry | None = None

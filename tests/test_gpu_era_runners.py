@@ -254,3 +254,35 @@ def test_colocate_needs_ensemble(cli: Any, bench: Any) -> None:
     write_fake_model(bench.models / "fa", name="fa")
     result = cli("run", "-i", "null", "-m", "fa", "--colocate", "processes")
     assert result.exit_code == 2 and "--ensemble" in result.stderr
+
+
+@pytest.mark.frameworks
+def test_openvino_throughput_hint_keeps_requests_in_flight(
+    cli: Any, bench: Any, mobilenetv2: Path, ensure_env: Any
+) -> None:
+    ensure_env("openvino")
+    doc = results_of(
+        cli(
+            "run",
+            "-i",
+            "openvino",
+            "-m",
+            "mobilenetv2",
+            "-b",
+            "2",
+            "--launcher",
+            "local",
+            "--set",
+            "hint=throughput",
+            *TINY,
+            "--json",
+        ).stdout
+    )[0]
+    assert doc["status"] == "ok", doc["message"]
+    m = doc["measurements"][0]
+    compile_note = next(p["note"] for p in doc["phases"] if p["name"] == "compile")
+    assert f"requests in flight={m['in_flight']}" in compile_note
+    # Each timed call carries in_flight batches: throughput counts all of them.
+    expected = m["batch_size"] * m["in_flight"] * m["iterations"] / m["duration_s"]
+    assert m["throughput_sps"] == pytest.approx(expected)
+    assert bench.rows("SELECT in_flight FROM results") == [(m["in_flight"],)]

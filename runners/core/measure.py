@@ -101,8 +101,11 @@ def summarize(
     state: SteadyState,
     policy: MeasurementPolicy,
     peak_host_mem_mb: float | None = None,
+    in_flight: int = 1,
 ) -> Measurement:
-    """Statistics of one steady state as a validated `Measurement`."""
+    """Statistics of one steady state as a validated `Measurement`.
+
+    `in_flight`: batches each timed call processes concurrently (asynchronous requests)."""
     lat_ms = np.asarray(state.latencies_ns, dtype=np.float64) / 1e6
     p50, p90, p99 = np.percentile(lat_ms, [50, 90, 99])
     elapsed_s = state.elapsed_ns / 1e9
@@ -110,7 +113,8 @@ def summarize(
         batch_size=batch_size,
         iterations=len(lat_ms),
         duration_s=elapsed_s,
-        throughput_sps=batch_size * len(lat_ms) / elapsed_s,
+        throughput_sps=batch_size * in_flight * len(lat_ms) / elapsed_s,
+        in_flight=in_flight,
         latency_mean_ms=float(lat_ms.mean()),
         latency_stdev_ms=float(lat_ms.std(ddof=1)) if len(lat_ms) > 1 else 0.0,
         latency_min_ms=float(lat_ms.min()),

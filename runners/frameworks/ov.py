@@ -76,32 +76,49 @@ class OpenVinoRunner(Runner):
                 shape[0] = n
                 model.reshape({model.input().get_any_name(): shape})
             self.compiled = self.core.compile_model(model, "CPU", self._config())
-            self.requests[n] = self.compiled.create_infer_request()
+            self.requests[n] = [self.compiled.create_infer_request() for _ in range(self._n_requests())]
         if o.cache:
             # A miss writes a new blob; a hit only reads one.
             hit = not ({p.name for p in cache.iterdir()} - before) and bool(before)
         streams = self.compiled.get_property("NUM_STREAMS")
         threads = self.compiled.get_property("INFERENCE_NUM_THREADS")
         note = (
-            f"hint={o.hint}, streams={streams}, threads={threads}, layout={o.layout or model_layout}, "
+            f"hint={o.hint}, streams={streams}, threads={threads}, requests in flight={self._n_requests()}, "
+            f"layout={o.layout or model_layout}, "
             f"shapes={'static ' + str(sizes) if o.static_shapes else 'dynamic batch'}"
         )
         return hit, note
+
+    def _n_requests(self) -> int:
+        """The throughput hint keeps the device's optimal number of requests in flight; the latency
+        hint (and an ensemble member, which shares the device) runs one synchronous request."""
+        if self.options.hint != "throughput" or self.spec.members:
+            return 1
+        return max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+
+    def in_flight(self) -> int:
+        return self._n_requests()
 
     def _reference_batch(self) -> int:
         return len(np.load(self.model_path("reference_input"), mmap_mode="r"))
 
     def prepare(self, batch: np.ndarray) -> Any:
         array = np.ascontiguousarray(batch.transpose(0, 3, 1, 2) if self._transpose else batch)
-        request = self.requests.get(len(array) if self.options.static_shapes else None)
-        if request is None:
+        requests = self.requests.get(len(array) if self.options.static_shapes else None)
+        if requests is None:
             raise RuntimeError(f"no compiled model for batch {len(array)}")
-        return request, array
+        return requests, array
 
     def run(self, prepared: Any) -> Any:
         # The input is handed over on every call (zero-copy), as an application would.
-        request, array = prepared
-        return request.infer(array, share_inputs=True, share_outputs=True)[0]
+        requests, array = prepared
+        if len(requests) == 1:
+            return requests[0].infer(array, share_inputs=True, share_outputs=True)[0]
+        for r in requests:  # one batch per stream, all in flight at once
+            r.start_async(array, share_inputs=True)
+        for r in requests:
+            r.wait()
+        return requests[0].get_output_tensor(0).data
 
     def to_numpy(self, outputs: Any) -> np.ndarray:
         return np.array(outputs, copy=True)
