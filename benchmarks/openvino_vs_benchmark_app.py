@@ -9,7 +9,8 @@ interleaved (R B R B R B), so slow drifts of a shared machine hit both alike:
      (the runner: synchronous `infer()` on one infer request, float32 numpy input)
   B  .bench/envs/openvino/bin/python .bench/envs/openvino/bin/benchmark_app -m M/model.onnx -d CPU
        -hint H -api sync -b B -shape [B,...] -ip f32 -infer_precision P [-nstreams N] -t T
-     (`-api sync`: one infer request, `infer()` in a loop, which is what the runner does; benchmark_app
+     (with the throughput hint `-api async -nireq N`, N = the requests the runner keeps in flight.
+     `-api sync`: one infer request, `infer()` in a loop, which is what the runner does; benchmark_app
      then ignores -nireq. `-ip f32`: benchmark_app would otherwise feed images as u8 and add a
      conversion to the model. P is the precision the runner reported for its first run.)
 
@@ -125,11 +126,13 @@ class BenchmarkApp:
         self.onnx = model_dir / manifest["files"]["onnx"]["path"]
         self.manifest = manifest
         self.args = args
+        # Requests the runner keeps in flight (its throughput hint is asynchronous); 1 = sync.
+        self.nireq = 1
 
     def command(self, precision: str, dynamic: bool = False) -> list[str]:
         a = self.args
-        # The console script's shebang may point at the environment's build folder (see README), so
-        # run it with the environment's interpreter rather than directly.
+        # Run the console script with the environment's interpreter: environments built by older
+        # versions of bench-ctl have scripts whose shebang names a folder that no longer exists.
         cmd = [
             str(self.python),
             str(self.script),
@@ -139,8 +142,7 @@ class BenchmarkApp:
             "CPU",
             "-hint",
             a.hint,
-            "-api",
-            "sync",
+            *(["-api", "async", "-nireq", str(self.nireq)] if self.nireq > 1 else ["-api", "sync"]),
             "-b",
             str(a.batch),
             "-ip",
@@ -283,6 +285,7 @@ def main() -> int:
                     )
                 precision_ov = PRECISION_TO_OV[res["precision"]]
             if r == 1:
+                bapp.nireq = int(result["measurements"][0].get("in_flight") or 1)
                 say("benchmark_app: " + " ".join(bapp.command(precision_ov)))
                 if args.dynamic:
                     say("dynamic:       " + " ".join(bapp.command(precision_ov, dynamic=True)))
