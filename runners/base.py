@@ -62,8 +62,17 @@ class Runner:
         """Outputs of `run` as a host array (used for the accuracy check only)."""
         return np.asarray(outputs)
 
+    def start(self, prepared: Any) -> Any:
+        """One call of the warm-up and steady-state loops. Synchronous runners run the inference;
+        asynchronous ones submit it and return once a request slot is free."""
+        return self.run(prepared)
+
+    def finish(self) -> list[int] | None:
+        """Wait for the requests in flight; their latencies (ns) since the last finish, or None."""
+        return None
+
     def in_flight(self) -> int:
-        """Batches one `run` call processes concurrently (1: a synchronous call)."""
+        """Requests kept in flight by `start` (1: synchronous)."""
         return 1
 
     def effective_precision(self) -> str:

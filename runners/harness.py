@@ -203,9 +203,10 @@ def _measure(
     prepared = runner.prepare(input_batch(manifest, batch_size))
 
     def step() -> object:
-        return runner.run(prepared)
+        return runner.start(prepared)
 
     n_warm, warm_ns = measure.warm_up(step, policy)
+    runner.finish()  # drain the warm-up's requests (asynchronous runners)
     if runner.spec.barrier is not None:
         waited = barrier.wait(runner.spec.barrier, f"batch{batch_size}")
         log(f"batch {batch_size}: co-located parties met (waited {waited:.2f}s)")
@@ -213,7 +214,7 @@ def _measure(
         mem = stack.enter_context(HostMemoryTracker())
         if tracker is not None:
             stack.enter_context(tracker)
-        state = measure.steady_state(step, policy)
+        state = measure.steady_state(step, policy, finish=runner.finish)
     state.warmup_iterations, state.warmup_ns = n_warm, warm_ns
     m = measure.summarize(
         batch_size, state, policy, peak_host_mem_mb=mem.peak_mb, in_flight=runner.in_flight()

@@ -90,7 +90,7 @@ class Measurement(Strict):
     warmup_s: float = Field(ge=0)
     windows: int = Field(ge=1)
     in_flight: int = Field(
-        1, ge=1, description="batches in flight per timed call (asynchronous requests); latency is per call"
+        1, ge=1, description="asynchronous requests kept in flight (latencies are then per request)"
     )
     stable: bool
     peak_host_mem_mb: float | None = Field(None, ge=0)

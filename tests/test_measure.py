@@ -185,3 +185,36 @@ def test_real_clock_loop_ends() -> None:
     assert 0 < state.elapsed_ns < 2 * 10**9
     m = summarize(2, state, p)
     assert m.iterations == len(state.latencies_ns) <= 20_000
+
+
+def test_async_finish_supplies_request_latencies() -> None:
+    """An asynchronous runner's `finish` runs inside the elapsed time and its request latencies
+    replace the call durations in the statistics."""
+    from runners.core.measure import steady_state, summarize
+    from schemas import MeasurementPolicy
+
+    class Clock:
+        now = 0
+
+        def __call__(self) -> int:
+            self.now += 1_000_000  # 1 ms per read
+            return self.now
+
+    clock = Clock()
+    policy = MeasurementPolicy(
+        min_iterations=4,
+        max_iterations=4,
+        min_time_s=0,
+        window_s=0.001,
+        window_min_iterations=1,
+        warmup_iterations=0,
+        warmup_min_s=0,
+    )
+    calls: list[int] = []
+    state = steady_state(
+        lambda: calls.append(1), policy, clock=clock, finish=lambda: [9_000_000] * len(calls)
+    )
+    assert state.request_latencies_ns == [9_000_000] * 4
+    m = summarize(2, state, policy, in_flight=3)
+    assert m.latency_p50_ms == 9.0 and m.in_flight == 3
+    assert m.throughput_sps == 2 * 4 / (state.elapsed_ns / 1e9)

@@ -29,6 +29,8 @@ class SteadyState:
     stable: bool = False
     warmup_iterations: int = 0
     warmup_ns: int = 0
+    # Asynchronous runners: each call submits a request; these are the requests' own latencies.
+    request_latencies_ns: list[int] | None = None
 
 
 def windows_agree(window_means: list[float], count: int, tolerance: float) -> bool:
@@ -54,9 +56,15 @@ def warm_up(
 
 
 def steady_state(
-    step: Callable[[], Any], policy: MeasurementPolicy, clock: Clock = time.perf_counter_ns
+    step: Callable[[], Any],
+    policy: MeasurementPolicy,
+    clock: Clock = time.perf_counter_ns,
+    finish: Callable[[], list[int] | None] | None = None,
 ) -> SteadyState:
-    """Time `step` per iteration until stable or out of time (see `MeasurementPolicy`)."""
+    """Time `step` per iteration until stable or out of time (see `MeasurementPolicy`).
+
+    `finish` (asynchronous runners) waits for the requests still in flight, inside the elapsed
+    time, and returns every request's latency."""
     lat: list[int] = []
     append = lat.append
     window_means: list[float] = []
@@ -87,13 +95,20 @@ def steady_state(
                 break
         if t1 - start >= max_ns or len(lat) >= policy.max_iterations:
             break
+    requests = finish() if finish is not None else None
     end = clock()
     if not window_means or window_start_idx < len(lat):
         # The tail that did not fill a window still counts in the statistics.
         tail = lat[window_start_idx:]
         if tail:
             window_means.append(sum(tail) / len(tail))
-    return SteadyState(latencies_ns=lat, elapsed_ns=end - start, windows=window_means, stable=stable)
+    return SteadyState(
+        latencies_ns=lat,
+        elapsed_ns=end - start,
+        windows=window_means,
+        stable=stable,
+        request_latencies_ns=requests if requests and len(requests) == len(lat) else None,
+    )
 
 
 def summarize(
@@ -105,15 +120,17 @@ def summarize(
 ) -> Measurement:
     """Statistics of one steady state as a validated `Measurement`.
 
-    `in_flight`: batches each timed call processes concurrently (asynchronous requests)."""
-    lat_ms = np.asarray(state.latencies_ns, dtype=np.float64) / 1e6
+    `in_flight`: asynchronous requests the runner kept in flight; latencies are then the requests'
+    own (submission to completion), and throughput counts completed batches."""
+    raw = state.request_latencies_ns or state.latencies_ns
+    lat_ms = np.asarray(raw, dtype=np.float64) / 1e6
     p50, p90, p99 = np.percentile(lat_ms, [50, 90, 99])
     elapsed_s = state.elapsed_ns / 1e9
     return Measurement(
         batch_size=batch_size,
         iterations=len(lat_ms),
         duration_s=elapsed_s,
-        throughput_sps=batch_size * in_flight * len(lat_ms) / elapsed_s,
+        throughput_sps=batch_size * len(lat_ms) / elapsed_s,
         in_flight=in_flight,
         latency_mean_ms=float(lat_ms.mean()),
         latency_stdev_ms=float(lat_ms.std(ddof=1)) if len(lat_ms) > 1 else 0.0,
