@@ -12,8 +12,8 @@ from pydantic import BaseModel, ValidationError
 
 from controller import models as model_store
 from controller import store
-from controller.catalog import ImageInfo, get_image
-from controller.errors import BenchError
+from controller.catalog import ImageInfo, get_image, images
+from controller.errors import BenchError, did_you_mean
 from controller.launchers import select_launcher
 from controller.launchers.base import Launcher, LineSink, failed_result
 from controller.launchers.local import LocalLauncher
@@ -159,14 +159,8 @@ def check_runnable(image: ImageInfo) -> None:
         raise BenchError(
             f"image {image.name!r} has no benchmark runner for {image.framework} yet",
             "images with runners: "
-            + ", ".join(sorted(n for n, i in _catalog().items() if i.framework in FRAMEWORK_OPTION_MODELS)),
+            + ", ".join(sorted(n for n, i in images().items() if i.framework in FRAMEWORK_OPTION_MODELS)),
         )
-
-
-def _catalog() -> dict[str, ImageInfo]:
-    from controller.catalog import images
-
-    return images()
 
 
 def expand(req: RunRequest, image: ImageInfo) -> list[RunRequest]:
@@ -342,10 +336,7 @@ def compare(db: Path, model: str, metric: str = "throughput_sps", device: str | 
 
     Rows are batch sizes; columns are images, labelled with their non-default options."""
     if metric not in COMPARABLE:
-        from controller.errors import did_you_mean
-
         raise BenchError(f"unknown metric {metric!r}", did_you_mean(metric, list(COMPARABLE)))
-    store.ensure_store(db)
     where = "WHERE status = 'ok' AND model = ?" + (" AND device = ?" if device else "")
     params = [model, device] if device else [model]
     sql = f"""
@@ -356,21 +347,15 @@ def compare(db: Path, model: str, metric: str = "throughput_sps", device: str | 
                                          ORDER BY started_at DESC) AS k
             FROM results {where}
         ) WHERE k = 1 ORDER BY batch_size, label"""
-    import duckdb
-
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        rows = con.execute(sql, params).fetchall()
-    finally:
-        con.close()
+    _, rows = store.read(db, sql, params)
     if not rows:
         raise BenchError(
             f"no successful results for model {model!r}",
             f"run one: bench-ctl run --image ort --model {model}",
         )
-    images = sorted({r[0] for r in rows})
+    labels = sorted({r[0] for r in rows})
     by_bs: dict[int, CompareRow] = {}
     for image, bs, value, precision, rel in rows:
         row = by_bs.setdefault(bs, CompareRow(batch_size=bs, values={}, precision={}, rel_err={}))
         row.values[image], row.precision[image], row.rel_err[image] = value, precision, rel
-    return Comparison(model=model, metric=metric, images=images, rows=[by_bs[k] for k in sorted(by_bs)])
+    return Comparison(model=model, metric=metric, images=labels, rows=[by_bs[k] for k in sorted(by_bs)])

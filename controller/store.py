@@ -270,7 +270,8 @@ MEASUREMENT_COLUMNS = [
 ]
 
 
-def _gpu_columns(m: Measurement) -> dict[str, Any]:
+def _measurement_extras(m: Measurement) -> dict[str, Any]:
+    """Columns flattened from a measurement's GPU telemetry and ensemble members."""
     g = m.gpu
     return {
         "peak_device_mem_mb": g.peak_process_mem_mb if g else None,
@@ -304,7 +305,7 @@ def ingest(con: duckdb.DuckDBPyConnection, result: RunResult, result_path: Path 
         mcols = ", ".join(["run_id", *MEASUREMENT_COLUMNS])
         mmarks = ", ".join("?" for _ in range(len(MEASUREMENT_COLUMNS) + 1))
         for m in result.measurements:
-            values = {**m.model_dump(), **_gpu_columns(m)}
+            values = {**m.model_dump(), **_measurement_extras(m)}
             con.execute(
                 f"INSERT INTO measurements ({mcols}) VALUES ({mmarks})",
                 [result.run_id, *(values[c] for c in MEASUREMENT_COLUMNS)],
@@ -344,11 +345,16 @@ def query(db: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     if not sql.strip():
         raise BenchError("empty query", 'try: bench-ctl query "SELECT * FROM results LIMIT 5"')
     check_read_only(sql)
+    return read(db, sql)
+
+
+def read(db: Path, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run SQL on a read-only connection to an up-to-date store: (column names, rows)."""
     ensure_store(db)
     con = duckdb.connect(str(db), read_only=True)
     try:
         try:
-            rel = con.execute(sql)
+            rel = con.execute(sql, params or [])
             cols = [d[0] for d in rel.description] if rel.description else []
             rows = rel.fetchall() if rel.description else []
         except duckdb.Error as e:

@@ -82,5 +82,11 @@ class Runner:
     def close(self) -> None:
         """Release framework resources."""
 
+    def compile_batch_sizes(self) -> list[int]:
+        """Every batch size the run feeds: the reference batch and the spec's. Runners that compile
+        per shape compile all of them in the compile phase."""
+        reference = len(np.load(self.model_path("reference_input"), mmap_mode="r"))
+        return sorted({reference, *self.spec.batch_sizes})
+
     def model_path(self, role: str) -> Path:
         return self.model_dir / self.manifest.files[role].path

@@ -129,12 +129,9 @@ def measure_batch(
                 slowdown=together_mean / alone_mean if alone_mean > 0 else 1.0,
             )
         )
-    update: dict[str, Any] = {"members": members}
+    m = m.model_copy(update={"members": members})
     if tracker is not None:
-        telemetry = tracker.telemetry()
-        raw, net = gpu.energy_per_predictions(telemetry, batch_size * m.iterations)
-        update.update({"gpu": telemetry, "energy_j_per_4096": raw, "energy_j_per_4096_net": net})
-    m = m.model_copy(update=update)
+        m = gpu.with_telemetry(m, tracker)
     slow = ", ".join(f"{mm.model} x{mm.slowdown:.2f}" for mm in members)
     log(f"batch {batch_size}: ensemble {m.throughput_sps:.1f} predictions/s; slowdown vs alone: {slow}")
     return m

@@ -220,11 +220,12 @@ def _measure(
         batch_size, state, policy, peak_host_mem_mb=mem.peak_mb, in_flight=runner.in_flight()
     )
     if tracker is not None:
-        telemetry = tracker.telemetry()
-        raw, net = gpu.energy_per_predictions(telemetry, batch_size * m.iterations)
-        m = m.model_copy(update={"gpu": telemetry, "energy_j_per_4096": raw, "energy_j_per_4096_net": net})
+        m = gpu.with_telemetry(m, tracker)
+        telemetry = m.gpu
+        assert telemetry is not None
         log(
-            f"batch {batch_size}: {telemetry.avg_power_w or 0:.0f} W, {raw or 0:.1f} J per 4096 predictions, "
+            f"batch {batch_size}: {telemetry.avg_power_w or 0:.0f} W, "
+            f"{m.energy_j_per_4096 or 0:.1f} J per 4096 predictions, "
             f"{telemetry.peak_process_mem_mb or 0:.0f} MB device memory"
             + (f", THROTTLED ({', '.join(telemetry.throttle_reasons)})" if telemetry.throttled else "")
         )

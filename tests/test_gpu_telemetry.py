@@ -202,3 +202,16 @@ def test_load_nvml_absent_returns_none(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
     assert gpu.load_nvml() is None
+
+
+def test_with_telemetry_attaches_readings_and_energy(recording: dict[str, Any]) -> None:
+    from runners.core.measure import SteadyState, summarize
+    from schemas import MeasurementPolicy
+
+    tracker = run_tracker(ReplayNvml(recording), 6)
+    state = SteadyState(latencies_ns=[10_000_000] * 512, elapsed_ns=5_120_000_000, windows=[1e7])
+    m = gpu.with_telemetry(summarize(4, state, MeasurementPolicy()), tracker)
+    assert m.gpu == tracker.telemetry()
+    raw, net = gpu.energy_per_predictions(tracker.telemetry(), 4 * 512)
+    assert (m.energy_j_per_4096, m.energy_j_per_4096_net) == (raw, net)
+    assert m.energy_j_per_4096 == pytest.approx(tracker.telemetry().energy_j * 2)

@@ -217,9 +217,6 @@ class DockerLauncher(Launcher):
         try:
             status = container.wait(timeout=timeout_s)
             code: int | None = int(status.get("StatusCode", -1))
-            oom = container.attrs.get("State", {}).get("OOMKilled") or self._oom(container)
-            if oom:
-                tail.add("container was killed: out of memory (OOMKilled)")
         except Exception as e:
             # requests' ReadTimeout once the container outlives its time; anything earlier is the
             # daemon failing us, which kills the run too but is not a timeout.
@@ -238,6 +235,8 @@ class DockerLauncher(Launcher):
             log_path.with_name("container.json").write_text(
                 json.dumps(container.attrs, indent=1, default=str)
             )
+            if container.attrs.get("State", {}).get("OOMKilled"):
+                tail.add("container was killed: out of memory (OOMKilled)")
         except Exception:
             pass
         try:
@@ -253,14 +252,6 @@ class DockerLauncher(Launcher):
             image_digest=img.id,
             lock_hash=img.labels.get("bench.lock-hash"),
         )
-
-    @staticmethod
-    def _oom(container: Any) -> bool:
-        try:
-            container.reload()
-            return bool(container.attrs["State"].get("OOMKilled"))
-        except Exception:
-            return False
 
     def start_runner(
         self,

@@ -59,6 +59,11 @@ def _cpuinfo() -> tuple[str, list[str]]:
     return model, sorted(flags & INTERESTING_FLAGS)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (falls back to the platform's processor or machine name)."""
+    return _cpuinfo()[0]
+
+
 def cpu_limit() -> float | None:
     """Cores this process may use: the smaller of its affinity mask and its cgroup CPU quota."""
     limits: list[float] = []

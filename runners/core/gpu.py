@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from schemas import GpuTelemetry
+from schemas import GpuTelemetry, Measurement
 
 MB = 1024 * 1024
 PREDICTIONS = 4096  # the study's D: energy is reported per 4096 predictions
@@ -216,6 +216,13 @@ class GpuTracker:
             throttled=bool(throttling),
             throttle_reasons=sorted(s.reasons),
         )
+
+
+def with_telemetry(m: Measurement, tracker: GpuTracker) -> Measurement:
+    """The measurement with the tracker's readings and its energy per 4096 predictions."""
+    telemetry = tracker.telemetry()
+    raw, net = energy_per_predictions(telemetry, m.batch_size * m.iterations)
+    return m.model_copy(update={"gpu": telemetry, "energy_j_per_4096": raw, "energy_j_per_4096_net": net})
 
 
 def energy_per_predictions(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from runners.base import Runner, Unsupported
+from runners.core.fingerprint import cpu_model
 from schemas import OnnxRuntimeOptions
 
 LEVELS = {
@@ -76,7 +77,7 @@ class OnnxRuntimeRunner(Runner):
                 o.graph_optimization,
                 platform.machine(),
                 platform.processor(),
-                _cpu_model(),
+                cpu_model(),
             ]
         )
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -181,13 +182,3 @@ class OnnxRuntimeRunner(Runner):
 
     def close(self) -> None:
         self.session = None
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""

@@ -70,9 +70,7 @@ class OpenVinoRunner(Runner):
         self.queues: dict[int | None, Any] = {}
         self._latencies: list[int] = []
         self._active: Any = None
-        sizes: list[int | None] = (
-            sorted({self._reference_batch(), *self.spec.batch_sizes}) if o.static_shapes else [None]
-        )
+        sizes: list[int | None] = [*self.compile_batch_sizes()] if o.static_shapes else [None]
         for n in sizes:
             model = self.model
             if n is not None:
@@ -110,9 +108,6 @@ class OpenVinoRunner(Runner):
 
     def in_flight(self) -> int:
         return self._n_requests()
-
-    def _reference_batch(self) -> int:
-        return len(np.load(self.model_path("reference_input"), mmap_mode="r"))
 
     def prepare(self, batch: np.ndarray) -> Any:
         array = np.ascontiguousarray(batch.transpose(0, 3, 1, 2) if self._transpose else batch)

@@ -58,7 +58,7 @@ class TensorflowRunner(Runner):
             return next(iter(out.values())) if isinstance(out, dict) else out
 
         self.fn = tf.function(forward, jit_compile=self.xla, reduce_retracing=False)
-        shapes = sorted({8, *self.spec.batch_sizes})
+        shapes = self.compile_batch_sizes()
         sample = [d for d in self.manifest.input_shape[1:]]
         with tf.device(self._device):
             for n in shapes:

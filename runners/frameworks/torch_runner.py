@@ -64,9 +64,7 @@ class TorchRunner(Runner):
         self.forward = module
         self.graphs: dict[int, tuple[Any, Any, Any]] = {}
         sample = [int(d) for d in self.manifest.input_shape[1:] if d is not None]
-        shapes = sorted(
-            {len(np.load(self.model_path("reference_input"), mmap_mode="r")), *self.spec.batch_sizes}
-        )
+        shapes = self.compile_batch_sizes()
         if o.mode == "compile":
             self.forward = torch.compile(module, mode=o.compile_mode, dynamic=False)
         if o.mode in ("compile", "cudagraphs"):
