@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +19,9 @@ from rich.markup import escape
 from controller import colocate as colocate_service
 from controller import models as model_store
 from controller import render, service, store
-from controller.errors import BenchError
+from controller.errors import BenchError, Terminated
 from controller.paths import Paths
+from schemas import MAX_BATCH_SIZE
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -33,8 +36,9 @@ app.add_typer(images_app, name="images")
 app.add_typer(models_app, name="models")
 
 # Off a terminal (pipes, CI logs) rich would wrap tables at 80 columns.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+# emoji=False: a message such as `core.cpp:100:` must not print as an emoji.
+out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, emoji=False, width=None if sys.stderr.isatty() else 160)
 
 DbOpt = Annotated[
     Path | None, typer.Option("--db", help="result database (default: results.duckdb, or $BENCH_DB)")
@@ -54,9 +58,10 @@ def handles_errors(fn: F) -> F:
         except BenchError as e:
             err.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            err.print("[red]interrupted[/]")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as e:
+            signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
+            err.print(f"[red]interrupted[/] ({signal.Signals(signum).name})")
+            raise typer.Exit(128 + signum) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as e:  # a bug of ours: one line for the user, the traceback on demand
@@ -89,18 +94,15 @@ def build_line(line: str) -> None:
 
 
 def parse_batch_sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise BenchError(
-            f"--batch-sizes {text!r} is not a comma-separated list of integers", "e.g. --batch-sizes 1,8,32"
-        ) from None
-    if not sizes or any(b < 1 for b in sizes):
-        raise BenchError(
-            f"--batch-sizes {text!r}: batch sizes must be positive integers", "e.g. --batch-sizes 1,8,32"
-        )
+    hint = "e.g. --batch-sizes 1,8,32"
+    items = [x.strip() for x in text.split(",")]
+    if not all(re.fullmatch(r"[0-9]{1,9}", x) for x in items):
+        raise BenchError(f"--batch-sizes {text!r} is not a comma-separated list of integers", hint)
+    sizes = [int(x) for x in items]
+    if any(not 1 <= b <= MAX_BATCH_SIZE for b in sizes):
+        raise BenchError(f"--batch-sizes {text!r}: batch sizes go from 1 to {MAX_BATCH_SIZE}", hint)
     if len(set(sizes)) != len(sizes):
-        raise BenchError(f"--batch-sizes {text!r} repeats a batch size", "e.g. --batch-sizes 1,8,32")
+        raise BenchError(f"--batch-sizes {text!r} repeats a batch size", hint)
     return sizes
 
 
@@ -246,21 +248,35 @@ def run_colocated(req: service.RunRequest, paths: Paths, as_json: bool) -> None:
 def query(
     sql: Annotated[str, typer.Argument(help='read-only SQL, e.g. "SELECT * FROM results LIMIT 5"')],
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | csv | json")] = "table",
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit", help="print at most N rows (default 1000 for a table, all for csv/json; 0: all)"
+        ),
+    ] = None,
     db: DbOpt = None,
 ) -> None:
     """Run read-only SQL over the result database (view `results`, tables `runs`, `measurements`).
 
-    Statements that write (INSERT, UPDATE, DELETE, CREATE, COPY, ATTACH, ...) are refused.
+    The store is opened read-only, with no access to other files: statements that write (INSERT,
+    COPY, ATTACH, SET, ...) or read files (read_csv, glob, ...) are refused.
     """
     if fmt not in ("table", "csv", "json"):
         raise BenchError(f"unknown format {fmt!r}", "valid: table, csv, json")
+    if limit is not None and limit < 0:
+        raise BenchError(f"--limit {limit}: must be >= 0", "e.g. --limit 100, or --limit 0 for every row")
+    cap = (1000 if fmt == "table" else 0) if limit is None else limit
     cols, rows = store.query(Paths.from_env(db).db, sql)
+    left_out = max(0, len(rows) - cap) if cap else 0
+    shown = rows[:cap] if cap else rows
     if fmt == "json":
-        print(store.to_json(cols, rows))
+        print(store.to_json(cols, shown))
     elif fmt == "csv":
-        render.csv_rows(cols, rows)
+        render.csv_rows(cols, shown)
     else:
-        render.table(out, cols, rows)
+        render.table(out, cols, shown)
+    if left_out:
+        err.print(f"[yellow]{left_out} more row(s) not shown[/] (hint: --limit N, or --limit 0 for all)")
 
 
 @app.command()
@@ -388,7 +404,14 @@ def models_list(as_json: JsonOpt = False) -> None:
         render.models(out, entries)
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
 def main() -> None:
+    # SIGTERM and SIGHUP unwind like Ctrl-C: the runner's process group (or container) is killed.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
     app()
 
 

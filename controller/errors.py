@@ -21,3 +21,11 @@ def did_you_mean(value: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(value, choices, n=1)
     listing = ", ".join(sorted(choices)) or "none yet"
     return f"did you mean {close[0]!r}? valid: {listing}" if close else f"valid: {listing}"
+
+
+class Terminated(KeyboardInterrupt):
+    """bench-ctl received SIGTERM (or SIGHUP): unwind like Ctrl-C, so runners are stopped."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

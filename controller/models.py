@@ -33,7 +33,7 @@ class ModelEntry(BaseModel):
 
 
 def check_name(name: str) -> str:
-    if not MODEL_NAME_RE.match(name):
+    if not MODEL_NAME_RE.fullmatch(name):
         raise BenchError(
             f"invalid model name {name!r}",
             "use lowercase letters, digits, '_', '-' or '.', no paths (e.g. resnet50)",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import psutil
 from pydantic import BaseModel, ValidationError
 
 from controller import models as model_store
@@ -18,9 +20,20 @@ from controller.launchers import select_launcher
 from controller.launchers.base import Launcher, LineSink, failed_result
 from controller.launchers.local import LocalLauncher
 from controller.paths import Paths
-from schemas import FRAMEWORK_OPTION_MODELS, LaunchInfo, MeasurementPolicy, RunResult, RunSpec, load_result
+from schemas import (
+    FRAMEWORK_OPTION_MODELS,
+    LaunchInfo,
+    MeasurementPolicy,
+    ModelManifest,
+    RunResult,
+    RunSpec,
+    load_result,
+)
+from schemas.atomic import write_atomic
 
 LauncherChoice = Literal["auto", "local", "docker"]
+MAX_SWEEP_RUNS = 256
+INPUT_MEMORY_FRACTION = 0.25  # refuse batches whose input alone needs more of the host's memory
 NONE_WORDS = {"none", "null", "auto", "default"}
 
 
@@ -30,6 +43,7 @@ def parse_sets(framework: str, sets: list[str]) -> tuple[dict[str, Any], dict[st
     policy: dict[str, Any] = {}
     option_model = FRAMEWORK_OPTION_MODELS[framework]
     valid = [k for k in option_model.model_fields if k != "framework"]
+    seen: set[str] = set()
     for item in sets:
         key, sep, value = item.partition("=")
         key = key.strip()
@@ -37,6 +51,9 @@ def parse_sets(framework: str, sets: list[str]) -> tuple[dict[str, Any], dict[st
             raise BenchError(
                 f"--set {item!r} is not key=value", f"e.g. --set {valid[0] if valid else 'key'}=VALUE"
             )
+        if key in seen:
+            raise BenchError(f"--set {key} is given twice", "give each option once")
+        seen.add(key)
         target, fields, prefix = options, option_model.model_fields, ""
         if key.startswith("policy."):
             key, target, fields, prefix = key[7:], policy, MeasurementPolicy.model_fields, "policy."
@@ -180,6 +197,12 @@ def expand(req: RunRequest, image: ImageInfo) -> list[RunRequest]:
     for key, choices in image.default_sweep.items():
         if key not in set_keys and key not in axes:
             axes[key] = list(choices)
+    total = math.prod(len(c) for c in axes.values())
+    if total > MAX_SWEEP_RUNS:
+        raise BenchError(
+            f"--sweep asks for {total:,} runs (more than {MAX_SWEEP_RUNS})",
+            "sweep fewer values at a time",
+        )
     combos: list[list[str]] = [[]]
     for key, choices in axes.items():
         combos = [[*c, f"{key}={v}"] for c in combos for v in choices]
@@ -189,6 +212,7 @@ def expand(req: RunRequest, image: ImageInfo) -> list[RunRequest]:
 def run_all(req: RunRequest, paths: Paths, log: LineSink, on_line: LineSink) -> list[RunResult]:
     """Validate every combination first (nothing runs if one is wrong), then run them in turn."""
     requests = validate(req, paths)
+    store.check_writable(paths.db)
     results = []
     for i, r in enumerate(requests, 1):
         if len(requests) > 1:
@@ -204,8 +228,15 @@ def validate(req: RunRequest, paths: Paths) -> list[RunRequest]:
     models = req.models
     if not models:
         raise BenchError("--model is empty", "e.g. --model resnet50, or --model resnet50,vgg19 --ensemble")
-    for m in models:
-        model_store.read_manifest(paths, m)
+    manifests = [model_store.read_manifest(paths, m) for m in models]
+    if req.ensemble and len({tuple(m.input_shape) for m in manifests}) > 1:
+        shapes = ", ".join(f"{m.name} {m.input_shape}" for m in manifests)
+        raise BenchError(
+            f"--ensemble members take different inputs ({shapes})",
+            "an ensemble feeds one batch to every member: choose models with the same input shape",
+        )
+    for m in manifests:
+        check_batch_memory(m, req.batch_sizes)
     if req.ensemble and len(models) < 2:
         raise BenchError(
             "--ensemble needs at least two models", "e.g. --model resnet50,densenet201,vgg19 --ensemble"
@@ -217,6 +248,19 @@ def validate(req: RunRequest, paths: Paths) -> list[RunRequest]:
     for r in requests:
         plan(r, paths, LocalLauncher(paths), image)
     return requests
+
+
+def check_batch_memory(manifest: ModelManifest, batch_sizes: list[int]) -> None:
+    """Refuse batch sizes whose input batch alone could not fit in this host's memory."""
+    per_sample = 4 * math.prod(d or 1 for d in manifest.input_shape[1:])
+    budget = psutil.virtual_memory().total * INPUT_MEMORY_FRACTION
+    too_big = [b for b in batch_sizes if b * per_sample > budget]
+    if too_big:
+        raise BenchError(
+            f"batch size {too_big[0]:,} of {manifest.name} needs {too_big[0] * per_sample / 2**30:.1f} GiB "
+            f"for its input alone (this host has {psutil.virtual_memory().total / 2**30:.0f} GiB)",
+            "choose smaller batch sizes",
+        )
 
 
 def run(req: RunRequest, paths: Paths, log: LineSink, on_line: LineSink, db: Path | None = None) -> RunResult:
@@ -267,10 +311,17 @@ def keep(result: RunResult, run_dir: Path, paths: Paths, db: Path | None = None)
     """Write the result atomically beside the run (with the launch information the runner could
     not know), then store it in one transaction."""
     final = run_dir / "result.json"
-    final.with_suffix(".tmp").write_text(result.model_dump_json(indent=1) + "\n")
-    final.with_suffix(".tmp").replace(final)
-    with store.connect(db or paths.db) as con:
-        store.ingest(con, result, final)
+    write_atomic(final, result.model_dump_json(indent=1) + "\n")
+    try:
+        with store.connect(db or paths.db) as con:
+            store.ingest(con, result, final)
+    except BenchError as e:
+        raise BenchError(
+            f"measured, but not stored: {e.message}",
+            f"the result is kept in {run_dir}/; store it with: bench-ctl ingest {run_dir}"
+            + (f" --db {db or paths.db}" if (db or paths.db) != Paths.from_env().db else ""),
+            exit_code=1,
+        ) from None
     return result
 
 

@@ -7,8 +7,11 @@ earlier copy of the same run_id, so ingesting twice changes nothing.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
-import re
+import os
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -133,15 +136,34 @@ SELECT
 FROM runs r LEFT JOIN measurements m USING (run_id)
 """
 
-EXPLAIN_ANALYZE = re.compile(r"\s*explain\s+analy[sz]e\b", re.IGNORECASE)
 READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
 STORE_VERSION = len(MIGRATIONS)
+VIEWS = [RESULTS_VIEW]
+# A read connection reaches nothing but the store: no file readers or writers (COPY, read_csv,
+# glob, ATTACH), no extension installs, no SET and no logging to files (the configuration is locked).
+READ_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+LOCK_WAIT_S = 30.0
+_WRITER = threading.Lock()  # one writer at a time within this process (co-located runs finish together)
+
+
+def _views_hash() -> str:
+    return hashlib.sha256("\n".join(VIEWS).encode()).hexdigest()[:16]
+
+
+def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
+    row = con.execute("SELECT value FROM store_meta WHERE key = ?", [key]).fetchone()
+    return str(row[0]) if row else None
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring the schema and the views up to date; writes nothing when they already are."""
     con.execute("CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
-    row = con.execute("SELECT value FROM store_meta WHERE key = 'version'").fetchone()
-    version = int(row[0]) if row else 0
+    version = int(_meta(con, "version") or 0)
     if version > STORE_VERSION:
         raise BenchError(
             f"the store has version {version}, newer than this code ({STORE_VERSION})",
@@ -152,39 +174,97 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(MIGRATIONS[i])
         con.execute("INSERT OR REPLACE INTO store_meta VALUES ('version', ?)", [str(i + 1)])
         con.execute("COMMIT")
-    con.execute(RESULTS_VIEW)
+    if _meta(con, "views") != _views_hash():
+        con.execute("BEGIN")
+        for view in VIEWS:
+            con.execute(view)
+        con.execute("INSERT OR REPLACE INTO store_meta VALUES ('views', ?)", [_views_hash()])
+        con.execute("COMMIT")
 
 
-_WRITER = threading.Lock()  # one writer at a time within this process (co-located runs finish together)
-LOCK_WAIT_S = 30.0
+def first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _is_lock_error(e: BaseException) -> bool:
+    text = str(e).lower()
+    return "lock" in text and ("conflicting" in text or "could not set" in text)
+
+
+INGEST_HINT = "the raw results stay under .bench/runs/ and `bench-ctl ingest` stores them again"
+
+
+def open_error(db: Path, e: BaseException, write: bool) -> BenchError:
+    """What is wrong with a store path, said so the user can fix it."""
+    text = first_line(e)
+    parent = db.parent
+    if db.is_dir():
+        return BenchError(
+            f"--db {db} is a folder, not a DuckDB file", "give a file path, e.g. results.duckdb"
+        )
+    if not parent.is_dir():
+        what = "is not a folder" if parent.exists() else "does not exist"
+        return BenchError(f"--db {db}: {parent} {what}", "create the folder or fix the path")
+    if _is_lock_error(e):
+        return BenchError(
+            f"cannot open {db}: another process holds it",
+            "a bench-ctl storing a result, or a DuckDB session: retry, or pass another --db",
+            exit_code=1,
+        )
+    if write and (not os.access(parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK))):
+        return BenchError(
+            f"--db {db} is read-only", "storing results needs a writable file; pass another --db"
+        )
+    low = text.lower()
+    if any(w in low for w in ("not a valid duckdb", "checksum", "corrupt", "magic", "not a duckdb")):
+        return BenchError(
+            f"--db {db} is not a readable DuckDB store: {text}", f"pass another --db; {INGEST_HINT}"
+        )
+    return BenchError(f"cannot open {db}: {text}", "check --db / $BENCH_DB", exit_code=1)
+
+
+def _open(db: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """Open the store, retrying while another process holds its lock (DuckDB: one writer per file)."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            if read_only:
+                return duckdb.connect(str(db), read_only=True, config=READ_CONFIG)
+            return duckdb.connect(str(db))
+        except duckdb.Error as e:
+            if _is_lock_error(e) and time.monotonic() < deadline:
+                time.sleep(0.05 + random.random() * 0.2)
+                continue
+            raise open_error(db, e, write=not read_only) from None
 
 
 @contextmanager
 def connect(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-write connection with the schema up to date.
+    """A read-write connection with the schema up to date (the file is created if missing).
 
     DuckDB lets one process write a file at a time: another bench-ctl storing a result holds it
     for a moment, so opening is retried for up to LOCK_WAIT_S seconds."""
-    db.parent.mkdir(parents=True, exist_ok=True)
+    if db.is_dir() or not db.parent.is_dir():
+        if not db.parent.exists() and not db.is_dir():
+            db.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            raise open_error(db, OSError("not a file"), write=True)
     with _WRITER:
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while True:
-            try:
-                con = duckdb.connect(str(db))
-                break
-            except duckdb.Error as e:
-                if time.monotonic() > deadline or "lock" not in str(e).lower():
-                    raise BenchError(
-                        f"cannot open {db}: {str(e).splitlines()[0]}",
-                        "another process holds it (bench-ctl, a DuckDB session); or pass another --db",
-                        exit_code=1,
-                    ) from None
-                time.sleep(0.2)
+        con = _open(db, read_only=False)
         try:
-            migrate(con)
+            try:
+                migrate(con)
+            except duckdb.Error as e:
+                raise open_error(db, e, write=True) from None
             yield con
         finally:
             con.close()
+
+
+def check_writable(db: Path) -> None:
+    """Fail now, before anything is measured, if results could not be stored in `db`."""
+    with connect(db):
+        pass
 
 
 def _phase(result: RunResult, name: str) -> float | None:
@@ -293,7 +373,9 @@ def variant(result: RunResult) -> str:
 
 
 def ingest(con: duckdb.DuckDBPyConnection, result: RunResult, result_path: Path | None = None) -> None:
-    """Store one validated result in one transaction; replaces an earlier copy of the run."""
+    """Store one validated result in one transaction; replaces an earlier copy of the run.
+
+    A failure (full disk, corrupt file, interruption) rolls back and leaves the store as it was."""
     row = run_row(result, result_path)
     con.execute("BEGIN")
     try:
@@ -311,29 +393,44 @@ def ingest(con: duckdb.DuckDBPyConnection, result: RunResult, result_path: Path 
                 [result.run_id, *(values[c] for c in MEASUREMENT_COLUMNS)],
             )
         con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
+    except BaseException as e:
+        # The transaction may already be gone (a failed COMMIT on a full disk): the original error
+        # is the one worth telling, not "cannot rollback".
+        with contextlib.suppress(duckdb.Error, RuntimeError):
+            con.execute("ROLLBACK")
+        if isinstance(e, RuntimeError) and "interrupt" in str(e).lower():
+            raise KeyboardInterrupt from None
+        if isinstance(e, duckdb.Error):
+            raise BenchError(
+                f"cannot store run {result.run_id}: {first_line(e)}",
+                "free disk space or fix the store, then `bench-ctl ingest` the result again",
+                exit_code=1,
+            ) from None
         raise
 
 
 def ensure_store(db: Path) -> None:
-    with connect(db):
-        pass
+    """Create the store if missing and bring it up to date (a write)."""
+    check_writable(db)
 
 
 def check_read_only(sql: str) -> None:
-    """Refuse, before touching any database, statements that could write."""
+    """Refuse, before touching any database, statements that are not reads.
+
+    Defence in depth: the read connection itself can neither write nor reach files (READ_CONFIG)."""
     parser = duckdb.connect(":memory:")
     try:
         statements = parser.extract_statements(sql)
     except duckdb.Error as e:
-        raise BenchError(f"SQL error: {str(e).splitlines()[0]}", "see `bench-ctl query --help`") from None
+        raise BenchError(f"SQL error: {first_line(e)}", "see `bench-ctl query --help`") from None
     finally:
         parser.close()
+    if not statements:
+        raise BenchError(
+            "no SQL statement in the query", 'try: bench-ctl query "SELECT * FROM results LIMIT 5"'
+        )
     for st in statements:
         kind = st.type.name
-        if kind == "EXPLAIN" and EXPLAIN_ANALYZE.match(st.query):
-            kind = "EXPLAIN ANALYZE"  # runs its statement, which may write (COPY ... TO)
         if kind not in READ_ONLY_STATEMENTS:
             raise BenchError(
                 f"refused: {kind} statement; queries are read-only", "use SELECT over the `results` view"
@@ -341,30 +438,68 @@ def check_read_only(sql: str) -> None:
 
 
 def query(db: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run read-only SQL. Statements that could write are refused before they run."""
+    """Run a user's read-only SQL. Statements that are not reads are refused before they run."""
     if not sql.strip():
         raise BenchError("empty query", 'try: bench-ctl query "SELECT * FROM results LIMIT 5"')
     check_read_only(sql)
     return read(db, sql)
 
 
-def read(db: Path, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run SQL on a read-only connection to an up-to-date store: (column names, rows)."""
-    ensure_store(db)
-    con = duckdb.connect(str(db), read_only=True)
+@contextmanager
+def reader(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection that creates and changes no file and reaches nothing outside the store.
+
+    The views are defined on the connection itself (temporary), so a store written by an older
+    bench-ctl with the same tables still answers, and reading never writes."""
+    if db.is_dir():
+        raise open_error(db, OSError("is a folder"), write=False)
+    if not db.exists():
+        raise BenchError(
+            f"no result database at {db}",
+            "run a benchmark first (bench-ctl run ...), or check --db / $BENCH_DB",
+        )
+    con = _open(db, read_only=True)
     try:
+        try:
+            version = int(_meta(con, "version") or 0)
+        except duckdb.Error as e:
+            raise BenchError(
+                f"{db} is a DuckDB file but not a result store ({first_line(e)})", "check --db / $BENCH_DB"
+            ) from None
+        if version > STORE_VERSION:
+            raise BenchError(
+                f"the store has version {version}, newer than this code ({STORE_VERSION})",
+                "update bench-ctl, or use another --db",
+            )
+        if version < STORE_VERSION:
+            raise BenchError(
+                f"the store {db} has version {version}, older than this code ({STORE_VERSION})",
+                "any `bench-ctl run` or `bench-ctl ingest` with this --db upgrades it",
+            )
+        for view in VIEWS:
+            con.execute(view.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW", 1))
+        yield con
+    finally:
+        con.close()
+
+
+def read(db: Path, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run SQL on a read-only connection: (column names, rows)."""
+    with reader(db) as con:
         try:
             rel = con.execute(sql, params or [])
             cols = [d[0] for d in rel.description] if rel.description else []
             rows = rel.fetchall() if rel.description else []
+        except RuntimeError as e:
+            if "interrupt" in str(e).lower():
+                raise KeyboardInterrupt from None
+            raise
         except duckdb.Error as e:
             raise BenchError(
-                f"SQL error: {str(e).splitlines()[0]}",
+                f"SQL error: {first_line(e)}",
                 'columns of the results view: `bench-ctl query "DESCRIBE results"`',
             ) from None
         return cols, rows
-    finally:
-        con.close()
 
 
 def dumps_default(value: Any) -> Any:

@@ -10,6 +10,7 @@ import contextlib
 import json
 import re
 import sys
+import tempfile
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 
 from runners import ensemble
 from runners.base import Runner, Unsupported
-from runners.core import accuracy, barrier, fingerprint, gpu, measure
+from runners.core import accuracy, barrier, fingerprint, gpu, measure, parent
 from runners.core.common import Timer, input_batch, log
 from runners.core.io import write_atomic
 from runners.core.trackers import HostMemoryTracker, peak_rss_mb
@@ -38,9 +39,9 @@ def now() -> datetime:
 
 def read_spec(path: Path) -> RunSpec:
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise SpecError(f"cannot read spec {path}: {e}") from None
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad UTF-8 or JSON
+        raise SpecError(f"cannot read spec {path}: {type(e).__name__}: {str(e)[:200]}") from None
     try:
         return RunSpec.model_validate(doc)
     except ValidationError as e:
@@ -236,6 +237,20 @@ def _measure(
     return m
 
 
+def check_out(path: Path) -> None:
+    """Refuse, before measuring anything, an output path the result could not be written to."""
+    folder = path.parent
+    if path.is_dir():
+        raise SpecError(f"--out {path} is a folder; give a file path")
+    if not folder.is_dir():
+        raise SpecError(f"--out {path}: folder {folder} does not exist")
+    try:  # os.access is wrong for root on read-only mounts: really create a file
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe."):
+            pass
+    except OSError as e:
+        raise SpecError(f"--out {path}: cannot write in {folder}: {e.strerror or e}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -244,10 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="where to write the RunResult JSON")
     args = parser.parse_args(argv)
     try:
+        check_out(args.out)
         spec = read_spec(args.spec)
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    parent.watch()
     result = execute(spec)
     write_atomic(args.out, result.model_dump_json(indent=1) + "\n")
     log(f"status {result.status}; result written to {args.out}")

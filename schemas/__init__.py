@@ -15,6 +15,7 @@ from schemas.result import (
 )
 from schemas.spec import (
     FRAMEWORK_OPTION_MODELS,
+    MAX_BATCH_SIZE,
     MODEL_NAME_RE,
     SCHEMA_VERSION,
     Barrier,
@@ -32,6 +33,7 @@ from schemas.upgrade import SchemaVersionError, load_result, upgrade
 
 __all__ = [
     "FRAMEWORK_OPTION_MODELS",
+    "MAX_BATCH_SIZE",
     "MODEL_NAME_RE",
     "PHASES",
     "SCHEMA_VERSION",

@@ -9,14 +9,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 SCHEMA_VERSION: Final = 1
 
-MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-DEVICE_RE = re.compile(r"^(cpu|cuda:\d+)$")
+# Matched with fullmatch: `$` would accept a trailing newline, `\d` any Unicode digit.
+MODEL_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+DEVICE_RE = re.compile(r"cpu|cuda:[0-9]{1,3}")
+MAX_BATCH_SIZE: Final = 65536
 
 
 class Strict(BaseModel):
     """Base for every schema model: unknown fields are errors, instances are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class MeasurementPolicy(Strict):
@@ -159,7 +161,7 @@ class EnsembleMember(Strict):
 
 
 def _check_model_name(v: str) -> str:
-    if not MODEL_NAME_RE.match(v):
+    if not MODEL_NAME_RE.fullmatch(v):
         raise ValueError(f"invalid model name {v!r}: use lowercase letters, digits, '_', '-', '.' (no paths)")
     return v
 
@@ -217,16 +219,16 @@ class RunSpec(Strict):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if not DEVICE_RE.match(v):
+        if not DEVICE_RE.fullmatch(v):
             raise ValueError(f"invalid device {v!r}: expected 'cpu' or 'cuda:N'")
         return v
 
     @field_validator("batch_sizes")
     @classmethod
     def _batch_sizes(cls, v: list[int]) -> list[int]:
-        bad = [b for b in v if b < 1]
+        bad = [b for b in v if not 1 <= b <= MAX_BATCH_SIZE]
         if bad:
-            raise ValueError(f"batch sizes must be positive integers, got {bad}")
+            raise ValueError(f"batch sizes must be integers from 1 to {MAX_BATCH_SIZE}, got {bad}")
         if len(set(v)) != len(v):
             raise ValueError("batch sizes must not repeat")
         return v

@@ -38,8 +38,14 @@ def upgrade(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_result(path: str | Path) -> RunResult:
-    """Parse, upgrade and validate a result file."""
-    doc = json.loads(Path(path).read_text())
+    """Parse, upgrade and validate a result file.
+
+    Strict: `true` is no number, `Infinity` and `NaN` are refused (they are not JSON)."""
+    doc = json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=_refuse_constant)
     if not isinstance(doc, dict):
         raise SchemaVersionError(f"{path}: not a JSON object")
-    return RunResult.model_validate(upgrade(doc))
+    return RunResult.model_validate_json(json.dumps(upgrade(doc)), strict=True)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")

@@ -57,6 +57,10 @@ def run_args(fake_model: Path) -> list[str]:
         ("null", ["framework=onnxruntime"], ["framework"]),
         ("null", ["policy.min_time_s=5", "policy.max_time_s=1"], ["max_time_s"]),
         ("null", ["policy.tolerance=2"], ["tolerance"]),
+        ("null", ["policy.max_time_s=inf"], ["max_time_s"]),
+        ("null", ["policy.max_time_s=1e400"], ["max_time_s"]),
+        ("null", ["work_us=nan"], ["work_us"]),
+        ("null", ["work_us=1", "work_us=2"], ["given twice"]),
     ],
 )
 def test_bad_set(
@@ -73,7 +77,9 @@ def test_bad_policy_value_names_the_key(cli: Any, bench: Any, run_args: list[str
     assert "policy.max_time_s" in line
 
 
-@pytest.mark.parametrize("sizes", ["0", "-1", "a", "1,0", "1,,x", "", "1,1", "2.5"])
+@pytest.mark.parametrize(
+    "sizes", ["0", "-1", "a", "1,0", "1,,x", "", "1,1", "2.5", "1,,2", "\uff18", "1000000000", "65537", "1,"]
+)
 def test_bad_batch_sizes(cli: Any, bench: Any, fake_model: Path, sizes: str) -> None:
     result = cli("run", "--image", "null", "--model", "fake", "--launcher", "local", "--batch-sizes", sizes)
     assert_refused(result, bench, "--batch-sizes", "e.g. --batch-sizes 1,8,32")
@@ -341,3 +347,29 @@ def test_bad_timeout_refused(
 ) -> None:
     result = cli(*run_args, "--image", "null", "--timeout", timeout, *short_policy, "--set", "work_us=50")
     assert_refused(result, bench, "--timeout")
+
+
+def test_huge_sweep_is_refused(cli: Any, bench: Any, run_args: list[str]) -> None:
+    values = ",".join(str(v) for v in range(1, 200))
+    result = cli(*run_args, "--image", "null", "--sweep", f"work_us={values}", "--sweep", "fault=none,raise")
+    assert_refused(result, bench, "398 runs")
+
+
+@pytest.mark.parametrize("kind", ["folder", "not-duckdb", "parent-is-file"])
+def test_bad_db_is_refused_before_measuring(
+    cli: Any, bench: Any, run_args: list[str], tmp_path: Path, kind: str
+) -> None:
+    if kind == "folder":
+        db = tmp_path / "a-folder.duckdb"
+        db.mkdir()
+    elif kind == "not-duckdb":
+        db = tmp_path / "junk.duckdb"
+        db.write_bytes(b"x" * 5000)
+    else:
+        (tmp_path / "file").write_text("x")
+        db = tmp_path / "file" / "results.duckdb"
+    result = cli(*run_args, "--image", "null", "--db", str(db))
+    assert result.exit_code != 0
+    lines = error_lines(result)
+    assert len(lines) == 1 and "internal error" not in lines[0] and "another process" not in lines[0], lines
+    assert bench.run_dirs() == [], "the benchmark ran before the store was checked"

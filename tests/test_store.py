@@ -196,6 +196,7 @@ def test_query_accepts_reads(bench: Any, make_result: Any, sql: str) -> None:
 
 
 def test_query_errors_are_bench_errors(bench: Any) -> None:
+    store.ensure_store(bench.db)
     with pytest.raises(BenchError, match="SQL error"):
         store.query(bench.db, "SELECT nosuchcolumn FROM results")
     with pytest.raises(BenchError, match="SQL error"):

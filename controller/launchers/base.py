@@ -38,6 +38,7 @@ class ProcessOutcome:
     image_digest: str | None = None
     lock_hash: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    oom_killed: bool = False  # the kernel's OOM killer or a container memory limit ended it
 
 
 class TailBuffer:

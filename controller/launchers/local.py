@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -49,6 +50,13 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def kill_group(proc: subprocess.Popen[str]) -> None:
+    """Kill a child started in its own session, with everything it started, and reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def run_process(
     cmd: list[str], cwd: Path, env: dict[str, str], timeout_s: float, log_path: Path, on_line: LineSink
 ) -> tuple[int | None, bool, float, str]:
@@ -85,11 +93,10 @@ def run_process(
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+            kill_group(proc)
+        except BaseException:  # Ctrl-C, SIGTERM, an error of ours: the runner must not outlive us
+            kill_group(proc)
+            raise
         reader.join(timeout=5)
     return proc.returncode, timed_out, time.monotonic() - start, tail.text()
 

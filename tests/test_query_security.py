@@ -1,0 +1,196 @@
+"""`bench-ctl query` is a way into the store only: it reads, writes no file, reaches no file.
+
+Each case is one a hostile user tried: statements hidden behind EXPLAIN, comments or CALL, file
+readers, a store on a read-only mount, a mistyped --db, many readers at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller import store
+from controller.errors import BenchError
+from controller.paths import REPO_ROOT
+
+
+def _fill(db: Path, make_result: Any) -> None:
+    with store.connect(db) as con:
+        store.ingest(con, make_result(), None)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+ESCAPES = [
+    "EXPLAIN (ANALYZE) COPY (SELECT 'echo pwned' AS line) TO '{out}' (HEADER false, QUOTE '')",
+    "EXPLAIN /* */ ANALYZE COPY (SELECT 1) TO '{out}'",
+    "/* c */ EXPLAIN ANALYZE COPY (SELECT 1) TO '{out}'",
+    "EXPLAIN (FORMAT json, ANALYZE) COPY (SELECT 1) TO '{out}'",
+    "EXPLAIN ANALYZE SELECT * FROM read_text('/etc/hostname')",
+    "CALL enable_logging(storage='file', storage_path='{out}')",
+    "SELECT substr(content, 1, 5) FROM read_text('/etc/hostname')",
+    "SELECT * FROM read_csv('/etc/hostname')",
+    "SELECT * FROM read_blob('/etc/hostname')",
+    "SELECT * FROM glob('/root/*')",
+    "SELECT * FROM '/etc/hostname'",
+    "PRAGMA enable_profiling='json'",
+    "SELECT * FROM read_parquet('{out}')",
+    "CALL pragma_database_size()",
+]
+
+
+@pytest.mark.parametrize("sql", ESCAPES)
+def test_query_reaches_no_file(bench: Any, make_result: Any, sql: str, tmp_path: Path) -> None:
+    _fill(bench.db, make_result)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out = outside / "x.sh"
+    before = _digest(bench.db)
+    try:
+        _, rows = store.query(bench.db, sql.format(out=out))
+    except BenchError as e:
+        assert e.exit_code == 2
+    else:  # harmless statements may answer, but never with a file's content
+        assert not any("root:" in str(r) or os.uname().nodename in str(r) for r in rows), rows
+    assert not list(outside.iterdir()), "a query wrote a file"
+    assert _digest(bench.db) == before, "a query changed the store"
+
+
+def test_select_leaves_the_store_file_untouched(bench: Any, make_result: Any) -> None:
+    _fill(bench.db, make_result)
+    listing = _tree(bench.db.parent)
+    before = (_digest(bench.db), bench.db.stat().st_mtime_ns)
+    for sql in ("SELECT count(*) FROM results", "FROM runs", "DESCRIBE results"):
+        store.query(bench.db, sql)
+    assert (_digest(bench.db), bench.db.stat().st_mtime_ns) == before
+    assert _tree(bench.db.parent) == listing
+
+
+def test_mistyped_db_creates_nothing(tmp_path: Path, cli: Any) -> None:
+    missing = tmp_path / "no" / "such" / "results.duckdb"
+    result = cli("query", "SELECT 1", "--db", str(missing))
+    assert result.exit_code == 2
+    assert "no result database" in result.stderr and "hint:" in result.stderr
+    assert not (tmp_path / "no").exists()
+
+
+def _freeze(path: Path, on: bool) -> bool:
+    """Make a file or folder unwritable even for root (immutable), or writable again."""
+    if os.geteuid() != 0:
+        path.chmod((0o555 if path.is_dir() else 0o444) if on else (0o755 if path.is_dir() else 0o644))
+        return True
+    done = subprocess.run(["chattr", "+i" if on else "-i", str(path)], capture_output=True)
+    return done.returncode == 0
+
+
+def test_immutable_store_answers(bench: Any, make_result: Any, cli: Any) -> None:
+    """A store on a read-only mount (or immutable) can be queried, and nothing appears beside it."""
+    _fill(bench.db, make_result)
+    if not (_freeze(bench.db, True) and _freeze(bench.db.parent, True)):
+        _freeze(bench.db, False)
+        pytest.skip("cannot make a file immutable here (chattr)")
+    try:
+        listing = _tree(bench.db.parent)
+        result = cli("query", "SELECT count(*) AS n FROM results", "-f", "csv")
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout.split() == ["n", "2"]
+        assert _tree(bench.db.parent) == listing
+    finally:
+        _freeze(bench.db.parent, False)
+        _freeze(bench.db, False)
+
+
+def test_queries_wait_for_a_writer(bench: Any, make_result: Any) -> None:
+    """A reader retries while another process holds the write lock, as writers do."""
+    _fill(bench.db, make_result)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+            "time.sleep(1.5); c.close()",
+            str(bench.db),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    _, rows = store.query(bench.db, "SELECT count(*) FROM results")
+    holder.wait()
+    assert rows == [(2,)]
+
+
+def test_concurrent_queries_all_answer(bench: Any, make_result: Any) -> None:
+    _fill(bench.db, make_result)
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "controller.cli",
+                "query",
+                "SELECT count(*) AS n FROM results",
+                "-f",
+                "csv",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO_ROOT,
+            env={**os.environ, "BENCH_DB": str(bench.db)},
+        )
+        for _ in range(8)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, [o[1] for o in outs]
+    assert all(o[0].split() == ["n", "2"] for o in outs)
+
+
+@pytest.mark.parametrize("sql", [";", " ; ; ", "/* only a comment */"])
+def test_no_statement_is_one_line(bench: Any, make_result: Any, cli: Any, sql: str) -> None:
+    _fill(bench.db, make_result)
+    result = cli("query", sql)
+    assert result.exit_code == 2
+    assert "internal error" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_db_that_is_not_a_store(tmp_path: Path, cli: Any) -> None:
+    junk = tmp_path / "junk.duckdb"
+    junk.write_bytes(b"not a database at all" * 100)
+    result = cli("query", "SELECT 1", "--db", str(junk))
+    assert result.exit_code != 0 and "internal error" not in result.stderr
+    folder = tmp_path / "folder.duckdb"
+    folder.mkdir()
+    result = cli("query", "SELECT 1", "--db", str(folder))
+    assert result.exit_code == 2 and "folder" in result.stderr
+
+
+def test_query_row_cap(bench: Any, make_result: Any, cli: Any) -> None:
+    _fill(bench.db, make_result)
+    result = cli("query", "SELECT * FROM range(5000) t(i)", "--limit", "10")
+    assert result.exit_code == 0
+    assert "4990 more row(s) not shown" in result.stderr
+    result = cli("query", "SELECT * FROM range(5000) t(i)", "-f", "csv", "--limit", "0")
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 5001
+    result = cli("query", "SELECT 1", "--limit", "-3")
+    assert result.exit_code == 2
+
+
+def test_markup_and_emoji_codes_print_verbatim(bench: Any, make_result: Any, cli: Any) -> None:
+    _fill(bench.db, make_result)
+    result = cli("query", "SELECT 'core.cpp:100: [red]x[/] :x:' AS msg")
+    assert result.exit_code == 0
+    assert "core.cpp:100: [red]x[/] :x:" in result.stdout
