@@ -8,7 +8,7 @@ DEMO_MODEL ?= resnet50
 DEMO_BATCHES ?= 1,8,32
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-fast lint schemas locks images images-gpu base-image bench clean
+.PHONY: help setup demo test test-fast faults lint schemas locks images images-gpu base-image bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ test: setup ## run the test suite (real frameworks in their local environments; 
 
 test-fast: setup ## tests that need no framework environment
 	$(BIN)/python -m pytest -m "not frameworks and not docker"
+
+faults: setup ## the fault suite: kill, fill, corrupt and crowd real runs; one line per case and a total
+	$(BIN)/python -m tests.faults
 
 lint: setup ## ruff (lint + format check) and mypy strict on schemas/ and controller/
 	$(BIN)/ruff check .

@@ -31,7 +31,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 images_app = typer.Typer(no_args_is_help=True, help="The image catalog: list and build images.")
-models_app = typer.Typer(no_args_is_help=True, help="The model store: export, add and list models.")
+models_app = typer.Typer(no_args_is_help=True, help="The model store: export, add, list and remove models.")
 app.add_typer(images_app, name="images")
 app.add_typer(models_app, name="models")
 
@@ -231,6 +231,7 @@ def run_colocated(req: service.RunRequest, paths: Paths, as_json: bool) -> None:
     if req.sweeps:
         raise BenchError("--colocate processes takes no --sweep", "run one configuration at a time")
     service.validate(req, paths)
+    service.check_destinations(paths)
     colocated = colocate_service.run(req, paths, info, runner_line)
     if as_json:
         lean = {"runs": {"__all__": {"measurements": {"__all__": {"latencies_ms"}}}}}
@@ -299,11 +300,15 @@ def compare(
 @app.command()
 @handles_errors
 def ingest(
-    targets: Annotated[list[Path], typer.Argument(help="result.json files or folders holding them")],
+    targets: Annotated[list[str], typer.Argument(help="result.json files or folders holding them")],
     db: DbOpt = None,
 ) -> None:
-    """Validate result files and store them (idempotent: a run_id is stored once)."""
-    report = service.ingest_paths(targets, Paths.from_env(db).db)
+    """Validate result files and store them (idempotent: a run_id is stored once).
+
+    A file that does not validate is reported and skipped; the others are stored."""
+    if any(not t.strip() for t in targets):
+        raise BenchError("an empty path was given", "give result.json files or run folders")
+    report = service.ingest_paths([Path(t) for t in targets], Paths.from_env(db).db)
     out.print(f"ingested {len(report.ingested)} result(s)")
     for path, why in report.failed.items():
         err.print(f"[red]skipped[/] {escape(path)}: {escape(why)}", soft_wrap=True)
@@ -391,6 +396,14 @@ def models_add(
     chosen = select_launcher(launcher, get_image("ort"), paths, info)
     m = model_store.add(paths, name, onnx_file, chosen, runner_line, force=force)
     out.print(f"added {m.name}: input {m.input_shape} ({m.input_layout or 'layout unknown'})")
+
+
+@models_app.command("remove")
+@handles_errors
+def models_remove(name: Annotated[str, typer.Argument(help="model to delete from the store")]) -> None:
+    """Delete a model from the store (results that measured it stay in the database)."""
+    folder = model_store.remove(Paths.from_env(), name)
+    out.print(f"removed {name} ({folder})")
 
 
 @models_app.command("list")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -13,6 +17,7 @@ from controller.errors import BenchError, did_you_mean
 from controller.launchers.base import Launcher, LineSink
 from controller.paths import Paths
 from schemas import MODEL_NAME_RE, ModelManifest
+from schemas.atomic import write_atomic
 
 KERAS_MODELS = ("vgg19", "resnet50", "densenet201", "efficientnetb0", "mobilenetv2")
 EXPORT_TIMEOUT_S = 3600.0
@@ -56,6 +61,102 @@ def read_manifest(paths: Paths, name: str) -> ModelManifest:
             f"model {name!r} has an invalid manifest: {e.errors()[0]['msg']}",
             f"re-export it: bench-ctl models export {name} --force",
         ) from None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class DigestCache:
+    """sha256 of files, remembered by (size, mtime): verifying an unchanged model costs a stat."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.entries: dict[str, list[Any]] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.entries = {}
+        self.changed = False
+
+    def digest(self, file: Path) -> tuple[str, int]:
+        st = file.stat()
+        key = str(file.resolve())
+        hit = self.entries.get(key)
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return str(hit[2]), st.st_size
+        digest = _sha256(file)
+        self.entries[key] = [st.st_size, st.st_mtime_ns, digest]
+        self.changed = True
+        return digest, st.st_size
+
+    def save(self) -> None:
+        if self.changed:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path, json.dumps(self.entries))
+
+
+def _artifact_digest(cache: DigestCache, path: Path) -> tuple[str, int]:
+    """As the exporter records it: a file's sha256, or for a folder the sha256 of its sorted
+    (relative path, file sha256) lines."""
+    if not path.is_dir():
+        return cache.digest(path)
+    h, size = hashlib.sha256(), 0
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest, n = cache.digest(f)
+        h.update(f"{f.relative_to(path)}\0{digest}\n".encode())
+        size += n
+    return h.hexdigest(), size
+
+
+def verify(paths: Paths, manifest: ModelManifest) -> None:
+    """Check every file of a model against its manifest before it is measured."""
+    folder = paths.models / manifest.name
+    cache = DigestCache(paths.cache / "model-digests.json")
+    hint = (
+        f"re-export it: bench-ctl models export {manifest.name} --force"
+        if manifest.source == "keras"
+        else f"register it again: bench-ctl models add {manifest.name} FILE.onnx --force"
+    )
+    try:
+        for role, art in manifest.files.items():
+            path = folder / art.path
+            if not path.exists():
+                raise BenchError(f"model {manifest.name!r}: {art.path} ({role}) is missing", hint)
+            if not path.is_dir() and path.stat().st_size != art.bytes:
+                raise BenchError(
+                    f"model {manifest.name!r}: {art.path} has {path.stat().st_size:,} bytes, its manifest "
+                    f"says {art.bytes:,} (truncated or replaced)",
+                    hint,
+                )
+            digest, _ = _artifact_digest(cache, path)
+            if digest != art.sha256:
+                raise BenchError(
+                    f"model {manifest.name!r}: {art.path} does not match the sha256 in its manifest "
+                    "(changed since it was stored)",
+                    hint,
+                )
+    finally:
+        with contextlib.suppress(OSError):
+            cache.save()
+
+
+def remove(paths: Paths, name: str) -> Path:
+    """Delete a model's folder from the store."""
+    check_name(name)
+    folder = paths.models / name
+    if not folder.is_dir():
+        raise BenchError(
+            f"model {name!r} is not in the store ({paths.models})", did_you_mean(name, list_names(paths))
+        )
+    if folder.is_symlink():
+        folder.unlink()
+    else:
+        shutil.rmtree(folder)
+    return folder
 
 
 def list_names(paths: Paths) -> list[str]:

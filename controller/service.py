@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 import secrets
 import socket
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -212,7 +214,7 @@ def expand(req: RunRequest, image: ImageInfo) -> list[RunRequest]:
 def run_all(req: RunRequest, paths: Paths, log: LineSink, on_line: LineSink) -> list[RunResult]:
     """Validate every combination first (nothing runs if one is wrong), then run them in turn."""
     requests = validate(req, paths)
-    store.check_writable(paths.db)
+    check_destinations(paths)
     results = []
     for i, r in enumerate(requests, 1):
         if len(requests) > 1:
@@ -237,6 +239,7 @@ def validate(req: RunRequest, paths: Paths) -> list[RunRequest]:
         )
     for m in manifests:
         check_batch_memory(m, req.batch_sizes)
+        model_store.verify(paths, m)
     if req.ensemble and len(models) < 2:
         raise BenchError(
             "--ensemble needs at least two models", "e.g. --model resnet50,densenet201,vgg19 --ensemble"
@@ -302,16 +305,50 @@ def execute(
 ) -> RunResult:
     """Launch one planned spec in its own run folder, then keep and store its result."""
     run_dir = paths.runs / spec.run_id
-    run_dir.mkdir(parents=True)
-    result = launcher.launch(image, spec, run_dir, timeout_s or default_timeout(spec), on_line, shared or [])
+    try:
+        run_dir.mkdir(parents=True)
+        result = launcher.launch(
+            image, spec, run_dir, timeout_s or default_timeout(spec), on_line, shared or []
+        )
+    except OSError as e:
+        raise run_folder_error(run_dir, e) from None
     return keep(result, run_dir, paths, db)
+
+
+def run_folder_error(folder: Path, e: OSError) -> BenchError:
+    return BenchError(
+        f"cannot write the run folder {folder}: {e.strerror or e}",
+        "free space there, or point BENCH_HOME at a writable disk",
+        exit_code=1,
+    )
+
+
+def check_destinations(paths: Paths) -> None:
+    """The store and the run folders can take a result: checked before anything is measured."""
+    store.check_writable(paths.db)
+    check_run_folder(paths)
+
+
+def check_run_folder(paths: Paths) -> None:
+    """Fail before measuring when run folders cannot be written (full disk, read-only mount)."""
+    try:
+        paths.runs.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=paths.runs, prefix=".probe.") as probe:
+            probe.write(b"\0" * 65536)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as e:
+        raise run_folder_error(paths.runs, e) from None
 
 
 def keep(result: RunResult, run_dir: Path, paths: Paths, db: Path | None = None) -> RunResult:
     """Write the result atomically beside the run (with the launch information the runner could
     not know), then store it in one transaction."""
     final = run_dir / "result.json"
-    write_atomic(final, result.model_dump_json(indent=1) + "\n")
+    try:
+        write_atomic(final, result.model_dump_json(indent=1) + "\n")
+    except OSError as e:
+        raise run_folder_error(run_dir, e) from None
     try:
         with store.connect(db or paths.db) as con:
             store.ingest(con, result, final)
@@ -330,30 +367,54 @@ class IngestReport(BaseModel):
     failed: dict[str, str]
 
 
-def ingest_paths(targets: list[Path], db: Path) -> IngestReport:
-    """Validate and store result files (or every result.json under given folders)."""
+def _result_files(targets: list[Path]) -> tuple[list[Path], dict[str, str]]:
+    """Regular result files named or found under the targets (never FIFOs or devices)."""
     files: list[Path] = []
+    skipped: dict[str, str] = {}
     for t in targets:
         if t.is_dir():
-            files.extend(sorted(t.rglob("result.json")))
-        elif t.exists():
+            files.extend(sorted(p for p in t.rglob("result.json") if p.is_file()))
+        elif t.is_file():
             files.append(t)
+        elif t.exists():
+            skipped[str(t)] = "not a regular file"
         else:
             raise BenchError(f"no such file or folder: {t}", "give result.json files or run folders")
-    if not files:
+    return files, skipped
+
+
+def _load_error(e: Exception) -> str:
+    if isinstance(e, ValidationError):
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "document"
+        return f"invalid result: {where}: {first['msg']} ({e.error_count()} error(s))"
+    if isinstance(e, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def ingest_paths(targets: list[Path], db: Path) -> IngestReport:
+    """Validate and store result files (or every result.json under given folders).
+
+    Each file is its own transaction: a bad file is reported and skipped, the others are stored."""
+    files, failed = _result_files(targets)
+    if not files and not failed:
         raise BenchError("no result.json found in the given paths", "results live under .bench/runs/RUN_ID/")
     ok: list[str] = []
-    failed: dict[str, str] = {}
     results = []
     for f in files:
         try:
             results.append((load_result(f), f))
-        except (ValidationError, ValueError, OSError) as e:
-            failed[str(f)] = str(e).splitlines()[0]
-    with store.connect(db) as con:
-        for result, f in results:
-            store.ingest(con, result, f.resolve())
-            ok.append(result.run_id)
+        except (ValidationError, ValueError, OSError, RecursionError) as e:
+            failed[str(f)] = _load_error(e)
+    if results:
+        with store.connect(db) as con:
+            for result, f in results:
+                try:
+                    store.ingest(con, result, f.resolve())
+                    ok.append(result.run_id)
+                except BenchError as e:
+                    failed[str(f)] = e.message
     return IngestReport(ingested=ok, failed=failed)
 
 

@@ -274,6 +274,11 @@ def export_onnx(name: str, source: Path, out: Path, seed: int) -> ModelManifest:
     if dims[0] is not None and dims[0] != REFERENCE_SAMPLES:
         raise ExportError(f"{source}: fixed batch dimension {dims[0]}; export it with a dynamic batch")
     ref_out = sess.run([outputs[0].name], {inp.name: ref_in})[0]
+    if np.ndim(ref_out) < 2 or np.shape(ref_out)[0] != REFERENCE_SAMPLES:
+        raise ExportError(
+            f"{source}: output {outputs[0].name} has shape {list(np.shape(ref_out))} for a batch of "
+            f"{REFERENCE_SAMPLES}; one output row per sample is needed ([batch, ...])"
+        )
     np.save(out / "reference_input.npy", ref_in)
     np.save(out / "reference_output.npy", ref_out)
     params = None

@@ -101,6 +101,10 @@ def execute(spec: RunSpec) -> RunResult:
     except Unsupported as e:
         status, message = "unsupported", str(e) or "unsupported"
         log(f"unsupported: {message}")
+    except MemoryError as e:
+        status, message = "error", f"out of memory: {_error_message(e)} (memory limit {_limit(spec)})"
+        traceback.print_exc(file=sys.stderr)
+        log(f"error: {message}")
     except Exception as e:  # a framework failure is a result, not a crash
         status, message = "error", _error_message(e)
         traceback.print_exc(file=sys.stderr)
@@ -130,6 +134,11 @@ def execute(spec: RunSpec) -> RunResult:
         peak_host_mem_mb=peak_rss_mb(),
         fingerprint=fingerprint.collect(spec.framework, fw_version or "unknown", state["gpus"]),
     )
+
+
+def _limit(spec: RunSpec) -> str:
+    mb = spec.policy.memory_limit_mb
+    return f"{mb} MB" if mb else "none set: the host's memory"
 
 
 def _manifest(member: EnsembleMember) -> ModelManifest:

@@ -41,6 +41,12 @@ class MeasurementPolicy(Strict):
     stable_windows: int = Field(3, ge=2)
     tolerance: float = Field(0.10, gt=0, lt=1)
     keep_latencies: bool = True
+    memory_limit_mb: int | None = Field(
+        None,
+        ge=64,
+        description="memory cap of the runner: the container's limit with Docker, the address-space "
+        "limit (RLIMIT_AS) of a local runner; default: 80% of the host's memory with Docker, none locally",
+    )
 
     @model_validator(mode="after")
     def _max_after_min(self) -> MeasurementPolicy:
@@ -130,7 +136,7 @@ class NullOptions(Strict):
 
     framework: Literal["null"] = "null"
     work_us: float = Field(0.0, ge=0, description="busy-wait this long per iteration")
-    fault: Literal["none", "raise", "exit", "hang", "bad-output"] = "none"
+    fault: Literal["none", "raise", "exit", "hang", "bad-output", "oom"] = "none"
 
 
 FrameworkOptions = Annotated[

@@ -278,6 +278,11 @@ def short_policy() -> list[str]:
 @pytest.fixture
 def make_result() -> Callable[..., Any]:
     """Build a valid RunResult without running anything (for store and schema tests)."""
+    return result_factory()
+
+
+def result_factory() -> Callable[..., Any]:
+    """A function that builds valid synthetic RunResults, each with a fresh run_id."""
     from runners.core.measure import SteadyState, summarize
     from schemas import Accuracy, Fingerprint, LaunchInfo, MeasurementPolicy, Phase, RunResult, RunSpec
 

@@ -6,6 +6,7 @@ None of these reach a runner, so no environment is needed (the checks happen bef
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -373,3 +374,38 @@ def test_bad_db_is_refused_before_measuring(
     lines = error_lines(result)
     assert len(lines) == 1 and "internal error" not in lines[0] and "another process" not in lines[0], lines
     assert bench.run_dirs() == [], "the benchmark ran before the store was checked"
+
+
+def test_ingest_reports_each_bad_file_and_stores_the_rest(
+    cli: Any, bench: Any, make_result: Any, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    docs = {}
+    for name in ("good1", "badfield", "infinity", "booltrue", "notutf8", "good2"):
+        (runs / name).mkdir(parents=True)
+        docs[name] = json.loads(make_result().model_dump_json())
+    docs["badfield"]["status"] = "splendid"
+    for name, doc in docs.items():
+        text = json.dumps(doc)
+        if name == "infinity":
+            text = text.replace('"throughput_sps": ', '"throughput_sps": Infinity, "x": ', 1)
+        if name == "booltrue":
+            doc["measurements"][0]["throughput_sps"] = True
+            text = json.dumps(doc)
+        data = text.encode() if name != "notutf8" else b"\xff\xfe" + text.encode()
+        (runs / name / "result.json").write_bytes(data)
+    os.mkfifo(tmp_path / "fifo.json")
+    r = cli("ingest", str(runs), str(tmp_path / "fifo.json"))
+    assert r.exit_code == 1
+    assert "ingested 2 result(s)" in r.stdout
+    skipped = [ln for ln in r.stderr.splitlines() if ln.startswith("skipped")]
+    assert len(skipped) == 5, r.stderr
+    assert any("status" in ln and "badfield" in ln for ln in skipped)
+    assert any("fifo.json" in ln and "not a regular file" in ln for ln in skipped)
+    assert any("booltrue" in ln and "throughput_sps" in ln for ln in skipped)
+    assert bench.count("runs") == 2
+
+
+def test_ingest_empty_path_is_refused(cli: Any, bench: Any) -> None:
+    r = cli("ingest", "")
+    assert r.exit_code == 2 and "empty path" in r.stderr

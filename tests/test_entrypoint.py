@@ -124,3 +124,60 @@ def test_runner_imports_no_controller(tmp_path: Path, fake_model: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def _run_with_out(tmp_path: Path, spec_path: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "runners", "--spec", str(spec_path), "--out", str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("kind", ["missing-folder", "folder", "read-only"])
+def test_bad_out_is_refused_before_measuring(tmp_path: Path, fake_model: Path, kind: str) -> None:
+    spec_path = tmp_path / "spec.json"
+    # A long measurement: refusing it must not wait for it.
+    doc = spec_doc(fake_model, tmp_path / "cache", policy={"min_time_s": 20, "max_time_s": 30})
+    spec_path.write_text(json.dumps(doc))
+    if kind == "missing-folder":
+        out = tmp_path / "nope" / "result.json"
+    elif kind == "folder":
+        out = tmp_path / "adir"
+        out.mkdir()
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        if os.geteuid() == 0:
+            if subprocess.run(["chattr", "+i", str(ro)], capture_output=True).returncode != 0:
+                pytest.skip("chattr +i is not supported here")
+        else:
+            ro.chmod(0o555)
+        out = ro / "result.json"
+    try:
+        proc = _run_with_out(tmp_path, spec_path, out)
+    finally:
+        if kind == "read-only":
+            subprocess.run(["chattr", "-i", str(tmp_path / "ro")], capture_output=True)
+            (tmp_path / "ro").chmod(0o755)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and "--out" in proc.stderr
+    assert "Traceback" not in proc.stderr and "[runner]" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "data", [b"\xff\xfe\x00{", b"[" * 100_000 + b"]" * 100_000, b'{"a": ' * 50_000 + b"1" + b"}" * 50_000]
+)
+def test_undecodable_or_deep_spec_exits_2(tmp_path: Path, data: bytes) -> None:
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_bytes(data)
+    out = tmp_path / "out" / "result.json"
+    out.parent.mkdir()
+    proc = _run_with_out(tmp_path, spec_path, out)
+    assert proc.returncode == 2, proc.stderr[-500:]
+    assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: ")
+    assert list(out.parent.iterdir()) == []

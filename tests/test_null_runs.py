@@ -138,15 +138,14 @@ def test_fault_bad_output(cli: Any, bench: Any, fake_model: Path, short_policy: 
     assert stored(bench, r.run_id)[0]["status"] == "error"
 
 
-def test_missing_model_files_is_error_result(
+def test_missing_model_file_is_refused_before_running(
     cli: Any, bench: Any, fake_model: Path, short_policy: list[str]
 ) -> None:
     (fake_model / "reference_output.npy").unlink()
-    result, doc = null_run(cli, short_policy)
-    assert result.exit_code == 1
-    assert doc["status"] == "error"
-    assert "reference_output.npy" in doc["message"]
-    assert bench.count("runs") == 1
+    result = cli("run", "--image", "null", "--model", "fake", "--launcher", "local", *short_policy)
+    assert result.exit_code == 2
+    assert "reference_output.npy" in result.stderr and "missing" in result.stderr
+    assert bench.count("runs") == 0 and bench.run_dirs() == []
 
 
 def test_gpu_on_cpu_only_image_is_unsupported(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from controller import deaths
 from controller.catalog import ImageInfo
 from controller.paths import Paths
 from schemas import LaunchInfo, RunResult, RunSpec, SchemaVersionError, load_result
@@ -150,7 +151,8 @@ class Launcher(ABC):
         if outcome.exit_code == EXIT_INVALID_SPEC:
             message = f"runner refused the spec (exit 2): {last}"
         else:
-            message = f"runner exited with code {outcome.exit_code} without a result: {last}"
+            how = deaths.describe_exit(outcome.exit_code, outcome.oom_killed, container=self.name == "docker")
+            message = f"runner {how} without a result: {last}"
         return failed_result(spec, "error", message, started, info)
 
 

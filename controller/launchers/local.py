@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from controller import deaths
 from controller.catalog import ImageInfo
 from controller.envs import LocalEnv
 from controller.launchers.base import (
@@ -57,15 +59,30 @@ def kill_group(proc: subprocess.Popen[str]) -> None:
     proc.wait()
 
 
+def _address_space_limit(mb: int) -> Callable[[], None]:
+    def limit() -> None:  # runs in the child between fork and exec
+        resource.setrlimit(resource.RLIMIT_AS, (mb << 20, mb << 20))
+
+    return limit
+
+
 def run_process(
-    cmd: list[str], cwd: Path, env: dict[str, str], timeout_s: float, log_path: Path, on_line: LineSink
-) -> tuple[int | None, bool, float, str]:
+    cmd: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    timeout_s: float,
+    log_path: Path,
+    on_line: LineSink,
+    image: ImageInfo,
+    memory_limit_mb: int | None = None,
+) -> ProcessOutcome:
     """Run `cmd` in its own process group; stream stderr lines to `on_line` and `log_path`.
 
-    Returns (exit code, timed out, wall seconds, stderr tail). On timeout the whole group is killed.
-    """
+    On timeout, Ctrl-C, SIGTERM or an error of ours, the whole group is killed. A SIGKILL we did
+    not send, while the kernel's OOM-kill count rose, is recorded as out of memory."""
     tail = TailBuffer()
     start = time.monotonic()
+    oom_before = deaths.oom_kills()
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             cmd,
@@ -76,6 +93,7 @@ def run_process(
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            preexec_fn=_address_space_limit(memory_limit_mb) if memory_limit_mb else None,
         )
 
         def pump() -> None:
@@ -98,7 +116,25 @@ def run_process(
             kill_group(proc)
             raise
         reader.join(timeout=5)
-    return proc.returncode, timed_out, time.monotonic() - start, tail.text()
+    oom_after = deaths.oom_kills()
+    oom = (
+        not timed_out
+        and proc.returncode == -signal.SIGKILL
+        and oom_before is not None
+        and oom_after is not None
+        and oom_after > oom_before
+    )
+    if oom:
+        tail.add("killed by the kernel's OOM killer (out of memory)")
+    return ProcessOutcome(
+        proc.returncode,
+        timed_out,
+        time.monotonic() - start,
+        tail.text(),
+        image_ref=f"local:{image.name}",
+        lock_hash=image.lock_hash,
+        oom_killed=oom,
+    )
 
 
 class LocalLauncher(Launcher):
@@ -135,12 +171,8 @@ class LocalLauncher(Launcher):
             "--out",
             str(run_dir / RESULT_FILE),
         ]
-        code, timed_out, wall, tail = run_process(
-            cmd, run_dir, child_env(), timeout_s, run_dir / LOG_FILE, on_line
-        )
-        return ProcessOutcome(
-            code, timed_out, wall, tail, image_ref=f"local:{image.name}", lock_hash=image.lock_hash
-        )
+        limit = spec.policy.memory_limit_mb
+        return run_process(cmd, run_dir, child_env(), timeout_s, run_dir / LOG_FILE, on_line, image, limit)
 
     def run_tool(
         self,
@@ -153,9 +185,4 @@ class LocalLauncher(Launcher):
         readable: list[Path] | None = None,
     ) -> ProcessOutcome:
         cmd = [self._python(image), "-m", module, *args]
-        code, timed_out, wall, tail = run_process(
-            cmd, writable, child_env(), timeout_s, writable / "tool.log", on_line
-        )
-        return ProcessOutcome(
-            code, timed_out, wall, tail, image_ref=f"local:{image.name}", lock_hash=image.lock_hash
-        )
+        return run_process(cmd, writable, child_env(), timeout_s, writable / "tool.log", on_line, image)

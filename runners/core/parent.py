@@ -9,6 +9,7 @@ never changes; there the controller stops the container instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -31,7 +32,9 @@ def watch(poll_s: float = POLL_S) -> threading.Thread | None:
     def loop() -> None:
         while not _gone(original):
             time.sleep(poll_s)
-        print(f"[runner] parent process {original} is gone: stopping", file=sys.stderr, flush=True)
+        # stderr is a pipe to the dead parent: writing may raise, and must not stop the exit.
+        with contextlib.suppress(Exception):
+            print(f"[runner] parent process {original} is gone: stopping", file=sys.stderr, flush=True)
         try:
             if os.getpgid(0) == os.getpid():  # we lead our own group: take our children with us
                 os.killpg(os.getpid(), signal.SIGKILL)

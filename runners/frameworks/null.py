@@ -2,7 +2,7 @@
 
 `fault` makes it fail on purpose so the failure paths of the harness and controller are tested
 with the real entrypoint: raise (framework error), exit (process dies), hang (timeout),
-bad-output (NaN outputs).
+bad-output (NaN outputs), oom (allocates until out of memory).
 """
 
 from __future__ import annotations
@@ -49,6 +49,10 @@ class NullRunner(Runner):
                 os._exit(137)
             if fault == "hang":
                 time.sleep(3600)
+            if fault == "oom":  # touch memory until the limit or the kernel stops us
+                hoard = []
+                while True:
+                    hoard.append(np.ones(16 << 20, dtype=np.uint8))
         if self.options.work_us:
             end = time.perf_counter_ns() + int(self.options.work_us * 1000)
             while time.perf_counter_ns() < end:
