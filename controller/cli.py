@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from controller import colocate as colocate_service
+from controller import comparison, ingestion, planning, render, service, store
 from controller import models as model_store
-from controller import render, service, store
 from controller.errors import BenchError, Terminated
 from controller.paths import Paths
 from schemas import MAX_BATCH_SIZE
@@ -109,7 +109,14 @@ def parse_batch_sizes(text: str) -> list[int]:
 @app.command()
 @handles_errors
 def run(
-    image: Annotated[str, typer.Option("--image", "-i", help="image to run in (bench-ctl images list)")],
+    image: Annotated[
+        str,
+        typer.Option(
+            "--image",
+            "-i",
+            help="image to run in (bench-ctl images list); a comma-separated list runs each, interleaved",
+        ),
+    ],
     model: Annotated[
         str,
         typer.Option(
@@ -174,6 +181,17 @@ def run(
             ),
         ),
     ] = "threads",
+    repeat: Annotated[
+        int | None,
+        typer.Option(
+            "--repeat",
+            "-r",
+            help=(
+                "independent runner processes per configuration, interleaved across configurations "
+                "(same as --set policy.repetitions=N); 5 or more lets compare call differences"
+            ),
+        ),
+    ] = None,
     launcher: Annotated[str, typer.Option("--launcher", help="auto | local | docker")] = "auto",
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="seconds before the runner is killed")
@@ -182,6 +200,9 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """Measure MODEL in IMAGE at each batch size and store the result in the database.
+
+    With several images, models, --sweep values or --repeat N, every configuration runs once per
+    round, in turn (A B A B ...), each run a fresh runner process.
 
     A framework failure is stored as a result with a status (error, unsupported, timeout) and
     this command exits with code 1; invalid input exits with code 2 and stores nothing.
@@ -194,12 +215,19 @@ def run(
         raise BenchError(f"--timeout {timeout}: must be a positive number of seconds", "e.g. --timeout 600")
     if launcher not in ("auto", "local", "docker"):
         raise BenchError(f"unknown launcher {launcher!r}", "valid: auto, local, docker")
-    req = service.RunRequest(
+    sets = list(sets or [])
+    if repeat is not None:
+        if repeat < 1:
+            raise BenchError(f"--repeat {repeat}: must be at least 1", "e.g. --repeat 5")
+        if any(x.partition("=")[0].strip() == "policy.repetitions" for x in sets):
+            raise BenchError("--repeat and --set policy.repetitions both given", "give one of them")
+        sets.append(f"policy.repetitions={repeat}")
+    req = planning.RunRequest(
         image=image,
         model=model,
         batch_sizes=parse_batch_sizes(batch_sizes),
         device="cpu" if cpu else (None if gpu is None else f"cuda:{gpu}"),
-        sets=sets or [],
+        sets=sets,
         sweeps=sweeps or [],
         ensemble=ensemble,
         launcher=launcher,
@@ -216,21 +244,23 @@ def run(
     if as_json:
         docs = [json.loads(r.model_dump_json(exclude=lean)) for r in results]
         print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=1))
+    elif len(results) == 1:
+        render.run_summary(out, results[0], paths.runs / results[0].run_id)
     else:
-        for result in results:
-            render.run_summary(out, result, paths.runs / result.run_id)
+        render.run_lines(out, results)
+        render.group_summary(out, service.group_summary(paths.db, results))
     if any(r.status != "ok" for r in results):
         raise typer.Exit(1)
 
 
-def run_colocated(req: service.RunRequest, paths: Paths, as_json: bool) -> None:
+def run_colocated(req: planning.RunRequest, paths: Paths, as_json: bool) -> None:
     if not req.ensemble:
         raise BenchError(
             "--colocate processes needs --ensemble", "e.g. --model a,b --ensemble --colocate processes"
         )
     if req.sweeps:
         raise BenchError("--colocate processes takes no --sweep", "run one configuration at a time")
-    service.validate(req, paths)
+    planning.validate(req, paths)
     service.check_destinations(paths)
     colocated = colocate_service.run(req, paths, info, runner_line)
     if as_json:
@@ -284,13 +314,34 @@ def query(
 @handles_errors
 def compare(
     model: Annotated[str, typer.Option("--model", "-m", help="model to compare")],
-    metric: Annotated[str, typer.Option("--metric", help=", ".join(service.COMPARABLE))] = "throughput_sps",
+    metric: Annotated[
+        str, typer.Option("--metric", help=", ".join(comparison.COMPARABLE))
+    ] = "throughput_sps",
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline",
+            "-B",
+            help="column to compare the others with (e.g. ort): ratio, 95% interval and verdict per cell",
+        ),
+    ] = None,
     device: Annotated[str | None, typer.Option("--device", help="only this device (cpu, cuda:0)")] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="results of this host (default: the host you are on)")
+    ] = None,
+    across_hosts: Annotated[
+        bool, typer.Option("--across-hosts", help="one column per configuration and host")
+    ] = False,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compare images on one model: rows are batch sizes, columns images (latest ok run each)."""
-    cmp = service.compare(Paths.from_env(db).db, model, metric, device)
+    """Compare configurations of one model on one host: rows are batch sizes, columns images.
+
+    A cell is the mean over the runs (repetitions) with its 95% interval; a cell of one run says
+    so. With --baseline, each other cell gets its ratio to the baseline and a verdict by one
+    rule: a Mann-Whitney U test on per-run values (p < 0.05) and at least a 2% difference.
+    """
+    cmp = comparison.compare(Paths.from_env(db).db, model, metric, device, baseline, host, across_hosts)
     if as_json:
         print(cmp.model_dump_json(indent=1))
     else:
@@ -308,7 +359,7 @@ def ingest(
     A file that does not validate is reported and skipped; the others are stored."""
     if any(not t.strip() for t in targets):
         raise BenchError("an empty path was given", "give result.json files or run folders")
-    report = service.ingest_paths([Path(t) for t in targets], Paths.from_env(db).db)
+    report = ingestion.ingest_paths([Path(t) for t in targets], Paths.from_env(db).db)
     out.print(f"ingested {len(report.ingested)} result(s)")
     for path, why in report.failed.items():
         err.print(f"[red]skipped[/] {escape(path)}: {escape(why)}", soft_wrap=True)
@@ -373,9 +424,10 @@ def models_export(
         chosen = select_launcher(launcher, get_image("tf"), paths, info)
         info(f"exporting {name} (tf image)")
         m = model_store.export(paths, name, chosen, runner_line, force=force, seed=seed)
+        peak = "" if m.export_peak_mem_mb is None else f", peak memory {m.export_peak_mem_mb / 1024:.1f} GB"
         out.print(
             f"exported {m.name}: {m.parameters:,} parameters, "
-            f"{(m.flops_per_sample or 0) / 1e9:.2f} GFLOPs/sample, ONNX opset {m.onnx_opset}"
+            f"{(m.flops_per_sample or 0) / 1e9:.2f} GFLOPs/sample, ONNX opset {m.onnx_opset}{peak}"
         )
 
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import BaseModel
 
-from controller import service
+from controller import planning, service
 from controller.catalog import get_image
 from controller.errors import BenchError
 from controller.launchers import select_launcher
@@ -57,18 +57,18 @@ def _fixed_duration(sets: list[str]) -> list[str]:
     return [*sets, *extra, f"policy.max_time_s={duration}", "policy.max_iterations=100000000"]
 
 
-def run(req: service.RunRequest, paths: Paths, log: LineSink, on_line: LineSink) -> Colocated:
+def run(req: planning.RunRequest, paths: Paths, log: LineSink, on_line: LineSink) -> Colocated:
     image = get_image(req.image)
     models = req.models
     base = req.model_copy(update={"ensemble": False, "sets": _fixed_duration(req.sets)})
     reqs = [base.model_copy(update={"model": m}) for m in models]
     for r in reqs:
-        reason = service.preflight(image, r)
+        reason = planning.preflight(image, r)
         if reason is not None:
             raise BenchError(f"cannot co-locate here: {reason}", "run on a host with the device")
     launcher = select_launcher(req.launcher, image, paths, log)
     launcher.prepare(image, log)
-    group = service.new_run_id(image.name, "colocated")
+    group = planning.new_run_id(image.name, "colocated")
     barrier_dir = paths.runs / f"{group}.barrier"
     barrier_dir.mkdir(parents=True)
 
@@ -76,7 +76,7 @@ def run(req: service.RunRequest, paths: Paths, log: LineSink, on_line: LineSink)
     alone: dict[str, RunResult] = {}
     for r in reqs:
         log(f"{r.model}: alone")
-        spec = service.plan(r, paths, launcher, image).model_copy(update={"group": group, "role": "alone"})
+        spec = planning.plan(r, paths, launcher, image).model_copy(update={"group": group, "role": "alone"})
         alone[r.model] = service.execute(image, spec, launcher, paths, r.timeout_s, on_line)
         runs.append(alone[r.model])
 
@@ -84,7 +84,7 @@ def run(req: service.RunRequest, paths: Paths, log: LineSink, on_line: LineSink)
     specs = []
     for r in reqs:
         meet = Barrier(dir=launcher.inside(barrier_dir), party=r.model, parties=models)
-        spec = service.plan(r, paths, launcher, image)
+        spec = planning.plan(r, paths, launcher, image)
         specs.append(spec.model_copy(update={"group": group, "role": "colocated", "barrier": meet}))
     with ThreadPoolExecutor(max_workers=len(specs)) as pool:
         futures = [

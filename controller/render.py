@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from controller.reports import Cell, Comparison, VerdictCell
+from controller.store import variant as store_variant
 from schemas import RunResult
 
 STATUS_STYLE = {"ok": "green", "error": "red", "timeout": "red", "unsupported": "yellow"}
@@ -90,31 +92,83 @@ def run_summary(console: Console, result: RunResult, run_dir: Path) -> None:
     console.print(f"  [dim]run {result.run_id} via {escape(where)}; raw result {run_dir}/result.json[/]")
 
 
-def comparison(console: Console, cmp: Any) -> None:
+def _cell_text(cell: Cell) -> str:
+    hw = cell.half_width
+    if cell.method == "t" and hw is not None:
+        text = f"{cell.value:,.4g} ± {hw:,.2g} [dim](n={cell.runs})[/]"
+    elif cell.method == "batch-means" and hw is not None:
+        text = f"{cell.value:,.4g} ± {hw:,.2g} [dim](1 run: within-run interval)[/]"
+    else:
+        text = f"{cell.value:,.4g} [dim](1 run: no interval)[/]"
+    if cell.noisy:
+        text += " [yellow]noisy[/]"
+    extra = " ".join(
+        x for x in (cell.precision or "", f"err {cell.rel_err:.1e}" if cell.rel_err is not None else "") if x
+    )
+    return text + (f"\n[dim]{escape(extra)}[/]" if extra else "")
+
+
+VERDICT_STYLE = {
+    "faster": "green",
+    "slower": "red",
+    "no significant difference": "dim",
+    "insufficient data": "yellow",
+}
+
+
+def _verdict_text(v: VerdictCell) -> str:
+    ratio = f"x{v.ratio:.3g}"
+    if v.ratio_low is not None and v.ratio_high is not None:
+        ratio += f" [{v.ratio_low:.3g}, {v.ratio_high:.3g}]"
+    word = "n.s." if v.verdict == "no significant difference" else v.verdict
+    return f"[{VERDICT_STYLE[v.verdict]}]{escape(ratio)} {word}[/]"
+
+
+def comparison(console: Console, cmp: Comparison) -> None:
+    where = cmp.hosts[0] if len(cmp.hosts) == 1 else f"{len(cmp.hosts)} hosts"
+    better = "higher is better" if cmp.higher_is_better else "lower is better"
     t = Table(
         "batch",
-        *(escape(i) for i in cmp.images),
-        title=f"{cmp.model}: {cmp.metric} (latest ok run per image)",
+        *(escape(label) + (" (baseline)" if label == cmp.baseline else "") for label in cmp.labels),
+        title=f"{cmp.model}: {cmp.metric} ({better}), mean ± 95% half-width, on {escape(where)}",
     )
     for row in cmp.rows:
         cells = []
-        for image in cmp.images:
-            v = row.values.get(image)
-            if v is None:
-                cells.append("")
-                continue
-            rel = row.rel_err.get(image)
-            extra = (
-                f" [dim]{row.precision.get(image) or ''}"
-                + (f" err {rel:.1e}" if rel is not None else "")
-                + "[/]"
-            )
-            cells.append(f"{v:,.2f}{extra}")
+        for label in cmp.labels:
+            cell = row.cells.get(label)
+            text = _cell_text(cell) if cell else ""
+            if label in row.verdicts:
+                text += "\n" + _verdict_text(row.verdicts[label])
+            cells.append(text)
         t.add_row(str(row.batch_size), *cells)
     console.print(t)
-    console.print(
-        "[dim]err: max abs error on the reference batch relative to the reference's output range[/]"
-    )
+    notes = ["err: max abs error on the reference batch relative to the reference's output range"]
+    if cmp.baseline:
+        notes.append(f"xR [low, high]: ratio to {cmp.baseline} and its 95% interval; verdict: {cmp.rule}")
+    if any(c.runs == 1 for row in cmp.rows for c in row.cells.values()):
+        notes.append("cells of one run have no interval across runs: use --repeat 5")
+    for note in notes:
+        console.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
+
+
+def run_lines(console: Console, results: Sequence[RunResult]) -> None:
+    """One line per run of a command that made several."""
+    for r in results:
+        style = STATUS_STYLE.get(r.status, "white")
+        what = f"{r.spec.image} {r.spec.model}" + (f" [{store_variant(r)}]" if store_variant(r) else "")
+        rep = f" #{r.spec.repetition}" if r.spec.repetition else ""
+        load = f" load {r.load_time_s:.2f}s" if r.load_time_s is not None else ""
+        hit = next((p.cache_hit for p in r.phases if p.name == "compile"), None)
+        cache = "" if hit is None else (" (warm)" if hit else " (cold)")
+        line = f"{escape(what)}{rep}: [{style}]{r.status}[/]{load}{cache}"
+        if r.message:
+            line += f" [{style}]{escape(r.message)}[/]"
+        console.print(line, soft_wrap=True)
+
+
+def group_summary(console: Console, comparisons: Sequence[Comparison]) -> None:
+    for cmp in comparisons:
+        comparison(console, cmp)
 
 
 def images(console: Console, rows: Sequence[Any]) -> None:

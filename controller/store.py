@@ -14,7 +14,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from controller.errors import BenchError
 from schemas import Measurement, RunResult
 
 # Each migration takes the store from version i to i+1. Never edit one that has shipped: append.
-MIGRATIONS: list[str] = [
+MIGRATIONS: list[str | Callable[[], str]] = [
     """
     CREATE TABLE runs (
         run_id VARCHAR PRIMARY KEY,
@@ -118,7 +118,26 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE measurements ADD COLUMN in_flight INTEGER;
     """,
+    # 7: repetitions, the within-run interval, host load; Student-t quantiles for `summary`.
+    lambda: (
+        f"""
+    ALTER TABLE runs ADD COLUMN repetition INTEGER;
+    ALTER TABLE measurements ADD COLUMN within_run_ci_rel DOUBLE;
+    ALTER TABLE measurements ADD COLUMN other_cpu_cores DOUBLE;
+    ALTER TABLE measurements ADD COLUMN noisy BOOLEAN;
+    CREATE TABLE t_quantiles (df INTEGER PRIMARY KEY, t975 DOUBLE NOT NULL);
+    INSERT INTO t_quantiles VALUES {_t_quantile_rows()};
+    """
+    ),
 ]
+
+
+def _t_quantile_rows(max_df: int = 1000) -> str:
+    """(df, 97.5% Student-t quantile) rows: DuckDB has no t distribution, `summary` joins these."""
+    from scipy import stats as sps
+
+    return ", ".join(f"({df}, {float(sps.t.ppf(0.975, df))!r})" for df in range(1, max_df + 1))
+
 
 RESULTS_VIEW = """
 CREATE OR REPLACE VIEW results AS
@@ -131,14 +150,66 @@ SELECT
     r.max_abs_err, r.rel_err, r.top1_agreement, r.top5_agreement, r.precision,
     m.peak_device_mem_mb, m.energy_j_per_4096, m.energy_j_per_4096_net, m.avg_power_w, m.throttled,
     m.members AS ensemble_members,
-    r.group_id, r.role,
+    r.group_id, r.role, r.repetition, m.within_run_ci_rel, m.other_cpu_cores, m.noisy,
     m.stable, r.status, r.message, r.launcher, r.image_digest, r.lock_hash, r.options
 FROM runs r LEFT JOIN measurements m USING (run_id)
 """
 
+# One row per group of repetitions: the unit of an answer. Intervals are Student-t over the
+# repetitions' values (as controller/stats.py computes them); a group of one repetition gets the
+# within-run batch-means interval for throughput, labelled so. Keep in step with docs/results.md.
+SUMMARY_VIEW = """
+CREATE OR REPLACE VIEW summary AS
+WITH g AS (
+    SELECT
+        host, image, framework, framework_version, variant, model, device, 'offline' AS scenario,
+        batch_size,
+        count(*) AS repetitions,
+        avg(throughput_sps) AS throughput_sps,
+        stddev_samp(throughput_sps) AS throughput_sd,
+        avg(latency_p50_ms) AS latency_p50_ms,
+        stddev_samp(latency_p50_ms) AS p50_sd,
+        avg(latency_p99_ms) AS latency_p99_ms,
+        stddev_samp(latency_p99_ms) AS p99_sd,
+        any_value(within_run_ci_rel) AS within_rel,
+        bool_or(coalesce(noisy, false)) AS noisy,
+        bool_and(stable) AS stable,
+        avg(load_time_s) FILTER (WHERE NOT coalesce(compile_cache_hit, false)) AS load_time_cold_s,
+        avg(load_time_s) FILTER (WHERE compile_cache_hit) AS load_time_warm_s,
+        string_agg(DISTINCT precision, ',') AS precision,
+        min(started_at) AS first_run_at,
+        max(started_at) AS last_run_at,
+        list(run_id ORDER BY started_at) AS run_ids
+    FROM results
+    WHERE status = 'ok' AND batch_size IS NOT NULL
+    GROUP BY host, image, framework, framework_version, variant, model, device, batch_size
+)
+SELECT
+    g.host, g.image, g.framework, g.framework_version, g.variant, g.model, g.device, g.scenario,
+    g.batch_size, g.repetitions,
+    g.throughput_sps,
+    CASE WHEN g.repetitions > 1 THEN g.throughput_sps - h.t * g.throughput_sd / sqrt(g.repetitions)
+         WHEN g.within_rel IS NOT NULL THEN g.throughput_sps / (1 + g.within_rel) END AS throughput_ci_low,
+    CASE WHEN g.repetitions > 1 THEN g.throughput_sps + h.t * g.throughput_sd / sqrt(g.repetitions)
+         WHEN g.within_rel IS NOT NULL AND g.within_rel < 1 THEN g.throughput_sps / (1 - g.within_rel)
+    END AS throughput_ci_high,
+    CASE WHEN g.repetitions > 1 THEN 't' WHEN g.within_rel IS NOT NULL THEN 'batch-means' ELSE 'none'
+    END AS ci_method,
+    g.latency_p50_ms,
+    g.latency_p50_ms - h.t * g.p50_sd / sqrt(g.repetitions) AS latency_p50_ci_low,
+    g.latency_p50_ms + h.t * g.p50_sd / sqrt(g.repetitions) AS latency_p50_ci_high,
+    g.latency_p99_ms,
+    g.latency_p99_ms - h.t * g.p99_sd / sqrt(g.repetitions) AS latency_p99_ci_low,
+    g.latency_p99_ms + h.t * g.p99_sd / sqrt(g.repetitions) AS latency_p99_ci_high,
+    g.throughput_sd / g.throughput_sps AS cv,
+    g.noisy, g.stable, g.load_time_cold_s, g.load_time_warm_s, g.precision,
+    g.first_run_at, g.last_run_at, g.run_ids
+FROM g LEFT JOIN (SELECT df, t975 AS t FROM t_quantiles) h ON h.df = g.repetitions - 1
+"""
+
 READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
 STORE_VERSION = len(MIGRATIONS)
-VIEWS = [RESULTS_VIEW]
+VIEWS = [RESULTS_VIEW, SUMMARY_VIEW]
 # A read connection reaches nothing but the store: no file readers or writers (COPY, read_csv,
 # glob, ATTACH), no extension installs, no SET and no logging to files (the configuration is locked).
 READ_CONFIG: dict[str, str | bool | int | float | list[str]] = {
@@ -171,7 +242,8 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
         )
     for i in range(version, STORE_VERSION):
         con.execute("BEGIN")
-        con.execute(MIGRATIONS[i])
+        step = MIGRATIONS[i]
+        con.execute(step if isinstance(step, str) else step())
         con.execute("INSERT OR REPLACE INTO store_meta VALUES ('version', ?)", [str(i + 1)])
         con.execute("COMMIT")
     if _meta(con, "views") != _views_hash():
@@ -296,6 +368,7 @@ def run_row(result: RunResult, result_path: Path | None) -> dict[str, Any]:
         "variant": variant(result),
         "members": [m.model for m in spec.members] or None,
         "group_id": spec.group,
+        "repetition": spec.repetition,
         "role": spec.role,
         "policy": spec.policy.model_dump_json(),
         "import_s": _phase(result, "import"),
@@ -347,6 +420,9 @@ MEASUREMENT_COLUMNS = [
     "gpu",
     "members",
     "in_flight",
+    "within_run_ci_rel",
+    "other_cpu_cores",
+    "noisy",
 ]
 
 

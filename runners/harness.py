@@ -24,7 +24,7 @@ from runners.base import Runner, Unsupported
 from runners.core import accuracy, barrier, fingerprint, gpu, measure, parent
 from runners.core.common import Timer, input_batch, log
 from runners.core.io import write_atomic
-from runners.core.trackers import HostMemoryTracker, peak_rss_mb
+from runners.core.trackers import HostLoadTracker, HostMemoryTracker, peak_rss_mb
 from runners.registry import runner_class
 from schemas import EnsembleMember, Measurement, ModelManifest, Phase, RunResult, RunSpec
 
@@ -222,12 +222,18 @@ def _measure(
         log(f"batch {batch_size}: co-located parties met (waited {waited:.2f}s)")
     with contextlib.ExitStack() as stack:
         mem = stack.enter_context(HostMemoryTracker())
+        load = stack.enter_context(HostLoadTracker())
         if tracker is not None:
             stack.enter_context(tracker)
         state = measure.steady_state(step, policy, finish=runner.finish)
     state.warmup_iterations, state.warmup_ns = n_warm, warm_ns
     m = measure.summarize(
-        batch_size, state, policy, peak_host_mem_mb=mem.peak_mb, in_flight=runner.in_flight()
+        batch_size,
+        state,
+        policy,
+        peak_host_mem_mb=mem.peak_mb,
+        in_flight=runner.in_flight(),
+        other_cpu_cores=load.other_cores,
     )
     if tracker is not None:
         m = gpu.with_telemetry(m, tracker)

@@ -99,6 +99,16 @@ class Measurement(Strict):
     energy_j_per_4096: float | None = Field(None, description="energy for 4096 predictions (the study's E)")
     energy_j_per_4096_net: float | None = Field(None, description="the same with idle power subtracted")
     latencies_ms: list[float] | None = None
+    within_run_ci_rel: float | None = Field(
+        None,
+        ge=0,
+        description="half-width of the 95% interval of the mean iteration time, relative to it, from "
+        "batch means within this run (respects autocorrelation; says nothing of run-to-run spread)",
+    )
+    other_cpu_cores: float | None = Field(
+        None, ge=0, description="CPU cores busy outside this runner during the steady state (host load)"
+    )
+    noisy: bool | None = Field(None, description="other_cpu_cores exceeded policy.noise_cores")
 
     @model_validator(mode="after")
     def _ordered(self) -> Measurement:
@@ -131,6 +141,9 @@ class Fingerprint(Strict):
     packages: dict[str, str]
     gpus: list[dict[str, str]] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict, description="tuning variables seen")
+    cpu_governor: str | None = Field(None, description="cpufreq scaling governor, where readable")
+    turbo: bool | None = Field(None, description="CPU turbo/boost enabled, where readable")
+    load_average: list[float] | None = Field(None, description="1, 5, 15 minute load average at start")
     image: str | None = Field(None, description="set by the controller: image (or local environment) used")
     image_digest: str | None = Field(None, description="set by the controller: Docker image id")
     lock_hash: str | None = Field(None, description="set by the controller: sha256 of requirements.lock")

@@ -41,6 +41,25 @@ class MeasurementPolicy(Strict):
     stable_windows: int = Field(3, ge=2)
     tolerance: float = Field(0.10, gt=0, lt=1)
     keep_latencies: bool = True
+    repetitions: int = Field(
+        1, ge=1, le=1000, description="independent runner processes per configuration (bench-ctl --repeat)"
+    )
+    target_ci: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="stop once the 95% interval's half-width is within this fraction of the mean: "
+        "within a run (more windows, up to max_time_s) and across runs (more repetitions, up to "
+        "max_repetitions)",
+    )
+    max_repetitions: int = Field(
+        10, ge=1, le=1000, description="cap on repetitions added for target_ci (at least repetitions)"
+    )
+    noise_cores: float = Field(
+        0.25,
+        ge=0,
+        description="a measurement is flagged noisy when other processes keep this many cores busy",
+    )
     memory_limit_mb: int | None = Field(
         None,
         ge=64,
@@ -135,7 +154,14 @@ class NullOptions(Strict):
     """The harness itself: returns a preallocated zero output. `fault` exercises failure paths."""
 
     framework: Literal["null"] = "null"
-    work_us: float = Field(0.0, ge=0, description="busy-wait this long per iteration")
+    work_us: float = Field(
+        0.0, ge=0, le=60e6, description="busy work this long per iteration, with the GIL released"
+    )
+    tag: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_.-]{0,40}$",
+        description="no effect: tells apart identical configurations (A/A calibration)",
+    )
     fault: Literal["none", "raise", "exit", "hang", "bad-output", "oom"] = "none"
 
 
@@ -199,7 +225,10 @@ class RunSpec(Strict):
         description="ensemble: models run together on the device, one thread each; `model` is 'a+b+c'",
     )
     barrier: Barrier | None = Field(None, description="co-located processes: wait for the others first")
-    group: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,80}$", description="runs made together")
+    group: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]{1,80}$", description="runs made together (one command, one ensemble)"
+    )
+    repetition: int | None = Field(None, ge=1, description="which repetition of its configuration (1-based)")
     role: Literal["alone", "colocated"] | None = None
 
     @field_validator("model")

@@ -296,6 +296,10 @@ def result_factory() -> Callable[..., Any]:
         model: str = "fake",
         message: str | None = None,
         started_at: datetime | None = None,
+        scale: float = 1.0,
+        host: str = "testhost",
+        repetition: int | None = None,
+        within_rel: float | None = None,
     ) -> RunResult:
         run_id = run_id or f"20250101T000000Z-{image}-{model}-{next(counter):06x}"
         policy = MeasurementPolicy()
@@ -308,16 +312,18 @@ def result_factory() -> Callable[..., Any]:
             batch_sizes=list(batch_sizes),
             policy=policy,
             options={"framework": "null"},
+            repetition=repetition,
         )
         started = started_at or datetime(2025, 1, 1, tzinfo=UTC)
         measurements = []
         if status == "ok":
             for bs in batch_sizes:
-                lat = [1_000_000 * bs + 1000 * i for i in range(20)]
+                lat = [int(scale * (1_000_000 * bs + 1000 * i)) for i in range(20)]
                 state = SteadyState(
                     latencies_ns=lat, elapsed_ns=sum(lat), windows=[1.0, 1.0, 1.0], stable=True
                 )
-                measurements.append(summarize(bs, state, policy, peak_host_mem_mb=50.0))
+                m = summarize(bs, state, policy, peak_host_mem_mb=50.0)
+                measurements.append(m.model_copy(update={"within_run_ci_rel": within_rel}))
         return RunResult(
             run_id=run_id,
             spec=spec,
@@ -347,7 +353,7 @@ def result_factory() -> Callable[..., Any]:
             measurements=measurements,
             peak_host_mem_mb=60.0,
             fingerprint=Fingerprint(
-                host="testhost",
+                host=host,
                 python=sys.version.split()[0],
                 os="Linux",
                 cpu_model="cpu",

@@ -158,10 +158,10 @@ def test_image_built_from_older_code_is_stale(monkeypatch: pytest.MonkeyPatch, b
 
 @pytest.mark.gpu
 def test_gpu_host_is_detected_and_cuda_images_pass_preflight() -> None:
-    from controller import service
+    from controller import planning
 
-    assert service.host_has_nvidia_gpu(), "nvidia-smi exists but no /dev/nvidia* device"
+    assert planning.host_has_nvidia_gpu(), "nvidia-smi exists but no /dev/nvidia* device"
     for info in images().values():
         if "cuda" in info.devices:
-            req = service.RunRequest(image=info.name, model="x", batch_sizes=[1], device="cuda:0")
-            assert service.preflight(info, req) is None, info.name
+            req = planning.RunRequest(image=info.name, model="x", batch_sizes=[1], device="cuda:0")
+            assert planning.preflight(info, req) is None, info.name

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -222,24 +221,6 @@ def test_compare_unknown_model_and_metric(cli: Any, bench: Any, stored: Any) -> 
     assert r.exit_code == 2 and "no successful results" in r.stderr and "hint" in r.stderr
     r = cli("compare", "--model", "fake", "--metric", "throughput")
     assert r.exit_code == 2 and "unknown metric" in r.stderr and "throughput_sps" in r.stderr
-
-
-def test_compare_json(cli: Any, bench: Any, make_result: Any) -> None:
-    from datetime import datetime
-
-    old = make_result(image="null", started_at=datetime(2024, 1, 1, tzinfo=UTC))
-    new = make_result(image="null", started_at=datetime(2025, 6, 1, tzinfo=UTC))
-    failed = make_result(image="null", status="error", started_at=datetime(2026, 1, 1, tzinfo=UTC))
-    with store.connect(bench.db) as con:
-        for r in (old, new, failed):
-            store.ingest(con, r)
-    result = cli("compare", "--model", "fake", "--json")
-    assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)
-    assert doc["model"] == "fake" and doc["metric"] == "throughput_sps" and doc["images"] == ["null"]
-    assert [row["batch_size"] for row in doc["rows"]] == [1, 2]
-    # the latest ok run wins
-    assert doc["rows"][0]["values"]["null"] == pytest.approx(new.measurements[0].throughput_sps)
 
 
 def test_ingest_missing_path(cli: Any, bench: Any, tmp_path: Path) -> None:

@@ -136,12 +136,16 @@ def test_compare_json(fw: FrameworkRuns, cli: Any) -> None:
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["model"] == "mobilenetv2" and doc["metric"] == "throughput_sps"
-    assert doc["images"] == ["openvino", "ort"]
+    assert doc["labels"] == ["openvino", "ort"]
     assert [row["batch_size"] for row in doc["rows"]] == [1, 2]
     for row in doc["rows"]:
-        assert set(row["values"]) == {"openvino", "ort"}
-        assert all(v > 0 for v in row["values"].values())
-        assert row["precision"]["ort"] == "fp32"
+        assert set(row["cells"]) == {"openvino", "ort"}
+        assert all(c["value"] > 0 and c["runs"] == 1 for c in row["cells"].values())
+        for c in row["cells"].values():  # one run: a within-run interval when it had iterations enough
+            assert c["method"] == "none" or (
+                c["method"] == "batch-means" and c["low"] < c["value"] < c["high"]
+            )
+        assert row["cells"]["ort"]["precision"] == "fp32"
     result = cli(
         "compare", "--model", "mobilenetv2", "--json", "--metric", "latency_p50_ms", "--db", str(fw.db)
     )

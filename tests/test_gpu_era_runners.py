@@ -113,7 +113,7 @@ def test_torch_cuda_graphs_need_a_gpu(cli: Any, bench: Any, mobilenetv2: Path, e
 
 
 def test_gpu_only_image_without_gpu_is_unsupported(cli: Any, bench: Any, fake_model: Path) -> None:
-    from controller.service import host_has_nvidia_gpu
+    from controller.planning import host_has_nvidia_gpu
 
     if host_has_nvidia_gpu():
         pytest.skip("this machine has an NVIDIA GPU")

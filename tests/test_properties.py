@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from controller import service
+from controller import ingestion, planning
 from runners import harness
 from schemas import MeasurementPolicy
 from tests.conftest import result_factory, write_fake_model
@@ -73,7 +73,7 @@ def test_policy_values(cli: Any, bench: Any, fake: Path, key: str, value: str) -
         good = True
     except ValidationError:
         good = False
-    assume(not good and value.strip().lower() not in service.NONE_WORDS)
+    assume(not good and value.strip().lower() not in planning.NONE_WORDS)
     result = cli("run", "-i", "null", "-m", "fake", "--launcher", "local", "--set", f"policy.{key}={value}")
     refused(result, bench)
 
@@ -176,7 +176,7 @@ def test_result_files_are_stored_or_skipped(bench: Any, path: list[str], value: 
     with tempfile.TemporaryDirectory() as tmp:
         f = Path(tmp) / "result.json"
         f.write_text(json.dumps(_mutate(doc, path, value), allow_nan=True))
-        report = service.ingest_paths([f], bench.db)
+        report = ingestion.ingest_paths([f], bench.db)
     assert len(report.ingested) + len(report.failed) == 1
     if report.failed:
         assert all(why and "\n" not in why for why in report.failed.values())

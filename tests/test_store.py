@@ -238,3 +238,12 @@ def test_old_store_is_migrated_and_keeps_rows(bench: Any, make_result: Any) -> N
     )
     assert ("old-run", "error", None) in rows
     assert sum(1 for row in rows if row[0] == r.run_id) == 2
+
+
+@pytest.mark.parametrize("view", ["results", "summary"])
+def test_every_view_column_is_documented(bench: Any, make_result: Any, view: str) -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
+    ingest(bench.db, make_result())
+    cols, _ = store.query(bench.db, f"SELECT * FROM {view} LIMIT 0")
+    missing = [c for c in cols if f"`{c}`" not in doc]
+    assert not missing, f"columns of {view} missing from docs/results.md: {missing}"

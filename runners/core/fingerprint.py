@@ -100,6 +100,34 @@ def packages() -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def cpu_governor() -> str | None:
+    """The cpufreq scaling governor of CPU 0 (performance, powersave, ...), where exposed."""
+    return _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+
+
+def turbo() -> bool | None:
+    """Whether turbo/boost is on: intel_pstate's no_turbo, or the generic cpufreq boost switch."""
+    no_turbo = _read("/sys/devices/system/cpu/intel_pstate/no_turbo")
+    if no_turbo in ("0", "1"):
+        return no_turbo == "0"
+    boost = _read("/sys/devices/system/cpu/cpufreq/boost")
+    return boost == "1" if boost in ("0", "1") else None
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def collect(framework: str, framework_version: str, gpus: list[dict[str, str]] | None = None) -> Fingerprint:
     model, flags = _cpuinfo()
     return Fingerprint(
@@ -116,4 +144,7 @@ def collect(framework: str, framework_version: str, gpus: list[dict[str, str]] |
         packages=packages(),
         gpus=gpus or [],
         env={k: os.environ[k] for k in TUNING_VARS if k in os.environ},
+        cpu_governor=cpu_governor(),
+        turbo=turbo(),
+        load_average=load_average(),
     )

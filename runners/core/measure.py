@@ -7,6 +7,7 @@ The clock is injectable so the stopping rule is tested deterministically.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,50 @@ def windows_agree(window_means: list[float], count: int, tolerance: float) -> bo
     return low > 0 and (max(last) - low) / low <= tolerance
 
 
+# Student-t 97.5% quantiles by degrees of freedom: the runner has no scipy. Batch means use at
+# most BATCHES batches, so 19 degrees of freedom at most.
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+        2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093)  # fmt: skip
+BATCHES = 20
+MIN_BATCHES = 10
+
+
+def _rel_half_width(batch_means: list[float], overall: float) -> float | None:
+    g = len(batch_means)
+    if g < 2 or overall <= 0:
+        return None
+    mean = sum(batch_means) / g
+    var = sum((b - mean) ** 2 for b in batch_means) / (g - 1)
+    return T975[min(g, len(T975) + 1) - 2] * (var / g) ** 0.5 / overall
+
+
+def window_ci_rel(means: list[float], counts: list[int], batches: int = BATCHES) -> float | None:
+    """Relative half-width of the 95% interval of the mean iteration time, from the windows
+    regrouped into at most `batches` contiguous batches (batch means); None below MIN_BATCHES."""
+    k = len(means)
+    if k < MIN_BATCHES:
+        return None
+    g = min(batches, k)
+    bounds = [round(i * k / g) for i in range(g + 1)]
+    groups = []
+    for a, b in itertools.pairwise(bounds):
+        n = sum(counts[a:b])
+        groups.append(sum(means[i] * counts[i] for i in range(a, b)) / n)
+    overall = sum(m * c for m, c in zip(means, counts, strict=True)) / sum(counts)
+    return _rel_half_width(groups, overall)
+
+
+def latency_ci_rel(latencies: Any, batches: int = BATCHES) -> float | None:
+    """The same from per-iteration times: `batches` equal contiguous batches, the leftover at the
+    start (closest to warm-up) dropped; None with fewer than 2 iterations per batch."""
+    x = np.asarray(latencies, dtype=np.float64)
+    size = len(x) // batches
+    if size < 2:
+        return None
+    groups = x[len(x) - size * batches :].reshape(batches, size).mean(axis=1)
+    return _rel_half_width([float(v) for v in groups], float(x.mean()))
+
+
 def warm_up(
     step: Callable[[], Any], policy: MeasurementPolicy, clock: Clock = time.perf_counter_ns
 ) -> tuple[int, int]:
@@ -68,6 +113,7 @@ def steady_state(
     lat: list[int] = []
     append = lat.append
     window_means: list[float] = []
+    window_counts: list[int] = []
     min_ns = int(policy.min_time_s * 1e9)
     max_ns = int(policy.max_time_s * 1e9)
     window_ns = int(policy.window_s * 1e9)
@@ -83,16 +129,19 @@ def steady_state(
         if t1 - window_start >= window_ns and len(lat) - window_start_idx >= policy.window_min_iterations:
             chunk = lat[window_start_idx:]
             window_means.append(sum(chunk) / len(chunk))
+            window_counts.append(len(chunk))
             window_start_idx = len(lat)
             window_start = t1
             elapsed = t1 - start
-            if (
-                elapsed >= min_ns
-                and len(lat) >= policy.min_iterations
-                and windows_agree(window_means, policy.stable_windows, policy.tolerance)
-            ):
-                stable = True
-                break
+            if elapsed >= min_ns and len(lat) >= policy.min_iterations:
+                if policy.target_ci is not None:  # long enough when the interval is narrow enough
+                    rel = window_ci_rel(window_means, window_counts)
+                    done = rel is not None and rel <= policy.target_ci
+                else:
+                    done = windows_agree(window_means, policy.stable_windows, policy.tolerance)
+                if done:
+                    stable = True
+                    break
         if t1 - start >= max_ns or len(lat) >= policy.max_iterations:
             break
     requests = finish() if finish is not None else None
@@ -117,6 +166,7 @@ def summarize(
     policy: MeasurementPolicy,
     peak_host_mem_mb: float | None = None,
     in_flight: int = 1,
+    other_cpu_cores: float | None = None,
 ) -> Measurement:
     """Statistics of one steady state as a validated `Measurement`.
 
@@ -145,4 +195,7 @@ def summarize(
         stable=state.stable,
         peak_host_mem_mb=peak_host_mem_mb,
         latencies_ms=[round(float(v), 6) for v in lat_ms] if policy.keep_latencies else None,
+        within_run_ci_rel=latency_ci_rel(state.latencies_ns),
+        other_cpu_cores=other_cpu_cores,
+        noisy=None if other_cpu_cores is None else other_cpu_cores > policy.noise_cores,
     )

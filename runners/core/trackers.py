@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import threading
+import time
 from types import TracebackType
 
 
@@ -56,3 +57,47 @@ class HostMemoryTracker:
     @property
     def peak_mb(self) -> float:
         return self.peak_bytes / (1024 * 1024)
+
+
+def _host_busy_s() -> float | None:
+    """CPU seconds all CPUs spent busy since boot (/proc/stat: everything but idle and iowait)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class HostLoadTracker:
+    """How busy the host was outside this runner while the block ran, in CPU cores.
+
+    Two readings, at entry and exit: the host's busy CPU time (/proc/stat, host-wide even in a
+    container) minus this process's own. Nothing runs in between, so it costs the loop nothing."""
+
+    def __init__(self) -> None:
+        self.other_cores: float | None = None
+        self._start: tuple[float | None, float, float] | None = None
+
+    def __enter__(self) -> HostLoadTracker:
+        self._start = (_host_busy_s(), _own_cpu_s(), time.monotonic())
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        busy, own, wall = _host_busy_s(), _own_cpu_s(), time.monotonic()
+        assert self._start is not None
+        busy0, own0, wall0 = self._start
+        if busy is None or busy0 is None or wall - wall0 <= 0:
+            return
+        self.other_cores = max(0.0, ((busy - busy0) - (own - own0)) / (wall - wall0))

@@ -1,0 +1,164 @@
+"""`bench-ctl compare`: configurations side by side on one host, with intervals and verdicts.
+
+A cell is the mean over a configuration's runs (repetitions) with its 95 % Student-t interval,
+exactly as the `summary` view computes it; with one run, throughput gets the within-run
+batch-means interval and says so. `--baseline` adds, per cell, the ratio to the baseline and the
+verdict of the one comparison rule of `controller/stats.py`.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from controller import stats, store
+from controller.errors import BenchError, did_you_mean
+from controller.reports import Cell, CompareRow, Comparison, VerdictCell
+
+COMPARABLE = (
+    "throughput_sps",
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p99_ms",
+    "latency_mean_ms",
+    "peak_host_mem_mb",
+    "load_time_s",
+)
+HIGHER_IS_BETTER = {"throughput_sps"}
+RULE = (
+    "two-sided Mann-Whitney U on per-run values, p < 0.05, and a ratio of at least "
+    f"{stats.DEFAULT_MIN_EFFECT:.0%} either way (at least {stats.min_repetitions()} runs of each)"
+)
+
+
+def current_host() -> str:
+    return socket.gethostname()
+
+
+def _label(image: str, variant: str | None, device: str, host: str | None) -> str:
+    label = image + (f" [{variant}]" if variant else "") + ("" if device == "cpu" else f" @{device}")
+    return label + (f" on {host}" if host else "")
+
+
+def _choose_hosts(stored: list[str], host: str | None, across: bool, model: str) -> list[str]:
+    if across:
+        return stored
+    if host is not None:
+        if host not in stored:
+            raise BenchError(f"no results for model {model!r} from host {host!r}", did_you_mean(host, stored))
+        return [host]
+    here = current_host()
+    if here in stored:
+        return [here]
+    raise BenchError(
+        f"no results for model {model!r} from this host ({here}); results exist from {', '.join(stored)}",
+        "pick one with --host H, or compare hosts with --across-hosts",
+    )
+
+
+def _cell(values: list[float], rows: list[dict[str, Any]], metric: str) -> Cell:
+    noisy = any(bool(r["noisy"]) for r in rows)
+    precision = ",".join(sorted({str(r["precision"]) for r in rows if r["precision"]})) or None
+    rel = max((r["rel_err"] for r in rows if r["rel_err"] is not None), default=None)
+    if len(values) >= 2:
+        ci = stats.mean_ci(values)
+        return Cell(
+            value=ci.estimate, low=ci.low, high=ci.high, runs=len(values), method="t",
+            noisy=noisy, precision=precision, rel_err=rel,
+        )  # fmt: skip
+    value = values[0]
+    within = rows[0]["within_run_ci_rel"]
+    if metric == "throughput_sps" and within is not None and within < 1:
+        # Throughput is batch / mean iteration time: the interval of the time, inverted.
+        return Cell(
+            value=value, low=value / (1 + within), high=value / (1 - within), runs=1,
+            method="batch-means", noisy=noisy, precision=precision, rel_err=rel,
+        )  # fmt: skip
+    return Cell(
+        value=value, low=None, high=None, runs=1, method="none", noisy=noisy, precision=precision,
+        rel_err=rel,
+    )  # fmt: skip
+
+
+def compare(
+    db: Path,
+    model: str,
+    metric: str = "throughput_sps",
+    device: str | None = None,
+    baseline: str | None = None,
+    host: str | None = None,
+    across_hosts: bool = False,
+    run_ids: list[str] | None = None,
+) -> Comparison:
+    """Every configuration of `model` measured on the chosen host(s), per batch size
+    (only the runs `run_ids` when given: one command's runs)."""
+    if metric not in COMPARABLE:
+        raise BenchError(f"unknown metric {metric!r}", did_you_mean(metric, list(COMPARABLE)))
+    if host is not None and across_hosts:
+        raise BenchError("--host and --across-hosts exclude each other", "choose one")
+    where = "status = 'ok' AND batch_size IS NOT NULL AND model = ?" + (" AND device = ?" if device else "")
+    params: list[Any] = [model, device] if device else [model]
+    if run_ids is not None:
+        where += " AND list_contains(?, run_id)"
+        params.append(run_ids)
+    cols, raw = store.read(
+        db,
+        f"""SELECT host, image, variant, device, batch_size, {metric} AS value, within_run_ci_rel, noisy,
+                   precision, rel_err
+            FROM results WHERE {where} AND {metric} IS NOT NULL ORDER BY started_at""",
+        params,
+    )
+    rows = store.rows_as_dicts(cols, raw)
+    if not rows:
+        raise BenchError(
+            f"no successful results for model {model!r}" + (f" on {device}" if device else ""),
+            f"run one: bench-ctl run --image ort --model {model} --repeat 5",
+        )
+    hosts = _choose_hosts(sorted({str(r["host"]) for r in rows}), host, across_hosts, model)
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["host"] in hosts:
+            label = _label(r["image"], r["variant"], r["device"], r["host"] if across_hosts else None)
+            groups[(label, int(r["batch_size"]))].append(r)
+    labels = sorted({label for label, _ in groups})
+    if baseline is not None and baseline not in labels:
+        raise BenchError(
+            f"--baseline {baseline!r} is not a column of this comparison", did_you_mean(baseline, labels)
+        )
+    higher = metric in HIGHER_IS_BETTER
+    out_rows = []
+    for bs in sorted({b for _, b in groups}):
+        cells: dict[str, Cell] = {}
+        values: dict[str, list[float]] = {}
+        for label in labels:
+            members = groups.get((label, bs))
+            if members:
+                values[label] = [float(m["value"]) for m in members]
+                cells[label] = _cell(values[label], members, metric)
+        verdicts: dict[str, VerdictCell] = {}
+        if baseline is not None and baseline in values:
+            for label, vals in values.items():
+                if label == baseline or min(vals + values[baseline]) <= 0:
+                    continue
+                v = stats.verdict(vals, values[baseline], higher_is_better=higher)
+                verdicts[label] = VerdictCell(
+                    ratio=v.ratio.estimate,
+                    ratio_low=v.ratio.low,
+                    ratio_high=v.ratio.high,
+                    p_value=v.p_value,
+                    verdict=v.verdict,
+                    message=v.message,
+                )
+        out_rows.append(CompareRow(batch_size=bs, cells=cells, verdicts=verdicts))
+    return Comparison(
+        model=model,
+        metric=metric,
+        higher_is_better=higher,
+        hosts=hosts,
+        labels=labels,
+        baseline=baseline,
+        rule=RULE,
+        rows=out_rows,
+    )

@@ -1,0 +1,57 @@
+"""What comparisons answer: typed reports that `render` prints and `--json` dumps."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+IntervalMethod = Literal["t", "batch-means", "none"]
+VerdictKind = Literal["faster", "slower", "no significant difference", "insufficient data"]
+
+
+class Cell(BaseModel):
+    """One configuration at one batch size: the mean over its runs and its 95 % interval."""
+
+    value: float
+    low: float | None
+    high: float | None
+    runs: int
+    method: IntervalMethod  # t: across runs; batch-means: one run, within-run only; none
+    noisy: bool = False
+    precision: str | None = None
+    rel_err: float | None = None
+
+    @property
+    def half_width(self) -> float | None:
+        if self.low is None or self.high is None:
+            return None
+        return (self.high - self.low) / 2
+
+
+class VerdictCell(BaseModel):
+    """A configuration against the baseline at one batch size, by the one comparison rule."""
+
+    ratio: float
+    ratio_low: float | None
+    ratio_high: float | None
+    p_value: float | None
+    verdict: VerdictKind
+    message: str
+
+
+class CompareRow(BaseModel):
+    batch_size: int
+    cells: dict[str, Cell]
+    verdicts: dict[str, VerdictCell]
+
+
+class Comparison(BaseModel):
+    model: str
+    metric: str
+    higher_is_better: bool
+    hosts: list[str]
+    labels: list[str]
+    baseline: str | None
+    rule: str
+    rows: list[CompareRow]

@@ -1,0 +1,150 @@
+"""`compare` and the `summary` view over repeated runs, checked against known truths.
+
+Synthetic results have throughputs set by construction: a configuration 25 % faster must be
+called faster with the true ratio inside its interval; two identical ones must not differ; one run
+must say it is one run; hosts are never mixed.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from controller import stats, store
+
+HERE = socket.gethostname()
+
+
+def _store(db: Path, make_result: Any, image: str, scales: list[float], host: str = HERE, **kw: Any) -> None:
+    with store.connect(db) as con:
+        for i, scale in enumerate(scales, 1):
+            store.ingest(con, make_result(image=image, scale=scale, host=host, repetition=i, **kw))
+
+
+def _jitter(center: float, n: int, seed: int, cv: float = 0.01) -> list[float]:
+    rng = np.random.default_rng(seed)
+    return [float(center * (1 + cv * z)) for z in rng.standard_normal(n)]
+
+
+def _compare(cli: Any, *args: str) -> dict[str, Any]:
+    result = cli("compare", "--model", "fake", "--json", *args)
+    assert result.exit_code == 0, result.output
+    return dict(json.loads(result.stdout))
+
+
+def test_a_faster_configuration_is_called_faster(cli: Any, bench: Any, make_result: Any) -> None:
+    _store(bench.db, make_result, "base", _jitter(1.0, 5, 1))
+    _store(bench.db, make_result, "fast", _jitter(0.8, 5, 2))  # 0.8x the time: 1.25x the throughput
+    doc = _compare(cli, "--baseline", "base")
+    assert doc["labels"] == ["base", "fast"] and doc["hosts"] == [HERE]
+    for row in doc["rows"]:
+        v = row["verdicts"]["fast"]
+        assert v["verdict"] == "faster", v["message"]
+        assert v["ratio_low"] < 1.25 < v["ratio_high"]
+        assert "base" not in row["verdicts"]
+        cell = row["cells"]["fast"]
+        assert cell["runs"] == 5 and cell["method"] == "t" and cell["low"] < cell["value"] < cell["high"]
+    slower = _compare(cli, "--baseline", "fast")
+    assert all(row["verdicts"]["base"]["verdict"] == "slower" for row in slower["rows"])
+    latency = _compare(cli, "--baseline", "base", "--metric", "latency_p50_ms")
+    assert all(row["verdicts"]["fast"]["verdict"] == "faster" for row in latency["rows"])
+
+
+def test_identical_configurations_do_not_differ(cli: Any, bench: Any, make_result: Any) -> None:
+    _store(bench.db, make_result, "aaa", _jitter(1.0, 6, 3))
+    _store(bench.db, make_result, "bbb", _jitter(1.0, 6, 4))
+    doc = _compare(cli, "--baseline", "aaa")
+    assert all(row["verdicts"]["bbb"]["verdict"] == "no significant difference" for row in doc["rows"])
+
+
+def test_three_runs_are_not_enough_for_a_verdict(cli: Any, bench: Any, make_result: Any) -> None:
+    _store(bench.db, make_result, "base", [1.0, 1.01, 0.99])
+    _store(bench.db, make_result, "fast", [0.5, 0.51, 0.49])
+    doc = _compare(cli, "--baseline", "base")
+    v = doc["rows"][0]["verdicts"]["fast"]
+    assert v["verdict"] == "insufficient data" and "at least 4" in v["message"]
+
+
+def test_one_run_says_so(cli: Any, bench: Any, make_result: Any) -> None:
+    _store(bench.db, make_result, "once", [1.0], within_rel=0.02)
+    _store(bench.db, make_result, "bare", [1.0])
+    doc = _compare(cli)
+    once, bare = doc["rows"][0]["cells"]["once"], doc["rows"][0]["cells"]["bare"]
+    assert once["runs"] == 1 and once["method"] == "batch-means"
+    assert once["low"] == pytest.approx(once["value"] / 1.02) and once["high"] == pytest.approx(
+        once["value"] / 0.98
+    )
+    assert bare["method"] == "none" and bare["low"] is None
+    text = cli("compare", "--model", "fake", env={"COLUMNS": "200"}).stdout
+    assert "1 run: within-run interval" in text and "1 run: no interval" in text
+
+
+def test_summary_view_agrees_with_compare(cli: Any, bench: Any, make_result: Any) -> None:
+    scales = _jitter(1.0, 5, 7, cv=0.03)
+    _store(bench.db, make_result, "base", scales)
+    doc = _compare(cli)
+    _, rows = store.query(
+        bench.db,
+        "SELECT batch_size, repetitions, throughput_sps, throughput_ci_low, throughput_ci_high, ci_method, "
+        "cv, latency_p50_ci_low FROM summary WHERE image = 'base' ORDER BY batch_size",
+    )
+    assert len(rows) == len(doc["rows"]) == 2
+    for (bs, n, mean, low, high, method, cv, p50_low), row in zip(rows, doc["rows"], strict=True):
+        cell = row["cells"]["base"]
+        assert (bs, n, method) == (row["batch_size"], 5, "t")
+        assert (mean, low, high) == pytest.approx((cell["value"], cell["low"], cell["high"]), rel=1e-9)
+        assert p50_low is not None and cv == pytest.approx(stats.cv([1 / s for s in scales]), rel=1e-4)
+
+
+def test_hosts_are_never_mixed(cli: Any, bench: Any, make_result: Any) -> None:
+    _store(bench.db, make_result, "base", [1.0, 1.0], host="elsewhere")
+    r = cli("compare", "--model", "fake")
+    assert r.exit_code == 2 and "elsewhere" in r.stderr and "--across-hosts" in r.stderr
+    _store(bench.db, make_result, "base", [0.5, 0.5])
+    doc = _compare(cli)
+    assert doc["hosts"] == [HERE] and doc["rows"][0]["cells"]["base"]["runs"] == 2
+    doc = _compare(cli, "--host", "elsewhere")
+    assert doc["hosts"] == ["elsewhere"]
+    doc = _compare(cli, "--across-hosts")
+    assert doc["labels"] == [f"base on {h}" for h in sorted(["elsewhere", HERE])]
+    r = cli("compare", "--model", "fake", "--host", "nowhere")
+    assert r.exit_code == 2 and "nowhere" in r.stderr and "hint" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["compare", "--model", "fake", "--baseline", "nosuch"],
+        ["compare", "--model", "fake", "--host", "h", "--across-hosts"],
+    ],
+)
+def test_compare_bad_input(cli: Any, bench: Any, make_result: Any, args: list[str]) -> None:
+    _store(bench.db, make_result, "base", [1.0])
+    r = cli(*args)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and "hint" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--repeat", "0"],
+        ["--repeat", "x"],
+        ["--set", "policy.target_ci=-1"],
+        ["--set", "policy.target_ci=1.5"],
+        ["--repeat", "3", "--set", "policy.repetitions=2"],
+        ["--image", "null,null"],
+    ],
+)
+def test_run_bad_repetition_input(cli: Any, bench: Any, fake_model: Path, extra: list[str]) -> None:
+    args = ["run", "--model", "fake", "--launcher", "local", "-b", "1"]
+    if "--image" not in extra:
+        args += ["--image", "null"]
+    r = cli(*args, *extra)
+    assert r.exit_code == 2, r.output
+    assert bench.run_dirs() == [] and bench.count("runs") == 0
