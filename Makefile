@@ -6,6 +6,7 @@ CTL    := $(BIN)/bench-ctl
 IMAGES ?=
 DEMO_MODEL ?= resnet50
 DEMO_BATCHES ?= 1,8,32
+DEMO_REPEAT ?= 5
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo test test-fast faults lint schemas locks images images-gpu base-image bench clean
@@ -21,11 +22,11 @@ $(BIN)/bench-ctl: pyproject.toml
 
 setup: $(BIN)/bench-ctl ## create .venv with bench-ctl and the dev tools
 
-demo: setup ## export resnet50, measure it with ONNX Runtime and OpenVINO at 1,8,32, compare
+demo: setup ## export resnet50; ONNX Runtime and OpenVINO at 1,8,32, 5 interleaved runs each; compare
 	$(CTL) models export $(DEMO_MODEL)
-	$(CTL) run --image ort --model $(DEMO_MODEL) --batch-sizes $(DEMO_BATCHES)
-	$(CTL) run --image openvino --model $(DEMO_MODEL) --batch-sizes $(DEMO_BATCHES)
-	$(CTL) compare --model $(DEMO_MODEL)
+	$(CTL) run --image ort,openvino --model $(DEMO_MODEL) --batch-sizes $(DEMO_BATCHES) \
+	  --repeat $(DEMO_REPEAT) --set policy.max_time_s=10
+	$(CTL) compare --model $(DEMO_MODEL) --baseline ort
 
 test: setup ## run the test suite (real frameworks in their local environments; Docker tests if an engine runs)
 	$(BIN)/python -m pytest
@@ -62,6 +63,9 @@ bench: setup ## run the benchmarks under benchmarks/ (ratios measured in one run
 	$(BIN)/python benchmarks/harness_overhead.py
 	$(BIN)/python benchmarks/openvino_vs_benchmark_app.py
 	$(BIN)/python benchmarks/local_vs_docker.py
+	$(BIN)/python benchmarks/stats_calibration.py
+	$(BIN)/python benchmarks/compare_calibration.py
+	$(BIN)/python benchmarks/target_ci_time.py
 
 clean: ## remove runs, caches and the result database (keeps models and environments)
 	rm -rf .bench/runs .bench/cache results.duckdb results.duckdb.wal

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -92,12 +93,20 @@ def run_summary(console: Console, result: RunResult, run_dir: Path) -> None:
     console.print(f"  [dim]run {result.run_id} via {escape(where)}; raw result {run_dir}/result.json[/]")
 
 
+def plus_minus(value: float, half_width: float | None) -> str:
+    """`value ± half-width`, both to the half-width's second significant digit."""
+    if half_width is None or half_width <= 0 or not math.isfinite(half_width):
+        return f"{value:,.4g}"
+    decimals = max(0, 1 - math.floor(math.log10(half_width)))
+    return f"{value:,.{decimals}f} ± {half_width:,.{decimals}f}"
+
+
 def _cell_text(cell: Cell) -> str:
     hw = cell.half_width
     if cell.method == "t" and hw is not None:
-        text = f"{cell.value:,.4g} ± {hw:,.2g} [dim](n={cell.runs})[/]"
+        text = f"{plus_minus(cell.value, hw)} [dim](n={cell.runs})[/]"
     elif cell.method == "batch-means" and hw is not None:
-        text = f"{cell.value:,.4g} ± {hw:,.2g} [dim](1 run: within-run interval)[/]"
+        text = f"{plus_minus(cell.value, hw)} [dim](1 run: within-run interval)[/]"
     else:
         text = f"{cell.value:,.4g} [dim](1 run: no interval)[/]"
     if cell.noisy:
