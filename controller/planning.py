@@ -70,7 +70,8 @@ def _validation_message(e: ValidationError, what: str) -> str:
     loc = ".".join(str(p) for p in err["loc"])
     got = err.get("input")
     sep = "" if what.endswith(".") else " "
-    return f"{what}{sep}{loc}={got!r}: {err['msg']}" if loc else f"{what}: {err['msg']}"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{what}{sep}{loc}={got!r}: {msg}" if loc else f"{what.rstrip('.')}: {msg}"
 
 
 def new_run_id(image: str, model: str) -> str:

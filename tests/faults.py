@@ -417,6 +417,73 @@ def eight_concurrent_queries(c: Case) -> Outcome:
     return verdict(c, "8-concurrent-queries", ok, f"exit codes {codes}")
 
 
+def _docker_ready() -> None:
+    """Skip unless a daemon answers and the null image is built from the current code."""
+    from controller.catalog import get_image
+    from controller.launchers.docker import unavailable_reason
+    from controller.paths import Paths
+
+    why = unavailable_reason(get_image("null"), Paths.from_env())
+    if why is not None:
+        raise Skip(f"Docker: {why} (make images IMAGES=null)")
+
+
+def _containers(owner: int) -> list[str]:
+    """Containers still running for the bench-ctl process `owner`."""
+    done = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "-q",
+            "--filter",
+            "label=bench.role=runner",
+            "--filter",
+            f"label=bench.owner-pid={owner}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.split()
+
+
+@case
+def runner_out_of_memory_docker(c: Case) -> Outcome:
+    _docker_ready()
+    args = c.run_args("--set", "fault=oom", "--set", "policy.memory_limit_mb=128")
+    done = c.bench(*[("docker" if a == "local" else a) for a in args])
+    said = "out of memory" in done.stdout + done.stderr
+    ok = done.returncode == 1 and said and len(check_store(c.db).runs) == 1
+    return verdict(c, "runner-out-of-memory-docker", ok, _error_line(done.stderr) if not ok else "")
+
+
+@case
+def bench_ctl_sigkill_during_docker_run(c: Case) -> Outcome:
+    _docker_ready()
+    args = [("docker" if a == "local" else a) for a in c.run_args(*LONG)]
+    proc = c.start(*args)
+    deadline = time.monotonic() + 120
+    while not _containers(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not _containers(proc.pid):
+        proc.kill()
+        return Outcome("bench-ctl-sigkill-during-docker-run", detail="the container never started")
+    time.sleep(1.0)
+    proc.kill()
+    proc.wait()
+    orphaned = len(_containers(proc.pid))
+    # SIGKILL cannot be caught: the container is reaped by the next bench-ctl that uses Docker.
+    nxt = c.bench(*[("docker" if a == "local" else a) for a in c.run_args(*SHORT)])
+    left = len(_containers(proc.pid))
+    out = verdict(
+        c,
+        "bench-ctl-sigkill-during-docker-run",
+        orphaned == 1 and nxt.returncode == 0 and "orphaned" in nxt.stderr,
+        f"{orphaned} container orphaned, {left} left after the next run",
+    )
+    out.orphans += left
+    return out
+
+
 # --------------------------------------------------------------------------- driver
 
 

@@ -330,6 +330,7 @@ class DockerLauncher(Launcher):
         volumes: dict[str, dict[str, str]],
         device: str,
         entrypoint: list[str] | None,
+        memory_limit_mb: int | None = None,
     ) -> dict[str, Any]:
         """Everything `containers.create` gets besides the image: isolation, devices, limits, owner."""
         from docker.types import DeviceRequest
@@ -356,6 +357,8 @@ class DockerLauncher(Launcher):
             cpus = sorted(os.sched_getaffinity(0))
             kwargs["cpuset_cpus"] = ",".join(str(c) for c in cpus)
             kwargs["mem_limit"] = kwargs["memswap_limit"] = self._memory_limit()  # no swap: a clean OOM
+        if memory_limit_mb is not None:  # the run's own policy.memory_limit_mb wins
+            kwargs["mem_limit"] = kwargs["memswap_limit"] = memory_limit_mb << 20
         return kwargs
 
     def _start(self, img: Any, kwargs: dict[str, Any]) -> Any:
@@ -488,9 +491,10 @@ class DockerLauncher(Launcher):
         log_path: Path,
         on_line: LineSink,
         entrypoint: list[str] | None = None,
+        memory_limit_mb: int | None = None,
     ) -> ProcessOutcome:
         img = self.require_image(image)
-        kwargs = self._container_kwargs(command, volumes, device, entrypoint)
+        kwargs = self._container_kwargs(command, volumes, device, entrypoint, memory_limit_mb)
         start = time.monotonic()
         try:
             container = self._start(img, kwargs)
@@ -543,7 +547,16 @@ class DockerLauncher(Launcher):
             self._writable(folder)
             volumes[str(folder)] = {"bind": self.inside(folder), "mode": "rw"}
         command = ["--spec", f"{inside_run}/{SPEC_FILE}", "--out", f"{inside_run}/{RESULT_FILE}"]
-        return self._run(image, command, volumes, spec.device, timeout_s, run_dir / LOG_FILE, on_line)
+        return self._run(
+            image,
+            command,
+            volumes,
+            spec.device,
+            timeout_s,
+            run_dir / LOG_FILE,
+            on_line,
+            memory_limit_mb=spec.policy.memory_limit_mb,
+        )
 
     def run_tool(
         self,
