@@ -57,3 +57,17 @@ def describe_exit(code: int | None, oom_killed: bool = False, container: bool = 
     if code is None:
         return "did not exit (no exit code)"
     return f"exited with code {code}"
+
+
+def likely_cause(code: int | None, oom_killed: bool = False, container: bool = False) -> str | None:
+    """A guess where `describe_exit` cannot confirm the cause: a SIGKILL that the OOM counter did
+    not confirm (or could not be read) is still most often the OOM killer. Callers rule out
+    their own kills (timeouts) first."""
+    if not oom_killed and signal_of(code, container) == signal.SIGKILL:
+        return "most likely out of memory (the kernel's OOM killer)"
+    return None
+
+
+def describe_memory(mib: float) -> str:
+    """A memory size for people: '812 MB', '23.4 GB' (MiB and GiB, as the store records them)."""
+    return f"{mib / 1024:.1f} GB" if mib >= 1024 else f"{mib:.0f} MB"

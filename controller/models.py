@@ -201,7 +201,12 @@ def _build(
 ) -> ModelManifest:
     """Run the exporter into a temporary folder of the store, then move it into place.
 
-    `shown_as` maps paths the exporter sees to what the user typed, for error messages."""
+    `shown_as` maps paths the exporter sees to what the user typed, for error messages. An
+    exporter killed by a signal (the OOM killer's SIGKILL) is named as such, with the step it was
+    in and the peak memory it had reached, from the progress file it keeps while it runs."""
+    from controller import deaths
+    from schemas.manifest import EXPORT_PROGRESS_FILE
+
     final = paths.models / name
     if (final / "manifest.json").exists() and not force:
         raise BenchError(f"model {name!r} already exists in the store", "pass --force to rebuild it")
@@ -225,15 +230,33 @@ def _build(
         if outcome.exit_code != 0:
             last = [ln for ln in outcome.stderr_tail.splitlines() if ln.strip()]
             detail = last[-1] if last else f"exit code {outcome.exit_code}"
+            oom = bool(getattr(outcome, "oom_killed", False))
+            container = launcher.name == "docker"
+            if oom or deaths.signal_of(outcome.exit_code, container) is not None:
+                progress: dict[str, object] = {}
+                with contextlib.suppress(OSError, ValueError):
+                    progress = dict(json.loads((tmp / EXPORT_PROGRESS_FILE).read_text()))
+                detail = deaths.describe_exit(outcome.exit_code, oom, container)
+                cause = deaths.likely_cause(outcome.exit_code, oom, container)
+                if cause:
+                    detail += f": {cause}"
+                at = progress.get("step")
+                if isinstance(at, str) and at:
+                    detail += f", while {at}"
+                peak = progress.get("peak_mem_mb")
+                if isinstance(peak, int | float) and peak > 0:
+                    detail += f"; peak memory {deaths.describe_memory(float(peak))}"
             for inner, outer in (shown_as or {}).items():
                 detail = detail.replace(inner, outer)
-            kept = _keep_log(tmp)
+            detail = detail.removeprefix("error: ")
+            kept = _keep_log(tmp, f"bench-ctl: the exporter failed: {detail}")
             raise BenchError(
-                f"exporting {name} failed: {detail.removeprefix('error: ')}",
+                f"exporting {name} failed: {detail}",
                 f"full log: {kept}" if kept else None,
                 exit_code=1,
             )
         (tmp / "tool.log").unlink(missing_ok=True)
+        (tmp / EXPORT_PROGRESS_FILE).unlink(missing_ok=True)
         manifest = ModelManifest.model_validate_json((tmp / "manifest.json").read_text())
         _readable(tmp)
         if final.exists():
@@ -252,11 +275,16 @@ def _readable(folder: Path) -> None:
         p.chmod(0o755 if p.is_dir() else 0o644)
 
 
-def _keep_log(tmp: Path) -> Path | None:
-    """Keep only the log of a failed export, out of the way of the store's listing; drop the rest."""
+def _keep_log(tmp: Path, note: str | None = None) -> Path | None:
+    """Keep only the log of a failed export, out of the way of the store's listing; drop the rest.
+
+    `note` (how the exporter ended) is appended to the log."""
     log = tmp / "tool.log"
     if not log.exists():
         return None
+    if note:
+        with contextlib.suppress(OSError), log.open("a") as f:
+            f.write(f"{note}\n")
     dest = tmp.parent / ".failed-exports"
     dest.mkdir(exist_ok=True)
     kept = dest / f"{tmp.name.strip('.')}.log"

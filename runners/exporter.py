@@ -8,16 +8,27 @@ Random weights give nearly flat softmax outputs, on which top-1 agreement is a c
 absolute error means nothing. So the classifier is calibrated at export: its bias centres the
 reference batch's logits and its kernel is scaled until the reference outputs are clearly peaked.
 The outcome is checked and recorded in the manifest (`reference_peak_mean`).
+
+Memory: the exporter's peak resident memory is recorded in the manifest (`export_peak_mem_mb`),
+and while it runs, the step it is in and its peak so far are kept in `EXPORT_PROGRESS_FILE` of the
+output folder, so that bench-ctl can say how far an exporter got when the kernel killed it. See
+`to_onnx` for why the conversion uses pure-Python protobuf, and large networks tf2onnx's
+large-model route.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import hashlib
 import json
 import os
+import resource
 import shutil
 import sys
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +36,8 @@ from typing import Any
 import numpy as np
 
 from schemas import ArtifactFile, ModelManifest
+from schemas.atomic import write_atomic
+from schemas.manifest import EXPORT_PROGRESS_FILE
 
 KERAS_MODELS = {
     "vgg19": "VGG19",
@@ -37,6 +50,8 @@ REFERENCE_SAMPLES = 8
 TARGET_PEAK = 0.6  # mean top-1 probability wanted on the reference batch
 MIN_PEAK = 0.2
 OPSET = 17
+# Networks with more float32 weights than this take tf2onnx's large-model route (see `to_onnx`).
+LARGE_WEIGHTS_BYTES = 256 << 20
 
 
 class ExportError(Exception):
@@ -45,6 +60,75 @@ class ExportError(Exception):
 
 def log(msg: str) -> None:
     print(f"[export] {msg}", file=sys.stderr, flush=True)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory in MiB: the kernel's high-water mark of this process, or of its
+    largest finished child process if that is higher."""
+    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    peak = max(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+    )
+    return peak * unit / (1 << 20)
+
+
+class Progress:
+    """The step the exporter is in and its peak memory so far, in a small JSON file.
+
+    A background thread rewrites the file whenever the peak has grown by `min_growth_mb`. The
+    kernel's OOM killer sends SIGKILL, which no process can catch: this file is what tells
+    bench-ctl how far the exporter got and how much memory it had taken.
+    """
+
+    def __init__(self, path: Path, interval_s: float = 0.5, min_growth_mb: float = 32.0) -> None:
+        self.path = path
+        self.interval_s = interval_s
+        self.min_growth_mb = min_growth_mb
+        self.step = "starting"
+        self._written_mb = -1.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="export-progress", daemon=True)
+
+    def __enter__(self) -> Progress:
+        self._write()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def enter(self, step: str) -> None:
+        with self._lock:
+            self.step = step
+        self._write()
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            if peak_rss_mb() >= self._written_mb + self.min_growth_mb:
+                self._write()
+
+    def _write(self) -> None:
+        with self._lock:
+            peak = peak_rss_mb()
+            with contextlib.suppress(OSError):
+                write_atomic(self.path, json.dumps({"step": self.step, "peak_mem_mb": round(peak, 1)}))
+                self._written_mb = peak
+
+
+_progress: Progress | None = None
+
+
+def step(msg: str) -> None:
+    """Log the start of a step, and note it for a post-mortem."""
+    log(msg)
+    if _progress is not None:
+        _progress.enter(msg)
 
 
 def sha256_file(path: Path) -> str:
@@ -153,17 +237,23 @@ def keras_flops(model: Any) -> int:
 
 def export_keras(name: str, out: Path, seed: int) -> ModelManifest:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Before TensorFlow imports protobuf: see `to_onnx`.
+    os.environ["PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"] = "python"
     import keras
     import tensorflow as tf
     import tf2onnx
+    from google.protobuf import __version__ as protobuf_version
+    from google.protobuf.internal import api_implementation
 
     if name not in KERAS_MODELS:
         raise ExportError(f"unknown Keras model {name!r}; known: {', '.join(KERAS_MODELS)}")
+    step(f"building {name} with seeded random weights")
     keras.utils.set_random_seed(seed)
     model = getattr(keras.applications, KERAS_MODELS[name])(weights=None)
     in_shape = [int(d) for d in model.input_shape[1:]]
     ref_in = reference_batch(in_shape, seed)
 
+    step("normalizing the signal and calibrating the classifier")
     init_note = normalize_signal(model, ref_in)
     log(f"{name}: {init_note}")
     head = model.layers[-1]
@@ -190,14 +280,12 @@ def export_keras(name: str, out: Path, seed: int) -> ModelManifest:
 
     np.save(out / "reference_input.npy", ref_in)
     np.save(out / "reference_output.npy", ref_out)
-    log("saving SavedModel")
+    step("saving SavedModel")
     model.export(str(out / "saved_model"), verbose=False)
-    log(f"converting to ONNX (tf2onnx, opset {OPSET})")
-    spec = (tf.TensorSpec((None, *in_shape), tf.float32, name="input"),)
-    onnx_model, _ = tf2onnx.convert.from_keras(
-        model, input_signature=spec, opset=OPSET, output_path=str(out / "model.onnx")
-    )
-    output_name = onnx_model.graph.output[0].name
+    step(f"converting to ONNX (tf2onnx, opset {OPSET})")
+    output_name, route = to_onnx(model, in_shape, out / "model.onnx")
+    log(f"ONNX written ({route}); peak memory so far {peak_rss_mb():,.0f} MiB")
+    step("checking ONNX against TensorFlow")
     _check_onnx(out / "model.onnx", ref_in, ref_out)
     return ModelManifest(
         name=name,
@@ -214,6 +302,7 @@ def export_keras(name: str, out: Path, seed: int) -> ModelManifest:
         seed=seed,
         reference="tensorflow-fp32",
         reference_peak_mean=peak,
+        export_peak_mem_mb=peak_rss_mb(),
         files={
             "onnx": artifact(out, "model.onnx"),
             "savedmodel": artifact(out, "saved_model"),
@@ -224,10 +313,107 @@ def export_keras(name: str, out: Path, seed: int) -> ModelManifest:
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
             "tf2onnx": tf2onnx.__version__,
+            "onnx_conversion": route,
+            "protobuf": f"{protobuf_version} ({api_implementation.Type()})",
             "init": f"glorot (keras default), seed {seed}, then {init_note}",
             "flops": "2 x MACs of Conv2D, DepthwiseConv2D and Dense layers",
         },
     )
+
+
+def to_onnx(model: Any, in_shape: list[int], path: Path) -> tuple[str, str]:
+    """Convert with tf2onnx (opset OPSET) into the single file `path`; (output name, route).
+
+    Memory, measured on VGG19 (548 MiB of weights; numbers in docs/decisions.md):
+
+    - tf2onnx rewrites every node's protobuf attributes after each of its ONNX graph optimizers,
+      a dozen passes per round. With protobuf's default upb backend, a replaced sub-message stays
+      in its parent's arena until the whole message is freed, so each pass kept one more copy of
+      every weight: +0.55 GB per pass, past 24 GB in all. The exporter therefore runs with the
+      pure-Python backend (PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python, set before TensorFlow
+      is imported), which frees a replaced attribute at once. The converted graph is the same.
+    - The default route then still peaks near 12 GB for VGG19: freezing, then Grappler (through
+      a serialized MetaGraphDef, copied again inside Grappler) hold several copies of the
+      weights at once. Networks with more than LARGE_WEIGHTS_BYTES of weights take tf2onnx's
+      large-model route instead: weights are kept out of the TensorFlow graph while it is
+      converted, and Grappler does not run. Grappler's constant folding is what folds batch
+      norms into convolutions (ResNet50 would keep 53 Mul and 70 Add nodes without it), so the
+      study's batch-norm networks, all small, keep the default route. For VGG19 (no batch norm)
+      the only difference is that its zero-initialised dense biases stay as Add nodes of zeros,
+      which Grappler would have dropped: the outputs are the same.
+
+    The large-model route hands the weights back as a separate store; they are put back into the
+    initializers, so that runners read one self-contained `model.onnx` (VGG19's is 0.55 GiB,
+    far below protobuf's 2 GiB limit).
+    """
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = (tf.TensorSpec((None, *in_shape), tf.float32, name="input"),)
+    weights_bytes = 4 * int(model.count_params())
+    if weights_bytes <= LARGE_WEIGHTS_BYTES:
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=OPSET, output_path=str(path))
+        output_name = str(proto.graph.output[0].name)
+        route = "tf2onnx.convert.from_keras"
+    else:
+        log(
+            f"{weights_bytes / (1 << 20):,.0f} MiB of weights: tf2onnx's large-model route "
+            "(weights kept out of the TensorFlow graph, no Grappler pass)"
+        )
+        with _numpy_product():
+            proto, storage = tf2onnx.convert.from_keras(
+                model, input_signature=spec, opset=OPSET, large_model=True
+            )
+        _inline_external(proto.graph, storage.name_to_tensor_data)
+        del storage
+        path.write_bytes(proto.SerializeToString())
+        output_name = str(proto.graph.output[0].name)
+        route = "tf2onnx.convert.from_keras(large_model=True), tensors inlined"
+    del proto
+    gc.collect()
+    return output_name, route
+
+
+@contextlib.contextmanager
+def _numpy_product() -> Iterator[None]:
+    """tf2onnx 1.17's large-model route calls numpy.product, which NumPy 2 removed."""
+    missing = not hasattr(np, "product")
+    if missing:
+        np.product = np.prod  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if missing:
+            del np.product  # type: ignore[attr-defined]
+
+
+def _inline_external(graph: Any, data: dict[str, bytes]) -> None:
+    """Move tensors tf2onnx left in its external store back into the graph (and subgraphs)."""
+    import onnx
+
+    def tensors(g: Any) -> Iterator[Any]:
+        yield from g.initializer
+        for node in g.node:
+            for a in node.attribute:
+                if a.HasField("t"):
+                    yield a.t
+                yield from a.tensors
+                if a.HasField("g"):
+                    yield from tensors(a.g)
+                for sub in a.graphs:
+                    yield from tensors(sub)
+
+    for t in tensors(graph):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        where = {e.key: e.value for e in t.external_data}
+        if where.get("location") not in data:
+            raise ExportError(f"tf2onnx left tensor {t.name!r} in an external file that was not produced")
+        t.raw_data = data.pop(where["location"])
+        del t.external_data[:]
+        t.data_location = onnx.TensorProto.DEFAULT
+    if data:
+        raise ExportError(f"tf2onnx stored {len(data)} tensors that no part of the graph refers to")
 
 
 def _check_onnx(path: Path, ref_in: np.ndarray, ref_out: np.ndarray) -> None:
@@ -239,7 +425,11 @@ def _check_onnx(path: Path, ref_in: np.ndarray, ref_out: np.ndarray) -> None:
     got = sess.run(None, {sess.get_inputs()[0].name: ref_in})[0]
     err = float(np.abs(got - ref_out).max())
     spread = float(ref_out.max() - ref_out.min())
-    log(f"ONNX vs TensorFlow on the reference batch: max abs err {err:.3g} (spread {spread:.3g})")
+    top1 = float((got.argmax(axis=1) == ref_out.argmax(axis=1)).mean())
+    log(
+        f"ONNX vs TensorFlow on the reference batch: max abs err {err:.3g} (spread {spread:.3g}), "
+        f"top-1 agreement {top1:.0%}"
+    )
     if err > 1e-3 * max(spread, 1e-12) * 100:
         raise ExportError(f"ONNX conversion changed outputs: max abs err {err:.3g} vs spread {spread:.3g}")
 
@@ -247,6 +437,7 @@ def _check_onnx(path: Path, ref_in: np.ndarray, ref_out: np.ndarray) -> None:
 def export_onnx(name: str, source: Path, out: Path, seed: int) -> ModelManifest:
     import onnxruntime as ort
 
+    step(f"reading {source} with ONNX Runtime")
     shutil.copyfile(source, out / "model.onnx")
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -301,6 +492,7 @@ def export_onnx(name: str, source: Path, out: Path, seed: int) -> ModelManifest:
         seed=seed,
         reference="onnxruntime-fp32",
         reference_peak_mean=float(ref_out.max(axis=1).mean()) if ref_out.ndim == 2 else None,
+        export_peak_mem_mb=peak_rss_mb(),
         files={
             "onnx": artifact(out, "model.onnx"),
             "reference_input": artifact(out, "reference_input.npy"),
@@ -323,14 +515,21 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    try:
-        if args.source == "keras":
-            manifest = export_keras(args.name, args.out, args.seed)
-        else:
-            manifest = export_onnx(args.name, args.onnx, args.out, args.seed)
-    except ExportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
+    global _progress
+    with Progress(args.out / EXPORT_PROGRESS_FILE) as progress:
+        _progress = progress
+        try:
+            if args.source == "keras":
+                manifest = export_keras(args.name, args.out, args.seed)
+            else:
+                manifest = export_onnx(args.name, args.onnx, args.out, args.seed)
+        except ExportError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 3
+        finally:
+            _progress = None
+    progress.remove()
+    log(f"peak memory {manifest.export_peak_mem_mb or 0:,.0f} MiB")
     (args.out / "manifest.json").write_text(manifest.model_dump_json(indent=1) + "\n")
     log(f"wrote {args.out}/manifest.json")
     print(json.dumps({"name": manifest.name, "dir": str(args.out)}))

@@ -10,6 +10,9 @@ from pydantic import Field
 from schemas.spec import Strict
 
 MANIFEST_VERSION: Final = 1
+# Written by the exporter into its output folder while it runs: {"step": ..., "peak_mem_mb": ...}.
+# Read by bench-ctl when the exporter dies, removed when it succeeds; never part of a model.
+EXPORT_PROGRESS_FILE: Final = "export-progress.json"
 
 
 class ArtifactFile(Strict):
@@ -38,6 +41,12 @@ class ModelManifest(Strict):
     reference: str = Field(description="what computed reference_output.npy, e.g. tensorflow-fp32")
     reference_peak_mean: float | None = Field(
         None, description="mean top-1 probability of the reference batch (1/classes = flat)"
+    )
+    export_peak_mem_mb: float | None = Field(
+        None,
+        ge=0,
+        description="peak resident memory of the export process in MiB (the kernel's high-water "
+        "mark, its child processes included); absent in manifests written before it was recorded",
     )
     files: dict[str, ArtifactFile] = Field(
         description="role -> file: onnx, savedmodel (a folder), reference_input, reference_output"
