@@ -35,6 +35,7 @@ class ModelEntry(BaseModel):
     onnx_sha256: str
     size_mb: float
     path: str
+    export_peak_mem_mb: float | None = None
 
 
 def check_name(name: str) -> str:
@@ -183,6 +184,7 @@ def list_models(paths: Paths) -> list[ModelEntry]:
                 onnx_sha256=m.files["onnx"].sha256,
                 size_mb=size / 1e6,
                 path=str(paths.models / name),
+                export_peak_mem_mb=m.export_peak_mem_mb,
             )
         )
     return entries

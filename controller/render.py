@@ -7,13 +7,18 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from controller.reports import Cell, Comparison, VerdictCell
+
+if TYPE_CHECKING:
+    from controller.colocate import Colocated
+    from controller.images import ImageStatus
+    from controller.models import ModelEntry
 from controller.store import variant as store_variant
 from schemas import RunResult
 
@@ -180,7 +185,7 @@ def group_summary(console: Console, comparisons: Sequence[Comparison]) -> None:
         comparison(console, cmp)
 
 
-def images(console: Console, rows: Sequence[Any]) -> None:
+def images(console: Console, rows: Sequence[ImageStatus]) -> None:
     t = Table("image", "framework", "version", "devices", "docker image", "size", "lock", "local env")
     for r in rows:
         built = (
@@ -207,11 +212,21 @@ def images(console: Console, rows: Sequence[Any]) -> None:
             console.print(f"[dim]{r.name}: {escape(r.skip_reason)}[/]", soft_wrap=True)
 
 
-def models(console: Console, entries: Sequence[Any]) -> None:
+def models(console: Console, entries: Sequence[ModelEntry]) -> None:
     if not entries:
         console.print("no models yet; export one: bench-ctl models export mobilenetv2")
         return
-    t = Table("model", "source", "input", "layout", "parameters", "GFLOPs/sample", "reference", "MB")
+    t = Table(
+        "model",
+        "source",
+        "input",
+        "layout",
+        "parameters",
+        "GFLOPs/sample",
+        "reference",
+        "MB",
+        "export peak MB",
+    )
     for e in entries:
         shape = "x".join("N" if d is None else str(d) for d in e.input_shape)
         t.add_row(
@@ -219,15 +234,16 @@ def models(console: Console, entries: Sequence[Any]) -> None:
             e.source,
             shape,
             e.input_layout or "",
-            _fmt(e.parameters) if e.parameters else "",
+            f"{e.parameters:,}" if e.parameters else "",
             f"{e.flops_per_sample / 1e9:.2f}" if e.flops_per_sample else "",
             e.reference,
             f"{e.size_mb:.1f}",
+            f"{e.export_peak_mem_mb:,.0f}" if e.export_peak_mem_mb else "",
         )
     console.print(t)
 
 
-def colocated(console: Console, c: Any) -> None:
+def colocated(console: Console, c: Colocated) -> None:
     heads = [f"{escape(m.model)}: alone / co-located / slowdown" for m in c.rows[0].members]
     t = Table("batch", "ensemble predictions/s", *heads, title=f"co-located processes ({c.group})")
     for row in c.rows:
