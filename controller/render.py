@@ -159,8 +159,18 @@ def comparison(console: Console, cmp: Comparison) -> None:
     notes = ["err: max abs error on the reference batch relative to the reference's output range"]
     if cmp.baseline:
         notes.append(f"xR [low, high]: ratio to {cmp.baseline} and its 95% interval; verdict: {cmp.rule}")
-    if any(c.runs == 1 for row in cmp.rows for c in row.cells.values()):
+    every = [c for row in cmp.rows for c in row.cells.values()]
+    if any(c.runs == 1 for c in every):
         notes.append("cells of one run have no interval across runs: use --repeat 5")
+    wide = [c for c in every if c.half_width is not None and c.half_width > 0.1 * abs(c.value)]
+    noisy = [c for c in every if c.noisy]
+    if noisy or wide:
+        console.print(
+            f"[yellow]warning:[/] {len(noisy)} cell(s) measured while other processes kept CPU busy "
+            f"(noisy), {len(wide)} with an interval wider than ±10%: rerun on a quiet host for a "
+            "sharper answer",
+            soft_wrap=True,
+        )
     for note in notes:
         console.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
 
