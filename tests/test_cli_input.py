@@ -390,3 +390,14 @@ def test_ingest_reports_each_bad_file_and_stores_the_rest(
 def test_ingest_empty_path_is_refused(cli: Any, bench: Any) -> None:
     r = cli("ingest", "")
     assert r.exit_code == 2 and "empty path" in r.stderr
+
+
+def test_ensemble_of_different_inputs_is_refused(cli: Any, bench: Any, fake_model: Path) -> None:
+    from tests.conftest import write_fake_model
+
+    other = write_fake_model(bench.models / "wide", name="wide")
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["input_shape"] = [None, 8]
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    result = cli("run", "--image", "null", "--model", "fake,wide", "--ensemble", "--launcher", "local")
+    assert_refused(result, bench, "different inputs", "fake [None, 4]", "wide [None, 8]")
