@@ -7,9 +7,14 @@ IMAGES ?=
 DEMO_MODEL ?= resnet50
 DEMO_BATCHES ?= 1,8,32
 DEMO_REPEAT ?= 5
+# The GPU check runs without `make setup`: with .venv's Python where there is one, else python3.
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+GPU_WHEELS ?= .bench/gpu-wheels
+PYVER      ?= 3.12
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-fast faults lint schemas locks images images-gpu base-image bench clean
+.PHONY: help setup demo test test-fast faults lint schemas locks images images-gpu base-image bench clean \
+        gpu-check gpu-wheels
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,6 +41,12 @@ test-fast: setup ## tests that need no framework environment
 
 faults: setup ## the fault suite: kill, fill, corrupt and crowd real runs; one line per case and a total
 	$(BIN)/python -m tests.faults
+
+gpu-check: ## every GPU path run for real, or skipped with its reason; no `make setup` needed
+	@$(GPU_PYTHON) -m controller.selftest --wheelhouse $(GPU_WHEELS)
+
+gpu-wheels: ## what gpu-check needs on a bare GPU machine, into .bench/gpu-wheels (PYVER=3.12)
+	@$(GPU_PYTHON) -m controller.selftest wheels --python-version $(PYVER) --dest $(GPU_WHEELS)
 
 lint: setup ## ruff (lint + format check) and mypy strict on schemas/ and controller/
 	$(BIN)/ruff check .

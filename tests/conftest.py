@@ -9,21 +9,24 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import numpy as np
 import pytest
-from typer.testing import CliRunner, Result
 
-from controller.cli import app
+from controller import selftest
 from controller.paths import REPO_ROOT, Paths
+
+if TYPE_CHECKING:
+    from typer.testing import Result
+
+# The controller's CLI (and with it scipy and duckdb) is imported by the fixtures that use it, not
+# here: the GPU check runs the `gpu` tests on machines that have neither.
 
 REPO_BENCH = REPO_ROOT / ".bench"
 # A short measurement policy: every run of the suite uses it.
@@ -56,7 +59,8 @@ def _docker_answers() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip `docker` tests when no daemon answers and `gpu` tests without nvidia-smi.
+    """Skip `docker` tests when no daemon answers, and each `gpu` test when its GPU path cannot run
+    here, with the reason (no NVIDIA GPU, package X not installed, no NVIDIA container runtime).
 
     `frameworks` tests are never skipped: they must run in CI.
     """
@@ -65,11 +69,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         skip = pytest.mark.skip(reason="no Docker engine running: start dockerd, see .ci/run")
         for item in docker_items:
             item.add_marker(skip)
-    if shutil.which("nvidia-smi") is None:
-        skip = pytest.mark.skip(reason="no NVIDIA GPU: nvidia-smi not found")
-        for item in items:
-            if item.get_closest_marker("gpu"):
-                item.add_marker(skip)
+    for item in items:
+        marker = item.get_closest_marker("gpu")
+        if marker is None:
+            continue
+        try:
+            key = selftest.marker_key(marker.args)
+        except ValueError as e:
+            raise pytest.UsageError(f"{item.nodeid}: {e}") from None
+        reason = selftest.skip_reason(key)
+        if reason is not None:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 # --------------------------------------------------------------------------- environments
@@ -128,6 +138,10 @@ def session_mobilenetv2(session_home: Path, ensure_env: Callable[[str], Path]) -
     if (repo_copy / "manifest.json").exists() and os.environ.get("BENCH_TEST_EXPORT") != "1":
         target.symlink_to(repo_copy.resolve(), target_is_directory=True)
     else:
+        from typer.testing import CliRunner
+
+        from controller.cli import app
+
         ensure_env("tf")
         env = {"BENCH_HOME": str(session_home), "BENCH_DB": str(session_home.parent / "export.duckdb")}
         result = CliRunner().invoke(app, ["models", "export", "mobilenetv2", "--launcher", "local"], env=env)
@@ -163,6 +177,8 @@ class Bench:
         """Query the test's database read-only ([] when it does not exist yet)."""
         if not self.db.exists():
             return []
+        import duckdb
+
         con = duckdb.connect(str(self.db), read_only=True)
         try:
             return con.execute(sql, params or []).fetchall()
@@ -251,6 +267,10 @@ def fake_model(bench: Bench) -> Path:
 @pytest.fixture
 def cli() -> Callable[..., Result]:
     """Invoke bench-ctl in-process; an uncaught exception (a traceback for a user) fails the test."""
+    from typer.testing import CliRunner
+
+    from controller.cli import app
+
     runner = CliRunner()
 
     def invoke(*args: str, env: dict[str, str] | None = None) -> Result:

@@ -156,7 +156,7 @@ def test_image_built_from_older_code_is_stale(monkeypatch: pytest.MonkeyPatch, b
     assert reason is not None, "auto would launch an image whose runner code is out of date"
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu("preflight")
 def test_gpu_host_is_detected_and_cuda_images_pass_preflight() -> None:
     from controller import planning
 

@@ -215,3 +215,13 @@ def test_with_telemetry_attaches_readings_and_energy(recording: dict[str, Any]) 
     raw, net = gpu.energy_per_predictions(tracker.telemetry(), 4 * 512)
     assert (m.energy_j_per_4096, m.energy_j_per_4096_net) == (raw, net)
     assert m.energy_j_per_4096 == pytest.approx(tracker.telemetry().energy_j * 2)
+
+
+def test_integrated_energy_is_the_trapezoid_of_the_window(recording: dict[str, Any]) -> None:
+    tracker = run_tracker(ReplayNvml(recording), 4)
+    # Idle took power[0]; the window's 6 samples (enter, 4, exit) took power[1..6], 0.1 s apart.
+    p = [v / 1000 for v in recording["series"]["power_mw"][1:7]]
+    assert tracker.integrated_energy_j() == pytest.approx(
+        sum(0.1 * (a + b) / 2 for a, b in itertools.pairwise(p))
+    )
+    assert tracker.telemetry().energy_source == "counter"  # the counter still wins where there is one

@@ -176,17 +176,29 @@ class GpuTracker:
         self._t1 = self.clock()
         self._energy1 = self._energy_mj()
 
+    def _powers(self) -> list[tuple[float, float]]:
+        s = self._samples
+        return [(t, p) for t, p in zip(s.t, s.power_w, strict=True) if p == p]  # drop NaN
+
+    def integrated_energy_j(self) -> float | None:
+        """Energy of the last window as the trapezoidal integral of the sampled power (J).
+
+        The fallback where the GPU has no energy counter, and the counter's cross-check where it has."""
+        powers = self._powers()
+        if len(powers) < 2:
+            return None
+        return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in itertools.pairwise(powers))
+
     def telemetry(self) -> GpuTelemetry:
         s = self._samples
-        powers = [(t, p) for t, p in zip(s.t, s.power_w, strict=True) if p == p]  # drop NaN
+        powers = self._powers()
         duration = max(self._t1 - self._t0, 0.0)
         energy, source = None, None
         if self._energy0 is not None and self._energy1 is not None and self._energy1 >= self._energy0:
             energy, source = (self._energy1 - self._energy0) / 1000.0, "counter"
-        elif len(powers) >= 2:
-            # Trapezoidal integral of power over the sampled interval.
-            energy = sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in itertools.pairwise(powers))
-            source = "integrated"
+        else:
+            energy = self.integrated_energy_j()
+            source = "integrated" if energy is not None else None
         peak_used = max(s.used_mb) if s.used_mb else None
         if s.process_mb:
             process = max(s.process_mb)
