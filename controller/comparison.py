@@ -76,6 +76,11 @@ def _cell(values: list[float], rows: list[dict[str, Any]], metric: str) -> Cell:
             value=value, low=value / (1 + within), high=value / (1 - within), runs=1,
             method="batch-means", noisy=noisy, precision=precision, rel_err=rel,
         )  # fmt: skip
+    if metric == "latency_mean_ms" and within is not None:
+        return Cell(
+            value=value, low=value * (1 - within), high=value * (1 + within), runs=1,
+            method="batch-means", noisy=noisy, precision=precision, rel_err=rel,
+        )  # fmt: skip
     return Cell(
         value=value, low=None, high=None, runs=1, method="none", noisy=noisy, precision=precision,
         rel_err=rel,
