@@ -147,7 +147,8 @@ def run(
             "-s",
             help=(
                 "framework option KEY=VALUE (repeatable), e.g. --set precision=f32; "
-                "policy.KEY=VALUE sets the measurement policy, e.g. --set policy.max_time_s=10"
+                "policy.KEY=VALUE sets the measurement policy, e.g. --set policy.max_time_s=10; "
+                "server.KEY=VALUE the server scenario, e.g. --set server.target_qps=200"
             ),
         ),
     ] = None,
@@ -192,6 +193,18 @@ def run(
             ),
         ),
     ] = None,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            "--scenario",
+            help=(
+                "offline (back-to-back batches, throughput) | single-stream (one query at a time, p90) | "
+                "server (Poisson arrivals at server.target_qps, dynamic batching up to server.max_batch "
+                "within server.max_delay_ms, padded to a -b size; VALID/INVALID), e.g. "
+                "--scenario server --set server.target_qps=200 --set server.max_batch=8"
+            ),
+        ),
+    ] = "offline",
     launcher: Annotated[str, typer.Option("--launcher", help="auto | local | docker")] = "auto",
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="seconds before the runner is killed")
@@ -232,6 +245,7 @@ def run(
         ensemble=ensemble,
         launcher=launcher,
         timeout_s=timeout,
+        scenario=scenario.strip(),
     )
     if colocate not in ("threads", "processes"):
         raise BenchError(f"unknown --colocate {colocate!r}", "valid: threads, processes")
@@ -332,6 +346,10 @@ def compare(
     across_hosts: Annotated[
         bool, typer.Option("--across-hosts", help="one column per configuration and host")
     ] = False,
+    scenario: Annotated[
+        str,
+        typer.Option("--scenario", help="the scenario whose runs to compare: offline, single-stream, server"),
+    ] = "offline",
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -341,7 +359,9 @@ def compare(
     so. With --baseline, each other cell gets its ratio to the baseline and a verdict by one
     rule: a Mann-Whitney U test on per-run values (p < 0.05) and at least a 2% difference.
     """
-    cmp = comparison.compare(Paths.from_env(db).db, model, metric, device, baseline, host, across_hosts)
+    cmp = comparison.compare(
+        Paths.from_env(db).db, model, metric, device, baseline, host, across_hosts, scenario=scenario
+    )
     if as_json:
         print(cmp.model_dump_json(indent=1))
     else:

@@ -16,6 +16,7 @@ from typing import Any
 from controller import stats, store
 from controller.errors import BenchError, did_you_mean
 from controller.reports import Cell, CompareRow, Comparison, VerdictCell
+from schemas import SCENARIO_MODELS
 
 COMPARABLE = (
     "throughput_sps",
@@ -96,15 +97,19 @@ def compare(
     host: str | None = None,
     across_hosts: bool = False,
     run_ids: list[str] | None = None,
+    scenario: str = "offline",
 ) -> Comparison:
-    """Every configuration of `model` measured on the chosen host(s), per batch size
+    """Every configuration of `model` measured on the chosen host(s) in `scenario`, per batch size
     (only the runs `run_ids` when given: one command's runs)."""
     if metric not in COMPARABLE:
         raise BenchError(f"unknown metric {metric!r}", did_you_mean(metric, list(COMPARABLE)))
+    if scenario not in SCENARIO_MODELS:
+        raise BenchError(f"unknown scenario {scenario!r}", did_you_mean(scenario, list(SCENARIO_MODELS)))
     if host is not None and across_hosts:
         raise BenchError("--host and --across-hosts exclude each other", "choose one")
-    where = "status = 'ok' AND batch_size IS NOT NULL AND model = ?" + (" AND device = ?" if device else "")
-    params: list[Any] = [model, device] if device else [model]
+    where = "status = 'ok' AND batch_size IS NOT NULL AND scenario = ? AND model = ?"
+    where += " AND device = ?" if device else ""
+    params: list[Any] = [scenario, model, device] if device else [scenario, model]
     if run_ids is not None:
         where += " AND list_contains(?, run_id)"
         params.append(run_ids)
@@ -118,7 +123,9 @@ def compare(
     rows = store.rows_as_dicts(cols, raw)
     if not rows:
         raise BenchError(
-            f"no successful results for model {model!r}" + (f" on {device}" if device else ""),
+            f"no successful results for model {model!r}"
+            + (f" on {device}" if device else "")
+            + (f" in scenario {scenario}" if scenario != "offline" else ""),
             f"run one: bench-ctl run --image ort --model {model} --repeat 5",
         )
     hosts = _choose_hosts(sorted({str(r["host"]) for r in rows}), host, across_hosts, model)

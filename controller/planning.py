@@ -6,18 +6,25 @@ import math
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import psutil
 from pydantic import BaseModel, ValidationError
 
 from controller import models as model_store
 from controller.catalog import ImageInfo, get_image, images
-from controller.errors import BenchError
+from controller.errors import BenchError, did_you_mean
 from controller.launchers.base import Launcher
 from controller.launchers.local import LocalLauncher
 from controller.paths import Paths
-from schemas import FRAMEWORK_OPTION_MODELS, MeasurementPolicy, ModelManifest, RunSpec
+from schemas import (
+    FRAMEWORK_OPTION_MODELS,
+    SCENARIO_MODELS,
+    MeasurementPolicy,
+    ModelManifest,
+    RunSpec,
+    ServerScenario,
+)
 
 LauncherChoice = Literal["auto", "local", "docker"]
 MAX_SWEEP_RUNS = 256
@@ -25,10 +32,18 @@ INPUT_MEMORY_FRACTION = 0.25  # refuse batches whose input alone needs more of t
 NONE_WORDS = {"none", "null", "auto", "default"}
 
 
-def parse_sets(framework: str, sets: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """`key=value` pairs -> (framework options, policy overrides). `policy.KEY=V` goes to the policy."""
+class Sets(NamedTuple):
+    options: dict[str, Any]
+    policy: dict[str, Any]
+    server: dict[str, Any]
+
+
+def parse_sets(framework: str, sets: list[str]) -> Sets:
+    """`key=value` pairs -> (framework options, policy overrides, server scenario options).
+    `policy.KEY=V` goes to the policy, `server.KEY=V` to the server scenario."""
     options: dict[str, Any] = {}
     policy: dict[str, Any] = {}
+    server: dict[str, Any] = {}
     option_model = FRAMEWORK_OPTION_MODELS[framework]
     valid = [k for k in option_model.model_fields if k != "framework"]
     seen: set[str] = set()
@@ -45,11 +60,15 @@ def parse_sets(framework: str, sets: list[str]) -> tuple[dict[str, Any], dict[st
         target, fields, prefix = options, option_model.model_fields, ""
         if key.startswith("policy."):
             key, target, fields, prefix = key[7:], policy, MeasurementPolicy.model_fields, "policy."
-        if key not in fields or key == "framework":
-            names = [f"{prefix}{k}" for k in fields if k != "framework"]
+        elif key.startswith("server."):
+            key, target, fields, prefix = key[7:], server, ServerScenario.model_fields, "server."
+        if key not in fields or key in ("framework", "name"):
+            names = [f"{prefix}{k}" for k in fields if k not in ("framework", "name")]
+            what = "the server scenario" if prefix == "server." else framework
             raise BenchError(
-                f"unknown option {prefix}{key!r} for {framework}",
-                f"valid: {', '.join(names) or 'none'}; policy.KEY sets the measurement policy",
+                f"unknown option {prefix}{key!r} for {what}",
+                f"valid: {', '.join(names) or 'none'}; policy.KEY sets the measurement policy, "
+                "server.KEY the server scenario",
             )
         target[key] = (
             None
@@ -58,7 +77,37 @@ def parse_sets(framework: str, sets: list[str]) -> tuple[dict[str, Any], dict[st
             and _accepts_none(fields[key])
             else value
         )
-    return options, policy
+    return Sets(options, policy, server)
+
+
+def scenario_of(name: str, server: dict[str, Any], batch_sizes: list[int]) -> dict[str, Any]:
+    """The `scenario` field of a RunSpec, from --scenario and the `server.*` sets; checked."""
+    if name not in SCENARIO_MODELS:
+        raise BenchError(f"unknown scenario {name!r}", did_you_mean(name, list(SCENARIO_MODELS)))
+    if name != "server":
+        if server:
+            given = ", ".join(f"server.{k}" for k in server)
+            raise BenchError(f"{given} given to scenario {name}", "server options need --scenario server")
+        return {"name": name}
+    names = ", ".join(f"server.{k}" for k in ServerScenario.model_fields if k != "name")
+    if "target_qps" not in server:
+        raise BenchError("--scenario server needs an arrival rate", "e.g. --set server.target_qps=100")
+    try:
+        sc = ServerScenario.model_validate({"name": name, **server})
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise BenchError(
+            f"--set server.{key}={err.get('input')!r}: {msg}", f"options of the server scenario: {names}"
+        ) from None
+    largest = max(batch_sizes)
+    if sc.max_batch is not None and sc.max_batch > largest:
+        raise BenchError(
+            f"--set server.max_batch={sc.max_batch} is larger than the largest batch size {largest} (-b)",
+            f"the batcher pads each group to a -b size: add {sc.max_batch} to -b or lower max_batch",
+        )
+    return sc.model_dump()
 
 
 def _accepts_none(field: Any) -> bool:
@@ -91,6 +140,7 @@ class RunRequest(BaseModel):
     ensemble: bool = False
     launcher: LauncherChoice = "auto"
     timeout_s: float | None = None
+    scenario: str = "offline"
 
     @property
     def models(self) -> list[str]:
@@ -111,13 +161,19 @@ def new_group_id() -> str:
 
 def policy_of(req: RunRequest) -> MeasurementPolicy:
     """The measurement policy a (validated) request's `--set policy.*` values give."""
-    _, policy = parse_sets(get_image(req.images[0]).framework, req.sets)
+    policy = parse_sets(get_image(req.images[0]).framework, req.sets).policy
     return MeasurementPolicy.model_validate(policy)
 
 
 def plan(req: RunRequest, paths: Paths, launcher: Launcher, image: ImageInfo) -> RunSpec:
     """Validate everything a user typed into one `RunSpec`; raise BenchError on the first problem."""
-    options, policy = parse_sets(image.framework, req.sets)
+    options, policy, server = parse_sets(image.framework, req.sets)
+    scenario = scenario_of(req.scenario, server, req.batch_sizes)
+    if req.ensemble and scenario["name"] != "offline":
+        raise BenchError(
+            f"--scenario {scenario['name']} does not run ensembles yet",
+            "use --scenario offline with --ensemble",
+        )
     try:
         policy_model = MeasurementPolicy.model_validate(policy)
     except ValidationError as e:
@@ -138,6 +194,7 @@ def plan(req: RunRequest, paths: Paths, launcher: Launcher, image: ImageInfo) ->
                 "batch_sizes": req.batch_sizes,
                 "policy": policy_model,
                 "options": {"framework": image.framework, **options},
+                "scenario": scenario,
             }
         )
     except ValidationError as e:
@@ -176,6 +233,10 @@ def preflight(image: ImageInfo, req: RunRequest) -> str | None:
 def default_timeout(spec: RunSpec) -> float:
     p = spec.policy
     per_batch = p.max_time_s + max(p.warmup_min_s, 1.0) * 4 + 60
+    sc = spec.scenario
+    if isinstance(sc, ServerScenario):  # one schedule, then at most its drain time
+        seconds = max(sc.min_duration_s, sc.min_queries / sc.target_qps)
+        return 900 + per_batch * len(spec.batch_sizes) + 1.2 * seconds + 60
     return 900 + per_batch * len(spec.batch_sizes)
 
 

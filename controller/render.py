@@ -88,6 +88,19 @@ def run_summary(console: Console, result: RunResult, run_dir: Path) -> None:
             )
         console.print(t)
         for m in result.measurements:
+            if m.scenario == "server":
+                verdict = (
+                    "[green]VALID[/]" if m.valid else f"[red]INVALID[/] ({escape(m.invalid_reason or '')})"
+                )
+                hist = ", ".join(f"{k}: {v}" for k, v in (m.batch_histogram or {}).items())
+                console.print(
+                    f"  server: target {m.target_qps:g} qps, offered {m.offered_qps or 0:,.1f}, "
+                    f"achieved {m.achieved_qps or 0:,.1f}; mean {m.latency_mean_ms:.3f} ms = queueing "
+                    f"{m.queueing_mean_ms or 0:.3f} + compute {m.compute_mean_ms or 0:.3f}; "
+                    f"p99.9 {m.latency_p999_ms or 0:.3f} ms; batches formed {hist} "
+                    f"(mean {m.mean_batch or 0:.2f}, padding {m.padding_waste or 0:.0%}): {verdict}",
+                    soft_wrap=True,
+                )
             for mm in m.members or []:
                 console.print(
                     f"  batch {m.batch_size}: {mm.model} alone {mm.alone_throughput_sps:,.1f} samples/s, "

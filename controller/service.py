@@ -210,4 +210,8 @@ def group_summary(db: Path, results: list[RunResult]) -> list[Comparison]:
     ok = [r for r in results if r.status == "ok"]
     models = sorted({r.spec.model for r in ok})
     ids = [r.run_id for r in ok]
-    return [comparison.compare(db, m, run_ids=ids, host=current_host()) for m in models]
+    return [
+        comparison.compare(db, m, run_ids=ids, host=current_host(), scenario=s)
+        for m in models
+        for s in sorted({r.spec.scenario.name for r in results if r.spec.model == m and r.status == "ok"})
+    ]

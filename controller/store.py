@@ -129,6 +129,23 @@ MIGRATIONS: list[str | Callable[[], str]] = [
     INSERT INTO t_quantiles VALUES {_t_quantile_rows()};
     """
     ),
+    # 8: scenarios (offline, single-stream, server): the spec's scenario and the server's figures.
+    """
+    ALTER TABLE runs ADD COLUMN scenario VARCHAR;
+    ALTER TABLE runs ADD COLUMN scenario_options JSON;
+    ALTER TABLE measurements ADD COLUMN scenario VARCHAR;
+    ALTER TABLE measurements ADD COLUMN latency_p999_ms DOUBLE;
+    ALTER TABLE measurements ADD COLUMN target_qps DOUBLE;
+    ALTER TABLE measurements ADD COLUMN offered_qps DOUBLE;
+    ALTER TABLE measurements ADD COLUMN achieved_qps DOUBLE;
+    ALTER TABLE measurements ADD COLUMN queueing_mean_ms DOUBLE;
+    ALTER TABLE measurements ADD COLUMN compute_mean_ms DOUBLE;
+    ALTER TABLE measurements ADD COLUMN mean_batch DOUBLE;
+    ALTER TABLE measurements ADD COLUMN batch_histogram JSON;
+    ALTER TABLE measurements ADD COLUMN padding_waste DOUBLE;
+    ALTER TABLE measurements ADD COLUMN valid BOOLEAN;
+    ALTER TABLE measurements ADD COLUMN invalid_reason VARCHAR;
+    """,
 ]
 
 
@@ -143,8 +160,11 @@ RESULTS_VIEW = """
 CREATE OR REPLACE VIEW results AS
 SELECT
     r.run_id, r.started_at, r.host, r.image, r.framework, r.framework_version, r.model, r.device, r.variant,
+    coalesce(m.scenario, r.scenario, 'offline') AS scenario,
     m.batch_size, m.throughput_sps, m.latency_p50_ms, m.latency_p90_ms, m.latency_p99_ms,
-    m.latency_mean_ms, m.latency_stdev_ms, m.iterations, m.in_flight,
+    m.latency_p999_ms, m.latency_mean_ms, m.latency_stdev_ms, m.iterations, m.in_flight,
+    m.target_qps, m.offered_qps, m.achieved_qps, m.queueing_mean_ms, m.compute_mean_ms,
+    m.mean_batch, m.batch_histogram, m.padding_waste, m.valid, m.invalid_reason, r.scenario_options,
     r.load_time_s, r.compile_s, r.compile_cache_hit,
     coalesce(m.peak_host_mem_mb, r.peak_host_mem_mb) AS peak_host_mem_mb,
     r.max_abs_err, r.rel_err, r.top1_agreement, r.top5_agreement, r.precision,
@@ -162,8 +182,7 @@ SUMMARY_VIEW = """
 CREATE OR REPLACE VIEW summary AS
 WITH g AS (
     SELECT
-        host, image, framework, framework_version, variant, model, device, 'offline' AS scenario,
-        batch_size,
+        host, image, framework, framework_version, variant, model, device, scenario, batch_size,
         count(*) AS repetitions,
         avg(throughput_sps) AS throughput_sps,
         stddev_samp(throughput_sps) AS throughput_sd,
@@ -182,7 +201,7 @@ WITH g AS (
         list(run_id ORDER BY started_at) AS run_ids
     FROM results
     WHERE status = 'ok' AND batch_size IS NOT NULL
-    GROUP BY host, image, framework, framework_version, variant, model, device, batch_size
+    GROUP BY host, image, framework, framework_version, variant, model, device, scenario, batch_size
 )
 SELECT
     g.host, g.image, g.framework, g.framework_version, g.variant, g.model, g.device, g.scenario,
@@ -371,6 +390,8 @@ def run_row(result: RunResult, result_path: Path | None) -> dict[str, Any]:
         "repetition": spec.repetition,
         "role": spec.role,
         "policy": spec.policy.model_dump_json(),
+        "scenario": spec.scenario.name,
+        "scenario_options": spec.scenario.model_dump_json(),
         "import_s": _phase(result, "import"),
         "model_read_s": _phase(result, "model_read"),
         "compile_s": _phase(result, "compile"),
@@ -423,6 +444,18 @@ MEASUREMENT_COLUMNS = [
     "within_run_ci_rel",
     "other_cpu_cores",
     "noisy",
+    "scenario",
+    "latency_p999_ms",
+    "target_qps",
+    "offered_qps",
+    "achieved_qps",
+    "queueing_mean_ms",
+    "compute_mean_ms",
+    "mean_batch",
+    "batch_histogram",
+    "padding_waste",
+    "valid",
+    "invalid_reason",
 ]
 
 
@@ -438,6 +471,7 @@ def _measurement_extras(m: Measurement) -> dict[str, Any]:
         "throttled": g.throttled if g else None,
         "gpu": g.model_dump_json() if g else None,
         "members": json.dumps([mm.model_dump() for mm in m.members]) if m.members else None,
+        "batch_histogram": json.dumps(m.batch_histogram) if m.batch_histogram is not None else None,
     }
 
 

@@ -6,7 +6,6 @@ spec (nothing written), anything else is a harness bug or a killed process.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import sys
@@ -19,14 +18,14 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from runners import ensemble
+from runners import ensemble, scenarios
 from runners.base import Runner, Unsupported
-from runners.core import accuracy, barrier, fingerprint, gpu, measure, parent
-from runners.core.common import Timer, input_batch, log
+from runners.core import accuracy, barrier, fingerprint, gpu, parent
+from runners.core.common import Timer, log
 from runners.core.io import write_atomic
-from runners.core.trackers import HostLoadTracker, HostMemoryTracker, peak_rss_mb
+from runners.core.trackers import peak_rss_mb
 from runners.registry import runner_class
-from schemas import EnsembleMember, Measurement, ModelManifest, Phase, RunResult, RunSpec
+from schemas import EnsembleMember, ModelManifest, Phase, RunResult, RunSpec
 
 
 class SpecError(Exception):
@@ -91,8 +90,7 @@ def execute(spec: RunSpec) -> RunResult:
             runner, manifest = loaded[0], manifests[0]
             _load(runner, state)
             _reference(runner, manifest, state)
-            for bs in spec.batch_sizes:
-                state["measurements"].append(_measure(runner, manifest, bs, tracker))
+            state["measurements"].extend(scenarios.measure(runner, manifest, tracker))
         else:
             ensemble.load(loaded, state, _load)
             ensemble.reference(loaded, state)
@@ -204,52 +202,6 @@ def _reference(runner: Runner, manifest: ModelManifest, state: dict[str, Any]) -
         f"first inference {t.seconds:.2f}s; vs {acc.reference}: max abs err {acc.max_abs_err:.3g} "
         f"(rel {acc.rel_err:.3g}), top-1 {acc.top1_agreement:.0%}, top-5 {acc.top5_agreement:.0%}"
     )
-
-
-def _measure(
-    runner: Runner, manifest: ModelManifest, batch_size: int, tracker: gpu.GpuTracker | None = None
-) -> Measurement:
-    policy = runner.spec.policy
-    prepared = runner.prepare(input_batch(manifest, batch_size))
-
-    def step() -> object:
-        return runner.start(prepared)
-
-    n_warm, warm_ns = measure.warm_up(step, policy)
-    runner.finish()  # drain the warm-up's requests (asynchronous runners)
-    if runner.spec.barrier is not None:
-        waited = barrier.wait(runner.spec.barrier, f"batch{batch_size}")
-        log(f"batch {batch_size}: co-located parties met (waited {waited:.2f}s)")
-    with contextlib.ExitStack() as stack:
-        mem = stack.enter_context(HostMemoryTracker())
-        load = stack.enter_context(HostLoadTracker())
-        if tracker is not None:
-            stack.enter_context(tracker)
-        state = measure.steady_state(step, policy, finish=runner.finish)
-    state.warmup_iterations, state.warmup_ns = n_warm, warm_ns
-    m = measure.summarize(
-        batch_size,
-        state,
-        policy,
-        peak_host_mem_mb=mem.peak_mb,
-        in_flight=runner.in_flight(),
-        other_cpu_cores=load.other_cores,
-    )
-    if tracker is not None:
-        m = gpu.with_telemetry(m, tracker)
-        telemetry = m.gpu
-        assert telemetry is not None
-        log(
-            f"batch {batch_size}: {telemetry.avg_power_w or 0:.0f} W, "
-            f"{m.energy_j_per_4096 or 0:.1f} J per 4096 predictions, "
-            f"{telemetry.peak_process_mem_mb or 0:.0f} MB device memory"
-            + (f", THROTTLED ({', '.join(telemetry.throttle_reasons)})" if telemetry.throttled else "")
-        )
-    log(
-        f"batch {batch_size}: {m.throughput_sps:.1f} samples/s, p50 {m.latency_p50_ms:.2f} ms, "
-        f"{m.iterations} iterations in {m.duration_s:.1f}s{'' if m.stable else ' (UNSTABLE)'}"
-    )
-    return m
 
 
 def check_out(path: Path) -> None:

@@ -109,6 +109,31 @@ class Measurement(Strict):
         None, ge=0, description="CPU cores busy outside this runner during the steady state (host load)"
     )
     noisy: bool | None = Field(None, description="other_cpu_cores exceeded policy.noise_cores")
+    # Scenarios (None in results made before they existed: offline).
+    scenario: Literal["offline", "single-stream", "server"] | None = Field(
+        None, description="how queries reached the runner; None: offline"
+    )
+    latency_p999_ms: float | None = Field(None, ge=0)
+    target_qps: float | None = Field(None, gt=0, description="server: the asked arrival rate")
+    offered_qps: float | None = Field(
+        None, gt=0, description="server: the rate of the seeded arrival schedule actually offered"
+    )
+    achieved_qps: float | None = Field(None, ge=0, description="server: completed samples per second")
+    queueing_mean_ms: float | None = Field(
+        None, ge=0, description="server: mean time from arrival to the start of the sample's batch"
+    )
+    compute_mean_ms: float | None = Field(
+        None, ge=0, description="server: mean time from the start of the sample's batch to completion"
+    )
+    mean_batch: float | None = Field(None, ge=0, description="server: mean size of the groups formed")
+    batch_histogram: dict[str, int] | None = Field(
+        None, description="server: groups formed, by size (the size as text)"
+    )
+    padding_waste: float | None = Field(
+        None, ge=0, le=1, description="server: padded samples / samples computed"
+    )
+    valid: bool | None = Field(None, description="server: LoadGen-style verdict")
+    invalid_reason: str | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> Measurement:
@@ -190,8 +215,10 @@ class RunResult(Strict):
             raise ValueError("run_id differs from spec.run_id")
         if self.status == "ok":
             got = [m.batch_size for m in self.measurements]
-            if got != list(self.spec.batch_sizes):
-                raise ValueError(f"ok result measured batch sizes {got}, spec asked {self.spec.batch_sizes}")
+            if got != self.spec.measured_batch_sizes:
+                raise ValueError(
+                    f"ok result measured batch sizes {got}, spec asked {self.spec.measured_batch_sizes}"
+                )
         elif not self.message:
             raise ValueError(f"a {self.status} result needs a message")
         if self.finished_at < self.started_at:

@@ -157,6 +157,13 @@ class NullOptions(Strict):
     work_us: float = Field(
         0.0, ge=0, le=60e6, description="busy work this long per iteration, with the GIL released"
     )
+    work_us_per_sample: float = Field(
+        0.0,
+        ge=0,
+        le=60e6,
+        description="more busy work per sample of the batch: an iteration works "
+        "work_us + work_us_per_sample * batch size",
+    )
     tag: str = Field(
         "",
         pattern=r"^[A-Za-z0-9_.-]{0,40}$",
@@ -207,6 +214,64 @@ class Barrier(Strict):
     timeout_s: float = Field(600.0, gt=0)
 
 
+class OfflineScenario(Strict):
+    """Back-to-back batches of each `-b` size (the closed loop, asynchronous runners keep their
+    requests in flight); the metric is throughput. Its length is the measurement policy's."""
+
+    name: Literal["offline"] = "offline"
+
+
+class SingleStreamScenario(Strict):
+    """One query at a time: the next is sent when the last has completed (no request overlap,
+    even for asynchronous runners). A query is one batch of each `-b` size (MLPerf's
+    single-stream is `-b 1`); its length is the measurement policy's; the metric is p90 latency."""
+
+    name: Literal["single-stream"] = "single-stream"
+
+
+class ServerScenario(Strict):
+    """Queries of one sample arrive as a Poisson process at `target_qps`; a dynamic batcher groups
+    waiting samples up to `max_batch` or until the oldest has waited `max_delay_ms`, pads the
+    group to the nearest `-b` size (the sizes the framework compiled), runs and completes it.
+
+    The run is VALID when the achieved rate is within 5 % of the offered one, every query
+    completed, and p99 latency is within `latency_bound_ms` (when set)."""
+
+    name: Literal["server"] = "server"
+    target_qps: float = Field(gt=0, le=1e6, description="offered queries (samples) per second")
+    max_batch: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_BATCH_SIZE,
+        description="largest group the batcher forms; None: the largest -b size",
+    )
+    max_delay_ms: float = Field(
+        2.0, ge=0, le=60_000, description="the oldest waiting sample is sent after this long at most"
+    )
+    min_duration_s: float = Field(
+        10.0, gt=0, le=86_400, description="the arrival schedule lasts at least this"
+    )
+    min_queries: int = Field(
+        1024, ge=1, le=10_000_000, description="the arrival schedule holds at least this"
+    )
+    latency_bound_ms: float | None = Field(
+        None, gt=0, description="p99 latency above this makes the run INVALID; None: no bound"
+    )
+    seed: int = Field(0, ge=0, description="seed of the arrival schedule")
+
+
+Scenario = Annotated[
+    OfflineScenario | SingleStreamScenario | ServerScenario,
+    Field(discriminator="name"),
+]
+
+SCENARIO_MODELS: dict[str, type[Strict]] = {
+    "offline": OfflineScenario,
+    "single-stream": SingleStreamScenario,
+    "server": ServerScenario,
+}
+
+
 class RunSpec(Strict):
     """One run: one image, one model (or a co-located ensemble), one device, several batch sizes."""
 
@@ -230,6 +295,9 @@ class RunSpec(Strict):
     )
     repetition: int | None = Field(None, ge=1, description="which repetition of its configuration (1-based)")
     role: Literal["alone", "colocated"] | None = None
+    scenario: Scenario = Field(
+        default_factory=OfflineScenario, description="how queries reach the runner (MLPerf's scenarios)"
+    )
 
     @field_validator("model")
     @classmethod
@@ -250,6 +318,31 @@ class RunSpec(Strict):
         elif "+" in self.model:
             raise ValueError("a model name with '+' names an ensemble: give its members")
         return self
+
+    @model_validator(mode="after")
+    def _scenario(self) -> RunSpec:
+        sc = self.scenario
+        if sc.name != "offline" and (self.members or self.barrier is not None):
+            raise ValueError(f"scenario {sc.name} does not run ensembles yet: use offline")
+        if (
+            isinstance(sc, ServerScenario)
+            and sc.max_batch is not None
+            and sc.max_batch > max(self.batch_sizes)
+        ):
+            raise ValueError(
+                f"server max_batch {sc.max_batch} is larger than the largest batch size "
+                f"{max(self.batch_sizes)}: the batcher pads to a -b size"
+            )
+        return self
+
+    @property
+    def measured_batch_sizes(self) -> list[int]:
+        """The batch sizes an ok result holds a measurement for: every -b size, except for the
+        server scenario, which makes one measurement labelled with its largest group."""
+        sc = self.scenario
+        if isinstance(sc, ServerScenario):
+            return [sc.max_batch or max(self.batch_sizes)]
+        return list(self.batch_sizes)
 
     @field_validator("device")
     @classmethod

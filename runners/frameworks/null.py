@@ -56,10 +56,11 @@ class NullRunner(Runner):
                 hoard = []
                 while True:
                     hoard.append(np.ones(16 << 20, dtype=np.uint8))
-        if self.options.work_us:
+        work_us = self.options.work_us + self.options.work_us_per_sample * prepared
+        if work_us:
             # Busy until the deadline in C with the GIL released (hashlib releases it for 2 KiB
             # and more), as a framework computes: other threads run meanwhile.
-            end = time.perf_counter_ns() + int(self.options.work_us * 1000)
+            end = time.perf_counter_ns() + int(work_us * 1000)
             while time.perf_counter_ns() < end:
                 hashlib.sha256(_CHUNK)
         return self._outputs[prepared]

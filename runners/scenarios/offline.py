@@ -1,0 +1,82 @@
+"""Offline: back-to-back batches of each `-b` size, the closed loop the study's batch
+applications see; its metric is throughput. Asynchronous runners keep their requests in flight."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+from runners.base import Runner
+from runners.core import barrier, gpu
+from runners.core import measure as core
+from runners.core.common import input_batch, log
+from runners.core.trackers import HostLoadTracker, HostMemoryTracker
+from schemas import Measurement, ModelManifest
+
+
+def measure(
+    runner: Runner, manifest: ModelManifest, tracker: gpu.GpuTracker | None = None
+) -> list[Measurement]:
+    return [measure_batch(runner, manifest, bs, tracker) for bs in runner.spec.batch_sizes]
+
+
+def measure_batch(
+    runner: Runner,
+    manifest: ModelManifest,
+    batch_size: int,
+    tracker: gpu.GpuTracker | None = None,
+    one_at_a_time: bool = False,
+) -> Measurement:
+    """Warm up, then time the closed loop of one batch size until stable or out of time.
+
+    `one_at_a_time` (single-stream): each query is `run` to completion before the next is sent,
+    so asynchronous runners keep one request in flight instead of their usual number."""
+    spec = runner.spec
+    policy = spec.policy
+    prepared = runner.prepare(input_batch(manifest, batch_size))
+
+    def step() -> object:
+        return runner.start(prepared)
+
+    def query() -> object:
+        return runner.run(prepared)
+
+    call: Callable[[], object] = query if one_at_a_time else step
+    finish = None if one_at_a_time else runner.finish
+    n_warm, warm_ns = core.warm_up(call, policy)
+    runner.finish()  # drain the warm-up's requests (asynchronous runners)
+    if spec.barrier is not None:
+        waited = barrier.wait(spec.barrier, f"batch{batch_size}")
+        log(f"batch {batch_size}: co-located parties met (waited {waited:.2f}s)")
+    with contextlib.ExitStack() as stack:
+        mem = stack.enter_context(HostMemoryTracker())
+        load = stack.enter_context(HostLoadTracker())
+        if tracker is not None:
+            stack.enter_context(tracker)
+        state = core.steady_state(call, policy, finish=finish)
+    state.warmup_iterations, state.warmup_ns = n_warm, warm_ns
+    m = core.summarize(
+        batch_size,
+        state,
+        policy,
+        peak_host_mem_mb=mem.peak_mb,
+        in_flight=1 if one_at_a_time else runner.in_flight(),
+        other_cpu_cores=load.other_cores,
+    )
+    m = m.model_copy(update={"scenario": spec.scenario.name})
+    if tracker is not None:
+        m = gpu.with_telemetry(m, tracker)
+        telemetry = m.gpu
+        assert telemetry is not None
+        log(
+            f"batch {batch_size}: {telemetry.avg_power_w or 0:.0f} W, "
+            f"{m.energy_j_per_4096 or 0:.1f} J per 4096 predictions, "
+            f"{telemetry.peak_process_mem_mb or 0:.0f} MB device memory"
+            + (f", THROTTLED ({', '.join(telemetry.throttle_reasons)})" if telemetry.throttled else "")
+        )
+    log(
+        f"batch {batch_size}: {m.throughput_sps:.1f} samples/s, p50 {m.latency_p50_ms:.2f} ms, "
+        f"p90 {m.latency_p90_ms:.2f} ms, {m.iterations} iterations in {m.duration_s:.1f}s"
+        + ("" if m.stable else " (UNSTABLE)")
+    )
+    return m
