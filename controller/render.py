@@ -111,6 +111,9 @@ def run_summary(console: Console, result: RunResult, run_dir: Path) -> None:
     console.print(f"  [dim]run {result.run_id} via {escape(where)}; raw result {run_dir}/result.json[/]")
 
 
+UNFAITHFUL_REL_ERR = 0.05  # max abs error over the reference's output range beyond which a cell is marked
+
+
 def plus_minus(value: float, half_width: float | None) -> str:
     """`value ± half-width`, both to the half-width's second significant digit."""
     if half_width is None or half_width <= 0 or not math.isfinite(half_width):
@@ -129,6 +132,8 @@ def _cell_text(cell: Cell) -> str:
         text = f"{cell.value:,.4g} [dim](1 run: no interval)[/]"
     if cell.noisy:
         text += " [yellow]noisy[/]"
+    if cell.rel_err is not None and cell.rel_err > UNFAITHFUL_REL_ERR:
+        text += " [red]outputs differ[/]"
     extra = " ".join(
         x for x in (cell.precision or "", f"err {cell.rel_err:.1e}" if cell.rel_err is not None else "") if x
     )
@@ -177,6 +182,14 @@ def comparison(console: Console, cmp: Comparison) -> None:
         notes.append("cells of one run have no interval across runs: use --repeat 5")
     wide = [c for c in every if c.half_width is not None and c.half_width > 0.1 * abs(c.value)]
     noisy = [c for c in every if c.noisy]
+    unfaithful = [c for c in every if c.rel_err is not None and c.rel_err > UNFAITHFUL_REL_ERR]
+    if unfaithful:
+        console.print(
+            f"[red]warning:[/] {len(unfaithful)} cell(s) computed outputs more than "
+            f"{UNFAITHFUL_REL_ERR:.0%} of the reference's range away from it (see err and precision): "
+            "their speed is not comparable with faithful ones",
+            soft_wrap=True,
+        )
     if noisy or wide:
         console.print(
             f"[yellow]warning:[/] {len(noisy)} cell(s) measured while other processes kept CPU busy "
