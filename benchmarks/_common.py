@@ -159,6 +159,7 @@ def ctl_run(
     sets: Sequence[str],
     timeout_s: float,
     launcher: str = "local",
+    extra: Sequence[str] = (),
 ) -> dict[str, Any]:
     """`bench-ctl run ... --launcher L --json`; the RunResult as a dict. Exits on a failed run."""
     cmd = [
@@ -178,6 +179,7 @@ def ctl_run(
     ]
     for s in sets:
         cmd += ["--set", s]
+    cmd += list(extra)
     try:
         proc = subprocess.run(
             cmd, capture_output=True, text=True, env=home.env(), cwd=REPO, timeout=timeout_s + 60

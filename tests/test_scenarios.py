@@ -1,0 +1,238 @@
+"""Scenarios: single-stream and server through the real entrypoint with the null runner, the
+server's load generator and batcher on their own, and the input checks of `--scenario`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from runners.scenarios import server
+from schemas import RunResult, RunSpec, ServerScenario, load_result
+
+
+def run(cli: Any, short_policy: list[str], *extra: str, batch_sizes: str = "1") -> tuple[int, RunResult]:
+    result = cli(
+        "run", "--image", "null", "--model", "fake", "--launcher", "local",
+        "--batch-sizes", batch_sizes, *short_policy, *extra, "--json",
+    )  # fmt: skip
+    assert result.stdout.strip(), result.output
+    return result.exit_code, RunResult.model_validate(json.loads(result.stdout))
+
+
+def server_sets(**options: object) -> list[str]:
+    base: dict[str, object] = {"min_duration_s": 1.0, "min_queries": 50, "max_delay_ms": 2}
+    return [x for k, v in {**base, **options}.items() for x in ("--set", f"server.{k}={v}")]
+
+
+# --------------------------------------------------------------------------- real runs
+
+
+@pytest.mark.usefixtures("null_env", "fake_model")
+def test_single_stream_one_query_at_a_time(cli: Any, bench: Any, short_policy: list[str]) -> None:
+    code, r = run(cli, short_policy, "--scenario", "single-stream", "--set", "work_us=200", batch_sizes="1,2")
+    assert code == 0 and r.status == "ok", r.message
+    assert r.spec.scenario.name == "single-stream"
+    assert [m.batch_size for m in r.measurements] == [1, 2]
+    for m in r.measurements:
+        assert m.scenario == "single-stream" and m.in_flight == 1
+        assert m.latency_p90_ms >= 0.2 and m.valid is None
+    rows = bench.rows("SELECT DISTINCT scenario FROM results WHERE run_id = ?", [r.run_id])
+    assert rows == [("single-stream",)]
+    assert bench.rows("SELECT DISTINCT scenario FROM summary") == [("single-stream",)]
+
+
+@pytest.mark.usefixtures("null_env", "fake_model")
+def test_server_valid_at_low_load(cli: Any, bench: Any, short_policy: list[str]) -> None:
+    code, r = run(
+        cli, short_policy, "--scenario", "server", "--set", "work_us=1000",
+        *server_sets(target_qps=100, max_batch=1), batch_sizes="1,4",
+    )  # fmt: skip
+    assert code == 0 and r.status == "ok", r.message
+    [m] = r.measurements
+    assert m.scenario == "server" and m.batch_size == 1 and m.target_qps == 100
+    assert m.valid is True and m.invalid_reason is None, m.invalid_reason
+    assert m.offered_qps is not None and m.achieved_qps is not None
+    assert m.achieved_qps == pytest.approx(m.offered_qps, rel=0.05)
+    assert m.iterations == server.query_count(
+        ServerScenario(target_qps=100, min_duration_s=1, min_queries=50)
+    )
+    assert m.batch_histogram == {"1": m.iterations} and m.mean_batch == 1 and m.padding_waste == 0
+    assert m.compute_mean_ms is not None and m.queueing_mean_ms is not None
+    assert m.compute_mean_ms >= 1.0
+    assert m.queueing_mean_ms + m.compute_mean_ms == pytest.approx(m.latency_mean_ms, rel=1e-6)
+    assert m.latency_p99_ms <= (m.latency_p999_ms or 0) <= m.latency_max_ms
+    row = bench.rows(
+        "SELECT scenario, valid, target_qps, achieved_qps, batch_histogram FROM results WHERE run_id = ?",
+        [r.run_id],
+    )
+    assert row[0][:3] == ("server", True, 100.0) and json.loads(row[0][4]) == {"1": m.iterations}
+    # The raw file keeps one latency per completed query and loads back.
+    kept = load_result(bench.runs / r.run_id / "result.json").measurements[0]
+    assert kept.latencies_ms is not None and len(kept.latencies_ms) == m.iterations
+
+
+@pytest.mark.usefixtures("null_env", "fake_model")
+def test_server_invalid_at_impossible_load(cli: Any, short_policy: list[str]) -> None:
+    code, r = run(
+        cli, short_policy, "--scenario", "server", "--set", "work_us=2000",
+        *server_sets(target_qps=1500, max_batch=1, min_duration_s=0.5),
+    )  # fmt: skip
+    assert code == 0 and r.status == "ok", r.message  # INVALID is a verdict, not a failure
+    [m] = r.measurements
+    assert m.valid is False and m.invalid_reason and "achieved" in m.invalid_reason
+    assert m.achieved_qps is not None and m.achieved_qps < 0.8 * 1500
+
+
+@pytest.mark.usefixtures("null_env", "fake_model")
+def test_dynamic_batching_sustains_a_load_batch_one_cannot(cli: Any, short_policy: list[str]) -> None:
+    # Work grows sublinearly with the batch: 2 ms + 0.1 ms per sample. Batch 1 serves about 476/s,
+    # a batch of 8 about 2800/s; 900 queries per second need batching.
+    work = ["--set", "work_us=2000", "--set", "work_us_per_sample=100"]
+    code, one = run(
+        cli, short_policy, "--scenario", "server", *work,
+        *server_sets(target_qps=900, max_batch=1), batch_sizes="1,8",
+    )  # fmt: skip
+    assert code == 0 and one.measurements[0].valid is False
+    code, eight = run(
+        cli, short_policy, "--scenario", "server", *work,
+        *server_sets(target_qps=900, max_batch=8), batch_sizes="1,8",
+    )  # fmt: skip
+    [m] = eight.measurements
+    assert code == 0 and m.batch_size == 8
+    assert m.valid is True, m.invalid_reason
+    assert m.mean_batch is not None and m.mean_batch > 1
+    assert m.batch_histogram and sum(m.batch_histogram.values()) > 0
+    assert m.padding_waste is not None and 0 <= m.padding_waste < 1  # groups of 2..7 pad to 8
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--scenario", "sever"], ["unknown scenario", "did you mean 'server'"]),
+        (["--scenario", "server"], ["needs an arrival rate", "server.target_qps"]),
+        (["--scenario", "server", "--set", "server.target_qps=0"], ["target_qps", "greater than 0"]),
+        (
+            ["--scenario", "server", "--set", "server.target_qps=10", "--set", "server.max_batch=0"],
+            ["max_batch"],
+        ),
+        (
+            ["--scenario", "server", "--set", "server.target_qps=10", "--set", "server.max_batch=16"],
+            ["larger than the largest batch size 8", "add 16 to -b"],
+        ),
+        (
+            ["--scenario", "server", "--set", "server.target_qps=10", "--set", "server.latency_bound_ms=-5"],
+            ["latency_bound_ms"],
+        ),
+        (["--set", "server.target_qps=10"], ["given to scenario offline", "--scenario server"]),
+        (
+            ["--scenario", "server", "--set", "server.target_qps=10", "--set", "server.qps=1"],
+            ["unknown option"],
+        ),
+        (
+            ["--scenario", "server", "--set", "server.target_qps=10", "--model", "fake,fake2", "--ensemble"],
+            ["ensembles"],
+        ),
+    ],
+)
+@pytest.mark.usefixtures("fake_model")
+def test_bad_scenario_input_is_one_line_and_exit_2(
+    cli: Any, bench: Any, args: list[str], words: list[str]
+) -> None:
+    from tests.conftest import write_fake_model
+
+    write_fake_model(bench.models / "fake2", name="fake2")
+    base = ["run", "--image", "null", "--launcher", "local", "-b", "1,8"]
+    if "--model" not in args:
+        base += ["--model", "fake"]
+    r = cli(*base, *args)
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "hint" in lines[0], r.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+    assert bench.count("runs") == 0
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def spec_doc(**extra: Any) -> dict[str, Any]:
+    return {
+        "run_id": "r1", "image": "null", "model": "fake", "model_dir": "/m", "cache_dir": "/c",
+        "options": {"framework": "null"}, **extra,
+    }  # fmt: skip
+
+
+def test_scenario_defaults_to_offline_and_old_results_load(make_result: Any, tmp_path: Path) -> None:
+    assert RunSpec.model_validate(spec_doc()).scenario.name == "offline"
+    doc = json.loads(make_result().model_dump_json())
+    del doc["spec"]["scenario"]
+    for m in doc["measurements"]:
+        for key in ("scenario", "valid", "target_qps", "latency_p999_ms", "batch_histogram"):
+            m.pop(key, None)
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(doc))
+    old = load_result(path)
+    assert old.spec.scenario.name == "offline" and old.measurements[0].scenario is None
+
+
+def test_server_spec_rules() -> None:
+    spec = RunSpec.model_validate(
+        spec_doc(batch_sizes=[1, 4, 8], scenario={"name": "server", "target_qps": 50})
+    )
+    assert spec.measured_batch_sizes == [8]  # max_batch None: the largest -b size
+    with pytest.raises(ValueError, match="larger than the largest batch size"):
+        RunSpec.model_validate(
+            spec_doc(batch_sizes=[1, 4], scenario={"name": "server", "target_qps": 5, "max_batch": 8})
+        )
+    with pytest.raises(ValueError, match="target_qps"):
+        RunSpec.model_validate(spec_doc(scenario={"name": "server", "target_qps": 0}))
+    with pytest.raises(ValueError, match="target_qps"):
+        RunSpec.model_validate(spec_doc(scenario={"name": "offline", "target_qps": 5}))
+
+
+# --------------------------------------------------------------------------- the driver alone
+
+
+def test_pad_sizes_and_seeded_schedule() -> None:
+    assert server.pad_sizes([8, 1, 4], 8) == [0, 1, 4, 4, 4, 8, 8, 8, 8]
+    a, b = server.schedule(100, 2000, seed=3), server.schedule(100, 2000, seed=3)
+    assert np.array_equal(a, b) and np.all(np.diff(a) >= 0)
+    assert not np.array_equal(a, server.schedule(100, 2000, seed=4))
+    assert a[-1] / 1e9 == pytest.approx(20, rel=0.1)  # 2000 arrivals at 100/s
+
+
+def test_batcher_groups_by_size_and_by_delay() -> None:
+    # Ten samples arrive at once: with max_batch 4 they go out as 4, 4, then the 2 left.
+    sizes: list[int] = []
+    offsets = np.zeros(10, dtype=np.int64)
+    d = server.drive(sizes.append, offsets, 4, server.pad_sizes([1, 4], 4), max_delay_ms=50)
+    assert [g for g, _ in d.groups] == [4, 4, 2] and sizes == [4, 4, 4]
+    assert np.all(d.done_ns > 0) and not d.drain_timed_out
+    # Two samples 1 ms apart, a 30 ms delay and room for 8: one group, sent once the first waited
+    # (the third arrives later; at the end of the schedule nothing is held back).
+    offsets = np.array([0, 1_000_000, 300_000_000])
+    d = server.drive(lambda n: None, offsets, 8, server.pad_sizes([8], 8), max_delay_ms=30)
+    assert [g for g, _ in d.groups] == [2, 1]
+    waited_ms = (d.starts_ns[0] - d.arrivals_ns[0]) / 1e6
+    assert 29 <= waited_ms < 200
+
+
+def test_unfinished_queries_make_the_run_invalid() -> None:
+    sc = ServerScenario(target_qps=1000, max_batch=1, min_duration_s=0.05, min_queries=50)
+    offsets = server.schedule(sc.target_qps, server.query_count(sc), sc.seed)
+    d = server.drive(lambda n: time.sleep(0.02), offsets, 1, [0, 1], 0, drain_s=0.1)
+    assert d.drain_timed_out
+    fields = server.summarize(sc, d, 1, keep_latencies=False)
+    assert fields["valid"] is False and "unfinished" in str(fields["invalid_reason"])
+
+
+def test_latency_bound_verdict() -> None:
+    sc = ServerScenario(target_qps=10, latency_bound_ms=5)
+    assert server.verdict(sc, 10.0, 10.0, 0, 4.0) is None
+    assert "exceeds the bound" in (server.verdict(sc, 10.0, 10.0, 0, 6.0) or "")
