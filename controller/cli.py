@@ -199,6 +199,7 @@ def run(
             "--scenario",
             help=(
                 "offline (back-to-back batches, throughput) | single-stream (one query at a time, p90) | "
+                "multi-stream (multi-stream.samples_per_query every multi-stream.interval_ms, p99) | "
                 "server (Poisson arrivals at server.target_qps, dynamic batching up to server.max_batch "
                 "within server.max_delay_ms, padded to a -b size; VALID/INVALID), e.g. "
                 "--scenario server --set server.target_qps=200 --set server.max_batch=8"
@@ -348,7 +349,10 @@ def compare(
     ] = False,
     scenario: Annotated[
         str,
-        typer.Option("--scenario", help="the scenario whose runs to compare: offline, single-stream, server"),
+        typer.Option(
+            "--scenario",
+            help="the scenario whose runs to compare: offline, single-stream, multi-stream, server",
+        ),
     ] = "offline",
     db: DbOpt = None,
     as_json: JsonOpt = False,

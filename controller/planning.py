@@ -22,6 +22,7 @@ from schemas import (
     SCENARIO_MODELS,
     MeasurementPolicy,
     ModelManifest,
+    MultiStreamScenario,
     RunSpec,
     ServerScenario,
 )
@@ -32,18 +33,21 @@ INPUT_MEMORY_FRACTION = 0.25  # refuse batches whose input alone needs more of t
 NONE_WORDS = {"none", "null", "auto", "default"}
 
 
+SCENARIO_PREFIXES = ("server", "multi-stream")  # scenarios with options: `--set PREFIX.KEY=V`
+
+
 class Sets(NamedTuple):
     options: dict[str, Any]
     policy: dict[str, Any]
-    server: dict[str, Any]
+    scenario: dict[str, dict[str, Any]]  # scenario name -> its options
 
 
 def parse_sets(framework: str, sets: list[str]) -> Sets:
-    """`key=value` pairs -> (framework options, policy overrides, server scenario options).
-    `policy.KEY=V` goes to the policy, `server.KEY=V` to the server scenario."""
+    """`key=value` pairs -> (framework options, policy overrides, scenario options).
+    `policy.KEY=V` goes to the policy, `server.KEY=V` (`multi-stream.KEY=V`) to that scenario."""
     options: dict[str, Any] = {}
     policy: dict[str, Any] = {}
-    server: dict[str, Any] = {}
+    scenario: dict[str, dict[str, Any]] = {}
     option_model = FRAMEWORK_OPTION_MODELS[framework]
     valid = [k for k in option_model.model_fields if k != "framework"]
     seen: set[str] = set()
@@ -57,18 +61,24 @@ def parse_sets(framework: str, sets: list[str]) -> Sets:
         if key in seen:
             raise BenchError(f"--set {key} is given twice", "give each option once")
         seen.add(key)
-        target, fields, prefix = options, option_model.model_fields, ""
-        if key.startswith("policy."):
-            key, target, fields, prefix = key[7:], policy, MeasurementPolicy.model_fields, "policy."
-        elif key.startswith("server."):
-            key, target, fields, prefix = key[7:], server, ServerScenario.model_fields, "server."
+        target, fields, prefix, what = options, option_model.model_fields, "", framework
+        head, dot, rest = key.partition(".")
+        if dot and head == "policy":
+            key, target, fields, prefix = rest, policy, MeasurementPolicy.model_fields, "policy."
+        elif dot and head in SCENARIO_PREFIXES:
+            target = scenario.setdefault(head, {})
+            key, fields, prefix, what = (
+                rest,
+                SCENARIO_MODELS[head].model_fields,
+                f"{head}.",
+                f"scenario {head}",
+            )
         if key not in fields or key in ("framework", "name"):
             names = [f"{prefix}{k}" for k in fields if k not in ("framework", "name")]
-            what = "the server scenario" if prefix == "server." else framework
             raise BenchError(
                 f"unknown option {prefix}{key!r} for {what}",
                 f"valid: {', '.join(names) or 'none'}; policy.KEY sets the measurement policy, "
-                "server.KEY the server scenario",
+                "server.KEY (multi-stream.KEY) that scenario",
             )
         target[key] = (
             None
@@ -77,35 +87,43 @@ def parse_sets(framework: str, sets: list[str]) -> Sets:
             and _accepts_none(fields[key])
             else value
         )
-    return Sets(options, policy, server)
+    return Sets(options, policy, scenario)
 
 
-def scenario_of(name: str, server: dict[str, Any], batch_sizes: list[int]) -> dict[str, Any]:
-    """The `scenario` field of a RunSpec, from --scenario and the `server.*` sets; checked."""
+def scenario_of(name: str, given: dict[str, dict[str, Any]], batch_sizes: list[int]) -> dict[str, Any]:
+    """The `scenario` field of a RunSpec, from --scenario and the `server.*` (`multi-stream.*`)
+    sets; checked, so that a mistake is one line with a hint."""
     if name not in SCENARIO_MODELS:
         raise BenchError(f"unknown scenario {name!r}", did_you_mean(name, list(SCENARIO_MODELS)))
-    if name != "server":
-        if server:
-            given = ", ".join(f"server.{k}" for k in server)
-            raise BenchError(f"{given} given to scenario {name}", "server options need --scenario server")
-        return {"name": name}
-    names = ", ".join(f"server.{k}" for k in ServerScenario.model_fields if k != "name")
-    if "target_qps" not in server:
+    for other, opts in given.items():
+        if other != name and opts:
+            keys = ", ".join(f"{other}.{k}" for k in opts)
+            raise BenchError(f"{keys} given to scenario {name}", f"{other} options need --scenario {other}")
+    opts = given.get(name, {})
+    model = SCENARIO_MODELS[name]
+    names = ", ".join(f"{name}.{k}" for k in model.model_fields if k != "name") or "none"
+    if name == "server" and "target_qps" not in opts:
         raise BenchError("--scenario server needs an arrival rate", "e.g. --set server.target_qps=100")
     try:
-        sc = ServerScenario.model_validate({"name": name, **server})
+        sc = model.model_validate({"name": name, **opts})
     except ValidationError as e:
         err = e.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
         msg = str(err["msg"]).removeprefix("Value error, ")
         raise BenchError(
-            f"--set server.{key}={err.get('input')!r}: {msg}", f"options of the server scenario: {names}"
+            f"--set {name}.{key}={err.get('input')!r}: {msg}", f"options of {name}: {names}"
         ) from None
     largest = max(batch_sizes)
-    if sc.max_batch is not None and sc.max_batch > largest:
+    if isinstance(sc, ServerScenario) and sc.max_batch is not None and sc.max_batch > largest:
         raise BenchError(
             f"--set server.max_batch={sc.max_batch} is larger than the largest batch size {largest} (-b)",
             f"the batcher pads each group to a -b size: add {sc.max_batch} to -b or lower max_batch",
+        )
+    if isinstance(sc, MultiStreamScenario) and sc.samples_per_query > largest:
+        raise BenchError(
+            f"multi-stream.samples_per_query={sc.samples_per_query} is larger than the largest batch size "
+            f"{largest} (-b)",
+            f"a query runs as one batch padded to a -b size: add {sc.samples_per_query} to -b",
         )
     return sc.model_dump()
 
@@ -167,8 +185,8 @@ def policy_of(req: RunRequest) -> MeasurementPolicy:
 
 def plan(req: RunRequest, paths: Paths, launcher: Launcher, image: ImageInfo) -> RunSpec:
     """Validate everything a user typed into one `RunSpec`; raise BenchError on the first problem."""
-    options, policy, server = parse_sets(image.framework, req.sets)
-    scenario = scenario_of(req.scenario, server, req.batch_sizes)
+    options, policy, scenario_sets = parse_sets(image.framework, req.sets)
+    scenario = scenario_of(req.scenario, scenario_sets, req.batch_sizes)
     if req.ensemble and scenario["name"] != "offline":
         raise BenchError(
             f"--scenario {scenario['name']} does not run ensembles yet",
@@ -236,6 +254,9 @@ def default_timeout(spec: RunSpec) -> float:
     sc = spec.scenario
     if isinstance(sc, ServerScenario):  # one schedule, then at most its drain time
         seconds = max(sc.min_duration_s, sc.min_queries / sc.target_qps)
+        return 900 + per_batch * len(spec.batch_sizes) + 1.2 * seconds + 60
+    if isinstance(sc, MultiStreamScenario):
+        seconds = max(sc.min_duration_s, sc.min_queries * sc.interval_ms / 1000)
         return 900 + per_batch * len(spec.batch_sizes) + 1.2 * seconds + 60
     return 900 + per_batch * len(spec.batch_sizes)
 

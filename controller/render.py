@@ -101,6 +101,16 @@ def run_summary(console: Console, result: RunResult, run_dir: Path) -> None:
                     f"(mean {m.mean_batch or 0:.2f}, padding {m.padding_waste or 0:.0%}): {verdict}",
                     soft_wrap=True,
                 )
+            if m.scenario == "multi-stream":
+                verdict = (
+                    "[green]VALID[/]" if m.valid else f"[red]INVALID[/] ({escape(m.invalid_reason or '')})"
+                )
+                console.print(
+                    f"  multi-stream: {m.achieved_qps or 0:,.1f} queries/s of {m.batch_size}; p99 "
+                    f"{m.latency_p99_ms:.3f} ms per query (waiting {m.queueing_mean_ms or 0:.3f} ms on "
+                    f"average): {verdict}",
+                    soft_wrap=True,
+                )
             for mm in m.members or []:
                 console.print(
                     f"  batch {m.batch_size}: {mm.model} alone {mm.alone_throughput_sps:,.1f} samples/s, "

@@ -110,11 +110,13 @@ class Measurement(Strict):
     )
     noisy: bool | None = Field(None, description="other_cpu_cores exceeded policy.noise_cores")
     # Scenarios (None in results made before they existed: offline).
-    scenario: Literal["offline", "single-stream", "server"] | None = Field(
+    scenario: Literal["offline", "single-stream", "multi-stream", "server"] | None = Field(
         None, description="how queries reached the runner; None: offline"
     )
     latency_p999_ms: float | None = Field(None, ge=0)
-    target_qps: float | None = Field(None, gt=0, description="server: the asked arrival rate")
+    target_qps: float | None = Field(
+        None, gt=0, description="server: the asked arrival rate; multi-stream: queries per second asked"
+    )
     offered_qps: float | None = Field(
         None, gt=0, description="server: the rate of the seeded arrival schedule actually offered"
     )
@@ -132,7 +134,7 @@ class Measurement(Strict):
     padding_waste: float | None = Field(
         None, ge=0, le=1, description="server: padded samples / samples computed"
     )
-    valid: bool | None = Field(None, description="server: LoadGen-style verdict")
+    valid: bool | None = Field(None, description="server and multi-stream: LoadGen-style verdict")
     invalid_reason: str | None = None
 
     @model_validator(mode="after")

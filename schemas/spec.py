@@ -260,14 +260,27 @@ class ServerScenario(Strict):
     seed: int = Field(0, ge=0, description="seed of the arrival schedule")
 
 
+class MultiStreamScenario(Strict):
+    """Queries of `samples_per_query` samples issued at a fixed `interval_ms`, each run as one
+    batch (padded to a -b size); the metric is p99 query latency. A query that must wait more
+    than one interval to start is late; more than 1 % late queries make the run INVALID."""
+
+    name: Literal["multi-stream"] = "multi-stream"
+    samples_per_query: int = Field(8, ge=1, le=MAX_BATCH_SIZE)
+    interval_ms: float = Field(50.0, gt=0, le=60_000, description="time between query issues")
+    min_duration_s: float = Field(10.0, gt=0, le=86_400)
+    min_queries: int = Field(100, ge=1, le=1_000_000)
+
+
 Scenario = Annotated[
-    OfflineScenario | SingleStreamScenario | ServerScenario,
+    OfflineScenario | SingleStreamScenario | MultiStreamScenario | ServerScenario,
     Field(discriminator="name"),
 ]
 
 SCENARIO_MODELS: dict[str, type[Strict]] = {
     "offline": OfflineScenario,
     "single-stream": SingleStreamScenario,
+    "multi-stream": MultiStreamScenario,
     "server": ServerScenario,
 }
 
@@ -342,6 +355,8 @@ class RunSpec(Strict):
         sc = self.scenario
         if isinstance(sc, ServerScenario):
             return [sc.max_batch or max(self.batch_sizes)]
+        if isinstance(sc, MultiStreamScenario):
+            return [sc.samples_per_query]
         return list(self.batch_sizes)
 
     @field_validator("device")

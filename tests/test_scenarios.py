@@ -110,6 +110,26 @@ def test_dynamic_batching_sustains_a_load_batch_one_cannot(cli: Any, short_polic
     assert m.padding_waste is not None and 0 <= m.padding_waste < 1  # groups of 2..7 pad to 8
 
 
+@pytest.mark.usefixtures("null_env", "fake_model")
+def test_multi_stream_valid_then_late(cli: Any, bench: Any, short_policy: list[str]) -> None:
+    work = ["--set", "work_us=500", "--set", "work_us_per_sample=100"]  # a query of 8: 1.3 ms
+    ms = ["--scenario", "multi-stream", "--set", "multi-stream.min_duration_s=0.5"]
+    code, r = run(cli, short_policy, *ms, "--set", "multi-stream.interval_ms=10", *work, batch_sizes="1,8")
+    assert code == 0 and r.status == "ok", r.message
+    [m] = r.measurements
+    assert m.scenario == "multi-stream" and m.batch_size == 8 and m.valid is True, m.invalid_reason
+    assert m.iterations == 100 and m.mean_batch == 8 and m.padding_waste == 0  # min_queries 100
+    assert m.latency_p99_ms >= 1.3 and m.target_qps == pytest.approx(100)
+    assert bench.rows("SELECT scenario, valid FROM results WHERE run_id = ?", [r.run_id]) == [
+        ("multi-stream", True)
+    ]
+    code, late = run(
+        cli, short_policy, *ms, "--set", "multi-stream.interval_ms=0.5", *work, batch_sizes="1,8"
+    )
+    [m] = late.measurements
+    assert code == 0 and m.valid is False and "late" in (m.invalid_reason or "")
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
@@ -129,6 +149,9 @@ def test_dynamic_batching_sustains_a_load_batch_one_cannot(cli: Any, short_polic
             ["latency_bound_ms"],
         ),
         (["--set", "server.target_qps=10"], ["given to scenario offline", "--scenario server"]),
+        (["--scenario", "multi-stream", "--set", "multi-stream.samples_per_query=16"], ["add 16 to -b"]),
+        (["--scenario", "multi-stream", "--set", "multi-stream.interval_ms=0"], ["interval_ms"]),
+        (["--scenario", "server", "--set", "multi-stream.interval_ms=3"], ["given to scenario server"]),
         (
             ["--scenario", "server", "--set", "server.target_qps=10", "--set", "server.qps=1"],
             ["unknown option"],

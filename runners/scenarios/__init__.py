@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from runners.base import Runner
 from runners.core import gpu
-from runners.scenarios import offline, server, single_stream
+from runners.scenarios import multi_stream, offline, server, single_stream
 from schemas import Measurement, ModelManifest
 
 Measure = Callable[[Runner, ModelManifest, "gpu.GpuTracker | None"], list[Measurement]]
@@ -20,6 +20,7 @@ Measure = Callable[[Runner, ModelManifest, "gpu.GpuTracker | None"], list[Measur
 SCENARIOS: dict[str, Measure] = {
     "offline": offline.measure,
     "single-stream": single_stream.measure,
+    "multi-stream": multi_stream.measure,
     "server": server.measure,
 }
 
