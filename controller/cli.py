@@ -206,6 +206,16 @@ def run(
             ),
         ),
     ] = "offline",
+    find_peak: Annotated[
+        bool,
+        typer.Option(
+            "--find-peak",
+            help=(
+                "with --scenario server and server.latency_bound_ms: search (double, then bisect) the "
+                "highest server.target_qps whose run is VALID; every probed rate is stored as its own run"
+            ),
+        ),
+    ] = False,
     launcher: Annotated[str, typer.Option("--launcher", help="auto | local | docker")] = "auto",
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="seconds before the runner is killed")
@@ -254,6 +264,9 @@ def run(
     if colocate == "processes":
         run_colocated(req, paths, as_json)
         return
+    if find_peak:
+        run_find_peak(req, paths, as_json, repeat)
+        return
     results = service.run_all(req, paths, info, runner_line)
     lean = {"measurements": {"__all__": {"latencies_ms"}}}
     if as_json:
@@ -265,6 +278,26 @@ def run(
         render.run_lines(out, results)
         render.group_summary(out, service.group_summary(paths.db, results))
     if any(r.status != "ok" for r in results):
+        raise typer.Exit(1)
+
+
+def run_find_peak(req: planning.RunRequest, paths: Paths, as_json: bool, repeat: int | None) -> None:
+    if req.scenario != "server":
+        raise BenchError(
+            "--find-peak needs --scenario server", "e.g. --scenario server --set server.latency_bound_ms=50"
+        )
+    if not any(s.partition("=")[0].strip() == "server.latency_bound_ms" for s in req.sets):
+        raise BenchError("--find-peak needs a latency bound", "e.g. --set server.latency_bound_ms=50")
+    if (repeat is not None and repeat > 1) or req.sweeps:
+        raise BenchError("--find-peak runs one probe per rate", "drop --repeat and --sweep")
+    probes, peak = service.find_peak(req, paths, info, runner_line)
+    if as_json:
+        lean = {"measurements": {"__all__": {"latencies_ms"}}}
+        docs = [json.loads(r.model_dump_json(exclude=lean)) for r in probes]
+        print(json.dumps({"peak_qps": peak, "probes": docs}, indent=1))
+    else:
+        render.peak(out, probes, peak)
+    if any(r.status != "ok" for r in probes):
         raise typer.Exit(1)
 
 

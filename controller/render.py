@@ -226,6 +226,31 @@ def run_lines(console: Console, results: Sequence[RunResult]) -> None:
         console.print(line, soft_wrap=True)
 
 
+def peak(console: Console, probes: Sequence[RunResult], peak_qps: float | None) -> None:
+    """The probes of a --find-peak search, by rate, and the peak."""
+    t = Table("target qps", "offered qps", "achieved qps", "p50 ms", "p99 ms", "mean batch", "verdict", "run")
+    for r in sorted(probes, key=lambda r: r.measurements[0].target_qps or 0 if r.measurements else 0):
+        if not r.measurements:
+            t.add_row("", "", "", "", "", "", f"[red]{r.status}[/]", r.run_id)
+            continue
+        m = r.measurements[0]
+        t.add_row(
+            f"{m.target_qps or 0:,.1f}",
+            f"{m.offered_qps or 0:,.1f}",
+            f"{m.achieved_qps or 0:,.1f}",
+            f"{m.latency_p50_ms:.3f}",
+            f"{m.latency_p99_ms:.3f}",
+            f"{m.mean_batch or 0:.2f}",
+            "[green]VALID[/]" if m.valid else f"[red]INVALID[/] {escape(m.invalid_reason or '')}",
+            r.run_id,
+        )
+    console.print(t)
+    if peak_qps is None:
+        console.print("  peak: no probed rate was VALID; start lower with --set server.target_qps=N")
+    else:
+        console.print(f"  peak: {peak_qps:,.1f} queries/s held (VALID, p99 within the bound)")
+
+
 def group_summary(console: Console, comparisons: Sequence[Comparison]) -> None:
     for cmp in comparisons:
         comparison(console, cmp)

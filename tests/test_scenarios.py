@@ -130,10 +130,35 @@ def test_multi_stream_valid_then_late(cli: Any, bench: Any, short_policy: list[s
     assert code == 0 and m.valid is False and "late" in (m.invalid_reason or "")
 
 
+@pytest.mark.usefixtures("null_env", "fake_model")
+def test_find_peak_stores_every_probe(cli: Any, bench: Any, short_policy: list[str]) -> None:
+    # Batch 1 serves about 1/2.1 ms = 476 queries/s; the search doubles from 100 past it, then
+    # bisects: the peak lies below the capacity and every probe is a stored run of one group.
+    result = cli(
+        "run", "--image", "null", "--model", "fake", "--launcher", "local", "-b", "1",
+        *short_policy, "--scenario", "server", "--set", "work_us=2000", "--find-peak",
+        *server_sets(target_qps=100, max_batch=1, latency_bound_ms=40, min_duration_s=1, min_queries=20),
+        "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    probes = [RunResult.model_validate(p) for p in doc["probes"]]
+    rates = [p.measurements[0].target_qps for p in probes]
+    assert rates[:3] == [100, 200, 400] and len(rates) >= 4
+    assert doc["peak_qps"] is not None and 100 <= doc["peak_qps"] < 600
+    held = [p.measurements[0].target_qps for p in probes if p.measurements[0].valid]
+    assert doc["peak_qps"] == max(held)
+    assert any(not p.measurements[0].valid for p in probes)
+    rows = bench.rows("SELECT count(*), count(DISTINCT group_id) FROM results WHERE scenario = 'server'")
+    assert rows == [(len(probes), 1)]
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
         (["--scenario", "sever"], ["unknown scenario", "did you mean 'server'"]),
+        (["--find-peak", "--set", "server.latency_bound_ms=5"], ["needs --scenario server"]),
+        (["--find-peak", "--scenario", "server"], ["needs a latency bound"]),
         (["--scenario", "server"], ["needs an arrival rate", "server.target_qps"]),
         (["--scenario", "server", "--set", "server.target_qps=0"], ["target_qps", "greater than 0"]),
         (
