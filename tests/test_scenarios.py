@@ -252,7 +252,9 @@ def test_pad_sizes_and_seeded_schedule() -> None:
     a, b = server.schedule(100, 2000, seed=3), server.schedule(100, 2000, seed=3)
     assert np.array_equal(a, b) and np.all(np.diff(a) >= 0)
     assert not np.array_equal(a, server.schedule(100, 2000, seed=4))
-    assert a[-1] / 1e9 == pytest.approx(20, rel=0.1)  # 2000 arrivals at 100/s
+    assert a[-1] / 1e9 == pytest.approx(20, rel=1e-6)  # 2000 arrivals at exactly 100/s
+    gaps = np.diff(a) / 1e9
+    assert gaps.std() / gaps.mean() == pytest.approx(1, abs=0.1)  # exponential: cv 1
 
 
 def test_batcher_groups_by_size_and_by_delay() -> None:
