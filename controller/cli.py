@@ -93,6 +93,11 @@ def build_line(line: str) -> None:
     err.print(f"[dim]  {escape(line)}[/]", soft_wrap=True)
 
 
+# Batch sizes when -b is not given: a server pads formed groups up to the next size, so it wants
+# close steps; a single stream sends one sample; a multi-stream query holds 8 by default.
+DEFAULT_BATCH_SIZES = {"server": "1,2,4,8", "single-stream": "1", "multi-stream": "8"}
+
+
 def parse_batch_sizes(text: str) -> list[int]:
     hint = "e.g. --batch-sizes 1,8,32"
     items = [x.strip() for x in text.split(",")]
@@ -129,8 +134,16 @@ def run(
         ),
     ],
     batch_sizes: Annotated[
-        str, typer.Option("--batch-sizes", "-b", help="comma-separated, e.g. 1,8,32")
-    ] = "1,8,32",
+        str | None,
+        typer.Option(
+            "--batch-sizes",
+            "-b",
+            help=(
+                "comma-separated, e.g. 1,8,32 (the default for offline); server: 1,2,4,8, the sizes the "
+                "batcher pads to; single-stream: 1; multi-stream: 8"
+            ),
+        ),
+    ] = None,
     cpu: Annotated[
         bool, typer.Option("--cpu", help="run on the CPU (default for images that have a CPU runner)")
     ] = False,
@@ -249,7 +262,9 @@ def run(
     req = planning.RunRequest(
         image=image,
         model=model,
-        batch_sizes=parse_batch_sizes(batch_sizes),
+        batch_sizes=parse_batch_sizes(
+            batch_sizes if batch_sizes is not None else DEFAULT_BATCH_SIZES.get(scenario.strip(), "1,8,32")
+        ),
         device="cpu" if cpu else (None if gpu is None else f"cuda:{gpu}"),
         sets=sets,
         sweeps=sweeps or [],

@@ -252,7 +252,10 @@ class ServerScenario(Strict):
         10.0, gt=0, le=86_400, description="the arrival schedule lasts at least this"
     )
     min_queries: int = Field(
-        1024, ge=1, le=10_000_000, description="the arrival schedule holds at least this"
+        256,
+        ge=1,
+        le=10_000_000,
+        description="the arrival schedule holds at least this (raise it for a steadier p99)",
     )
     latency_bound_ms: float | None = Field(
         None, gt=0, description="p99 latency above this makes the run INVALID; None: no bound"
