@@ -251,6 +251,7 @@ def find_peak(
     probes: list[RunResult] = []
     low: float | None = None  # highest rate that held
     high: float | None = None  # lowest rate that did not
+    retried: set[float] = set()
     while len(probes) < PEAK_MAX_PROBES:
         probe_req = requests[0].model_copy(update={"sets": [*base, f"server.target_qps={rate:.6g}"]})
         log(f"peak search, probe {len(probes) + 1}: {rate:.6g} queries/s")
@@ -264,6 +265,12 @@ def find_peak(
             f"  {rate:.6g} queries/s: p99 {m.latency_p99_ms:.2f} ms, achieved {m.achieved_qps or 0:.1f}/s: "
             + ("VALID" if held else f"INVALID ({m.invalid_reason})")
         )
+        if not held and m.noisy and rate not in retried:
+            # Other processes took CPU during this probe: its INVALID may be theirs, not the
+            # framework's. Measure the same rate once more before believing it.
+            retried.add(rate)
+            log(f"  the probe was noisy ({m.other_cpu_cores or 0:.2f} other cores busy): measuring it again")
+            continue
         if held:
             low = rate if low is None else max(low, rate)
         else:

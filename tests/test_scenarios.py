@@ -4,6 +4,8 @@ server's load generator and batcher on their own, and the input checks of `--sce
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -151,6 +153,41 @@ def test_find_peak_stores_every_probe(cli: Any, bench: Any, short_policy: list[s
     assert any(not p.measurements[0].valid for p in probes)
     rows = bench.rows("SELECT count(*), count(DISTINCT group_id) FROM results WHERE scenario = 'server'")
     assert rows == [(len(probes), 1)]
+
+
+@pytest.mark.usefixtures("null_env", "fake_model")
+def test_find_peak_measures_a_noisy_invalid_probe_again(
+    cli: Any, bench: Any, short_policy: list[str]
+) -> None:
+    # A busy loop beside the runner makes every probe noisy; a bound no rate can hold makes every
+    # probe INVALID: each rate is then measured twice before the search believes it and halves.
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        result = _find_peak_impossible(cli, short_policy)
+    finally:
+        burner.kill()
+        burner.wait()
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    probes = [RunResult.model_validate(p).measurements[0] for p in doc["probes"]]
+    assert all(m.valid is False for m in probes)
+    rates = [m.target_qps for m in probes]
+    for i, m in enumerate(probes[:-1]):  # a noisy INVALID probe is followed by the same rate once
+        if m.noisy and (i == 0 or rates[i - 1] != rates[i]):
+            assert rates[i + 1] == rates[i], rates
+    assert sum(bool(m.noisy) for m in probes) >= 2, [m.other_cpu_cores for m in probes]
+    assert "measuring it again" in result.stderr
+    assert doc["peak_qps"] is None
+
+
+def _find_peak_impossible(cli: Any, short_policy: list[str]) -> Any:
+    return cli(
+        "run", "--image", "null", "--model", "fake", "--launcher", "local", "-b", "1",
+        *short_policy, "--scenario", "server", "--set", "work_us=2000",
+        "--find-peak",
+        *server_sets(target_qps=100, max_batch=1, latency_bound_ms=0.5, min_duration_s=0.5, min_queries=10),
+        "--json",
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
