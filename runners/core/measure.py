@@ -160,6 +160,26 @@ def steady_state(
     )
 
 
+def latency_fields(lat_ms: Any, keep: bool, p999: bool = False) -> dict[str, Any]:
+    """Measurement fields of a set of latencies in ms: mean, spread, percentiles, the raw values."""
+    x = np.asarray(lat_ms, dtype=np.float64)
+    qs = [50, 90, 99, 99.9] if p999 else [50, 90, 99]
+    pct = [float(v) for v in np.percentile(x, qs)]
+    fields: dict[str, Any] = {
+        "latency_mean_ms": float(x.mean()),
+        "latency_stdev_ms": float(x.std(ddof=1)) if len(x) > 1 else 0.0,
+        "latency_min_ms": float(x.min()),
+        "latency_p50_ms": pct[0],
+        "latency_p90_ms": pct[1],
+        "latency_p99_ms": pct[2],
+        "latency_max_ms": float(x.max()),
+        "latencies_ms": [round(float(v), 6) for v in x] if keep else None,
+    }
+    if p999:
+        fields["latency_p999_ms"] = pct[3]
+    return fields
+
+
 def summarize(
     batch_size: int,
     state: SteadyState,
@@ -174,7 +194,6 @@ def summarize(
     own (submission to completion), and throughput counts completed batches."""
     raw = state.request_latencies_ns or state.latencies_ns
     lat_ms = np.asarray(raw, dtype=np.float64) / 1e6
-    p50, p90, p99 = np.percentile(lat_ms, [50, 90, 99])
     elapsed_s = state.elapsed_ns / 1e9
     return Measurement(
         batch_size=batch_size,
@@ -182,19 +201,12 @@ def summarize(
         duration_s=elapsed_s,
         throughput_sps=batch_size * len(lat_ms) / elapsed_s,
         in_flight=in_flight,
-        latency_mean_ms=float(lat_ms.mean()),
-        latency_stdev_ms=float(lat_ms.std(ddof=1)) if len(lat_ms) > 1 else 0.0,
-        latency_min_ms=float(lat_ms.min()),
-        latency_p50_ms=float(p50),
-        latency_p90_ms=float(p90),
-        latency_p99_ms=float(p99),
-        latency_max_ms=float(lat_ms.max()),
+        **latency_fields(lat_ms, policy.keep_latencies),
         warmup_iterations=state.warmup_iterations,
         warmup_s=state.warmup_ns / 1e9,
         windows=len(state.windows),
         stable=state.stable,
         peak_host_mem_mb=peak_host_mem_mb,
-        latencies_ms=[round(float(v), 6) for v in lat_ms] if policy.keep_latencies else None,
         within_run_ci_rel=latency_ci_rel(state.latencies_ns),
         other_cpu_cores=other_cpu_cores,
         noisy=None if other_cpu_cores is None else other_cpu_cores > policy.noise_cores,

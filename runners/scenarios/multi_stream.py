@@ -19,6 +19,7 @@ import numpy as np
 from runners.base import Runner
 from runners.core import gpu
 from runners.core.common import input_batch, log
+from runners.core.measure import latency_fields
 from runners.core.trackers import HostLoadTracker, HostMemoryTracker
 from runners.scenarios import server
 from schemas import Measurement, ModelManifest, MultiStreamScenario
@@ -55,7 +56,6 @@ def summarize(sc: MultiStreamScenario, d: server.Drive, keep_latencies: bool) ->
             f"(limit {LATE_LIMIT:.0%}): a query takes longer than {sc.interval_ms:g} ms"
         )
     reason = "; ".join(reasons) or None
-    p50, p90, p99, p999 = (float(v) for v in np.percentile(lat_ms, [50, 90, 99, 99.9]))
     padded = sum(p for _, p in d.groups)
     formed = sum(g for g, _ in d.groups)
     return {
@@ -63,17 +63,9 @@ def summarize(sc: MultiStreamScenario, d: server.Drive, keep_latencies: bool) ->
         "iterations": completed,
         "duration_s": duration_s,
         "throughput_sps": completed * k / duration_s,
-        "latency_mean_ms": float(lat_ms.mean()),
-        "latency_stdev_ms": float(lat_ms.std(ddof=1)) if completed > 1 else 0.0,
-        "latency_min_ms": float(lat_ms.min()),
-        "latency_p50_ms": p50,
-        "latency_p90_ms": p90,
-        "latency_p99_ms": p99,
-        "latency_p999_ms": p999,
-        "latency_max_ms": float(lat_ms.max()),
+        **latency_fields(lat_ms, keep_latencies, p999=True),
         "windows": 1,
         "stable": reason is None,
-        "latencies_ms": [round(float(v), 6) for v in lat_ms] if keep_latencies else None,
         "scenario": "multi-stream",
         "target_qps": 1000 / sc.interval_ms,
         "offered_qps": len(firsts) / ((int(d.arrivals_ns[-1]) - d.t0_ns) / 1e9),

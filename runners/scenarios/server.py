@@ -33,6 +33,7 @@ import numpy as np
 from runners.base import Runner
 from runners.core import gpu
 from runners.core.common import input_batch, log
+from runners.core.measure import latency_fields
 from runners.core.trackers import HostLoadTracker, HostMemoryTracker
 from schemas import Measurement, ModelManifest, ServerScenario
 
@@ -223,8 +224,8 @@ def summarize(sc: ServerScenario, d: Drive, label_batch: int, keep_latencies: bo
     duration_s = (int(d.done_ns[ok].max()) - d.t0_ns) / 1e9
     offered = n / ((int(d.arrivals_ns[-1]) - d.t0_ns) / 1e9)
     achieved = completed / duration_s
-    p50, p90, p99, p999 = (float(v) for v in np.percentile(lat_ms, [50, 90, 99, 99.9]))
-    reason = verdict(sc, offered, achieved, n - completed, p99)
+    lat = latency_fields(lat_ms, keep_latencies, p999=True)
+    reason = verdict(sc, offered, achieved, n - completed, lat["latency_p99_ms"])
     formed = [g for g, _ in d.groups]
     padded = sum(p for _, p in d.groups)
     histogram: dict[str, int] = {}
@@ -235,17 +236,9 @@ def summarize(sc: ServerScenario, d: Drive, label_batch: int, keep_latencies: bo
         "iterations": completed,
         "duration_s": duration_s,
         "throughput_sps": achieved,
-        "latency_mean_ms": float(lat_ms.mean()),
-        "latency_stdev_ms": float(lat_ms.std(ddof=1)) if completed > 1 else 0.0,
-        "latency_min_ms": float(lat_ms.min()),
-        "latency_p50_ms": p50,
-        "latency_p90_ms": p90,
-        "latency_p99_ms": p99,
-        "latency_p999_ms": p999,
-        "latency_max_ms": float(lat_ms.max()),
+        **lat,
         "windows": 1,
         "stable": reason is None,
-        "latencies_ms": [round(float(v), 6) for v in lat_ms] if keep_latencies else None,
         "scenario": "server",
         "target_qps": sc.target_qps,
         "offered_qps": offered,
