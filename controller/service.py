@@ -43,10 +43,11 @@ def run_all(req: RunRequest, paths: Paths, log: LineSink, on_line: LineSink) -> 
     Every run is a fresh runner process; one group id ties the command's runs together."""
     requests = validate(req, paths)
     policy = policy_of(req)
-    reps, cap = policy.repetitions, max(policy.repetitions, policy.max_repetitions)
-    if len(requests) * (cap if policy.target_ci else reps) > MAX_RUNS:
+    reps = policy.repetitions
+    most = len(requests) * (max(reps, policy.max_repetitions) if policy.target_ci else reps)
+    if most > MAX_RUNS:
         raise BenchError(
-            f"this command could start {len(requests) * cap:,} runs (more than {MAX_RUNS})",
+            f"this command could start {most:,} runs (more than {MAX_RUNS})",
             "fewer configurations or repetitions at a time",
         )
     check_destinations(paths)
@@ -168,7 +169,7 @@ def run_folder_error(folder: Path, e: OSError) -> BenchError:
 
 def check_destinations(paths: Paths) -> None:
     """The store and the run folders can take a result: checked before anything is measured."""
-    store.check_writable(paths.db)
+    store.ensure_store(paths.db)
     check_run_folder(paths)
 
 

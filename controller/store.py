@@ -335,11 +335,9 @@ def connect(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 
     DuckDB lets one process write a file at a time: another bench-ctl storing a result holds it
     for a moment, so opening is retried for up to LOCK_WAIT_S seconds."""
-    if db.is_dir() or not db.parent.is_dir():
-        if not db.parent.exists() and not db.is_dir():
-            db.parent.mkdir(parents=True, exist_ok=True)
-        else:
-            raise open_error(db, OSError("not a file"), write=True)
+    if db.is_dir() or (db.parent.exists() and not db.parent.is_dir()):
+        raise open_error(db, OSError("not a file"), write=True)
+    db.parent.mkdir(parents=True, exist_ok=True)
     with _WRITER:
         con = _open(db, read_only=False)
         try:
@@ -350,12 +348,6 @@ def connect(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
             yield con
         finally:
             con.close()
-
-
-def check_writable(db: Path) -> None:
-    """Fail now, before anything is measured, if results could not be stored in `db`."""
-    with connect(db):
-        pass
 
 
 def _phase(result: RunResult, name: str) -> float | None:
@@ -520,8 +512,10 @@ def ingest(con: duckdb.DuckDBPyConnection, result: RunResult, result_path: Path 
 
 
 def ensure_store(db: Path) -> None:
-    """Create the store if missing and bring it up to date (a write)."""
-    check_writable(db)
+    """Create the store if missing and bring it up to date: a write, so it also fails now, before
+    anything is measured, if results could not be stored in `db`."""
+    with connect(db):
+        pass
 
 
 def check_read_only(sql: str) -> None:
