@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from runners.core.trackers import HostLoadTracker  # noqa: E402
 
 EXIT_FAIL = 1  # a verdict failed
 EXIT_PRECONDITION = 2  # something the benchmark needs is missing; nothing was measured
@@ -202,39 +203,19 @@ def ctl_run(
     return result
 
 
-class LoadMeter:
+class LoadMeter(HostLoadTracker):
     """CPU time other processes used while a measurement ran, in cores (0 = the machine was ours).
 
-    From /proc/stat (all busy time of the machine) minus the CPU time of this process and of its
-    waited-for children (the tools being measured). Covers the whole subprocess (start-up and
-    compilation included), so it flags a disturbed measurement rather than quantifying it exactly.
-    """
+    The runner's own host-load reading (/proc/stat busy time minus this process's and its waited-for
+    children's CPU time), around a whole subprocess here (start-up and compilation included), so it
+    flags a disturbed measurement rather than quantifying it exactly. NaN where unreadable."""
 
-    @staticmethod
-    def _busy_s() -> float:
-        try:
-            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        except (OSError, ValueError):
-            return float("nan")
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    other_cores: float
 
-    @staticmethod
-    def _own_s() -> float:
-        total = 0.0
-        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-            r = resource.getrusage(who)
-            total += r.ru_utime + r.ru_stime
-        return total
-
-    def __enter__(self) -> LoadMeter:
-        self.t0, self.busy0, self.own0 = time.monotonic(), self._busy_s(), self._own_s()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        wall = time.monotonic() - self.t0
-        other = (self._busy_s() - self.busy0) - (self._own_s() - self.own0)
-        self.other_cores = max(other, 0.0) / wall if wall > 0 else float("nan")
+    def __exit__(self, *exc: Any) -> None:
+        super().__exit__(*exc)
+        if self.other_cores is None:
+            self.other_cores = float("nan")
 
 
 def median(values: Sequence[float]) -> float:

@@ -27,10 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarks._common import (
+from _common import (
     EXIT_FAIL,
     REPO,
     ScratchHome,
@@ -39,6 +38,7 @@ from benchmarks._common import (
     ensure_local_env,
     say,
 )
+from harness_overhead import FAKE_MODEL, make_fake_model
 
 POLICY = ["policy.min_time_s=0.5", "policy.max_time_s=1", "policy.window_s=0.1", "policy.warmup_min_s=0.1"]
 
@@ -67,14 +67,14 @@ def ctl(ctl_path: str, home: ScratchHome, db: Path, *args: str) -> dict[str, Any
 def trial(ctl_path: str, home: ScratchHome, db: Path, sweep: str, repeat: int, work: str) -> dict[str, Any]:
     sets = [x for s in [*POLICY, *([work] if work else [])] for x in ("--set", s)]
     ctl(
-        ctl_path, home, db, "run", "--image", "null", "--model", "fake", "-b", "1", "--launcher", "local",
+        ctl_path, home, db, "run", "--image", "null", "--model", FAKE_MODEL, "-b", "1", "--launcher", "local",
         "--repeat", str(repeat), "--sweep", sweep, *sets,
     )  # fmt: skip
-    listing = ctl(ctl_path, home, db, "compare", "--model", "fake")
+    listing = ctl(ctl_path, home, db, "compare", "--model", FAKE_MODEL)
     assert isinstance(listing, dict)
     first = sweep.partition("=")[2].split(",")[0]
     labels = sorted(listing["labels"], key=lambda label: first not in label)  # the baseline first
-    doc = ctl(ctl_path, home, db, "compare", "--model", "fake", "--baseline", labels[0])
+    doc = ctl(ctl_path, home, db, "compare", "--model", FAKE_MODEL, "--baseline", labels[0])
     assert isinstance(doc, dict)
     verdict: dict[str, Any] = doc["rows"][0]["verdicts"][labels[1]]
     return verdict
@@ -91,7 +91,7 @@ def overhead_us(ctl_path: str, home: ScratchHome) -> float:
         "--image",
         "null",
         "--model",
-        "fake",
+        FAKE_MODEL,
         "-b",
         "1",
         "--launcher",
@@ -113,10 +113,8 @@ def main() -> int:
     args = parser.parse_args()
     ctl_path = bench_ctl()
     ensure_local_env(ctl_path, "null")
-    from conftest import write_fake_model
-
     with ScratchHome(envs=["null"], keep=args.keep) as home:
-        write_fake_model(home.models / "fake")
+        make_fake_model(home.models / FAKE_MODEL)
         o = overhead_us(ctl_path, home)
         a, b = args.work_us, args.work_us * 1.1
         truth = (a + o) / (b + o)
