@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import json
 import shutil
@@ -54,8 +55,11 @@ def read_manifest(paths: Paths, name: str) -> ModelManifest:
     except FileNotFoundError:
         known = list_names(paths)
         hint = did_you_mean(name, known)
+        study = difflib.get_close_matches(name, KERAS_MODELS, n=1)
         if name in KERAS_MODELS:
             hint = f"export it first: bench-ctl models export {name}"
+        elif study and not difflib.get_close_matches(name, known, n=1):
+            hint = f"did you mean {study[0]!r}? export it: bench-ctl models export {study[0]}"
         raise BenchError(f"model {name!r} is not in the store ({paths.models})", hint) from None
     except ValidationError as e:
         raise BenchError(

@@ -78,3 +78,9 @@ def test_remove(cli: Any, bench: Any, fake_model: Path) -> None:
     assert not fake_model.exists()
     result = cli("models", "remove", "fake")
     assert result.exit_code == 2 and "not in the store" in result.stderr
+
+
+def test_a_near_miss_of_a_study_model_suggests_exporting_it(cli: Any, bench: Any) -> None:
+    result = cli("run", "--image", "null", "--model", "resnet5", "--launcher", "local")
+    assert result.exit_code == 2
+    assert "did you mean 'resnet50'? export it: bench-ctl models export resnet50" in result.stderr
