@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
 from controller import colocate as colocate_service
-from controller import comparison, ingestion, planning, render, service, store
+from controller import comparison, fleet, ingestion, planning, render, service, store
 from controller import models as model_store
 from controller.errors import BenchError, Terminated
+from controller.launchers.slurm import SlurmOptions
 from controller.paths import Paths
 from schemas import MAX_BATCH_SIZE
 
@@ -31,9 +33,14 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 images_app = typer.Typer(no_args_is_help=True, help="The image catalog: list and build images.")
+fleet_app = typer.Typer(
+    no_args_is_help=True,
+    help="Runs submitted to Slurm (--launcher slurm): their jobs, and results stored late.",
+)
 models_app = typer.Typer(no_args_is_help=True, help="The model store: export, add, list and remove models.")
 app.add_typer(images_app, name="images")
 app.add_typer(models_app, name="models")
+app.add_typer(fleet_app, name="fleet")
 
 # Off a terminal (pipes, CI logs) rich would wrap tables at 80 columns.
 # emoji=False: a message such as `core.cpp:100:` must not print as an emoji.
@@ -229,9 +236,40 @@ def run(
             ),
         ),
     ] = False,
-    launcher: Annotated[str, typer.Option("--launcher", help="auto | local | docker")] = "auto",
+    launcher: Annotated[
+        str,
+        typer.Option(
+            "--launcher",
+            help="auto | local | docker | slurm (each run a Slurm job; the run folder must be shared with "
+            "the nodes)",
+        ),
+    ] = "auto",
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="seconds before the runner is killed")
+    ] = None,
+    partition: Annotated[
+        str | None, typer.Option("--partition", help="--launcher slurm: the partition to submit to")
+    ] = None,
+    account: Annotated[
+        str | None, typer.Option("--account", help="--launcher slurm: the account to charge")
+    ] = None,
+    constraint: Annotated[
+        str | None,
+        typer.Option("--constraint", help="--launcher slurm: node features the job needs, e.g. h100"),
+    ] = None,
+    time_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--time-limit",
+            help="--launcher slurm: the job's time limit in minutes (default: the run's timeout plus 5)",
+        ),
+    ] = None,
+    cpus_per_task: Annotated[
+        int | None,
+        typer.Option(
+            "--cpus-per-task",
+            help="--launcher slurm: cores per job (default: each job has a node to itself, --exclusive)",
+        ),
     ] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -250,8 +288,9 @@ def run(
         raise BenchError(f"--gpu {gpu}: GPU index must be >= 0", "e.g. --gpu 0")
     if timeout is not None and not (0 < timeout < float("inf")):
         raise BenchError(f"--timeout {timeout}: must be a positive number of seconds", "e.g. --timeout 600")
-    if launcher not in ("auto", "local", "docker"):
-        raise BenchError(f"unknown launcher {launcher!r}", "valid: auto, local, docker")
+    if launcher not in ("auto", "local", "docker", "slurm"):
+        raise BenchError(f"unknown launcher {launcher!r}", "valid: auto, local, docker, slurm")
+    slurm_options = slurm_options_of(launcher, partition, account, constraint, time_limit, cpus_per_task)
     sets = list(sets or [])
     if repeat is not None:
         if repeat < 1:
@@ -276,13 +315,21 @@ def run(
     if colocate not in ("threads", "processes"):
         raise BenchError(f"unknown --colocate {colocate!r}", "valid: threads, processes")
     paths = Paths.from_env(db)
+    if slurm_options is not None and (colocate == "processes" or find_peak):
+        raise BenchError(
+            "--launcher slurm submits independent runs; --colocate processes and --find-peak run here",
+            "use --launcher local or docker for them",
+        )
     if colocate == "processes":
         run_colocated(req, paths, as_json)
         return
     if find_peak:
         run_find_peak(req, paths, as_json, repeat)
         return
-    results = service.run_all(req, paths, info, runner_line)
+    if slurm_options is not None:
+        results = fleet.run_all(req, slurm_options, paths, info)
+    else:
+        results = service.run_all(req, paths, info, runner_line)
     lean = {"measurements": {"__all__": {"latencies_ms"}}}
     if as_json:
         docs = [json.loads(r.model_dump_json(exclude=lean)) for r in results]
@@ -294,6 +341,46 @@ def run(
         render.group_summary(out, service.group_summary(paths.db, results))
     if any(r.status != "ok" for r in results):
         raise typer.Exit(1)
+
+
+SLURM_FLAGS = {
+    "partition": "--partition",
+    "account": "--account",
+    "constraint": "--constraint",
+    "time_limit_min": "--time-limit",
+    "cpus": "--cpus-per-task",
+}
+
+
+def slurm_options_of(
+    launcher: str,
+    partition: str | None,
+    account: str | None,
+    constraint: str | None,
+    time_limit: int | None,
+    cpus: int | None,
+) -> SlurmOptions | None:
+    """The Slurm options of `run`, checked; None when the launcher is not slurm."""
+    given = {
+        "partition": partition,
+        "account": account,
+        "constraint": constraint,
+        "time_limit_min": time_limit,
+        "cpus": cpus,
+    }
+    if launcher != "slurm":
+        named = [SLURM_FLAGS[k] for k, v in given.items() if v is not None]
+        if named:
+            raise BenchError(f"{', '.join(named)} needs --launcher slurm", "add --launcher slurm, or drop it")
+        return None
+    try:
+        return SlurmOptions.model_validate(given)
+    except ValidationError as e:
+        first = e.errors()[0]
+        flag = SLURM_FLAGS.get(str(first["loc"][0]), str(first["loc"][0]))
+        raise BenchError(
+            f"{flag} {first.get('input')!r}: {first['msg']}", "e.g. --partition gpu --time-limit 60"
+        ) from None
 
 
 def run_find_peak(req: planning.RunRequest, paths: Paths, as_json: bool, repeat: int | None) -> None:
@@ -539,6 +626,44 @@ def models_list(as_json: JsonOpt = False) -> None:
         print(json.dumps([e.model_dump() for e in entries], indent=1))
     else:
         render.models(out, entries)
+
+
+@fleet_app.command("status")
+@handles_errors
+def fleet_status(
+    everything: Annotated[
+        bool, typer.Option("--all", help="also the jobs whose results are stored (default: open jobs only)")
+    ] = False,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Jobs submitted with --launcher slurm: Slurm's state now, reason, node, and the stored status."""
+    listed = fleet.status(Paths.from_env(db), everything)
+    if as_json:
+        print(json.dumps([j.model_dump(mode="json") for j in listed], indent=1))
+        return
+    cols = ["job_id", "run_id", "image", "model", "state", "reason", "node", "status"]
+    render.table(out, cols, [[getattr(j, c) for c in cols] for j in listed])
+
+
+@fleet_app.command("sync")
+@handles_errors
+def fleet_sync(
+    wait: Annotated[
+        bool, typer.Option("--wait", help="follow the open jobs until every one has ended")
+    ] = False,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Store the results of jobs that ended while no bench-ctl followed them (each result once)."""
+    report = fleet.sync(Paths.from_env(db), info, wait=wait)
+    if as_json:
+        lean = {"stored": {"__all__": {"measurements": {"__all__": {"latencies_ms"}}}}}
+        print(report.model_dump_json(indent=1, exclude=lean))
+        return
+    if report.stored:
+        render.run_lines(out, report.stored)
+    out.print(f"stored {len(report.stored)} result(s); {len(report.waiting)} job(s) still queued or running")
 
 
 def _terminate(signum: int, _frame: object) -> None:

@@ -27,7 +27,7 @@ from schemas import (
     ServerScenario,
 )
 
-LauncherChoice = Literal["auto", "local", "docker"]
+LauncherChoice = Literal["auto", "local", "docker", "slurm"]
 MAX_SWEEP_RUNS = 256
 INPUT_MEMORY_FRACTION = 0.25  # refuse batches whose input alone needs more of the host's memory
 NONE_WORDS = {"none", "null", "auto", "default"}
@@ -237,13 +237,14 @@ def host_has_nvidia_gpu() -> bool:
     return any(Path("/dev").glob("nvidia[0-9]*"))
 
 
-def preflight(image: ImageInfo, req: RunRequest) -> str | None:
-    """Why the run cannot happen on this host at all (recorded as unsupported), or None."""
+def preflight(image: ImageInfo, req: RunRequest, here: bool = True) -> str | None:
+    """Why the run cannot happen on this host at all (recorded as unsupported), or None.
+    `here=False`: it runs elsewhere (a Slurm node), so this host's devices do not matter."""
     device = req.device or default_device(image)
     kind = device.split(":")[0]
     if kind not in image.devices:
         return f"image {image.name} runs on {', '.join(image.devices)}, not {kind}"
-    if kind == "cuda" and not host_has_nvidia_gpu():
+    if here and kind == "cuda" and not host_has_nvidia_gpu():
         return f"image {image.name} needs an NVIDIA GPU for {device}; this host has none (no /dev/nvidia*)"
     return None
 

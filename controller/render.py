@@ -22,7 +22,15 @@ if TYPE_CHECKING:
 from controller.store import variant as store_variant
 from schemas import RunResult
 
-STATUS_STYLE = {"ok": "green", "error": "red", "timeout": "red", "unsupported": "yellow"}
+STATUS_STYLE = {
+    "ok": "green",
+    "error": "red",
+    "timeout": "red",
+    "unsupported": "yellow",
+    "cancelled": "yellow",
+    "preempted": "yellow",
+    "node_fail": "red",
+}
 
 
 def _fmt(value: Any) -> str:

@@ -118,23 +118,37 @@ def run(
     tags = {"group": group, "repetition": repetition}
     reason = preflight(image, req)
     if reason is not None:
-        # Nothing to launch: validate the request all the same, then record why it cannot run here.
-        local = LocalLauncher(paths)
-        spec = plan(req, paths, local, image).model_copy(update=tags)
-        run_dir = paths.runs / spec.run_id
-        run_dir.mkdir(parents=True)
-        (run_dir / "spec.json").write_text(spec.model_dump_json(indent=1) + "\n")
-        now = datetime.now(UTC)
-        info = LaunchInfo(
-            launcher="preflight", host=socket.gethostname(), image_ref=image.name, lock_hash=image.lock_hash
-        )
-        result = failed_result(spec, "unsupported", reason, now, info)
-        log(f"not launched: {reason}")
-        return keep(result, run_dir, paths, db)
+        return record_unsupported(req, paths, image, reason, log, group, repetition, db)
     launcher = select_launcher(req.launcher, image, paths, log)
     spec = plan(req, paths, launcher, image).model_copy(update=tags)
     launcher.prepare(image, log)
     return execute(image, spec, launcher, paths, req.timeout_s, on_line, db=db)
+
+
+def record_unsupported(
+    req: RunRequest,
+    paths: Paths,
+    image: ImageInfo,
+    reason: str,
+    log: LineSink,
+    group: str | None = None,
+    repetition: int | None = None,
+    db: Path | None = None,
+) -> RunResult:
+    """Nothing to launch: validate the request all the same, then record why it cannot run."""
+    spec = plan(req, paths, LocalLauncher(paths), image).model_copy(
+        update={"group": group, "repetition": repetition}
+    )
+    run_dir = paths.runs / spec.run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "spec.json").write_text(spec.model_dump_json(indent=1) + "\n")
+    now = datetime.now(UTC)
+    info = LaunchInfo(
+        launcher="preflight", host=socket.gethostname(), image_ref=image.name, lock_hash=image.lock_hash
+    )
+    result = failed_result(spec, "unsupported", reason, now, info)
+    log(f"not launched: {reason}")
+    return keep(result, run_dir, paths, db)
 
 
 def execute(

@@ -146,6 +146,27 @@ MIGRATIONS: list[str | Callable[[], str]] = [
     ALTER TABLE measurements ADD COLUMN valid BOOLEAN;
     ALTER TABLE measurements ADD COLUMN invalid_reason VARCHAR;
     """,
+    # 9: runs as scheduler jobs (Slurm): job id and node per run, and the registry of jobs submitted.
+    """
+    ALTER TABLE runs ADD COLUMN job_id VARCHAR;
+    ALTER TABLE runs ADD COLUMN node VARCHAR;
+    CREATE TABLE jobs (
+        run_id VARCHAR PRIMARY KEY,
+        job_id VARCHAR NOT NULL,
+        scheduler VARCHAR NOT NULL,
+        group_id VARCHAR,
+        image VARCHAR NOT NULL,
+        model VARCHAR NOT NULL,
+        run_dir VARCHAR NOT NULL,
+        submitted_at TIMESTAMPTZ NOT NULL,
+        state VARCHAR NOT NULL,
+        reason VARCHAR,
+        node VARCHAR,
+        updated_at TIMESTAMPTZ NOT NULL,
+        status VARCHAR,
+        stored_at TIMESTAMPTZ
+    );
+    """,
 ]
 
 
@@ -171,7 +192,7 @@ SELECT
     m.peak_device_mem_mb, m.energy_j_per_4096, m.energy_j_per_4096_net, m.avg_power_w, m.throttled,
     m.members AS ensemble_members,
     r.group_id, r.role, r.repetition, m.within_run_ci_rel, m.other_cpu_cores, m.noisy,
-    m.stable, r.status, r.message, r.launcher, r.image_digest, r.lock_hash, r.options
+    m.stable, r.status, r.message, r.launcher, r.job_id, r.node, r.image_digest, r.lock_hash, r.options
 FROM runs r LEFT JOIN measurements m USING (run_id)
 """
 
@@ -399,6 +420,8 @@ def run_row(result: RunResult, result_path: Path | None) -> dict[str, Any]:
         "cpu_model": fp.cpu_model if fp else None,
         "cpu_limit": fp.cpu_limit if fp else None,
         "exit_code": launch.exit_code if launch else None,
+        "job_id": launch.job_id if launch else None,
+        "node": launch.node if launch else None,
         "fingerprint": fp.model_dump_json() if fp else None,
         "result_path": str(result_path) if result_path else None,
     }

@@ -9,7 +9,8 @@ from pydantic import Field, model_validator
 
 from schemas.spec import RunSpec, Strict
 
-Status = Literal["ok", "error", "timeout", "unsupported"]
+# cancelled, preempted, node_fail: a scheduler (Slurm) ended the job before the runner reported.
+Status = Literal["ok", "error", "timeout", "unsupported", "cancelled", "preempted", "node_fail"]
 PHASES = ("import", "model_read", "compile", "first_inference")
 
 
@@ -179,8 +180,9 @@ class Fingerprint(Strict):
 class LaunchInfo(Strict):
     """Filled by the controller: how the runner was started."""
 
-    launcher: Literal["local", "docker", "preflight"] = Field(
-        description="preflight: the controller found the run impossible here and launched nothing"
+    launcher: Literal["local", "docker", "preflight", "slurm"] = Field(
+        description="preflight: the controller found the run impossible here and launched nothing; "
+        "slurm: the Slurm job ended without a runner result (a job that ran keeps its node's launcher)"
     )
     host: str | None = Field(None, description="host that launched the runner (a container has its own name)")
     image_ref: str
@@ -189,6 +191,8 @@ class LaunchInfo(Strict):
     exit_code: int | None = None
     wall_s: float | None = None
     stderr_tail: str | None = None
+    job_id: str | None = Field(None, description="the scheduler's job id (Slurm), where the run was a job")
+    node: str | None = Field(None, description="the scheduler's name of the node that ran the job")
 
 
 class RunResult(Strict):

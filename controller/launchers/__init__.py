@@ -19,6 +19,10 @@ def select_launcher(choice: str, image: ImageInfo, paths: Paths, log: LineSink) 
         launcher = docker_launcher.DockerLauncher.connect(paths)
         launcher.require_image(image)
         return launcher
+    if choice == "slurm":
+        raise BenchError(
+            "--launcher slurm submits `bench-ctl run` runs only; this runs here", "use local or docker"
+        )
     if choice != "auto":
         raise BenchError(f"unknown launcher {choice!r}", "valid: auto, local, docker")
     reason = docker_launcher.unavailable_reason(image, paths)
