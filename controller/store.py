@@ -14,7 +14,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -474,26 +474,46 @@ def variant(result: RunResult) -> str:
     return ",".join(f"{k}={v}" for k, v in options.model_dump().items() if defaults.get(k) != v)
 
 
+def measurement_row(run_id: str, m: Measurement) -> list[Any]:
+    values = {**m.model_dump(), **_measurement_extras(m)}
+    return [run_id, *(values[c] for c in MEASUREMENT_COLUMNS)]
+
+
 def ingest(con: duckdb.DuckDBPyConnection, result: RunResult, result_path: Path | None = None) -> None:
     """Store one validated result in one transaction; replaces an earlier copy of the run.
 
     A failure (full disk, corrupt file, interruption) rolls back and leaves the store as it was."""
-    row = run_row(result, result_path)
+    ingest_many(con, [(result, result_path)])
+
+
+def ingest_many(con: duckdb.DuckDBPyConnection, items: Sequence[tuple[RunResult, Path | None]]) -> None:
+    """Store many validated results in one transaction, replacing earlier copies of their runs:
+    all of them or, on a failure, none. The rows go in as two bulk inserts from data frames, which
+    is what makes importing thousands of results take seconds rather than minutes."""
+    if not items:
+        return
+    latest = {result.run_id: (result, path) for result, path in items}  # a run given twice: its last copy
+    runs = [run_row(result, path) for result, path in latest.values()]
+    measurements = [measurement_row(r.run_id, m) for r, _ in latest.values() for m in r.measurements]
+    import pandas  # here, not at the top: every bench-ctl command would pay for its import
+
+    run_cols = list(runs[0])
+    meas_cols = ["run_id", *MEASUREMENT_COLUMNS]
+    # dtype=object keeps Python values as they are (no NaN for a missing integer); DuckDB infers
+    # each column's type from the values and casts to the table's on insert.
+    run_frame = pandas.DataFrame([list(r.values()) for r in runs], columns=run_cols, dtype=object)
+    meas_frame = pandas.DataFrame(measurements, columns=meas_cols, dtype=object)
     con.execute("BEGIN")
     try:
-        con.execute("DELETE FROM measurements WHERE run_id = ?", [result.run_id])
-        con.execute("DELETE FROM runs WHERE run_id = ?", [result.run_id])
-        cols = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        con.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", list(row.values()))
-        mcols = ", ".join(["run_id", *MEASUREMENT_COLUMNS])
-        mmarks = ", ".join("?" for _ in range(len(MEASUREMENT_COLUMNS) + 1))
-        for m in result.measurements:
-            values = {**m.model_dump(), **_measurement_extras(m)}
-            con.execute(
-                f"INSERT INTO measurements ({mcols}) VALUES ({mmarks})",
-                [result.run_id, *(values[c] for c in MEASUREMENT_COLUMNS)],
-            )
+        con.register("_ingest_runs", run_frame)
+        con.register("_ingest_measurements", meas_frame)
+        con.execute("DELETE FROM measurements WHERE run_id IN (SELECT run_id FROM _ingest_runs)")
+        con.execute("DELETE FROM runs WHERE run_id IN (SELECT run_id FROM _ingest_runs)")
+        cols = ", ".join(run_cols)
+        con.execute(f"INSERT INTO runs ({cols}) SELECT {cols} FROM _ingest_runs")
+        if measurements:
+            mcols = ", ".join(meas_cols)
+            con.execute(f"INSERT INTO measurements ({mcols}) SELECT {mcols} FROM _ingest_measurements")
         con.execute("COMMIT")
     except BaseException as e:
         # The transaction may already be gone (a failed COMMIT on a full disk): the original error
@@ -503,12 +523,17 @@ def ingest(con: duckdb.DuckDBPyConnection, result: RunResult, result_path: Path 
         if isinstance(e, RuntimeError) and "interrupt" in str(e).lower():
             raise KeyboardInterrupt from None
         if isinstance(e, duckdb.Error):
+            what = f"run {items[0][0].run_id}" if len(latest) == 1 else f"{len(latest)} runs"
             raise BenchError(
-                f"cannot store run {result.run_id}: {first_line(e)}",
+                f"cannot store {what}: {first_line(e)}",
                 "free disk space or fix the store, then `bench-ctl ingest` the result again",
                 exit_code=1,
             ) from None
         raise
+    finally:
+        with contextlib.suppress(duckdb.Error):
+            con.unregister("_ingest_runs")
+            con.unregister("_ingest_measurements")
 
 
 def ensure_store(db: Path) -> None:
