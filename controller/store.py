@@ -495,7 +495,7 @@ def ingest_many(con: duckdb.DuckDBPyConnection, items: Sequence[tuple[RunResult,
     latest = {result.run_id: (result, path) for result, path in items}  # a run given twice: its last copy
     runs = [run_row(result, path) for result, path in latest.values()]
     measurements = [measurement_row(r.run_id, m) for r, _ in latest.values() for m in r.measurements]
-    import pandas  # here, not at the top: every bench-ctl command would pay for its import
+    import pandas  # type: ignore[import-untyped]  # here: every command would pay for its import
 
     run_cols = list(runs[0])
     meas_cols = ["run_id", *MEASUREMENT_COLUMNS]
