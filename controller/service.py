@@ -109,13 +109,14 @@ def run(
     db: Path | None = None,
     group: str | None = None,
     repetition: int | None = None,
+    cell: str | None = None,
 ) -> RunResult:
     """Plan, launch, validate, keep the raw JSON, ingest. Framework failures come back as results."""
     image = get_image(req.image)
     check_runnable(image)
     for m in req.models:
         model_store.read_manifest(paths, m)
-    tags = {"group": group, "repetition": repetition}
+    tags = {"group": group, "repetition": repetition, "cell": cell}
     reason = preflight(image, req)
     if reason is not None:
         # Nothing to launch: validate the request all the same, then record why it cannot run here.

@@ -146,6 +146,11 @@ MIGRATIONS: list[str | Callable[[], str]] = [
     ALTER TABLE measurements ADD COLUMN valid BOOLEAN;
     ALTER TABLE measurements ADD COLUMN invalid_reason VARCHAR;
     """,
+    # 9: sweeps: the plan cell a run measures (its spec, host and lock, hashed).
+    """
+    ALTER TABLE runs ADD COLUMN cell VARCHAR;
+    CREATE INDEX runs_cell ON runs (cell);
+    """,
 ]
 
 
@@ -170,7 +175,7 @@ SELECT
     r.max_abs_err, r.rel_err, r.top1_agreement, r.top5_agreement, r.precision,
     m.peak_device_mem_mb, m.energy_j_per_4096, m.energy_j_per_4096_net, m.avg_power_w, m.throttled,
     m.members AS ensemble_members,
-    r.group_id, r.role, r.repetition, m.within_run_ci_rel, m.other_cpu_cores, m.noisy,
+    r.group_id, r.role, r.repetition, r.cell, m.within_run_ci_rel, m.other_cpu_cores, m.noisy,
     m.stable, r.status, r.message, r.launcher, r.image_digest, r.lock_hash, r.options
 FROM runs r LEFT JOIN measurements m USING (run_id)
 """
@@ -381,6 +386,7 @@ def run_row(result: RunResult, result_path: Path | None) -> dict[str, Any]:
         "group_id": spec.group,
         "repetition": spec.repetition,
         "role": spec.role,
+        "cell": spec.cell,
         "policy": spec.policy.model_dump_json(),
         "scenario": spec.scenario.name,
         "scenario_options": spec.scenario.model_dump_json(),
