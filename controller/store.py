@@ -637,6 +637,33 @@ def read(db: Path, sql: str, params: list[Any] | None = None) -> tuple[list[str]
         return cols, rows
 
 
+def run_ids_where(db: Path, where: str | None) -> list[str]:
+    """The runs whose `results` rows match a user's SQL condition (all runs without one), found on
+    the sandboxed read connection: a condition can read the store and nothing else."""
+    sql = "SELECT DISTINCT run_id FROM results" + (f" WHERE ({where})" if where else "") + " ORDER BY run_id"
+    example = "e.g. --where \"model = 'resnet50' AND batch_size >= 8\" (columns of the results view)"
+    if where is not None and not where.strip():
+        raise BenchError("--where is empty", example)
+    try:
+        if where is not None:
+            check_read_only(sql)
+            parser = duckdb.connect(":memory:")
+            try:
+                if len(parser.extract_statements(sql)) != 1:
+                    raise BenchError("more than one statement", example)
+            finally:
+                parser.close()
+        _, rows = read(db, sql)
+    except BenchError as e:
+        if where is None or e.message.startswith("no result database"):
+            raise
+        what = e.message.removeprefix("SQL error: ")
+        raise BenchError(
+            f"--where {where!r} is not a condition over the results view: {what}", example
+        ) from None
+    return [str(r[0]) for r in rows]
+
+
 def dumps_default(value: Any) -> Any:
     """JSON encoder fallback for query rows (timestamps, decimals)."""
     if hasattr(value, "isoformat"):
