@@ -2,24 +2,40 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import re
 import signal
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
 
+from controller import (
+    cli_fleet,
+    cli_store,
+    cli_sweep,
+    comparison,
+    fleet,
+    ingestion,
+    planning,
+    render,
+    service,
+    store,
+)
 from controller import colocate as colocate_service
-from controller import comparison, fleet, ingestion, planning, render, service, store
 from controller import models as model_store
+from controller.console import (
+    DbOpt,
+    JsonOpt,
+    build_line,
+    err,
+    handles_errors,
+    info,
+    out,
+    runner_line,
+)
 from controller.errors import BenchError, Terminated
 from controller.launchers.slurm import SlurmOptions
 from controller.paths import Paths
@@ -33,72 +49,12 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 images_app = typer.Typer(no_args_is_help=True, help="The image catalog: list and build images.")
-fleet_app = typer.Typer(
-    no_args_is_help=True,
-    help="Runs submitted to Slurm (--launcher slurm): their jobs, and results stored late.",
-)
 models_app = typer.Typer(no_args_is_help=True, help="The model store: export, add, list and remove models.")
 app.add_typer(images_app, name="images")
 app.add_typer(models_app, name="models")
-app.add_typer(fleet_app, name="fleet")
-
-# Off a terminal (pipes, CI logs) rich would wrap tables at 80 columns.
-# emoji=False: a message such as `core.cpp:100:` must not print as an emoji.
-out = Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, emoji=False, width=None if sys.stderr.isatty() else 160)
-
-DbOpt = Annotated[
-    Path | None, typer.Option("--db", help="result database (default: results.duckdb, or $BENCH_DB)")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON instead of a table")]
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def handles_errors(fn: F) -> F:
-    """Turn BenchError into one line on stderr and its exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except BenchError as e:
-            err.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
-            raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt as e:
-            signum = e.signum if isinstance(e, Terminated) else signal.SIGINT
-            err.print(f"[red]interrupted[/] ({signal.Signals(signum).name})")
-            raise typer.Exit(128 + signum) from None
-        except (typer.Exit, typer.Abort, SystemExit):
-            raise
-        except Exception as e:  # a bug of ours: one line for the user, the traceback on demand
-            if os.environ.get("BENCH_DEBUG"):
-                raise
-            first = str(e).splitlines()[0] if str(e) else ""
-            err.print(
-                f"[red]error:[/] internal error: {escape(type(e).__name__)}: {escape(first)}"
-                " (hint: rerun with BENCH_DEBUG=1 for the traceback, and report it)",
-                soft_wrap=True,
-            )
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def info(msg: str) -> None:
-    err.print(f"[cyan]{escape(msg)}[/]", soft_wrap=True)
-
-
-def runner_line(line: str) -> None:
-    """Progress of a runner or exporter: its own tagged lines. Everything else it prints
-    (framework warnings, tracebacks) stays in the run's log file."""
-    if line.startswith(("[runner]", "[export]")):
-        err.print(f"[dim]  {escape(line)}[/]", soft_wrap=True)
-
-
-def build_line(line: str) -> None:
-    err.print(f"[dim]  {escape(line)}[/]", soft_wrap=True)
-
+app.add_typer(cli_sweep.commands)
+app.add_typer(cli_store.commands)
+app.add_typer(cli_fleet.commands, name="fleet")
 
 # Batch sizes when -b is not given: a server pads formed groups up to the next size, so it wants
 # close steps; a single stream sends one sample; a multi-stream query holds 8 by default.
@@ -626,44 +582,6 @@ def models_list(as_json: JsonOpt = False) -> None:
         print(json.dumps([e.model_dump() for e in entries], indent=1))
     else:
         render.models(out, entries)
-
-
-@fleet_app.command("status")
-@handles_errors
-def fleet_status(
-    everything: Annotated[
-        bool, typer.Option("--all", help="also the jobs whose results are stored (default: open jobs only)")
-    ] = False,
-    db: DbOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Jobs submitted with --launcher slurm: Slurm's state now, reason, node, and the stored status."""
-    listed = fleet.status(Paths.from_env(db), everything)
-    if as_json:
-        print(json.dumps([j.model_dump(mode="json") for j in listed], indent=1))
-        return
-    cols = ["job_id", "run_id", "image", "model", "state", "reason", "node", "status"]
-    render.table(out, cols, [[getattr(j, c) for c in cols] for j in listed])
-
-
-@fleet_app.command("sync")
-@handles_errors
-def fleet_sync(
-    wait: Annotated[
-        bool, typer.Option("--wait", help="follow the open jobs until every one has ended")
-    ] = False,
-    db: DbOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Store the results of jobs that ended while no bench-ctl followed them (each result once)."""
-    report = fleet.sync(Paths.from_env(db), info, wait=wait)
-    if as_json:
-        lean = {"stored": {"__all__": {"measurements": {"__all__": {"latencies_ms"}}}}}
-        print(report.model_dump_json(indent=1, exclude=lean))
-        return
-    if report.stored:
-        render.run_lines(out, report.stored)
-    out.print(f"stored {len(report.stored)} result(s); {len(report.waiting)} job(s) still queued or running")
 
 
 def _terminate(signum: int, _frame: object) -> None:

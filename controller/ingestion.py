@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -42,25 +44,58 @@ def _load_error(e: Exception) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
+CHUNK_FILES = 500  # results stored per transaction
+CHUNK_BYTES = 256 * 2**20  # ... or fewer, when their files are large (latency arrays)
+
+
+def _chunks(files: list[Path]) -> Iterator[list[Path]]:
+    chunk: list[Path] = []
+    size = 0
+    for f in files:
+        try:
+            n = f.stat().st_size
+        except OSError:
+            n = 0
+        if chunk and (len(chunk) >= CHUNK_FILES or size + n > CHUNK_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(f)
+        size += n
+    if chunk:
+        yield chunk
+
+
 def ingest_paths(targets: list[Path], db: Path) -> IngestReport:
     """Validate and store result files (or every result.json under given folders).
 
-    Each file is its own transaction: a bad file is reported and skipped, the others are stored."""
+    Files are stored in chunks, one transaction each; a chunk that fails to store is stored again
+    file by file, so a bad file is reported and skipped and the others are stored."""
     files, failed = _result_files(targets)
     if not files and not failed:
         raise BenchError("no result.json found in the given paths", "results live under .bench/runs/RUN_ID/")
     ok: list[str] = []
-    results = []
-    for f in files:
-        try:
-            results.append((load_result(f), f))
-        except (ValidationError, ValueError, OSError, RecursionError) as e:
-            failed[str(f)] = _load_error(e)
-    if results:
-        with store.connect(db) as con:
+    with contextlib.ExitStack() as stack:
+        con = None  # the store is opened (created) only once there is something to store
+        for chunk in _chunks(files):
+            results = []
+            for f in chunk:
+                try:
+                    results.append((load_result(f), f.resolve()))
+                except (ValidationError, ValueError, OSError, RecursionError) as e:
+                    failed[str(f)] = _load_error(e)
+            if not results:
+                continue
+            if con is None:
+                con = stack.enter_context(store.connect(db))
+            try:
+                store.ingest_many(con, results)
+                ok.extend(r.run_id for r, _ in results)
+                continue
+            except BenchError:
+                pass
             for result, f in results:
                 try:
-                    store.ingest(con, result, f.resolve())
+                    store.ingest(con, result, f)
                     ok.append(result.run_id)
                 except BenchError as e:
                     failed[str(f)] = e.message

@@ -109,16 +109,17 @@ def run(
     db: Path | None = None,
     group: str | None = None,
     repetition: int | None = None,
+    cell: str | None = None,
 ) -> RunResult:
     """Plan, launch, validate, keep the raw JSON, ingest. Framework failures come back as results."""
     image = get_image(req.image)
     check_runnable(image)
     for m in req.models:
         model_store.read_manifest(paths, m)
-    tags = {"group": group, "repetition": repetition}
+    tags = {"group": group, "repetition": repetition, "cell": cell}
     reason = preflight(image, req)
     if reason is not None:
-        return record_unsupported(req, paths, image, reason, log, group, repetition, db)
+        return record_unsupported(req, paths, image, reason, log, group, repetition, db, cell)
     launcher = select_launcher(req.launcher, image, paths, log)
     spec = plan(req, paths, launcher, image).model_copy(update=tags)
     launcher.prepare(image, log)
@@ -134,10 +135,11 @@ def record_unsupported(
     group: str | None = None,
     repetition: int | None = None,
     db: Path | None = None,
+    cell: str | None = None,
 ) -> RunResult:
     """Nothing to launch: validate the request all the same, then record why it cannot run."""
     spec = plan(req, paths, LocalLauncher(paths), image).model_copy(
-        update={"group": group, "repetition": repetition}
+        update={"group": group, "repetition": repetition, "cell": cell}
     )
     run_dir = paths.runs / spec.run_id
     run_dir.mkdir(parents=True)

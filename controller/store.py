@@ -14,7 +14,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -146,7 +146,12 @@ MIGRATIONS: list[str | Callable[[], str]] = [
     ALTER TABLE measurements ADD COLUMN valid BOOLEAN;
     ALTER TABLE measurements ADD COLUMN invalid_reason VARCHAR;
     """,
-    # 9: runs as scheduler jobs (Slurm): job id and node per run, and the registry of jobs submitted.
+    # 9: sweeps: the plan cell a run measures (its spec, host and lock, hashed).
+    """
+    ALTER TABLE runs ADD COLUMN cell VARCHAR;
+    CREATE INDEX runs_cell ON runs (cell);
+    """,
+    # 10: runs as scheduler jobs (Slurm): job id and node per run, and the registry of jobs submitted.
     """
     ALTER TABLE runs ADD COLUMN job_id VARCHAR;
     ALTER TABLE runs ADD COLUMN node VARCHAR;
@@ -191,7 +196,7 @@ SELECT
     r.max_abs_err, r.rel_err, r.top1_agreement, r.top5_agreement, r.precision,
     m.peak_device_mem_mb, m.energy_j_per_4096, m.energy_j_per_4096_net, m.avg_power_w, m.throttled,
     m.members AS ensemble_members,
-    r.group_id, r.role, r.repetition, m.within_run_ci_rel, m.other_cpu_cores, m.noisy,
+    r.group_id, r.role, r.repetition, r.cell, m.within_run_ci_rel, m.other_cpu_cores, m.noisy,
     m.stable, r.status, r.message, r.launcher, r.job_id, r.node, r.image_digest, r.lock_hash, r.options
 FROM runs r LEFT JOIN measurements m USING (run_id)
 """
@@ -402,6 +407,7 @@ def run_row(result: RunResult, result_path: Path | None) -> dict[str, Any]:
         "group_id": spec.group,
         "repetition": spec.repetition,
         "role": spec.role,
+        "cell": spec.cell,
         "policy": spec.policy.model_dump_json(),
         "scenario": spec.scenario.name,
         "scenario_options": spec.scenario.model_dump_json(),
@@ -497,26 +503,46 @@ def variant(result: RunResult) -> str:
     return ",".join(f"{k}={v}" for k, v in options.model_dump().items() if defaults.get(k) != v)
 
 
+def measurement_row(run_id: str, m: Measurement) -> list[Any]:
+    values = {**m.model_dump(), **_measurement_extras(m)}
+    return [run_id, *(values[c] for c in MEASUREMENT_COLUMNS)]
+
+
 def ingest(con: duckdb.DuckDBPyConnection, result: RunResult, result_path: Path | None = None) -> None:
     """Store one validated result in one transaction; replaces an earlier copy of the run.
 
     A failure (full disk, corrupt file, interruption) rolls back and leaves the store as it was."""
-    row = run_row(result, result_path)
+    ingest_many(con, [(result, result_path)])
+
+
+def ingest_many(con: duckdb.DuckDBPyConnection, items: Sequence[tuple[RunResult, Path | None]]) -> None:
+    """Store many validated results in one transaction, replacing earlier copies of their runs:
+    all of them or, on a failure, none. The rows go in as two bulk inserts from data frames, which
+    is what makes importing thousands of results take seconds rather than minutes."""
+    if not items:
+        return
+    latest = {result.run_id: (result, path) for result, path in items}  # a run given twice: its last copy
+    runs = [run_row(result, path) for result, path in latest.values()]
+    measurements = [measurement_row(r.run_id, m) for r, _ in latest.values() for m in r.measurements]
+    import pandas  # type: ignore[import-untyped]  # here: every command would pay for its import
+
+    run_cols = list(runs[0])
+    meas_cols = ["run_id", *MEASUREMENT_COLUMNS]
+    # dtype=object keeps Python values as they are (no NaN for a missing integer); DuckDB infers
+    # each column's type from the values and casts to the table's on insert.
+    run_frame = pandas.DataFrame([list(r.values()) for r in runs], columns=run_cols, dtype=object)
+    meas_frame = pandas.DataFrame(measurements, columns=meas_cols, dtype=object)
     con.execute("BEGIN")
     try:
-        con.execute("DELETE FROM measurements WHERE run_id = ?", [result.run_id])
-        con.execute("DELETE FROM runs WHERE run_id = ?", [result.run_id])
-        cols = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        con.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", list(row.values()))
-        mcols = ", ".join(["run_id", *MEASUREMENT_COLUMNS])
-        mmarks = ", ".join("?" for _ in range(len(MEASUREMENT_COLUMNS) + 1))
-        for m in result.measurements:
-            values = {**m.model_dump(), **_measurement_extras(m)}
-            con.execute(
-                f"INSERT INTO measurements ({mcols}) VALUES ({mmarks})",
-                [result.run_id, *(values[c] for c in MEASUREMENT_COLUMNS)],
-            )
+        con.register("_ingest_runs", run_frame)
+        con.register("_ingest_measurements", meas_frame)
+        con.execute("DELETE FROM measurements WHERE run_id IN (SELECT run_id FROM _ingest_runs)")
+        con.execute("DELETE FROM runs WHERE run_id IN (SELECT run_id FROM _ingest_runs)")
+        cols = ", ".join(run_cols)
+        con.execute(f"INSERT INTO runs ({cols}) SELECT {cols} FROM _ingest_runs")
+        if measurements:
+            mcols = ", ".join(meas_cols)
+            con.execute(f"INSERT INTO measurements ({mcols}) SELECT {mcols} FROM _ingest_measurements")
         con.execute("COMMIT")
     except BaseException as e:
         # The transaction may already be gone (a failed COMMIT on a full disk): the original error
@@ -526,12 +552,17 @@ def ingest(con: duckdb.DuckDBPyConnection, result: RunResult, result_path: Path 
         if isinstance(e, RuntimeError) and "interrupt" in str(e).lower():
             raise KeyboardInterrupt from None
         if isinstance(e, duckdb.Error):
+            what = f"run {items[0][0].run_id}" if len(latest) == 1 else f"{len(latest)} runs"
             raise BenchError(
-                f"cannot store run {result.run_id}: {first_line(e)}",
+                f"cannot store {what}: {first_line(e)}",
                 "free disk space or fix the store, then `bench-ctl ingest` the result again",
                 exit_code=1,
             ) from None
         raise
+    finally:
+        with contextlib.suppress(duckdb.Error):
+            con.unregister("_ingest_runs")
+            con.unregister("_ingest_measurements")
 
 
 def ensure_store(db: Path) -> None:
@@ -627,6 +658,33 @@ def read(db: Path, sql: str, params: list[Any] | None = None) -> tuple[list[str]
                 'columns of the results view: `bench-ctl query "DESCRIBE results"`',
             ) from None
         return cols, rows
+
+
+def run_ids_where(db: Path, where: str | None) -> list[str]:
+    """The runs whose `results` rows match a user's SQL condition (all runs without one), found on
+    the sandboxed read connection: a condition can read the store and nothing else."""
+    sql = "SELECT DISTINCT run_id FROM results" + (f" WHERE ({where})" if where else "") + " ORDER BY run_id"
+    example = "e.g. --where \"model = 'resnet50' AND batch_size >= 8\" (columns of the results view)"
+    if where is not None and not where.strip():
+        raise BenchError("--where is empty", example)
+    try:
+        if where is not None:
+            check_read_only(sql)
+            parser = duckdb.connect(":memory:")
+            try:
+                if len(parser.extract_statements(sql)) != 1:
+                    raise BenchError("more than one statement", example)
+            finally:
+                parser.close()
+        _, rows = read(db, sql)
+    except BenchError as e:
+        if where is None or e.message.startswith("no result database"):
+            raise
+        what = e.message.removeprefix("SQL error: ")
+        raise BenchError(
+            f"--where {where!r} is not a condition over the results view: {what}", example
+        ) from None
+    return [str(r[0]) for r in rows]
 
 
 def dumps_default(value: Any) -> Any:

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.manifest import ModelManifest
+from schemas.plan import Plan
 from schemas.result import RunResult
 from schemas.spec import RunSpec
 
@@ -17,6 +18,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "run_spec.schema.json": RunSpec,
     "run_result.schema.json": RunResult,
     "model_manifest.schema.json": ModelManifest,
+    "plan.schema.json": Plan,
 }
 
 

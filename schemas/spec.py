@@ -311,6 +311,9 @@ class RunSpec(Strict):
     )
     repetition: int | None = Field(None, ge=1, description="which repetition of its configuration (1-based)")
     role: Literal["alone", "colocated"] | None = None
+    cell: str | None = Field(
+        None, pattern=r"^[0-9a-f]{8,64}$", description="the sweep cell this run measures (bench-ctl sweep)"
+    )
     scenario: Scenario = Field(
         default_factory=OfflineScenario, description="how queries reach the runner (MLPerf's scenarios)"
     )

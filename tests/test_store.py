@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from controller import store
 from controller.errors import BenchError
+from schemas import GpuTelemetry
 
 RESULTS_COLUMNS = [
     "run_id",
@@ -247,3 +249,71 @@ def test_every_view_column_is_documented(bench: Any, make_result: Any, view: str
     cols, _ = store.query(bench.db, f"SELECT * FROM {view} LIMIT 0")
     missing = [c for c in cols if f"`{c}`" not in doc]
     assert not missing, f"columns of {view} missing from docs/results.md: {missing}"
+
+
+def _stored(db: Path, table: str, run_id: str) -> list[dict[str, Any]]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        order = "batch_size" if table == "measurements" else "run_id"
+        cur = con.execute(f"SELECT * FROM {table} WHERE run_id = ? ORDER BY {order}", [run_id])
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+    finally:
+        con.close()
+
+
+def _same(stored: Any, given: Any) -> bool:
+    """A stored value equals the value handed to the store (JSON compared as parsed)."""
+    if stored == given:
+        return True
+    if isinstance(given, str) and isinstance(stored, str):
+        try:
+            return bool(json.loads(stored) == json.loads(given))
+        except json.JSONDecodeError:
+            return False
+    return False
+
+
+def test_bulk_ingest_stores_exactly_the_rows(bench: Any, make_result: Any) -> None:
+    """The bulk path (data frames) keeps every value as given: integers stay integers, NULLs stay
+    NULL, timestamps keep their zone, lists and JSON survive, across runs that differ in which
+    columns they fill."""
+    gpu = GpuTelemetry(
+        device_index=0, name="H100", samples=9, duration_s=1.0, peak_process_mem_mb=812.0, energy_j=3.5
+    )
+    ok = make_result(batch_sizes=(1, 8), repetition=3, within_rel=0.01)
+    with_gpu = ok.model_copy(
+        update={"measurements": [m.model_copy(update={"gpu": gpu}) for m in ok.measurements]}
+    )
+    results = [*(make_result() for _ in range(3)), with_gpu, make_result(status="error"), make_result()]
+    with store.connect(bench.db) as con:
+        store.ingest_many(con, [(r, Path("/r") / r.run_id) for r in results])
+    for r in results:
+        row = _stored(bench.db, "runs", r.run_id)
+        assert len(row) == 1
+        expected = store.run_row(r, Path("/r") / r.run_id)
+        for k, v in expected.items():
+            assert _same(row[0][k], v), (r.run_id, k, row[0][k], v)
+        rows = _stored(bench.db, "measurements", r.run_id)
+        assert len(rows) == len(r.measurements)
+        for stored, m in zip(rows, sorted(r.measurements, key=lambda m: m.batch_size), strict=True):
+            values = store.measurement_row(r.run_id, m)
+            for k, v in zip(["run_id", *store.MEASUREMENT_COLUMNS], values, strict=True):
+                assert _same(stored[k], v), (r.run_id, k, stored[k], v)
+
+
+def test_bulk_ingest_is_all_or_nothing(bench: Any, make_result: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = make_result()
+    ingest(bench.db, first)
+    batch = [(make_result(), None) for _ in range(5)]
+    real = store.measurement_row
+
+    def broken(run_id: str, m: Any) -> list[Any]:
+        row = real(run_id, m)
+        row[1] = "not a batch size"  # a value the table refuses
+        return row
+
+    monkeypatch.setattr(store, "measurement_row", broken)
+    with store.connect(bench.db) as con, pytest.raises(BenchError, match="cannot store 5 runs"):
+        store.ingest_many(con, batch)
+    assert count(bench.db, "runs") == 1 and count(bench.db, "measurements") == len(first.measurements)

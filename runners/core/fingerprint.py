@@ -80,7 +80,7 @@ def cpu_limit() -> float | None:
     return min(limits) if limits else None
 
 
-def _memory_total_mb() -> float:
+def memory_total_mb() -> float:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
@@ -138,7 +138,7 @@ def collect(framework: str, framework_version: str, gpus: list[dict[str, str]] |
         cpu_flags=flags,
         cpu_count=os.cpu_count() or 1,
         cpu_limit=cpu_limit(),
-        memory_total_mb=_memory_total_mb(),
+        memory_total_mb=memory_total_mb(),
         framework=framework,
         framework_version=framework_version,
         packages=packages(),

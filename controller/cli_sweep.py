@@ -1,0 +1,213 @@
+"""`bench-ctl sweep` and `bench-ctl rerun`: measure a plan's matrix, resumably, or repeat runs here."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from controller import render, sweep
+from controller.console import DbOpt, JsonOpt, err, handles_errors, info, out, runner_line
+from controller.errors import BenchError
+from controller.paths import Paths
+from schemas import RunResult
+
+commands = typer.Typer()
+
+FAILED = ("error", "timeout")  # unsupported is an answer about the host, not a failure
+
+
+def duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def check_launcher(launcher: str) -> str:
+    if launcher not in ("auto", "local", "docker"):
+        raise BenchError(f"unknown launcher {launcher!r}", "valid: auto, local, docker")
+    return launcher
+
+
+def _listing(sp: sweep.SweepPlan) -> tuple[Table, list[str]]:
+    """The cells as a table, and the reasons (unsupported, failed) its notes [n] point to."""
+    reasons: list[str] = []
+    t = Table("#", "runs", "image", "model", "batch sizes", "scenario", "options", "here", "est.")
+    for d in sp.due:
+        c = d.cell
+        style = "green" if d.why == "done" else ("yellow" if "unsupported" in d.why else "white")
+        if d.why.startswith("failed"):
+            style = "red"
+        note = ""
+        if d.reason:
+            if d.reason not in reasons:
+                reasons.append(d.reason)
+            note = f" [{reasons.index(d.reason) + 1}]"
+        t.add_row(
+            str(c.index),
+            str(c.runs_index),
+            c.image.name,
+            c.request.model.replace(",", "+"),
+            ",".join(str(b) for b in c.request.batch_sizes),
+            c.request.scenario,
+            escape(c.options),
+            f"[{style}]{escape(d.why + note)}[/]",
+            duration(d.estimate_s) if d.estimate_s else "",
+        )
+    return t, reasons
+
+
+def _headline(sp: sweep.SweepPlan) -> str:
+    cells = len(sp.cells)
+    to_record = [d for d in sp.due if d.runs and d.cell.unsupported]
+    measure = [d for d in sp.due if d.runs and not d.cell.unsupported]
+    parts = [
+        f"plan {sp.plan.name}: {cells} cells",
+        f"{sp.cells_done} of {cells} already done on this host ({sp.host.hostname}, identity {sp.host.key})",
+        f"{len(measure)} to measure: {sum(d.runs for d in measure)} runs, about {duration(sp.estimate_s)}",
+    ]
+    if to_record:
+        parts.append(f"{len(to_record)} unsupported here (recorded once, not measured)")
+    return "; ".join(parts)
+
+
+@commands.command("sweep")
+@handles_errors
+def sweep_command(
+    plan: Annotated[Path, typer.Argument(help="plan file (TOML), e.g. plans/smoke.toml")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="list the cells, what is due here and the estimate; run nothing")
+    ] = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="run again the cells whose last run failed here")
+    ] = False,
+    launcher: Annotated[str, typer.Option("--launcher", help="auto | local | docker")] = "auto",
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the cells of PLAN that are not yet done on this host, with a progress bar and ETA.
+
+    A cell is one configuration (image, model or ensemble, options, batch sizes, scenario), run
+    `repetitions` times in rounds so candidates are measured side by side. Done-ness is kept in the
+    store per cell, host identity and image lock: after an interruption the same command runs only
+    what is missing, and new hardware or a new lock makes every cell due again. Cells this host
+    cannot run (a GPU image without a GPU) are recorded once as unsupported.
+    """
+    check_launcher(launcher)
+    paths = Paths.from_env(db)
+    sp = sweep.prepare(plan, paths, retry_failed, dry_run)
+    if dry_run:
+        if as_json:
+            print(json.dumps(_dry_json(sp), indent=1))
+            return
+        table, reasons = _listing(sp)
+        out.print(table)
+        for i, reason in enumerate(reasons, 1):
+            out.print(f"[{i}] {escape(reason)}", soft_wrap=True)
+        if sp.missing_models:
+            out.print(f"models to export first: {', '.join(sp.missing_models)}")
+        out.print(_headline(sp), soft_wrap=True)
+        return
+    info(_headline(sp))
+    sweep.export_missing(sp, paths, info, runner_line)
+    if sp.missing_models:  # now exported: check the cells against the models themselves
+        sp = sweep.prepare(plan, paths, retry_failed, dry_run=False)
+    results = _run_with_progress(sp, paths, launcher)
+    failed = [r for r in results if r.status in FAILED]
+    if as_json:
+        lean = {"measurements": {"__all__": {"latencies_ms"}}}
+        print(json.dumps([json.loads(r.model_dump_json(exclude=lean)) for r in results], indent=1))
+    else:
+        render.run_lines(out, results)
+        left = sum(1 for d in sp.due if d.runs == 0 and d.state.failed)
+        out.print(
+            f"sweep {sp.plan.name}: {len(results)} runs made, {len(failed)} failed"
+            + (f"; {left} cells failed earlier and were skipped (--retry-failed)" if left else "")
+            + "; answers: bench-ctl compare --model MODEL, or SQL over the `summary` view",
+            soft_wrap=True,
+        )
+    if failed:
+        raise typer.Exit(1)
+
+
+def _run_with_progress(sp: sweep.SweepPlan, paths: Paths, launcher: str) -> list[RunResult]:
+    if not sp.runs_due:
+        return []
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    started = time.monotonic()
+    with Progress(*columns, console=err, transient=False) as progress:
+        task = progress.add_task("sweep", total=sp.runs_due)
+
+        def done(d: sweep.Due, r: RunResult) -> None:
+            took = time.monotonic() - started
+            progress.advance(task)
+            progress.console.print(
+                f"[dim]cell {d.cell.index}/{len(sp.cells)} {escape(d.cell.label)}: {r.status}"
+                f" ({duration(took)} into the sweep)[/]",
+                soft_wrap=True,
+            )
+
+        said: set[str] = set()
+
+        def log(line: str) -> None:  # the launcher each image gets: said once, not per run
+            if line.startswith("launcher:"):
+                if line in said:
+                    return
+                said.add(line)
+            info(line)
+
+        outcome = sweep.run(sp, paths, launcher, log, runner_line, on_result=done)
+    return outcome.results
+
+
+def _dry_json(sp: sweep.SweepPlan) -> dict[str, object]:
+    return {
+        "plan": sp.plan.name,
+        "host": sp.host.model_dump() | {"key": sp.host.key},
+        "missing_models": sp.missing_models,
+        "runs_due": sp.runs_due,
+        "estimate_s": round(sp.estimate_s, 1),
+        "cells": [
+            {
+                "index": d.cell.index,
+                "runs_table": d.cell.runs_index,
+                "key": d.cell.key,
+                "image": d.cell.image.name,
+                "model": d.cell.request.model,
+                "ensemble": d.cell.request.ensemble,
+                "batch_sizes": d.cell.request.batch_sizes,
+                "scenario": d.cell.request.scenario,
+                "options": d.cell.options,
+                "repetitions": d.cell.repetitions,
+                "done_ok": d.state.ok,
+                "runs_due": d.runs,
+                "state": d.why,
+                "reason": d.reason,
+                "estimate_s": round(d.estimate_s, 1),
+            }
+            for d in sp.due
+        ],
+    }

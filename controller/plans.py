@@ -1,0 +1,203 @@
+"""Plans: a TOML matrix of runs, read, checked and expanded into cells before anything runs.
+
+A cell is one configuration (one image, one model or ensemble, one combination of options, its
+batch sizes and scenario): what one `bench-ctl run` of one image measures, `repetitions` times.
+Its key hashes what it measures together with this host's identity and the image's lock, so a
+sweep can tell which cells are done here and which are due (new hardware or a new lock: all)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from controller import models as model_store
+from controller import planning
+from controller.catalog import ImageInfo, get_image
+from controller.errors import BenchError
+from controller.launchers.local import LocalLauncher
+from controller.paths import Paths
+from schemas.plan import Plan, PlanRuns
+
+# Sets that say how many runs a cell gets, not what a run measures: kept out of the cell's key.
+NOT_IN_KEY = ("policy.repetitions", "policy.target_ci", "policy.max_repetitions")
+MAX_CELLS = 5000
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One configuration of a plan, ready to run here."""
+
+    index: int  # 1-based position in the plan
+    runs_index: int  # which [[runs]] table it came from (1-based)
+    request: planning.RunRequest  # one image, one model (or ensemble), one option combination
+    image: ImageInfo
+    repetitions: int
+    key: str
+    unsupported: str | None  # why this host cannot run it, or None
+
+    @property
+    def options(self) -> str:
+        """The options that make this cell differ from its neighbours, as `k=v` pairs."""
+        return " ".join(s for s in self.request.sets if not s.startswith("policy."))
+
+    @property
+    def label(self) -> str:
+        model = self.request.model.replace(",", "+") if self.request.ensemble else self.request.model
+        return " ".join(x for x in (self.image.name, model, self.options) if x)
+
+
+def _value(v: object) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def load(path: Path) -> Plan:
+    """Read and validate a plan file; one line with a hint on any problem."""
+    where = str(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise BenchError(f"no plan file {where}", "plans live under plans/, e.g. plans/smoke.toml") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BenchError(f"cannot read plan {where}: {e}", "give a TOML plan file") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise BenchError(f"plan {where} is not TOML: {e}", "see plans/smoke.toml for the format") from None
+    try:
+        return Plan.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            in_runs = len(err["loc"]) > 1 and err["loc"][0] == "runs"
+            keys = PlanRuns.model_fields if in_runs else Plan.model_fields
+            raise BenchError(
+                f"plan {where}: unknown key {loc}",
+                f"keys of {'[[runs]]' if in_runs else 'a plan'}: {', '.join(keys)}",
+            ) from None
+        raise BenchError(
+            f"plan {where}: {loc}: {msg}" if loc else f"plan {where}: {msg}",
+            "see plans/smoke.toml for the format",
+        ) from None
+
+
+def requests_of(plan: Plan) -> list[tuple[int, planning.RunRequest, int]]:
+    """Each [[runs]] table as one request per image and model (or ensemble), with its repetitions;
+    sweeps are not expanded yet."""
+    out = []
+    for i, runs in enumerate(plan.runs, 1):
+        sets = [f"{k}={_value(v)}" for k, v in runs.set.items()]
+        given = {s.partition("=")[0] for s in sets}
+        sets += [f"policy.{k}={_value(v)}" for k, v in plan.policy.items() if f"policy.{k}" not in given]
+        sweeps = [f"{k}={','.join(_value(v) for v in values)}" for k, values in runs.sweep.items()]
+        targets = [(m, False) for m in runs.models] + [(",".join(e), True) for e in runs.ensembles]
+        # Model-major: the images (the candidates) of one model are neighbours, so a round of a
+        # sweep measures them one after another, as `run --image a,b` interleaves them.
+        for model, ensemble in targets:
+            for image in runs.images:
+                device = None if runs.device is None else ("cpu" if runs.device == "cpu" else "cuda:0")
+                req = planning.RunRequest(
+                    image=image,
+                    model=model,
+                    batch_sizes=runs.batch_sizes,
+                    device=device,
+                    sets=sets,
+                    sweeps=sweeps,
+                    ensemble=ensemble,
+                    timeout_s=runs.timeout_s,
+                    scenario=runs.scenario,
+                )
+                out.append((i, req, runs.repetitions or plan.repetitions))
+    return out
+
+
+def models_of(plan: Plan) -> list[str]:
+    """Every model the plan names, in order of first mention."""
+    names: dict[str, None] = {}
+    for runs in plan.runs:
+        for m in [*runs.models, *(x for e in runs.ensembles for x in e)]:
+            names.setdefault(m)
+    return list(names)
+
+
+def missing_models(plan: Plan, paths: Paths) -> list[str]:
+    """Models of the plan not in the store; refuses (one line) those that cannot be exported."""
+    missing = [m for m in models_of(plan) if not (paths.models / m / "manifest.json").exists()]
+    foreign = [m for m in missing if m not in model_store.KERAS_MODELS]
+    if foreign:
+        raise BenchError(
+            f"the plan names model {foreign[0]!r}, which is not in the store ({paths.models})",
+            "add it with `bench-ctl models add NAME FILE.onnx`, or export one of the study's models: "
+            + ", ".join(model_store.KERAS_MODELS),
+        )
+    return missing
+
+
+def cell_key(req: planning.RunRequest, image: ImageInfo, host_key: str) -> str:
+    """What the cell measures, where, with which locked packages: its identity across sweeps."""
+    what = {
+        "image": image.name,
+        "model": req.model,
+        "ensemble": req.ensemble,
+        "batch_sizes": req.batch_sizes,
+        "device": req.device or planning.default_device(image),
+        "scenario": req.scenario,
+        "sets": sorted(s for s in req.sets if s.partition("=")[0] not in NOT_IN_KEY),
+        "host": host_key,
+        "lock": image.lock_hash,
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def cells(plan: Plan, paths: Paths, host_key: str, check_models: bool = True) -> list[Cell]:
+    """The plan's cells in plan order, each checked as `bench-ctl run` would check it.
+
+    With `check_models` the models must be in the store (they are read and verified); without it
+    (a dry run before export) only the options, scenario and images are checked."""
+    out: list[Cell] = []
+    seen: dict[str, int] = {}
+    for runs_index, req, reps in requests_of(plan):
+        try:
+            image = get_image(req.image)
+            planning.check_runnable(image)
+            if check_models:
+                expanded = planning.validate(req, paths)
+            else:
+                expanded = planning.expand(req, image)
+                for r in expanded:
+                    planning.plan(r, paths, LocalLauncher(paths), image)
+        except BenchError as e:
+            raise BenchError(
+                f"[[runs]] #{runs_index} ({req.image}, {req.model}): {e.message}", e.hint
+            ) from None
+        for r in expanded:
+            key = cell_key(r, image, host_key)
+            if key in seen:
+                raise BenchError(
+                    f"[[runs]] #{runs_index} repeats a configuration of [[runs]] #{seen[key]}: "
+                    f"{r.image} {r.model}",
+                    "name each configuration once: raise `repetitions` to measure it more",
+                )
+            seen[key] = runs_index
+            out.append(
+                Cell(
+                    index=len(out) + 1,
+                    runs_index=runs_index,
+                    request=r,
+                    image=image,
+                    repetitions=reps,
+                    key=key,
+                    unsupported=planning.preflight(image, r),
+                )
+            )
+            if len(out) > MAX_CELLS:
+                raise BenchError(f"the plan has more than {MAX_CELLS:,} cells", "split it into smaller plans")
+    if not out:
+        raise BenchError("the plan has no cells", "give [[runs]] with images, models and batch_sizes")
+    return out

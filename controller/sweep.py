@@ -1,0 +1,209 @@
+"""`bench-ctl sweep PLAN`: run the cells of a plan that are not yet done on this host.
+
+Done-ness lives in the store, not in folder names: each run carries its cell's key (spec, host
+identity and image lock, hashed), so the same command after an interruption runs only what is
+missing, and new hardware or a new lock makes every cell due again."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from controller import hosts, planning, plans, service, store
+from controller import models as model_store
+from controller.catalog import get_image
+from controller.launchers import select_launcher
+from controller.launchers.base import LineSink
+from controller.paths import Paths
+from controller.planning import new_group_id
+from schemas import SCENARIO_MODELS, MeasurementPolicy, MultiStreamScenario, RunResult, ServerScenario
+from schemas.plan import Plan
+
+STARTUP_S = 15.0  # a runner's import, model read and compile, when this host has no history
+
+
+@dataclass
+class CellState:
+    """What the store holds for a cell on this host."""
+
+    ok: int = 0
+    failed: int = 0
+    unsupported: str | None = None
+    last_failure: str | None = None
+
+
+@dataclass
+class Due:
+    cell: plans.Cell
+    state: CellState
+    runs: int  # runs still to make
+    why: str  # done, due, failed, unsupported ... in words
+    estimate_s: float
+    reason: str | None = None  # why it is unsupported or failed
+
+
+@dataclass
+class SweepPlan:
+    plan: Plan
+    cells: list[plans.Cell]
+    due: list[Due]
+    missing_models: list[str]
+    host: hosts.HostIdentity
+
+    @property
+    def runs_due(self) -> int:
+        return sum(d.runs for d in self.due)
+
+    @property
+    def cells_done(self) -> int:
+        return sum(1 for d in self.due if d.runs == 0)
+
+    @property
+    def estimate_s(self) -> float:
+        return sum(d.estimate_s for d in self.due)
+
+
+@dataclass
+class SweepOutcome:
+    results: list[RunResult] = field(default_factory=list)
+    skipped_failed: int = 0
+
+
+def states(db: Path, keys: list[str]) -> dict[str, CellState]:
+    """Per cell key: runs that succeeded, failed, or were found unsupported, as stored."""
+    found: dict[str, CellState] = {k: CellState() for k in keys}
+    if not db.exists() or not keys:
+        return found
+    _, rows = store.read(
+        db,
+        "SELECT cell, status, count(*), arg_max(message, finished_at) FROM runs "
+        "WHERE cell IN (SELECT unnest(?)) GROUP BY cell, status",
+        [keys],
+    )
+    for key, status, n, message in rows:
+        st = found[key]
+        if status == "ok":
+            st.ok += int(n)
+        elif status == "unsupported":
+            st.unsupported = message or "unsupported on this host"
+        else:
+            st.failed += int(n)
+            st.last_failure = f"{status}: {message}" if message else status
+    return found
+
+
+def history(db: Path, host: str) -> dict[tuple[str, str], float]:
+    """Seconds per batch size of past ok runs on this host, per (image, model): the estimate's base."""
+    if not db.exists():
+        return {}
+    _, rows = store.read(
+        db,
+        "SELECT image, model, median(epoch(finished_at) - epoch(started_at)) / max(n) FROM "
+        "(SELECT r.image, r.model, r.finished_at, r.started_at, count(m.batch_size) AS n FROM runs r "
+        "JOIN measurements m USING (run_id) WHERE r.status = 'ok' AND r.host = ? "
+        "GROUP BY r.run_id, r.image, r.model, r.finished_at, r.started_at) GROUP BY image, model",
+        [host],
+    )
+    return {(image, model): float(s) for image, model, s in rows if s is not None}
+
+
+def estimate(cell: plans.Cell, past: dict[tuple[str, str], float]) -> float:
+    """Seconds one run of the cell takes: this host's history for the image and model, else the
+    policy's own times (warm-up, then the measuring time, usually well under its maximum)."""
+    r = cell.request
+    per_batch = past.get((r.image, r.model))
+    if per_batch is not None:
+        return per_batch * len(r.batch_sizes)
+    policy = MeasurementPolicy.model_validate(
+        {
+            k.removeprefix("policy."): v
+            for k, _, v in (s.partition("=") for s in r.sets)
+            if k.startswith("policy.")
+        }
+    )
+    measure = min(policy.max_time_s, max(policy.min_time_s, 3 * policy.stable_windows * policy.window_s))
+    seconds = STARTUP_S + len(r.batch_sizes) * (policy.warmup_min_s + measure + 1.0)
+    spec_scenario = planned_scenario(cell)
+    if isinstance(spec_scenario, ServerScenario):
+        seconds += max(spec_scenario.min_duration_s, spec_scenario.min_queries / spec_scenario.target_qps)
+    elif isinstance(spec_scenario, MultiStreamScenario):
+        seconds += max(
+            spec_scenario.min_duration_s, spec_scenario.min_queries * spec_scenario.interval_ms / 1000
+        )
+    return seconds
+
+
+def planned_scenario(cell: plans.Cell) -> BaseModel:
+    """The cell's scenario with its options, as its runs will get it."""
+    given = planning.parse_sets(cell.image.framework, cell.request.sets).scenario
+    return SCENARIO_MODELS[cell.request.scenario].model_validate(
+        {"name": cell.request.scenario, **given.get(cell.request.scenario, {})}
+    )
+
+
+def prepare(plan_path: Path, paths: Paths, retry_failed: bool, dry_run: bool) -> SweepPlan:
+    """Read the plan, expand its cells and find what is due here; nothing runs."""
+    plan = plans.load(plan_path)
+    missing = plans.missing_models(plan, paths)
+    host = hosts.identity()
+    cells = plans.cells(plan, paths, host.key, check_models=not missing)
+    if not dry_run:
+        store.ensure_store(paths.db)
+    found = states(paths.db, [c.key for c in cells])
+    past = history(paths.db, host.hostname)
+    due = []
+    for c in cells:
+        st = found[c.key]
+        if st.unsupported is not None:
+            due.append(Due(c, st, 0, "unsupported (recorded)", 0.0, st.unsupported))
+        elif c.unsupported is not None:
+            due.append(Due(c, st, 1, "unsupported (to record)", 0.0, c.unsupported))
+        elif st.failed and not retry_failed:
+            due.append(Due(c, st, 0, "failed (--retry-failed)", 0.0, st.last_failure))
+        else:
+            runs = max(0, c.repetitions - st.ok)
+            why = "done" if runs == 0 else ("due" if st.ok == 0 else f"due ({st.ok} of {c.repetitions} done)")
+            due.append(Due(c, st, runs, why, runs * estimate(c, past)))
+    return SweepPlan(plan, cells, due, missing, host)
+
+
+def export_missing(sp: SweepPlan, paths: Paths, log: LineSink, on_line: LineSink) -> None:
+    for name in sp.missing_models:
+        log(f"model {name} is not in the store: exporting it (bench-ctl models export {name})")
+        launcher = select_launcher("auto", get_image("tf"), paths, log)
+        model_store.export(paths, name, launcher, on_line)
+
+
+def run(
+    sp: SweepPlan,
+    paths: Paths,
+    launcher: str,
+    log: LineSink,
+    on_line: LineSink,
+    on_result: Callable[[Due, RunResult], None],
+) -> SweepOutcome:
+    """Run every due cell: in rounds (each due cell once per round, in plan order, so candidates
+    are measured side by side), until each has its repetitions. A cell whose run fails gets no
+    more runs in this sweep; a cell unsupported here is recorded once."""
+    group = new_group_id()
+    outcome = SweepOutcome(skipped_failed=sum(1 for d in sp.due if d.runs == 0 and d.state.failed))
+    left = {d.cell.key: d.runs for d in sp.due}
+    done_ok = {d.cell.key: d.state.ok for d in sp.due}
+    while any(left.values()):
+        for d in sp.due:
+            key = d.cell.key
+            if not left[key]:
+                continue
+            req = d.cell.request.model_copy(update={"launcher": launcher})
+            result = service.run(req, paths, log, on_line, group=group, repetition=done_ok[key] + 1, cell=key)
+            outcome.results.append(result)
+            if result.status == "ok":
+                done_ok[key] += 1
+                left[key] -= 1
+            else:
+                left[key] = 0
+            on_result(d, result)
+    return outcome

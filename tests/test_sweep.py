@@ -1,0 +1,256 @@
+"""Plans and `bench-ctl sweep`: expansion, resume keyed on cell/host/lock, unsupported cells,
+--retry-failed, a SIGKILL half-way, and bad plans refused before anything runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller import hosts, plans
+from controller.paths import Paths
+
+pytestmark = pytest.mark.usefixtures("null_env")
+
+POLICY = "policy = { min_time_s = 0.2, max_time_s = 1, window_s = 0.05, warmup_min_s = 0.1 }\n"
+
+
+def write_plan(folder: Path, body: str, name: str = "t", repetitions: int = 2) -> Path:
+    path = folder / f"{name}.toml"
+    path.write_text(f'name = "{name}"\nrepetitions = {repetitions}\n{POLICY}\n{body}')
+    return path
+
+
+NULL_PAIR = """
+[[runs]]
+images = ["null"]
+models = ["fake"]
+batch_sizes = [1, 2]
+sweep = { work_us = [0, 100] }
+"""
+
+
+def cells_in_store(bench: Any) -> dict[str, list[str]]:
+    rows = bench.rows("SELECT cell, status FROM runs ORDER BY started_at")
+    found: dict[str, list[str]] = {}
+    for cell, status in rows:
+        found.setdefault(cell, []).append(status)
+    return found
+
+
+def test_plan_expands_model_major_with_sweeps(bench: Any, fake_model: Path, tmp_path: Path) -> None:
+    path = write_plan(
+        tmp_path,
+        """
+[[runs]]
+images = ["null"]
+models = ["fake"]
+batch_sizes = [1]
+sweep = { tag = ["a", "b"] }
+""",
+    )
+    plan = plans.load(path)
+    cells = plans.cells(plan, Paths.from_env(), hosts.identity().key)
+    assert [c.options for c in cells] == ["tag=a", "tag=b"]
+    assert len({c.key for c in cells}) == 2 and all(c.repetitions == 2 for c in cells)
+    # The plan's policy reaches every run; repetitions do not change what a cell is.
+    assert all("policy.min_time_s=0.2" in c.request.sets for c in cells)
+    other = plans.cells(plan.model_copy(update={"repetitions": 5}), Paths.from_env(), hosts.identity().key)
+    assert [c.key for c in other] == [c.key for c in cells]
+
+
+def test_cell_key_changes_with_host_and_lock(bench: Any, fake_model: Path, tmp_path: Path) -> None:
+    plan = plans.load(write_plan(tmp_path, NULL_PAIR))
+    here = plans.cells(plan, Paths.from_env(), hosts.identity().key)
+    new_host = hosts.identity().model_copy(update={"cpu_model": "another CPU"})
+    elsewhere = plans.cells(plan, Paths.from_env(), new_host.key)
+    assert not {c.key for c in here} & {c.key for c in elsewhere}
+    relocked = plans.cell_key(here[0].request, here[0].image.model_copy(update={"lock_hash": "x"}), "h")
+    assert relocked != plans.cell_key(here[0].request, here[0].image, "h")
+
+
+def test_sweep_runs_what_is_missing_and_then_nothing(
+    cli: Any, bench: Any, fake_model: Path, tmp_path: Path
+) -> None:
+    path = write_plan(tmp_path, NULL_PAIR)
+    first = cli("sweep", path, "--launcher", "local")
+    assert first.exit_code == 0, first.output
+    assert "0 of 2 already done" in first.output
+    stored = cells_in_store(bench)
+    assert len(stored) == 2 and all(s == ["ok", "ok"] for s in stored.values())
+    # Repetitions are interleaved: A B A B.
+    order = [c for (c,) in bench.rows("SELECT cell FROM runs ORDER BY started_at")]
+    assert order[0] != order[1] and order[:2] == order[2:]
+    again = cli("sweep", path, "--launcher", "local")
+    assert again.exit_code == 0 and "2 of 2 already done" in again.output
+    assert bench.count("runs") == 4
+    # More repetitions in the plan: only the difference runs.
+    more = write_plan(tmp_path, NULL_PAIR, repetitions=3)
+    third = cli("sweep", more, "--launcher", "local")
+    assert third.exit_code == 0, third.output
+    assert bench.count("runs") == 6 and all(len(s) == 3 for s in cells_in_store(bench).values())
+
+
+def test_new_hardware_makes_cells_due_again(
+    cli: Any, bench: Any, fake_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_plan(tmp_path, NULL_PAIR, repetitions=1)
+    assert cli("sweep", path, "--launcher", "local").exit_code == 0
+    real = hosts.identity
+
+    def upgraded() -> hosts.HostIdentity:
+        return real().model_copy(update={"gpus": ["NVIDIA H200"]})
+
+    monkeypatch.setattr(hosts, "identity", upgraded)
+    dry = cli("sweep", path, "--dry-run", "--json")
+    doc = json.loads(dry.stdout)
+    assert doc["runs_due"] == 2 and all(c["state"] == "due" for c in doc["cells"])
+
+
+def test_unsupported_cell_is_recorded_once(cli: Any, bench: Any, fake_model: Path, tmp_path: Path) -> None:
+    path = write_plan(
+        tmp_path,
+        NULL_PAIR + '\n[[runs]]\nimages = ["trt10"]\nmodels = ["fake"]\nbatch_sizes = [1]\n',
+        repetitions=1,
+    )
+    if Path("/dev/nvidia0").exists():
+        pytest.skip("this host has a GPU: the trt10 cell is not unsupported here")
+    first = cli("sweep", path, "--launcher", "local")
+    assert first.exit_code == 0, first.output  # unsupported is an answer, not a failure
+    rows = bench.rows("SELECT status, message FROM runs WHERE image = 'trt10'")
+    assert len(rows) == 1 and rows[0][0] == "unsupported" and "NVIDIA GPU" in rows[0][1]
+    again = cli("sweep", path, "--launcher", "local")
+    assert again.exit_code == 0 and "3 of 3 already done" in again.output
+    assert len(bench.rows("SELECT 1 FROM runs WHERE image = 'trt10'")) == 1
+
+
+def test_failed_cells_rerun_only_with_retry_failed(
+    cli: Any, bench: Any, fake_model: Path, tmp_path: Path
+) -> None:
+    body = '[[runs]]\nimages = ["null"]\nmodels = ["fake"]\nbatch_sizes = [1]\nset = { fault = "raise" }\n'
+    path = write_plan(tmp_path, body, repetitions=2)
+    first = cli("sweep", path, "--launcher", "local")
+    assert first.exit_code == 1  # a failure gets no second repetition in the same sweep
+    assert [s for (s,) in bench.rows("SELECT status FROM runs")] == ["error"]
+    skipped = cli("sweep", path, "--launcher", "local")
+    assert skipped.exit_code == 0 and "failed (--retry-failed)" not in skipped.output
+    assert "skipped (--retry-failed)" in skipped.output or "1 of 1 already done" in skipped.output
+    assert bench.count("runs") == 1
+    retried = cli("sweep", path, "--launcher", "local", "--retry-failed")
+    assert retried.exit_code == 1 and bench.count("runs") == 2
+
+
+def test_sigkill_half_way_then_resume_runs_exactly_the_missing(
+    bench: Any, fake_model: Path, tmp_path: Path
+) -> None:
+    """bench-ctl killed with SIGKILL between runs: the rerun makes exactly the runs that are missing,
+    and the store holds each cell's repetitions once."""
+    body = """
+[[runs]]
+images = ["null"]
+models = ["fake"]
+batch_sizes = [1]
+sweep = { work_us = [0, 10, 20, 30] }
+"""
+    path = write_plan(tmp_path, body, repetitions=1)
+    cmd = [sys.executable, "-m", "controller.cli", "sweep", str(path), "--launcher", "local"]
+    env = {**os.environ, "BENCH_HOME": str(bench.home), "BENCH_DB": str(bench.db)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if bench.db.exists() and _stored_runs(bench) >= 2:
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    before = _stored_runs(bench)
+    assert 2 <= before < 4, f"expected to kill the sweep half-way, {before} runs were stored"
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"{before} of 4 already done" in result.stderr
+    stored = cells_in_store(bench)
+    assert len(stored) == 4 and all(s == ["ok"] for s in stored.values())
+
+
+def _stored_runs(bench: Any) -> int:
+    try:
+        return len(bench.rows("SELECT 1 FROM runs"))
+    except Exception:  # the sweep holds the write lock for a moment
+        return 0
+
+
+def test_dry_run_lists_cells_and_runs_nothing(cli: Any, bench: Any, fake_model: Path, tmp_path: Path) -> None:
+    path = write_plan(tmp_path, NULL_PAIR)
+    result = cli("sweep", path, "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["runs_due"] == 4 and len(doc["cells"]) == 2 and doc["estimate_s"] > 0
+    assert not bench.db.exists() and not bench.run_dirs()
+
+
+def test_paper_plan_dry_run_marks_gpu_cells(cli: Any, bench: Any) -> None:
+    """The study's plan expands on any host, models exported or not; GPU cells say why not here."""
+    result = cli("sweep", "plans/paper.toml", "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    images = {c["image"] for c in doc["cells"]}
+    assert {"trt10", "ort-gpu", "torch", "ort", "openvino", "tf"} <= images
+    models = {c["model"] for c in doc["cells"]}
+    assert {"vgg19", "resnet50", "densenet201", "efficientnetb0", "vgg19,resnet50,densenet201"} <= models
+    assert {c["options"] for c in doc["cells"] if c["image"] == "tf"} >= {"xla=false", "xla=true"}
+    gpu = [c for c in doc["cells"] if c["image"] in ("trt10", "ort-gpu")]
+    if not Path("/dev/nvidia0").exists():
+        assert gpu and all(c["state"].startswith("unsupported") and "NVIDIA GPU" in c["reason"] for c in gpu)
+    assert set(doc["missing_models"]) <= {"vgg19", "resnet50", "densenet201", "efficientnetb0"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            'name = "x"\n[[runs]]\nimages = ["null"]\nmodels = ["fake"]\nbatch_sizes = [1]\nimagez = 1\n',
+            "unknown key runs.0.imagez",
+        ),
+        (
+            'name = "x"\n[[runs]]\nimages = ["nul"]\nmodels = ["fake"]\nbatch_sizes = [1]\n',
+            "unknown image 'nul'",
+        ),
+        (
+            'name = "x"\n[[runs]]\nimages = ["null"]\nmodels = ["mine"]\nbatch_sizes = [1]\n',
+            "names model 'mine', which is not in the store",
+        ),
+        ('name = "x"\nruns = []\n', "runs"),
+        ('name = "x"\n[[runs]]\nimages = ["null"]\nmodels = ["fake"]\nbatch_sizes = [0]\n', "batch_sizes.0"),
+        (
+            'name = "x"\n[[runs]]\nimages = ["null"]\nmodels = ["fake"]\nbatch_sizes = [1]\n'
+            "set = { nope = 1 }\n",
+            "unknown option 'nope'",
+        ),
+        ("this is [not toml", "is not TOML"),
+        ('name = "x"\n[[runs]]\nimages = ["null"]\nbatch_sizes = [1]\n', "give models or ensembles"),
+    ],
+)
+def test_bad_plans_are_one_line_and_exit_2(
+    cli: Any, bench: Any, fake_model: Path, tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    result = cli("sweep", path)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0] and "hint:" in lines[0], result.output
+    assert not bench.db.exists() and not bench.run_dirs()
+
+
+def test_missing_plan_file(cli: Any, bench: Any) -> None:
+    result = cli("sweep", "plans/nope.toml")
+    assert result.exit_code == 2 and "no plan file" in result.output
