@@ -37,9 +37,9 @@ from controller.console import (
     runner_line,
 )
 from controller.errors import BenchError, Terminated
-from controller.launchers.slurm import SlurmOptions
 from controller.paths import Paths
 from schemas import MAX_BATCH_SIZE
+from schemas.plan import SlurmOptions
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -304,7 +304,7 @@ SLURM_FLAGS = {
     "account": "--account",
     "constraint": "--constraint",
     "time_limit_min": "--time-limit",
-    "cpus": "--cpus-per-task",
+    "cpus_per_task": "--cpus-per-task",
 }
 
 
@@ -322,7 +322,7 @@ def slurm_options_of(
         "account": account,
         "constraint": constraint,
         "time_limit_min": time_limit,
-        "cpus": cpus,
+        "cpus_per_task": cpus,
     }
     if launcher != "slurm":
         named = [SLURM_FLAGS[k] for k, v in given.items() if v is not None]

@@ -23,7 +23,7 @@ from controller.catalog import get_image
 from controller.errors import BenchError
 from controller.launchers.base import RESULT_FILE, LineSink, failed_result
 from controller.launchers.local import LocalLauncher
-from controller.launchers.slurm import JobState, SlurmClient, SlurmLauncher, SlurmOptions
+from controller.launchers.slurm import JobState, SlurmClient, SlurmLauncher
 from controller.paths import Paths
 from controller.planning import (
     RunRequest,
@@ -35,6 +35,7 @@ from controller.planning import (
     validate,
 )
 from schemas import LaunchInfo, RunResult, RunSpec, SchemaVersionError, load_result
+from schemas.plan import SlurmOptions
 
 POLL_ENV = "BENCH_SLURM_POLL_S"
 DEFAULT_POLL_S = 5.0

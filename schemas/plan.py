@@ -97,6 +97,29 @@ class PlanRuns(Strict):
         return self
 
 
+class SlurmOptions(Strict):
+    """Where, on how many cores and how long Slurm jobs run (`--launcher slurm`): a plan's `[slurm]`
+    table, or the flags of the same names. Memory comes from the measurement policy."""
+
+    partition: str | None = Field(None, pattern=r"^[A-Za-z0-9_.,-]+$", description="--partition")
+    account: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", description="--account")
+    constraint: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.&|\[\]*:()!-]+$", description="--constraint: node features, e.g. h100"
+    )
+    time_limit_min: int | None = Field(
+        None, ge=1, description="--time: minutes; default: the run's timeout plus a margin"
+    )
+    cpus_per_task: int | None = Field(
+        None,
+        ge=1,
+        description="--cpus-per-task; default: a whole node to itself (--exclusive), no neighbours",
+    )
+
+    def merged(self, over: SlurmOptions) -> SlurmOptions:
+        """These options with those given in `over` taking precedence."""
+        return self.model_copy(update=over.model_dump(exclude_none=True))
+
+
 class Plan(Strict):
     """A matrix of runs, measured by `bench-ctl sweep PLAN`; resumable, keyed per host."""
 
@@ -107,3 +130,4 @@ class Plan(Strict):
         default_factory=dict, description="measurement policy for every run (`policy.KEY` in `set` wins)"
     )
     runs: list[PlanRuns] = Field(min_length=1)
+    slurm: SlurmOptions | None = Field(None, description="with --launcher slurm: partition, account, ...")

@@ -72,8 +72,11 @@ class SlurmCluster:
                 time.sleep(0.1)
 
 
-def start(cpus: int | None = None) -> SlurmCluster:
-    """Start munged, slurmctld and slurmd; return once the node is idle. Raises RuntimeError."""
+def start(cpus: int = 8) -> SlurmCluster:
+    """Start munged, slurmctld and slurmd; return once the node is idle. Raises RuntimeError.
+
+    The node offers `cpus` cores whatever the machine has (`config_overrides`), so that several
+    light jobs (the null runner) run at once."""
     if os.geteuid() != 0:
         raise RuntimeError("a test Slurm cluster needs root (slurmd starts jobs as their user)")
     # Short path: munge's socket path must fit in a unix socket address.
@@ -85,7 +88,6 @@ def start(cpus: int | None = None) -> SlurmCluster:
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
     sock = root / "munge" / "socket"
-    cpus = cpus or os.cpu_count() or 2
     host = socket.gethostname()
     conf = root / "slurm.conf"
     conf.write_text(
@@ -117,6 +119,7 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 MinJobAge=600
 KillWait=2
+SlurmdParameters=config_overrides
 DefMemPerCPU=512
 NodeName={NODE} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=4096 State=UNKNOWN
 PartitionName={PARTITION} Nodes=ALL Default=YES MaxTime=INFINITE State=UP

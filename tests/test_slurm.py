@@ -14,22 +14,19 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import slurm_cluster
+from conftest import Bench
 
 from controller.launchers.slurm import (
-    JobState,
     SlurmClient,
-    SlurmOptions,
-    batch_script,
-    parse_sacct,
-    parse_squeue,
 )
 from controller.paths import REPO_ROOT
-from schemas import MeasurementPolicy, RunResult, RunSpec
+from schemas import RunResult
 
 pytestmark = pytest.mark.usefixtures("null_env")
 
@@ -44,6 +41,65 @@ def cluster() -> Iterator[slurm_cluster.SlurmCluster]:
         yield c
     finally:
         c.stop()
+
+
+@dataclass
+class OverTimeLimit:
+    """A hanging run with a one-minute limit, submitted when this module starts: Slurm ends it
+    60 to 90 s later (limits are whole minutes, checked every 30 s), while the other tests run."""
+
+    proc: subprocess.Popen[str]
+    home: Path
+    db: Path
+
+    def finish(self) -> tuple[int, list[dict[str, Any]]]:
+        out, err = self.proc.communicate(timeout=180)
+        assert out.strip(), f"no JSON on stdout:\n{err}"
+        return self.proc.returncode, [json.loads(out)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def over_time_limit(
+    cluster: slurm_cluster.SlurmCluster,
+    tmp_path_factory: pytest.TempPathFactory,
+    session_home: Path,
+    null_env: Path,
+) -> Iterator[OverTimeLimit]:
+    import conftest
+
+    home = tmp_path_factory.mktemp("time-limit") / "home"
+    (home / "models").mkdir(parents=True)
+    (home / "envs").symlink_to(session_home / "envs", target_is_directory=True)
+    conftest.write_fake_model(home / "models" / "fake")
+    db = home.parent / "results.duckdb"
+    env = {
+        **os.environ,
+        **cluster.env,
+        "BENCH_HOME": str(home),
+        "BENCH_DB": str(db),
+        "BENCH_SLURM_POLL_S": "1",
+    }
+    cmd = [sys.executable, "-m", "controller.cli", "run", "-i", "null", "-m", "fake", "-b", "1"]
+    cmd += [
+        "--launcher",
+        "slurm",
+        "--cpus-per-task",
+        "1",
+        "--time-limit",
+        "1",
+        "--set",
+        "fault=hang",
+        "--json",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        yield OverTimeLimit(proc, home, db)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 @pytest.fixture
@@ -110,48 +166,44 @@ def test_runs_land_once_with_job_id_and_node(
 
 
 def _scancel_when_running(cluster: slurm_cluster.SlurmCluster, bench: Any, done: threading.Event) -> None:
-    """scancel the first of our jobs once it runs (polling the cluster, not the store)."""
+    """scancel this test's job once it runs (polling the cluster, not the store)."""
     env = {**os.environ, **cluster.env}
     while not done.is_set():
         out = subprocess.run(
             ["squeue", "-h", "-o", "%i|%T|%j"], env=env, capture_output=True, text=True
         ).stdout.splitlines()
-        ours = sorted((ln.split("|") for ln in out if "bench:" in ln), key=lambda f: int(f[0]))
+        ours = (
+            [ln.split("|") for ln in out if f"bench:{bench.run_dirs()[0].name}" in ln]
+            if bench.run_dirs()
+            else []
+        )
         if ours and ours[0][1] == "RUNNING":
             subprocess.run(["scancel", ours[0][0]], env=env, check=True)
             return
         time.sleep(0.2)
 
 
-def test_scancel_gives_cancelled_and_time_limit_gives_timeout(
+def test_scancel_gives_cancelled(
     cli: Any, bench: Any, fake_model: Path, short_policy: list[str], slurm: Any
 ) -> None:
-    """Two hanging runs with a one-minute limit: the first is cancelled while it runs, the second
-    runs into Slurm's time limit (about 70 s: Slurm counts limits in minutes)."""
     done = threading.Event()
     canceller = threading.Thread(target=_scancel_when_running, args=(slurm, bench, done), daemon=True)
     canceller.start()
     try:
-        result, docs = slurm_run(
-            cli, short_policy, "--set", "fault=hang", "--repeat", "2", "--time-limit", "1"
-        )
+        result, docs = slurm_run(cli, short_policy, "--set", "fault=hang")
     finally:
         done.set()
         canceller.join(5)
     assert result.exit_code == 1, result.output
-    runs = sorted((RunResult.model_validate(d) for d in docs), key=lambda r: int(r.launch.job_id or 0))
-    assert [r.status for r in runs] == ["cancelled", "timeout"], [r.message for r in runs]
-    cancelled, timed_out = runs
-    assert "CANCELLED" in (cancelled.message or "")
-    assert "TIMEOUT (TimeLimit)" in (timed_out.message or "") and "time limit" in (timed_out.message or "")
-    for r in runs:
-        assert r.launch is not None and r.launch.launcher == "slurm"
-        assert r.launch.job_id and r.launch.node == slurm_cluster.NODE
-        assert r.measurements == []
-    rows = bench.rows("SELECT status, job_id, node, message FROM results ORDER BY job_id")
-    assert [x[0] for x in rows] == ["cancelled", "timeout"]
-    assert all(x[1] and x[2] == slurm_cluster.NODE for x in rows)
-    assert [(j[2], j[4]) for j in jobs_of(bench)] == [("CANCELLED", "cancelled"), ("TIMEOUT", "timeout")]
+    r = RunResult.model_validate(docs[0])
+    assert r.status == "cancelled", r.message
+    assert "ended CANCELLED" in (r.message or "")
+    assert r.launch is not None and r.launch.launcher == "slurm"
+    assert r.launch.job_id and r.launch.node == slurm_cluster.NODE and r.measurements == []
+    assert bench.rows("SELECT status, job_id, node FROM results") == [
+        ("cancelled", r.launch.job_id, slurm_cluster.NODE)
+    ]
+    assert [(j[2], j[4]) for j in jobs_of(bench)] == [("CANCELLED", "cancelled")]
 
 
 def test_killed_controller_then_fleet_sync_stores_everything_once(
@@ -270,66 +322,18 @@ def test_controller_unreachable_is_one_line(
     assert bench.run_dirs() == []
 
 
-def test_sbatch_absent_is_one_line(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
-    result = cli(
-        "run", "-i", "null", "-m", "fake", "--launcher", "slurm", *short_policy, env={"PATH": "/nonexistent"}
-    )
-    assert result.exit_code == 2, result.output
-    assert "`sbatch` is not on PATH" in result.stderr and "hint:" in result.stderr
-    assert bench.run_dirs() == []
-
-
-def test_slurm_options_need_the_slurm_launcher(cli: Any, fake_model: Path) -> None:
-    result = cli("run", "-i", "null", "-m", "fake", "--launcher", "local", "--partition", "gpu")
-    assert result.exit_code == 2 and "--partition needs --launcher slurm" in result.stderr
-
-
-# --------------------------------------------------------------------------- without a cluster
-
-
-def _spec(device: str, memory_limit_mb: int | None = None) -> RunSpec:
-    return RunSpec(
-        run_id="20260101T000000Z-torch-fake-abcdef",
-        image="torch",
-        model="fake",
-        model_dir="/m/fake",
-        cache_dir="/c/torch",
-        device=device,
-        batch_sizes=[1],
-        policy=MeasurementPolicy(memory_limit_mb=memory_limit_mb),
-        options={"framework": "torch"},
-    )
-
-
-def test_gpu_batch_script_asks_for_a_gpu(tmp_path: Path) -> None:
-    options = SlurmOptions(partition="gpu", account="proj1", constraint="h100", cpus=8)
-    gpu = batch_script(_spec("cuda:0", memory_limit_mb=32000), tmp_path / "run", tmp_path, options, 1200)
-    lines = gpu.splitlines()
-    assert "#SBATCH --gres=gpu:1" in lines
-    assert "#SBATCH --cpus-per-task=8" in lines and "#SBATCH --mem=32000M" in lines
-    assert "#SBATCH --time=25" in lines  # (1200 s + 300 s margin) / 60
-    assert {"#SBATCH --partition=gpu", "#SBATCH --account=proj1", "#SBATCH --constraint=h100"} <= set(lines)
-    assert lines[-1].startswith("exec ") and "controller.node" in lines[-1] and "--timeout 1200" in lines[-1]
-    cpu = batch_script(_spec("cpu"), tmp_path / "run", tmp_path, SlurmOptions(time_limit_min=3), 1200)
-    assert "--gres" not in cpu and "#SBATCH --exclusive" in cpu and "#SBATCH --mem=0" in cpu
-    assert "#SBATCH --time=3" in cpu.splitlines()
-
-
-def test_slurm_states_parse_and_map() -> None:
-    queued = parse_squeue("12|PENDING|Resources|\n13|RUNNING|None|node7\n14|CANCELLED|None|node7\n")
-    assert queued["12"] == JobState("12", "PENDING", "Resources", None) and queued["12"].active
-    assert queued["13"].node == "node7" and queued["13"].reason is None
-    assert not queued["14"].active and queued["14"].status == "cancelled"
-    acct = parse_sacct(
-        "20|CANCELLED by 0|None|None assigned\n21|TIMEOUT|TimeLimit|n1\n22|PREEMPTED|None|n2\n"
-        "23|NODE_FAIL|None|n3\n24|OUT_OF_MEMORY|None|n4\n25|BOOT_FAIL|None|n5\n"
-    )
-    assert acct["20"].state == "CANCELLED" and acct["20"].node is None
-    assert [acct[j].status for j in ("20", "21", "22", "23", "24", "25")] == [
-        "cancelled",
-        "timeout",
-        "preempted",
-        "node_fail",
-        "error",
-        "node_fail",
+def test_time_limit_gives_timeout(over_time_limit: OverTimeLimit, bench: Any) -> None:
+    """Last in this module: the run submitted when it started has met Slurm's time limit."""
+    code, docs = over_time_limit.finish()
+    assert code == 1
+    r = RunResult.model_validate(docs[0])
+    assert r.status == "timeout", r.message
+    assert "ended TIMEOUT (TimeLimit)" in (r.message or "") and "time limit" in (r.message or "")
+    assert r.launch is not None and r.launch.launcher == "slurm"
+    assert r.launch.job_id and r.launch.node == slurm_cluster.NODE and r.measurements == []
+    script = (over_time_limit.home / "runs" / r.run_id / "job.sh").read_text()
+    assert "#SBATCH --time=1" in script.splitlines()
+    kept = Bench(home=over_time_limit.home, db=over_time_limit.db)
+    assert kept.rows("SELECT status, job_id, node FROM results") == [
+        ("timeout", r.launch.job_id, slurm_cluster.NODE)
     ]

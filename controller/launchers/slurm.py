@@ -22,14 +22,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from controller.catalog import ImageInfo
 from controller.envs import LocalEnv
 from controller.errors import BenchError, did_you_mean
 from controller.launchers.base import SPEC_FILE, LineSink
 from controller.paths import REPO_ROOT, Paths
 from schemas import RunSpec
+from schemas.plan import SlurmOptions
 
 SCRIPT_FILE = "job.sh"
 NODE_MARGIN_S = 300  # Slurm's limit over the runner's: node start, environment check, result write
@@ -71,23 +70,6 @@ STATUS_OF_STATE = {
 UNREACHABLE_HINT = (
     "check that slurmctld runs and that SLURM_CONF (or /etc/slurm/slurm.conf) names it: `sinfo` must answer"
 )
-
-
-class SlurmOptions(BaseModel):
-    """Where, on how many cores and how long jobs run: `--partition`, `--account`, `--constraint`,
-    `--time-limit`, `--cpus-per-task`. Memory comes from the measurement policy."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    partition: str | None = Field(None, pattern=r"^[A-Za-z0-9_.,-]+$")
-    account: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
-    constraint: str | None = Field(None, pattern=r"^[A-Za-z0-9_.&|\[\]*:()!-]+$")
-    time_limit_min: int | None = Field(None, ge=1, description="Slurm's limit; default: the run's timeout")
-    cpus: int | None = Field(
-        None,
-        ge=1,
-        description="--cpus-per-task; default: a whole node to itself (--exclusive), no neighbours",
-    )
 
 
 @dataclass(frozen=True)
@@ -280,13 +262,13 @@ def batch_script(
         "#SBATCH --nodes=1",
         "#SBATCH --ntasks=1",
     ]
-    if options.cpus is None:
+    if options.cpus_per_task is None:
         lines.append("#SBATCH --exclusive")
     else:
-        lines.append(f"#SBATCH --cpus-per-task={options.cpus}")
+        lines.append(f"#SBATCH --cpus-per-task={options.cpus_per_task}")
     if policy.memory_limit_mb is not None:
         lines.append(f"#SBATCH --mem={policy.memory_limit_mb}M")
-    elif options.cpus is None:
+    elif options.cpus_per_task is None:
         lines.append("#SBATCH --mem=0")  # with --exclusive: all of the node's memory
     if gpus_of(spec):
         lines.append(f"#SBATCH --gres=gpu:{gpus_of(spec)}")

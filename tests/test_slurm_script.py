@@ -1,0 +1,72 @@
+"""`--launcher slurm` without a cluster: the batch script, Slurm's states, and refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from controller.launchers.slurm import JobState, batch_script, parse_sacct, parse_squeue
+from schemas import MeasurementPolicy, RunSpec
+from schemas.plan import SlurmOptions
+
+
+def test_sbatch_absent_is_one_line(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
+    result = cli(
+        "run", "-i", "null", "-m", "fake", "--launcher", "slurm", *short_policy, env={"PATH": "/nonexistent"}
+    )
+    assert result.exit_code == 2, result.output
+    assert "`sbatch` is not on PATH" in result.stderr and "hint:" in result.stderr
+    assert bench.run_dirs() == []
+
+
+def test_slurm_options_need_the_slurm_launcher(cli: Any, fake_model: Path) -> None:
+    result = cli("run", "-i", "null", "-m", "fake", "--launcher", "local", "--partition", "gpu")
+    assert result.exit_code == 2 and "--partition needs --launcher slurm" in result.stderr
+
+
+def _spec(device: str, memory_limit_mb: int | None = None) -> RunSpec:
+    return RunSpec(
+        run_id="20260101T000000Z-torch-fake-abcdef",
+        image="torch",
+        model="fake",
+        model_dir="/m/fake",
+        cache_dir="/c/torch",
+        device=device,
+        batch_sizes=[1],
+        policy=MeasurementPolicy(memory_limit_mb=memory_limit_mb),
+        options={"framework": "torch"},
+    )
+
+
+def test_gpu_batch_script_asks_for_a_gpu(tmp_path: Path) -> None:
+    options = SlurmOptions(partition="gpu", account="proj1", constraint="h100", cpus_per_task=8)
+    gpu = batch_script(_spec("cuda:0", memory_limit_mb=32000), tmp_path / "run", tmp_path, options, 1200)
+    lines = gpu.splitlines()
+    assert "#SBATCH --gres=gpu:1" in lines
+    assert "#SBATCH --cpus-per-task=8" in lines and "#SBATCH --mem=32000M" in lines
+    assert "#SBATCH --time=25" in lines  # (1200 s + 300 s margin) / 60
+    assert {"#SBATCH --partition=gpu", "#SBATCH --account=proj1", "#SBATCH --constraint=h100"} <= set(lines)
+    assert lines[-1].startswith("exec ") and "controller.node" in lines[-1] and "--timeout 1200" in lines[-1]
+    cpu = batch_script(_spec("cpu"), tmp_path / "run", tmp_path, SlurmOptions(time_limit_min=3), 1200)
+    assert "--gres" not in cpu and "#SBATCH --exclusive" in cpu and "#SBATCH --mem=0" in cpu
+    assert "#SBATCH --time=3" in cpu.splitlines()
+
+
+def test_slurm_states_parse_and_map() -> None:
+    queued = parse_squeue("12|PENDING|Resources|\n13|RUNNING|None|node7\n14|CANCELLED|None|node7\n")
+    assert queued["12"] == JobState("12", "PENDING", "Resources", None) and queued["12"].active
+    assert queued["13"].node == "node7" and queued["13"].reason is None
+    assert not queued["14"].active and queued["14"].status == "cancelled"
+    acct = parse_sacct(
+        "20|CANCELLED by 0|None|None assigned\n21|TIMEOUT|TimeLimit|n1\n22|PREEMPTED|None|n2\n"
+        "23|NODE_FAIL|None|n3\n24|OUT_OF_MEMORY|None|n4\n25|BOOT_FAIL|None|n5\n"
+    )
+    assert acct["20"].state == "CANCELLED" and acct["20"].node is None
+    assert [acct[j].status for j in ("20", "21", "22", "23", "24", "25")] == [
+        "cancelled",
+        "timeout",
+        "preempted",
+        "node_fail",
+        "error",
+        "node_fail",
+    ]
