@@ -11,7 +11,17 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from controller import cli_store, cli_sweep, comparison, ingestion, planning, render, service, store
+from controller import (
+    cli_doctor,
+    cli_store,
+    cli_sweep,
+    comparison,
+    ingestion,
+    planning,
+    render,
+    service,
+    store,
+)
 from controller import colocate as colocate_service
 from controller import models as model_store
 from controller.console import (
@@ -41,6 +51,7 @@ app.add_typer(images_app, name="images")
 app.add_typer(models_app, name="models")
 app.add_typer(cli_sweep.commands)
 app.add_typer(cli_store.commands)
+app.add_typer(cli_doctor.commands)
 
 # Batch sizes when -b is not given: a server pads formed groups up to the next size, so it wants
 # close steps; a single stream sends one sample; a multi-stream query holds 8 by default.

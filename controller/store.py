@@ -151,6 +151,11 @@ MIGRATIONS: list[str | Callable[[], str]] = [
     ALTER TABLE runs ADD COLUMN cell VARCHAR;
     CREATE INDEX runs_cell ON runs (cell);
     """,
+    # 10: CPU energy (RAPL) and where each energy figure comes from.
+    """
+    ALTER TABLE measurements ADD COLUMN cpu_energy_j DOUBLE;
+    ALTER TABLE measurements ADD COLUMN energy_source VARCHAR;
+    """,
 ]
 
 
@@ -173,7 +178,8 @@ SELECT
     r.load_time_s, r.compile_s, r.compile_cache_hit,
     coalesce(m.peak_host_mem_mb, r.peak_host_mem_mb) AS peak_host_mem_mb,
     r.max_abs_err, r.rel_err, r.top1_agreement, r.top5_agreement, r.precision,
-    m.peak_device_mem_mb, m.energy_j_per_4096, m.energy_j_per_4096_net, m.avg_power_w, m.throttled,
+    m.peak_device_mem_mb, m.energy_j_per_4096, m.energy_j_per_4096_net, m.energy_source, m.cpu_energy_j,
+    m.avg_power_w, m.throttled,
     m.members AS ensemble_members,
     r.group_id, r.role, r.repetition, r.cell, m.within_run_ci_rel, m.other_cpu_cores, m.noisy,
     m.stable, r.status, r.message, r.launcher, r.image_digest, r.lock_hash, r.options
@@ -454,6 +460,8 @@ MEASUREMENT_COLUMNS = [
     "padding_waste",
     "valid",
     "invalid_reason",
+    "cpu_energy_j",
+    "energy_source",
 ]
 
 
