@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from rich.markup import escape
 
 from controller import (
+    cli_doctor,
     cli_fleet,
     cli_store,
     cli_sweep,
@@ -54,6 +55,7 @@ app.add_typer(images_app, name="images")
 app.add_typer(models_app, name="models")
 app.add_typer(cli_sweep.commands)
 app.add_typer(cli_store.commands)
+app.add_typer(cli_doctor.commands)
 app.add_typer(cli_fleet.commands, name="fleet")
 
 # Batch sizes when -b is not given: a server pads formed groups up to the next size, so it wants

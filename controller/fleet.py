@@ -49,6 +49,7 @@ class Job(BaseModel):
     job_id: str
     scheduler: str = SCHEDULER
     group_id: str | None = None
+    cell: str | None = None  # the plan cell of a sweep's run
     image: str
     model: str
     run_dir: str
@@ -213,6 +214,7 @@ def submit_one(
         run_id=spec.run_id,
         job_id=job_id,
         group_id=spec.group,
+        cell=spec.cell,
         image=spec.image,
         model=spec.model,
         run_dir=str(run_dir),

@@ -151,7 +151,12 @@ MIGRATIONS: list[str | Callable[[], str]] = [
     ALTER TABLE runs ADD COLUMN cell VARCHAR;
     CREATE INDEX runs_cell ON runs (cell);
     """,
-    # 10: runs as scheduler jobs (Slurm): job id and node per run, and the registry of jobs submitted.
+    # 10: CPU energy (RAPL) and where each energy figure comes from.
+    """
+    ALTER TABLE measurements ADD COLUMN cpu_energy_j DOUBLE;
+    ALTER TABLE measurements ADD COLUMN energy_source VARCHAR;
+    """,
+    # 11: runs as scheduler jobs (Slurm): job id and node per run, and the registry of jobs submitted.
     """
     ALTER TABLE runs ADD COLUMN job_id VARCHAR;
     ALTER TABLE runs ADD COLUMN node VARCHAR;
@@ -160,6 +165,7 @@ MIGRATIONS: list[str | Callable[[], str]] = [
         job_id VARCHAR NOT NULL,
         scheduler VARCHAR NOT NULL,
         group_id VARCHAR,
+        cell VARCHAR,
         image VARCHAR NOT NULL,
         model VARCHAR NOT NULL,
         run_dir VARCHAR NOT NULL,
@@ -194,7 +200,8 @@ SELECT
     r.load_time_s, r.compile_s, r.compile_cache_hit,
     coalesce(m.peak_host_mem_mb, r.peak_host_mem_mb) AS peak_host_mem_mb,
     r.max_abs_err, r.rel_err, r.top1_agreement, r.top5_agreement, r.precision,
-    m.peak_device_mem_mb, m.energy_j_per_4096, m.energy_j_per_4096_net, m.avg_power_w, m.throttled,
+    m.peak_device_mem_mb, m.energy_j_per_4096, m.energy_j_per_4096_net, m.energy_source, m.cpu_energy_j,
+    m.avg_power_w, m.throttled,
     m.members AS ensemble_members,
     r.group_id, r.role, r.repetition, r.cell, m.within_run_ci_rel, m.other_cpu_cores, m.noisy,
     m.stable, r.status, r.message, r.launcher, r.job_id, r.node, r.image_digest, r.lock_hash, r.options
@@ -477,6 +484,8 @@ MEASUREMENT_COLUMNS = [
     "padding_waste",
     "valid",
     "invalid_reason",
+    "cpu_energy_j",
+    "energy_source",
 ]
 
 

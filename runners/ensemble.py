@@ -19,7 +19,7 @@ import numpy as np
 from runners.base import Runner
 from runners.core import accuracy, gpu, measure
 from runners.core.common import Timer, input_batch, log
-from runners.core.trackers import HostLoadTracker, HostMemoryTracker
+from runners.core.trackers import HostTrackers
 from schemas import Measurement, MemberMeasurement, ModelManifest, Phase
 
 
@@ -107,15 +107,12 @@ def measure_batch(
         for lst in member_ns:
             lst.clear()
         with contextlib.ExitStack() as stack:
-            mem = stack.enter_context(HostMemoryTracker())
-            load = stack.enter_context(HostLoadTracker())
+            host = stack.enter_context(HostTrackers())
             if tracker is not None:
                 stack.enter_context(tracker)
             state = measure.steady_state(together, policy)
     state.warmup_iterations, state.warmup_ns = n_warm, warm_ns
-    m = measure.summarize(
-        batch_size, state, policy, peak_host_mem_mb=mem.peak_mb, other_cpu_cores=load.other_cores
-    )
+    m = host.apply(measure.summarize(batch_size, state, policy), policy)
 
     members = []
     for r, solo_state, ns in zip(runners, alone, member_ns, strict=True):

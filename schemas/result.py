@@ -99,6 +99,14 @@ class Measurement(Strict):
     members: list[MemberMeasurement] | None = None
     energy_j_per_4096: float | None = Field(None, description="energy for 4096 predictions (the study's E)")
     energy_j_per_4096_net: float | None = Field(None, description="the same with idle power subtracted")
+    energy_source: Literal["nvml-counter", "nvml-integrated", "rapl"] | None = Field(
+        None, description="where energy_j_per_4096 comes from: the GPU (NVML) or the CPU packages (RAPL)"
+    )
+    cpu_energy_j: float | None = Field(
+        None,
+        ge=0,
+        description="CPU package energy (RAPL) during the steady state: every process on the socket",
+    )
     latencies_ms: list[float] | None = None
     within_run_ci_rel: float | None = Field(
         None,
@@ -172,6 +180,9 @@ class Fingerprint(Strict):
     cpu_governor: str | None = Field(None, description="cpufreq scaling governor, where readable")
     turbo: bool | None = Field(None, description="CPU turbo/boost enabled, where readable")
     load_average: list[float] | None = Field(None, description="1, 5, 15 minute load average at start")
+    cpu_energy: str | None = Field(
+        None, description="CPU energy this run could read: 'rapl: package-0, ...' or 'unavailable: why'"
+    )
     image: str | None = Field(None, description="set by the controller: image (or local environment) used")
     image_digest: str | None = Field(None, description="set by the controller: Docker image id")
     lock_hash: str | None = Field(None, description="set by the controller: sha256 of requirements.lock")

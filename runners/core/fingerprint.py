@@ -9,6 +9,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from runners.core import energy
 from schemas import Fingerprint
 
 # CPU features that change inference speed or precision choices.
@@ -147,4 +148,5 @@ def collect(framework: str, framework_version: str, gpus: list[dict[str, str]] |
         cpu_governor=cpu_governor(),
         turbo=turbo(),
         load_average=load_average(),
+        cpu_energy=energy.availability(),
     )

@@ -234,7 +234,16 @@ def with_telemetry(m: Measurement, tracker: GpuTracker) -> Measurement:
     """The measurement with the tracker's readings and its energy per 4096 predictions."""
     telemetry = tracker.telemetry()
     raw, net = energy_per_predictions(telemetry, m.batch_size * m.iterations)
-    return m.model_copy(update={"gpu": telemetry, "energy_j_per_4096": raw, "energy_j_per_4096_net": net})
+    # A GPU run's energy is the GPU's: it replaces a CPU (RAPL) figure; the CPU's stays in cpu_energy_j.
+    source = f"nvml-{telemetry.energy_source}" if telemetry.energy_source and raw is not None else None
+    return m.model_copy(
+        update={
+            "gpu": telemetry,
+            "energy_j_per_4096": raw,
+            "energy_j_per_4096_net": net,
+            "energy_source": source,
+        }
+    )
 
 
 def energy_per_predictions(

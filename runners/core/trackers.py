@@ -6,7 +6,11 @@ import os
 import resource
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
+
+from runners.core.energy import POWERCAP, CpuEnergyTracker
+from schemas import Measurement, MeasurementPolicy
 
 
 def _rss_bytes() -> int:
@@ -101,3 +105,44 @@ class HostLoadTracker:
         if busy is None or busy0 is None or wall - wall0 <= 0:
             return
         self.other_cores = max(0.0, ((busy - busy0) - (own - own0)) / (wall - wall0))
+
+
+class HostTrackers:
+    """What every scenario reads on the host around its timed part: this process's peak memory,
+    the other processes' load, and CPU package energy (RAPL, where the host exposes it)."""
+
+    def __init__(self, powercap: Path = POWERCAP) -> None:
+        self.memory = HostMemoryTracker()
+        self.load = HostLoadTracker()
+        self.energy = CpuEnergyTracker(powercap)
+
+    def __enter__(self) -> HostTrackers:
+        self.memory.__enter__()
+        self.load.__enter__()
+        self.energy.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.energy.__exit__(exc_type, exc, tb)
+        self.load.__exit__(exc_type, exc, tb)
+        self.memory.__exit__(exc_type, exc, tb)
+
+    def apply(self, m: Measurement, policy: MeasurementPolicy, samples: int | None = None) -> Measurement:
+        """The measurement with these readings. CPU energy becomes its energy per 4096 predictions
+        unless GPU telemetry gives one (applied after this, it replaces it)."""
+        cores = self.load.other_cores
+        update: dict[str, object] = {
+            "peak_host_mem_mb": self.memory.peak_mb,
+            "other_cpu_cores": cores,
+            "noisy": None if cores is None else cores > policy.noise_cores,
+            "cpu_energy_j": self.energy.energy_j,
+        }
+        per = self.energy.per_predictions(m.batch_size * m.iterations if samples is None else samples)
+        if per is not None:
+            update |= {"energy_j_per_4096": per, "energy_source": "rapl"}
+        return m.model_copy(update=update)

@@ -20,7 +20,7 @@ from runners.base import Runner
 from runners.core import gpu
 from runners.core.common import input_batch, log
 from runners.core.measure import latency_fields
-from runners.core.trackers import HostLoadTracker, HostMemoryTracker
+from runners.core.trackers import HostTrackers
 from runners.scenarios import server
 from schemas import Measurement, ModelManifest, MultiStreamScenario
 
@@ -104,8 +104,7 @@ def measure(
         f"{sc.interval_ms:g} ms"
     )
     with contextlib.ExitStack() as stack:
-        mem = stack.enter_context(HostMemoryTracker())
-        load = stack.enter_context(HostLoadTracker())
+        host = stack.enter_context(HostTrackers())
         if tracker is not None:
             stack.enter_context(tracker)
         d = server.drive(run_batch, offsets, k, [0] + [size] * k, max_delay_ms=0)
@@ -114,11 +113,9 @@ def measure(
             **summarize(sc, d, policy.keep_latencies),
             "warmup_iterations": n_warm,
             "warmup_s": warm_ns / 1e9,
-            "peak_host_mem_mb": mem.peak_mb,
-            "other_cpu_cores": load.other_cores,
-            "noisy": None if load.other_cores is None else load.other_cores > policy.noise_cores,
         }
     )
+    m = host.apply(m, policy)
     if tracker is not None:
         m = gpu.with_telemetry(m, tracker)
     log(

@@ -10,7 +10,7 @@ from runners.base import Runner
 from runners.core import barrier, gpu
 from runners.core import measure as core
 from runners.core.common import input_batch, log
-from runners.core.trackers import HostLoadTracker, HostMemoryTracker
+from runners.core.trackers import HostTrackers
 from schemas import Measurement, ModelManifest
 
 
@@ -49,21 +49,13 @@ def measure_batch(
         waited = barrier.wait(spec.barrier, f"batch{batch_size}")
         log(f"batch {batch_size}: co-located parties met (waited {waited:.2f}s)")
     with contextlib.ExitStack() as stack:
-        mem = stack.enter_context(HostMemoryTracker())
-        load = stack.enter_context(HostLoadTracker())
+        host = stack.enter_context(HostTrackers())
         if tracker is not None:
             stack.enter_context(tracker)
         state = core.steady_state(call, policy, finish=finish)
     state.warmup_iterations, state.warmup_ns = n_warm, warm_ns
-    m = core.summarize(
-        batch_size,
-        state,
-        policy,
-        peak_host_mem_mb=mem.peak_mb,
-        in_flight=1 if one_at_a_time else runner.in_flight(),
-        other_cpu_cores=load.other_cores,
-    )
-    m = m.model_copy(update={"scenario": spec.scenario.name})
+    m = core.summarize(batch_size, state, policy, in_flight=1 if one_at_a_time else runner.in_flight())
+    m = host.apply(m.model_copy(update={"scenario": spec.scenario.name}), policy)
     if tracker is not None:
         m = gpu.with_telemetry(m, tracker)
         telemetry = m.gpu

@@ -34,7 +34,7 @@ from runners.base import Runner
 from runners.core import gpu
 from runners.core.common import input_batch, log
 from runners.core.measure import latency_fields
-from runners.core.trackers import HostLoadTracker, HostMemoryTracker
+from runners.core.trackers import HostTrackers
 from schemas import Measurement, ModelManifest, ServerScenario
 
 QPS_TOLERANCE = 0.05  # achieved below offered by more than this: INVALID
@@ -280,22 +280,13 @@ def measure(
         f"max_batch {max_batch}, max_delay {sc.max_delay_ms:g} ms, padded to {sorted(prepared)}"
     )
     with contextlib.ExitStack() as stack:
-        mem = stack.enter_context(HostMemoryTracker())
-        load = stack.enter_context(HostLoadTracker())
+        host = stack.enter_context(HostTrackers())
         if tracker is not None:
             stack.enter_context(tracker)
         d = drive(run_batch, offsets, max_batch, pad, sc.max_delay_ms)
     fields = summarize(sc, d, max_batch, policy.keep_latencies)
-    m = Measurement.model_validate(
-        {
-            **fields,
-            "warmup_iterations": n_warm,
-            "warmup_s": warm_ns / 1e9,
-            "peak_host_mem_mb": mem.peak_mb,
-            "other_cpu_cores": load.other_cores,
-            "noisy": None if load.other_cores is None else load.other_cores > policy.noise_cores,
-        }
-    )
+    m = Measurement.model_validate({**fields, "warmup_iterations": n_warm, "warmup_s": warm_ns / 1e9})
+    m = host.apply(m, policy, samples=m.iterations)  # one sample per query
     if tracker is not None:
         # Energy per prediction counts samples: label the measurement batch 1 for the computation.
         m = gpu.with_telemetry(m.model_copy(update={"batch_size": 1}), tracker)

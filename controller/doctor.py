@@ -1,0 +1,340 @@
+"""`bench-ctl doctor`: can this host measure, and what will its numbers lack?
+
+Each check says what it found and what that means for the figures (energy columns that stay
+NULL, GPU cells recorded as unsupported, noise from frequency scaling or other load). A host
+"cannot measure" only when results could not be made or kept: no writable store or run folder,
+a full disk."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import psutil
+from pydantic import BaseModel
+
+from controller import hosts, store
+from controller import models as model_store
+from controller.errors import BenchError
+from controller.paths import Paths
+from runners.core import energy, fingerprint
+
+Level = Literal["ok", "note", "warn", "fail"]
+MIN_FREE_GB = 1.0  # below: results cannot be kept
+LOW_FREE_GB = 10.0  # below: a large model export or image build will fail
+BUSY_CORES = 0.5  # other processes' cores above which runs will be flagged noisy
+
+
+class Finding(BaseModel):
+    check: str
+    level: Level
+    found: str
+    meaning: str
+
+
+class Diagnosis(BaseModel):
+    host: hosts.HostIdentity
+    host_key: str
+    findings: list[Finding]
+
+    @property
+    def can_measure(self) -> bool:
+        return not any(f.level == "fail" for f in self.findings)
+
+
+def _docker() -> tuple[Finding, Any | None]:
+    try:
+        import docker
+
+        c = docker.from_env(timeout=3)
+        version = c.version().get("Version", "?")
+        return (
+            Finding(
+                check="docker",
+                level="ok",
+                found=f"Docker {version} answers",
+                meaning="runs use the pinned images where they are built",
+            ),
+            c,
+        )
+    except Exception as e:
+        why = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        return (
+            Finding(
+                check="docker",
+                level="note",
+                found=f"no Docker engine answers ({why})",
+                meaning="runs use local environments (.bench/envs, built from the same locks); "
+                "images cannot be built or used here",
+            ),
+            None,
+        )
+
+
+def _nvidia_runtime(client: Any | None, gpus: list[str]) -> Finding:
+    if client is None:
+        return Finding(check="nvidia-runtime", level="note", found="no Docker", meaning="nothing to check")
+    try:
+        runtimes = set((client.info().get("Runtimes") or {}).keys())
+    except Exception:
+        runtimes = set()
+    if "nvidia" in runtimes:
+        return Finding(
+            check="nvidia-runtime",
+            level="ok",
+            found="the NVIDIA container runtime is registered",
+            meaning="GPU images can run in containers",
+        )
+    return Finding(
+        check="nvidia-runtime",
+        level="warn" if gpus else "note",
+        found="no NVIDIA container runtime (runtimes: " + (", ".join(sorted(runtimes)) or "none") + ")",
+        meaning="GPU runs cannot use containers: they use local environments"
+        if gpus
+        else "not needed on a host without GPUs",
+    )
+
+
+def _gpus() -> list[Finding]:
+    from runners.core import gpu as gpu_core
+
+    nvml = gpu_core.load_nvml()
+    listed = hosts.nvidia_gpus()
+    if nvml is None:
+        if listed:
+            return [
+                Finding(
+                    check="gpus",
+                    level="warn",
+                    found=f"the driver lists {', '.join(listed)} but NVML does not answer",
+                    meaning="no power, energy, clock or device-memory readings: those columns stay NULL",
+                )
+            ]
+        return [
+            Finding(
+                check="gpus",
+                level="note",
+                found="no NVIDIA GPU (NVML finds no driver)" if _has_pynvml() else "no NVIDIA GPU (no NVML)",
+                meaning="GPU cells of a plan are recorded as unsupported here; no GPU energy or memory",
+            )
+        ]
+    findings = []
+    count = nvml.nvmlDeviceGetCount()
+    names = []
+    counters = 0
+    for i in range(count):
+        h = nvml.nvmlDeviceGetHandleByIndex(i)
+        names.append(gpu_core.device_info(nvml, i).get("name", "?"))
+        try:
+            nvml.nvmlDeviceGetTotalEnergyConsumption(h)
+            counters += 1
+        except Exception:
+            pass
+    driver = gpu_core.device_info(nvml, 0).get("driver", "?") if count else "?"
+    findings.append(
+        Finding(
+            check="gpus",
+            level="ok" if count else "note",
+            found=f"{count} GPU(s) through NVML: {', '.join(names) or 'none'} (driver {driver})",
+            meaning="GPU runs measure power, device memory, clocks and throttling",
+        )
+    )
+    if count:
+        findings.append(
+            Finding(
+                check="gpu-energy",
+                level="ok" if counters == count else "warn",
+                found=f"energy counter on {counters} of {count} GPU(s)",
+                meaning="energy per 4096 predictions from the counter"
+                if counters == count
+                else "where it is missing, energy is integrated from sampled power (coarser)",
+            )
+        )
+    return findings
+
+
+def _has_pynvml() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pynvml") is not None
+
+
+def _rapl(root: Path = energy.POWERCAP) -> Finding:
+    domains, unreadable = energy.rapl_packages(root)
+    if domains:
+        return Finding(
+            check="cpu-energy",
+            level="ok",
+            found=f"RAPL package counters: {', '.join(d.name for d in domains)}",
+            meaning="CPU runs get energy_j_per_4096 (package energy, all processes on the socket)",
+        )
+    if unreadable:
+        return Finding(
+            check="cpu-energy",
+            level="warn",
+            found=f"RAPL counters exist but are not readable by this user ({unreadable[0]})",
+            meaning="CPU runs have no energy figures; run as root, or make energy_uj readable",
+        )
+    return Finding(
+        check="cpu-energy",
+        level="note",
+        found="no RAPL (powercap) counters: typical of virtual machines",
+        meaning="CPU runs have no energy figures (energy_j_per_4096 stays NULL)",
+    )
+
+
+def _frequency() -> list[Finding]:
+    governor = fingerprint.cpu_governor()
+    turbo = fingerprint.turbo()
+    out = []
+    if governor is None:
+        out.append(
+            Finding(
+                check="cpu-governor",
+                level="note",
+                found="no cpufreq governor exposed (virtual machine?)",
+                meaning="clocks are the hypervisor's: expect more spread between repetitions",
+            )
+        )
+    else:
+        out.append(
+            Finding(
+                check="cpu-governor",
+                level="ok" if governor == "performance" else "warn",
+                found=f"governor {governor}",
+                meaning="steady clocks"
+                if governor == "performance"
+                else "clocks follow load: warm-up and spread grow; `cpupower frequency-set -g performance`",
+            )
+        )
+    if turbo is not None:
+        out.append(
+            Finding(
+                check="cpu-turbo",
+                level="warn" if turbo else "ok",
+                found="turbo on" if turbo else "turbo off",
+                meaning="clocks depend on temperature and neighbours: repetitions vary more"
+                if turbo
+                else "clocks do not depend on temperature",
+            )
+        )
+    return out
+
+
+def _load(sample_s: float) -> Finding:
+    cores = psutil.cpu_count() or 1
+    busy = psutil.cpu_percent(interval=sample_s) / 100 * cores
+    load = fingerprint.load_average()
+    level: Level = "warn" if busy > BUSY_CORES else "ok"
+    return Finding(
+        check="other-load",
+        level=level,
+        found=f"{busy:.2f} of {cores} cores busy now (load average {', '.join(map(str, load or []))})",
+        meaning="runs made now would be flagged noisy and compare warns about them"
+        if level == "warn"
+        else "quiet enough to measure",
+    )
+
+
+def _disk(paths: Paths) -> Finding:
+    folder = paths.home if paths.home.exists() else paths.home.parent
+    while not folder.exists():
+        folder = folder.parent
+    free_gb = shutil.disk_usage(folder).free / 2**30
+    level: Level = "fail" if free_gb < MIN_FREE_GB else ("warn" if free_gb < LOW_FREE_GB else "ok")
+    return Finding(
+        check="disk",
+        level=level,
+        found=f"{free_gb:.1f} GiB free under {folder}",
+        meaning={
+            "fail": "results and run folders cannot be kept: free space first",
+            "warn": "a model export (VGG19 needs ~5 GB) or an image build may not fit",
+            "ok": "room for models, environments and results",
+        }[level],
+    )
+
+
+def _store(paths: Paths) -> Finding:
+    db = paths.db
+    try:
+        if db.exists():
+            with store.reader(db) as con:
+                n = con.execute("SELECT count(*) FROM runs").fetchone()
+            writable = os.access(db, os.W_OK) and os.access(db.parent, os.W_OK)
+            return Finding(
+                check="store",
+                level="ok" if writable else "fail",
+                found=f"{db}: {n[0] if n else 0} runs" + ("" if writable else ", read-only"),
+                meaning="results are stored here"
+                if writable
+                else "results could not be stored: pass another --db",
+            )
+    except BenchError as e:
+        older = "older than this code" in e.message
+        return Finding(
+            check="store",
+            level="note" if older else "fail",
+            found=e.message,
+            meaning="the next run or sweep upgrades it" if older else (e.hint or "pass another --db"),
+        )
+    parent = db.parent
+    while not parent.exists():
+        parent = parent.parent
+    ok = os.access(parent, os.W_OK)
+    return Finding(
+        check="store",
+        level="ok" if ok else "fail",
+        found=f"{db} does not exist yet" + ("" if ok else f"; {parent} is not writable"),
+        meaning="the first run creates it" if ok else "results could not be stored: pass another --db",
+    )
+
+
+def _images(paths: Paths) -> Finding:
+    from controller import images
+
+    rows = images.status(paths)
+    built = [r.name for r in rows if r.image_id and not r.image_stale]
+    stale = [r.name for r in rows if r.image_id and r.image_stale]
+    local = [r.name for r in rows if r.local_env == "current"]
+    parts = [f"images built: {', '.join(built) or 'none'}"]
+    if stale:
+        parts.append(f"stale (older code or lock): {', '.join(stale)}")
+    parts.append(f"local environments: {', '.join(local) or 'none'}")
+    return Finding(
+        check="images",
+        level="warn" if stale else "ok",
+        found="; ".join(parts),
+        meaning="stale images are not used (runs fall back to local environments): `make images`"
+        if stale
+        else "missing environments are built on first use",
+    )
+
+
+def _models(paths: Paths) -> Finding:
+    have = model_store.list_names(paths)
+    missing = [m for m in model_store.KERAS_MODELS if m not in have]
+    return Finding(
+        check="models",
+        level="note" if missing else "ok",
+        found=f"in the store: {', '.join(have) or 'none'}",
+        meaning=f"export the study's others when needed: bench-ctl models export {' '.join(missing)}"
+        if missing
+        else "every study model is exported",
+    )
+
+
+def diagnose(paths: Paths, load_sample_s: float = 1.0) -> Diagnosis:
+    """Every check, in the order a reader wants them."""
+    identity = hosts.identity()
+    docker_finding, client = _docker()
+    findings = [_store(paths), _disk(paths), docker_finding]
+    findings += _gpus()
+    findings.append(_nvidia_runtime(client, identity.gpus))
+    findings.append(_rapl())
+    findings += _frequency()
+    findings.append(_load(load_sample_s))
+    findings.append(_images(paths))
+    findings.append(_models(paths))
+    return Diagnosis(host=identity, host_key=identity.key, findings=findings)
