@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.markup import escape
 
 from controller import (
@@ -27,6 +26,14 @@ from controller import (
 )
 from controller import colocate as colocate_service
 from controller import models as model_store
+from controller.cli_fleet import (
+    AccountOpt,
+    ConstraintOpt,
+    CpusPerTaskOpt,
+    PartitionOpt,
+    TimeLimitOpt,
+    slurm_options_of,
+)
 from controller.console import (
     DbOpt,
     JsonOpt,
@@ -40,7 +47,6 @@ from controller.console import (
 from controller.errors import BenchError, Terminated
 from controller.paths import Paths
 from schemas import MAX_BATCH_SIZE
-from schemas.plan import SlurmOptions
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -205,30 +211,11 @@ def run(
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="seconds before the runner is killed")
     ] = None,
-    partition: Annotated[
-        str | None, typer.Option("--partition", help="--launcher slurm: the partition to submit to")
-    ] = None,
-    account: Annotated[
-        str | None, typer.Option("--account", help="--launcher slurm: the account to charge")
-    ] = None,
-    constraint: Annotated[
-        str | None,
-        typer.Option("--constraint", help="--launcher slurm: node features the job needs, e.g. h100"),
-    ] = None,
-    time_limit: Annotated[
-        int | None,
-        typer.Option(
-            "--time-limit",
-            help="--launcher slurm: the job's time limit in minutes (default: the run's timeout plus 5)",
-        ),
-    ] = None,
-    cpus_per_task: Annotated[
-        int | None,
-        typer.Option(
-            "--cpus-per-task",
-            help="--launcher slurm: cores per job (default: each job has a node to itself, --exclusive)",
-        ),
-    ] = None,
+    partition: PartitionOpt = None,
+    account: AccountOpt = None,
+    constraint: ConstraintOpt = None,
+    time_limit: TimeLimitOpt = None,
+    cpus_per_task: CpusPerTaskOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -299,46 +286,6 @@ def run(
         render.group_summary(out, service.group_summary(paths.db, results))
     if any(r.status != "ok" for r in results):
         raise typer.Exit(1)
-
-
-SLURM_FLAGS = {
-    "partition": "--partition",
-    "account": "--account",
-    "constraint": "--constraint",
-    "time_limit_min": "--time-limit",
-    "cpus_per_task": "--cpus-per-task",
-}
-
-
-def slurm_options_of(
-    launcher: str,
-    partition: str | None,
-    account: str | None,
-    constraint: str | None,
-    time_limit: int | None,
-    cpus: int | None,
-) -> SlurmOptions | None:
-    """The Slurm options of `run`, checked; None when the launcher is not slurm."""
-    given = {
-        "partition": partition,
-        "account": account,
-        "constraint": constraint,
-        "time_limit_min": time_limit,
-        "cpus_per_task": cpus,
-    }
-    if launcher != "slurm":
-        named = [SLURM_FLAGS[k] for k, v in given.items() if v is not None]
-        if named:
-            raise BenchError(f"{', '.join(named)} needs --launcher slurm", "add --launcher slurm, or drop it")
-        return None
-    try:
-        return SlurmOptions.model_validate(given)
-    except ValidationError as e:
-        first = e.errors()[0]
-        flag = SLURM_FLAGS.get(str(first["loc"][0]), str(first["loc"][0]))
-        raise BenchError(
-            f"{flag} {first.get('input')!r}: {first['msg']}", "e.g. --partition gpu --time-limit 60"
-        ) from None
 
 
 def run_find_peak(req: planning.RunRequest, paths: Paths, as_json: bool, repeat: int | None) -> None:

@@ -6,16 +6,80 @@ import json
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from controller import fleet, render
 from controller.console import DbOpt, JsonOpt, handles_errors, info, out
+from controller.errors import BenchError
 from controller.paths import Paths
+from schemas.plan import SlurmOptions
 
 commands = typer.Typer(
     no_args_is_help=True,
     help="Runs submitted to Slurm (--launcher slurm): their jobs, and the results of jobs that ended "
     "while no bench-ctl followed them.",
 )
+
+# The flags of `run` and `sweep` for --launcher slurm (a plan's [slurm] table has the same keys).
+PartitionOpt = Annotated[
+    str | None, typer.Option("--partition", help="--launcher slurm: the partition to submit to")
+]
+AccountOpt = Annotated[str | None, typer.Option("--account", help="--launcher slurm: the account to charge")]
+ConstraintOpt = Annotated[
+    str | None, typer.Option("--constraint", help="--launcher slurm: node features the job needs, e.g. h100")
+]
+TimeLimitOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--time-limit",
+        help="--launcher slurm: the job's time limit in minutes (default: the run's timeout plus 5)",
+    ),
+]
+CpusPerTaskOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--cpus-per-task",
+        help="--launcher slurm: cores per job (default: each job has a node to itself, --exclusive)",
+    ),
+]
+SLURM_FLAGS = {
+    "partition": "--partition",
+    "account": "--account",
+    "constraint": "--constraint",
+    "time_limit_min": "--time-limit",
+    "cpus_per_task": "--cpus-per-task",
+}
+
+
+def slurm_options_of(
+    launcher: str,
+    partition: str | None,
+    account: str | None,
+    constraint: str | None,
+    time_limit: int | None,
+    cpus: int | None,
+) -> SlurmOptions | None:
+    """The Slurm flags of `run` or `sweep`, checked; None when the launcher is not slurm."""
+    given = {
+        "partition": partition,
+        "account": account,
+        "constraint": constraint,
+        "time_limit_min": time_limit,
+        "cpus_per_task": cpus,
+    }
+    if launcher != "slurm":
+        named = [SLURM_FLAGS[k] for k, v in given.items() if v is not None]
+        if named:
+            raise BenchError(f"{', '.join(named)} needs --launcher slurm", "add --launcher slurm, or drop it")
+        return None
+    try:
+        return SlurmOptions.model_validate(given)
+    except ValidationError as e:
+        first = e.errors()[0]
+        flag = SLURM_FLAGS.get(str(first["loc"][0]), str(first["loc"][0]))
+        raise BenchError(
+            f"{flag} {first.get('input')!r}: {first['msg']}", "e.g. --partition gpu --time-limit 60"
+        ) from None
 
 
 @commands.command("status")

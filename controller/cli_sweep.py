@@ -19,7 +19,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from controller import render, sweep
+from controller import fleet, render, sweep
+from controller.cli_fleet import (
+    AccountOpt,
+    ConstraintOpt,
+    CpusPerTaskOpt,
+    PartitionOpt,
+    TimeLimitOpt,
+    slurm_options_of,
+)
 from controller.console import DbOpt, JsonOpt, err, handles_errors, info, out, runner_line
 from controller.errors import BenchError
 from controller.paths import Paths
@@ -27,7 +35,8 @@ from schemas import RunResult
 
 commands = typer.Typer()
 
-FAILED = ("error", "timeout")  # unsupported is an answer about the host, not a failure
+# unsupported is an answer about the host, not a failure
+FAILED = ("error", "timeout", "cancelled", "preempted", "node_fail")
 
 
 def duration(seconds: float) -> str:
@@ -40,8 +49,8 @@ def duration(seconds: float) -> str:
 
 
 def check_launcher(launcher: str) -> str:
-    if launcher not in ("auto", "local", "docker"):
-        raise BenchError(f"unknown launcher {launcher!r}", "valid: auto, local, docker")
+    if launcher not in ("auto", "local", "docker", "slurm"):
+        raise BenchError(f"unknown launcher {launcher!r}", "valid: auto, local, docker, slurm")
     return launcher
 
 
@@ -97,7 +106,19 @@ def sweep_command(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="run again the cells whose last run failed here")
     ] = False,
-    launcher: Annotated[str, typer.Option("--launcher", help="auto | local | docker")] = "auto",
+    launcher: Annotated[
+        str,
+        typer.Option(
+            "--launcher",
+            help="auto | local | docker | slurm (a Slurm job per run; a plan's [slurm] table gives "
+            "partition, account, constraint, time_limit_min, cpus_per_task)",
+        ),
+    ] = "auto",
+    partition: PartitionOpt = None,
+    account: AccountOpt = None,
+    constraint: ConstraintOpt = None,
+    time_limit: TimeLimitOpt = None,
+    cpus_per_task: CpusPerTaskOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -110,8 +131,13 @@ def sweep_command(
     cannot run (a GPU image without a GPU) are recorded once as unsupported.
     """
     check_launcher(launcher)
+    slurm = slurm_options_of(launcher, partition, account, constraint, time_limit, cpus_per_task)
     paths = Paths.from_env(db)
-    sp = sweep.prepare(plan, paths, retry_failed, dry_run)
+    if slurm is not None and not dry_run:
+        synced = fleet.sync(paths, info)  # jobs that ended since: their cells may be done now
+        if synced.stored:
+            info(f"stored {len(synced.stored)} result(s) of jobs that ended since the last look")
+    sp = sweep.prepare(plan, paths, retry_failed, dry_run, slurm)
     if dry_run:
         if as_json:
             print(json.dumps(_dry_json(sp), indent=1))
@@ -127,8 +153,11 @@ def sweep_command(
     info(_headline(sp))
     sweep.export_missing(sp, paths, info, runner_line)
     if sp.missing_models:  # now exported: check the cells against the models themselves
-        sp = sweep.prepare(plan, paths, retry_failed, dry_run=False)
-    results = _run_with_progress(sp, paths, launcher)
+        sp = sweep.prepare(plan, paths, retry_failed, False, slurm)
+    if slurm is not None:
+        results = sweep.submit(sp, slurm, paths, info).results
+    else:
+        results = _run_with_progress(sp, paths, launcher)
     failed = [r for r in results if r.status in FAILED]
     if as_json:
         lean = {"measurements": {"__all__": {"latencies_ms"}}}

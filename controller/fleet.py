@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from controller import service, store
 from controller.catalog import get_image
 from controller.errors import BenchError
+from controller.hosts import HostIdentity
 from controller.launchers.base import RESULT_FILE, LineSink, failed_result
 from controller.launchers.local import LocalLauncher
 from controller.launchers.slurm import JobState, SlurmClient, SlurmLauncher
@@ -127,6 +128,35 @@ def jobs(db: Path, open_only: bool = False) -> list[Job]:
         db, f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs{where} ORDER BY submitted_at, run_id"
     )
     return [Job.model_validate(dict(zip(cols, r, strict=True))) for r in rows]
+
+
+def open_cells(db: Path) -> dict[str, int]:
+    """Per plan cell: its jobs submitted whose results are not stored yet (queued or running)."""
+    if not db.exists():
+        return {}
+    _, rows = store.read(
+        db, "SELECT cell, count(*) FROM jobs WHERE stored_at IS NULL AND cell IS NOT NULL GROUP BY cell"
+    )
+    return {str(cell): int(n) for cell, n in rows}
+
+
+def cluster_identity(options: SlurmOptions, client: SlurmClient | None = None) -> HostIdentity:
+    """Where a sweep's cells run on Slurm: the cluster and the kind of node asked for (partition,
+    constraint, cores), in place of one host's identity. The nodes' own fingerprints stay with
+    each result (its host), so comparisons still never mix machines."""
+    client = client or SlurmClient()
+    client.check(options)
+    where = options.partition or "default partition"
+    if options.constraint:
+        where += f" [{options.constraint}]"
+    return HostIdentity(
+        hostname=f"slurm:{client.cluster_name()}/{where}",
+        cpu_model=f"constraint={options.constraint or ''}",
+        cpu_count=options.cpus_per_task or 0,
+        memory_gb=0,
+        gpus=[],
+        nvidia_driver=None,
+    )
 
 
 # --------------------------------------------------------------------------- submitting

@@ -155,8 +155,11 @@ def cell_key(req: planning.RunRequest, image: ImageInfo, host_key: str) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def cells(plan: Plan, paths: Paths, host_key: str, check_models: bool = True) -> list[Cell]:
+def cells(
+    plan: Plan, paths: Paths, host_key: str, check_models: bool = True, here: bool = True
+) -> list[Cell]:
     """The plan's cells in plan order, each checked as `bench-ctl run` would check it.
+    `here=False`: the cells run elsewhere (Slurm nodes), so this host's devices do not matter.
 
     With `check_models` the models must be in the store (they are read and verified); without it
     (a dry run before export) only the options, scenario and images are checked."""
@@ -193,7 +196,7 @@ def cells(plan: Plan, paths: Paths, host_key: str, check_models: bool = True) ->
                     image=image,
                     repetitions=reps,
                     key=key,
-                    unsupported=planning.preflight(image, r),
+                    unsupported=planning.preflight(image, r, here=here),
                 )
             )
             if len(out) > MAX_CELLS:

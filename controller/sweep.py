@@ -12,16 +12,19 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from controller import hosts, planning, plans, service, store
+from controller import fleet, hosts, planning, plans, service, store
 from controller import models as model_store
 from controller.catalog import get_image
 from controller.launchers import select_launcher
 from controller.launchers.base import LineSink
+from controller.launchers.local import LocalLauncher
+from controller.launchers.slurm import SlurmClient, SlurmLauncher
 from controller.paths import Paths
 from controller.planning import new_group_id
 from schemas import SCENARIO_MODELS, MeasurementPolicy, MultiStreamScenario, RunResult, ServerScenario
-from schemas.plan import Plan
+from schemas.plan import Plan, SlurmOptions
 
+SCHEDULER_ENDED = ("cancelled", "preempted", "node_fail")  # statuses that say nothing of the cell
 STARTUP_S = 15.0  # a runner's import, model read and compile, when this host has no history
 
 
@@ -43,6 +46,7 @@ class Due:
     why: str  # done, due, failed, unsupported ... in words
     estimate_s: float
     reason: str | None = None  # why it is unsupported or failed
+    queued: int = 0  # runs submitted to Slurm, not ended yet
 
 
 @dataclass
@@ -85,6 +89,8 @@ def states(db: Path, keys: list[str]) -> dict[str, CellState]:
     )
     for key, status, n, message in rows:
         st = found[key]
+        if status in SCHEDULER_ENDED:
+            continue  # the job was cancelled, preempted or lost its node: the cell is due again
         if status == "ok":
             st.ok += int(n)
         elif status == "unsupported":
@@ -144,19 +150,35 @@ def planned_scenario(cell: plans.Cell) -> BaseModel:
     )
 
 
-def prepare(plan_path: Path, paths: Paths, retry_failed: bool, dry_run: bool) -> SweepPlan:
-    """Read the plan, expand its cells and find what is due here; nothing runs."""
+def prepare(
+    plan_path: Path,
+    paths: Paths,
+    retry_failed: bool,
+    dry_run: bool,
+    slurm: SlurmOptions | None = None,
+    client: SlurmClient | None = None,
+) -> SweepPlan:
+    """Read the plan, expand its cells and find what is due here; nothing runs.
+
+    With `slurm` (the flags; the plan's `[slurm]` table fills what they leave out) the cells are
+    keyed on the cluster and node kind instead of this host, and runs of a cell that are queued
+    or running as jobs count as made: a rerun submits only what is neither done nor in flight."""
     plan = plans.load(plan_path)
     missing = plans.missing_models(plan, paths)
-    host = hosts.identity()
-    cells = plans.cells(plan, paths, host.key, check_models=not missing)
+    if slurm is not None:
+        host = fleet.cluster_identity(slurm_options(plan, slurm), client)
+    else:
+        host = hosts.identity()
+    cells = plans.cells(plan, paths, host.key, check_models=not missing, here=slurm is None)
     if not dry_run:
         store.ensure_store(paths.db)
     found = states(paths.db, [c.key for c in cells])
+    in_flight = fleet.open_cells(paths.db) if slurm is not None else {}
     past = history(paths.db, host.hostname)
     due = []
     for c in cells:
         st = found[c.key]
+        queued = in_flight.get(c.key, 0)
         if st.unsupported is not None:
             due.append(Due(c, st, 0, "unsupported (recorded)", 0.0, st.unsupported))
         elif c.unsupported is not None:
@@ -164,9 +186,11 @@ def prepare(plan_path: Path, paths: Paths, retry_failed: bool, dry_run: bool) ->
         elif st.failed and not retry_failed:
             due.append(Due(c, st, 0, "failed (--retry-failed)", 0.0, st.last_failure))
         else:
-            runs = max(0, c.repetitions - st.ok)
+            runs = max(0, c.repetitions - st.ok - queued)
             why = "done" if runs == 0 else ("due" if st.ok == 0 else f"due ({st.ok} of {c.repetitions} done)")
-            due.append(Due(c, st, runs, why, runs * estimate(c, past)))
+            if queued:
+                why = f"{queued} queued or running" + (f", {runs} due" if runs else "")
+            due.append(Due(c, st, runs, why, runs * estimate(c, past), queued=queued))
     return SweepPlan(plan, cells, due, missing, host)
 
 
@@ -206,4 +230,47 @@ def run(
             else:
                 left[key] = 0
             on_result(d, result)
+    return outcome
+
+
+def slurm_options(plan: Plan, given: SlurmOptions) -> SlurmOptions:
+    """The plan's `[slurm]` table with the flags given on the command line taking precedence."""
+    return (plan.slurm or SlurmOptions()).merged(given)
+
+
+def submit(
+    sp: SweepPlan, given: SlurmOptions, paths: Paths, log: LineSink, client: SlurmClient | None = None
+) -> SweepOutcome:
+    """`sweep --launcher slurm`: every due run of every due cell is submitted at once, a job per
+    run (rounds in plan order, so a cell's repetitions are spread over the queue), then the jobs
+    are followed and each result stored as it lands."""
+    client = client or SlurmClient()
+    launcher = SlurmLauncher(paths, slurm_options(sp.plan, given), client)
+    launcher.check()
+    group = new_group_id()
+    outcome = SweepOutcome(skipped_failed=sum(1 for d in sp.due if d.runs == 0 and d.state.failed))
+    submitted: list[fleet.Job] = []
+    prepared: set[str] = set()
+    for k in range(max((d.runs for d in sp.due), default=0)):
+        for d in sp.due:
+            if k >= d.runs:
+                continue
+            cell, req = d.cell, d.cell.request
+            if cell.unsupported is not None:
+                outcome.results.append(
+                    service.record_unsupported(
+                        req, paths, cell.image, cell.unsupported, log, group, cell=cell.key
+                    )
+                )
+                continue
+            if cell.image.name not in prepared:
+                launcher.prepare(cell.image, log)
+                prepared.add(cell.image.name)
+            spec = planning.plan(req, paths, LocalLauncher(paths), cell.image).model_copy(
+                update={"group": group, "repetition": d.state.ok + d.queued + k + 1, "cell": cell.key}
+            )
+            submitted.append(fleet.submit_one(launcher, spec, req.timeout_s, paths, submitted, log))
+    if submitted:
+        log(f"{len(submitted)} job(s) submitted; following them (Ctrl-C leaves them running)")
+    outcome.results += fleet.follow(submitted, paths, log, client).stored
     return outcome

@@ -57,7 +57,26 @@ class SlurmCluster:
         text = self.scontrol("-o", "show", "job", job_id)
         return next(f.split("=", 1)[1] for f in text.split() if f.startswith("JobState="))
 
+    def cancel_all(self, wait_s: float = 20) -> None:
+        """Cancel every job and wait until none runs: their processes must not outlive the node."""
+        env = {**os.environ, **self.env}
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(["scancel", "--full", "--partition", PARTITION], env=env, timeout=10)
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline:
+                left = subprocess.run(
+                    ["squeue", "-h", "-t", "PD,R,CG,CF,S", "-o", "%i"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                )
+                if left.returncode != 0 or not left.stdout.strip():
+                    break
+                time.sleep(0.3)
+
     def stop(self) -> None:
+        self.cancel_all()
         for pid_file in ("slurmd.pid", "slurmctld.pid", "munged.pid"):
             with contextlib.suppress(OSError, ValueError):
                 os.kill(int((self.root / pid_file).read_text().split()[0]), signal.SIGTERM)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import slurm_cluster
-from conftest import Bench
+from conftest import REPO_BENCH, Bench
 
 from controller.launchers.slurm import (
     SlurmClient,
@@ -337,3 +337,56 @@ def test_time_limit_gives_timeout(over_time_limit: OverTimeLimit, bench: Any) ->
     assert kept.rows("SELECT status, job_id, node FROM results") == [
         ("timeout", r.launch.job_id, slurm_cluster.NODE)
     ]
+
+
+@pytest.fixture
+def resnet50(bench: Any) -> None:
+    """resnet50 in this test's model store: the repository's copy (else the sweep exports it)."""
+    repo_copy = REPO_BENCH / "models" / "resnet50"
+    if (repo_copy / "manifest.json").exists():
+        (bench.models / "resnet50").symlink_to(repo_copy.resolve(), target_is_directory=True)
+
+
+@pytest.mark.frameworks
+def test_smoke_plan_on_slurm_every_cell_once_with_its_job(
+    cli: Any, bench: Any, resnet50: None, slurm: Any, ensure_env: Any
+) -> None:
+    """plans/smoke.toml: the sweep is killed once its jobs are submitted; a rerun submits nothing
+    for cells queued or running; `fleet sync --wait` stores the rest; then every cell has its
+    repetitions, each run a job of its own, and a third sweep finds everything done."""
+    for image in ("ort", "openvino"):
+        ensure_env(image)
+    plan = REPO_ROOT / "plans" / "smoke.toml"
+    env = {**os.environ, "SLURM_CONF": str(slurm.conf), "BENCH_SLURM_POLL_S": "0.3"}
+    cmd = [sys.executable, "-m", "controller.cli", "sweep", str(plan), "--launcher", "slurm"]
+    cmd += ["--cpus-per-task", "1"]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "job(s) submitted" in line:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert any("9 job(s) submitted" in ln for ln in seen), "".join(seen)
+    assert len(jobs_of(bench)) == 9
+    rerun = cli("sweep", plan, "--launcher", "slurm", "--cpus-per-task", "1", "--json")
+    assert rerun.exit_code == 0, rerun.output
+    assert len(jobs_of(bench)) == 9, "a rerun resubmitted cells that were queued or running"
+    synced = cli("fleet", "sync", "--wait")
+    assert synced.exit_code == 0, synced.output
+    rows = bench.rows(
+        "SELECT cell, count(*), count(DISTINCT job_id), bool_and(status = 'ok'), bool_and(node IS NOT NULL) "
+        "FROM runs GROUP BY cell ORDER BY cell"
+    )
+    assert sorted(r[1] for r in rows) == [1, 1, 1, 2, 2, 2]  # 6 cells: 3 with 2 repetitions
+    assert all(r[1] == r[2] and r[3] and r[4] for r in rows), rows
+    assert bench.count("runs") == 9 and bench.rows("SELECT count(*) FROM jobs WHERE stored_at IS NULL") == [
+        (0,)
+    ]
+    third = cli("sweep", plan, "--launcher", "slurm", "--cpus-per-task", "1")
+    assert third.exit_code == 0 and "6 of 6 already done" in third.stderr, third.output
+    assert len(jobs_of(bench)) == 9

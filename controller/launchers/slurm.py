@@ -161,6 +161,17 @@ class SlurmClient:
             raise BenchError(f"Slurm does not answer: {_first_error(done.stderr)}", UNREACHABLE_HINT)
         return sorted({p.strip() for p in done.stdout.split() if p.strip()})
 
+    def cluster_name(self) -> str:
+        """The cluster's name (ClusterName of its configuration), as its controller says."""
+        done = self._run(["scontrol", "show", "config"])
+        if done.returncode != 0:
+            raise BenchError(f"Slurm does not answer: {_first_error(done.stderr)}", UNREACHABLE_HINT)
+        for line in done.stdout.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "ClusterName":
+                return value.strip()
+        return "unnamed"
+
     def check(self, options: SlurmOptions) -> None:
         """Before anything is submitted: sbatch is there, the controller answers, the partition exists."""
         self._run(["sbatch", "--version"])
