@@ -36,15 +36,30 @@ def _terminate(signum: int, _frame: object) -> None:
     raise Terminated(signum)
 
 
+def allocated_gpu(device: str) -> str:
+    """`cuda:N` of the job (N counts the GPUs Slurm gave it, CUDA_VISIBLE_DEVICES) as the machine's
+    own index, which Docker's device request takes."""
+    index = int(device.split(":")[1])
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if index < len(visible) and visible[index].isdigit():
+        return f"cuda:{visible[index]}"
+    return device
+
+
 def for_launcher(spec: RunSpec, launcher: Launcher, image: ImageInfo) -> RunSpec:
-    """The spec with the model and cache folders as the chosen launcher's runner sees them."""
+    """The spec with the model and cache folders as the chosen launcher's runner sees them, and,
+    in a container, the GPU Slurm allocated by the machine's index."""
     members = [m.model_copy(update={"model_dir": launcher.model_dir(m.model)}) for m in spec.members]
     first = spec.members[0].model if spec.members else spec.model
+    device = spec.device
+    if launcher.name == "docker" and device.startswith("cuda:"):
+        device = allocated_gpu(device)
     return spec.model_copy(
         update={
             "model_dir": launcher.model_dir(first),
             "cache_dir": launcher.cache_dir(image),
             "members": members,
+            "device": device,
         }
     )
 

@@ -185,9 +185,19 @@ def test_device_info(recording: dict[str, Any]) -> None:
 
 def test_physical_index_respects_container_remap(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BENCH_CUDA_INDEX", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert gpu.physical_index("cuda:3") == 3
     monkeypatch.setenv("BENCH_CUDA_INDEX", "0")
     assert gpu.physical_index("cuda:3") == 0
+
+
+def test_physical_index_follows_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Slurm job given GPU 5 has CUDA_VISIBLE_DEVICES=5: its cuda:0 is NVML's GPU 5."""
+    monkeypatch.delenv("BENCH_CUDA_INDEX", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,2")
+    assert gpu.physical_index("cuda:0") == 5 and gpu.physical_index("cuda:1") == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8f3a")  # UUIDs: NVML's own order is kept
+    assert gpu.physical_index("cuda:0") == 0
 
 
 def test_load_nvml_absent_returns_none(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -70,3 +70,20 @@ def test_slurm_states_parse_and_map() -> None:
         "error",
         "node_fail",
     ]
+
+
+def test_node_maps_the_allocated_gpu_for_docker(monkeypatch: Any, tmp_path: Path) -> None:
+    """Slurm gives a job GPU 3 as CUDA_VISIBLE_DEVICES=3: Docker must be asked for GPU 3, while a
+    local runner keeps cuda:0 (CUDA numbers the visible GPUs from 0)."""
+    from controller.catalog import get_image
+    from controller.launchers.local import LocalLauncher
+    from controller.node import allocated_gpu, for_launcher
+    from controller.paths import Paths
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert allocated_gpu("cuda:0") == "cuda:3"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-1234")
+    assert allocated_gpu("cuda:0") == "cuda:0"
+    paths = Paths(home=tmp_path, db=tmp_path / "r.duckdb")
+    local = for_launcher(_spec("cuda:0"), LocalLauncher(paths), get_image("torch"))
+    assert local.device == "cuda:0" and local.model_dir == str(tmp_path / "models" / "fake")

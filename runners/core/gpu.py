@@ -50,9 +50,18 @@ def load_nvml() -> Any | None:
 
 
 def physical_index(device: str) -> int:
-    """Index of `cuda:N` as NVML sees it here (a container given one GPU sees it as 0)."""
+    """Index of `cuda:N` as NVML sees it here (a container given one GPU sees it as 0).
+
+    CUDA numbers the GPUs of CUDA_VISIBLE_DEVICES from 0 (Slurm sets it to the GPUs a job was
+    given); NVML numbers every GPU of the machine, so `cuda:N` is NVML's GPU at place N there."""
     override = os.environ.get("BENCH_CUDA_INDEX")
-    return int(override) if override is not None else int(device.split(":")[1])
+    if override is not None:
+        return int(override)
+    index = int(device.split(":")[1])
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if index < len(visible) and visible[index].isdigit():
+        return int(visible[index])
+    return index
 
 
 def decode_reasons(mask: int) -> list[str]:
