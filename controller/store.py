@@ -156,6 +156,10 @@ MIGRATIONS: list[str | Callable[[], str]] = [
     ALTER TABLE measurements ADD COLUMN cpu_energy_j DOUBLE;
     ALTER TABLE measurements ADD COLUMN energy_source VARCHAR;
     """,
+    # 11: the whole spec, so a run can be made again elsewhere (bench-ctl rerun).
+    """
+    ALTER TABLE runs ADD COLUMN spec JSON;
+    """,
 ]
 
 
@@ -393,6 +397,7 @@ def run_row(result: RunResult, result_path: Path | None) -> dict[str, Any]:
         "repetition": spec.repetition,
         "role": spec.role,
         "cell": spec.cell,
+        "spec": spec.model_dump_json(),
         "policy": spec.policy.model_dump_json(),
         "scenario": spec.scenario.name,
         "scenario_options": spec.scenario.model_dump_json(),
