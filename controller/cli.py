@@ -283,6 +283,11 @@ def run_colocated(req: planning.RunRequest, paths: Paths, as_json: bool) -> None
         )
     if req.sweeps:
         raise BenchError("--colocate processes takes no --sweep", "run one configuration at a time")
+    if req.scenario != "offline":
+        raise BenchError(
+            f"--colocate processes measures offline only, not --scenario {req.scenario}",
+            "serve an ensemble from one runner: --ensemble without --colocate (threads)",
+        )
     planning.validate(req, paths)
     service.check_destinations(paths)
     colocated = colocate_service.run(req, paths, info, runner_line)

@@ -187,11 +187,6 @@ def plan(req: RunRequest, paths: Paths, launcher: Launcher, image: ImageInfo) ->
     """Validate everything a user typed into one `RunSpec`; raise BenchError on the first problem."""
     options, policy, scenario_sets = parse_sets(image.framework, req.sets)
     scenario = scenario_of(req.scenario, scenario_sets, req.batch_sizes)
-    if req.ensemble and scenario["name"] != "offline":
-        raise BenchError(
-            f"--scenario {scenario['name']} does not run ensembles yet",
-            "use --scenario offline with --ensemble",
-        )
     try:
         policy_model = MeasurementPolicy.model_validate(policy)
     except ValidationError as e:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
+from runners import ensemble
 from runners.base import Runner
 from runners.core import barrier, gpu
 from runners.core import measure as core
@@ -17,6 +18,8 @@ from schemas import Measurement, ModelManifest
 def measure(
     runner: Runner, manifest: ModelManifest, tracker: gpu.GpuTracker | None = None
 ) -> list[Measurement]:
+    if isinstance(runner, ensemble.Together):  # each member alone, then together: the slowdown
+        return [ensemble.measure_batch(runner, manifest, bs, tracker) for bs in runner.spec.batch_sizes]
     return [measure_batch(runner, manifest, bs, tracker) for bs in runner.spec.batch_sizes]
 
 
