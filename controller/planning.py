@@ -223,6 +223,12 @@ def plan(req: RunRequest, paths: Paths, launcher: Launcher, image: ImageInfo) ->
         raise BenchError(_validation_message(e, "invalid"), "see `bench-ctl run --help`") from None
 
 
+def tagged(spec: RunSpec, **tags: Any) -> RunSpec:
+    """The spec with run tags set (group, repetition, role, cell, barrier), validated again:
+    `model_copy(update=...)` would skip the checks a spec promises its runner."""
+    return RunSpec.model_validate({**spec.model_dump(), **tags})
+
+
 def default_device(image: ImageInfo) -> str:
     """CPU where the image can run on it, else its first GPU."""
     return "cpu" if "cpu" in image.devices else "cuda:0"

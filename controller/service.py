@@ -25,6 +25,7 @@ from controller.planning import (
     plan,
     policy_of,
     preflight,
+    tagged,
     validate,
 )
 from controller.reports import Comparison
@@ -121,7 +122,7 @@ def run(
     if reason is not None:
         # Nothing to launch: validate the request all the same, then record why it cannot run here.
         local = LocalLauncher(paths)
-        spec = plan(req, paths, local, image).model_copy(update=tags)
+        spec = tagged(plan(req, paths, local, image), **tags)
         run_dir = paths.runs / spec.run_id
         run_dir.mkdir(parents=True)
         (run_dir / "spec.json").write_text(spec.model_dump_json(indent=1) + "\n")
@@ -133,7 +134,7 @@ def run(
         log(f"not launched: {reason}")
         return keep(result, run_dir, paths, db)
     launcher = select_launcher(req.launcher, image, paths, log)
-    spec = plan(req, paths, launcher, image).model_copy(update=tags)
+    spec = tagged(plan(req, paths, launcher, image), **tags)
     launcher.prepare(image, log)
     return execute(image, spec, launcher, paths, req.timeout_s, on_line, db=db)
 
