@@ -160,6 +160,10 @@ MIGRATIONS: list[str | Callable[[], str]] = [
     """
     ALTER TABLE runs ADD COLUMN spec JSON;
     """,
+    # 12: MLPerf's early-stopping estimate of a scenario's latency percentile.
+    """
+    ALTER TABLE measurements ADD COLUMN latency_early_stop_ms DOUBLE;
+    """,
 ]
 
 
@@ -176,7 +180,8 @@ SELECT
     r.run_id, r.started_at, r.host, r.image, r.framework, r.framework_version, r.model, r.device, r.variant,
     coalesce(m.scenario, r.scenario, 'offline') AS scenario,
     m.batch_size, m.throughput_sps, m.latency_p50_ms, m.latency_p90_ms, m.latency_p99_ms,
-    m.latency_p999_ms, m.latency_mean_ms, m.latency_stdev_ms, m.iterations, m.in_flight,
+    m.latency_p999_ms, m.latency_early_stop_ms, m.latency_mean_ms, m.latency_stdev_ms, m.iterations,
+    m.in_flight,
     m.target_qps, m.offered_qps, m.achieved_qps, m.queueing_mean_ms, m.compute_mean_ms,
     m.mean_batch, m.batch_histogram, m.padding_waste, m.valid, m.invalid_reason, r.scenario_options,
     r.load_time_s, r.compile_s, r.compile_cache_hit,
@@ -467,6 +472,7 @@ MEASUREMENT_COLUMNS = [
     "invalid_reason",
     "cpu_energy_j",
     "energy_source",
+    "latency_early_stop_ms",
 ]
 
 
