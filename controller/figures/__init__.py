@@ -1,0 +1,113 @@
+"""`bench-ctl report`: the study's figures from the store, as a static page with PNG and SVG files.
+
+(Not to be confused with `controller/reports.py`, the typed answers of `compare`.)
+
+    selection.py  which results: --model, --host, --where, checked before anything is read
+    data.py       each figure's SQL and its typed rows, read through the read-only store path
+    plots.py      the figures (matplotlib, Agg)
+    page.py       index.html
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from controller import store
+from controller.errors import BenchError
+from controller.figures import data, page, plots
+from controller.figures.selection import Selection, check, check_where
+from schemas.atomic import write_folder_atomic
+
+__all__ = ["ReportOutcome", "Selection", "build_report"]
+
+
+class ReportOutcome(BaseModel):
+    """What `bench-ctl report` wrote."""
+
+    out: str
+    index: str
+    runs: int
+    figures: list[str]
+    empty: list[str]
+    notes: list[str]
+
+
+def _is_report(folder: Path) -> bool:
+    """An earlier report (or an empty folder): the only thing --out may replace."""
+    if not folder.is_dir():
+        return False
+    entries = list(folder.iterdir())
+    if not entries:
+        return True
+    index = folder / "index.html"
+    try:
+        return index.is_file() and f'content="{page.GENERATOR}"' in index.read_text(errors="replace")[:2000]
+    except OSError:
+        return False
+
+
+def check_out(out: Path) -> None:
+    if out.exists() and not _is_report(out):
+        what = "a file" if not out.is_dir() else "a folder that is not a report of bench-ctl report"
+        raise BenchError(
+            f"--out {out} is {what}", "give a new folder, or an earlier report's folder to replace"
+        )
+    if out.parent.exists() and not out.parent.is_dir():
+        raise BenchError(
+            f"--out {out}: {out.parent} is not a folder", "give a folder path, e.g. --out report"
+        )
+
+
+def build_report(db: Path, selection: Selection, out: Path) -> ReportOutcome:
+    """Read the selected results, draw figures A-E, write `out/index.html` beside them.
+
+    Input is checked first (a --where that is not a read-only SQL condition, a model or host with
+    no results, an empty store: one error, nothing written); the folder is built beside `out` and
+    renamed into place, so a failure leaves no half-written report."""
+    out = out.resolve()
+    if selection.where is not None:
+        check_where(selection.where)
+    check_out(out)
+    with store.reader(db) as con:
+        runs = check(con, selection)
+        rows = data.read_all(con, selection, runs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    drawn: dict[str, plots.Drawn | None] = {}
+
+    def fill(folder: Path) -> None:
+        palette = plots.Palette(
+            [
+                *(p.image for p in rows.throughput),
+                *(f.image for f in rows.failed),
+                *(m.image for m in rows.memory),
+                *(e.image for e in rows.energy),
+                *(s.image for s in rows.server),
+            ],
+            [
+                *(p.variant for p in rows.throughput),
+                *(f.variant for f in rows.failed),
+                *(m.variant for m in rows.memory),
+            ],
+        )
+        drawn["a"] = plots.throughput(rows.throughput, rows.failed, palette, folder)
+        drawn["b"] = plots.memory(rows.memory, palette, folder)
+        drawn["c"] = plots.energy(rows.energy, palette, folder)
+        drawn["d"] = plots.load_times(rows.load, folder)
+        drawn["e"] = plots.server(rows.server, palette, folder)
+        (folder / "index.html").write_text(page.render(rows, drawn, str(db)))
+
+    try:
+        write_folder_atomic(out, fill, _is_report)
+    except FileExistsError:
+        raise BenchError(f"--out {out} appeared while the report was drawn", "run again") from None
+    figures = [d.png for d in drawn.values() if d is not None]
+    return ReportOutcome(
+        out=str(out),
+        index=str(out / "index.html"),
+        runs=runs,
+        figures=figures,
+        empty=[k.upper() for k, d in drawn.items() if d is None],
+        notes=[n for d in drawn.values() if d is not None for n in d.notes],
+    )
