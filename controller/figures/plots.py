@@ -22,7 +22,7 @@ matplotlib.use("Agg")  # before anything else of matplotlib draws: never a displ
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from controller.figures.data import (
     EnergyPoint,
@@ -173,10 +173,21 @@ def _log2_batch_axis(ax: Axes, sizes: Sequence[int]) -> None:
     ax.set_xlabel("batch size")
 
 
-def _log_y(ax: Axes, base: int = 2) -> None:
-    ax.set_yscale("log", base=base)
+def _log_y(ax: Axes, values: Iterable[float], base: int = 2) -> None:
+    """A log y axis with plain numbers, when the values span enough of it to carry labelled ticks
+    (a narrower span stays linear rather than showing an axis without numbers)."""
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) >= base * 2:
+        ax.set_yscale("log", base=base)
+        if base == 10:
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_minor_locator(NullLocator())
     ax.yaxis.set_major_formatter(FuncFormatter(_plain))
-    ax.yaxis.set_minor_locator(NullLocator())
+
+
+def _title(model: str, host: str) -> str:
+    """A panel's title; a long one on two lines, so it is not wider than its panel."""
+    return f"{model} @ {host}" if len(model) + len(host) < 40 else f"{model}\n@ {host}"
 
 
 def _runs_label(counts: Iterable[int]) -> str:
@@ -243,10 +254,9 @@ def throughput(
             )
         _draw_missing(ax, fails, sizes, palette)
         _log2_batch_axis(ax, sizes + [_missing_x(f, sizes) for f in fails])
-        if sizes:
-            _log_y(ax)
+        _log_y(ax, [p.throughput_sps for pts in lines.values() for p in pts])
         ax.set_ylabel("samples / s")
-        title = f"{model} @ {host}"
+        title = _title(model, host)
         if marked:
             title += "\nunfair: " + ", ".join(
                 f"{line.image} {p}" for line, p in sorted(marked.items(), key=str)
@@ -308,13 +318,13 @@ def memory(points: list[MemoryPoint], palette: Palette, folder: Path) -> Drawn |
                 lines[Line(p.model, p.image, p.variant, p.host)].append(p)
         sizes = sorted({p.batch_size for pts in lines.values() for p in pts})
         for ax, what in zip(axes[2 * i : 2 * i + 2], ("host", "device"), strict=True):
-            drawn = False
+            plotted: list[float] = []
             for line, pts in sorted(lines.items(), key=lambda kv: kv[0].label(True)):
                 vals = [(p, p.host_mem_mb if what == "host" else p.device_mem_mb) for p in pts]
                 have = [(p, mb) for p, mb in vals if mb is not None]
                 if not have:
                     continue
-                drawn = True
+                plotted.extend(mb for _, mb in have)
                 ax.plot(
                     [p.batch_size for p, _ in have],
                     [mb for _, mb in have],
@@ -325,10 +335,10 @@ def memory(points: list[MemoryPoint], palette: Palette, folder: Path) -> Drawn |
                 )
             _log2_batch_axis(ax, sizes)
             ax.set_ylabel(f"peak {what} memory (MB)")
-            ax.set_title(f"{model} @ {host}: {what} memory", fontsize=9)
+            ax.set_title(f"{_title(model, host)}: {what} memory", fontsize=9)
             ax.grid(True, alpha=0.3)
-            if drawn:
-                _log_y(ax)
+            if plotted:
+                _log_y(ax, plotted)
                 _legend(ax)
             else:
                 ax.text(
@@ -510,10 +520,10 @@ def server(points: list[ServerPoint], palette: Palette, folder: Path) -> Drawn |
                 fontsize=7,
                 color="#b00000",
             )
-        _log_y(ax, 10)
+        _log_y(ax, [p.latency_p99_ms for p in mine], 10)
         ax.set_xlabel("achieved queries / s")
         ax.set_ylabel("p99 latency (ms)")
-        ax.set_title(f"{model} @ {host} (hollow: INVALID)", fontsize=9)
+        ax.set_title(f"{_title(model, host)} (hollow: INVALID)", fontsize=9)
         ax.grid(True, alpha=0.3)
         _legend(ax)
     fig.suptitle("Server scenario: p99 latency against achieved rate", fontsize=11)
