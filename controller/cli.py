@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from controller import (
     cli_doctor,
+    cli_report,
     cli_store,
     cli_sweep,
     comparison,
@@ -52,6 +53,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(cli_sweep.commands)
 app.add_typer(cli_store.commands)
 app.add_typer(cli_doctor.commands)
+app.add_typer(cli_report.commands)
 
 # Batch sizes when -b is not given: a server pads formed groups up to the next size, so it wants
 # close steps; a single stream sends one sample; a multi-stream query holds 8 by default.
@@ -383,49 +385,6 @@ def compare(
         print(cmp.model_dump_json(indent=1))
     else:
         render.comparison(out, cmp)
-
-
-@app.command()
-@handles_errors
-def report(
-    out_dir: Annotated[
-        Path, typer.Option("--out", "-o", help="folder to write (index.html, PNG and SVG files)")
-    ],
-    model: Annotated[
-        list[str] | None,
-        typer.Option("--model", "-m", help="only this model (repeatable; an ensemble is a+b+c)"),
-    ] = None,
-    host: Annotated[str | None, typer.Option("--host", help="only results of this host")] = None,
-    where: Annotated[
-        str | None,
-        typer.Option(
-            "--where", help="only results meeting this SQL condition over `results`, e.g. \"device = 'cpu'\""
-        ),
-    ] = None,
-    db: DbOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Write the study's figures from the store as a static page: OUT/index.html, PNG and SVG files.
-
-    A: throughput against batch size with 95% intervals, failed points and their reasons, unfair
-    precision pairs marked; B: ensemble memory; C: energy per 4096 predictions with a power law
-    per device; D: load time by phase, cold and warm; E: server p99 against achieved rate; F:
-    accuracy and precision used. Each figure shows its SQL; the page names hosts, fingerprints,
-    versions and image digests. An earlier report in OUT is replaced; nothing else is.
-    """
-    from controller.figures import Selection, build_report
-
-    selection = Selection(models=list(model or []), host=host, where=where)
-    outcome = build_report(Paths.from_env(db).db, selection, out_dir)
-    if as_json:
-        print(outcome.model_dump_json(indent=1))
-        return
-    drawn = ", ".join(outcome.figures) or "no figures"
-    out.print(escape(f"wrote {outcome.index} over {outcome.runs} run(s): {drawn}"), soft_wrap=True)
-    if outcome.empty:
-        info(f"nothing to draw for figure(s) {', '.join(outcome.empty)} (the page says why)")
-    for note in outcome.notes:
-        info(note)
 
 
 @app.command()

@@ -673,6 +673,10 @@ def run_ids_where(db: Path, where: str | None) -> list[str]:
         raise BenchError("--where is empty", example)
     try:
         if where is not None:
+            try:  # one expression: a condition cannot close its parentheses and go on (UNION ...)
+                duckdb.SQLExpression(where)
+            except duckdb.Error as e:
+                raise BenchError(f"SQL error: {first_line(e)}", example) from None
             check_read_only(sql)
             parser = duckdb.connect(":memory:")
             try:

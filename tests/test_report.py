@@ -183,9 +183,10 @@ def test_report_where_and_model_select(cli: Any, null_store: Path, tmp_path: Pat
 @pytest.mark.parametrize(
     ("where", "says"),
     [
-        ("this is not sql", "--where is not an SQL condition"),
-        ("1=1); DROP TABLE runs; SELECT (1", "--where holds more than one SQL statement"),
-        ("no_such_column > 1", "--where: SQL error"),
+        ("this is not sql", "is not a condition over the results view: Parser Error"),
+        ("1=1); DROP TABLE runs; SELECT (1", "is not a condition over the results view: Parser Error"),
+        ("1=1) UNION SELECT (1", "is not a condition over the results view: Parser Error"),
+        ("no_such_column > 1", "is not a condition over the results view: Binder Error"),
         ("  ", "--where is empty"),
     ],
 )
@@ -267,7 +268,7 @@ def test_unfair_pairs_and_power_laws_on_synthetic_results(cli: Any, bench: Any, 
     from controller import store
 
     with store.connect(bench.db) as con:
-        store.ingest_many(con, synthetic_results(300, seed=2))
+        store.ingest_many(con, [(r, None) for r in synthetic_results(300, seed=2)])
     out = tmp_path / "report"
     result = report(cli, bench.db, out, "--host", "synthetic-gpu-a100", "--json")
     assert result.exit_code == 0, result.output

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from controller import store
 from controller.errors import BenchError
 from controller.figures import data, page, plots
-from controller.figures.selection import Selection, check, check_where
+from controller.figures.selection import Selection, check
 from schemas.atomic import write_folder_atomic
 
 __all__ = ["ReportOutcome", "Selection", "build_report"]
@@ -68,7 +68,7 @@ def build_report(db: Path, selection: Selection, out: Path) -> ReportOutcome:
     renamed into place, so a failure leaves no half-written report."""
     out = out.resolve()
     if selection.where is not None:
-        check_where(selection.where)
+        store.run_ids_where(db, selection.where)  # the query sandbox: a read-only condition, or refused
     check_out(out)
     with store.reader(db) as con:
         runs = check(con, selection)

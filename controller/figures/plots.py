@@ -36,6 +36,7 @@ from controller.figures.data import (
 
 DPI = 100
 PANEL = (5.4, 3.9)  # inches per panel
+MIN_WIDTH = 8.0
 COLORS = [
     "#1f77b4",
     "#d62728",
@@ -128,7 +129,8 @@ def _figure(panels: int, cols: int, scale: tuple[float, float] = PANEL) -> tuple
     """A figure of `panels` panels in rows of `cols`; the grid's unused cells are hidden."""
     cols = max(1, min(cols, panels))
     rows = math.ceil(panels / cols)
-    fig = Figure(figsize=(scale[0] * cols, scale[1] * rows + 0.5), dpi=DPI, layout="constrained")
+    width = max(scale[0] * cols, MIN_WIDTH)  # room for the title above a single panel and its legend
+    fig = Figure(figsize=(width, scale[1] * rows + 0.5), dpi=DPI, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     flat = [ax for row in axes for ax in row]
     for ax in flat[panels:]:
@@ -270,7 +272,7 @@ def throughput(
         ax.grid(True, which="major", alpha=0.3)
         _legend(ax)
     fig.suptitle(
-        "Throughput against batch size: mean of n runs, 95 % interval where n > 1; x: missing, and why",
+        "Throughput against batch size (n runs per point, bars: 95 % interval, x: missing point)",
         fontsize=11,
     )
     return _save(fig, folder, "a_throughput", notes)

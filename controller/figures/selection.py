@@ -2,7 +2,7 @@
 
 The condition is written into every figure's SQL as literals (not parameters), so the SQL printed
 beside a figure runs as it is in `bench-ctl query`. `--where` is checked by the same read-only
-sandbox as `bench-ctl query` before anything is read or written.
+sandbox as `bench-ctl query` and `export` (`store.run_ids_where`) before anything else is read.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import duckdb
 
 from controller import store
 from controller.errors import BenchError, did_you_mean
-
-WHERE_HINT = "--where takes a condition over the columns of `results`, e.g. --where \"device = 'cpu'\""
 
 
 def sql_literal(value: str) -> str:
@@ -50,23 +48,6 @@ class Selection:
         return "; ".join(parts) or "every result in the store"
 
 
-def check_where(where: str) -> None:
-    """Refuse a --where that is empty, not one SQL condition, or anything but a read."""
-    if not where.strip():
-        raise BenchError("--where is empty", WHERE_HINT)
-    parser = duckdb.connect(":memory:")
-    try:
-        # A condition that closes the query and starts another statement is more than one statement.
-        statements = parser.extract_statements(f"SELECT * FROM results WHERE ({where})")
-    except duckdb.Error as e:
-        raise BenchError(f"--where is not an SQL condition: {store.first_line(e)}", WHERE_HINT) from None
-    finally:
-        parser.close()
-    if len(statements) != 1:
-        raise BenchError("--where holds more than one SQL statement", WHERE_HINT)
-    store.check_read_only(f"SELECT * FROM results WHERE ({where})")
-
-
 def check(con: duckdb.DuckDBPyConnection, selection: Selection) -> int:
     """Refuse a selection that shows nothing, saying why; returns the number of selected runs."""
     _, rows = store.fetch(con, "SELECT count(DISTINCT run_id) FROM results")
@@ -75,11 +56,6 @@ def check(con: duckdb.DuckDBPyConnection, selection: Selection) -> int:
             "the store holds no results yet, nothing to report",
             "run a benchmark first, e.g. bench-ctl run --image ort --model resnet50 -b 1,8 --repeat 3",
         )
-    if selection.where:
-        try:
-            _, rows = store.fetch(con, f"SELECT count(*) FROM results WHERE ({selection.where})")
-        except BenchError as e:
-            raise BenchError(f"--where: {e.message}", WHERE_HINT) from None
     _, known = store.fetch(con, "SELECT DISTINCT model FROM results ORDER BY model")
     models = [str(r[0]) for r in known]
     for m in selection.models:
