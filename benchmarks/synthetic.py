@@ -7,14 +7,16 @@ message or framework version says so, and its run_id starts with `synthetic-`.
     from benchmarks.synthetic import synthetic_results
     results = synthetic_results(10_000, seed=0)
 
-The mix resembles the study: CPU and GPU hosts, ONNX Runtime, OpenVINO (bf16, beside fp32 runs),
-TensorFlow, PyTorch and TensorRT (fp16), the paper's four networks plus an ensemble of three,
+The mix resembles the study: two CPU and two GPU hosts, ONNX Runtime, OpenVINO (bf16, beside
+fp32 runs), TensorFlow, PyTorch and TensorRT (fp16), with a variant each for three of them (graph
+optimization, throughput hint, torch.compile), the paper's four networks plus an ensemble of three,
 batch sizes 1..1024, repetitions, out-of-memory failures at large batch sizes, unsupported GPU
 images on CPU hosts, compile-cache hits and misses, NVML energy on GPUs and a few server runs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import sys
@@ -64,14 +66,34 @@ class Engine:
 
 HOSTS = [
     Host("synthetic-cpu-epyc", "AMD EPYC 9654 (synthetic)", None, 1.0, 0.0),
+    Host("synthetic-cpu-xeon", "Intel Xeon Platinum 8480 (synthetic)", None, 1.3, 0.0),
     Host("synthetic-gpu-v100", "Intel Xeon Gold 6248 (synthetic)", "Tesla V100-SXM2-32GB", 8.0, 12_000.0),
     Host("synthetic-gpu-a100", "AMD EPYC 7763 (synthetic)", "NVIDIA A100-SXM4-80GB", 18.0, 40_000.0),
 ]
 ENGINES = [
     Engine("ort", "onnxruntime", "1.32.0", {"framework": "onnxruntime"}, "fp32", False, 1.0),
+    Engine(
+        "ort",
+        "onnxruntime",
+        "1.32.0",
+        {"framework": "onnxruntime", "graph_optimization": "basic"},
+        "fp32",
+        False,
+        0.8,
+    ),
     Engine("openvino", "openvino", "2026.4.1", {"framework": "openvino"}, "bf16", False, 2.3),
+    Engine(
+        "openvino",
+        "openvino",
+        "2026.4.1",
+        {"framework": "openvino", "hint": "throughput"},
+        "bf16",
+        False,
+        2.6,
+    ),
     Engine("tf", "tensorflow", "2.21.0", {"framework": "tensorflow"}, "fp32", False, 0.8),
     Engine("torch", "torch", "2.15.0", {"framework": "torch"}, "fp32", False, 0.9),
+    Engine("torch", "torch", "2.15.0", {"framework": "torch", "mode": "compile"}, "fp32", False, 1.1),
     Engine("trt10", "tensorrt", "10.13.0", {"framework": "tensorrt"}, "fp16", True, 2.5),
 ]
 # (name, samples/s of the reference engine at saturation on the first host, GFLOPs, weights MB)
@@ -293,7 +315,7 @@ def synthetic_results(n: int, seed: int) -> list[RunResult]:
                     launcher="docker",
                     host=host.name,
                     image_ref=f"inference-bench/{engine.image}:synthetic",
-                    image_digest=f"sha256:{seed:04x}{ENGINES.index(engine):04x}" + "0" * 56,
+                    image_digest="sha256:" + hashlib.sha256(f"{engine.image}-{seed}".encode()).hexdigest(),
                     exit_code=0,
                 ),
             )

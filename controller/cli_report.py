@@ -12,6 +12,7 @@ from controller.console import DbOpt, JsonOpt, handles_errors, info, out
 from controller.paths import Paths
 
 commands = typer.Typer()
+MAX_NOTES = 5  # notes printed here; the page lists them all
 
 
 @commands.command("report")
@@ -53,5 +54,7 @@ def report_command(
     out.print(escape(f"wrote {outcome.index} over {outcome.runs} run(s): {drawn}"), soft_wrap=True)
     if outcome.empty:
         info(f"nothing to draw for figure(s) {', '.join(outcome.empty)} (the page says why)")
-    for note in outcome.notes:
+    for note in outcome.notes[:MAX_NOTES]:
         info(note)
+    if len(outcome.notes) > MAX_NOTES:
+        info(f"... and {len(outcome.notes) - MAX_NOTES} more note(s) on the page (unfair pairs, power laws)")

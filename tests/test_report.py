@@ -268,7 +268,7 @@ def test_unfair_pairs_and_power_laws_on_synthetic_results(cli: Any, bench: Any, 
     from controller import store
 
     with store.connect(bench.db) as con:
-        store.ingest_many(con, [(r, None) for r in synthetic_results(300, seed=2)])
+        store.ingest_many(con, [(r, None) for r in synthetic_results(800, seed=2)])
     out = tmp_path / "report"
     result = report(cli, bench.db, out, "--host", "synthetic-gpu-a100", "--json")
     assert result.exit_code == 0, result.output
@@ -277,11 +277,13 @@ def test_unfair_pairs_and_power_laws_on_synthetic_results(cli: Any, bench: Any, 
     notes = "\n".join(outcome["notes"])
     # OpenVINO's bf16 and TensorRT's fp16 beside fp32 lines are marked, per model and host.
     assert (
-        "resnet50 @ synthetic-gpu-a100: openvino (bf16), trt10 (fp16) computed in another precision" in notes
-    )
+        "resnet50 @ synthetic-gpu-a100: openvino (bf16), openvino [hint=throughput] (bf16), trt10 (fp16) "
+        "computed in another precision than the fp32 lines beside it"
+    ) in notes
     assert re.search(r"NVIDIA A100-SXM4-80GB: E = \S+ \* T\^-0\.\d+ over \d+ points", notes), notes
     page = (out / "index.html").read_text()
-    assert page.count("beside fp32: unfair") == 10  # openvino and trt10, for each of 5 models
+    # openvino (two variants, bf16) and trt10 (fp16), for each of 5 models
+    assert page.count("beside fp32: unfair") == 15
     assert "synthetic-cpu-epyc" not in page  # --host keeps other hosts out
 
 

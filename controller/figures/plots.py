@@ -35,8 +35,8 @@ from controller.figures.data import (
 )
 
 DPI = 100
-PANEL = (5.4, 3.9)  # inches per panel
-MIN_WIDTH = 8.0
+MIN_WIDTH = 8.0  # inches: room for a figure's title above a single panel and its legend
+SUPTITLE = 0.4
 COLORS = [
     "#1f77b4",
     "#d62728",
@@ -125,17 +125,41 @@ def unfair(line_precisions: dict[Line, set[str]]) -> dict[Line, str]:
     }
 
 
-def _figure(panels: int, cols: int, scale: tuple[float, float] = PANEL) -> tuple[Figure, list[Axes]]:
-    """A figure of `panels` panels in rows of `cols`; the grid's unused cells are hidden."""
+@dataclass(frozen=True)
+class Layout:
+    """A grid of panels placed by hand, in inches: a legend column right of each panel, room for
+    a two-line title above it and tick labels below. (Matplotlib's constrained layout measures
+    every label twice per save: over many panels, most of the report's time.)"""
+
+    panel: tuple[float, float] = (4.3, 2.9)
+    left: float = 0.85
+    legend: float = 2.4
+    bottom: float = 0.6
+    title: float = 0.55
+
+
+def _figure(panels: int, cols: int, layout: Layout = Layout()) -> tuple[Figure, list[Axes]]:
+    """A figure of `panels` panels in rows of `cols`, and a title line above them."""
     cols = max(1, min(cols, panels))
     rows = math.ceil(panels / cols)
-    width = max(scale[0] * cols, MIN_WIDTH)  # room for the title above a single panel and its legend
-    fig = Figure(figsize=(width, scale[1] * rows + 0.5), dpi=DPI, layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False)
-    flat = [ax for row in axes for ax in row]
-    for ax in flat[panels:]:
-        ax.set_visible(False)
-    return fig, flat[:panels]
+    cell_w = layout.left + layout.panel[0] + layout.legend
+    cell_h = layout.title + layout.panel[1] + layout.bottom
+    width, height = max(cell_w * cols, MIN_WIDTH), cell_h * rows + SUPTITLE
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    axes = []
+    for i in range(panels):
+        row, col = divmod(i, cols)
+        x0 = col * cell_w + layout.left
+        y0 = height - SUPTITLE - (row + 1) * cell_h + layout.bottom
+        axes.append(
+            fig.add_axes((x0 / width, y0 / height, layout.panel[0] / width, layout.panel[1] / height))
+        )
+    return fig, axes
+
+
+def _suptitle(fig: Figure, text: str) -> None:
+    height = fig.get_size_inches()[1]
+    fig.text(0.5, 1 - 0.12 / height, text, ha="center", va="top", fontsize=11)
 
 
 def _legend(ax: Axes) -> None:
@@ -153,8 +177,6 @@ def _panels(keys: Iterable[tuple[str, str]]) -> tuple[list[tuple[str, str]], int
 
 def _save(fig: Figure, folder: Path, name: str, notes: list[str]) -> Drawn:
     fig.savefig(folder / f"{name}.png", dpi=DPI)
-    # The layout is settled by the first save: the SVG keeps it rather than solving it again.
-    fig.set_layout_engine("none")
     with matplotlib.rc_context({"svg.fonttype": "none"}):  # text stays text: smaller, faster, searchable
         fig.savefig(folder / f"{name}.svg")
     w, h = fig.get_size_inches()
@@ -260,9 +282,7 @@ def throughput(
         ax.set_ylabel("samples / s")
         title = _title(model, host)
         if marked:
-            title += "\nunfair: " + ", ".join(
-                f"{line.image} {p}" for line, p in sorted(marked.items(), key=str)
-            )
+            title += "\nunfair: " + ", ".join(sorted({f"{line.image} {p}" for line, p in marked.items()}))
             title += " beside fp32 (dashed)"
             what = ", ".join(f"{line.label(False)} ({p})" for line, p in sorted(marked.items(), key=str))
             notes.append(
@@ -271,10 +291,7 @@ def throughput(
         ax.set_title(title, fontsize=9, color="#b00000" if marked else "black")
         ax.grid(True, which="major", alpha=0.3)
         _legend(ax)
-    fig.suptitle(
-        "Throughput against batch size (n runs per point, bars: 95 % interval, x: missing point)",
-        fontsize=11,
-    )
+    _suptitle(fig, "Throughput against batch size (n runs per point, bars: 95 % interval, x: missing point)")
     return _save(fig, folder, "a_throughput", notes)
 
 
@@ -354,7 +371,7 @@ def memory(points: list[MemoryPoint], palette: Palette, folder: Path) -> Drawn |
                     va="center",
                     color="#666666",
                 )
-    fig.suptitle("Peak memory of the ensembles against batch size (mean over runs)", fontsize=11)
+    _suptitle(fig, "Peak memory of the ensembles against batch size (mean over runs)")
     return _save(fig, folder, "b_memory", [])
 
 
@@ -374,7 +391,7 @@ def energy(points: list[EnergyPoint], palette: Palette, folder: Path) -> Drawn |
     """C: energy per 4096 predictions against throughput, log-log, a power law per device."""
     if not points:
         return None
-    fig, axes = _figure(1, 1, (8.0, 5.2))
+    fig, axes = _figure(1, 1, Layout(panel=(6.0, 4.4), legend=3.4))
     ax = axes[0]
     gpus = sorted({p.gpu for p in points})
     notes: list[str] = []
@@ -415,7 +432,7 @@ def energy(points: list[EnergyPoint], palette: Palette, folder: Path) -> Drawn |
     ax.set_ylabel("energy for 4096 predictions (J)")
     ax.grid(True, which="both", alpha=0.25)
     _legend(ax)
-    fig.suptitle("Energy per 4096 predictions against throughput, power law per device", fontsize=11)
+    _suptitle(fig, "Energy per 4096 predictions against throughput, power law per device")
     return _save(fig, folder, "c_energy", notes)
 
 
@@ -423,59 +440,63 @@ PHASES = ("import", "model read", "compile", "first inference")
 
 
 def load_times(rows: list[LoadPhases], folder: Path) -> Drawn | None:
-    """D: load time as stacked phases, cold and warm compile cache side by side, per configuration."""
+    """D: load time as stacked phases, cold and warm compile cache side by side, per configuration;
+    a panel per model. A configuration's label counts its cold and warm runs."""
     models = sorted({r.model for r in rows}, key=lambda m: ("+" in m, m))
     if not models:
         return None
     with_host = len({r.host for r in rows}) > 1
-    widest = max(
-        len({Line(r.model, r.image, r.variant, r.host) for r in rows if r.model == m}) for m in models
-    )
-    fig, axes = _figure(len(models), 1, (max(6.0, 0.9 * widest + 2.5), 3.6))
-    for ax, model in zip(axes, models, strict=False):
-        mine = [r for r in rows if r.model == model]
-        lines = sorted({Line(r.model, r.image, r.variant, r.host) for r in mine}, key=lambda x: x.label(True))
-        for i, line in enumerate(lines):
-            for warm, dx in ((False, -0.2), (True, 0.2)):
-                row = next(
-                    (r for r in mine if Line(r.model, r.image, r.variant, r.host) == line and r.warm == warm),
-                    None,
+    widest = max(len({(r.image, r.variant, r.host) for r in rows if r.model == m}) for m in models)
+    layout = Layout(panel=(max(4.3, 0.55 * widest), 2.6), legend=1.3, bottom=1.6 if with_host else 1.0)
+    fig, axes = _figure(len(models), 1, layout)
+    for ax, model in zip(axes, models, strict=True):
+        mine = {(Line(r.model, r.image, r.variant, r.host), r.warm): r for r in rows if r.model == model}
+        lines = sorted({line for line, _ in mine}, key=lambda x: x.label(True))
+        for warm, dx in ((False, -0.2), (True, 0.2)):
+            bars = [(i, mine[(line, warm)]) for i, line in enumerate(lines) if (line, warm) in mine]
+            x = np.array([i + dx for i, _ in bars])
+            bottom = np.zeros(len(bars))
+            for phase in PHASES:
+                seconds = np.array([_phase_s(r, phase) for _, r in bars])
+                ax.bar(
+                    x,
+                    seconds,
+                    0.38,
+                    bottom=bottom,
+                    color=PHASE_COLORS[phase],
+                    hatch="//" if warm else None,
+                    edgecolor="white",
+                    linewidth=0.3,
+                    label=f"{phase}{' (warm: hatched)' if phase == 'first inference' else ''}"
+                    if not warm
+                    else None,
                 )
-                if row is None:
-                    ax.text(i + dx, 0, "-", ha="center", va="bottom", fontsize=8, color="#888888")
-                    continue
-                bottom = 0.0
-                values = (row.import_s, row.model_read_s, row.compile_s, row.first_inference_s)
-                for phase, seconds in zip(PHASES, values, strict=True):
-                    ax.bar(
-                        i + dx,
-                        seconds or 0.0,
-                        0.38,
-                        bottom=bottom,
-                        color=PHASE_COLORS[phase],
-                        hatch="//" if warm else None,
-                        edgecolor="white",
-                        label=phase if (i, warm) == (0, False) else None,
-                    )
-                    bottom += seconds or 0.0
-                ax.text(
-                    i + dx,
-                    bottom,
-                    f"{'warm' if warm else 'cold'}\nn={row.runs}",
-                    ha="center",
-                    va="bottom",
-                    fontsize=6,
-                )
-        ax.set_xticks(
-            range(len(lines)), [line.label(with_host) for line in lines], fontsize=8, rotation=20, ha="right"
-        )
+                bottom += seconds
+        labels = []
+        for line in lines:
+            cold, warm_row = mine.get((line, False)), mine.get((line, True))
+            labels.append(
+                f"{line.label(with_host)}\nn={cold.runs if cold else 0}/{warm_row.runs if warm_row else 0}"
+            )
+        ax.set_xticks(range(len(lines)), labels, fontsize=7, rotation=30, ha="right")
         ax.set_ylabel("seconds")
-        ax.set_title(f"{model}: load time (left cold, right warm compile cache)", fontsize=10)
-        ax.margins(y=0.25)
+        ax.set_title(
+            f"{model}: cold (left) and warm (right, hatched) compile cache; n=cold/warm runs", fontsize=9
+        )
         ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", ncols=4)
-    fig.suptitle("Load time by phase: import, model read, compile, first inference", fontsize=11)
+        _legend(ax)
+    _suptitle(fig, "Load time by phase: import, model read, compile, first inference (mean over runs)")
     return _save(fig, folder, "d_load_time", [])
+
+
+def _phase_s(row: LoadPhases, phase: str) -> float:
+    value = {
+        "import": row.import_s,
+        "model read": row.model_read_s,
+        "compile": row.compile_s,
+        "first inference": row.first_inference_s,
+    }[phase]
+    return value or 0.0
 
 
 def server(points: list[ServerPoint], palette: Palette, folder: Path) -> Drawn | None:
@@ -528,5 +549,5 @@ def server(points: list[ServerPoint], palette: Palette, folder: Path) -> Drawn |
         ax.set_title(f"{_title(model, host)} (hollow: INVALID)", fontsize=9)
         ax.grid(True, alpha=0.3)
         _legend(ax)
-    fig.suptitle("Server scenario: p99 latency against achieved rate", fontsize=11)
+    _suptitle(fig, "Server scenario: p99 latency against achieved rate")
     return _save(fig, folder, "e_server", [])
