@@ -44,6 +44,7 @@ class ThroughputPoint:
     ci_high: float | None
     ci_method: str
     precision: str | None
+    noisy: bool | None
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ class ServerPoint:
     valid: bool | None
     invalid_reason: str | None
     latency_bound_ms: float | None
+    noisy: bool | None
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ def throughput_sql(selection: Selection) -> str:
         head = f"WITH summary AS (\n    {inner}\n)\n"
     return (
         head + f"SELECT {_key()}, batch_size, repetitions, throughput_sps,\n"
-        "       throughput_ci_low, throughput_ci_high, ci_method, precision\n"
+        "       throughput_ci_low, throughput_ci_high, ci_method, precision, noisy\n"
         f"FROM summary\nWHERE scenario = 'offline' AND {selection.condition(with_where=False)}\n"
         "ORDER BY model, image, variant, host, batch_size"
     )
@@ -235,7 +237,8 @@ def server_sql(selection: Selection) -> str:
     return (
         _selected(selection) + f"SELECT {_key()}, run_id, target_qps, achieved_qps,\n"
         "       latency_p99_ms, valid, invalid_reason,\n"
-        "       CAST(json_extract(scenario_options, '$.latency_bound_ms') AS DOUBLE) AS latency_bound_ms\n"
+        "       CAST(json_extract(scenario_options, '$.latency_bound_ms') AS DOUBLE) AS latency_bound_ms,\n"
+        "       noisy\n"
         "FROM selected\n"
         "WHERE status = 'ok' AND scenario = 'server' AND achieved_qps IS NOT NULL\n"
         "ORDER BY model, image, variant, host, achieved_qps"

@@ -10,6 +10,7 @@ the foot of the panel with the reason.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from controller.figures.data import (
 DPI = 100
 MIN_WIDTH = 8.0  # inches: room for a figure's title above a single panel and its legend
 SUPTITLE = 0.4
+LEGEND_CHARS = 38  # characters of a legend line at 7 points in Layout.legend inches
 COLORS = [
     "#1f77b4",
     "#d62728",
@@ -135,7 +137,7 @@ class Layout:
     left: float = 0.85
     legend: float = 2.4
     bottom: float = 0.6
-    title: float = 0.55
+    title: float = 0.75  # up to four lines: model, host, unfair pair, noisy points
 
 
 def _figure(panels: int, cols: int, layout: Layout = Layout()) -> tuple[Figure, list[Axes]]:
@@ -164,8 +166,13 @@ def _suptitle(fig: Figure, text: str) -> None:
 
 def _legend(ax: Axes) -> None:
     """The legend beside the panel, where it hides no line."""
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        # Long labels (a variant's options) wrap inside the legend column instead of leaving the figure.
+        wrapped = [textwrap.fill(label, LEGEND_CHARS, subsequent_indent="  ") for label in labels]
+        ax.legend(
+            handles, wrapped, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0
+        )
 
 
 def _panels(keys: Iterable[tuple[str, str]]) -> tuple[list[tuple[str, str]], int]:
@@ -212,6 +219,13 @@ def _log_y(ax: Axes, values: Iterable[float], base: int = 2) -> None:
 def _title(model: str, host: str) -> str:
     """A panel's title; a long one on two lines, so it is not wider than its panel."""
     return f"{model} @ {host}" if len(model) + len(host) < 40 else f"{model}\n@ {host}"
+
+
+def _noisy(flags: Iterable[bool | None]) -> str:
+    """A title's note of points measured while other processes kept the host busy."""
+    values = list(flags)
+    busy = sum(1 for f in values if f)
+    return f"\n{busy} of {len(values)} points on a busy host (noisy)" if busy else ""
 
 
 def _runs_label(counts: Iterable[int]) -> str:
@@ -288,6 +302,7 @@ def throughput(
             notes.append(
                 f"{model} @ {host}: {what} computed in another precision than the fp32 lines beside it"
             )
+        title += _noisy(p.noisy for pts in lines.values() for p in pts)
         ax.set_title(title, fontsize=9, color="#b00000" if marked else "black")
         ax.grid(True, which="major", alpha=0.3)
         _legend(ax)
@@ -447,7 +462,10 @@ def load_times(rows: list[LoadPhases], folder: Path) -> Drawn | None:
         return None
     with_host = len({r.host for r in rows}) > 1
     widest = max(len({(r.image, r.variant, r.host) for r in rows if r.model == m}) for m in models)
-    layout = Layout(panel=(max(4.3, 0.55 * widest), 2.6), legend=1.3, bottom=1.6 if with_host else 1.0)
+    longest = max(
+        len(line.label(with_host)) for line in {Line(r.model, r.image, r.variant, r.host) for r in rows}
+    )
+    layout = Layout(panel=(max(4.3, 0.45 * widest), 2.6), legend=1.6, bottom=0.45 + 0.055 * longest)
     fig, axes = _figure(len(models), 1, layout)
     for ax, model in zip(axes, models, strict=True):
         mine = {(Line(r.model, r.image, r.variant, r.host), r.warm): r for r in rows if r.model == model}
@@ -476,9 +494,9 @@ def load_times(rows: list[LoadPhases], folder: Path) -> Drawn | None:
         for line in lines:
             cold, warm_row = mine.get((line, False)), mine.get((line, True))
             labels.append(
-                f"{line.label(with_host)}\nn={cold.runs if cold else 0}/{warm_row.runs if warm_row else 0}"
+                f"{line.label(with_host)}  n={cold.runs if cold else 0}/{warm_row.runs if warm_row else 0}"
             )
-        ax.set_xticks(range(len(lines)), labels, fontsize=7, rotation=30, ha="right")
+        ax.set_xticks(range(len(lines)), labels, fontsize=7, rotation=90)
         ax.set_ylabel("seconds")
         ax.set_title(
             f"{model}: cold (left) and warm (right, hatched) compile cache; n=cold/warm runs", fontsize=9
@@ -519,7 +537,7 @@ def server(points: list[ServerPoint], palette: Palette, folder: Path) -> Drawn |
                 [p.latency_p99_ms for p in pts],
                 color=color,
                 linewidth=1.0,
-                label=f"{line.label(False)} ({len(pts)} runs, 1 per point)",
+                label=f"{line.label(False)} ({len(pts)} runs)",
             )
             valid = [p for p in pts if p.valid is not False]
             invalid = [p for p in pts if p.valid is False]
@@ -546,7 +564,7 @@ def server(points: list[ServerPoint], palette: Palette, folder: Path) -> Drawn |
         _log_y(ax, [p.latency_p99_ms for p in mine], 10)
         ax.set_xlabel("achieved queries / s")
         ax.set_ylabel("p99 latency (ms)")
-        ax.set_title(f"{_title(model, host)} (hollow: INVALID)", fontsize=9)
+        ax.set_title(f"{_title(model, host)} (hollow: INVALID){_noisy(p.noisy for p in mine)}", fontsize=9)
         ax.grid(True, alpha=0.3)
         _legend(ax)
     _suptitle(fig, "Server scenario: p99 latency against achieved rate")
