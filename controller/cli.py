@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from controller import (
     cli_doctor,
+    cli_report,
     cli_store,
     cli_sweep,
     comparison,
@@ -52,6 +53,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(cli_sweep.commands)
 app.add_typer(cli_store.commands)
 app.add_typer(cli_doctor.commands)
+app.add_typer(cli_report.commands)
 
 # Batch sizes when -b is not given: a server pads formed groups up to the next size, so it wants
 # close steps; a single stream sends one sample; a multi-stream query holds 8 by default.

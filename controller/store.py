@@ -198,9 +198,7 @@ FROM runs r LEFT JOIN measurements m USING (run_id)
 # One row per group of repetitions: the unit of an answer. Intervals are Student-t over the
 # repetitions' values (as controller/stats.py computes them); a group of one repetition gets the
 # within-run batch-means interval for throughput, labelled so. Keep in step with docs/results.md.
-SUMMARY_VIEW = """
-CREATE OR REPLACE VIEW summary AS
-WITH g AS (
+_SUMMARY_SELECT = """WITH g AS (
     SELECT
         host, image, framework, framework_version, variant, model, device, scenario, batch_size,
         count(*) AS repetitions,
@@ -220,7 +218,7 @@ WITH g AS (
         max(started_at) AS last_run_at,
         list(run_id ORDER BY started_at) AS run_ids
     FROM results
-    WHERE status = 'ok' AND batch_size IS NOT NULL
+    WHERE status = 'ok' AND batch_size IS NOT NULL{condition}
     GROUP BY host, image, framework, framework_version, variant, model, device, scenario, batch_size
 )
 SELECT
@@ -245,6 +243,15 @@ SELECT
     g.first_run_at, g.last_run_at, g.run_ids
 FROM g LEFT JOIN (SELECT df, t975 AS t FROM t_quantiles) h ON h.df = g.repetitions - 1
 """
+
+
+def summary_select(condition: str | None = None) -> str:
+    """The `summary` view's SELECT; with a condition over `results` columns, the groups of only the
+    results that meet it (intervals over those runs alone)."""
+    return _SUMMARY_SELECT.format(condition=f" AND ({condition})" if condition else "")
+
+
+SUMMARY_VIEW = "\nCREATE OR REPLACE VIEW summary AS\n" + summary_select()
 
 READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
 STORE_VERSION = len(MIGRATIONS)
@@ -640,20 +647,27 @@ def reader(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 def read(db: Path, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run SQL on a read-only connection: (column names, rows)."""
     with reader(db) as con:
-        try:
-            rel = con.execute(sql, params or [])
-            cols = [d[0] for d in rel.description] if rel.description else []
-            rows = rel.fetchall() if rel.description else []
-        except RuntimeError as e:
-            if "interrupt" in str(e).lower():
-                raise KeyboardInterrupt from None
-            raise
-        except duckdb.Error as e:
-            raise BenchError(
-                f"SQL error: {first_line(e)}",
-                'columns of the results view: `bench-ctl query "DESCRIBE results"`',
-            ) from None
-        return cols, rows
+        return fetch(con, sql, params)
+
+
+def fetch(
+    con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run SQL on a connection from `reader`: (column names, rows); an SQL error is one line."""
+    try:
+        rel = con.execute(sql, params or [])
+        cols = [d[0] for d in rel.description] if rel.description else []
+        rows = rel.fetchall() if rel.description else []
+    except RuntimeError as e:
+        if "interrupt" in str(e).lower():
+            raise KeyboardInterrupt from None
+        raise
+    except duckdb.Error as e:
+        raise BenchError(
+            f"SQL error: {first_line(e)}",
+            'columns of the results view: `bench-ctl query "DESCRIBE results"`',
+        ) from None
+    return cols, rows
 
 
 def run_ids_where(db: Path, where: str | None) -> list[str]:
@@ -665,6 +679,10 @@ def run_ids_where(db: Path, where: str | None) -> list[str]:
         raise BenchError("--where is empty", example)
     try:
         if where is not None:
+            try:  # one expression: a condition cannot close its parentheses and go on (UNION ...)
+                duckdb.SQLExpression(where)
+            except duckdb.Error as e:
+                raise BenchError(f"SQL error: {first_line(e)}", example) from None
             check_read_only(sql)
             parser = duckdb.connect(":memory:")
             try:
