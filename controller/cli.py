@@ -14,6 +14,7 @@ from rich.markup import escape
 from controller import (
     cli_doctor,
     cli_fleet,
+    cli_report,
     cli_store,
     cli_sweep,
     comparison,
@@ -63,6 +64,7 @@ app.add_typer(cli_sweep.commands)
 app.add_typer(cli_store.commands)
 app.add_typer(cli_doctor.commands)
 app.add_typer(cli_fleet.commands, name="fleet")
+app.add_typer(cli_report.commands)
 
 # Batch sizes when -b is not given: a server pads formed groups up to the next size, so it wants
 # close steps; a single stream sends one sample; a multi-stream query holds 8 by default.
@@ -315,6 +317,11 @@ def run_colocated(req: planning.RunRequest, paths: Paths, as_json: bool) -> None
         )
     if req.sweeps:
         raise BenchError("--colocate processes takes no --sweep", "run one configuration at a time")
+    if req.scenario != "offline":
+        raise BenchError(
+            f"--colocate processes measures offline only, not --scenario {req.scenario}",
+            "serve an ensemble from one runner: --ensemble without --colocate (threads)",
+        )
     planning.validate(req, paths)
     service.check_destinations(paths)
     colocated = colocate_service.run(req, paths, info, runner_line)

@@ -19,7 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from controller import fleet, render, sweep
+from controller import fleet, render, rerun, store, sweep
 from controller.cli_fleet import (
     AccountOpt,
     ConstraintOpt,
@@ -157,13 +157,10 @@ def sweep_command(
     if slurm is not None:
         results = sweep.submit(sp, slurm, paths, info).results
     else:
-        results = _run_with_progress(sp, paths, launcher)
+        results = _run_with_progress(sp.due, paths, launcher)
     failed = [r for r in results if r.status in FAILED]
-    if as_json:
-        lean = {"measurements": {"__all__": {"latencies_ms"}}}
-        print(json.dumps([json.loads(r.model_dump_json(exclude=lean)) for r in results], indent=1))
-    else:
-        render.run_lines(out, results)
+    _print_results(results, as_json)
+    if not as_json:
         left = sum(1 for d in sp.due if d.runs == 0 and d.state.failed)
         out.print(
             f"sweep {sp.plan.name}: {len(results)} runs made, {len(failed)} failed"
@@ -175,8 +172,9 @@ def sweep_command(
         raise typer.Exit(1)
 
 
-def _run_with_progress(sp: sweep.SweepPlan, paths: Paths, launcher: str) -> list[RunResult]:
-    if not sp.runs_due:
+def _run_with_progress(due: list[sweep.Due], paths: Paths, launcher: str) -> list[RunResult]:
+    total = sum(d.runs for d in due)
+    if not total:
         return []
     columns = (
         TextColumn("{task.description}"),
@@ -188,14 +186,14 @@ def _run_with_progress(sp: sweep.SweepPlan, paths: Paths, launcher: str) -> list
     )
     started = time.monotonic()
     with Progress(*columns, console=err, transient=False) as progress:
-        task = progress.add_task("sweep", total=sp.runs_due)
+        task = progress.add_task("runs", total=total)
 
         def done(d: sweep.Due, r: RunResult) -> None:
             took = time.monotonic() - started
             progress.advance(task)
             progress.console.print(
-                f"[dim]cell {d.cell.index}/{len(sp.cells)} {escape(d.cell.label)}: {r.status}"
-                f" ({duration(took)} into the sweep)[/]",
+                f"[dim]cell {d.cell.index}/{len(due)} {escape(d.cell.label)}: {r.status}"
+                f" ({duration(took)} so far)[/]",
                 soft_wrap=True,
             )
 
@@ -208,8 +206,62 @@ def _run_with_progress(sp: sweep.SweepPlan, paths: Paths, launcher: str) -> list
                 said.add(line)
             info(line)
 
-        outcome = sweep.run(sp, paths, launcher, log, runner_line, on_result=done)
+        outcome = sweep.run(due, paths, launcher, log, runner_line, on_result=done)
     return outcome.results
+
+
+@commands.command("rerun")
+@handles_errors
+def rerun_command(
+    run_id: Annotated[str | None, typer.Argument(help="a stored run to measure again here")] = None,
+    group: Annotated[
+        str | None, typer.Option("--group", help="every configuration of a group (one command's runs)")
+    ] = None,
+    plan: Annotated[
+        Path | None, typer.Option("--plan", help="a plan: the same as `bench-ctl sweep PLAN` here")
+    ] = None,
+    repeat: Annotated[
+        int | None,
+        typer.Option("--repeat", "-r", help="runs per configuration (default: as many as it had)"),
+    ] = None,
+    launcher: Annotated[str, typer.Option("--launcher", help="auto | local | docker")] = "auto",
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure stored runs again on this host, with the same specs (image, model, batch sizes,
+    options, policy, scenario), interleaved. Then `bench-ctl compare --model M --across-hosts`
+    shows each configuration on both hosts with its interval."""
+    check_launcher(launcher)
+    if plan is not None:
+        if run_id or group:
+            raise BenchError("--plan excludes RUN_ID and --group", "give one of them")
+        sweep_command(plan, dry_run=False, retry_failed=False, launcher=launcher, db=db, as_json=as_json)
+        return
+    if repeat is not None and repeat < 1:
+        raise BenchError(f"--repeat {repeat}: must be at least 1", "e.g. --repeat 5")
+    paths = Paths.from_env(db)
+    if paths.db.exists():
+        store.ensure_store(paths.db)  # an older store is upgraded first, as run does
+    requests = rerun.requests_for(paths.db, run_id, group)
+    if repeat is not None:
+        requests = [(r, repeat) for r, _ in requests]
+    due = sweep.due_of(requests, paths)
+    info(
+        f"rerun: {len(due)} configuration(s), {sum(d.runs for d in due)} runs here "
+        f"(about {duration(sum(d.estimate_s for d in due))})"
+    )
+    results = _run_with_progress(due, paths, launcher)
+    _print_results(results, as_json)
+    if any(r.status in FAILED for r in results):
+        raise typer.Exit(1)
+
+
+def _print_results(results: list[RunResult], as_json: bool) -> None:
+    if as_json:
+        lean = {"measurements": {"__all__": {"latencies_ms"}}}
+        print(json.dumps([json.loads(r.model_dump_json(exclude=lean)) for r in results], indent=1))
+    else:
+        render.run_lines(out, results)
 
 
 def _dry_json(sp: sweep.SweepPlan) -> dict[str, object]:

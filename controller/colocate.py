@@ -76,7 +76,7 @@ def run(req: planning.RunRequest, paths: Paths, log: LineSink, on_line: LineSink
     alone: dict[str, RunResult] = {}
     for r in reqs:
         log(f"{r.model}: alone")
-        spec = planning.plan(r, paths, launcher, image).model_copy(update={"group": group, "role": "alone"})
+        spec = planning.tagged(planning.plan(r, paths, launcher, image), group=group, role="alone")
         alone[r.model] = service.execute(image, spec, launcher, paths, r.timeout_s, on_line)
         runs.append(alone[r.model])
 
@@ -85,7 +85,7 @@ def run(req: planning.RunRequest, paths: Paths, log: LineSink, on_line: LineSink
     for r in reqs:
         meet = Barrier(dir=launcher.inside(barrier_dir), party=r.model, parties=models)
         spec = planning.plan(r, paths, launcher, image)
-        specs.append(spec.model_copy(update={"group": group, "role": "colocated", "barrier": meet}))
+        specs.append(planning.tagged(spec, group=group, role="colocated", barrier=meet))
     with ThreadPoolExecutor(max_workers=len(specs)) as pool:
         futures = [
             pool.submit(service.execute, image, s, launcher, paths, req.timeout_s, on_line, [barrier_dir])

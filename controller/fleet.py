@@ -33,6 +33,7 @@ from controller.planning import (
     plan,
     policy_of,
     preflight,
+    tagged,
     validate,
 )
 from schemas import LaunchInfo, RunResult, RunSpec, SchemaVersionError, load_result
@@ -199,14 +200,14 @@ def submit_all(
             image = get_image(r.image)
             reason = preflight(image, r, here=False)
             if reason is not None:
-                unsupported.append(service.record_unsupported(r, paths, image, reason, log, group, rep))
+                unsupported.append(
+                    service.record_unsupported(r, paths, image, reason, log, group=group, repetition=rep)
+                )
                 continue
             if image.name not in prepared:
                 launcher.prepare(image, log)
                 prepared.add(image.name)
-            spec = plan(r, paths, LocalLauncher(paths), image).model_copy(
-                update={"group": group, "repetition": rep}
-            )
+            spec = tagged(plan(r, paths, LocalLauncher(paths), image), group=group, repetition=rep)
             job = submit_one(launcher, spec, r.timeout_s, paths, submitted, log)
             submitted.append(job)
     return submitted, unsupported

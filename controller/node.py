@@ -24,6 +24,7 @@ from controller.errors import BenchError, Terminated
 from controller.launchers import select_launcher
 from controller.launchers.base import RESULT_FILE, SPEC_FILE, Launcher, failed_result
 from controller.paths import Paths
+from controller.planning import tagged
 from schemas import LaunchInfo, RunResult, RunSpec
 from schemas.atomic import write_atomic
 
@@ -54,13 +55,12 @@ def for_launcher(spec: RunSpec, launcher: Launcher, image: ImageInfo) -> RunSpec
     device = spec.device
     if launcher.name == "docker" and device.startswith("cuda:"):
         device = allocated_gpu(device)
-    return spec.model_copy(
-        update={
-            "model_dir": launcher.model_dir(first),
-            "cache_dir": launcher.cache_dir(image),
-            "members": members,
-            "device": device,
-        }
+    return tagged(
+        spec,
+        model_dir=launcher.model_dir(first),
+        cache_dir=launcher.cache_dir(image),
+        members=[m.model_dump() for m in members],
+        device=device,
     )
 
 

@@ -187,11 +187,6 @@ def plan(req: RunRequest, paths: Paths, launcher: Launcher, image: ImageInfo) ->
     """Validate everything a user typed into one `RunSpec`; raise BenchError on the first problem."""
     options, policy, scenario_sets = parse_sets(image.framework, req.sets)
     scenario = scenario_of(req.scenario, scenario_sets, req.batch_sizes)
-    if req.ensemble and scenario["name"] != "offline":
-        raise BenchError(
-            f"--scenario {scenario['name']} does not run ensembles yet",
-            "use --scenario offline with --ensemble",
-        )
     try:
         policy_model = MeasurementPolicy.model_validate(policy)
     except ValidationError as e:
@@ -226,6 +221,12 @@ def plan(req: RunRequest, paths: Paths, launcher: Launcher, image: ImageInfo) ->
                 f"options of {image.framework}: {valid}",
             ) from None
         raise BenchError(_validation_message(e, "invalid"), "see `bench-ctl run --help`") from None
+
+
+def tagged(spec: RunSpec, **tags: Any) -> RunSpec:
+    """The spec with run tags set (group, repetition, role, cell, barrier), validated again:
+    `model_copy(update=...)` would skip the checks a spec promises its runner."""
+    return RunSpec.model_validate({**spec.model_dump(), **tags})
 
 
 def default_device(image: ImageInfo) -> str:

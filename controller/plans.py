@@ -7,6 +7,7 @@ sweep can tell which cells are done here and which are due (new hardware or a ne
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import tomllib
@@ -21,10 +22,11 @@ from controller.catalog import ImageInfo, get_image
 from controller.errors import BenchError
 from controller.launchers.local import LocalLauncher
 from controller.paths import Paths
+from schemas import RunSpec
 from schemas.plan import Plan, PlanRuns
 
-# Sets that say how many runs a cell gets, not what a run measures: kept out of the cell's key.
-NOT_IN_KEY = ("policy.repetitions", "policy.target_ci", "policy.max_repetitions")
+# Policy fields that say how many runs a cell gets, not what a run measures: not in its key.
+RUN_COUNT_KEYS = ("repetitions", "target_ci", "max_repetitions")
 MAX_CELLS = 5000
 
 
@@ -139,27 +141,52 @@ def missing_models(plan: Plan, paths: Paths) -> list[str]:
     return missing
 
 
-def cell_key(req: planning.RunRequest, image: ImageInfo, host_key: str) -> str:
-    """What the cell measures, where, with which locked packages: its identity across sweeps."""
+def cell_key(spec: RunSpec, image: ImageInfo, host_key: str) -> str:
+    """What the cell measures (its planned spec, every option spelled out, so a default given or
+    left out is the same cell), where, with which locked packages: its identity across sweeps."""
     what = {
         "image": image.name,
-        "model": req.model,
-        "ensemble": req.ensemble,
-        "batch_sizes": req.batch_sizes,
-        "device": req.device or planning.default_device(image),
-        "scenario": req.scenario,
-        "sets": sorted(s for s in req.sets if s.partition("=")[0] not in NOT_IN_KEY),
+        "model": spec.model,
+        "members": [m.model for m in spec.members],
+        "batch_sizes": spec.batch_sizes,
+        "device": spec.device,
+        "options": spec.options.model_dump(),
+        "policy": spec.policy.model_dump(exclude=set(RUN_COUNT_KEYS)),
+        "scenario": spec.scenario.model_dump(),
         "host": host_key,
         "lock": image.lock_hash,
     }
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
 
 
+def planned_cell(
+    index: int,
+    runs_index: int,
+    r: planning.RunRequest,
+    image: ImageInfo,
+    reps: int,
+    paths: Paths,
+    host_key: str,
+    here: bool = True,
+) -> Cell:
+    """`here=False`: the cell runs elsewhere (Slurm nodes), so this host's devices do not matter."""
+    spec = planning.plan(r, paths, LocalLauncher(paths), image)
+    return Cell(
+        index=index,
+        runs_index=runs_index,
+        request=r,
+        image=image,
+        repetitions=reps,
+        key=cell_key(spec, image, host_key),
+        unsupported=planning.preflight(image, r, here=here),
+    )
+
+
 def cells(
     plan: Plan, paths: Paths, host_key: str, check_models: bool = True, here: bool = True
 ) -> list[Cell]:
     """The plan's cells in plan order, each checked as `bench-ctl run` would check it.
-    `here=False`: the cells run elsewhere (Slurm nodes), so this host's devices do not matter.
+    `here=False`: they run elsewhere (Slurm nodes), so this host's devices do not matter.
 
     With `check_models` the models must be in the store (they are read and verified); without it
     (a dry run before export) only the options, scenario and images are checked."""
@@ -169,18 +196,15 @@ def cells(
         try:
             image = get_image(req.image)
             planning.check_runnable(image)
-            if check_models:
-                expanded = planning.validate(req, paths)
-            else:
-                expanded = planning.expand(req, image)
-                for r in expanded:
-                    planning.plan(r, paths, LocalLauncher(paths), image)
+            # Without the models (a dry run before export) only options and images are checked.
+            expanded = planning.validate(req, paths) if check_models else planning.expand(req, image)
+            planned = [planned_cell(0, runs_index, r, image, reps, paths, host_key, here) for r in expanded]
         except BenchError as e:
             raise BenchError(
                 f"[[runs]] #{runs_index} ({req.image}, {req.model}): {e.message}", e.hint
             ) from None
-        for r in expanded:
-            key = cell_key(r, image, host_key)
+        for cell in planned:
+            r, key = cell.request, cell.key
             if key in seen:
                 raise BenchError(
                     f"[[runs]] #{runs_index} repeats a configuration of [[runs]] #{seen[key]}: "
@@ -188,17 +212,7 @@ def cells(
                     "name each configuration once: raise `repetitions` to measure it more",
                 )
             seen[key] = runs_index
-            out.append(
-                Cell(
-                    index=len(out) + 1,
-                    runs_index=runs_index,
-                    request=r,
-                    image=image,
-                    repetitions=reps,
-                    key=key,
-                    unsupported=planning.preflight(image, r, here=here),
-                )
-            )
+            out.append(dataclasses.replace(cell, index=len(out) + 1))
             if len(out) > MAX_CELLS:
                 raise BenchError(f"the plan has more than {MAX_CELLS:,} cells", "split it into smaller plans")
     if not out:

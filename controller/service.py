@@ -7,6 +7,7 @@ import socket
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from controller import comparison, stats, store
 from controller import models as model_store
@@ -25,6 +26,7 @@ from controller.planning import (
     plan,
     policy_of,
     preflight,
+    tagged,
     validate,
 )
 from controller.reports import Comparison
@@ -119,9 +121,9 @@ def run(
     tags = {"group": group, "repetition": repetition, "cell": cell}
     reason = preflight(image, req)
     if reason is not None:
-        return record_unsupported(req, paths, image, reason, log, group, repetition, db, cell)
+        return record_unsupported(req, paths, image, reason, log, db, **tags)
     launcher = select_launcher(req.launcher, image, paths, log)
-    spec = plan(req, paths, launcher, image).model_copy(update=tags)
+    spec = tagged(plan(req, paths, launcher, image), **tags)
     launcher.prepare(image, log)
     return execute(image, spec, launcher, paths, req.timeout_s, on_line, db=db)
 
@@ -132,15 +134,11 @@ def record_unsupported(
     image: ImageInfo,
     reason: str,
     log: LineSink,
-    group: str | None = None,
-    repetition: int | None = None,
     db: Path | None = None,
-    cell: str | None = None,
+    **tags: Any,
 ) -> RunResult:
     """Nothing to launch: validate the request all the same, then record why it cannot run."""
-    spec = plan(req, paths, LocalLauncher(paths), image).model_copy(
-        update={"group": group, "repetition": repetition, "cell": cell}
-    )
+    spec = tagged(plan(req, paths, LocalLauncher(paths), image), **tags)
     run_dir = paths.runs / spec.run_id
     run_dir.mkdir(parents=True)
     (run_dir / "spec.json").write_text(spec.model_dump_json(indent=1) + "\n")

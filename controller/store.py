@@ -156,7 +156,15 @@ MIGRATIONS: list[str | Callable[[], str]] = [
     ALTER TABLE measurements ADD COLUMN cpu_energy_j DOUBLE;
     ALTER TABLE measurements ADD COLUMN energy_source VARCHAR;
     """,
-    # 11: runs as scheduler jobs (Slurm): job id and node per run, and the registry of jobs submitted.
+    # 11: the whole spec, so a run can be made again elsewhere (bench-ctl rerun).
+    """
+    ALTER TABLE runs ADD COLUMN spec JSON;
+    """,
+    # 12: MLPerf's early-stopping estimate of a scenario's latency percentile.
+    """
+    ALTER TABLE measurements ADD COLUMN latency_early_stop_ms DOUBLE;
+    """,
+    # 13: runs as scheduler jobs (Slurm): job id and node per run, and the registry of jobs submitted.
     """
     ALTER TABLE runs ADD COLUMN job_id VARCHAR;
     ALTER TABLE runs ADD COLUMN node VARCHAR;
@@ -183,9 +191,9 @@ MIGRATIONS: list[str | Callable[[], str]] = [
 
 def _t_quantile_rows(max_df: int = 1000) -> str:
     """(df, 97.5% Student-t quantile) rows: DuckDB has no t distribution, `summary` joins these."""
-    from scipy import stats as sps
+    from scipy.special import stdtrit  # the t quantile itself: half the import time of scipy.stats
 
-    return ", ".join(f"({df}, {float(sps.t.ppf(0.975, df))!r})" for df in range(1, max_df + 1))
+    return ", ".join(f"({df}, {float(stdtrit(df, 0.975))!r})" for df in range(1, max_df + 1))
 
 
 RESULTS_VIEW = """
@@ -194,7 +202,8 @@ SELECT
     r.run_id, r.started_at, r.host, r.image, r.framework, r.framework_version, r.model, r.device, r.variant,
     coalesce(m.scenario, r.scenario, 'offline') AS scenario,
     m.batch_size, m.throughput_sps, m.latency_p50_ms, m.latency_p90_ms, m.latency_p99_ms,
-    m.latency_p999_ms, m.latency_mean_ms, m.latency_stdev_ms, m.iterations, m.in_flight,
+    m.latency_p999_ms, m.latency_early_stop_ms, m.latency_mean_ms, m.latency_stdev_ms, m.iterations,
+    m.in_flight,
     m.target_qps, m.offered_qps, m.achieved_qps, m.queueing_mean_ms, m.compute_mean_ms,
     m.mean_batch, m.batch_histogram, m.padding_waste, m.valid, m.invalid_reason, r.scenario_options,
     r.load_time_s, r.compile_s, r.compile_cache_hit,
@@ -211,9 +220,7 @@ FROM runs r LEFT JOIN measurements m USING (run_id)
 # One row per group of repetitions: the unit of an answer. Intervals are Student-t over the
 # repetitions' values (as controller/stats.py computes them); a group of one repetition gets the
 # within-run batch-means interval for throughput, labelled so. Keep in step with docs/results.md.
-SUMMARY_VIEW = """
-CREATE OR REPLACE VIEW summary AS
-WITH g AS (
+_SUMMARY_SELECT = """WITH g AS (
     SELECT
         host, image, framework, framework_version, variant, model, device, scenario, batch_size,
         count(*) AS repetitions,
@@ -233,7 +240,7 @@ WITH g AS (
         max(started_at) AS last_run_at,
         list(run_id ORDER BY started_at) AS run_ids
     FROM results
-    WHERE status = 'ok' AND batch_size IS NOT NULL
+    WHERE status = 'ok' AND batch_size IS NOT NULL{condition}
     GROUP BY host, image, framework, framework_version, variant, model, device, scenario, batch_size
 )
 SELECT
@@ -258,6 +265,15 @@ SELECT
     g.first_run_at, g.last_run_at, g.run_ids
 FROM g LEFT JOIN (SELECT df, t975 AS t FROM t_quantiles) h ON h.df = g.repetitions - 1
 """
+
+
+def summary_select(condition: str | None = None) -> str:
+    """The `summary` view's SELECT; with a condition over `results` columns, the groups of only the
+    results that meet it (intervals over those runs alone)."""
+    return _SUMMARY_SELECT.format(condition=f" AND ({condition})" if condition else "")
+
+
+SUMMARY_VIEW = "\nCREATE OR REPLACE VIEW summary AS\n" + summary_select()
 
 READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
 STORE_VERSION = len(MIGRATIONS)
@@ -415,6 +431,7 @@ def run_row(result: RunResult, result_path: Path | None) -> dict[str, Any]:
         "repetition": spec.repetition,
         "role": spec.role,
         "cell": spec.cell,
+        "spec": spec.model_dump_json(),
         "policy": spec.policy.model_dump_json(),
         "scenario": spec.scenario.name,
         "scenario_options": spec.scenario.model_dump_json(),
@@ -486,6 +503,7 @@ MEASUREMENT_COLUMNS = [
     "invalid_reason",
     "cpu_energy_j",
     "energy_source",
+    "latency_early_stop_ms",
 ]
 
 
@@ -653,20 +671,27 @@ def reader(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 def read(db: Path, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run SQL on a read-only connection: (column names, rows)."""
     with reader(db) as con:
-        try:
-            rel = con.execute(sql, params or [])
-            cols = [d[0] for d in rel.description] if rel.description else []
-            rows = rel.fetchall() if rel.description else []
-        except RuntimeError as e:
-            if "interrupt" in str(e).lower():
-                raise KeyboardInterrupt from None
-            raise
-        except duckdb.Error as e:
-            raise BenchError(
-                f"SQL error: {first_line(e)}",
-                'columns of the results view: `bench-ctl query "DESCRIBE results"`',
-            ) from None
-        return cols, rows
+        return fetch(con, sql, params)
+
+
+def fetch(
+    con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run SQL on a connection from `reader`: (column names, rows); an SQL error is one line."""
+    try:
+        rel = con.execute(sql, params or [])
+        cols = [d[0] for d in rel.description] if rel.description else []
+        rows = rel.fetchall() if rel.description else []
+    except RuntimeError as e:
+        if "interrupt" in str(e).lower():
+            raise KeyboardInterrupt from None
+        raise
+    except duckdb.Error as e:
+        raise BenchError(
+            f"SQL error: {first_line(e)}",
+            'columns of the results view: `bench-ctl query "DESCRIBE results"`',
+        ) from None
+    return cols, rows
 
 
 def run_ids_where(db: Path, where: str | None) -> list[str]:
@@ -678,6 +703,10 @@ def run_ids_where(db: Path, where: str | None) -> list[str]:
         raise BenchError("--where is empty", example)
     try:
         if where is not None:
+            try:  # one expression: a condition cannot close its parentheses and go on (UNION ...)
+                duckdb.SQLExpression(where)
+            except duckdb.Error as e:
+                raise BenchError(f"SQL error: {first_line(e)}", example) from None
             check_read_only(sql)
             parser = duckdb.connect(":memory:")
             try:

@@ -202,7 +202,7 @@ def export_missing(sp: SweepPlan, paths: Paths, log: LineSink, on_line: LineSink
 
 
 def run(
-    sp: SweepPlan,
+    due: list[Due],
     paths: Paths,
     launcher: str,
     log: LineSink,
@@ -213,11 +213,11 @@ def run(
     are measured side by side), until each has its repetitions. A cell whose run fails gets no
     more runs in this sweep; a cell unsupported here is recorded once."""
     group = new_group_id()
-    outcome = SweepOutcome(skipped_failed=sum(1 for d in sp.due if d.runs == 0 and d.state.failed))
-    left = {d.cell.key: d.runs for d in sp.due}
-    done_ok = {d.cell.key: d.state.ok for d in sp.due}
+    outcome = SweepOutcome(skipped_failed=sum(1 for d in due if d.runs == 0 and d.state.failed))
+    left = {d.cell.key: d.runs for d in due}
+    done_ok = {d.cell.key: d.state.ok for d in due}
     while any(left.values()):
-        for d in sp.due:
+        for d in due:
             key = d.cell.key
             if not left[key]:
                 continue
@@ -231,6 +231,20 @@ def run(
                 left[key] = 0
             on_result(d, result)
     return outcome
+
+
+def due_of(requests: list[tuple[planning.RunRequest, int]], paths: Paths) -> list[Due]:
+    """Requests to make `n` times each here (a rerun), as due cells: checked and planned first,
+    keyed like a sweep's cells so they count for a sweep of the same plan on this host."""
+    host = hosts.identity()
+    past = history(paths.db, host.hostname) if paths.db.exists() else {}
+    due = []
+    for i, (req, n) in enumerate(requests, 1):
+        image = get_image(req.image)
+        for r in planning.validate(req, paths):
+            cell = plans.planned_cell(i, 0, r, image, n, paths, host.key)
+            due.append(Due(cell, CellState(), n, "due", n * estimate(cell, past)))
+    return due
 
 
 def slurm_options(plan: Plan, given: SlurmOptions) -> SlurmOptions:
@@ -259,15 +273,18 @@ def submit(
             if cell.unsupported is not None:
                 outcome.results.append(
                     service.record_unsupported(
-                        req, paths, cell.image, cell.unsupported, log, group, cell=cell.key
+                        req, paths, cell.image, cell.unsupported, log, group=group, cell=cell.key
                     )
                 )
                 continue
             if cell.image.name not in prepared:
                 launcher.prepare(cell.image, log)
                 prepared.add(cell.image.name)
-            spec = planning.plan(req, paths, LocalLauncher(paths), cell.image).model_copy(
-                update={"group": group, "repetition": d.state.ok + d.queued + k + 1, "cell": cell.key}
+            spec = planning.tagged(
+                planning.plan(req, paths, LocalLauncher(paths), cell.image),
+                group=group,
+                repetition=d.state.ok + d.queued + k + 1,
+                cell=cell.key,
             )
             submitted.append(fleet.submit_one(launcher, spec, req.timeout_s, paths, submitted, log))
     if submitted:

@@ -1,6 +1,8 @@
 """Co-located ensembles: several models loaded in one runner process, run together on one device.
 
-Per batch size, each member is first measured alone (its own steady state), then all together:
+`Together` puts the members behind the runner contract, so every scenario can drive an ensemble
+(a query goes to every member). Offline, per batch size, each member is first measured alone
+(its own steady state), then all together:
 one ensemble iteration sends the same batch to every member at once (one thread per member;
 the frameworks release the GIL while they compute), waits for all, and averages their outputs.
 Ensemble throughput is therefore ensemble predictions per second, and each member's slowdown is
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,32 +23,73 @@ from runners.base import Runner
 from runners.core import accuracy, gpu, measure
 from runners.core.common import Timer, input_batch, log
 from runners.core.trackers import HostTrackers
+from runners.state import RunState
 from schemas import Measurement, MemberMeasurement, ModelManifest, Phase
 
 
-def load(runners: list[Runner], state: dict[str, Any], load_one: Any) -> None:
+class Together(Runner):
+    """The members as one runner: a query goes to every member at once (a thread each; the
+    frameworks release the GIL while they compute), and the ensemble's output is the mean of
+    theirs. Every scenario drives it through the runner contract, so an ensemble can be served
+    (server, single-stream, multi-stream) like one model. Each member's call times are kept."""
+
+    name = "ensemble"
+
+    def __init__(self, members: list[Runner]) -> None:
+        shapes = {tuple(r.manifest.input_shape) for r in members}
+        if len(shapes) != 1:
+            raise ValueError(f"ensemble members need the same input shape, got {sorted(map(str, shapes))}")
+        first = members[0]
+        super().__init__(first.spec, first.manifest, first.model_dir, first.cache_dir)
+        self.members = list(members)
+        self.member_ns: list[list[int]] = [[] for _ in members]
+        self._pool = ThreadPoolExecutor(max_workers=len(members), thread_name_prefix="member")
+
+    def prepare(self, batch: np.ndarray) -> Any:
+        return [r.prepare(batch) for r in self.members]
+
+    def _one(self, i: int, prepared: Any) -> np.ndarray:
+        r = self.members[i]
+        t0 = time.perf_counter_ns()
+        out = r.run(prepared)
+        self.member_ns[i].append(time.perf_counter_ns() - t0)
+        return r.to_numpy(out)
+
+    def run(self, prepared: Any) -> Any:
+        futures = [self._pool.submit(self._one, i, p) for i, p in enumerate(prepared)]
+        return np.mean([f.result() for f in futures], axis=0)
+
+    def effective_precision(self) -> str:
+        precisions = [r.effective_precision() for r in self.members]
+        return precisions[0] if len(set(precisions)) == 1 else "/".join(precisions)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def load(runners: list[Runner], state: RunState, load_one: Callable[[Runner, RunState], None]) -> None:
     """Load every member in turn; each phase of the result is the sum over members."""
     per_member: list[list[Phase]] = []
     versions, precisions = set(), []
     for r in runners:
-        member_state: dict[str, Any] = {"phases": []}
+        member_state = RunState()
         load_one(r, member_state)
-        per_member.append(member_state["phases"])
-        versions.add(member_state["framework_version"])
-        precisions.append(member_state["precision"])
-    state["framework_version"] = "/".join(sorted(versions))
-    state["precision"] = precisions[0] if len(set(precisions)) == 1 else "/".join(precisions)
+        per_member.append(member_state.phases)
+        versions.add(member_state.framework_version or "unknown")
+        precisions.append(member_state.precision or "unknown")
+    state.framework_version = "/".join(sorted(versions))
+    state.precision = precisions[0] if len(set(precisions)) == 1 else "/".join(precisions)
     for i, name in enumerate(("import", "model_read", "compile")):
         phases = [m[i] for m in per_member]
         hits = [p.cache_hit for p in phases]
         hit = None if all(h is None for h in hits) else all(h for h in hits if h is not None)
         note = ", ".join(f"{r.manifest.name} {p.seconds:.2f}s" for r, p in zip(runners, phases, strict=True))
-        state["phases"].append(
+        state.phases.append(
             Phase(name=name, seconds=sum(p.seconds for p in phases), cache_hit=hit, note=note)
         )
 
 
-def reference(runners: list[Runner], state: dict[str, Any]) -> None:
+def reference(runners: list[Runner], state: RunState) -> None:
     """First inference of every member on its reference batch; the ensemble's accuracy is its
     averaged outputs against the averaged reference outputs, when the members share inputs."""
     inputs, outputs, refs, seconds = [], [], [], 0.0
@@ -58,27 +102,26 @@ def reference(runners: list[Runner], state: dict[str, Any]) -> None:
         inputs.append(ref_in)
         outputs.append(r.to_numpy(out).astype(np.float64))
         refs.append(np.load(r.model_path("reference_output")).astype(np.float64))
-    state["phases"].append(Phase(name="first_inference", seconds=seconds, note="sum over members"))
+    state.phases.append(Phase(name="first_inference", seconds=seconds, note="sum over members"))
     same_inputs = all(i.shape == inputs[0].shape and np.array_equal(i, inputs[0]) for i in inputs)
     same_outputs = all(o.shape == outputs[0].shape for o in outputs)
     if same_inputs and same_outputs:
         name = "+".join(sorted({r.manifest.reference for r in runners}))
         acc = accuracy.compare(np.mean(outputs, axis=0), np.mean(refs, axis=0), f"mean of {name}")
-        state["accuracy"] = acc
+        state.accuracy = acc
         log(f"ensemble vs reference: rel err {acc.rel_err:.3g}, top-1 {acc.top1_agreement:.0%}")
     else:
         log("members have different reference batches or outputs: no ensemble accuracy")
 
 
 def measure_batch(
-    runners: list[Runner], manifests: list[ModelManifest], batch_size: int, tracker: gpu.GpuTracker | None
+    together: Together, manifest: ModelManifest, batch_size: int, tracker: gpu.GpuTracker | None
 ) -> Measurement:
-    policy = runners[0].spec.policy
-    shapes = {tuple(m.input_shape) for m in manifests}
-    if len(shapes) != 1:
-        raise ValueError(f"ensemble members need the same input shape, got {sorted(map(str, shapes))}")
-    batch = input_batch(manifests[0], batch_size)
-    prepared = [r.prepare(batch) for r in runners]
+    """Offline: each member alone (its own steady state), then all together."""
+    runners = together.members
+    policy = together.spec.policy
+    batch = input_batch(manifest, batch_size)
+    prepared = together.prepare(batch)
 
     alone: list[measure.SteadyState] = []
     for r, p in zip(runners, prepared, strict=True):
@@ -89,30 +132,21 @@ def measure_batch(
         measure.warm_up(solo, policy)
         alone.append(measure.steady_state(solo, policy))
 
-    member_ns: list[list[int]] = [[] for _ in runners]
+    def step() -> object:
+        return together.run(prepared)
 
-    def timed(i: int) -> np.ndarray:
-        t0 = time.perf_counter_ns()
-        out = runners[i].run(prepared[i])
-        member_ns[i].append(time.perf_counter_ns() - t0)
-        return runners[i].to_numpy(out)
-
-    with ThreadPoolExecutor(max_workers=len(runners), thread_name_prefix="member") as pool:
-
-        def together() -> np.ndarray:
-            futures = [pool.submit(timed, i) for i in range(len(runners))]
-            return np.mean([f.result() for f in futures], axis=0)
-
-        n_warm, warm_ns = measure.warm_up(together, policy)
-        for lst in member_ns:
-            lst.clear()
-        with contextlib.ExitStack() as stack:
-            host = stack.enter_context(HostTrackers())
-            if tracker is not None:
-                stack.enter_context(tracker)
-            state = measure.steady_state(together, policy)
+    n_warm, warm_ns = measure.warm_up(step, policy)
+    for lst in together.member_ns:
+        lst.clear()
+    with contextlib.ExitStack() as stack:
+        host = stack.enter_context(HostTrackers())
+        if tracker is not None:
+            stack.enter_context(tracker)
+        state = measure.steady_state(step, policy)
     state.warmup_iterations, state.warmup_ns = n_warm, warm_ns
-    m = host.apply(measure.summarize(batch_size, state, policy), policy)
+    m = measure.summarize(batch_size, state, policy).model_copy(update={"scenario": "offline"})
+    m = host.apply(m, policy)
+    member_ns = together.member_ns
 
     members = []
     for r, solo_state, ns in zip(runners, alone, member_ns, strict=True):

@@ -13,7 +13,6 @@ import tempfile
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -25,6 +24,7 @@ from runners.core.common import Timer, log
 from runners.core.io import write_atomic
 from runners.core.trackers import peak_rss_mb
 from runners.registry import runner_class
+from runners.state import RunState
 from schemas import EnsembleMember, ModelManifest, Phase, RunResult, RunSpec
 
 
@@ -66,14 +66,7 @@ def _error_message(e: BaseException) -> str:
 def execute(spec: RunSpec) -> RunResult:
     """Run every phase; failures become a result with a status, never an exception."""
     started = now()
-    state: dict[str, Any] = {
-        "phases": [],
-        "measurements": [],
-        "accuracy": None,
-        "framework_version": None,
-        "precision": None,
-        "gpus": [],
-    }
+    state = RunState()
     status, message = "ok", None
     loaded: list[Runner] = []
     try:
@@ -86,16 +79,17 @@ def execute(spec: RunSpec) -> RunResult:
         ]
         loaded[0].check_device()
         tracker = _gpu_tracker(spec, state)
+        runner: Runner
         if len(loaded) == 1:
-            runner, manifest = loaded[0], manifests[0]
+            runner = loaded[0]
             _load(runner, state)
-            _reference(runner, manifest, state)
-            state["measurements"].extend(scenarios.measure(runner, manifest, tracker))
-        else:
+            _reference(runner, manifests[0], state)
+        else:  # an ensemble: its members, behind the same contract, receive every query together
             ensemble.load(loaded, state, _load)
             ensemble.reference(loaded, state)
-            for bs in spec.batch_sizes:
-                state["measurements"].append(ensemble.measure_batch(loaded, manifests, bs, tracker))
+            runner = ensemble.Together(loaded)
+            loaded.append(runner)
+        state.measurements.extend(scenarios.measure(runner, manifests[0], tracker))
     except Unsupported as e:
         status, message = "unsupported", str(e) or "unsupported"
         log(f"unsupported: {message}")
@@ -115,7 +109,7 @@ def execute(spec: RunSpec) -> RunResult:
                 traceback.print_exc(file=sys.stderr)
     if status != "ok" and spec.barrier is not None:
         barrier.abort(spec.barrier, message or status)
-    fw_version = state["framework_version"]
+    fw_version = state.framework_version
     return RunResult(
         run_id=spec.run_id,
         spec=spec,
@@ -125,12 +119,12 @@ def execute(spec: RunSpec) -> RunResult:
         finished_at=now(),
         framework=spec.framework,
         framework_version=fw_version,
-        precision=state["precision"],
-        phases=state["phases"],
-        accuracy=state["accuracy"],
-        measurements=state["measurements"],
+        precision=state.precision,
+        phases=state.phases,
+        accuracy=state.accuracy,
+        measurements=state.measurements,
         peak_host_mem_mb=peak_rss_mb(),
-        fingerprint=fingerprint.collect(spec.framework, fw_version or "unknown", state["gpus"]),
+        fingerprint=fingerprint.collect(spec.framework, fw_version or "unknown", state.gpus),
     )
 
 
@@ -147,7 +141,7 @@ def _manifest(member: EnsembleMember) -> ModelManifest:
         raise FileNotFoundError(f"model {member.model!r} has no manifest at {path}") from None
 
 
-def _gpu_tracker(spec: RunSpec, state: dict[str, Any]) -> gpu.GpuTracker | None:
+def _gpu_tracker(spec: RunSpec, state: RunState) -> gpu.GpuTracker | None:
     """NVML tracker for a GPU run, with idle power read before anything is loaded."""
     if not spec.device.startswith("cuda"):
         return None
@@ -157,7 +151,7 @@ def _gpu_tracker(spec: RunSpec, state: dict[str, Any]) -> gpu.GpuTracker | None:
         return None
     index = gpu.physical_index(spec.device)
     try:
-        state["gpus"] = [gpu.device_info(nvml, index)]
+        state.gpus = [gpu.device_info(nvml, index)]
         tracker = gpu.GpuTracker(nvml, index)
     except Exception as e:
         log(f"NVML cannot read GPU {index}: {e}")
@@ -170,13 +164,13 @@ def _gpu_tracker(spec: RunSpec, state: dict[str, Any]) -> gpu.GpuTracker | None:
     return tracker
 
 
-def _load(runner: Runner, state: dict[str, Any]) -> None:
-    phases: list[Phase] = state["phases"]
+def _load(runner: Runner, state: RunState) -> None:
+    phases = state.phases
     with Timer() as t:
         runner.import_framework()
     phases.append(Phase(name="import", seconds=t.seconds))
-    state["framework_version"] = runner.version()
-    log(f"{runner.name} {state['framework_version']}: import {t.seconds:.2f}s")
+    state.framework_version = runner.version()
+    log(f"{runner.name} {state.framework_version}: import {t.seconds:.2f}s")
     with Timer() as t:
         runner.read_model()
     phases.append(Phase(name="model_read", seconds=t.seconds))
@@ -185,19 +179,19 @@ def _load(runner: Runner, state: dict[str, Any]) -> None:
     phases.append(Phase(name="compile", seconds=t.seconds, cache_hit=hit, note=note))
     cache = "" if hit is None else (" (cache hit)" if hit else " (cache miss)")
     log(f"compile {t.seconds:.2f}s{cache}")
-    state["precision"] = runner.effective_precision()
+    state.precision = runner.effective_precision()
 
 
-def _reference(runner: Runner, manifest: ModelManifest, state: dict[str, Any]) -> None:
+def _reference(runner: Runner, manifest: ModelManifest, state: RunState) -> None:
     """First inference, on the reference batch: timed as a phase and checked against the reference."""
     ref_in = np.load(runner.model_path("reference_input"))
     ref_out = np.load(runner.model_path("reference_output"))
     prepared = runner.prepare(ref_in)
     with Timer() as t:
         out = runner.run(prepared)
-    state["phases"].append(Phase(name="first_inference", seconds=t.seconds, note=f"batch {len(ref_in)}"))
+    state.phases.append(Phase(name="first_inference", seconds=t.seconds, note=f"batch {len(ref_in)}"))
     acc = accuracy.compare(runner.to_numpy(out), ref_out, manifest.reference)
-    state["accuracy"] = acc
+    state.accuracy = acc
     log(
         f"first inference {t.seconds:.2f}s; vs {acc.reference}: max abs err {acc.max_abs_err:.3g} "
         f"(rel {acc.rel_err:.3g}), top-1 {acc.top1_agreement:.0%}, top-5 {acc.top5_agreement:.0%}"

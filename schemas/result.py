@@ -123,6 +123,12 @@ class Measurement(Strict):
         None, description="how queries reached the runner; None: offline"
     )
     latency_p999_ms: float | None = Field(None, ge=0)
+    latency_early_stop_ms: float | None = Field(
+        None,
+        ge=0,
+        description="the scenario's percentile (single-stream p90, multi-stream and server p99) as an upper "
+        "bound with 99% confidence (MLPerf's early-stopping estimate); None: too few queries, or offline",
+    )
     target_qps: float | None = Field(
         None, gt=0, description="server: the asked arrival rate; multi-stream: queries per second asked"
     )

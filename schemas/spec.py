@@ -341,8 +341,8 @@ class RunSpec(Strict):
     @model_validator(mode="after")
     def _scenario(self) -> RunSpec:
         sc = self.scenario
-        if sc.name != "offline" and (self.members or self.barrier is not None):
-            raise ValueError(f"scenario {sc.name} does not run ensembles yet: use offline")
+        if sc.name != "offline" and self.barrier is not None:
+            raise ValueError(f"co-located processes measure offline only, not scenario {sc.name}")
         if (
             isinstance(sc, ServerScenario)
             and sc.max_batch is not None

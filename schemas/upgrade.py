@@ -40,8 +40,15 @@ def upgrade(doc: dict[str, Any]) -> dict[str, Any]:
 def load_result(path: str | Path) -> RunResult:
     """Parse, upgrade and validate a result file.
 
-    Strict: `true` is no number, `Infinity` and `NaN` are refused (they are not JSON)."""
-    doc = json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+    Strict: `true` is no number, `Infinity` and `NaN` are refused (they are not JSON).
+    A file of the current version is parsed and validated in one pass (pydantic-core); anything
+    else (an older version, or an invalid file, for its precise error) takes the careful path."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        return RunResult.model_validate_json(text, strict=True)
+    except ValueError:  # ValidationError included
+        pass
+    doc = json.loads(text, parse_constant=_refuse_constant)
     if not isinstance(doc, dict):
         raise SchemaVersionError(f"{path}: not a JSON object")
     return RunResult.model_validate_json(json.dumps(upgrade(doc)), strict=True)

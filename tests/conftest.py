@@ -58,12 +58,27 @@ def _docker_answers() -> bool:
         return False
 
 
+def chromium() -> str | None:
+    """Debian's `chromium` (or another name of the same browser) on PATH, else None."""
+    import shutil
+
+    return next(
+        (p for name in ("chromium", "chromium-browser", "google-chrome") if (p := shutil.which(name))), None
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip `docker` tests when no daemon answers, and each `gpu` test when its GPU path cannot run
-    here, with the reason (no NVIDIA GPU, package X not installed, no NVIDIA container runtime).
+    """Skip `docker` tests when no daemon answers, `browser` tests where Chromium is not installed,
+    and each `gpu` test when its GPU path cannot run here, with the reason (no NVIDIA GPU, package
+    X not installed, no NVIDIA container runtime).
 
     `frameworks` tests are never skipped: they must run in CI.
     """
+    browser_items = [i for i in items if i.get_closest_marker("browser")]
+    if browser_items and chromium() is None:
+        skip = pytest.mark.skip(reason="chromium is not installed: apt-get install chromium (see .ci/run)")
+        for item in browser_items:
+            item.add_marker(skip)
     docker_items = [i for i in items if i.get_closest_marker("docker")]
     if docker_items and not _docker_answers():
         skip = pytest.mark.skip(reason="no Docker engine running: start dockerd, see .ci/run")

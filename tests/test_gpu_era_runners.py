@@ -157,6 +157,46 @@ def test_null_ensemble_reports_members_and_slowdown(
     assert rows == [("fa+fb", 1, 2), ("fa+fb", 4, 2)]
 
 
+@pytest.mark.parametrize(
+    ("scenario", "sets"),
+    [
+        ("server", ["--set", "server.target_qps=100", "--set", "server.min_duration_s=1",
+                    "--set", "server.min_queries=64", "--set", "server.max_batch=2"]),
+        ("single-stream", []),
+        ("multi-stream", ["--set", "multi-stream.samples_per_query=2", "--set", "multi-stream.interval_ms=20",
+                          "--set", "multi-stream.min_duration_s=1", "--set", "multi-stream.min_queries=32"]),
+    ],
+)  # fmt: skip
+def test_null_ensemble_is_served_in_every_scenario(
+    cli: Any, bench: Any, null_env: Any, two_fake_models: Any, scenario: str, sets: list[str]
+) -> None:
+    """A query to an ensemble goes to every member (one thread each): each member's busy-wait of
+    work_us runs once per query, together, so a query costs about one member's work, not two."""
+    result = cli(
+        "run", "-i", "null", "-m", "fa,fb", "--ensemble", "--scenario", scenario,
+        "-b", "1,2" if scenario != "single-stream" else "1", "--launcher", "local",
+        "--set", "work_us=2000", *sets, *TINY, "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = results_of(result.stdout)[0]
+    assert doc["status"] == "ok" and doc["spec"]["model"] == "fa+fb"
+    (m,) = doc["measurements"] if scenario != "single-stream" else doc["measurements"][:1]
+    assert m["scenario"] == scenario
+    assert m["latency_p50_ms"] >= 2.0  # at least one member's work per query
+    if scenario == "server":
+        assert m["valid"] is True and m["achieved_qps"] > 90
+    rows = bench.rows("SELECT DISTINCT model, scenario FROM results")
+    assert rows == [("fa+fb", scenario)]
+
+
+def test_colocated_processes_refuse_other_scenarios(cli: Any, bench: Any, two_fake_models: Any) -> None:
+    result = cli(
+        "run", "-i", "null", "-m", "fa,fb", "--ensemble", "--colocate", "processes",
+        "--scenario", "single-stream",
+    )  # fmt: skip
+    assert result.exit_code == 2 and "offline only" in result.stderr and "hint:" in result.stderr
+
+
 def test_several_models_without_ensemble_run_in_turn(
     cli: Any, bench: Any, null_env: Any, two_fake_models: Any
 ) -> None:

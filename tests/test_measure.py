@@ -218,3 +218,52 @@ def test_async_finish_supplies_request_latencies() -> None:
     m = summarize(2, state, policy, in_flight=3)
     assert m.latency_p50_ms == 9.0 and m.in_flight == 3
     assert m.throughput_sps == 2 * 4 / (state.elapsed_ns / 1e9)
+
+
+# --------------------------------------------------------------------------- early stopping
+
+
+@pytest.mark.parametrize("n", [44, 100, 459, 1000, 5000, 20000])
+@pytest.mark.parametrize("percentile", [0.90, 0.99])
+def test_early_stopping_h_matches_the_binomial(n: int, percentile: float) -> None:
+    """Truth: scipy's binomial CDF. The estimate is the (h+1)-th largest latency, h the largest
+    count with P[Binom(n, 1-p) <= h] <= 1 - 0.99."""
+    from scipy.stats import binom
+
+    from runners.core.measure import early_stopping_latency
+
+    lat = np.arange(1, n + 1, dtype=np.float64)  # the k-th smallest is k
+    allowed = [h for h in range(n) if binom.cdf(h, n, 1 - percentile) <= 0.01]
+    got = early_stopping_latency(lat, percentile)
+    if not allowed:
+        assert got is None
+    else:
+        assert got == float(n - max(allowed))
+
+
+def test_early_stopping_covers_the_true_percentile() -> None:
+    """Exponential latencies (true p99 = ln(100)): the estimate lies above it in >= 99 % of runs."""
+    from runners.core.measure import early_stopping_latency
+
+    rng = np.random.default_rng(7)
+    true_p99 = float(np.log(100.0))
+    trials = 1500
+    above = 0
+    for _ in range(trials):
+        est = early_stopping_latency(rng.exponential(1.0, size=2000), 0.99)
+        assert est is not None
+        above += est >= true_p99
+    assert above / trials >= 0.985, above / trials  # 99 % nominal, binomial noise of 1500 trials
+
+
+def test_server_bound_is_checked_on_the_early_stopping_estimate() -> None:
+    from runners.scenarios.server import verdict
+    from schemas import ServerScenario
+
+    sc = ServerScenario(target_qps=100, latency_bound_ms=10)
+    assert verdict(sc, 100, 100, 0, p99_ms=9.0, early_stop_ms=9.5) is None
+    reason = verdict(sc, 100, 100, 0, p99_ms=9.0, early_stop_ms=11.0)
+    assert reason is not None and "early-stopping estimate 11.00 ms" in reason
+    # Too few queries for an estimate: the observed p99 decides.
+    assert verdict(sc, 100, 100, 0, p99_ms=9.0, early_stop_ms=None) is None
+    assert verdict(sc, 100, 100, 0, p99_ms=12.0, early_stop_ms=None) is not None

@@ -219,8 +219,18 @@ def _find_peak_impossible(cli: Any, short_policy: list[str]) -> Any:
             ["unknown option"],
         ),
         (
-            ["--scenario", "server", "--set", "server.target_qps=10", "--model", "fake,fake2", "--ensemble"],
-            ["ensembles"],
+            [
+                "--scenario",
+                "server",
+                "--set",
+                "server.target_qps=10",
+                "--model",
+                "fake,fake2",
+                "--ensemble",
+                "--colocate",
+                "processes",
+            ],
+            ["offline only"],
         ),
     ],
 )

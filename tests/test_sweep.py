@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from controller import hosts, plans
+from controller import hosts, planning, plans
+from controller.launchers.local import LocalLauncher
 from controller.paths import Paths
 
 pytestmark = pytest.mark.usefixtures("null_env")
@@ -72,8 +73,10 @@ def test_cell_key_changes_with_host_and_lock(bench: Any, fake_model: Path, tmp_p
     new_host = hosts.identity().model_copy(update={"cpu_model": "another CPU"})
     elsewhere = plans.cells(plan, Paths.from_env(), new_host.key)
     assert not {c.key for c in here} & {c.key for c in elsewhere}
-    relocked = plans.cell_key(here[0].request, here[0].image.model_copy(update={"lock_hash": "x"}), "h")
-    assert relocked != plans.cell_key(here[0].request, here[0].image, "h")
+    image = here[0].image
+    spec = planning.plan(here[0].request, Paths.from_env(), LocalLauncher(Paths.from_env()), image)
+    relocked = plans.cell_key(spec, image.model_copy(update={"lock_hash": "x"}), "h")
+    assert relocked != plans.cell_key(spec, image, "h")
 
 
 def test_sweep_runs_what_is_missing_and_then_nothing(
@@ -254,3 +257,55 @@ def test_bad_plans_are_one_line_and_exit_2(
 def test_missing_plan_file(cli: Any, bench: Any) -> None:
     result = cli("sweep", "plans/nope.toml")
     assert result.exit_code == 2 and "no plan file" in result.output
+
+
+# --------------------------------------------------------------------------- rerun
+
+
+def test_rerun_repeats_the_same_spec(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
+    first = cli(
+        "run", "--image", "null", "--model", "fake", "--launcher", "local", "-b", "1,4",
+        *short_policy, "--set", "work_us=300", "--set", "tag=x", "--json",
+    )  # fmt: skip
+    assert first.exit_code == 0, first.output
+    old = json.loads(first.stdout)
+    again = cli("rerun", old["run_id"], "--launcher", "local", "--json")
+    assert again.exit_code == 0, again.output
+    new = json.loads(again.stdout)[0]
+    assert new["run_id"] != old["run_id"]
+    same = ("image", "model", "batch_sizes", "device", "options", "scenario")
+    assert {k: new["spec"][k] for k in same} == {k: old["spec"][k] for k in same}
+    policy = {k: v for k, v in old["spec"]["policy"].items() if k not in plans.RUN_COUNT_KEYS}
+    assert {k: v for k, v in new["spec"]["policy"].items() if k in policy} == policy
+    assert bench.count("runs") == 2
+
+
+def test_rerun_group_keeps_each_configurations_count(
+    cli: Any, bench: Any, fake_model: Path, short_policy: list[str]
+) -> None:
+    made = cli(
+        "run", "--image", "null", "--model", "fake", "--launcher", "local", "-b", "1",
+        *short_policy, "--sweep", "work_us=0,50", "--repeat", "2", "--json",
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    group = json.loads(made.stdout)[0]["spec"]["group"]
+    again = cli("rerun", "--group", group, "--launcher", "local", "--json")
+    assert again.exit_code == 0, again.output
+    runs = json.loads(again.stdout)
+    assert sorted(r["spec"]["options"]["work_us"] for r in runs) == [0, 0, 50, 50]
+    assert [r["spec"]["options"]["work_us"] for r in runs][:2] in ([0, 50], [50, 0])  # interleaved
+
+
+def test_rerun_bad_input(cli: Any, bench: Any, make_result: Any, tmp_path: Path) -> None:
+    from controller import store
+
+    store.ensure_store(bench.db)
+    for args, message in [
+        ((), "give one of RUN_ID"),
+        (("nope",), "no run 'nope'"),
+        (("--group", "g"), "no group 'g'"),
+        (("x", "--plan", "plans/smoke.toml"), "--plan excludes"),
+    ]:
+        result = cli("rerun", *args)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output

@@ -63,7 +63,7 @@ def summarize(sc: MultiStreamScenario, d: server.Drive, keep_latencies: bool) ->
         "iterations": completed,
         "duration_s": duration_s,
         "throughput_sps": completed * k / duration_s,
-        **latency_fields(lat_ms, keep_latencies, p999=True),
+        **latency_fields(lat_ms, keep_latencies, p999=True, early_stop_percentile=0.99),
         "windows": 1,
         "stable": reason is None,
         "scenario": "multi-stream",

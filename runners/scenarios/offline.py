@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
+from runners import ensemble
 from runners.base import Runner
 from runners.core import barrier, gpu
 from runners.core import measure as core
@@ -13,10 +14,14 @@ from runners.core.common import input_batch, log
 from runners.core.trackers import HostTrackers
 from schemas import Measurement, ModelManifest
 
+SINGLE_STREAM_PERCENTILE = 0.90  # single-stream's metric is p90 latency
+
 
 def measure(
     runner: Runner, manifest: ModelManifest, tracker: gpu.GpuTracker | None = None
 ) -> list[Measurement]:
+    if isinstance(runner, ensemble.Together):  # each member alone, then together: the slowdown
+        return [ensemble.measure_batch(runner, manifest, bs, tracker) for bs in runner.spec.batch_sizes]
     return [measure_batch(runner, manifest, bs, tracker) for bs in runner.spec.batch_sizes]
 
 
@@ -54,7 +59,13 @@ def measure_batch(
             stack.enter_context(tracker)
         state = core.steady_state(call, policy, finish=finish)
     state.warmup_iterations, state.warmup_ns = n_warm, warm_ns
-    m = core.summarize(batch_size, state, policy, in_flight=1 if one_at_a_time else runner.in_flight())
+    m = core.summarize(
+        batch_size,
+        state,
+        policy,
+        in_flight=1 if one_at_a_time else runner.in_flight(),
+        early_stop_percentile=SINGLE_STREAM_PERCENTILE if one_at_a_time else None,
+    )
     m = host.apply(m.model_copy(update={"scenario": spec.scenario.name}), policy)
     if tracker is not None:
         m = gpu.with_telemetry(m, tracker)
