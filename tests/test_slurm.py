@@ -383,7 +383,8 @@ def test_smoke_plan_on_slurm_every_cell_once_with_its_job(
         "FROM runs GROUP BY cell ORDER BY cell"
     )
     assert sorted(r[1] for r in rows) == [1, 1, 1, 2, 2, 2]  # 6 cells: 3 with 2 repetitions
-    assert all(r[1] == r[2] and r[3] and r[4] for r in rows), rows
+    failed = bench.rows("SELECT image, status, message FROM runs WHERE status <> 'ok'")
+    assert all(r[1] == r[2] and r[3] and r[4] for r in rows), (rows, failed)
     assert bench.count("runs") == 9 and bench.rows("SELECT count(*) FROM jobs WHERE stored_at IS NULL") == [
         (0,)
     ]
