@@ -33,6 +33,7 @@ from schemas.plan import SlurmOptions
 SCRIPT_FILE = "job.sh"
 NODE_MARGIN_S = 300  # Slurm's limit over the runner's: node start, environment check, result write
 COMMAND_TIMEOUT_S = 60
+IDS_PER_CALL = 200  # job ids per squeue/sacct call: a command line of bounded length
 # The job's environment: what a local runner passes on, never the login node's GPU selection
 # (Slurm sets CUDA_VISIBLE_DEVICES for the GPUs it allocates).
 EXPORTED_VARS = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "DOCKER_HOST")
@@ -194,19 +195,22 @@ class SlurmClient:
     def states(self, job_ids: list[str]) -> dict[str, JobState]:
         """The state of each job Slurm still knows: `squeue` for jobs in its controller's memory,
         then `sacct` (where the cluster keeps accounting) for those it has let go."""
-        if not job_ids:
-            return {}
-        done = self._run(["squeue", "-h", "--states=all", "-j", ",".join(job_ids), "-o", "%i|%T|%r|%N"])
-        if done.returncode != 0 and "invalid job id" not in done.stderr.lower():
-            raise BenchError(f"Slurm does not answer: {_first_error(done.stderr)}", UNREACHABLE_HINT)
-        found = parse_squeue(done.stdout) if done.returncode == 0 else {}
-        missing = [j for j in job_ids if j not in found]
-        if missing:
-            acct = self._run(
-                ["sacct", "-n", "-P", "-X", "-j", ",".join(missing), "-o", "JobID,State,Reason,NodeList"]
-            )
-            if acct.returncode == 0:  # no accounting on this cluster: those jobs are simply unknown
-                found.update({k: v for k, v in parse_sacct(acct.stdout).items() if k in missing})
+        found: dict[str, JobState] = {}
+        for start in range(0, len(job_ids), IDS_PER_CALL):
+            chunk = job_ids[start : start + IDS_PER_CALL]
+            done = self._run(["squeue", "-h", "--states=all", "-j", ",".join(chunk), "-o", "%i|%T|%r|%N"])
+            # squeue lists the jobs it knows; it fails only when it knows none of them.
+            if done.returncode != 0 and "invalid job id" not in done.stderr.lower():
+                raise BenchError(f"Slurm does not answer: {_first_error(done.stderr)}", UNREACHABLE_HINT)
+            if done.returncode == 0:
+                found.update(parse_squeue(done.stdout))
+            missing = [j for j in chunk if j not in found]
+            if missing:
+                acct = self._run(
+                    ["sacct", "-n", "-P", "-X", "-j", ",".join(missing), "-o", "JobID,State,Reason,NodeList"]
+                )
+                if acct.returncode == 0:  # no accounting on this cluster: those jobs are simply unknown
+                    found.update({k: v for k, v in parse_sacct(acct.stdout).items() if k in missing})
         return {j: found[j] for j in job_ids if j in found}
 
 
