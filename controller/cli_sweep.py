@@ -237,6 +237,11 @@ def rerun_command(
             raise BenchError("--plan excludes RUN_ID and --group", "give one of them")
         sweep_command(plan, dry_run=False, retry_failed=False, launcher=launcher, db=db, as_json=as_json)
         return
+    if launcher == "slurm":
+        raise BenchError(
+            "bench-ctl rerun RUN_ID (--group) measures on this host",
+            "use --launcher auto, local or docker; on Slurm: bench-ctl rerun --plan PLAN --launcher slurm",
+        )
     if repeat is not None and repeat < 1:
         raise BenchError(f"--repeat {repeat}: must be at least 1", "e.g. --repeat 5")
     paths = Paths.from_env(db)
