@@ -87,3 +87,13 @@ def test_node_maps_the_allocated_gpu_for_docker(monkeypatch: Any, tmp_path: Path
     paths = Paths(home=tmp_path, db=tmp_path / "r.duckdb")
     local = for_launcher(_spec("cuda:0"), LocalLauncher(paths), get_image("torch"))
     assert local.device == "cuda:0" and local.model_dir == str(tmp_path / "models" / "fake")
+
+
+def test_rerun_of_stored_runs_refuses_slurm(cli: Any) -> None:
+    result = cli("rerun", "20260101T000000Z-null-fake-abcdef", "--launcher", "slurm")
+    assert result.exit_code == 2 and "measures on this host" in result.stderr and "hint:" in result.stderr
+
+
+def test_sweep_slurm_flags_need_the_slurm_launcher(cli: Any) -> None:
+    result = cli("sweep", "plans/smoke.toml", "--cpus-per-task", "2")
+    assert result.exit_code == 2 and "--cpus-per-task needs --launcher slurm" in result.stderr
