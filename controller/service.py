@@ -225,8 +225,11 @@ def group_summary(db: Path, results: list[RunResult]) -> list[Comparison]:
     ok = [r for r in results if r.status == "ok"]
     models = sorted({r.spec.model for r in ok})
     ids = [r.run_id for r in ok]
+    # The hosts the runs landed on (Slurm nodes are not this host); several are shown side by side.
+    hosts = sorted({store.host_of(r) or current_host() for r in ok})
+    where: dict[str, Any] = {"host": hosts[0]} if len(hosts) == 1 else {"across_hosts": True}
     return [
-        comparison.compare(db, m, run_ids=ids, host=current_host(), scenario=s)
+        comparison.compare(db, m, run_ids=ids, scenario=s, **where)
         for m in models
         for s in sorted({r.spec.scenario.name for r in results if r.spec.model == m and r.status == "ok"})
     ]

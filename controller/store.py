@@ -403,6 +403,12 @@ def _phase(result: RunResult, name: str) -> float | None:
     return next((p.seconds for p in result.phases if p.name == name), None)
 
 
+def host_of(result: RunResult) -> str | None:
+    """The host a result is stored under: where its runner was launched (a Slurm job's node)."""
+    launch, fp = result.launch, result.fingerprint
+    return (launch.host if launch and launch.host else None) or (fp.host if fp else None)
+
+
 def run_row(result: RunResult, result_path: Path | None) -> dict[str, Any]:
     spec, fp, acc, launch = result.spec, result.fingerprint, result.accuracy, result.launch
     compile_phase = next((p for p in result.phases if p.name == "compile"), None)
@@ -411,7 +417,7 @@ def run_row(result: RunResult, result_path: Path | None) -> dict[str, Any]:
         "schema_version": result.schema_version,
         "started_at": result.started_at,
         "finished_at": result.finished_at,
-        "host": (launch.host if launch and launch.host else None) or (fp.host if fp else None),
+        "host": host_of(result),
         "launcher": launch.launcher if launch else None,
         "image": spec.image,
         "image_ref": launch.image_ref if launch else None,

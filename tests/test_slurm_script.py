@@ -97,3 +97,19 @@ def test_rerun_of_stored_runs_refuses_slurm(cli: Any) -> None:
 def test_sweep_slurm_flags_need_the_slurm_launcher(cli: Any) -> None:
     result = cli("sweep", "plans/smoke.toml", "--cpus-per-task", "2")
     assert result.exit_code == 2 and "--cpus-per-task needs --launcher slurm" in result.stderr
+
+
+def test_a_commands_summary_compares_the_hosts_its_runs_landed_on(bench: Any, make_result: Any) -> None:
+    """Runs made on Slurm nodes are not this host's: the summary after `run` shows their hosts,
+    side by side when they landed on several."""
+    from controller import service, store
+
+    one = [make_result(host="node-a", repetition=i) for i in (1, 2)]
+    two = [*one, make_result(host="node-b", repetition=3)]
+    with store.connect(bench.db) as con:
+        for r in two:
+            store.ingest(con, r)
+    [single] = service.group_summary(bench.db, one)
+    assert single.hosts == ["node-a"]
+    [both] = service.group_summary(bench.db, two)
+    assert both.hosts == ["node-a", "node-b"] and all("node-" in label for label in both.labels)
