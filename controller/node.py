@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import socket
 import sys
@@ -64,10 +65,22 @@ def for_launcher(spec: RunSpec, launcher: Launcher, image: ImageInfo) -> RunSpec
     )
 
 
+def node_name() -> str:
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+
+
+def node_paths(home: Path, node: str) -> Paths:
+    """The state folder as a node uses it: shared, except the framework caches, which are the
+    node's own (an engine or compiled blob is built for one machine's CPU or GPU, and a runner
+    locks its cache while compiling: a lock that holds on a local disk)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", node)
+    return Paths(home=home, db=home / "unused.duckdb", cache_home=home / "cache" / "nodes" / safe)
+
+
 def run_job(run_dir: Path, paths: Paths, timeout_s: float, choice: str = "auto") -> RunResult:
     """Run the spec of `run_dir` here and return its result, with this job's id and node."""
     job_id = os.environ.get("SLURM_JOB_ID")
-    node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    node = node_name()
     spec = RunSpec.model_validate_json((run_dir / SPEC_FILE).read_text())
     image = get_image(spec.image)
     started = datetime.now(UTC)
@@ -99,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (run_dir / SPEC_FILE).is_file():
         _log(f"[node] {run_dir / SPEC_FILE} is not visible on this node")
         return 2
-    paths = Paths(home=args.home.resolve(), db=args.home.resolve() / "unused.duckdb")
+    paths = node_paths(args.home.resolve(), node_name())
     try:
         result = run_job(run_dir, paths, args.timeout, args.launcher)
     except KeyboardInterrupt as e:

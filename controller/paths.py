@@ -15,6 +15,7 @@ class Paths:
 
     home: Path
     db: Path
+    cache_home: Path | None = None  # framework caches elsewhere (a Slurm node keeps its own)
 
     @classmethod
     def from_env(cls, db: str | Path | None = None) -> Paths:
@@ -36,7 +37,7 @@ class Paths:
 
     @property
     def cache(self) -> Path:
-        return self.home / "cache"
+        return self.cache_home or self.home / "cache"
 
     @property
     def wheels(self) -> Path:

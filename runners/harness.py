@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from runners import ensemble, scenarios
 from runners.base import Runner, Unsupported
 from runners.core import accuracy, barrier, fingerprint, gpu, parent
+from runners.core.cachelock import cache_lock
 from runners.core.common import Timer, log
 from runners.core.io import write_atomic
 from runners.core.trackers import peak_rss_mb
@@ -174,7 +175,8 @@ def _load(runner: Runner, state: RunState) -> None:
     with Timer() as t:
         runner.read_model()
     phases.append(Phase(name="model_read", seconds=t.seconds))
-    with Timer() as t:
+    # Waiting for another runner to finish writing the shared cache is not compiling: not timed.
+    with cache_lock(runner.cache_dir, log), Timer() as t:
         hit, note = runner.compile()
     phases.append(Phase(name="compile", seconds=t.seconds, cache_hit=hit, note=note))
     cache = "" if hit is None else (" (cache hit)" if hit else " (cache miss)")

@@ -113,3 +113,31 @@ def test_a_commands_summary_compares_the_hosts_its_runs_landed_on(bench: Any, ma
     assert single.hosts == ["node-a"]
     [both] = service.group_summary(bench.db, two)
     assert both.hosts == ["node-a", "node-b"] and all("node-" in label for label in both.labels)
+
+
+def test_runners_compile_into_a_shared_cache_one_at_a_time(tmp_path: Path) -> None:
+    """Jobs packed on a node share the image's cache: a runner holds it while compiling, and
+    another waits (and says so) instead of reading a half-written blob."""
+    import threading
+    import time
+
+    from runners.core.cachelock import cache_lock
+
+    said: list[str] = []
+    order: list[str] = []
+    entered = threading.Event()
+
+    def second() -> None:
+        entered.wait(5)
+        with cache_lock(tmp_path / "cache", said.append):
+            order.append("second")
+
+    t = threading.Thread(target=second)
+    t.start()
+    with cache_lock(tmp_path / "cache"):
+        entered.set()
+        time.sleep(0.3)
+        order.append("first")
+    t.join(5)
+    assert order == ["first", "second"]
+    assert said and "waiting for another runner" in said[0]
