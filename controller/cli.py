@@ -47,6 +47,7 @@ from controller.console import (
 )
 from controller.errors import BenchError, Terminated
 from controller.paths import Paths
+from controller.reports import HostPair
 from schemas import MAX_BATCH_SIZE
 
 app = typer.Typer(
@@ -392,8 +393,19 @@ def compare(
         str | None, typer.Option("--host", help="results of this host (default: the host you are on)")
     ] = None,
     across_hosts: Annotated[
-        bool, typer.Option("--across-hosts", help="one column per configuration and host")
+        bool,
+        typer.Option(
+            "--across-hosts",
+            help="every host: with two, each configuration on both and new/old (the older host's "
+            "results first); with more, one column per configuration and host",
+        ),
     ] = False,
+    hosts: Annotated[
+        str | None,
+        typer.Option(
+            "--hosts", help="OLD,NEW: each configuration on both hosts, and new/old with its interval"
+        ),
+    ] = None,
     scenario: Annotated[
         str,
         typer.Option(
@@ -410,13 +422,52 @@ def compare(
     so. With --baseline, each other cell gets its ratio to the baseline and a verdict by one
     rule: a Mann-Whitney U test on per-run values (p < 0.05) and at least a 2% difference.
     """
-    cmp = comparison.compare(
-        Paths.from_env(db).db, model, metric, device, baseline, host, across_hosts, scenario=scenario
-    )
+    path = Paths.from_env(db).db
+    pair = _host_pair(path, model, metric, device, scenario, hosts, across_hosts, host, baseline)
+    if pair is not None:
+        if as_json:
+            print(pair.model_dump_json(indent=1))
+        else:
+            render.host_pair(out, pair)
+        return
+    cmp = comparison.compare(path, model, metric, device, baseline, host, across_hosts, scenario=scenario)
     if as_json:
         print(cmp.model_dump_json(indent=1))
     else:
         render.comparison(out, cmp)
+
+
+def _host_pair(
+    db: Path,
+    model: str,
+    metric: str,
+    device: str | None,
+    scenario: str,
+    hosts: str | None,
+    across_hosts: bool,
+    host: str | None,
+    baseline: str | None,
+) -> HostPair | None:
+    """The two-host view, when --hosts names two or --across-hosts finds exactly two."""
+    if hosts is None and not across_hosts:
+        return None
+    if hosts is not None and (across_hosts or host is not None):
+        raise BenchError("--hosts excludes --host and --across-hosts", "give --hosts OLD,NEW alone")
+    if hosts is not None:
+        names = [h.strip() for h in hosts.split(",") if h.strip()]
+        if len(names) != 2:
+            raise BenchError(f"--hosts {hosts!r} is not OLD,NEW", "e.g. --hosts gpu-old,gpu-new")
+        old, new = names
+    else:
+        found = comparison.hosts_of(db, model, metric, device, scenario)
+        if len(found) != 2:
+            return None
+        old, new = found
+    if baseline is not None:
+        raise BenchError(
+            "--baseline compares configurations on one host", "drop it: new/old is the ratio here"
+        )
+    return comparison.compare_hosts(db, model, old, new, metric, device, scenario)
 
 
 @app.command()

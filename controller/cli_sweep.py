@@ -162,8 +162,9 @@ def sweep_command(
     _print_results(results, as_json)
     if not as_json:
         left = sum(1 for d in sp.due if d.runs == 0 and d.state.failed)
+        made = f"{len(results)} runs made" if results else "nothing was due here"
         out.print(
-            f"sweep {sp.plan.name}: {len(results)} runs made, {len(failed)} failed"
+            f"sweep {sp.plan.name}: {made}, {len(failed)} failed"
             + (f"; {left} cells failed earlier and were skipped (--retry-failed)" if left else "")
             + "; answers: bench-ctl compare --model MODEL, or SQL over the `summary` view",
             soft_wrap=True,

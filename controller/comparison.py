@@ -15,7 +15,7 @@ from typing import Any
 
 from controller import stats, store
 from controller.errors import BenchError, did_you_mean
-from controller.reports import Cell, CompareRow, Comparison, VerdictCell
+from controller.reports import Cell, CompareRow, Comparison, HostPair, HostPairRow, VerdictCell
 from schemas import SCENARIO_MODELS
 
 COMPARABLE = (
@@ -88,6 +88,106 @@ def _cell(values: list[float], rows: list[dict[str, Any]], metric: str) -> Cell:
     )  # fmt: skip
 
 
+def _check(metric: str, scenario: str) -> None:
+    if metric not in COMPARABLE:
+        raise BenchError(f"unknown metric {metric!r}", did_you_mean(metric, list(COMPARABLE)))
+    if scenario not in SCENARIO_MODELS:
+        raise BenchError(f"unknown scenario {scenario!r}", did_you_mean(scenario, list(SCENARIO_MODELS)))
+
+
+def _results(
+    db: Path, model: str, metric: str, device: str | None, scenario: str, run_ids: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """The successful results of `model` in `scenario` with a value of `metric`, oldest first."""
+    _check(metric, scenario)
+    where = "status = 'ok' AND batch_size IS NOT NULL AND scenario = ? AND model = ?"
+    where += " AND device = ?" if device else ""
+    params: list[Any] = [scenario, model, device] if device else [scenario, model]
+    if run_ids is not None:
+        where += " AND list_contains(?, run_id)"
+        params.append(run_ids)
+    cols, raw = store.read(
+        db,
+        f"""SELECT host, image, variant, device, batch_size, {metric} AS value, within_run_ci_rel, noisy,
+                   precision, rel_err, started_at
+            FROM results WHERE {where} AND {metric} IS NOT NULL ORDER BY started_at""",
+        params,
+    )
+    rows = store.rows_as_dicts(cols, raw)
+    if not rows:
+        raise BenchError(
+            f"no successful results for model {model!r}"
+            + (f" on {device}" if device else "")
+            + (f" in scenario {scenario}" if scenario != "offline" else ""),
+            f"run one: bench-ctl run --image ort --model {model} --repeat 5",
+        )
+    return rows
+
+
+def _verdict_cell(values: list[float], base: list[float], higher: bool) -> VerdictCell | None:
+    if min(values + base) <= 0:
+        return None
+    v = stats.verdict(values, base, higher_is_better=higher)
+    return VerdictCell(
+        ratio=v.ratio.estimate,
+        ratio_low=v.ratio.low,
+        ratio_high=v.ratio.high,
+        p_value=v.p_value,
+        verdict=v.verdict,
+        message=v.message,
+    )
+
+
+def hosts_of(db: Path, model: str, metric: str, device: str | None, scenario: str) -> list[str]:
+    """The hosts with results of `model`, in the order their first result was made."""
+    first: dict[str, Any] = {}
+    for r in _results(db, model, metric, device, scenario):
+        first.setdefault(str(r["host"]), r["started_at"])
+    return list(first)
+
+
+def compare_hosts(
+    db: Path,
+    model: str,
+    old: str,
+    new: str,
+    metric: str = "throughput_sps",
+    device: str | None = None,
+    scenario: str = "offline",
+) -> HostPair:
+    """Each configuration of `model` that either host measured, per batch size: the old host's
+    cell, the new host's, and new/old with its interval and verdict (the one comparison rule)."""
+    rows = _results(db, model, metric, device, scenario)
+    stored = sorted({str(r["host"]) for r in rows})
+    for h in (old, new):
+        if h not in stored:
+            raise BenchError(f"no results for model {model!r} from host {h!r}", did_you_mean(h, stored))
+    if old == new:
+        raise BenchError(f"--hosts {old},{new} names one host twice", "give the old host, then the new one")
+    higher = metric in HIGHER_IS_BETTER
+    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["host"] in (old, new):
+            label = _label(r["image"], r["variant"], r["device"], None)
+            groups[(label, int(r["batch_size"]), str(r["host"]))].append(r)
+    out = []
+    for label, bs in sorted({(label, bs) for label, bs, _ in groups}):
+        a, b = groups.get((label, bs, old), []), groups.get((label, bs, new), [])
+        va, vb = [float(m["value"]) for m in a], [float(m["value"]) for m in b]
+        out.append(
+            HostPairRow(
+                label=label,
+                batch_size=bs,
+                old=_cell(va, a, metric) if a else None,
+                new=_cell(vb, b, metric) if b else None,
+                verdict=_verdict_cell(vb, va, higher) if a and b else None,
+            )
+        )
+    return HostPair(
+        model=model, metric=metric, higher_is_better=higher, old_host=old, new_host=new, rule=RULE, rows=out
+    )
+
+
 def compare(
     db: Path,
     model: str,
@@ -101,33 +201,9 @@ def compare(
 ) -> Comparison:
     """Every configuration of `model` measured on the chosen host(s) in `scenario`, per batch size
     (only the runs `run_ids` when given: one command's runs)."""
-    if metric not in COMPARABLE:
-        raise BenchError(f"unknown metric {metric!r}", did_you_mean(metric, list(COMPARABLE)))
-    if scenario not in SCENARIO_MODELS:
-        raise BenchError(f"unknown scenario {scenario!r}", did_you_mean(scenario, list(SCENARIO_MODELS)))
     if host is not None and across_hosts:
         raise BenchError("--host and --across-hosts exclude each other", "choose one")
-    where = "status = 'ok' AND batch_size IS NOT NULL AND scenario = ? AND model = ?"
-    where += " AND device = ?" if device else ""
-    params: list[Any] = [scenario, model, device] if device else [scenario, model]
-    if run_ids is not None:
-        where += " AND list_contains(?, run_id)"
-        params.append(run_ids)
-    cols, raw = store.read(
-        db,
-        f"""SELECT host, image, variant, device, batch_size, {metric} AS value, within_run_ci_rel, noisy,
-                   precision, rel_err
-            FROM results WHERE {where} AND {metric} IS NOT NULL ORDER BY started_at""",
-        params,
-    )
-    rows = store.rows_as_dicts(cols, raw)
-    if not rows:
-        raise BenchError(
-            f"no successful results for model {model!r}"
-            + (f" on {device}" if device else "")
-            + (f" in scenario {scenario}" if scenario != "offline" else ""),
-            f"run one: bench-ctl run --image ort --model {model} --repeat 5",
-        )
+    rows = _results(db, model, metric, device, scenario, run_ids)
     hosts = _choose_hosts(sorted({str(r["host"]) for r in rows}), host, across_hosts, model)
     groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -152,17 +228,11 @@ def compare(
         verdicts: dict[str, VerdictCell] = {}
         if baseline is not None and baseline in values:
             for label, vals in values.items():
-                if label == baseline or min(vals + values[baseline]) <= 0:
+                if label == baseline:
                     continue
-                v = stats.verdict(vals, values[baseline], higher_is_better=higher)
-                verdicts[label] = VerdictCell(
-                    ratio=v.ratio.estimate,
-                    ratio_low=v.ratio.low,
-                    ratio_high=v.ratio.high,
-                    p_value=v.p_value,
-                    verdict=v.verdict,
-                    message=v.message,
-                )
+                cell = _verdict_cell(vals, values[baseline], higher)
+                if cell is not None:
+                    verdicts[label] = cell
         out_rows.append(CompareRow(batch_size=bs, cells=cells, verdicts=verdicts))
     return Comparison(
         model=model,

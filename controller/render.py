@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from controller.reports import Cell, Comparison, VerdictCell
+from controller.reports import Cell, Comparison, HostPair, VerdictCell
 
 if TYPE_CHECKING:
     from controller.colocate import Colocated
@@ -217,6 +217,30 @@ def comparison(console: Console, cmp: Comparison) -> None:
         )
     for note in notes:
         console.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
+
+
+def host_pair(console: Console, pair: HostPair) -> None:
+    """One row per configuration and batch size: the old host, the new one, and new/old."""
+    better = "higher is better" if pair.higher_is_better else "lower is better"
+    t = Table(
+        "configuration",
+        "batch",
+        escape(pair.old_host) + " (old)",
+        escape(pair.new_host) + " (new)",
+        "new/old [95% interval], verdict",
+        title=f"{pair.model}: {pair.metric} ({better}), mean ± 95% half-width, {escape(pair.new_host)} "
+        f"against {escape(pair.old_host)}",
+    )
+    for row in pair.rows:
+        t.add_row(
+            escape(row.label),
+            str(row.batch_size),
+            _cell_text(row.old) if row.old else "[dim]not measured[/]",
+            _cell_text(row.new) if row.new else "[dim]not measured[/]",
+            _verdict_text(row.verdict) if row.verdict else "",
+        )
+    console.print(t)
+    console.print(f"[dim]verdict: {escape(pair.rule)}[/]", soft_wrap=True)
 
 
 def run_lines(console: Console, results: Sequence[RunResult]) -> None:

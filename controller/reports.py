@@ -55,3 +55,25 @@ class Comparison(BaseModel):
     baseline: str | None
     rule: str
     rows: list[CompareRow]
+
+
+class HostPairRow(BaseModel):
+    """One configuration at one batch size on two hosts: each side, and new against old."""
+
+    label: str
+    batch_size: int
+    old: Cell | None
+    new: Cell | None
+    verdict: VerdictCell | None
+
+
+class HostPair(BaseModel):
+    """The same configurations measured on two hosts (a rerun on new hardware)."""
+
+    model: str
+    metric: str
+    higher_is_better: bool
+    old_host: str
+    new_host: str
+    rule: str
+    rows: list[HostPairRow]

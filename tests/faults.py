@@ -153,6 +153,9 @@ def check_store(db: Path) -> StoreCheck:
     except duckdb.Error as e:
         return StoreCheck(False, set(), 0, f"store does not open: {str(e).splitlines()[0]}")
     try:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if "runs" not in tables:  # killed before its first migration committed: an empty store
+            return StoreCheck(True, set(), 0)
         runs = {r[0] for r in con.execute("SELECT run_id FROM runs").fetchall()}
         half = con.execute(
             """SELECT (SELECT count(*) FROM runs r WHERE status = 'ok'

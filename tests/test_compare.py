@@ -110,10 +110,30 @@ def test_hosts_are_never_mixed(cli: Any, bench: Any, make_result: Any) -> None:
     assert doc["hosts"] == [HERE] and doc["rows"][0]["cells"]["base"]["runs"] == 2
     doc = _compare(cli, "--host", "elsewhere")
     assert doc["hosts"] == ["elsewhere"]
-    doc = _compare(cli, "--across-hosts")
-    assert doc["labels"] == [f"base on {h}" for h in sorted(["elsewhere", HERE])]
+    doc = _compare(cli, "--across-hosts")  # two hosts: each configuration on both, new/old
+    assert (doc["old_host"], doc["new_host"]) == ("elsewhere", HERE)
+    _store(bench.db, make_result, "base", [0.7, 0.7], host="third")
+    doc = _compare(cli, "--across-hosts")  # more: one column per configuration and host
+    assert doc["labels"] == [f"base on {h}" for h in sorted(["elsewhere", "third", HERE])]
     r = cli("compare", "--model", "fake", "--host", "nowhere")
     assert r.exit_code == 2 and "nowhere" in r.stderr and "hint" in r.stderr
+
+
+def test_new_hardware_against_old_host_by_host(cli: Any, bench: Any, make_result: Any) -> None:
+    """Truth: the new host's iterations take half the time (scale 0.5), so throughput new/old is 2,
+    called faster; a configuration only one host measured shows as such."""
+    _store(bench.db, make_result, "ort", _jitter(1.0, 5, seed=1), host="old-node")
+    _store(bench.db, make_result, "ort", _jitter(0.5, 5, seed=2), host="new-node")
+    _store(bench.db, make_result, "openvino", [1.0, 1.0], host="new-node")
+    doc = _compare(cli, "--hosts", "old-node,new-node")
+    rows = {(r["label"], r["batch_size"]): r for r in doc["rows"]}
+    for bs in (1, 2):
+        v = rows[("ort", bs)]["verdict"]
+        assert v["verdict"] == "faster" and v["ratio"] == pytest.approx(2.0, rel=0.03)
+        assert v["ratio_low"] < 2.0 < v["ratio_high"]
+        assert rows[("openvino", bs)]["old"] is None and rows[("openvino", bs)]["verdict"] is None
+    text = cli("compare", "--model", "fake", "--hosts", "old-node,new-node")
+    assert text.exit_code == 0 and "new/old" in text.stdout and "not measured" in text.stdout
 
 
 @pytest.mark.parametrize(
@@ -121,6 +141,10 @@ def test_hosts_are_never_mixed(cli: Any, bench: Any, make_result: Any) -> None:
     [
         ["compare", "--model", "fake", "--baseline", "nosuch"],
         ["compare", "--model", "fake", "--host", "h", "--across-hosts"],
+        ["compare", "--model", "fake", "--hosts", "a"],
+        ["compare", "--model", "fake", "--hosts", f"{HERE},nowhere"],
+        ["compare", "--model", "fake", "--hosts", f"{HERE},{HERE}"],
+        ["compare", "--model", "fake", "--hosts", "a,b", "--across-hosts"],
     ],
 )
 def test_compare_bad_input(cli: Any, bench: Any, make_result: Any, args: list[str]) -> None:
