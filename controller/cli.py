@@ -31,6 +31,7 @@ from controller.cli_fleet import (
     AccountOpt,
     ConstraintOpt,
     CpusPerTaskOpt,
+    NodeLauncherOpt,
     PartitionOpt,
     TimeLimitOpt,
     slurm_options_of,
@@ -219,6 +220,7 @@ def run(
     constraint: ConstraintOpt = None,
     time_limit: TimeLimitOpt = None,
     cpus_per_task: CpusPerTaskOpt = None,
+    node_launcher: NodeLauncherOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -238,7 +240,9 @@ def run(
         raise BenchError(f"--timeout {timeout}: must be a positive number of seconds", "e.g. --timeout 600")
     if launcher not in ("auto", "local", "docker", "slurm"):
         raise BenchError(f"unknown launcher {launcher!r}", "valid: auto, local, docker, slurm")
-    slurm_options = slurm_options_of(launcher, partition, account, constraint, time_limit, cpus_per_task)
+    slurm_options = slurm_options_of(
+        launcher, partition, account, constraint, time_limit, cpus_per_task, node_launcher
+    )
     sets = list(sets or [])
     if repeat is not None:
         if repeat < 1:

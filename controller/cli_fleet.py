@@ -35,6 +35,14 @@ TimeLimitOpt = Annotated[
         help="--launcher slurm: the job's time limit in minutes (default: the run's timeout plus 5)",
     ),
 ]
+NodeLauncherOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--node-launcher",
+        help="--launcher slurm: how nodes run the runner: auto (Docker where the node has the image), "
+        "local or docker",
+    ),
+]
 CpusPerTaskOpt = Annotated[
     int | None,
     typer.Option(
@@ -48,6 +56,7 @@ SLURM_FLAGS = {
     "constraint": "--constraint",
     "time_limit_min": "--time-limit",
     "cpus_per_task": "--cpus-per-task",
+    "node_launcher": "--node-launcher",
 }
 
 
@@ -58,6 +67,7 @@ def slurm_options_of(
     constraint: str | None,
     time_limit: int | None,
     cpus: int | None,
+    node_launcher: str | None = None,
 ) -> SlurmOptions | None:
     """The Slurm flags of `run` or `sweep`, checked; None when the launcher is not slurm."""
     given = {
@@ -66,6 +76,7 @@ def slurm_options_of(
         "constraint": constraint,
         "time_limit_min": time_limit,
         "cpus_per_task": cpus,
+        "node_launcher": node_launcher,
     }
     if launcher != "slurm":
         named = [SLURM_FLAGS[k] for k, v in given.items() if v is not None]
@@ -73,7 +84,7 @@ def slurm_options_of(
             raise BenchError(f"{', '.join(named)} needs --launcher slurm", "add --launcher slurm, or drop it")
         return None
     try:
-        return SlurmOptions.model_validate(given)
+        return SlurmOptions.model_validate({k: v for k, v in given.items() if v is not None})
     except ValidationError as e:
         first = e.errors()[0]
         flag = SLURM_FLAGS.get(str(first["loc"][0]), str(first["loc"][0]))

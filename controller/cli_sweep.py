@@ -24,6 +24,7 @@ from controller.cli_fleet import (
     AccountOpt,
     ConstraintOpt,
     CpusPerTaskOpt,
+    NodeLauncherOpt,
     PartitionOpt,
     TimeLimitOpt,
     slurm_options_of,
@@ -119,6 +120,7 @@ def sweep_command(
     constraint: ConstraintOpt = None,
     time_limit: TimeLimitOpt = None,
     cpus_per_task: CpusPerTaskOpt = None,
+    node_launcher: NodeLauncherOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -131,7 +133,9 @@ def sweep_command(
     cannot run (a GPU image without a GPU) are recorded once as unsupported.
     """
     check_launcher(launcher)
-    slurm = slurm_options_of(launcher, partition, account, constraint, time_limit, cpus_per_task)
+    slurm = slurm_options_of(
+        launcher, partition, account, constraint, time_limit, cpus_per_task, node_launcher
+    )
     paths = Paths.from_env(db)
     if slurm is not None and not dry_run:
         synced = fleet.sync(paths, info)  # jobs that ended since: their cells may be done now

@@ -115,9 +115,14 @@ class SlurmOptions(Strict):
         description="--cpus-per-task; default: a whole node to itself (--exclusive), no neighbours",
     )
 
+    node_launcher: Literal["auto", "local", "docker"] = Field(
+        "auto",
+        description="how a node runs the runner: Docker where it has the image (auto), or always one way",
+    )
+
     def merged(self, over: SlurmOptions) -> SlurmOptions:
         """These options with those given in `over` taking precedence."""
-        return self.model_copy(update=over.model_dump(exclude_none=True))
+        return self.model_copy(update=over.model_dump(exclude_none=True, exclude_defaults=True))
 
 
 class Plan(Strict):

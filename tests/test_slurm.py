@@ -85,6 +85,8 @@ def over_time_limit(
         "slurm",
         "--cpus-per-task",
         "1",
+        "--node-launcher",
+        "local",
         "--time-limit",
         "1",
         "--set",
@@ -122,6 +124,8 @@ def slurm_run(cli: Any, short_policy: list[str], *extra: str) -> tuple[Any, list
         "1,2",
         "--cpus-per-task",
         "1",
+        "--node-launcher",
+        "local",
         *short_policy,
         *extra,
         "--json",
@@ -225,6 +229,8 @@ def test_killed_controller_then_fleet_sync_stores_everything_once(
         "1",
         "--cpus-per-task",
         "1",
+        "--node-launcher",
+        "local",
         "--set",
         "work_us=50",
         "--repeat",
@@ -359,7 +365,7 @@ def test_smoke_plan_on_slurm_every_cell_once_with_its_job(
     plan = REPO_ROOT / "plans" / "smoke.toml"
     env = {**os.environ, "SLURM_CONF": str(slurm.conf), "BENCH_SLURM_POLL_S": "0.3"}
     cmd = [sys.executable, "-m", "controller.cli", "sweep", str(plan), "--launcher", "slurm"]
-    cmd += ["--cpus-per-task", "1"]
+    cmd += ["--cpus-per-task", "1", "--node-launcher", "local"]
     proc = subprocess.Popen(
         cmd, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
     )
@@ -373,7 +379,9 @@ def test_smoke_plan_on_slurm_every_cell_once_with_its_job(
     proc.wait()
     assert any("9 job(s) submitted" in ln for ln in seen), "".join(seen)
     assert len(jobs_of(bench)) == 9
-    rerun = cli("sweep", plan, "--launcher", "slurm", "--cpus-per-task", "1", "--json")
+    rerun = cli(
+        "sweep", plan, "--launcher", "slurm", "--cpus-per-task", "1", "--node-launcher", "local", "--json"
+    )
     assert rerun.exit_code == 0, rerun.output
     assert len(jobs_of(bench)) == 9, "a rerun resubmitted cells that were queued or running"
     synced = cli("fleet", "sync", "--wait")
@@ -388,6 +396,6 @@ def test_smoke_plan_on_slurm_every_cell_once_with_its_job(
     assert bench.count("runs") == 9 and bench.rows("SELECT count(*) FROM jobs WHERE stored_at IS NULL") == [
         (0,)
     ]
-    third = cli("sweep", plan, "--launcher", "slurm", "--cpus-per-task", "1")
+    third = cli("sweep", plan, "--launcher", "slurm", "--cpus-per-task", "1", "--node-launcher", "local")
     assert third.exit_code == 0 and "6 of 6 already done" in third.stderr, third.output
     assert len(jobs_of(bench)) == 9

@@ -47,6 +47,7 @@ def test_gpu_batch_script_asks_for_a_gpu(tmp_path: Path) -> None:
     assert "#SBATCH --time=25" in lines  # (1200 s + 300 s margin) / 60
     assert {"#SBATCH --partition=gpu", "#SBATCH --account=proj1", "#SBATCH --constraint=h100"} <= set(lines)
     assert lines[-1].startswith("exec ") and "controller.node" in lines[-1] and "--timeout 1200" in lines[-1]
+    assert "--launcher auto" in lines[-1]  # the node picks Docker where it has the image
     cpu = batch_script(_spec("cpu"), tmp_path / "run", tmp_path, SlurmOptions(time_limit_min=3), 1200)
     assert "--gres" not in cpu and "#SBATCH --exclusive" in cpu and "#SBATCH --mem=0" in cpu
     assert "#SBATCH --time=3" in cpu.splitlines()

@@ -304,6 +304,8 @@ def batch_script(
         str(home),
         "--timeout",
         f"{timeout_s:g}",
+        "--launcher",
+        options.node_launcher,
         str(run_dir),
     ]
     lines += [
