@@ -23,7 +23,7 @@ from runners.core.trackers import HostLoadTracker, HostMemoryTracker
 from schemas import Measurement, MemberMeasurement, ModelManifest, Phase
 
 
-def load(runners: list[Runner], state: dict[str, Any], load_one: Any) -> None:
+def load(runners: list[Runner[Any]], state: dict[str, Any], load_one: Any) -> None:
     """Load every member in turn; each phase of the result is the sum over members."""
     per_member: list[list[Phase]] = []
     versions, precisions = set(), []
@@ -45,7 +45,7 @@ def load(runners: list[Runner], state: dict[str, Any], load_one: Any) -> None:
         )
 
 
-def reference(runners: list[Runner], state: dict[str, Any]) -> None:
+def reference(runners: list[Runner[Any]], state: dict[str, Any]) -> None:
     """First inference of every member on its reference batch; the ensemble's accuracy is its
     averaged outputs against the averaged reference outputs, when the members share inputs."""
     inputs, outputs, refs, seconds = [], [], [], 0.0
@@ -71,7 +71,10 @@ def reference(runners: list[Runner], state: dict[str, Any]) -> None:
 
 
 def measure_batch(
-    runners: list[Runner], manifests: list[ModelManifest], batch_size: int, tracker: gpu.GpuTracker | None
+    runners: list[Runner[Any]],
+    manifests: list[ModelManifest],
+    batch_size: int,
+    tracker: gpu.GpuTracker | None,
 ) -> Measurement:
     policy = runners[0].spec.policy
     shapes = {tuple(m.input_shape) for m in manifests}
@@ -83,7 +86,7 @@ def measure_batch(
     alone: list[measure.SteadyState] = []
     for r, p in zip(runners, prepared, strict=True):
 
-        def solo(r: Runner = r, p: Any = p) -> object:
+        def solo(r: Runner[Any] = r, p: Any = p) -> object:
             return r.run(p)
 
         measure.warm_up(solo, policy)
@@ -95,13 +98,15 @@ def measure_batch(
         t0 = time.perf_counter_ns()
         out = runners[i].run(prepared[i])
         member_ns[i].append(time.perf_counter_ns() - t0)
-        return runners[i].to_numpy(out)
+        host: np.ndarray = runners[i].to_numpy(out)
+        return host
 
     with ThreadPoolExecutor(max_workers=len(runners), thread_name_prefix="member") as pool:
 
         def together() -> np.ndarray:
             futures = [pool.submit(timed, i) for i in range(len(runners))]
-            return np.mean([f.result() for f in futures], axis=0)
+            mean: np.ndarray = np.mean([f.result() for f in futures], axis=0)
+            return mean
 
         n_warm, warm_ns = measure.warm_up(together, policy)
         for lst in member_ns:

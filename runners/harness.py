@@ -22,10 +22,10 @@ from runners import ensemble, scenarios
 from runners.base import Runner, Unsupported
 from runners.core import accuracy, barrier, fingerprint, gpu, parent
 from runners.core.common import Timer, log
-from runners.core.io import write_atomic
 from runners.core.trackers import peak_rss_mb
 from runners.registry import runner_class
 from schemas import EnsembleMember, ModelManifest, Phase, RunResult, RunSpec
+from schemas.atomic import write_atomic
 
 
 class SpecError(Exception):
@@ -75,7 +75,7 @@ def execute(spec: RunSpec) -> RunResult:
         "gpus": [],
     }
     status, message = "ok", None
-    loaded: list[Runner] = []
+    loaded: list[Runner[Any]] = []
     try:
         members = spec.members or [EnsembleMember(model=spec.model, model_dir=spec.model_dir)]
         manifests = [_manifest(m) for m in members]
@@ -119,7 +119,7 @@ def execute(spec: RunSpec) -> RunResult:
     return RunResult(
         run_id=spec.run_id,
         spec=spec,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         message=message,
         started_at=started,
         finished_at=now(),
@@ -170,7 +170,7 @@ def _gpu_tracker(spec: RunSpec, state: dict[str, Any]) -> gpu.GpuTracker | None:
     return tracker
 
 
-def _load(runner: Runner, state: dict[str, Any]) -> None:
+def _load(runner: Runner[Any], state: dict[str, Any]) -> None:
     phases: list[Phase] = state["phases"]
     with Timer() as t:
         runner.import_framework()
@@ -188,7 +188,7 @@ def _load(runner: Runner, state: dict[str, Any]) -> None:
     state["precision"] = runner.effective_precision()
 
 
-def _reference(runner: Runner, manifest: ModelManifest, state: dict[str, Any]) -> None:
+def _reference(runner: Runner[Any], manifest: ModelManifest, state: dict[str, Any]) -> None:
     """First inference, on the reference batch: timed as a phase and checked against the reference."""
     ref_in = np.load(runner.model_path("reference_input"))
     ref_out = np.load(runner.model_path("reference_output"))

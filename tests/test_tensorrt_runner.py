@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from runners.frameworks.trt import engine_cache_key, nvidia_gpu_present, profile_shapes
+from runners.frameworks.trt import engine_cache_key, profile_shapes
 from schemas import RunResult, TensorRTOptions
+from schemas.devices import nvidia_gpu_present
 
 REPO = Path(__file__).resolve().parents[1]
 

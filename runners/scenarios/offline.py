@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import Any
 
 from runners.base import Runner
 from runners.core import barrier, gpu
@@ -15,13 +16,13 @@ from schemas import Measurement, ModelManifest
 
 
 def measure(
-    runner: Runner, manifest: ModelManifest, tracker: gpu.GpuTracker | None = None
+    runner: Runner[Any], manifest: ModelManifest, tracker: gpu.GpuTracker | None = None
 ) -> list[Measurement]:
     return [measure_batch(runner, manifest, bs, tracker) for bs in runner.spec.batch_sizes]
 
 
 def measure_batch(
-    runner: Runner,
+    runner: Runner[Any],
     manifest: ModelManifest,
     batch_size: int,
     tracker: gpu.GpuTracker | None = None,
