@@ -220,8 +220,11 @@ def plan(req: RunRequest, paths: Paths, launcher: Launcher, image: ImageInfo) ->
             valid = ", ".join(
                 k for k in FRAMEWORK_OPTION_MODELS[image.framework].model_fields if k != "framework"
             )
+            # A check across options (model level) has no field of its own: name what was set.
+            field_error = len(err["loc"]) > 2
+            given = f"{err['loc'][-1]}={err.get('input')!r}" if field_error else " --set ".join(req.sets)
             raise BenchError(
-                f"--set {err['loc'][-1]}={err.get('input')!r}: {err['msg']}",
+                f"--set {given}: {err['msg'].removeprefix('Value error, ')}",
                 f"options of {image.framework}: {valid}",
             ) from None
         raise BenchError(_validation_message(e, "invalid"), "see `bench-ctl run --help`") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from schemas.frameworks.base import FrameworkOptions
 
@@ -21,3 +21,9 @@ class TensorRTOptions(FrameworkOptions):
     cuda_graph: bool = Field(False, description="replay each batch size from a captured CUDA graph")
     calibration: str | None = Field(None, description="int8: .npy of representative inputs")
     cache: bool = Field(True, description="cache serialized engines")
+
+    @model_validator(mode="after")
+    def _int8_needs_calibration(self) -> TensorRTOptions:
+        if self.precision == "int8" and self.calibration is None:
+            raise ValueError("int8 needs calibration=FILE.npy (representative inputs)")
+        return self
