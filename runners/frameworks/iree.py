@@ -145,23 +145,25 @@ class IreeRunner(Runner[IreeOptions]):
         sizes: list[int | None] = [*self.compile_batch_sizes()] if o.static_shapes else [None]
         cache = self.cache_dir / "iree"
         digest = self.manifest.files["onnx"].sha256
-        hits: list[bool] = []
+        built: dict[int | None, Path] = {}
         modules: dict[int | None, bytes] = {}
         for n in sizes:
             path = cache / f"{cache_key(digest, self.version(), target, n, o)}.vmfb"
             if o.cache and path.exists():
                 modules[n] = path.read_bytes()
-                hits.append(True)
                 continue
             with tempfile.TemporaryDirectory(prefix="iree-") as tmp:
                 modules[n] = self._build(n, flags, Path(tmp))
-            hits.append(False)
-            if o.cache:
-                cache.mkdir(parents=True, exist_ok=True)
-                write_atomic(path, modules[n])
-        self.modules = modules
+            built[n] = path
         self._load(modules)
-        hit = all(hits) if o.cache else None
+        if o.cache:
+            cache.mkdir(parents=True, exist_ok=True)
+            for n, path in built.items():
+                write_atomic(path, modules[n])
+                # What the module is, for people and tools (iree-benchmark-module) reading the cache.
+                about = {"batch": n, "function": self.function_name, "flags": flags, "iree": self.version()}
+                write_atomic(path.with_suffix(".json"), json.dumps(about, indent=1) + "\n")
+        hit = not built if o.cache else None
         note = (
             f"target={' '.join(flags[1:])}, opt={o.opt_level}, "
             f"shapes={'static ' + str(sizes) if o.static_shapes else 'dynamic batch'}"
