@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -403,3 +404,51 @@ def test_images_list_shows_iree_and_litert(cli: Any) -> None:
     rows = {r["name"]: r for r in json.loads(cli("images", "list", "--json").stdout)}
     assert rows["iree"]["framework"] == "iree" and rows["iree"]["framework_version"] == "3.13.0"
     assert rows["litert"]["framework"] == "litert" and rows["litert"]["framework_version"] == "2.3.0"
+
+
+IREE_CUDA_TARGET = """
+import json, sys
+from pathlib import Path
+import iree.compiler, iree.runtime
+from runners.frameworks.iree import IreeRunner
+from schemas import ModelManifest, RunSpec
+
+model = Path(sys.argv[1])
+spec = RunSpec(run_id="x", image="iree", model=model.name, model_dir=str(model), cache_dir=sys.argv[2],
+               device="cuda:0", options={"framework": "iree"})
+runner = IreeRunner(spec, ModelManifest.model_validate_json((model / "manifest.json").read_text()),
+                    model, Path(sys.argv[2]))
+runner.compiler, runner.rt = iree.compiler, iree.runtime
+runner.read_model()
+out = {}
+for arch in ("sm_86", "sm_90"):
+    runner._cuda_arch = lambda arch=arch: arch
+    target, flags = runner._supported_cuda_target(*runner._target())
+    out[arch] = {"target": target, "flags": flags}
+print(json.dumps(out))
+"""
+
+
+def test_iree_cuda_target_compiles_here_and_falls_back_to_ptx_for_newer_gpus(
+    mobilenetv2: Path, ensure_env: Any, tmp_path: Path
+) -> None:
+    """The CUDA code generation needs no GPU: checked here with the flags the runner passes. A GPU
+    this iree-compile has no target for (sm_90: H100, H200) gets PTX of the newest one it has."""
+    python = ensure_env("iree")
+    proc = subprocess.run(
+        [str(python), "-c", IREE_CUDA_TARGET, str(mobilenetv2.resolve()), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["sm_86"]["flags"] == ["--iree-hal-target-device=cuda", "--iree-cuda-target=sm_86"]
+    assert "ptx_for" not in out["sm_86"]["target"]
+    # iree-compile 3.13 (the lock's) has no sm_90 target; a later one may.
+    if out["sm_90"]["flags"][-1] == "--iree-cuda-target=sm_89":
+        assert out["sm_90"]["target"]["ptx_for"] == "sm_90"
+    else:
+        assert out["sm_90"]["flags"][-1] == "--iree-cuda-target=sm_90"
+        assert "ptx_for" not in out["sm_90"]["target"]

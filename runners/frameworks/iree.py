@@ -25,6 +25,13 @@ from schemas.atomic import write_atomic
 from schemas.devices import nvidia_gpu_present
 from schemas.frameworks.iree import IreeOptions
 
+# Older CUDA architectures to fall back to (as PTX) when iree-compile lacks the GPU's own.
+FALLBACK_CUDA_ARCHS = ("sm_89", "sm_86", "sm_80")
+
+
+def _sm(arch: str) -> int:
+    return int(arch.removeprefix("sm_").rstrip("a"))
+
 
 class CompileError(RuntimeError):
     """iree-compile (or the ONNX importer) refused the model; the message is the tool's reason."""
@@ -79,10 +86,10 @@ class IreeRunner(Runner[IreeOptions]):
         self.onnx = onnx
         self.proto = onnx.load(str(self.model_path("onnx")))
 
-    def _target(self) -> tuple[dict[str, str], list[str]]:
+    def _target(self, arch: str | None = None) -> tuple[dict[str, str], list[str]]:
         """The target description (for the cache key) and iree-compile's target flags."""
         if self.spec.device.startswith("cuda"):
-            arch = self._cuda_arch()
+            arch = arch or self._cuda_arch()
             return {"device": "cuda", "arch": arch}, [
                 "--iree-hal-target-device=cuda",
                 f"--iree-cuda-target={arch}",
@@ -106,6 +113,30 @@ class IreeRunner(Runner[IreeOptions]):
         major, minor = nvml.nvmlDeviceGetCudaComputeCapability(handle)
         return f"sm_{major}{minor}"
 
+    def _supported_cuda_target(
+        self, target: dict[str, str], flags: list[str]
+    ) -> tuple[dict[str, str], list[str]]:
+        """The GPU's own architecture when this iree-compile knows it; else the newest older one it
+        knows, as PTX that the driver compiles for the GPU when the module loads (CUDA's forward
+        compatibility). iree-compile 3.13 knows sm_80..sm_89, not sm_90 (H100, H200)."""
+        probe = self._with_batch(1)
+        for arch in [target["arch"], *(a for a in FALLBACK_CUDA_ARCHS if _sm(a) < _sm(target["arch"]))]:
+            candidate, candidate_flags = self._target(arch)
+            with tempfile.TemporaryDirectory(prefix="iree-probe-") as tmp:
+                try:
+                    self._import(probe, Path(tmp))
+                    self._compile_mlir(
+                        Path(tmp) / "model.mlir", [*candidate_flags, "--compile-to=executable-configurations"]
+                    )
+                except CompileError as e:
+                    if "missing GPU target" in str(e) or "Unknown CUDA target" in str(e):
+                        continue
+                    raise
+            if arch != target["arch"]:
+                candidate["ptx_for"] = target["arch"]
+            return candidate, candidate_flags
+        raise CompileError(f"iree-compile knows no CUDA target for {target['arch']} or older")
+
     def _with_batch(self, batch: int | None) -> Any:
         """The ONNX graph with its batch dimension fixed (None: left dynamic)."""
         if batch is None:
@@ -121,14 +152,21 @@ class IreeRunner(Runner[IreeOptions]):
 
     def _build(self, batch: int | None, flags: list[str], work: Path) -> bytes:
         """Import (ONNX -> MLIR) and compile one module."""
+        return self._compile_mlir(self._import(self._with_batch(batch), work), flags)
+
+    def _import(self, proto: Any, work: Path) -> Path:
+        """ONNX -> MLIR (IREE's ONNX importer) in `work`."""
         from iree.compiler.tools.import_onnx import __main__ as importer
 
         onnx_file, mlir_file = work / "model.onnx", work / "model.mlir"
-        self.onnx.save(self._with_batch(batch), str(onnx_file))
+        self.onnx.save(proto, str(onnx_file))
         try:
             importer.main(importer.parse_arguments([str(onnx_file), "-o", str(mlir_file)]))
         except Exception as e:
             raise CompileError(f"IREE's ONNX importer failed: {compiler_reason(str(e))}") from None
+        return mlir_file
+
+    def _compile_mlir(self, mlir_file: Path, flags: list[str]) -> bytes:
         try:
             vmfb: bytes = self.compiler.compile_file(
                 str(mlir_file),
@@ -142,6 +180,8 @@ class IreeRunner(Runner[IreeOptions]):
     def compile(self) -> tuple[bool | None, str | None]:
         o = self.options
         target, flags = self._target()
+        if target.get("device") == "cuda":
+            target, flags = self._supported_cuda_target(target, flags)
         sizes: list[int | None] = [*self.compile_batch_sizes()] if o.static_shapes else [None]
         cache = self.cache_dir / "iree"
         digest = self.manifest.files["onnx"].sha256
@@ -164,8 +204,9 @@ class IreeRunner(Runner[IreeOptions]):
                 about = {"batch": n, "function": self.function_name, "flags": flags, "iree": self.version()}
                 write_atomic(path.with_suffix(".json"), json.dumps(about, indent=1) + "\n")
         hit = not built if o.cache else None
+        ptx = f" (PTX, compiled by the driver for {target['ptx_for']})" if "ptx_for" in target else ""
         note = (
-            f"target={' '.join(flags[1:])}, opt={o.opt_level}, "
+            f"target={' '.join(flags[1:])}{ptx}, opt={o.opt_level}, "
             f"shapes={'static ' + str(sizes) if o.static_shapes else 'dynamic batch'}"
         )
         return hit, note
