@@ -20,8 +20,19 @@ from rich.progress import (
 from rich.table import Table
 
 from controller import render, rerun, store, sweep
-from controller.console import DbOpt, JsonOpt, err, handles_errors, info, out, runner_line
+from controller.console import (
+    DbOpt,
+    JsonOpt,
+    LauncherOpt,
+    err,
+    handles_errors,
+    info,
+    launcher_choice,
+    out,
+    runner_line,
+)
 from controller.errors import BenchError
+from controller.launchers.base import LauncherChoice
 from controller.paths import Paths
 from schemas import RunResult
 
@@ -37,12 +48,6 @@ def duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def check_launcher(launcher: str) -> str:
-    if launcher not in ("auto", "local", "docker"):
-        raise BenchError(f"unknown launcher {launcher!r}", "valid: auto, local, docker")
-    return launcher
 
 
 def _listing(sp: sweep.SweepPlan) -> tuple[Table, list[str]]:
@@ -97,7 +102,7 @@ def sweep_command(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="run again the cells whose last run failed here")
     ] = False,
-    launcher: Annotated[str, typer.Option("--launcher", help="auto | local | docker")] = "auto",
+    launcher: LauncherOpt = "auto",
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -109,7 +114,7 @@ def sweep_command(
     what is missing, and new hardware or a new lock makes every cell due again. Cells this host
     cannot run (a GPU image without a GPU) are recorded once as unsupported.
     """
-    check_launcher(launcher)
+    choice = launcher_choice(launcher)
     paths = Paths.from_env(db)
     sp = sweep.prepare(plan, paths, retry_failed, dry_run)
     if dry_run:
@@ -128,7 +133,7 @@ def sweep_command(
     sweep.export_missing(sp, paths, info, runner_line)
     if sp.missing_models:  # now exported: check the cells against the models themselves
         sp = sweep.prepare(plan, paths, retry_failed, dry_run=False)
-    results = _run_with_progress(sp.due, paths, launcher)
+    results = _run_with_progress(sp.due, paths, choice)
     failed = [r for r in results if r.status in FAILED]
     _print_results(results, as_json)
     if not as_json:
@@ -144,7 +149,7 @@ def sweep_command(
         raise typer.Exit(1)
 
 
-def _run_with_progress(due: list[sweep.Due], paths: Paths, launcher: str) -> list[RunResult]:
+def _run_with_progress(due: list[sweep.Due], paths: Paths, launcher: LauncherChoice) -> list[RunResult]:
     total = sum(d.runs for d in due)
     if not total:
         return []
@@ -196,14 +201,14 @@ def rerun_command(
         int | None,
         typer.Option("--repeat", "-r", help="runs per configuration (default: as many as it had)"),
     ] = None,
-    launcher: Annotated[str, typer.Option("--launcher", help="auto | local | docker")] = "auto",
+    launcher: LauncherOpt = "auto",
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure stored runs again on this host, with the same specs (image, model, batch sizes,
     options, policy, scenario), interleaved. Then `bench-ctl compare --model M --across-hosts`
     shows each configuration on both hosts with its interval."""
-    check_launcher(launcher)
+    choice = launcher_choice(launcher)
     if plan is not None:
         if run_id or group:
             raise BenchError("--plan excludes RUN_ID and --group", "give one of them")
@@ -222,7 +227,7 @@ def rerun_command(
         f"rerun: {len(due)} configuration(s), {sum(d.runs for d in due)} runs here "
         f"(about {duration(sum(d.estimate_s for d in due))})"
     )
-    results = _run_with_progress(due, paths, launcher)
+    results = _run_with_progress(due, paths, choice)
     _print_results(results, as_json)
     if any(r.status in FAILED for r in results):
         raise typer.Exit(1)

@@ -502,7 +502,7 @@ def _measurement_extras(m: Measurement) -> dict[str, Any]:
 def variant(result: RunResult) -> str:
     """Options that differ from the framework's defaults, as `k=v,k=v` ('' when none)."""
     options = result.spec.options
-    defaults = type(options)().model_dump()
+    defaults = type(options)(framework=options.framework).model_dump()
     return ",".join(f"{k}={v}" for k, v in options.model_dump().items() if defaults.get(k) != v)
 
 

@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from schemas.spec import RunSpec, Strict
+from schemas.spec import RunSpec
+from schemas.strict import Strict
 
 Status = Literal["ok", "error", "timeout", "unsupported"]
 PHASES = ("import", "model_read", "compile", "first_inference")

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from schemas import GpuTelemetry, Measurement
+from schemas.devices import cuda_index
 
 MB = 1024 * 1024
 PREDICTIONS = 4096  # the study's D: energy is reported per 4096 predictions
@@ -52,7 +53,10 @@ def load_nvml() -> Any | None:
 def physical_index(device: str) -> int:
     """Index of `cuda:N` as NVML sees it here (a container given one GPU sees it as 0)."""
     override = os.environ.get("BENCH_CUDA_INDEX")
-    return int(override) if override is not None else int(device.split(":")[1])
+    index = cuda_index(device)
+    if index is None:
+        raise ValueError(f"{device} is not a CUDA device")
+    return int(override) if override is not None else index
 
 
 def decode_reasons(mask: int) -> list[str]:
@@ -218,7 +222,7 @@ class GpuTracker:
             max_power_w=max(p for _, p in powers) if powers else None,
             idle_power_w=self.idle_power_w,
             energy_j=energy,
-            energy_source=source,  # type: ignore[arg-type]
+            energy_source=source,
             peak_mem_used_mb=peak_used,
             baseline_mem_used_mb=self.baseline_mem_mb,
             peak_process_mem_mb=process,
