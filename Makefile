@@ -73,6 +73,7 @@ images-gpu: setup ## build the GPU images whose wheels are on PyPI (ort-gpu, tor
 bench: setup ## run the benchmarks under benchmarks/ (ratios measured in one run)
 	$(BIN)/python benchmarks/harness_overhead.py
 	$(BIN)/python benchmarks/openvino_vs_benchmark_app.py
+	$(BIN)/python benchmarks/compiled_vs_own_tools.py
 	$(BIN)/python benchmarks/local_vs_docker.py
 	$(BIN)/python benchmarks/stats_calibration.py
 	$(BIN)/python benchmarks/compare_calibration.py

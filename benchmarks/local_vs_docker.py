@@ -43,7 +43,8 @@ def require_image(image: str) -> None:
 
     from controller.catalog import get_image
     from controller.errors import BenchError
-    from controller.launchers.docker import DockerLauncher, client
+    from controller.image_identity import client
+    from controller.launchers.docker import DockerLauncher
     from controller.paths import Paths
 
     try:

@@ -39,10 +39,12 @@ from controller.cli_fleet import (
 from controller.console import (
     DbOpt,
     JsonOpt,
+    LauncherOpt,
     build_line,
     err,
     handles_errors,
     info,
+    launcher_choice,
     out,
     runner_line,
 )
@@ -50,6 +52,7 @@ from controller.errors import BenchError, Terminated
 from controller.paths import Paths
 from controller.reports import HostPair
 from schemas import MAX_BATCH_SIZE
+from schemas.manifest import KERAS_MODELS
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -204,14 +207,7 @@ def run(
             ),
         ),
     ] = False,
-    launcher: Annotated[
-        str,
-        typer.Option(
-            "--launcher",
-            help="auto | local | docker | slurm (each run a Slurm job; the run folder must be shared with "
-            "the nodes)",
-        ),
-    ] = "auto",
+    launcher: LauncherOpt = "auto",
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="seconds before the runner is killed")
     ] = None,
@@ -238,10 +234,9 @@ def run(
         raise BenchError(f"--gpu {gpu}: GPU index must be >= 0", "e.g. --gpu 0")
     if timeout is not None and not (0 < timeout < float("inf")):
         raise BenchError(f"--timeout {timeout}: must be a positive number of seconds", "e.g. --timeout 600")
-    if launcher not in ("auto", "local", "docker", "slurm"):
-        raise BenchError(f"unknown launcher {launcher!r}", "valid: auto, local, docker, slurm")
+    choice = launcher_choice(launcher)
     slurm_options = slurm_options_of(
-        launcher, partition, account, constraint, time_limit, cpus_per_task, node_launcher
+        choice, partition, account, constraint, time_limit, cpus_per_task, node_launcher
     )
     sets = list(sets or [])
     if repeat is not None:
@@ -260,7 +255,7 @@ def run(
         sets=sets,
         sweeps=sweeps or [],
         ensemble=ensemble,
-        launcher=launcher,
+        launcher=choice,
         timeout_s=timeout,
         scenario=scenario.strip(),
     )
@@ -529,11 +524,9 @@ def images_build(
 @models_app.command("export")
 @handles_errors
 def models_export(
-    names: Annotated[
-        list[str], typer.Argument(help="vgg19, resnet50, densenet201, efficientnetb0, mobilenetv2")
-    ],
+    names: Annotated[list[str], typer.Argument(help=", ".join(KERAS_MODELS))],
     force: Annotated[bool, typer.Option("--force", help="rebuild if already in the store")] = False,
-    launcher: Annotated[str, typer.Option("--launcher", help="auto | local | docker")] = "auto",
+    launcher: LauncherOpt = "auto",
     seed: Annotated[int, typer.Option("--seed", help="seed of the random weights")] = 0,
 ) -> None:
     """Export Keras applications with seeded random weights (no download) into the model store."""
@@ -547,7 +540,7 @@ def models_export(
         if (paths.models / name / "manifest.json").exists() and not force:
             info(f"{name}: already in the store (use --force to rebuild)")
             continue
-        chosen = select_launcher(launcher, get_image("tf"), paths, info)
+        chosen = select_launcher(launcher_choice(launcher), get_image("tf"), paths, info)
         info(f"exporting {name} (tf image)")
         m = model_store.export(paths, name, chosen, runner_line, force=force, seed=seed)
         peak = "" if m.export_peak_mem_mb is None else f", peak memory {m.export_peak_mem_mb / 1024:.1f} GB"
@@ -563,7 +556,7 @@ def models_add(
     name: Annotated[str, typer.Argument(help="name in the store")],
     onnx_file: Annotated[Path, typer.Argument(help="your .onnx file (one float32 input, dynamic batch)")],
     force: Annotated[bool, typer.Option("--force", help="replace if already in the store")] = False,
-    launcher: Annotated[str, typer.Option("--launcher", help="auto | local | docker")] = "auto",
+    launcher: LauncherOpt = "auto",
 ) -> None:
     """Register your own ONNX model; reference outputs come from ONNX Runtime fp32."""
     from controller.catalog import get_image
@@ -571,7 +564,7 @@ def models_add(
 
     paths = Paths.from_env()
     model_store.check_name(name)
-    chosen = select_launcher(launcher, get_image("ort"), paths, info)
+    chosen = select_launcher(launcher_choice(launcher), get_image("ort"), paths, info)
     m = model_store.add(paths, name, onnx_file, chosen, runner_line, force=force)
     out.print(f"added {m.name}: input {m.input_shape} ({m.input_layout or 'layout unknown'})")
 

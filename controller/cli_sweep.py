@@ -29,8 +29,19 @@ from controller.cli_fleet import (
     TimeLimitOpt,
     slurm_options_of,
 )
-from controller.console import DbOpt, JsonOpt, err, handles_errors, info, out, runner_line
+from controller.console import (
+    DbOpt,
+    JsonOpt,
+    LauncherOpt,
+    err,
+    handles_errors,
+    info,
+    launcher_choice,
+    out,
+    runner_line,
+)
 from controller.errors import BenchError
+from controller.launchers.base import LauncherChoice
 from controller.paths import Paths
 from schemas import RunResult
 
@@ -47,12 +58,6 @@ def duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def check_launcher(launcher: str) -> str:
-    if launcher not in ("auto", "local", "docker", "slurm"):
-        raise BenchError(f"unknown launcher {launcher!r}", "valid: auto, local, docker, slurm")
-    return launcher
 
 
 def _listing(sp: sweep.SweepPlan) -> tuple[Table, list[str]]:
@@ -107,14 +112,7 @@ def sweep_command(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="run again the cells whose last run failed here")
     ] = False,
-    launcher: Annotated[
-        str,
-        typer.Option(
-            "--launcher",
-            help="auto | local | docker | slurm (a Slurm job per run; a plan's [slurm] table gives "
-            "partition, account, constraint, time_limit_min, cpus_per_task)",
-        ),
-    ] = "auto",
+    launcher: LauncherOpt = "auto",
     partition: PartitionOpt = None,
     account: AccountOpt = None,
     constraint: ConstraintOpt = None,
@@ -132,10 +130,8 @@ def sweep_command(
     what is missing, and new hardware or a new lock makes every cell due again. Cells this host
     cannot run (a GPU image without a GPU) are recorded once as unsupported.
     """
-    check_launcher(launcher)
-    slurm = slurm_options_of(
-        launcher, partition, account, constraint, time_limit, cpus_per_task, node_launcher
-    )
+    choice = launcher_choice(launcher)
+    slurm = slurm_options_of(choice, partition, account, constraint, time_limit, cpus_per_task, node_launcher)
     paths = Paths.from_env(db)
     if slurm is not None and not dry_run:
         synced = fleet.sync(paths, info)  # jobs that ended since: their cells may be done now
@@ -161,7 +157,7 @@ def sweep_command(
     if slurm is not None:
         results = sweep.submit(sp, slurm, paths, info).results
     else:
-        results = _run_with_progress(sp.due, paths, launcher)
+        results = _run_with_progress(sp.due, paths, choice)
     failed = [r for r in results if r.status in FAILED]
     _print_results(results, as_json)
     if not as_json:
@@ -177,7 +173,7 @@ def sweep_command(
         raise typer.Exit(1)
 
 
-def _run_with_progress(due: list[sweep.Due], paths: Paths, launcher: str) -> list[RunResult]:
+def _run_with_progress(due: list[sweep.Due], paths: Paths, launcher: LauncherChoice) -> list[RunResult]:
     total = sum(d.runs for d in due)
     if not total:
         return []
@@ -229,20 +225,20 @@ def rerun_command(
         int | None,
         typer.Option("--repeat", "-r", help="runs per configuration (default: as many as it had)"),
     ] = None,
-    launcher: Annotated[str, typer.Option("--launcher", help="auto | local | docker")] = "auto",
+    launcher: LauncherOpt = "auto",
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure stored runs again on this host, with the same specs (image, model, batch sizes,
     options, policy, scenario), interleaved. Then `bench-ctl compare --model M --across-hosts`
     shows each configuration on both hosts with its interval."""
-    check_launcher(launcher)
+    choice = launcher_choice(launcher)
     if plan is not None:
         if run_id or group:
             raise BenchError("--plan excludes RUN_ID and --group", "give one of them")
         sweep_command(plan, dry_run=False, retry_failed=False, launcher=launcher, db=db, as_json=as_json)
         return
-    if launcher == "slurm":
+    if choice == LauncherChoice.slurm:
         raise BenchError(
             "bench-ctl rerun RUN_ID (--group) measures on this host",
             "use --launcher auto, local or docker; on Slurm: bench-ctl rerun --plan PLAN --launcher slurm",
@@ -260,7 +256,7 @@ def rerun_command(
         f"rerun: {len(due)} configuration(s), {sum(d.runs for d in due)} runs here "
         f"(about {duration(sum(d.estimate_s for d in due))})"
     )
-    results = _run_with_progress(due, paths, launcher)
+    results = _run_with_progress(due, paths, choice)
     _print_results(results, as_json)
     if any(r.status in FAILED for r in results):
         raise typer.Exit(1)

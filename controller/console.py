@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from controller.errors import BenchError, Terminated
+from controller.launchers.base import LauncherChoice
 
 # Off a terminal (pipes, CI logs) rich would wrap tables at 80 columns.
 # emoji=False: a message such as `core.cpp:100:` must not print as an emoji.
@@ -26,6 +27,18 @@ DbOpt = Annotated[
     Path | None, typer.Option("--db", help="result database (default: results.duckdb, or $BENCH_DB)")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print machine-readable JSON instead of a table")]
+LauncherOpt = Annotated[
+    str,
+    typer.Option("--launcher", help=f"{' | '.join(LauncherChoice)} (auto: docker when the image is built)"),
+]
+
+
+def launcher_choice(text: str) -> LauncherChoice:
+    try:
+        return LauncherChoice(text)
+    except ValueError:
+        raise BenchError(f"unknown launcher {text!r}", f"valid: {', '.join(LauncherChoice)}") from None
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 

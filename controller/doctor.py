@@ -20,6 +20,7 @@ from controller import models as model_store
 from controller.errors import BenchError
 from controller.paths import Paths
 from runners.core import energy, fingerprint
+from schemas.manifest import KERAS_MODELS
 
 Level = Literal["ok", "note", "warn", "fail"]
 MIN_FREE_GB = 1.0  # below: results cannot be kept
@@ -314,7 +315,7 @@ def _images(paths: Paths) -> Finding:
 
 def _models(paths: Paths) -> Finding:
     have = model_store.list_names(paths)
-    missing = [m for m in model_store.KERAS_MODELS if m not in have]
+    missing = [m for m in KERAS_MODELS if m not in have]
     return Finding(
         check="models",
         level="note" if missing else "ok",

@@ -7,6 +7,8 @@ the same code and the same pinned packages as the image, without Docker.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
@@ -110,6 +112,21 @@ class LocalEnv:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def runtime_dir(paths: Paths) -> Path:
+    """This checkout's `schemas` and `runners`, linked into one folder that a local runner puts
+    first on its path. Environments are shared between checkouts of the repository (their `app/`
+    names the checkout that built them); the code a run executes is that of the checkout that
+    launched it."""
+    folder = paths.home / "runtime" / hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    for pkg in RUNTIME_PACKAGES:
+        link = folder / pkg
+        if not link.is_symlink():
+            with contextlib.suppress(FileExistsError):  # another run of this checkout made it
+                link.symlink_to(REPO_ROOT / pkg, target_is_directory=True)
+    return folder
 
 
 def ensure_env(image: ImageInfo, paths: Paths, log: Callable[[str], None] | None = None) -> Path:

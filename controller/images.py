@@ -27,8 +27,8 @@ from pydantic import BaseModel
 from controller.catalog import ImageInfo, code_hash, get_image, images
 from controller.envs import LocalEnv
 from controller.errors import BenchError
+from controller.image_identity import IMAGE_PREFIX, client, find_image, image_tag, stale_reason
 from controller.launchers.base import LineSink
-from controller.launchers.docker import IMAGE_PREFIX, client, find_image, image_tag, stale_reason
 from controller.paths import REPO_ROOT, Paths
 
 LOCAL_BASE = f"{IMAGE_PREFIX}/base:bookworm"

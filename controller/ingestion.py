@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import os
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
 from controller import store
 from controller.errors import BenchError
+from runners.core import parent
 from schemas import load_result
 
 
@@ -65,38 +69,76 @@ def _chunks(files: list[Path]) -> Iterator[list[Path]]:
         yield chunk
 
 
+PARALLEL_FROM = 200  # files: fewer are read here (starting workers costs more than it saves)
+MAX_WORKERS = 8
+
+
+def _load_one(path: Path) -> tuple[store.Rows | None, str | None]:
+    """A result file read, validated and turned into table rows (in a worker process when there
+    are many: only the plain rows travel back)."""
+    try:
+        return store.rows_of(load_result(path), path.resolve()), None
+    except (ValidationError, ValueError, OSError, RecursionError) as e:
+        return None, _load_error(e)
+
+
+def _workers(n_files: int) -> int:
+    if n_files < PARALLEL_FROM:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_WORKERS))
+
+
 def ingest_paths(targets: list[Path], db: Path) -> IngestReport:
     """Validate and store result files (or every result.json under given folders).
 
-    Files are stored in chunks, one transaction each; a chunk that fails to store is stored again
-    file by file, so a bad file is reported and skipped and the others are stored."""
+    Files are read and validated by a pool of worker processes when there are many (validation
+    is most of the cost), and stored in chunks, one transaction each; a chunk that fails to store
+    is stored again file by file, so a bad file is reported and skipped and the others are stored."""
     files, failed = _result_files(targets)
     if not files and not failed:
         raise BenchError("no result.json found in the given paths", "results live under .bench/runs/RUN_ID/")
     ok: list[str] = []
     with contextlib.ExitStack() as stack:
+        workers = _workers(len(files))
+        # Forked before the store is opened: the workers hold no connection.
+        pool = (
+            stack.enter_context(
+                ProcessPoolExecutor(
+                    workers,
+                    mp_context=multiprocessing.get_context("fork"),
+                    initializer=parent.watch,  # a worker does not outlive a killed bench-ctl
+                )
+            )
+            if workers > 1
+            else None
+        )
         con = None  # the store is opened (created) only once there is something to store
         for chunk in _chunks(files):
-            results = []
-            for f in chunk:
-                try:
-                    results.append((load_result(f), f.resolve()))
-                except (ValidationError, ValueError, OSError, RecursionError) as e:
-                    failed[str(f)] = _load_error(e)
-            if not results:
+            loaded = pool.map(_load_one, chunk, chunksize=16) if pool is not None else map(_load_one, chunk)
+            rows: list[tuple[store.Rows, Path]] = []
+            for f, (row, error) in zip(chunk, loaded, strict=True):
+                if row is None:
+                    failed[str(f)] = error or "unreadable"
+                else:
+                    rows.append((row, f))
+            if not rows:
                 continue
             if con is None:
                 con = stack.enter_context(store.connect(db))
             try:
-                store.ingest_many(con, results)
-                ok.extend(r.run_id for r, _ in results)
+                store.insert_rows(con, [r for r, _ in rows])
+                ok.extend(r.run_id for r, _ in rows)
                 continue
             except BenchError:
                 pass
-            for result, f in results:
+            for row, f in rows:  # the chunk failed: file by file, to name the bad ones
                 try:
-                    store.ingest(con, result, f)
-                    ok.append(result.run_id)
+                    store.insert_rows(con, [row])
+                    ok.append(row.run_id)
                 except BenchError as e:
                     failed[str(f)] = e.message
     return IngestReport(ingested=ok, failed=failed)

@@ -19,8 +19,8 @@ from controller.launchers.base import Launcher, LineSink
 from controller.paths import Paths
 from schemas import MODEL_NAME_RE, ModelManifest
 from schemas.atomic import write_atomic
+from schemas.manifest import KERAS_MODELS
 
-KERAS_MODELS = ("vgg19", "resnet50", "densenet201", "efficientnetb0", "mobilenetv2")
 EXPORT_TIMEOUT_S = 3600.0
 
 

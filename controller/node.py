@@ -23,7 +23,7 @@ from pathlib import Path
 from controller.catalog import ImageInfo, get_image
 from controller.errors import BenchError, Terminated
 from controller.launchers import select_launcher
-from controller.launchers.base import RESULT_FILE, SPEC_FILE, Launcher, failed_result
+from controller.launchers.base import RESULT_FILE, SPEC_FILE, Launcher, LauncherChoice, failed_result
 from controller.paths import Paths
 from controller.planning import tagged
 from schemas import LaunchInfo, RunResult, RunSpec
@@ -86,7 +86,7 @@ def run_job(run_dir: Path, paths: Paths, timeout_s: float, choice: str = "auto")
     started = datetime.now(UTC)
     _log(f"[node] job {job_id} on {node}: run {spec.run_id}")
     try:
-        launcher = select_launcher(choice, image, paths, _log)
+        launcher = select_launcher(LauncherChoice(choice), image, paths, _log)
         spec = for_launcher(spec, launcher, image)
         launcher.prepare(image, _log)
         result = launcher.launch(image, spec, run_dir, timeout_s, _log)

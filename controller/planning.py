@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 import secrets
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import psutil
 from pydantic import BaseModel, ValidationError
@@ -14,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from controller import models as model_store
 from controller.catalog import ImageInfo, get_image, images
 from controller.errors import BenchError, did_you_mean
-from controller.launchers.base import Launcher
+from controller.launchers.base import Launcher, LauncherChoice
 from controller.launchers.local import LocalLauncher
 from controller.paths import Paths
 from schemas import (
@@ -26,8 +25,8 @@ from schemas import (
     RunSpec,
     ServerScenario,
 )
+from schemas.devices import nvidia_gpu_present
 
-LauncherChoice = Literal["auto", "local", "docker", "slurm"]
 MAX_SWEEP_RUNS = 256
 INPUT_MEMORY_FRACTION = 0.25  # refuse batches whose input alone needs more of the host's memory
 NONE_WORDS = {"none", "null", "auto", "default"}
@@ -156,7 +155,7 @@ class RunRequest(BaseModel):
     sets: list[str] = []
     sweeps: list[str] = []
     ensemble: bool = False
-    launcher: LauncherChoice = "auto"
+    launcher: LauncherChoice = LauncherChoice.auto
     timeout_s: float | None = None
     scenario: str = "offline"
 
@@ -216,8 +215,11 @@ def plan(req: RunRequest, paths: Paths, launcher: Launcher, image: ImageInfo) ->
             valid = ", ".join(
                 k for k in FRAMEWORK_OPTION_MODELS[image.framework].model_fields if k != "framework"
             )
+            # A check across options (model level) has no field of its own: name what was set.
+            field_error = len(err["loc"]) > 2
+            given = f"{err['loc'][-1]}={err.get('input')!r}" if field_error else " --set ".join(req.sets)
             raise BenchError(
-                f"--set {err['loc'][-1]}={err.get('input')!r}: {err['msg']}",
+                f"--set {given}: {err['msg'].removeprefix('Value error, ')}",
                 f"options of {image.framework}: {valid}",
             ) from None
         raise BenchError(_validation_message(e, "invalid"), "see `bench-ctl run --help`") from None
@@ -234,10 +236,6 @@ def default_device(image: ImageInfo) -> str:
     return "cpu" if "cpu" in image.devices else "cuda:0"
 
 
-def host_has_nvidia_gpu() -> bool:
-    return any(Path("/dev").glob("nvidia[0-9]*"))
-
-
 def preflight(image: ImageInfo, req: RunRequest, here: bool = True) -> str | None:
     """Why the run cannot happen on this host at all (recorded as unsupported), or None.
     `here=False`: it runs elsewhere (a Slurm node), so this host's devices do not matter."""
@@ -245,7 +243,7 @@ def preflight(image: ImageInfo, req: RunRequest, here: bool = True) -> str | Non
     kind = device.split(":")[0]
     if kind not in image.devices:
         return f"image {image.name} runs on {', '.join(image.devices)}, not {kind}"
-    if here and kind == "cuda" and not host_has_nvidia_gpu():
+    if here and kind == "cuda" and not nvidia_gpu_present():
         return f"image {image.name} needs an NVIDIA GPU for {device}; this host has none (no /dev/nvidia*)"
     return None
 

@@ -16,13 +16,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from controller import models as model_store
 from controller import planning
 from controller.catalog import ImageInfo, get_image
 from controller.errors import BenchError
 from controller.launchers.local import LocalLauncher
 from controller.paths import Paths
 from schemas import RunSpec
+from schemas.manifest import KERAS_MODELS
 from schemas.plan import Plan, PlanRuns
 
 # Policy fields that say how many runs a cell gets, not what a run measures: not in its key.
@@ -131,12 +131,12 @@ def models_of(plan: Plan) -> list[str]:
 def missing_models(plan: Plan, paths: Paths) -> list[str]:
     """Models of the plan not in the store; refuses (one line) those that cannot be exported."""
     missing = [m for m in models_of(plan) if not (paths.models / m / "manifest.json").exists()]
-    foreign = [m for m in missing if m not in model_store.KERAS_MODELS]
+    foreign = [m for m in missing if m not in KERAS_MODELS]
     if foreign:
         raise BenchError(
             f"the plan names model {foreign[0]!r}, which is not in the store ({paths.models})",
             "add it with `bench-ctl models add NAME FILE.onnx`, or export one of the study's models: "
-            + ", ".join(model_store.KERAS_MODELS),
+            + ", ".join(KERAS_MODELS),
         )
     return missing
 

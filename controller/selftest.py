@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 from controller.paths import REPO_ROOT
+from schemas.devices import nvidia_gpu_present
 
 # The state folder when the check started; pytest's fixtures later point BENCH_HOME elsewhere.
 HOME_ENV = "BENCH_SELFTEST_HOME"
@@ -268,7 +269,7 @@ def interpreter_for(key: str) -> Interpreter | None:
 @functools.cache
 def gpu_absence() -> str | None:
     """Why this machine has no usable NVIDIA GPU, or None when it has one."""
-    if any(Path("/dev").glob("nvidia[0-9]*")):
+    if nvidia_gpu_present():
         return None
     smi = shutil.which("nvidia-smi")
     if smi is None:

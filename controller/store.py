@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -532,13 +533,14 @@ def _measurement_extras(m: Measurement) -> dict[str, Any]:
 def variant(result: RunResult) -> str:
     """Options that differ from the framework's defaults, as `k=v,k=v` ('' when none)."""
     options = result.spec.options
-    defaults = type(options)().model_dump()
+    defaults = type(options)(framework=options.framework).model_dump()
     return ",".join(f"{k}={v}" for k, v in options.model_dump().items() if defaults.get(k) != v)
 
 
 def measurement_row(run_id: str, m: Measurement) -> list[Any]:
-    values = {**m.model_dump(), **_measurement_extras(m)}
-    return [run_id, *(values[c] for c in MEASUREMENT_COLUMNS)]
+    extras = _measurement_extras(m)
+    # Attributes as they are (lists are not copied): values the table takes directly.
+    return [run_id, *(extras[c] if c in extras else getattr(m, c, None) for c in MEASUREMENT_COLUMNS)]
 
 
 def ingest(con: duckdb.DuckDBPyConnection, result: RunResult, result_path: Path | None = None) -> None:
@@ -548,15 +550,39 @@ def ingest(con: duckdb.DuckDBPyConnection, result: RunResult, result_path: Path 
     ingest_many(con, [(result, result_path)])
 
 
+@dataclass(frozen=True)
+class Rows:
+    """One result as the rows it adds to `runs` and `measurements`: plain values, cheap to send
+    between processes (a pool of workers builds them when many files are ingested)."""
+
+    run: dict[str, Any]
+    measurements: list[list[Any]]
+
+    @property
+    def run_id(self) -> str:
+        return str(self.run["run_id"])
+
+
+def rows_of(result: RunResult, result_path: Path | None = None) -> Rows:
+    return Rows(
+        run_row(result, result_path), [measurement_row(result.run_id, m) for m in result.measurements]
+    )
+
+
 def ingest_many(con: duckdb.DuckDBPyConnection, items: Sequence[tuple[RunResult, Path | None]]) -> None:
-    """Store many validated results in one transaction, replacing earlier copies of their runs:
-    all of them or, on a failure, none. The rows go in as two bulk inserts from data frames, which
-    is what makes importing thousands of results take seconds rather than minutes."""
+    """Store many validated results in one transaction (see `insert_rows`)."""
+    insert_rows(con, [rows_of(result, path) for result, path in items])
+
+
+def insert_rows(con: duckdb.DuckDBPyConnection, items: Sequence[Rows]) -> None:
+    """Store many results' rows in one transaction, replacing earlier copies of their runs: all of
+    them or, on a failure, none. The rows go in as two bulk inserts from data frames, which is
+    what makes importing thousands of results take seconds rather than minutes."""
     if not items:
         return
-    latest = {result.run_id: (result, path) for result, path in items}  # a run given twice: its last copy
-    runs = [run_row(result, path) for result, path in latest.values()]
-    measurements = [measurement_row(r.run_id, m) for r, _ in latest.values() for m in r.measurements]
+    latest = {r.run_id: r for r in items}  # a run given twice: its last copy
+    runs = [r.run for r in latest.values()]
+    measurements = [m for r in latest.values() for m in r.measurements]
     import pandas  # type: ignore[import-untyped]  # here: every command would pay for its import
 
     run_cols = list(runs[0])
@@ -585,7 +611,7 @@ def ingest_many(con: duckdb.DuckDBPyConnection, items: Sequence[tuple[RunResult,
         if isinstance(e, RuntimeError) and "interrupt" in str(e).lower():
             raise KeyboardInterrupt from None
         if isinstance(e, duckdb.Error):
-            what = f"run {items[0][0].run_id}" if len(latest) == 1 else f"{len(latest)} runs"
+            what = f"run {items[0].run_id}" if len(latest) == 1 else f"{len(latest)} runs"
             raise BenchError(
                 f"cannot store {what}: {first_line(e)}",
                 "free disk space or fix the store, then `bench-ctl ingest` the result again",

@@ -16,7 +16,7 @@ from controller import fleet, hosts, planning, plans, service, store
 from controller import models as model_store
 from controller.catalog import get_image
 from controller.launchers import select_launcher
-from controller.launchers.base import LineSink
+from controller.launchers.base import LauncherChoice, LineSink
 from controller.launchers.local import LocalLauncher
 from controller.launchers.slurm import SlurmClient, SlurmLauncher
 from controller.paths import Paths
@@ -197,14 +197,14 @@ def prepare(
 def export_missing(sp: SweepPlan, paths: Paths, log: LineSink, on_line: LineSink) -> None:
     for name in sp.missing_models:
         log(f"model {name} is not in the store: exporting it (bench-ctl models export {name})")
-        launcher = select_launcher("auto", get_image("tf"), paths, log)
+        launcher = select_launcher(LauncherChoice.auto, get_image("tf"), paths, log)
         model_store.export(paths, name, launcher, on_line)
 
 
 def run(
     due: list[Due],
     paths: Paths,
-    launcher: str,
+    launcher: LauncherChoice,
     log: LineSink,
     on_line: LineSink,
     on_result: Callable[[Due, RunResult], None],

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -21,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from controller import store
 from controller.errors import BenchError
+from schemas.atomic import write_folder_atomic
 
 FORMAT: Literal["inference-bench-export"] = "inference-bench-export"
 TABLES = ("runs", "measurements")
@@ -64,8 +63,10 @@ def export(db: Path, out: Path, file_format: Format, where: str | None) -> Expor
     parent = out.resolve().parent
     if not parent.is_dir():
         raise BenchError(f"--out {out}: {parent} does not exist", "create the parent folder first")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
-    try:
+    manifest: ExportManifest | None = None
+
+    def fill(tmp: Path) -> None:
+        nonlocal manifest
         counts = _copy_out(db, tmp, file_format, ids)
         manifest = ExportManifest(
             store_version=store.STORE_VERSION,
@@ -80,12 +81,9 @@ def export(db: Path, out: Path, file_format: Format, where: str | None) -> Expor
         for f in tmp.iterdir():
             with f.open("rb") as fh:
                 os.fsync(fh.fileno())
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_folder_atomic(out, fill, replaceable=lambda p: p.is_dir() and not any(p.iterdir()))
+    assert manifest is not None
     return manifest
 
 

@@ -3,27 +3,44 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast, get_args, get_origin
 
 import numpy as np
 
-from schemas import ModelManifest, RunSpec
+from schemas import FrameworkOptions, ModelManifest, RunSpec
+
+OptionsT = TypeVar("OptionsT", bound=FrameworkOptions)
 
 
 class Unsupported(Exception):
     """The runner cannot do what the spec asks on this machine (device, precision, operator)."""
 
 
-class Runner:
-    """One framework. Phases are called in order: import_framework, read_model, compile, then
+class Runner(Generic[OptionsT]):
+    """One framework, configured by its options model `OptionsT` (which names this class).
+    Phases are called in order: import_framework, read_model, compile, then
     prepare/run pairs (first inference, reference batch, warm-up, steady state), then close."""
 
-    name: ClassVar[str]
+    options_model: ClassVar[type[FrameworkOptions]]
+    name: ClassVar[str]  # the framework's name, from its options model
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in getattr(cls, "__orig_bases__", ()):
+            if get_origin(base) is Runner:
+                (model,) = get_args(base)
+                if isinstance(model, type) and issubclass(model, FrameworkOptions):
+                    cls.options_model = model
+                    cls.name = model.framework_name()
 
     def __init__(self, spec: RunSpec, manifest: ModelManifest, model_dir: Path, cache_dir: Path) -> None:
         self.spec = spec
-        self.options: Any = spec.options
+        if not isinstance(spec.options, self.options_model):
+            raise TypeError(
+                f"{type(self).__name__} takes {self.options_model.__name__}, not {spec.options!r}"
+            )
+        self.options = cast(OptionsT, spec.options)
         self.manifest = manifest
         self.model_dir = model_dir
         self.cache_dir = cache_dir

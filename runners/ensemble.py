@@ -24,18 +24,19 @@ from runners.core import accuracy, gpu, measure
 from runners.core.common import Timer, input_batch, log
 from runners.core.trackers import HostTrackers
 from runners.state import RunState
-from schemas import Measurement, MemberMeasurement, ModelManifest, Phase
+from schemas import FrameworkOptions, Measurement, MemberMeasurement, ModelManifest, Phase
 
 
-class Together(Runner):
+class Together(Runner[Any]):
     """The members as one runner: a query goes to every member at once (a thread each; the
     frameworks release the GIL while they compute), and the ensemble's output is the mean of
     theirs. Every scenario drives it through the runner contract, so an ensemble can be served
     (server, single-stream, multi-stream) like one model. Each member's call times are kept."""
 
+    options_model = FrameworkOptions  # the members' own, whichever framework they are
     name = "ensemble"
 
-    def __init__(self, members: list[Runner]) -> None:
+    def __init__(self, members: list[Runner[Any]]) -> None:
         shapes = {tuple(r.manifest.input_shape) for r in members}
         if len(shapes) != 1:
             raise ValueError(f"ensemble members need the same input shape, got {sorted(map(str, shapes))}")
@@ -67,7 +68,9 @@ class Together(Runner):
         self._pool.shutdown(wait=True)
 
 
-def load(runners: list[Runner], state: RunState, load_one: Callable[[Runner, RunState], None]) -> None:
+def load(
+    runners: list[Runner[Any]], state: RunState, load_one: Callable[[Runner[Any], RunState], None]
+) -> None:
     """Load every member in turn; each phase of the result is the sum over members."""
     per_member: list[list[Phase]] = []
     versions, precisions = set(), []
@@ -89,7 +92,7 @@ def load(runners: list[Runner], state: RunState, load_one: Callable[[Runner, Run
         )
 
 
-def reference(runners: list[Runner], state: RunState) -> None:
+def reference(runners: list[Runner[Any]], state: RunState) -> None:
     """First inference of every member on its reference batch; the ensemble's accuracy is its
     averaged outputs against the averaged reference outputs, when the members share inputs."""
     inputs, outputs, refs, seconds = [], [], [], 0.0
@@ -126,7 +129,7 @@ def measure_batch(
     alone: list[measure.SteadyState] = []
     for r, p in zip(runners, prepared, strict=True):
 
-        def solo(r: Runner = r, p: Any = p) -> object:
+        def solo(r: Runner[Any] = r, p: Any = p) -> object:
             return r.run(p)
 
         measure.warm_up(solo, policy)

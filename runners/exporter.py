@@ -37,15 +37,8 @@ import numpy as np
 
 from schemas import ArtifactFile, ModelManifest
 from schemas.atomic import write_atomic
-from schemas.manifest import EXPORT_PROGRESS_FILE
+from schemas.manifest import EXPORT_PROGRESS_FILE, KERAS_MODELS
 
-KERAS_MODELS = {
-    "vgg19": "VGG19",
-    "resnet50": "ResNet50",
-    "densenet201": "DenseNet201",
-    "efficientnetb0": "EfficientNetB0",
-    "mobilenetv2": "MobileNetV2",
-}
 REFERENCE_SAMPLES = 8
 TARGET_PEAK = 0.6  # mean top-1 probability wanted on the reference batch
 MIN_PEAK = 0.2
@@ -166,7 +159,8 @@ def reference_batch(shape: list[int], seed: int, n: int = REFERENCE_SAMPLES) -> 
 def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return out
 
 
 def calibrate_scale(centered_logits: np.ndarray, target: float = TARGET_PEAK) -> float:
@@ -242,8 +236,8 @@ def export_keras(name: str, out: Path, seed: int) -> ModelManifest:
     import keras
     import tensorflow as tf
     import tf2onnx
-    from google.protobuf import __version__ as protobuf_version
-    from google.protobuf.internal import api_implementation
+    from google.protobuf import __version__ as protobuf_version  # type: ignore[import-untyped]
+    from google.protobuf.internal import api_implementation  # type: ignore[import-untyped]
 
     if name not in KERAS_MODELS:
         raise ExportError(f"unknown Keras model {name!r}; known: {', '.join(KERAS_MODELS)}")
@@ -485,7 +479,7 @@ def export_onnx(name: str, source: Path, out: Path, seed: int) -> ModelManifest:
         created_at=datetime.now(UTC),
         input_name=inp.name,
         input_shape=[None, *sample_shape],
-        input_layout=layout,  # type: ignore[arg-type]
+        input_layout=layout,
         output_name=outputs[0].name,
         output_shape=[None, *[d if isinstance(d, int) else None for d in outputs[0].shape[1:]]],
         parameters=params,

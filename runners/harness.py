@@ -13,6 +13,7 @@ import tempfile
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -22,11 +23,11 @@ from runners.base import Runner, Unsupported
 from runners.core import accuracy, barrier, fingerprint, gpu, parent
 from runners.core.cachelock import cache_lock
 from runners.core.common import Timer, log
-from runners.core.io import write_atomic
 from runners.core.trackers import peak_rss_mb
 from runners.registry import runner_class
 from runners.state import RunState
 from schemas import EnsembleMember, ModelManifest, Phase, RunResult, RunSpec
+from schemas.atomic import write_atomic
 
 
 class SpecError(Exception):
@@ -69,7 +70,7 @@ def execute(spec: RunSpec) -> RunResult:
     started = now()
     state = RunState()
     status, message = "ok", None
-    loaded: list[Runner] = []
+    loaded: list[Runner[Any]] = []
     try:
         members = spec.members or [EnsembleMember(model=spec.model, model_dir=spec.model_dir)]
         manifests = [_manifest(m) for m in members]
@@ -80,7 +81,7 @@ def execute(spec: RunSpec) -> RunResult:
         ]
         loaded[0].check_device()
         tracker = _gpu_tracker(spec, state)
-        runner: Runner
+        runner: Runner[Any]
         if len(loaded) == 1:
             runner = loaded[0]
             _load(runner, state)
@@ -114,7 +115,7 @@ def execute(spec: RunSpec) -> RunResult:
     return RunResult(
         run_id=spec.run_id,
         spec=spec,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         message=message,
         started_at=started,
         finished_at=now(),
@@ -165,7 +166,7 @@ def _gpu_tracker(spec: RunSpec, state: RunState) -> gpu.GpuTracker | None:
     return tracker
 
 
-def _load(runner: Runner, state: RunState) -> None:
+def _load(runner: Runner[Any], state: RunState) -> None:
     phases = state.phases
     with Timer() as t:
         runner.import_framework()
@@ -184,7 +185,7 @@ def _load(runner: Runner, state: RunState) -> None:
     state.precision = runner.effective_precision()
 
 
-def _reference(runner: Runner, manifest: ModelManifest, state: RunState) -> None:
+def _reference(runner: Runner[Any], manifest: ModelManifest, state: RunState) -> None:
     """First inference, on the reference batch: timed as a phase and checked against the reference."""
     ref_in = np.load(runner.model_path("reference_input"))
     ref_out = np.load(runner.model_path("reference_output"))

@@ -1,28 +1,24 @@
-"""Framework name -> runner class, imported lazily so an image imports only its own framework."""
+"""Framework name -> runner class. The framework's options model names its runner
+(`schemas.frameworks`), imported lazily so an image imports only its own framework."""
 
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from runners.base import Runner
-
-REGISTRY: dict[str, str] = {
-    "null": "runners.frameworks.null:NullRunner",
-    "onnxruntime": "runners.frameworks.ort:OnnxRuntimeRunner",
-    "openvino": "runners.frameworks.ov:OpenVinoRunner",
-    "tensorflow": "runners.frameworks.tf:TensorflowRunner",
-    "tensorrt": "runners.frameworks.trt:TensorRTRunner",
-    "torch": "runners.frameworks.torch_runner:TorchRunner",
-}
+from schemas.frameworks import OPTION_MODELS
 
 
-def runner_class(framework: str) -> type[Runner]:
+def runner_class(framework: str) -> type[Runner[Any]]:
     try:
-        target = REGISTRY[framework]
+        target = OPTION_MODELS[framework].runner
     except KeyError:
         raise KeyError(
-            f"no runner for framework {framework!r}; known: {', '.join(sorted(REGISTRY))}"
+            f"no runner for framework {framework!r}; known: {', '.join(sorted(OPTION_MODELS))}"
         ) from None
     module, _, attr = target.partition(":")
-    cls: type[Runner] = getattr(importlib.import_module(module), attr)
+    cls = getattr(importlib.import_module(module), attr)
+    if not (isinstance(cls, type) and issubclass(cls, Runner)):
+        raise TypeError(f"{target} is not a Runner")
     return cls

@@ -1,5 +1,12 @@
 """Contracts shared by the controller and the runners (pydantic v2). Imports nothing of ours."""
 
+from schemas.frameworks import FrameworkOptions
+from schemas.frameworks.null import NullOptions
+from schemas.frameworks.ort import OnnxRuntimeOptions
+from schemas.frameworks.ov import OpenVinoOptions
+from schemas.frameworks.tf import TensorflowOptions
+from schemas.frameworks.torch import TorchOptions
+from schemas.frameworks.trt import TensorRTOptions
 from schemas.manifest import ArtifactFile, ModelManifest
 from schemas.result import (
     PHASES,
@@ -23,17 +30,11 @@ from schemas.spec import (
     EnsembleMember,
     MeasurementPolicy,
     MultiStreamScenario,
-    NullOptions,
     OfflineScenario,
-    OnnxRuntimeOptions,
-    OpenVinoOptions,
     RunSpec,
     Scenario,
     ServerScenario,
     SingleStreamScenario,
-    TensorflowOptions,
-    TensorRTOptions,
-    TorchOptions,
 )
 from schemas.upgrade import SchemaVersionError, load_result, upgrade
 
@@ -49,6 +50,7 @@ __all__ = [
     "Barrier",
     "EnsembleMember",
     "Fingerprint",
+    "FrameworkOptions",
     "GpuTelemetry",
     "LaunchInfo",
     "Measurement",

@@ -22,7 +22,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from schemas.spec import MAX_BATCH_SIZE, MODEL_NAME_RE, Strict
+from schemas.spec import MAX_BATCH_SIZE, MODEL_NAME_RE
+from schemas.strict import Strict
 
 OptionValue = str | int | float | bool
 BatchSize = Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)]

@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from schemas.spec import RunSpec, Strict
+from schemas.spec import RunSpec
+from schemas.strict import Strict
 
 # cancelled, preempted, node_fail: a scheduler (Slurm) ended the job before the runner reported.
 Status = Literal["ok", "error", "timeout", "unsupported", "cancelled", "preempted", "node_fail"]

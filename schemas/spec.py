@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Final, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from schemas.frameworks import OPTION_MODELS, FrameworkOptions
+from schemas.strict import Strict
 
 SCHEMA_VERSION: Final = 1
 
@@ -13,12 +16,6 @@ SCHEMA_VERSION: Final = 1
 MODEL_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 DEVICE_RE = re.compile(r"cpu|cuda:[0-9]{1,3}")
 MAX_BATCH_SIZE: Final = 65536
-
-
-class Strict(BaseModel):
-    """Base for every schema model: unknown fields are errors, instances are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class MeasurementPolicy(Strict):
@@ -76,115 +73,16 @@ class MeasurementPolicy(Strict):
         return self
 
 
-class OnnxRuntimeOptions(Strict):
-    """ONNX Runtime (CPU execution provider)."""
+if TYPE_CHECKING:
+    AnyFrameworkOptions = FrameworkOptions
+else:
+    # The spec's `options`: one of the declared frameworks' models, chosen by its `framework` field.
+    AnyFrameworkOptions = Annotated[
+        Union[tuple(OPTION_MODELS.values())],  # noqa: UP007
+        Field(discriminator="framework"),
+    ]
 
-    framework: Literal["onnxruntime"] = "onnxruntime"
-    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
-    intra_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime decide")
-    inter_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime decide")
-    execution_mode: Literal["sequential", "parallel"] = "sequential"
-    cache: bool = Field(
-        True, description="save and reuse the optimized model (TensorRT provider: its engines)"
-    )
-    provider: Literal["cpu", "cuda", "tensorrt"] | None = Field(
-        None, description="execution provider; None: cuda on a GPU device, else cpu"
-    )
-    io_binding: bool = Field(False, description="GPU: inputs and outputs stay on the device (I/O binding)")
-    cudnn_conv_algo_search: Literal["exhaustive", "heuristic", "default"] = "exhaustive"
-    trt_fp16: bool = Field(True, description="TensorRT provider: allow FP16 kernels")
-
-
-class TensorRTOptions(Strict):
-    """TensorRT engine built from the ONNX artifact."""
-
-    framework: Literal["tensorrt"] = "tensorrt"
-    precision: Literal["fp32", "fp16", "int8"] = "fp16"
-    workspace_mb: int = Field(4096, ge=16, description="builder workspace limit")
-    opt_batch: int | None = Field(None, ge=1, description="profile's optimal batch; None: the largest")
-    builder_optimization_level: int | None = Field(None, ge=0, le=5)
-    cuda_graph: bool = Field(False, description="replay each batch size from a captured CUDA graph")
-    calibration: str | None = Field(None, description="int8: .npy of representative inputs")
-    cache: bool = Field(True, description="cache serialized engines")
-
-
-class OpenVinoOptions(Strict):
-    """OpenVINO Runtime."""
-
-    framework: Literal["openvino"] = "openvino"
-    hint: Literal["latency", "throughput"] = "latency"
-    streams: int | None = Field(None, ge=1, description="None: chosen by the hint")
-    threads: int | None = Field(None, ge=1, description="None: all cores the runner may use")
-    precision: Literal["f32", "bf16", "f16"] | None = Field(
-        None, description="inference precision hint; None keeps the device default"
-    )
-    layout: Literal["NHWC", "NCHW"] | None = Field(
-        None, description="layout of the tensor fed to the model; None keeps the model's"
-    )
-    cache: bool = Field(True, description="cache compiled blobs (CACHE_DIR)")
-    static_shapes: bool = Field(
-        True, description="compile one model per batch size (in the compile phase) instead of a dynamic batch"
-    )
-
-
-class TensorflowOptions(Strict):
-    """TensorFlow: SavedModel served through a tf.function."""
-
-    framework: Literal["tensorflow"] = "tensorflow"
-    xla: bool | None = Field(None, description="jit_compile the function; None: on for GPU, off for CPU")
-    memory_growth: bool = Field(True, description="grow GPU memory on demand instead of taking it all")
-
-
-class TorchOptions(Strict):
-    """PyTorch: the ONNX artifact converted to a torch.nn.Module (onnx2torch)."""
-
-    framework: Literal["torch"] = "torch"
-    mode: Literal["eager", "compile", "cudagraphs"] = Field(
-        "eager", description="eager; torch.compile; or CUDA graphs replay (GPU only)"
-    )
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
-    precision: Literal["fp32", "fp16", "bf16"] = Field(
-        "fp32", description="weights and inputs cast to this type"
-    )
-    channels_last: bool = Field(False, description="memory format of 4-D tensors")
-    threads: int | None = Field(None, ge=1, description="torch.set_num_threads; None: PyTorch's default")
-
-
-class NullOptions(Strict):
-    """The harness itself: returns a preallocated zero output. `fault` exercises failure paths."""
-
-    framework: Literal["null"] = "null"
-    work_us: float = Field(
-        0.0, ge=0, le=60e6, description="busy work this long per iteration, with the GIL released"
-    )
-    work_us_per_sample: float = Field(
-        0.0,
-        ge=0,
-        le=60e6,
-        description="more busy work per sample of the batch: an iteration works "
-        "work_us + work_us_per_sample * batch size",
-    )
-    tag: str = Field(
-        "",
-        pattern=r"^[A-Za-z0-9_.-]{0,40}$",
-        description="no effect: tells apart identical configurations (A/A calibration)",
-    )
-    fault: Literal["none", "raise", "exit", "hang", "bad-output", "oom"] = "none"
-
-
-FrameworkOptions = Annotated[
-    OnnxRuntimeOptions | OpenVinoOptions | TensorflowOptions | TensorRTOptions | TorchOptions | NullOptions,
-    Field(discriminator="framework"),
-]
-
-FRAMEWORK_OPTION_MODELS: dict[str, type[Strict]] = {
-    "onnxruntime": OnnxRuntimeOptions,
-    "openvino": OpenVinoOptions,
-    "tensorflow": TensorflowOptions,
-    "tensorrt": TensorRTOptions,
-    "torch": TorchOptions,
-    "null": NullOptions,
-}
+FRAMEWORK_OPTION_MODELS: dict[str, type[FrameworkOptions]] = OPTION_MODELS
 
 
 class EnsembleMember(Strict):
@@ -300,7 +198,7 @@ class RunSpec(Strict):
     device: str = "cpu"
     batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
     policy: MeasurementPolicy = Field(default_factory=MeasurementPolicy)
-    options: FrameworkOptions
+    options: AnyFrameworkOptions
     members: list[EnsembleMember] = Field(
         default_factory=list,
         description="ensemble: models run together on the device, one thread each; `model` is 'a+b+c'",

@@ -159,8 +159,9 @@ def test_image_built_from_older_code_is_stale(monkeypatch: pytest.MonkeyPatch, b
 @pytest.mark.gpu("preflight")
 def test_gpu_host_is_detected_and_cuda_images_pass_preflight() -> None:
     from controller import planning
+    from schemas.devices import nvidia_gpu_present
 
-    assert planning.host_has_nvidia_gpu(), "nvidia-smi exists but no /dev/nvidia* device"
+    assert nvidia_gpu_present(), "nvidia-smi exists but no /dev/nvidia* device"
     for info in images().values():
         if "cuda" in info.devices:
             req = planning.RunRequest(image=info.name, model="x", batch_sizes=[1], device="cuda:0")

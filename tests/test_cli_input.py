@@ -61,6 +61,11 @@ def run_args(fake_model: Path) -> list[str]:
         ("null", ["policy.max_time_s=1e400"], ["max_time_s"]),
         ("null", ["work_us=nan"], ["work_us"]),
         ("null", ["work_us=1", "work_us=2"], ["given twice"]),
+        ("litert", ["precision=int8"], ["precision", "'fp32', 'fp16' or 'dynamic-int8'"]),
+        ("litert", ["delegate=gpu"], ["unknown option", "delegate", "xnnpack"]),
+        ("iree", ["precision=fp16"], ["unknown option", "precision", "opt_level"]),
+        ("iree", ["target_cpu=native"], ["target_cpu", "native"]),
+        ("trt10", ["precision=int8"], ["int8 needs calibration"]),
     ],
 )
 def test_bad_set(

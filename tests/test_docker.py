@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("null_env")]
 
 
 def built_image(name: str) -> Any | None:
-    from controller.launchers.docker import client, find_image, stale_reason
+    from controller.image_identity import client, find_image, stale_reason
 
     info = get_image(name)
     found = find_image(client(timeout=10), info)

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from controller.catalog import ImageInfo, get_image
-from controller.launchers.docker import DockerLauncher, client, find_image, stale_reason
+from controller.image_identity import client, find_image, stale_reason
+from controller.launchers.docker import DockerLauncher
 from controller.paths import REPO_ROOT, Paths
 from tests.conftest import SHORT_POLICY, Bench, write_fake_model
 

@@ -113,9 +113,9 @@ def test_torch_cuda_graphs_need_a_gpu(cli: Any, bench: Any, mobilenetv2: Path, e
 
 
 def test_gpu_only_image_without_gpu_is_unsupported(cli: Any, bench: Any, fake_model: Path) -> None:
-    from controller.planning import host_has_nvidia_gpu
+    from schemas.devices import nvidia_gpu_present
 
-    if host_has_nvidia_gpu():
+    if nvidia_gpu_present():
         pytest.skip("this machine has an NVIDIA GPU")
     result = cli("run", "-i", "trt10", "-m", "fake", "--json")
     assert result.exit_code == 1

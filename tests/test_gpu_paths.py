@@ -511,7 +511,8 @@ def test_docker_gpu_device_request_passes_that_gpu_only(record_property: Any) ->
     exactly one GPU inside, the host's GPU 0."""
     import docker
 
-    from controller.launchers.docker import IMAGE_PREFIX, DockerLauncher
+    from controller.image_identity import IMAGE_PREFIX
+    from controller.launchers.docker import DockerLauncher
     from controller.paths import Paths
 
     client = docker.from_env(timeout=120)

@@ -217,6 +217,12 @@ def test_report_of_an_empty_store_says_so(cli: Any, bench: Any, tmp_path: Path) 
     assert missing.exit_code == 2 and "no result database" in missing.output and not out.exists()
 
 
+def test_report_needs_the_parent_folder(cli: Any, null_store: Path, tmp_path: Path) -> None:
+    result = report(cli, null_store, tmp_path / "not" / "there" / "report")
+    assert result.exit_code == 2 and "does not exist (hint: create the parent folder first)" in result.output
+    assert not (tmp_path / "not").exists()
+
+
 def test_report_of_a_model_with_no_results(cli: Any, null_store: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     result = report(cli, null_store, out, "--model", "resnet50")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from runners.frameworks.trt import engine_cache_key, nvidia_gpu_present, profile_shapes
+from runners.frameworks.trt import engine_cache_key, profile_shapes
 from schemas import RunResult, TensorRTOptions
+from schemas.devices import nvidia_gpu_present
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,19 +94,8 @@ def test_runner_reports_unsupported_without_gpu(fake_model: Path, tmp_path: Path
 
 
 def test_int8_without_calibration_is_refused() -> None:
-    from runners.base import Unsupported
-    from runners.frameworks.trt import TensorRTRunner
-    from schemas import RunSpec
+    from pydantic import ValidationError
 
-    spec = RunSpec(
-        run_id="x",
-        image="trt10",
-        model="m",
-        model_dir="/nonexistent",
-        cache_dir="/tmp",
-        device="cuda:0",
-        options=TensorRTOptions(precision="int8"),
-    )
-    runner = TensorRTRunner(spec, None, Path("/nonexistent"), Path("/tmp"))  # type: ignore[arg-type]
-    with pytest.raises(Unsupported, match=r"calibration|NVIDIA GPU"):
-        runner.check_device()
+    with pytest.raises(ValidationError, match="int8 needs calibration"):
+        TensorRTOptions(precision="int8")
+    assert TensorRTOptions(precision="int8", calibration="/data/calib.npy").calibration

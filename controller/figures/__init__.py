@@ -57,10 +57,9 @@ def check_out(out: Path) -> None:
         raise BenchError(
             f"--out {out} is {what}", "give a new folder, or an earlier report's folder to replace"
         )
-    if out.parent.exists() and not out.parent.is_dir():
-        raise BenchError(
-            f"--out {out}: {out.parent} is not a folder", "give a folder path, e.g. --out report"
-        )
+    if not out.parent.is_dir():
+        what = "is not a folder" if out.parent.exists() else "does not exist"
+        raise BenchError(f"--out {out}: {out.parent} {what}", "create the parent folder first")
 
 
 FIGURES = ("a", "e", "d", "b", "c")  # the slowest first: they start first when drawn in parallel
@@ -110,7 +109,6 @@ def build_report(db: Path, selection: Selection, out: Path) -> ReportOutcome:
     with store.reader(db) as con:
         runs = check(con, selection)
         rows = data.read_all(con, selection, runs)
-    out.parent.mkdir(parents=True, exist_ok=True)
     drawn: dict[str, plots.Drawn | None] = {}
 
     def fill(folder: Path) -> None:

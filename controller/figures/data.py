@@ -171,11 +171,16 @@ def _key(prefix: str = "") -> str:
 
 
 def _selected(selection: Selection) -> str:
-    return f"WITH selected AS (\n    SELECT * FROM results\n    WHERE {selection.condition()}\n)\n"
+    """The selected rows of `results` as a CTE named `selected`."""
+    condition = selection.condition()
+    where = "" if condition == "true" else f"\n    WHERE {condition}"
+    return f"WITH selected AS (\n    SELECT * FROM results{where}\n)\n"
 
 
 def _selected_runs(selection: Selection) -> str:
-    return f"run_id IN (SELECT run_id FROM results WHERE {selection.condition()})"
+    """The selection as a condition on `runs` ('true': every run)."""
+    condition = selection.condition()
+    return "true" if condition == "true" else f"run_id IN (SELECT run_id FROM results WHERE {condition})"
 
 
 def throughput_sql(selection: Selection) -> str:
@@ -297,7 +302,7 @@ def _gpus(text: str) -> str:
         for g in gpus if isinstance(gpus, list) else []:
             if not isinstance(g, dict):
                 continue
-            extra = ", ".join(f"{k} {v}" for k, v in g.items() if k not in ("name", "uuid", "index") and v)
+            extra = ", ".join(f"{k} {v}" for k, v in g.items() if k not in ("name", "index") and v)
             item = f"{g.get('name', '?')}" + (f" ({extra})" if extra else "")
             if item not in seen:
                 seen.append(item)

@@ -23,8 +23,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from controller.catalog import ImageInfo, code_hash
+from controller.catalog import ImageInfo
 from controller.errors import BenchError, Terminated
+from controller.image_identity import client, find_image, image_tag, stale_reason
 from controller.launchers.base import (
     LOG_FILE,
     RESULT_FILE,
@@ -36,47 +37,12 @@ from controller.launchers.base import (
 )
 from controller.paths import Paths
 from schemas import RunSpec
+from schemas.devices import cuda_index
 
-IMAGE_PREFIX = "inference-bench"
 RUNNER_UID = 10001
 INSIDE_HOME = "/bench"
-START_HINT = "start it: `sudo dockerd --iptables=false --bridge=none &` (see README), or use --launcher local"
 ROLE = "runner"  # label bench.role of every container a launcher starts (runners and tools)
 OOM_LINE = "container was killed: out of memory (OOMKilled)"
-
-
-def image_tag(image: ImageInfo) -> str:
-    return f"{IMAGE_PREFIX}/{image.name}:latest"
-
-
-def client(timeout: int = 5) -> Any:
-    import docker
-
-    try:
-        c = docker.from_env(timeout=timeout)
-        c.ping()
-        return c
-    except Exception as e:  # the SDK raises several types for "no daemon"
-        raise BenchError(f"Docker daemon not reachable ({type(e).__name__})", START_HINT) from None
-
-
-def find_image(c: Any, image: ImageInfo) -> Any | None:
-    import docker
-
-    try:
-        return c.images.get(image_tag(image))
-    except docker.errors.ImageNotFound:
-        return None
-
-
-def stale_reason(found: Any, image: ImageInfo) -> str | None:
-    """Why a built image no longer matches the repository (lock file or runner code), or None."""
-    labels = found.labels or {}
-    if labels.get("bench.lock-hash") != image.lock_hash:
-        return f"image {image_tag(image)} was built from an older requirements.lock"
-    if labels.get("bench.code-hash") != code_hash():
-        return f"image {image_tag(image)} was built from older schemas/runners code"
-    return None
 
 
 def unavailable_reason(image: ImageInfo, paths: Paths) -> str | None:
@@ -349,9 +315,9 @@ class DockerLauncher(Launcher):
         }
         if entrypoint is not None:
             kwargs["entrypoint"] = entrypoint
-        if device.startswith("cuda:"):
-            index = device.split(":")[1]
-            kwargs["device_requests"] = [DeviceRequest(device_ids=[index], capabilities=[["gpu"]])]
+        index = cuda_index(device)
+        if index is not None:
+            kwargs["device_requests"] = [DeviceRequest(device_ids=[str(index)], capabilities=[["gpu"]])]
             kwargs["environment"]["BENCH_CUDA_INDEX"] = "0"  # the one GPU passed is index 0 inside
         else:
             cpus = sorted(os.sched_getaffinity(0))

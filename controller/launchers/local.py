@@ -14,7 +14,7 @@ from pathlib import Path
 
 from controller import deaths
 from controller.catalog import ImageInfo
-from controller.envs import LocalEnv
+from controller.envs import LocalEnv, runtime_dir
 from controller.launchers.base import (
     LOG_FILE,
     RESULT_FILE,
@@ -150,6 +150,9 @@ class LocalLauncher(Launcher):
         LocalEnv(image, self.paths).ensure(log)
         Path(self.cache_dir(image)).mkdir(parents=True, exist_ok=True)
 
+    def _child_env(self) -> dict[str, str]:
+        return child_env({"PYTHONPATH": str(runtime_dir(self.paths))})
+
     def _python(self, image: ImageInfo) -> str:
         return str(LocalEnv(image, self.paths).python)
 
@@ -172,7 +175,16 @@ class LocalLauncher(Launcher):
             str(run_dir / RESULT_FILE),
         ]
         limit = spec.policy.memory_limit_mb
-        return run_process(cmd, run_dir, child_env(), timeout_s, run_dir / LOG_FILE, on_line, image, limit)
+        return run_process(
+            cmd,
+            run_dir,
+            self._child_env(),
+            timeout_s,
+            run_dir / LOG_FILE,
+            on_line,
+            image,
+            limit,
+        )
 
     def run_tool(
         self,
@@ -185,4 +197,12 @@ class LocalLauncher(Launcher):
         readable: list[Path] | None = None,
     ) -> ProcessOutcome:
         cmd = [self._python(image), "-m", module, *args]
-        return run_process(cmd, writable, child_env(), timeout_s, writable / "tool.log", on_line, image)
+        return run_process(
+            cmd,
+            writable,
+            self._child_env(),
+            timeout_s,
+            writable / "tool.log",
+            on_line,
+            image,
+        )

@@ -46,7 +46,7 @@ TUNING_VARS = (
 
 
 def _cpuinfo() -> tuple[str, list[str]]:
-    model, flags = platform.processor() or platform.machine(), set()
+    model, flags = platform.processor() or platform.machine(), set[str]()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
@@ -57,12 +57,17 @@ def _cpuinfo() -> tuple[str, list[str]]:
                 flags = set(value.split())
     except OSError:
         pass
-    return model, sorted(flags & INTERESTING_FLAGS)
+    return model, sorted(flags)
 
 
 def cpu_model() -> str:
     """The CPU's model name (falls back to the platform's processor or machine name)."""
     return _cpuinfo()[0]
+
+
+def cpu_flags() -> list[str]:
+    """Every feature flag of the CPU (what code compiled for the host may use)."""
+    return _cpuinfo()[1]
 
 
 def cpu_limit() -> float | None:
@@ -130,7 +135,8 @@ def load_average() -> list[float] | None:
 
 
 def collect(framework: str, framework_version: str, gpus: list[dict[str, str]] | None = None) -> Fingerprint:
-    model, flags = _cpuinfo()
+    model, all_flags = _cpuinfo()
+    flags = sorted(set(all_flags) & INTERESTING_FLAGS)
     return Fingerprint(
         host=socket.gethostname(),
         python=sys.version.split()[0],

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from schemas import GpuTelemetry, Measurement
+from schemas.devices import cuda_index
 
 MB = 1024 * 1024
 PREDICTIONS = 4096  # the study's D: energy is reported per 4096 predictions
@@ -55,9 +56,12 @@ def physical_index(device: str) -> int:
     CUDA numbers the GPUs of CUDA_VISIBLE_DEVICES from 0 (Slurm sets it to the GPUs a job was
     given); NVML numbers every GPU of the machine, so `cuda:N` is NVML's GPU at place N there."""
     override = os.environ.get("BENCH_CUDA_INDEX")
+    index = cuda_index(device)
+    if index is None:
+        raise ValueError(f"{device} is not a CUDA device")
     if override is not None:
         return int(override)
-    index = int(device.split(":")[1])
+    # Under Slurm (or any scheduler) CUDA_VISIBLE_DEVICES names the physical GPUs this job got.
     visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
     if index < len(visible) and visible[index].isdigit():
         return int(visible[index])
@@ -227,7 +231,7 @@ class GpuTracker:
             max_power_w=max(p for _, p in powers) if powers else None,
             idle_power_w=self.idle_power_w,
             energy_j=energy,
-            energy_source=source,  # type: ignore[arg-type]
+            energy_source=source,
             peak_mem_used_mb=peak_used,
             baseline_mem_used_mb=self.baseline_mem_mb,
             peak_process_mem_mb=process,

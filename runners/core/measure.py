@@ -58,7 +58,8 @@ def _rel_half_width(batch_means: list[float], overall: float) -> float | None:
         return None
     mean = sum(batch_means) / g
     var = sum((b - mean) ** 2 for b in batch_means) / (g - 1)
-    return T975[min(g, len(T975) + 1) - 2] * (var / g) ** 0.5 / overall
+    half: float = T975[min(g, len(T975) + 1) - 2] * (var / g) ** 0.5 / overall
+    return half
 
 
 def window_ci_rel(means: list[float], counts: list[int], batches: int = BATCHES) -> float | None:

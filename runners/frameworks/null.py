@@ -21,10 +21,8 @@ from schemas import NullOptions
 _CHUNK = bytes(2048)  # about 1.4 us of sha256: the deadline is overshot by at most that
 
 
-class NullRunner(Runner):
-    name = "null"
+class NullRunner(Runner[NullOptions]):
     devices = ("cpu", "cuda")
-    options: NullOptions
 
     def version(self) -> str:
         return f"python-{platform.python_version()}"

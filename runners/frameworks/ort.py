@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from runners.base import Runner, Unsupported
+from runners.core import gpu
 from runners.core.fingerprint import cpu_model
 from schemas import OnnxRuntimeOptions
+from schemas.atomic import publish_atomic
 
 LEVELS = {
     "disable": "ORT_DISABLE_ALL",
@@ -31,10 +33,8 @@ PROVIDERS = {
 }
 
 
-class OnnxRuntimeRunner(Runner):
-    name = "onnxruntime"
+class OnnxRuntimeRunner(Runner[OnnxRuntimeOptions]):
     devices = ("cpu", "cuda")
-    options: OnnxRuntimeOptions
 
     @property
     def provider(self) -> str:
@@ -59,7 +59,7 @@ class OnnxRuntimeRunner(Runner):
                 f"this onnxruntime build has no {PROVIDERS[self.provider]} "
                 f"(available: {', '.join(available)}); use the ort-gpu image"
             )
-        self.device_id = int(os.environ.get("BENCH_CUDA_INDEX", self.spec.device.partition(":")[2] or 0))
+        self.device_id = gpu.physical_index(self.spec.device) if self.spec.device != "cpu" else 0
 
     def version(self) -> str:
         return str(self.ort.__version__)
@@ -116,7 +116,7 @@ class OnnxRuntimeRunner(Runner):
         if used != PROVIDERS[self.provider]:
             raise Unsupported(f"onnxruntime fell back to {used} instead of {PROVIDERS[self.provider]}")
         if save_to is not None:
-            os.replace(so.optimized_model_filepath, save_to)
+            publish_atomic(so.optimized_model_filepath, save_to)
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
         del self._onnx

@@ -20,10 +20,7 @@ PRECISION_NAMES = {
 }
 
 
-class OpenVinoRunner(Runner):
-    name = "openvino"
-    options: OpenVinoOptions
-
+class OpenVinoRunner(Runner[OpenVinoOptions]):
     def import_framework(self) -> None:
         import openvino
 

@@ -11,13 +11,12 @@ import os
 from typing import Any
 
 from runners.base import Runner, Unsupported
+from runners.core import gpu
 from schemas import TensorflowOptions
 
 
-class TensorflowRunner(Runner):
-    name = "tensorflow"
+class TensorflowRunner(Runner[TensorflowOptions]):
     devices = ("cpu", "cuda")
-    options: TensorflowOptions
 
     def import_framework(self) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -26,12 +25,12 @@ class TensorflowRunner(Runner):
         self.tf = tf
         gpus = tf.config.list_physical_devices("GPU")
         if self.spec.device.startswith("cuda"):
-            index = int(os.environ.get("BENCH_CUDA_INDEX", self.spec.device.split(":")[1]))
+            index = gpu.physical_index(self.spec.device)
             if index >= len(gpus):
                 raise Unsupported(f"TensorFlow sees {len(gpus)} GPU(s); asked for {self.spec.device}")
             if self.options.memory_growth:
-                for gpu in gpus:
-                    tf.config.experimental.set_memory_growth(gpu, True)
+                for device in gpus:
+                    tf.config.experimental.set_memory_growth(device, True)
             self._device = f"/GPU:{index}"
         else:
             self._device = "/CPU:0"

@@ -8,21 +8,19 @@ outputs end there, so host-device copies are inside the timed call, as an applic
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
 from runners.base import Runner, Unsupported
+from runners.core import gpu
 from schemas import TorchOptions
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
-class TorchRunner(Runner):
-    name = "torch"
+class TorchRunner(Runner[TorchOptions]):
     devices = ("cpu", "cuda")
-    options: TorchOptions
 
     def check_device(self) -> None:
         super().check_device()
@@ -40,7 +38,7 @@ class TorchRunner(Runner):
         if self.spec.device.startswith("cuda"):
             if not torch.cuda.is_available():
                 raise Unsupported("PyTorch sees no CUDA device here")
-            index = int(os.environ.get("BENCH_CUDA_INDEX", self.spec.device.split(":")[1]))
+            index = gpu.physical_index(self.spec.device)
             self.device = torch.device("cuda", index)
             torch.cuda.set_device(self.device)
         else:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,10 @@ from typing import Any
 import numpy as np
 
 from runners.base import Runner, Unsupported
+from runners.core import gpu
 from schemas import TensorRTOptions
+from schemas.atomic import write_atomic
+from schemas.devices import nvidia_gpu_present
 
 
 def engine_cache_key(
@@ -51,19 +53,14 @@ def profile_shapes(
     return {"min": [sizes[0], *sample_shape], "opt": [opt, *sample_shape], "max": [sizes[-1], *sample_shape]}
 
 
-def nvidia_gpu_present() -> bool:
-    """Cheap check before importing anything heavy: the driver's device nodes exist."""
-    return any(Path("/dev").glob("nvidia[0-9]*")) or Path("/dev/nvidiactl").exists()
-
-
 class _Cuda:
     """The few CUDA runtime calls needed, through cuda-python (cuda.bindings or the older cuda)."""
 
     def __init__(self) -> None:
         try:
-            from cuda.bindings import runtime as cudart
+            from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]
         except ImportError:
-            from cuda import cudart  # type: ignore[no-redef]
+            from cuda import cudart  # type: ignore[import-not-found]
         self.rt = cudart
 
     def check(self, result: Any) -> Any:
@@ -74,10 +71,8 @@ class _Cuda:
         return rest[0] if len(rest) == 1 else rest
 
 
-class TensorRTRunner(Runner):
-    name = "tensorrt"
+class TensorRTRunner(Runner[TensorRTOptions]):
     devices = ("cuda",)
-    options: TensorRTOptions
 
     def check_device(self) -> None:
         if not self.spec.device.startswith("cuda"):
@@ -98,7 +93,7 @@ class TensorRTRunner(Runner):
         count = self.cuda.rt.cudaGetDeviceCount()
         if int(count[0]) != 0 or count[1] == 0:
             raise Unsupported("no CUDA device is usable here (cudaGetDeviceCount failed or found none)")
-        self.index = int(os.environ.get("BENCH_CUDA_INDEX", self.spec.device.split(":")[1]))
+        self.index = gpu.physical_index(self.spec.device)
         self.cuda.check(self.cuda.rt.cudaSetDevice(self.index))
         self.logger = tensorrt.Logger(tensorrt.Logger.WARNING)
 
@@ -140,9 +135,7 @@ class TensorRTRunner(Runner):
             if o.cache:
                 hit = False
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_bytes(serialized)
-                tmp.replace(path)
+                write_atomic(path, bytes(serialized))
             engine = runtime.deserialize_cuda_engine(serialized)
         if engine is None:
             raise RuntimeError("TensorRT could not deserialize the engine")
@@ -284,7 +277,7 @@ def _calibrator(trt: Any, cuda: _Cuda, data: Path, cache_dir: Path) -> Any:
         raise Unsupported(f"calibration data {data} not found (it must be visible to the runner)")
     batches = np.load(data).astype(np.float32)
 
-    class Calibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc, name-defined]
+    class Calibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
             self.i, self.n = 0, min(8, len(batches))
@@ -313,6 +306,6 @@ def _calibrator(trt: Any, cuda: _Cuda, data: Path, cache_dir: Path) -> Any:
 
         def write_calibration_cache(self, cache: bytes) -> None:
             self.cache.parent.mkdir(parents=True, exist_ok=True)
-            self.cache.write_bytes(bytes(cache))
+            write_atomic(self.cache, bytes(cache))
 
     return Calibrator()

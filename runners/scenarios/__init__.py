@@ -9,13 +9,14 @@ framework gets every scenario without code of its own. The scenario and its opti
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from runners.base import Runner
 from runners.core import gpu
 from runners.scenarios import multi_stream, offline, server, single_stream
 from schemas import Measurement, ModelManifest
 
-Measure = Callable[[Runner, ModelManifest, "gpu.GpuTracker | None"], list[Measurement]]
+Measure = Callable[[Runner[Any], ModelManifest, "gpu.GpuTracker | None"], list[Measurement]]
 
 SCENARIOS: dict[str, Measure] = {
     "offline": offline.measure,
@@ -26,7 +27,7 @@ SCENARIOS: dict[str, Measure] = {
 
 
 def measure(
-    runner: Runner, manifest: ModelManifest, tracker: gpu.GpuTracker | None = None
+    runner: Runner[Any], manifest: ModelManifest, tracker: gpu.GpuTracker | None = None
 ) -> list[Measurement]:
     """The measurements of the runner's spec's scenario (one per batch size, or one for server)."""
     return SCENARIOS[runner.spec.scenario.name](runner, manifest, tracker)

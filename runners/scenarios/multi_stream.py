@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,7 @@ def summarize(sc: MultiStreamScenario, d: server.Drive, keep_latencies: bool) ->
 
 
 def measure(
-    runner: Runner, manifest: ModelManifest, tracker: gpu.GpuTracker | None = None
+    runner: Runner[Any], manifest: ModelManifest, tracker: gpu.GpuTracker | None = None
 ) -> list[Measurement]:
     spec = runner.spec
     sc = spec.scenario

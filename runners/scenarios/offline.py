@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import Any
 
 from runners import ensemble
 from runners.base import Runner
@@ -18,7 +19,7 @@ SINGLE_STREAM_PERCENTILE = 0.90  # single-stream's metric is p90 latency
 
 
 def measure(
-    runner: Runner, manifest: ModelManifest, tracker: gpu.GpuTracker | None = None
+    runner: Runner[Any], manifest: ModelManifest, tracker: gpu.GpuTracker | None = None
 ) -> list[Measurement]:
     if isinstance(runner, ensemble.Together):  # each member alone, then together: the slowdown
         return [ensemble.measure_batch(runner, manifest, bs, tracker) for bs in runner.spec.batch_sizes]
@@ -26,7 +27,7 @@ def measure(
 
 
 def measure_batch(
-    runner: Runner,
+    runner: Runner[Any],
     manifest: ModelManifest,
     batch_size: int,
     tracker: gpu.GpuTracker | None = None,

@@ -4,6 +4,8 @@ measurement policy decides its length, as for offline."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from runners.base import Runner
 from runners.core import gpu
 from runners.scenarios.offline import measure_batch
@@ -11,7 +13,7 @@ from schemas import Measurement, ModelManifest
 
 
 def measure(
-    runner: Runner, manifest: ModelManifest, tracker: gpu.GpuTracker | None = None
+    runner: Runner[Any], manifest: ModelManifest, tracker: gpu.GpuTracker | None = None
 ) -> list[Measurement]:
     return [
         measure_batch(runner, manifest, bs, tracker, one_at_a_time=True) for bs in runner.spec.batch_sizes

@@ -1,0 +1,249 @@
+"""IREE: the ONNX artifact imported to MLIR (IREE's ONNX importer) and compiled ahead of time by
+iree-compile, for the CPU (llvm-cpu, with the host's CPU features) or CUDA; run by IREE's runtime.
+
+Import and compilation both happen in the compile phase. Compiled modules (.vmfb) are cached,
+keyed by the ONNX file's digest, IREE's version, the target (CPU model and features, or GPU
+architecture), the batch size and the options that change code generation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runners.base import Runner, Unsupported
+from runners.core import gpu
+from runners.core.fingerprint import cpu_flags, cpu_model
+from schemas.atomic import write_atomic
+from schemas.devices import nvidia_gpu_present
+from schemas.frameworks.iree import IreeOptions
+
+# Older CUDA architectures to fall back to (as PTX) when iree-compile lacks the GPU's own.
+FALLBACK_CUDA_ARCHS = ("sm_89", "sm_86", "sm_80")
+
+
+def _sm(arch: str) -> int:
+    return int(arch.removeprefix("sm_").rstrip("a"))
+
+
+class CompileError(RuntimeError):
+    """iree-compile (or the ONNX importer) refused the model; the message is the tool's reason."""
+
+
+def compiler_reason(stderr: str, limit: int = 3) -> str:
+    """The tool's `error:` lines (its reason), else its last lines, shortened."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    errors = [re.sub(r"^.*?error: ", "", ln) for ln in lines if "error:" in ln]
+    chosen = errors[:limit] or lines[-limit:]
+    return " / ".join(s[:400] for s in chosen) or "no output"
+
+
+def cache_key(
+    onnx_sha256: str, version: str, target: dict[str, str], batch: int | None, options: IreeOptions
+) -> str:
+    payload = {
+        "onnx": onnx_sha256,
+        "iree": version,
+        "target": target,
+        "batch": batch,
+        "options": options.model_dump(include={"target_cpu", "opt_level"}),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+class IreeRunner(Runner[IreeOptions]):
+    devices = ("cpu", "cuda")
+
+    def import_framework(self) -> None:
+        if self.spec.device.startswith("cuda") and not nvidia_gpu_present():
+            raise Unsupported(
+                f"IREE's CUDA target needs an NVIDIA GPU; this host has none for {self.spec.device} "
+                "(no /dev/nvidia* device)"
+            )
+        import iree.compiler
+        import iree.runtime
+
+        self.compiler = iree.compiler
+        self.rt = iree.runtime
+        if self.options.threads is not None:
+            self.rt.flags.parse_flags(f"--task_topology_group_count={self.options.threads}")
+
+    def version(self) -> str:
+        from importlib import metadata
+
+        return metadata.version("iree-base-runtime")
+
+    def read_model(self) -> None:
+        import onnx
+
+        self.onnx = onnx
+        self.proto = onnx.load(str(self.model_path("onnx")))
+
+    def _target(self, arch: str | None = None) -> tuple[dict[str, str], list[str]]:
+        """The target description (for the cache key) and iree-compile's target flags."""
+        if self.spec.device.startswith("cuda"):
+            arch = arch or self._cuda_arch()
+            return {"device": "cuda", "arch": arch}, [
+                "--iree-hal-target-device=cuda",
+                f"--iree-cuda-target={arch}",
+            ]
+        cpu = self.options.target_cpu
+        target = {"device": "llvm-cpu", "cpu": cpu, "machine": os.uname().machine}
+        if cpu == "host":
+            target["model"] = cpu_model()
+            target["features"] = hashlib.sha256(" ".join(cpu_flags()).encode()).hexdigest()[:16]
+        return target, [
+            "--iree-hal-target-device=local",
+            "--iree-hal-local-target-device-backends=llvm-cpu",
+            f"--iree-llvmcpu-target-cpu={cpu}",
+        ]
+
+    def _cuda_arch(self) -> str:
+        nvml = gpu.load_nvml()
+        if nvml is None:
+            raise Unsupported("IREE's CUDA target needs the GPU's compute capability; NVML is unavailable")
+        handle = nvml.nvmlDeviceGetHandleByIndex(gpu.physical_index(self.spec.device))
+        major, minor = nvml.nvmlDeviceGetCudaComputeCapability(handle)
+        return f"sm_{major}{minor}"
+
+    def _supported_cuda_target(
+        self, target: dict[str, str], flags: list[str]
+    ) -> tuple[dict[str, str], list[str]]:
+        """The GPU's own architecture when this iree-compile knows it; else the newest older one it
+        knows, as PTX that the driver compiles for the GPU when the module loads (CUDA's forward
+        compatibility). iree-compile 3.13 knows sm_80..sm_89, not sm_90 (H100, H200)."""
+        probe = self._with_batch(1)
+        for arch in [target["arch"], *(a for a in FALLBACK_CUDA_ARCHS if _sm(a) < _sm(target["arch"]))]:
+            candidate, candidate_flags = self._target(arch)
+            with tempfile.TemporaryDirectory(prefix="iree-probe-") as tmp:
+                try:
+                    self._import(probe, Path(tmp))
+                    self._compile_mlir(
+                        Path(tmp) / "model.mlir", [*candidate_flags, "--compile-to=executable-configurations"]
+                    )
+                except CompileError as e:
+                    if "missing GPU target" in str(e) or "Unknown CUDA target" in str(e):
+                        continue
+                    raise
+            if arch != target["arch"]:
+                candidate["ptx_for"] = target["arch"]
+            return candidate, candidate_flags
+        raise CompileError(f"iree-compile knows no CUDA target for {target['arch']} or older")
+
+    def _with_batch(self, batch: int | None) -> Any:
+        """The ONNX graph with its batch dimension fixed (None: left dynamic)."""
+        if batch is None:
+            return self.proto
+        proto = self.onnx.ModelProto()
+        proto.CopyFrom(self.proto)
+        for value in [*proto.graph.input, *proto.graph.output]:
+            dims = value.type.tensor_type.shape.dim
+            if dims:
+                dims[0].Clear()
+                dims[0].dim_value = batch
+        return proto
+
+    def _build(self, batch: int | None, flags: list[str], work: Path) -> bytes:
+        """Import (ONNX -> MLIR) and compile one module."""
+        return self._compile_mlir(self._import(self._with_batch(batch), work), flags)
+
+    def _import(self, proto: Any, work: Path) -> Path:
+        """ONNX -> MLIR (IREE's ONNX importer) in `work`."""
+        from iree.compiler.tools.import_onnx import __main__ as importer
+
+        onnx_file, mlir_file = work / "model.onnx", work / "model.mlir"
+        self.onnx.save(proto, str(onnx_file))
+        try:
+            importer.main(importer.parse_arguments([str(onnx_file), "-o", str(mlir_file)]))
+        except Exception as e:
+            raise CompileError(f"IREE's ONNX importer failed: {compiler_reason(str(e))}") from None
+        return mlir_file
+
+    def _compile_mlir(self, mlir_file: Path, flags: list[str]) -> bytes:
+        try:
+            vmfb: bytes = self.compiler.compile_file(
+                str(mlir_file),
+                input_type="onnx",
+                extra_args=[*flags, f"--iree-opt-level={self.options.opt_level}"],
+            )
+        except self.compiler.CompilerToolError as e:
+            raise CompileError(f"iree-compile failed: {compiler_reason(str(e))}") from None
+        return vmfb
+
+    def compile(self) -> tuple[bool | None, str | None]:
+        o = self.options
+        target, flags = self._target()
+        if target.get("device") == "cuda":
+            target, flags = self._supported_cuda_target(target, flags)
+        sizes: list[int | None] = [*self.compile_batch_sizes()] if o.static_shapes else [None]
+        cache = self.cache_dir / "iree"
+        digest = self.manifest.files["onnx"].sha256
+        built: dict[int | None, Path] = {}
+        modules: dict[int | None, bytes] = {}
+        for n in sizes:
+            path = cache / f"{cache_key(digest, self.version(), target, n, o)}.vmfb"
+            if o.cache and path.exists():
+                modules[n] = path.read_bytes()
+                continue
+            with tempfile.TemporaryDirectory(prefix="iree-") as tmp:
+                modules[n] = self._build(n, flags, Path(tmp))
+            built[n] = path
+        self._load(modules)
+        if o.cache:
+            cache.mkdir(parents=True, exist_ok=True)
+            for n, path in built.items():
+                write_atomic(path, modules[n])
+                # What the module is, for people and tools (iree-benchmark-module) reading the cache.
+                about = {"batch": n, "function": self.function_name, "flags": flags, "iree": self.version()}
+                write_atomic(path.with_suffix(".json"), json.dumps(about, indent=1) + "\n")
+        hit = not built if o.cache else None
+        ptx = f" (PTX, compiled by the driver for {target['ptx_for']})" if "ptx_for" in target else ""
+        note = (
+            f"target={' '.join(flags[1:])}{ptx}, opt={o.opt_level}, "
+            f"shapes={'static ' + str(sizes) if o.static_shapes else 'dynamic batch'}"
+        )
+        return hit, note
+
+    def _load(self, modules: dict[int | None, bytes]) -> None:
+        rt = self.rt
+        if self.spec.device.startswith("cuda"):
+            device = rt.get_device(f"cuda://{gpu.physical_index(self.spec.device)}")
+            self.config = rt.Config(device=device)
+        else:
+            self.config = rt.Config("local-task")
+        self.functions: dict[int | None, Any] = {}
+        self.contexts = []
+        for n, vmfb in modules.items():
+            module = rt.VmModule.copy_buffer(self.config.vm_instance, vmfb)
+            context = rt.SystemContext(config=self.config)
+            context.add_vm_module(module)
+            name = next(f for f in module.function_names if f != "__init" and not f.endswith("$async"))
+            self.functions[n] = context.modules[module.name][name]
+            self.contexts.append(context)
+        self.function_name = name
+
+    def prepare(self, batch: np.ndarray) -> Any:
+        key = len(batch) if self.options.static_shapes else None
+        function = self.functions.get(key)
+        if function is None:
+            raise RuntimeError(f"no compiled module for batch {len(batch)}")
+        return function, np.ascontiguousarray(batch, dtype=np.float32)
+
+    def run(self, prepared: Any) -> Any:
+        # Host input in, host output out: the copies are part of what an application sees.
+        function, array = prepared
+        return function(array).to_host()
+
+    def effective_precision(self) -> str:
+        return "fp32"  # compiled as imported: no demotion flags are passed
+
+    def close(self) -> None:
+        self.functions = {}
+        self.contexts = []

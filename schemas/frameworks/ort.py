@@ -1,0 +1,29 @@
+"""Options of ONNX Runtime (CPU execution provider)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from schemas.frameworks.base import FrameworkOptions
+
+
+class OnnxRuntimeOptions(FrameworkOptions):
+    """ONNX Runtime (CPU execution provider)."""
+
+    framework: Literal["onnxruntime"] = "onnxruntime"
+    runner: ClassVar[str] = "runners.frameworks.ort:OnnxRuntimeRunner"
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    intra_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime decide")
+    inter_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime decide")
+    execution_mode: Literal["sequential", "parallel"] = "sequential"
+    cache: bool = Field(
+        True, description="save and reuse the optimized model (TensorRT provider: its engines)"
+    )
+    provider: Literal["cpu", "cuda", "tensorrt"] | None = Field(
+        None, description="execution provider; None: cuda on a GPU device, else cpu"
+    )
+    io_binding: bool = Field(False, description="GPU: inputs and outputs stay on the device (I/O binding)")
+    cudnn_conv_algo_search: Literal["exhaustive", "heuristic", "default"] = "exhaustive"
+    trt_fp16: bool = Field(True, description="TensorRT provider: allow FP16 kernels")

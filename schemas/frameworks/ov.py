@@ -1,0 +1,29 @@
+"""Options of OpenVINO Runtime."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from schemas.frameworks.base import FrameworkOptions
+
+
+class OpenVinoOptions(FrameworkOptions):
+    """OpenVINO Runtime."""
+
+    framework: Literal["openvino"] = "openvino"
+    runner: ClassVar[str] = "runners.frameworks.ov:OpenVinoRunner"
+    hint: Literal["latency", "throughput"] = "latency"
+    streams: int | None = Field(None, ge=1, description="None: chosen by the hint")
+    threads: int | None = Field(None, ge=1, description="None: all cores the runner may use")
+    precision: Literal["f32", "bf16", "f16"] | None = Field(
+        None, description="inference precision hint; None keeps the device default"
+    )
+    layout: Literal["NHWC", "NCHW"] | None = Field(
+        None, description="layout of the tensor fed to the model; None keeps the model's"
+    )
+    cache: bool = Field(True, description="cache compiled blobs (CACHE_DIR)")
+    static_shapes: bool = Field(
+        True, description="compile one model per batch size (in the compile phase) instead of a dynamic batch"
+    )

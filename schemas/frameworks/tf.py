@@ -1,0 +1,18 @@
+"""Options of TensorFlow: SavedModel served through a tf.function."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from schemas.frameworks.base import FrameworkOptions
+
+
+class TensorflowOptions(FrameworkOptions):
+    """TensorFlow: SavedModel served through a tf.function."""
+
+    framework: Literal["tensorflow"] = "tensorflow"
+    runner: ClassVar[str] = "runners.frameworks.tf:TensorflowRunner"
+    xla: bool | None = Field(None, description="jit_compile the function; None: on for GPU, off for CPU")
+    memory_growth: bool = Field(True, description="grow GPU memory on demand instead of taking it all")

@@ -1,0 +1,29 @@
+"""Options of TensorRT: an engine built from the ONNX artifact."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from schemas.frameworks.base import FrameworkOptions
+
+
+class TensorRTOptions(FrameworkOptions):
+    """TensorRT engine built from the ONNX artifact."""
+
+    framework: Literal["tensorrt"] = "tensorrt"
+    runner: ClassVar[str] = "runners.frameworks.trt:TensorRTRunner"
+    precision: Literal["fp32", "fp16", "int8"] = "fp16"
+    workspace_mb: int = Field(4096, ge=16, description="builder workspace limit")
+    opt_batch: int | None = Field(None, ge=1, description="profile's optimal batch; None: the largest")
+    builder_optimization_level: int | None = Field(None, ge=0, le=5)
+    cuda_graph: bool = Field(False, description="replay each batch size from a captured CUDA graph")
+    calibration: str | None = Field(None, description="int8: .npy of representative inputs")
+    cache: bool = Field(True, description="cache serialized engines")
+
+    @model_validator(mode="after")
+    def _int8_needs_calibration(self) -> TensorRTOptions:
+        if self.precision == "int8" and self.calibration is None:
+            raise ValueError("int8 needs calibration=FILE.npy (representative inputs)")
+        return self
