@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from controller import planning
 from controller.catalog import ImageInfo, get_image
-from controller.errors import BenchError
+from controller.errors import BenchError, did_you_mean
 from controller.launchers.local import LocalLauncher
 from controller.paths import Paths
 from schemas import RunSpec
@@ -63,7 +63,9 @@ def load(path: Path) -> Plan:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise BenchError(f"no plan file {where}", "plans live under plans/, e.g. plans/smoke.toml") from None
+        near = sorted(str(p) for p in path.parent.glob("*.toml")) if path.parent.is_dir() else []
+        hint = did_you_mean(str(path), near) if near else "plans live under plans/, e.g. plans/smoke.toml"
+        raise BenchError(f"no plan file {where}", hint) from None
     except (OSError, UnicodeDecodeError) as e:
         raise BenchError(f"cannot read plan {where}: {e}", "give a TOML plan file") from None
     try:
