@@ -37,6 +37,7 @@ class Cell:
     index: int  # 1-based position in the plan
     runs_index: int  # which [[runs]] table it came from (1-based)
     request: planning.RunRequest  # one image, one model (or ensemble), one option combination
+    spec: RunSpec  # the request as planned here (every option, the policy and scenario spelled out)
     image: ImageInfo
     repetitions: int
     key: str
@@ -177,6 +178,7 @@ def planned_cell(
         index=index,
         runs_index=runs_index,
         request=r,
+        spec=spec,
         image=image,
         repetitions=reps,
         key=cell_key(spec, image, host_key),

@@ -10,8 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from controller import fleet, hosts, planning, plans, service, store
 from controller import models as model_store
 from controller.catalog import get_image
@@ -21,7 +19,7 @@ from controller.launchers.local import LocalLauncher
 from controller.launchers.slurm import SlurmClient, SlurmLauncher
 from controller.paths import Paths
 from controller.planning import new_group_id
-from schemas import SCENARIO_MODELS, MeasurementPolicy, MultiStreamScenario, RunResult, ServerScenario
+from schemas import MultiStreamScenario, RunResult, ServerScenario
 from schemas.plan import Plan, SlurmOptions
 
 SCHEDULER_ENDED = ("cancelled", "preempted", "node_fail")  # statuses that say nothing of the cell
@@ -123,31 +121,15 @@ def estimate(cell: plans.Cell, past: dict[tuple[str, str], float]) -> float:
     per_batch = past.get((r.image, r.model))
     if per_batch is not None:
         return per_batch * len(r.batch_sizes)
-    policy = MeasurementPolicy.model_validate(
-        {
-            k.removeprefix("policy."): v
-            for k, _, v in (s.partition("=") for s in r.sets)
-            if k.startswith("policy.")
-        }
-    )
+    policy = cell.spec.policy
     measure = min(policy.max_time_s, max(policy.min_time_s, 3 * policy.stable_windows * policy.window_s))
     seconds = STARTUP_S + len(r.batch_sizes) * (policy.warmup_min_s + measure + 1.0)
-    spec_scenario = planned_scenario(cell)
-    if isinstance(spec_scenario, ServerScenario):
-        seconds += max(spec_scenario.min_duration_s, spec_scenario.min_queries / spec_scenario.target_qps)
-    elif isinstance(spec_scenario, MultiStreamScenario):
-        seconds += max(
-            spec_scenario.min_duration_s, spec_scenario.min_queries * spec_scenario.interval_ms / 1000
-        )
+    sc = cell.spec.scenario
+    if isinstance(sc, ServerScenario):
+        seconds += max(sc.min_duration_s, sc.min_queries / sc.target_qps)
+    elif isinstance(sc, MultiStreamScenario):
+        seconds += max(sc.min_duration_s, sc.min_queries * sc.interval_ms / 1000)
     return seconds
-
-
-def planned_scenario(cell: plans.Cell) -> BaseModel:
-    """The cell's scenario with its options, as its runs will get it."""
-    given = planning.parse_sets(cell.image.framework, cell.request.sets).scenario
-    return SCENARIO_MODELS[cell.request.scenario].model_validate(
-        {"name": cell.request.scenario, **given.get(cell.request.scenario, {})}
-    )
 
 
 def prepare(
