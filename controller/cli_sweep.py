@@ -207,7 +207,10 @@ def _run_with_progress(due: list[sweep.Due], paths: Paths, launcher: LauncherCho
                 said.add(line)
             info(line)
 
-        outcome = sweep.run(due, paths, launcher, log, runner_line, on_result=done)
+        def more(n: int) -> None:  # policy.target_ci added runs: the bar's total grows
+            progress.update(task, total=(progress.tasks[0].total or total) + n)
+
+        outcome = sweep.run(due, paths, launcher, log, runner_line, on_result=done, on_more=more)
     return outcome.results
 
 

@@ -77,30 +77,41 @@ def _wants_more(runs: list[RunResult], policy: MeasurementPolicy, rounds: int) -
     """Whether a configuration gets another repetition after `rounds` rounds."""
     if rounds < policy.repetitions:
         return True
-    if policy.target_ci is None or len(runs) >= max(policy.repetitions, policy.max_repetitions):
-        return False
     if any(r.status != "ok" for r in runs):
         return False  # a failure is not noise: more runs would not narrow anything
-    return not converged(runs, policy.target_ci)
+    return needs_more_runs(policy, len(runs), widest_interval(points_of(runs)))
 
 
-def converged(runs: list[RunResult], target: float) -> bool:
-    """Every batch size's throughput interval is within `target` of its mean (across the runs,
-    or within the run when there is only one)."""
-    by_batch: dict[int, list[float]] = {}
-    for r in runs:
-        for m in r.measurements:
-            by_batch.setdefault(m.batch_size, []).append(m.throughput_sps)
-    for bs, values in by_batch.items():
+def needs_more_runs(policy: MeasurementPolicy, made: int, widest: float) -> bool:
+    """With `policy.target_ci`: whether `made` ok runs whose widest interval is `widest` (relative
+    half-width) call for another, below the cap of max(repetitions, max_repetitions)."""
+    if policy.target_ci is None or made >= max(policy.repetitions, policy.max_repetitions):
+        return False
+    return widest > policy.target_ci
+
+
+Point = tuple[int, float, float | None]  # batch size, throughput, the run's own relative interval
+
+
+def points_of(runs: list[RunResult]) -> list[Point]:
+    return [(m.batch_size, m.throughput_sps, m.within_run_ci_rel) for r in runs for m in r.measurements]
+
+
+def widest_interval(points: list[Point]) -> float:
+    """The widest relative half-width of a throughput interval over the batch sizes: Student-t
+    across the runs, or the run's own batch-means interval when there is only one (infinite when
+    a batch size has no interval at all)."""
+    by_batch: dict[int, list[tuple[float, float | None]]] = {}
+    for bs, value, within in points:
+        by_batch.setdefault(bs, []).append((value, within))
+    widest = 0.0
+    for values in by_batch.values():
         if len(values) == 1:
-            within = next(m.within_run_ci_rel for m in runs[0].measurements if m.batch_size == bs)
-            if within is None or within > target:
-                return False
-            continue
-        width = stats.mean_ci(values).relative_half_width
-        if width is None or width > target:
-            return False
-    return True
+            width = values[0][1]
+        else:
+            width = stats.mean_ci([v for v, _ in values]).relative_half_width
+        widest = max(widest, float("inf") if width is None else width)
+    return widest if by_batch else float("inf")
 
 
 def run(

@@ -99,6 +99,33 @@ def states(db: Path, keys: list[str]) -> dict[str, CellState]:
     return found
 
 
+def widest_intervals(db: Path, keys: list[str]) -> dict[str, float]:
+    """Per cell key with ok runs: the widest relative half-width of its throughput intervals over
+    its batch sizes (`service.widest_interval` over every ok run the store holds of it)."""
+    if not db.exists() or not keys:
+        return {}
+    _, rows = store.read(
+        db,
+        "SELECT cell, batch_size, throughput_sps, within_run_ci_rel FROM results WHERE status = 'ok' "
+        "AND batch_size IS NOT NULL AND throughput_sps IS NOT NULL AND cell IN (SELECT unnest(?))",
+        [keys],
+    )
+    points: dict[str, list[service.Point]] = {}
+    for key, bs, value, within in rows:
+        points.setdefault(key, []).append((int(bs), float(value), None if within is None else float(within)))
+    return {key: service.widest_interval(p) for key, p in points.items()}
+
+
+def narrowing(cell: plans.Cell, ok: int, widest: float | None) -> str | None:
+    """Why a cell that has its repetitions gets one more (policy.target_ci), or None."""
+    policy = cell.spec.policy
+    if widest is None or not service.needs_more_runs(policy, ok, widest):
+        return None
+    cap = max(policy.repetitions, policy.max_repetitions)
+    shown = "unknown" if widest == float("inf") else f"±{widest:.1%}"
+    return f"interval {shown} > target ±{policy.target_ci:.1%} ({ok} of at most {cap} runs)"
+
+
 def history(db: Path, host: str) -> dict[tuple[str, str], float]:
     """Seconds per batch size of past ok runs on this host, per (image, model): the estimate's base."""
     if not db.exists():
@@ -155,6 +182,7 @@ def prepare(
     if not dry_run:
         store.ensure_store(paths.db)
     found = states(paths.db, [c.key for c in cells])
+    widths = widest_intervals(paths.db, [c.key for c in cells if c.spec.policy.target_ci is not None])
     in_flight = fleet.open_cells(paths.db) if slurm is not None else {}
     past = history(paths.db, host.hostname)
     due = []
@@ -170,6 +198,9 @@ def prepare(
         else:
             runs = max(0, c.repetitions - st.ok - queued)
             why = "done" if runs == 0 else ("due" if st.ok == 0 else f"due ({st.ok} of {c.repetitions} done)")
+            wider = narrowing(c, st.ok, widths.get(c.key)) if runs == 0 and not queued else None
+            if wider is not None:
+                runs, why = 1, f"due: {wider}"
             if queued:
                 why = f"{queued} queued or running" + (f", {runs} due" if runs else "")
             due.append(Due(c, st, runs, why, runs * estimate(c, past), queued=queued))
@@ -190,10 +221,13 @@ def run(
     log: LineSink,
     on_line: LineSink,
     on_result: Callable[[Due, RunResult], None],
+    on_more: Callable[[int], None] | None = None,
 ) -> SweepOutcome:
     """Run every due cell: in rounds (each due cell once per round, in plan order, so candidates
-    are measured side by side), until each has its repetitions. A cell whose run fails gets no
-    more runs in this sweep; a cell unsupported here is recorded once."""
+    are measured side by side), until each has its repetitions, and then, with `policy.target_ci`,
+    one more per round while its interval is wider than the target (up to `max_repetitions`).
+    A cell whose run fails gets no more runs in this sweep; a cell unsupported here is recorded
+    once. `on_more(n)`: n runs were added to those announced."""
     group = new_group_id()
     outcome = SweepOutcome(skipped_failed=sum(1 for d in due if d.runs == 0 and d.state.failed))
     left = {d.cell.key: d.runs for d in due}
@@ -209,6 +243,13 @@ def run(
             if result.status == "ok":
                 done_ok[key] += 1
                 left[key] -= 1
+                if not left[key] and d.cell.spec.policy.target_ci is not None:
+                    wider = narrowing(d.cell, done_ok[key], widest_intervals(paths.db, [key]).get(key))
+                    if wider is not None:
+                        log(f"cell {d.cell.index} {d.cell.label}: {wider}: one more run")
+                        left[key] = 1
+                        if on_more is not None:
+                            on_more(1)
             else:
                 left[key] = 0
             on_result(d, result)
@@ -271,5 +312,10 @@ def submit(
             submitted.append(fleet.submit_one(launcher, spec, req.timeout_s, paths, submitted, log))
     if submitted:
         log(f"{len(submitted)} job(s) submitted; following them (Ctrl-C leaves them running)")
+    if any(d.runs and d.cell.spec.policy.target_ci is not None for d in sp.due):
+        log(
+            "policy.target_ci: jobs are submitted at once, so cells whose interval is still wider "
+            "than the target get one more run each time this sweep is run again"
+        )
     outcome.results += fleet.follow(submitted, paths, log, client).stored
     return outcome

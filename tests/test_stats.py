@@ -342,3 +342,24 @@ def test_every_candidate_above_every_baseline_is_called(base: list[float], facto
     assert forward.p_value == pytest.approx(min_attainable_p(len(base), len(base)))
     assert forward.ratio.estimate >= factor * (1 - 1e-12)
     assert verdict(candidate, base, higher_is_better=False).verdict == "slower"
+
+
+def test_widest_interval_and_the_target_ci_rule() -> None:
+    """The rule that adds repetitions for policy.target_ci, on textbook numbers: 100, 102, 98 has
+    sd 2, so the half-width is t(2) * 2 / sqrt(3) = 4.97 % of the mean; the widest batch size
+    decides; one run falls back to its own interval; none at all is infinitely wide."""
+    from controller.service import needs_more_runs, widest_interval
+    from schemas import MeasurementPolicy
+
+    three = [(1, 100.0, None), (1, 102.0, None), (1, 98.0, None)]
+    expected = T975[2] * 2 / math.sqrt(3) / 100
+    assert widest_interval(three) == pytest.approx(expected, rel=1e-6)
+    tight = [(8, 800.0, None), (8, 800.8, None), (8, 799.2, None)]
+    assert widest_interval(three + tight) == pytest.approx(expected, rel=1e-6)
+    assert widest_interval([(1, 100.0, 0.03)]) == 0.03
+    assert widest_interval([(1, 100.0, None)]) == math.inf and widest_interval([]) == math.inf
+    policy = MeasurementPolicy(repetitions=2, target_ci=0.04, max_repetitions=5)
+    assert needs_more_runs(policy, 3, expected)  # 4.97 % > 4 %
+    assert not needs_more_runs(policy, 5, expected)  # the cap
+    assert not needs_more_runs(policy.model_copy(update={"target_ci": 0.05}), 3, expected)
+    assert not needs_more_runs(MeasurementPolicy(), 1, math.inf)  # no target: never

@@ -117,6 +117,41 @@ def test_new_hardware_makes_cells_due_again(
     assert doc["runs_due"] == 2 and all(c["state"] == "due" for c in doc["cells"])
 
 
+def test_target_ci_adds_runs_until_narrow_or_capped(
+    cli: Any, bench: Any, fake_model: Path, tmp_path: Path
+) -> None:
+    """policy.target_ci in a plan: a target no run can meet (0.01 %) takes the cell to its cap of
+    max_repetitions, one run per round; a loose one (50 %) is met by the first run. The cap is
+    remembered across sweeps, and raising it makes exactly the difference due."""
+
+    def plan(cap: int) -> Path:
+        path = tmp_path / "ci.toml"
+        path.write_text(
+            'name = "ci"\nrepetitions = 1\n'
+            "policy = { min_time_s = 0.2, max_time_s = 0.4, window_s = 0.05, warmup_min_s = 0.05 }\n"
+            '[[runs]]\nimages = ["null"]\nmodels = ["fake"]\nbatch_sizes = [1]\n'
+            f'set = {{ work_us = 100, "policy.target_ci" = 0.0001, "policy.max_repetitions" = {cap} }}\n'
+            '[[runs]]\nimages = ["null"]\nmodels = ["fake"]\nbatch_sizes = [1]\n'
+            'set = { work_us = 300, "policy.target_ci" = 0.5, "policy.max_repetitions" = 3 }\n'
+        )
+        return path
+
+    first = cli("sweep", plan(3), "--launcher", "local")
+    assert first.exit_code == 0, first.output
+    assert "interval" in first.output and "one more run" in first.output
+    work = dict(bench.rows("SELECT options->>'work_us', count(*) FROM runs GROUP BY ALL"))
+    assert work == {"100.0": 3, "300.0": 1}, work
+    order = [w for (w,) in bench.rows("SELECT options->>'work_us' FROM runs ORDER BY started_at")]
+    assert order[:2] == ["100.0", "300.0"]  # the narrow cell's first run stays in round 1
+    again = cli("sweep", plan(3), "--launcher", "local")
+    assert again.exit_code == 0 and "2 of 2 already done" in again.output
+    dry = json.loads(cli("sweep", plan(4), "--dry-run", "--json").stdout)
+    wide = next(c for c in dry["cells"] if "work_us=100" in c["options"])
+    assert wide["runs_due"] == 1 and "of at most 4 runs" in wide["state"], wide
+    assert cli("sweep", plan(4), "--launcher", "local").exit_code == 0
+    assert bench.count("runs") == 5
+
+
 def test_unsupported_cell_is_recorded_once(cli: Any, bench: Any, fake_model: Path, tmp_path: Path) -> None:
     path = write_plan(
         tmp_path,
