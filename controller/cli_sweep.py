@@ -137,7 +137,7 @@ def sweep_command(
         synced = fleet.sync(paths, info)  # jobs that ended since: their cells may be done now
         if synced.stored:
             info(f"stored {len(synced.stored)} result(s) of jobs that ended since the last look")
-    sp = sweep.prepare(plan, paths, retry_failed, dry_run, slurm)
+    sp = sweep.prepare(plan, paths, retry_failed, dry_run, slurm, log=info)
     if dry_run:
         if as_json:
             print(json.dumps(_dry_json(sp), indent=1))
@@ -153,7 +153,7 @@ def sweep_command(
     info(_headline(sp))
     sweep.export_missing(sp, paths, info, runner_line)
     if sp.missing_models:  # now exported: check the cells against the models themselves
-        sp = sweep.prepare(plan, paths, retry_failed, False, slurm)
+        sp = sweep.prepare(plan, paths, retry_failed, False, slurm, log=info)
     if slurm is not None:
         results = sweep.submit(sp, slurm, paths, info).results
     else:

@@ -10,16 +10,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller import fleet, hosts, planning, plans, service, store
+from pydantic import ValidationError
+
+from controller import fleet, hosts, ingestion, planning, plans, service, store
 from controller import models as model_store
 from controller.catalog import get_image
 from controller.launchers import select_launcher
-from controller.launchers.base import LauncherChoice, LineSink
+from controller.launchers.base import RESULT_FILE, SPEC_FILE, LauncherChoice, LineSink
 from controller.launchers.local import LocalLauncher
-from controller.launchers.slurm import SlurmClient, SlurmLauncher
+from controller.launchers.slurm import SCRIPT_FILE, SlurmClient, SlurmLauncher
 from controller.paths import Paths
 from controller.planning import new_group_id
-from schemas import MultiStreamScenario, RunResult, ServerScenario
+from schemas import MultiStreamScenario, RunResult, RunSpec, ServerScenario
 from schemas.plan import Plan, SlurmOptions
 
 SCHEDULER_ENDED = ("cancelled", "preempted", "node_fail")  # statuses that say nothing of the cell
@@ -166,12 +168,14 @@ def prepare(
     dry_run: bool,
     slurm: SlurmOptions | None = None,
     client: SlurmClient | None = None,
+    log: LineSink | None = None,
 ) -> SweepPlan:
     """Read the plan, expand its cells and find what is due here; nothing runs.
 
     With `slurm` (the flags; the plan's `[slurm]` table fills what they leave out) the cells are
     keyed on the cluster and node kind instead of this host, and runs of a cell that are queued
-    or running as jobs count as made: a rerun submits only what is neither done nor in flight."""
+    or running as jobs count as made: a rerun submits only what is neither done nor in flight.
+    With `log` (a sweep about to run here), results of the cells left unstored are stored first."""
     plan = plans.load(plan_path)
     missing = plans.missing_models(plan, paths)
     if slurm is not None:
@@ -181,6 +185,8 @@ def prepare(
     cells = plans.cells(plan, paths, host.key, check_models=not missing, here=slurm is None)
     if not dry_run:
         store.ensure_store(paths.db)
+        if log is not None and slurm is None:
+            recover(paths, {c.key for c in cells}, log)
     found = states(paths.db, [c.key for c in cells])
     widths = widest_intervals(paths.db, [c.key for c in cells if c.spec.policy.target_ci is not None])
     in_flight = fleet.open_cells(paths.db) if slurm is not None else {}
@@ -205,6 +211,45 @@ def prepare(
                 why = f"{queued} queued or running" + (f", {runs} due" if runs else "")
             due.append(Due(c, st, runs, why, runs * estimate(c, past), queued=queued))
     return SweepPlan(plan, cells, due, missing, host)
+
+
+def recover(paths: Paths, keys: set[str], log: LineSink) -> int:
+    """Store the results of these cells that reached their run folders but not the store (bench-ctl
+    was killed between a run's end and its storing, or the store refused it then), so a resumed
+    sweep counts them instead of measuring them again. Slurm jobs' folders are left to `fleet sync`.
+    Returns how many were stored."""
+    if not keys or not paths.runs.is_dir():
+        return 0
+    folders = {
+        p.name: p
+        for p in paths.runs.iterdir()
+        if (p / RESULT_FILE).is_file() and not (p / SCRIPT_FILE).exists()
+    }
+    stored: set[str] = set()
+    if folders and paths.db.exists():
+        _, rows = store.read(
+            paths.db, "SELECT run_id FROM runs WHERE run_id IN (SELECT unnest(?))", [list(folders)]
+        )
+        stored = {str(r[0]) for r in rows}
+    ours = []
+    for name in sorted(set(folders) - stored):
+        try:
+            spec = RunSpec.model_validate_json((folders[name] / SPEC_FILE).read_bytes())
+        except (OSError, ValueError, ValidationError):
+            continue  # not a run of a cell (or not readable): `bench-ctl ingest` is the tool for it
+        if spec.cell in keys:
+            ours.append(folders[name])
+    if not ours:
+        return 0
+    report = ingestion.ingest_paths(ours, paths.db)
+    if report.ingested:
+        log(
+            f"stored {len(report.ingested)} result(s) of this plan that were measured but not stored "
+            "(bench-ctl stopped before storing them): they count as done"
+        )
+    for path, why in report.failed.items():
+        log(f"not stored: {path}: {why}")
+    return len(report.ingested)
 
 
 def export_missing(sp: SweepPlan, paths: Paths, log: LineSink, on_line: LineSink) -> None:

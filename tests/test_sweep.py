@@ -214,9 +214,40 @@ sweep = { work_us = [0, 10, 20, 30] }
     assert 2 <= before < 4, f"expected to kill the sweep half-way, {before} runs were stored"
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert f"{before} of 4 already done" in result.stderr
+    # Killed between a run's result and its storing: that result is stored now, not measured again.
+    recovered = 1 if "stored 1 result(s) of this plan" in result.stderr else 0
+    assert f"{before + recovered} of 4 already done" in result.stderr
     stored = cells_in_store(bench)
     assert len(stored) == 4 and all(s == ["ok"] for s in stored.values())
+
+
+def test_results_measured_but_not_stored_count_as_done(
+    cli: Any, bench: Any, fake_model: Path, tmp_path: Path
+) -> None:
+    """A result in its run folder that never reached the store (bench-ctl killed between the two,
+    or the store refused it then) is stored by the next sweep instead of measured again; run
+    folders of other work are left alone."""
+    import duckdb
+
+    path = write_plan(tmp_path, NULL_PAIR, repetitions=1)
+    assert cli("sweep", path, "--launcher", "local").exit_code == 0
+    other = cli("run", "--image", "null", "--model", "fake", "-b", "1", "--launcher", "local")
+    assert other.exit_code == 0, other.output
+    (lost, cell), (foreign,) = (
+        bench.rows("SELECT run_id, cell FROM runs WHERE cell IS NOT NULL ORDER BY run_id LIMIT 1")[0],
+        bench.rows("SELECT run_id FROM runs WHERE cell IS NULL")[0],
+    )
+    with duckdb.connect(str(bench.db)) as con:
+        for run_id in (lost, foreign):
+            con.execute("DELETE FROM measurements WHERE run_id = ?", [run_id])
+            con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+    again = cli("sweep", path, "--launcher", "local")
+    assert again.exit_code == 0, again.output
+    assert "stored 1 result(s) of this plan that were measured but not stored" in again.output
+    assert "2 of 2 already done" in again.output
+    assert bench.rows("SELECT cell FROM runs WHERE run_id = ?", [lost]) == [(cell,)]
+    assert not bench.rows("SELECT 1 FROM runs WHERE run_id = ?", [foreign])
+    assert bench.count("runs") == 2
 
 
 def _stored_runs(bench: Any) -> int:
