@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from controller import stats, store
 from controller.errors import BenchError, did_you_mean
@@ -32,6 +32,14 @@ RULE = (
     "two-sided Mann-Whitney U on per-run values, p < 0.05, and a ratio of at least "
     f"{stats.DEFAULT_MIN_EFFECT:.0%} either way (at least {stats.min_repetitions()} runs of each)"
 )
+
+
+class Earlier(NamedTuple):
+    """An earlier build of an image on a host, by its framework version."""
+
+    image: str
+    host: str
+    version: str
 
 
 def current_host() -> str:
@@ -108,8 +116,8 @@ def _results(
         params.append(run_ids)
     cols, raw = store.read(
         db,
-        f"""SELECT host, image, variant, device, batch_size, {metric} AS value, within_run_ci_rel, noisy,
-                   precision, rel_err, started_at
+        f"""SELECT run_id, host, image, variant, device, batch_size, {metric} AS value, within_run_ci_rel,
+                   noisy, precision, rel_err, started_at, lock_hash, framework, framework_version
             FROM results WHERE {where} AND {metric} IS NOT NULL ORDER BY started_at""",
         params,
     )
@@ -122,6 +130,38 @@ def _results(
             f"run one: bench-ctl run --image ort --model {model} --repeat 5",
         )
     return rows
+
+
+def newest_builds(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[Earlier, set[str]]]:
+    """Keep, of each configuration (host, image, options, device), only the runs of the newest
+    build of the image that measured it: a build is its lock (the packages it was made from), and
+    runs of two builds (say, before and after an upgrade of the framework) are never pooled.
+    `rows` are oldest first. Returns the rows kept and the run ids left out, per earlier build."""
+
+    def cell(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["host"], r["image"], r["variant"], r["device"])
+
+    newest = {cell(r): r["lock_hash"] for r in rows}  # the last one seen is the newest
+    kept = []
+    left: dict[Earlier, set[str]] = defaultdict(set)
+    for r in rows:
+        if r["lock_hash"] == newest[cell(r)]:
+            kept.append(r)
+        else:
+            version = (
+                f"{r['framework']} {r['framework_version']}" if r["framework_version"] else "another lock"
+            )
+            left[Earlier(str(r["image"]), str(r["host"]), version)].add(str(r["run_id"]))
+    return kept, left
+
+
+def left_out_notes(left: dict[Earlier, set[str]], hosts: list[str]) -> list[str]:
+    return [
+        f"{len(ids)} run(s) of {e.image} on {e.host} from an earlier build ({e.version}) left out: a "
+        "configuration shows the newest build that measured it (the others stay in `results`)"
+        for e, ids in sorted(left.items())
+        if e.host in hosts
+    ]
 
 
 def _verdict_cell(values: list[float], base: list[float], higher: bool) -> VerdictCell | None:
@@ -157,7 +197,7 @@ def compare_hosts(
 ) -> HostPair:
     """Each configuration of `model` that either host measured, per batch size: the old host's
     cell, the new host's, and new/old with its interval and verdict (the one comparison rule)."""
-    rows = _results(db, model, metric, device, scenario)
+    rows, left_out = newest_builds(_results(db, model, metric, device, scenario))
     stored = sorted({str(r["host"]) for r in rows})
     for h in (old, new):
         if h not in stored:
@@ -184,7 +224,14 @@ def compare_hosts(
             )
         )
     return HostPair(
-        model=model, metric=metric, higher_is_better=higher, old_host=old, new_host=new, rule=RULE, rows=out
+        model=model,
+        metric=metric,
+        higher_is_better=higher,
+        old_host=old,
+        new_host=new,
+        rule=RULE,
+        rows=out,
+        left_out=left_out_notes(left_out, [old, new]),
     )
 
 
@@ -203,7 +250,7 @@ def compare(
     (only the runs `run_ids` when given: one command's runs)."""
     if host is not None and across_hosts:
         raise BenchError("--host and --across-hosts exclude each other", "choose one")
-    rows = _results(db, model, metric, device, scenario, run_ids)
+    rows, left_out = newest_builds(_results(db, model, metric, device, scenario, run_ids))
     hosts = _choose_hosts(sorted({str(r["host"]) for r in rows}), host, across_hosts, model)
     groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -243,4 +290,5 @@ def compare(
         baseline=baseline,
         rule=RULE,
         rows=out_rows,
+        left_out=left_out_notes(left_out, hosts),
     )

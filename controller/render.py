@@ -215,7 +215,7 @@ def comparison(console: Console, cmp: Comparison) -> None:
             "sharper answer",
             soft_wrap=True,
         )
-    for note in notes:
+    for note in [*notes, *cmp.left_out]:
         console.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
 
 
@@ -240,7 +240,8 @@ def host_pair(console: Console, pair: HostPair) -> None:
             _verdict_text(row.verdict) if row.verdict else "",
         )
     console.print(t)
-    console.print(f"[dim]verdict: {escape(pair.rule)}[/]", soft_wrap=True)
+    for note in [f"verdict: {pair.rule}", *pair.left_out]:
+        console.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
 
 
 def run_lines(console: Console, results: Sequence[RunResult]) -> None:

@@ -55,6 +55,7 @@ class Comparison(BaseModel):
     baseline: str | None
     rule: str
     rows: list[CompareRow]
+    left_out: list[str] = []  # runs of earlier builds, not pooled with the newest
 
 
 class HostPairRow(BaseModel):
@@ -77,3 +78,4 @@ class HostPair(BaseModel):
     new_host: str
     rule: str
     rows: list[HostPairRow]
+    left_out: list[str] = []  # runs of earlier builds, not pooled with the newest

@@ -218,12 +218,13 @@ SELECT
 FROM runs r LEFT JOIN measurements m USING (run_id)
 """
 
-# One row per group of repetitions: the unit of an answer. Intervals are Student-t over the
+# One row per group of repetitions: the unit of an answer (one build of an image: runs of two
+# locks are never pooled; `compare` and `report` show the newest). Intervals are Student-t over the
 # repetitions' values (as controller/stats.py computes them); a group of one repetition gets the
 # within-run batch-means interval for throughput, labelled so. Keep in step with docs/results.md.
 _SUMMARY_SELECT = """WITH g AS (
     SELECT
-        host, image, framework, framework_version, variant, model, device, scenario, batch_size,
+        host, image, framework, framework_version, lock_hash, variant, model, device, scenario, batch_size,
         count(*) AS repetitions,
         avg(throughput_sps) AS throughput_sps,
         stddev_samp(throughput_sps) AS throughput_sd,
@@ -242,10 +243,11 @@ _SUMMARY_SELECT = """WITH g AS (
         list(run_id ORDER BY started_at) AS run_ids
     FROM results
     WHERE status = 'ok' AND batch_size IS NOT NULL{condition}
-    GROUP BY host, image, framework, framework_version, variant, model, device, scenario, batch_size
+    GROUP BY host, image, framework, framework_version, lock_hash, variant, model, device, scenario,
+        batch_size
 )
 SELECT
-    g.host, g.image, g.framework, g.framework_version, g.variant, g.model, g.device, g.scenario,
+    g.host, g.image, g.framework, g.framework_version, g.lock_hash, g.variant, g.model, g.device, g.scenario,
     g.batch_size, g.repetitions,
     g.throughput_sps,
     CASE WHEN g.repetitions > 1 THEN g.throughput_sps - h.t * g.throughput_sd / sqrt(g.repetitions)

@@ -335,6 +335,8 @@ def result_factory() -> Callable[..., Any]:
         host: str = "testhost",
         repetition: int | None = None,
         within_rel: float | None = None,
+        lock_hash: str | None = None,
+        framework_version: str = "python-3.11",
     ) -> RunResult:
         run_id = run_id or f"20250101T000000Z-{image}-{model}-{next(counter):06x}"
         policy = MeasurementPolicy()
@@ -367,7 +369,7 @@ def result_factory() -> Callable[..., Any]:
             started_at=started,
             finished_at=started + timedelta(seconds=3),
             framework="null",
-            framework_version="python-3.11",
+            framework_version=framework_version,
             precision="none",
             phases=[
                 Phase(name="import", seconds=0.1),
@@ -396,10 +398,10 @@ def result_factory() -> Callable[..., Any]:
                 cpu_count=2,
                 memory_total_mb=1024.0,
                 framework="null",
-                framework_version="python-3.11",
+                framework_version=framework_version,
                 packages={},
             ),
-            launch=LaunchInfo(launcher="local", image_ref=f"local:{image}", exit_code=0),
+            launch=LaunchInfo(launcher="local", image_ref=f"local:{image}", exit_code=0, lock_hash=lock_hash),
         )
 
     return make

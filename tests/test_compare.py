@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +173,49 @@ def test_run_bad_repetition_input(cli: Any, bench: Any, fake_model: Path, extra:
     r = cli(*args, *extra)
     assert r.exit_code == 2, r.output
     assert bench.run_dirs() == [] and bench.count("runs") == 0
+
+
+def test_two_builds_of_an_image_are_never_pooled(cli: Any, bench: Any, make_result: Any) -> None:
+    """Truth: the image rebuilt from a new lock (framework 2.0) runs in half the time. A
+    configuration shows only the newest build's runs (throughput 2x the old build's, which the
+    summary view keeps as its own group) and says what it left out; a batch size only the old build
+    measured is not mixed in."""
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    with store.connect(bench.db) as con:
+        for i in range(5):
+            for lock, version, scale, day in (("old", "1.0", 1.0, 0), ("new", "2.0", 0.5, 1)):
+                store.ingest(
+                    con,
+                    make_result(
+                        image="ort", scale=scale, host=HERE, lock_hash=lock, framework_version=version,
+                        started_at=t0 + timedelta(days=day, minutes=i),
+                        batch_sizes=(1, 2, 4) if lock == "old" else (1, 2),
+                    ),
+                )  # fmt: skip
+    doc = _compare(cli)
+    assert [row["batch_size"] for row in doc["rows"]] == [1, 2]
+    _, groups = store.query(
+        bench.db, "SELECT lock_hash, throughput_sps FROM summary WHERE batch_size = 1 ORDER BY lock_hash"
+    )
+    (new, new_sps), (old, old_sps) = groups
+    assert (new, old) == ("new", "old") and new_sps == pytest.approx(2 * old_sps, rel=0.05)
+    cell = doc["rows"][0]["cells"]["ort"]
+    assert cell["runs"] == 5 and cell["value"] == pytest.approx(new_sps, rel=1e-9)
+    assert doc["left_out"] == [
+        f"5 run(s) of ort on {HERE} from an earlier build (null 1.0) left out: a configuration shows "
+        "the newest build that measured it (the others stay in `results`)"
+    ]
+    text = cli("compare", "--model", "fake", env={"COLUMNS": "200"}).stdout
+    assert "from an earlier build (null 1.0) left out" in text
+    # The report draws the same: one point per batch size, the new build's.
+    from controller.figures.data import memory_sql, throughput_sql
+    from controller.figures.selection import Selection
+
+    for where in (None, "batch_size <= 4"):
+        _, points = store.query(bench.db, throughput_sql(Selection(where=where)))
+        assert [(p[4], p[5]) for p in points] == [(1, 5), (2, 5)]  # batch size, runs
+        assert points[0][6] == pytest.approx(new_sps, rel=1e-9)
+    _, selected = store.query(
+        bench.db, memory_sql(Selection()).replace("ensemble_members IS NOT NULL", "true")
+    )
+    assert [p[4] for p in selected] == [1, 2] and all(p[5] == 5 for p in selected)

@@ -158,7 +158,7 @@ def test_report_page_names_sql_fingerprints_and_failures(cli: Any, null_store: P
     assert "out of memory" in page
     # Hosts, fingerprints and environments.
     assert socket.gethostname() in page and "cpu_model" in page and "memory_total_mb" in page
-    lock = next(s for s in sqls if "lock_hash" in s)
+    lock = next(s for s in sqls if "image_digest" in s)
     rows = json.loads(cli("query", lock, "--db", str(null_store), "--format", "json").stdout)
     assert rows and all(r["lock_hash"] and r["lock_hash"] in page for r in rows)
     assert sum(r["runs"] for r in rows) == 5

@@ -170,11 +170,22 @@ def _key(prefix: str = "") -> str:
     )
 
 
+def newest_build(when: str) -> str:
+    """A QUALIFY clause keeping, per configuration (host, image, options, device, model, scenario),
+    the rows of the newest build of the image that measured it (its lock hash), by `when`: runs of
+    two builds are never drawn as one line, as `compare` never pools them."""
+    return (
+        "QUALIFY coalesce(lock_hash, '') = arg_max(coalesce(lock_hash, ''), "
+        f"{when})\n        OVER (PARTITION BY host, image, variant, device, model, scenario)"
+    )
+
+
 def _selected(selection: Selection) -> str:
-    """The selected rows of `results` as a CTE named `selected`."""
+    """The selected rows of `results`, of the newest build of each configuration, as a CTE named
+    `selected`."""
     condition = selection.condition()
     where = "" if condition == "true" else f"\n    WHERE {condition}"
-    return f"WITH selected AS (\n    SELECT * FROM results{where}\n)\n"
+    return f"WITH selected AS (\n    SELECT * FROM results{where}\n    {newest_build('started_at')}\n)\n"
 
 
 def _selected_runs(selection: Selection) -> str:
@@ -192,6 +203,7 @@ def throughput_sql(selection: Selection) -> str:
         head + f"SELECT {_key()}, batch_size, repetitions, throughput_sps,\n"
         "       throughput_ci_low, throughput_ci_high, ci_method, precision, noisy\n"
         f"FROM summary\nWHERE scenario = 'offline' AND {selection.condition(with_where=False)}\n"
+        f"{newest_build('last_run_at')}\n"
         "ORDER BY model, image, variant, host, batch_size"
     )
 
