@@ -99,7 +99,10 @@ class DigestCache:
         return digest, st.st_size
 
     def save(self) -> None:
+        """Write the cache when it learnt something, forgetting files that are gone (models removed
+        or re-exported), so it stays as small as the model store."""
         if self.changed:
+            self.entries = {k: v for k, v in self.entries.items() if Path(k).is_file()}
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(self.path, json.dumps(self.entries))
 

@@ -29,6 +29,23 @@ def test_intact_model_verifies_and_is_cached(bench: Any, fake_model: Path) -> No
     assert cache.stat().st_mtime_ns == before
 
 
+def test_digest_cache_forgets_files_that_are_gone(bench: Any, fake_model: Path, tmp_path: Path) -> None:
+    import json
+
+    paths = Paths.from_env()
+    cache_file = paths.cache / "model-digests.json"
+    gone = tmp_path / "gone.bin"
+    gone.write_bytes(b"x")
+    cache = model_store.DigestCache(cache_file)
+    cache.digest(gone)
+    cache.save()
+    assert str(gone.resolve()) in json.loads(cache_file.read_text())
+    gone.unlink()
+    model_store.verify(paths, model_store.read_manifest(paths, "fake"))  # learns the model's files
+    kept = json.loads(cache_file.read_text())
+    assert str(gone.resolve()) not in kept and kept
+
+
 def test_tampered_model_is_refused_before_running(cli: Any, bench: Any, fake_model: Path) -> None:
     onnx = fake_model / "model.onnx"
     data = onnx.read_bytes()
