@@ -107,6 +107,13 @@ def fleet_status(
     if as_json:
         print(json.dumps([j.model_dump(mode="json") for j in listed], indent=1))
         return
+    if not listed:
+        out.print(
+            "no Slurm jobs recorded in this store: submit with `bench-ctl run|sweep --launcher slurm`"
+            if everything
+            else "no open Slurm jobs (--all: also those whose results are stored)"
+        )
+        return
     cols = ["job_id", "run_id", "image", "model", "state", "reason", "node", "status"]
     render.table(out, cols, [[getattr(j, c) for c in cols] for j in listed])
 

@@ -271,6 +271,7 @@ def test_killed_controller_then_fleet_sync_stores_everything_once(
     )
     assert len(rows) == 3 and all(r[1] == 1 and r[2] == "ok" and r[3] in ids for r in rows)
     assert cli("fleet", "status", "--json").stdout.strip() == "[]"
+    assert "no open Slurm jobs (--all" in cli("fleet", "status").stdout
     everything = json.loads(cli("fleet", "status", "--all", "--json").stdout)
     assert [j["status"] for j in everything] == ["ok"] * 3
 
