@@ -261,9 +261,12 @@ def _signal_bench_ctl(c: Case, sig: signal.Signals) -> Outcome:
     c.wait_runner()
     time.sleep(1.0)
     proc.send_signal(sig)
-    proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     ok = proc.returncode != 0
-    return verdict(c, f"bench-ctl-{sig.name.lower()}-during-run", ok, f"bench-ctl exit {proc.returncode}")
+    said = " | ".join(err.strip().splitlines()[-3:])
+    return verdict(
+        c, f"bench-ctl-{sig.name.lower()}-during-run", ok, f"bench-ctl exit {proc.returncode}: {said}"
+    )
 
 
 @case
