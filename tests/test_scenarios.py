@@ -116,12 +116,16 @@ def test_dynamic_batching_sustains_a_load_batch_one_cannot(cli: Any, short_polic
 def test_multi_stream_valid_then_late(cli: Any, bench: Any, short_policy: list[str]) -> None:
     work = ["--set", "work_us=500", "--set", "work_us_per_sample=100"]  # a query of 8: 1.3 ms
     ms = ["--scenario", "multi-stream", "--set", "multi-stream.min_duration_s=0.5"]
-    code, r = run(cli, short_policy, *ms, "--set", "multi-stream.interval_ms=10", *work, batch_sizes="1,8")
+    # A query every 40 ms takes 1.3 ms: on time even on a crowded host.
+    few = ["--set", "multi-stream.min_queries=40"]
+    code, r = run(
+        cli, short_policy, *ms, *few, "--set", "multi-stream.interval_ms=40", *work, batch_sizes="1,8"
+    )
     assert code == 0 and r.status == "ok", r.message
     [m] = r.measurements
     assert m.scenario == "multi-stream" and m.batch_size == 8 and m.valid is True, m.invalid_reason
-    assert m.iterations == 100 and m.mean_batch == 8 and m.padding_waste == 0  # min_queries 100
-    assert m.latency_p99_ms >= 1.3 and m.target_qps == pytest.approx(100)
+    assert m.iterations == 40 and m.mean_batch == 8 and m.padding_waste == 0  # min_queries 40
+    assert m.latency_p99_ms >= 1.3 and m.target_qps == pytest.approx(25)
     assert bench.rows("SELECT scenario, valid FROM results WHERE run_id = ?", [r.run_id]) == [
         ("multi-stream", True)
     ]
@@ -134,20 +138,21 @@ def test_multi_stream_valid_then_late(cli: Any, bench: Any, short_policy: list[s
 
 @pytest.mark.usefixtures("null_env", "fake_model")
 def test_find_peak_stores_every_probe(cli: Any, bench: Any, short_policy: list[str]) -> None:
-    # Batch 1 serves about 1/2.1 ms = 476 queries/s; the search doubles from 100 past it, then
+    # Batch 1 serves about 1/1.1 ms = 900 queries/s; the search doubles from 50 past it, then
     # bisects: the peak lies below the capacity and every probe is a stored run of one group.
+    # (50 and 100 queries/s load one core by 5 and 10 %: they hold even on a crowded host.)
     result = cli(
         "run", "--image", "null", "--model", "fake", "--launcher", "local", "-b", "1",
-        *short_policy, "--scenario", "server", "--set", "work_us=2000", "--find-peak",
-        *server_sets(target_qps=100, max_batch=1, latency_bound_ms=40, min_duration_s=1, min_queries=20),
+        *short_policy, "--scenario", "server", "--set", "work_us=1000", "--find-peak",
+        *server_sets(target_qps=50, max_batch=1, latency_bound_ms=40, min_duration_s=1, min_queries=20),
         "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     probes = [RunResult.model_validate(p) for p in doc["probes"]]
     rates = [p.measurements[0].target_qps for p in probes]
-    assert rates[:3] == [100, 200, 400] and len(rates) >= 4
-    assert doc["peak_qps"] is not None and 100 <= doc["peak_qps"] < 600
+    assert rates[:2] == [50, 100] and len(rates) >= 4
+    assert doc["peak_qps"] is not None and 50 <= doc["peak_qps"] < 1100
     held = [p.measurements[0].target_qps for p in probes if p.measurements[0].valid]
     assert doc["peak_qps"] == max(held)
     assert any(not p.measurements[0].valid for p in probes)
