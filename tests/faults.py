@@ -405,10 +405,13 @@ def read_only_store(c: Case) -> Outcome:
 @case
 def eight_concurrent_runs(c: Case) -> Outcome:
     procs = [c.start(*c.run_args(*SHORT)) for _ in range(8)]
-    codes = [p.wait(timeout=300) for p in procs]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    codes = [p.returncode for p in procs]
     store = check_store(c.db)
     ok = codes == [0] * 8 and len(store.runs) == 8
-    return verdict(c, "8-concurrent-runs", ok, f"exit codes {codes}, {len(store.runs)} stored")
+    said = [e.strip().splitlines()[-1] for e, code in zip(errs, codes, strict=True) if code and e.strip()]
+    detail = f"exit codes {codes}, {len(store.runs)} stored" + (f"; first failure: {said[0]}" if said else "")
+    return verdict(c, "8-concurrent-runs", ok, detail)
 
 
 @case
