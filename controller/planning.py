@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import typing
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -128,7 +129,8 @@ def scenario_of(name: str, given: dict[str, dict[str, Any]], batch_sizes: list[i
 
 
 def _accepts_none(field: Any) -> bool:
-    return "None" in repr(field.annotation)
+    """Whether the field's type admits None (`int | None`, `Optional[Literal[...]]`)."""
+    return type(None) in typing.get_args(field.annotation)
 
 
 def _validation_message(e: ValidationError, what: str) -> str:

@@ -533,10 +533,13 @@ def _measurement_extras(m: Measurement) -> dict[str, Any]:
 
 
 def variant(result: RunResult) -> str:
-    """Options that differ from the framework's defaults, as `k=v,k=v` ('' when none)."""
+    """Options that differ from the framework's defaults, as `k=v,k=v` ('' when none); an option
+    left to the framework (None) reads `auto`, as `--set k=auto` gives it."""
     options = result.spec.options
     defaults = type(options)(framework=options.framework).model_dump()
-    return ",".join(f"{k}={v}" for k, v in options.model_dump().items() if defaults.get(k) != v)
+    return ",".join(
+        f"{k}={'auto' if v is None else v}" for k, v in options.model_dump().items() if defaults.get(k) != v
+    )
 
 
 def measurement_row(run_id: str, m: Measurement) -> list[Any]:

@@ -120,9 +120,8 @@ def test_ort_ok(fw: FrameworkRuns) -> None:
 
 def test_openvino_ok(fw: FrameworkRuns) -> None:
     r = fw.results["openvino"]
-    check_ok(r, fp32_expected=False)
-    assert r.framework == "openvino"
-    assert r.precision in ("fp32", "bf16", "fp16")
+    check_ok(r, fp32_expected=True)  # f32 by default, whatever the CPU offers
+    assert r.framework == "openvino" and r.precision == "fp32"
     rows = fw.rows(
         "SELECT batch_size, status, precision FROM results WHERE run_id = ? ORDER BY batch_size", [r.run_id]
     )
@@ -198,16 +197,23 @@ def test_ort_second_run_hits_compile_cache(bench: Any, mobilenetv2: Path, ensure
     assert list((bench.home / "cache" / "ort" / "onnxruntime").glob("mobilenetv2-*.onnx"))
 
 
-def test_openvino_precision_f32(bench: Any, mobilenetv2: Path, ensure_env: Any) -> None:
+def test_openvino_precision_f32_by_default_and_auto_on_request(
+    bench: Any, mobilenetv2: Path, ensure_env: Any
+) -> None:
+    """f32 unless asked otherwise, like the other CPU frameworks; `precision=auto` leaves it to
+    the device (bf16 on CPUs with AMX or AVX512-BF16) and is a variant of its own."""
     ensure_env("openvino")
     env = {"BENCH_HOME": str(bench.home), "BENCH_DB": str(bench.db)}
-    code, r, stderr = run_json(env, "--image", "openvino", "--batch-sizes", "1", "--set", "precision=f32")
+    code, r, stderr = run_json(env, "--image", "openvino", "--batch-sizes", "1")
     assert code == 0, stderr
     assert r.status == "ok" and r.precision == "fp32"
     assert r.accuracy is not None and r.accuracy.rel_err < FP32_REL_ERR and r.accuracy.top1_agreement == 1.0
-    precision, options = bench.rows("SELECT precision, options FROM results")[0]
-    assert precision == "fp32"
-    assert json.loads(options)["precision"] == "f32"
+    precision, options, variant = bench.rows("SELECT precision, options, variant FROM results")[0]
+    assert precision == "fp32" and json.loads(options)["precision"] == "f32" and variant == ""
+    code, auto, stderr = run_json(env, "--image", "openvino", "--batch-sizes", "1", "--set", "precision=auto")
+    assert code == 0 and auto.status == "ok", stderr
+    assert auto.spec.options.precision is None and auto.precision in ("fp32", "bf16", "fp16")  # type: ignore[union-attr]
+    assert bench.rows("SELECT variant FROM results WHERE run_id = ?", [auto.run_id]) == [("precision=auto",)]
 
 
 def test_ort_cpu_build_on_gpu_is_unsupported(

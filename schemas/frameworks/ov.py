@@ -18,7 +18,10 @@ class OpenVinoOptions(FrameworkOptions):
     streams: int | None = Field(None, ge=1, description="None: chosen by the hint")
     threads: int | None = Field(None, ge=1, description="None: all cores the runner may use")
     precision: Literal["f32", "bf16", "f16"] | None = Field(
-        None, description="inference precision hint; None keeps the device default"
+        "f32",
+        description="inference precision hint: f32 by default, as the other CPU frameworks compute, so "
+        "that comparisons are like for like; auto (None) keeps the device's own choice (bf16 on CPUs "
+        "with AMX or AVX512-BF16)",
     )
     layout: Literal["NHWC", "NCHW"] | None = Field(
         None, description="layout of the tensor fed to the model; None keeps the model's"
