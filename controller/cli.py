@@ -405,6 +405,14 @@ def compare(
             "--hosts", help="OLD,NEW: each configuration on both hosts, and new/old with its interval"
         ),
     ] = None,
+    builds: Annotated[
+        str | None,
+        typer.Option(
+            "--builds",
+            help="IMAGE: its newest build (lock) against the one before, on this host (or --host): "
+            "each configuration on both, and new/old with its interval (a framework upgrade)",
+        ),
+    ] = None,
     scenario: Annotated[
         str,
         typer.Option(
@@ -422,6 +430,18 @@ def compare(
     rule: a Mann-Whitney U test on per-run values (p < 0.05) and at least a 2% difference.
     """
     path = Paths.from_env(db).db
+    if builds is not None:
+        if hosts is not None or across_hosts or baseline is not None:
+            raise BenchError(
+                "--builds compares two builds of one image on one host",
+                "drop --hosts, --across-hosts and --baseline (--host H picks the host)",
+            )
+        build_pair = comparison.compare_builds(path, model, builds, metric, device, scenario, host)
+        if as_json:
+            print(build_pair.model_dump_json(indent=1))
+        else:
+            render.build_pair(out, build_pair)
+        return
     pair = _host_pair(path, model, metric, device, scenario, hosts, across_hosts, host, baseline)
     if pair is not None:
         if as_json:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import socket
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from controller import stats, store
 from controller.errors import BenchError, did_you_mean
-from controller.reports import Cell, CompareRow, Comparison, HostPair, HostPairRow, VerdictCell
+from controller.reports import BuildPair, Cell, CompareRow, Comparison, HostPair, HostPairRow, VerdictCell
 from schemas import SCENARIO_MODELS
 
 COMPARABLE = (
@@ -186,6 +187,87 @@ def hosts_of(db: Path, model: str, metric: str, device: str | None, scenario: st
     return list(first)
 
 
+def _pair_rows(
+    rows: list[dict[str, Any]], side: Callable[[dict[str, Any]], str], old: str, new: str, metric: str
+) -> list[HostPairRow]:
+    """Each configuration (image, options, device) at each batch size on both sides (`side` of a
+    row: its host, or its build): the old side's cell, the new side's, and new/old with its
+    interval and verdict by the one comparison rule."""
+    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if side(r) in (old, new):
+            label = _label(r["image"], r["variant"], r["device"], None)
+            groups[(label, int(r["batch_size"]), side(r))].append(r)
+    out = []
+    for label, bs in sorted({(label, bs) for label, bs, _ in groups}):
+        a, b = groups.get((label, bs, old), []), groups.get((label, bs, new), [])
+        va, vb = [float(m["value"]) for m in a], [float(m["value"]) for m in b]
+        out.append(
+            HostPairRow(
+                label=label,
+                batch_size=bs,
+                old=_cell(va, a, metric) if a else None,
+                new=_cell(vb, b, metric) if b else None,
+                verdict=_verdict_cell(vb, va, metric in HIGHER_IS_BETTER) if a and b else None,
+            )
+        )
+    return out
+
+
+def build_name(row: dict[str, Any]) -> str:
+    """A build of an image in words: its framework version and the start of its lock hash."""
+    lock = str(row["lock_hash"])[:8] if row["lock_hash"] else "no lock recorded"
+    return f"{row['framework']} {row['framework_version'] or '(version unknown)'}, lock {lock}"
+
+
+def compare_builds(
+    db: Path,
+    model: str,
+    image: str,
+    metric: str = "throughput_sps",
+    device: str | None = None,
+    scenario: str = "offline",
+    host: str | None = None,
+) -> BuildPair:
+    """The newest build of `image` (the last lock it was built from, by first use) against the
+    build before it, on one host: each configuration of `model` at each batch size, and new/old
+    with its interval and verdict. The question a framework upgrade asks."""
+    every = _results(db, model, metric, device, scenario)
+    rows = [r for r in every if r["image"] == image]
+    if not rows:
+        images = sorted({str(r["image"]) for r in every})
+        raise BenchError(f"no results of image {image!r} for model {model!r}", did_you_mean(image, images))
+    [chosen] = _choose_hosts(sorted({str(r["host"]) for r in rows}), host, False, model)
+    rows = [r for r in rows if r["host"] == chosen]
+
+    def lock(r: dict[str, Any]) -> str:
+        return str(r["lock_hash"] or "")
+
+    first: dict[str, dict[str, Any]] = {}
+    for r in rows:  # oldest first: builds in the order they were first measured
+        first.setdefault(lock(r), r)
+    builds = list(first)
+    if len(builds) < 2:
+        raise BenchError(
+            f"{model} was measured with one build of {image} on {chosen} ({build_name(first[builds[0]])})",
+            "rebuild the image from a new lock (make locks; make images), measure again, then compare",
+        )
+    old, new = builds[-2], builds[-1]
+    earlier = builds[:-2]
+    return BuildPair(
+        model=model,
+        metric=metric,
+        higher_is_better=metric in HIGHER_IS_BETTER,
+        host=chosen,
+        image=image,
+        old_build=build_name(first[old]),
+        new_build=build_name(first[new]),
+        rule=RULE,
+        rows=_pair_rows(rows, lock, old, new, metric),
+        left_out=[f"earlier build left out: {build_name(first[b])}" for b in earlier],
+    )
+
+
 def compare_hosts(
     db: Path,
     model: str,
@@ -205,24 +287,7 @@ def compare_hosts(
     if old == new:
         raise BenchError(f"--hosts {old},{new} names one host twice", "give the old host, then the new one")
     higher = metric in HIGHER_IS_BETTER
-    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        if r["host"] in (old, new):
-            label = _label(r["image"], r["variant"], r["device"], None)
-            groups[(label, int(r["batch_size"]), str(r["host"]))].append(r)
-    out = []
-    for label, bs in sorted({(label, bs) for label, bs, _ in groups}):
-        a, b = groups.get((label, bs, old), []), groups.get((label, bs, new), [])
-        va, vb = [float(m["value"]) for m in a], [float(m["value"]) for m in b]
-        out.append(
-            HostPairRow(
-                label=label,
-                batch_size=bs,
-                old=_cell(va, a, metric) if a else None,
-                new=_cell(vb, b, metric) if b else None,
-                verdict=_verdict_cell(vb, va, higher) if a and b else None,
-            )
-        )
+    out = _pair_rows(rows, lambda r: str(r["host"]), old, new, metric)
     return HostPair(
         model=model,
         metric=metric,

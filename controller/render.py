@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from controller.reports import Cell, Comparison, HostPair, VerdictCell
+from controller.reports import BuildPair, Cell, Comparison, HostPair, HostPairRow, VerdictCell
 
 if TYPE_CHECKING:
     from controller.colocate import Colocated
@@ -221,17 +221,40 @@ def comparison(console: Console, cmp: Comparison) -> None:
 
 def host_pair(console: Console, pair: HostPair) -> None:
     """One row per configuration and batch size: the old host, the new one, and new/old."""
-    better = "higher is better" if pair.higher_is_better else "lower is better"
+    title = f"{escape(pair.new_host)} against {escape(pair.old_host)}"
+    _pair(console, pair.model, pair.metric, pair.higher_is_better, title, pair.old_host, pair.new_host,
+          pair.rows, [f"verdict: {pair.rule}", *pair.left_out])  # fmt: skip
+
+
+def build_pair(console: Console, pair: BuildPair) -> None:
+    """One row per configuration and batch size: the old build, the new one, and new/old."""
+    title = f"two builds of {escape(pair.image)} on {escape(pair.host)}"
+    notes = [f"old: {pair.old_build}", f"new: {pair.new_build}", f"verdict: {pair.rule}", *pair.left_out]
+    _pair(console, pair.model, pair.metric, pair.higher_is_better, title, pair.old_build, pair.new_build,
+          pair.rows, notes)  # fmt: skip
+
+
+def _pair(
+    console: Console,
+    model: str,
+    metric: str,
+    higher_is_better: bool,
+    title: str,
+    old: str,
+    new: str,
+    rows: Sequence[HostPairRow],
+    notes: list[str],
+) -> None:
+    better = "higher is better" if higher_is_better else "lower is better"
     t = Table(
         "configuration",
         "batch",
-        escape(pair.old_host) + " (old)",
-        escape(pair.new_host) + " (new)",
+        escape(old) + " (old)",
+        escape(new) + " (new)",
         "new/old [95% interval], verdict",
-        title=f"{pair.model}: {pair.metric} ({better}), mean ± 95% half-width, {escape(pair.new_host)} "
-        f"against {escape(pair.old_host)}",
+        title=f"{model}: {metric} ({better}), mean ± 95% half-width, {title}",
     )
-    for row in pair.rows:
+    for row in rows:
         t.add_row(
             escape(row.label),
             str(row.batch_size),
@@ -240,7 +263,7 @@ def host_pair(console: Console, pair: HostPair) -> None:
             _verdict_text(row.verdict) if row.verdict else "",
         )
     console.print(t)
-    for note in [f"verdict: {pair.rule}", *pair.left_out]:
+    for note in notes:
         console.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
 
 

@@ -79,3 +79,19 @@ class HostPair(BaseModel):
     rule: str
     rows: list[HostPairRow]
     left_out: list[str] = []  # runs of earlier builds, not pooled with the newest
+
+
+class BuildPair(BaseModel):
+    """The same configurations measured with two builds of one image on one host (before and
+    after an upgrade of the framework or its packages)."""
+
+    model: str
+    metric: str
+    higher_is_better: bool
+    host: str
+    image: str
+    old_build: str
+    new_build: str
+    rule: str
+    rows: list[HostPairRow]
+    left_out: list[str] = []  # builds older than old_build

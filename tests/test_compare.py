@@ -219,3 +219,40 @@ def test_two_builds_of_an_image_are_never_pooled(cli: Any, bench: Any, make_resu
         bench.db, memory_sql(Selection()).replace("ensemble_members IS NOT NULL", "true")
     )
     assert [p[4] for p in selected] == [1, 2] and all(p[5] == 5 for p in selected)
+
+
+def test_builds_newest_against_the_one_before(cli: Any, bench: Any, make_result: Any) -> None:
+    """Truth: three builds of ort; build 2 (framework 2.0) takes the time of build 1, build 3
+    (3.0) half of it. `--builds ort` puts build 3 against build 2: faster, with the true ratio 2
+    inside the interval; build 1 is named as left out. Another image's builds are not involved."""
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    with store.connect(bench.db) as con:
+        for day, (lock, version, center) in enumerate(
+            (("l1", "1.0", 1.0), ("l2", "2.0", 1.0), ("l3", "3.0", 0.5))
+        ):
+            for i, scale in enumerate(_jitter(center, 5, seed=day)):
+                store.ingest(
+                    con,
+                    make_result(
+                        image="ort", scale=scale, host=HERE, lock_hash=lock, framework_version=version,
+                        started_at=t0 + timedelta(days=day, minutes=i),
+                    ),
+                )  # fmt: skip
+        store.ingest(con, make_result(image="openvino", host=HERE, lock_hash="o1", started_at=t0))
+    doc = _compare(cli, "--builds", "ort")
+    assert (doc["image"], doc["host"]) == ("ort", HERE)
+    assert doc["old_build"] == "null 2.0, lock l2" and doc["new_build"] == "null 3.0, lock l3"
+    assert doc["left_out"] == ["earlier build left out: null 1.0, lock l1"]
+    assert [(r["label"], r["batch_size"]) for r in doc["rows"]] == [("ort", 1), ("ort", 2)]
+    for row in doc["rows"]:
+        v = row["verdict"]
+        assert v["verdict"] == "faster" and v["ratio_low"] < 2.0 < v["ratio_high"], v
+        assert row["old"]["runs"] == row["new"]["runs"] == 5
+    text = cli("compare", "--model", "fake", "--builds", "ort", env={"COLUMNS": "200"}).stdout
+    assert "two builds of ort" in text and "faster" in text and "old: null 2.0, lock l2" in text
+    one = cli("compare", "--model", "fake", "--builds", "openvino")
+    assert one.exit_code == 2 and "one build of openvino" in one.stderr and "make locks" in one.stderr
+    typo = cli("compare", "--model", "fake", "--builds", "ortt")
+    assert typo.exit_code == 2 and "did you mean 'ort'" in typo.stderr
+    both = cli("compare", "--model", "fake", "--builds", "ort", "--baseline", "ort")
+    assert both.exit_code == 2 and "--builds compares two builds" in both.stderr
