@@ -70,9 +70,12 @@ class Case:
     def start(self, *args: str, db: Path | None = None) -> subprocess.Popen[str]:
         cmd = [sys.executable, "-m", "controller.cli", *args]
         env = self.env() if db is None else self.env(BENCH_DB=str(db))
+        # SIGINT as a foreground command gets it: a suite started in the background (`make test &`)
+        # has SIGINT ignored, and an ignored signal stays ignored in its children.
         return subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )  # fmt: skip
 
     def bench(
         self, *args: str, db: Path | None = None, timeout: float = 300
