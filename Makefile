@@ -79,6 +79,7 @@ bench: setup ## run the benchmarks under benchmarks/ (ratios measured in one run
 	$(BIN)/python benchmarks/compare_calibration.py
 	$(BIN)/python benchmarks/target_ci_time.py
 	$(BIN)/python benchmarks/server_mdl.py
+	$(BIN)/python benchmarks/server_vs_loadgen.py
 	$(BIN)/python benchmarks/report_speed.py
 	$(BIN)/python benchmarks/ingest_rate.py
 

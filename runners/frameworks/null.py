@@ -21,6 +21,14 @@ from schemas import NullOptions
 _CHUNK = bytes(2048)  # about 1.4 us of sha256: the deadline is overshot by at most that
 
 
+def busy(work_us: float) -> None:
+    """Busy until the deadline in C with the GIL released (hashlib releases it for 2 KiB and
+    more), as a framework computes: other threads run meanwhile."""
+    end = time.perf_counter_ns() + int(work_us * 1000)
+    while time.perf_counter_ns() < end:
+        hashlib.sha256(_CHUNK)
+
+
 class NullRunner(Runner[NullOptions]):
     devices = ("cpu", "cuda")
 
@@ -56,11 +64,7 @@ class NullRunner(Runner[NullOptions]):
                     hoard.append(np.ones(16 << 20, dtype=np.uint8))
         work_us = self.options.work_us + self.options.work_us_per_sample * prepared
         if work_us:
-            # Busy until the deadline in C with the GIL released (hashlib releases it for 2 KiB
-            # and more), as a framework computes: other threads run meanwhile.
-            end = time.perf_counter_ns() + int(work_us * 1000)
-            while time.perf_counter_ns() < end:
-                hashlib.sha256(_CHUNK)
+            busy(work_us)
         return self._outputs[prepared]
 
     def effective_precision(self) -> str:
