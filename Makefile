@@ -7,6 +7,8 @@ IMAGES ?=
 DEMO_MODEL ?= resnet50
 DEMO_BATCHES ?= 1,8,32
 DEMO_REPEAT ?= 5
+PLAN ?= plans/paper.toml
+REPORT ?= report
 # The GPU check runs without `make setup`: with .venv's Python where there is one, else python3.
 GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 GPU_WHEELS ?= .bench/gpu-wheels
@@ -14,7 +16,7 @@ PYVER      ?= 3.12
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo test test-fast faults lint schemas locks images images-gpu base-image bench clean \
-        gpu-check gpu-wheels
+        gpu-check gpu-wheels study
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -32,6 +34,9 @@ demo: setup ## export resnet50; ONNX Runtime and OpenVINO at 1,8,32, 5 interleav
 	$(CTL) run --image ort,openvino --model $(DEMO_MODEL) --batch-sizes $(DEMO_BATCHES) \
 	  --repeat $(DEMO_REPEAT) --set policy.max_time_s=10
 	$(CTL) compare --model $(DEMO_MODEL) --baseline ort
+
+study: setup ## the study here: what this host can run of PLAN (plans/paper.toml), then its figures in REPORT/index.html
+	@$(CTL) sweep $(PLAN); status=$$?; $(CTL) report --out $(REPORT) && exit $$status
 
 test: setup ## run the test suite (real frameworks in their local environments; Docker tests if an engine runs)
 	$(BIN)/python -m pytest
