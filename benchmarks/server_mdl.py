@@ -45,8 +45,9 @@ LATENCY_TOLERANCE = 0.15
 QPS_TOLERANCE = 0.03
 
 
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(description: str | None = __doc__) -> argparse.Namespace:
+    """The options of this benchmark and of server_vs_loadgen.py (the same server, the same loads)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work-us", type=float, default=2000.0, help="null runner work per call (default 2000)")
     p.add_argument("--seconds", type=float, default=20.0, help="arrival schedule per load (default 20)")
     p.add_argument("--loads", default="0.5,0.8", help="fractions of the service rate (default 0.5,0.8)")

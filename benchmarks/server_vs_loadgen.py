@@ -25,7 +25,6 @@ setup` installs it with the dev tools). About two minutes with the default `--se
 
 from __future__ import annotations
 
-import argparse
 import queue
 import re
 import sys
@@ -38,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import EXIT_FAIL, LoadMeter, ScratchHome, bench_ctl, ctl_run, die, ensure_local_env, say
 from harness_overhead import FAKE_MODEL, make_fake_model
-from server_mdl import mdl, run_server, server_sets
+from server_mdl import mdl, parse_args, run_server, server_sets
 
 from runners.frameworks.null import busy
 
@@ -71,19 +70,6 @@ def row(
     mean, p99, qps = errors
     verdict = f"mean {mean:+.1%}, p99 {p99:+.1%}, achieved {qps:+.1%}: {'PASS' if ok else 'FAIL'}"
     return f"{rho:5.2f} {target:8.1f} | {side(ours, 13)} | {side(truth, 16)} | {md1:8.3f} | {verdict}"
-
-
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work-us", type=float, default=2000.0, help="busy work per query (default 2000)")
-    p.add_argument("--seconds", type=float, default=20.0, help="length of each run (default 20)")
-    p.add_argument("--loads", default="0.5,0.8", help="fractions of the service rate (default 0.5,0.8)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--keep", action="store_true", help="keep the scratch state folder")
-    args = p.parse_args()
-    if args.work_us <= 0 or args.seconds <= 0:
-        p.error("--work-us and --seconds must be > 0")
-    return args
 
 
 def loadgen_server(lg: object, work_us: float, qps: float, seconds: float, out: Path) -> Driven:
@@ -151,7 +137,7 @@ def parse_summary(text: str) -> Driven:
 
 
 def main() -> int:
-    args = parse_args()
+    args = parse_args(__doc__)
     try:
         import mlperf_loadgen as lg
     except ImportError:
