@@ -16,6 +16,9 @@ Steps, each through the real tool (`bench-ctl run --launcher local --json`, scra
 3. The driver's own cost per query: `work_us=0`, a light load; the mean latency is then the
    generator's wake-up, the hand-over to the batcher thread, the batcher's wake-up and the
    bookkeeping, in microseconds.
+4. In this process, the driver against the ideal queue on the same schedule with the same compute
+   times: how much latency the driver itself adds at each load, split into the wake-up of an idle
+   batcher and the gap between back-to-back queries (printed, not judged).
 
 Exit codes: 0 PASS, 1 FAIL (or a run failed), 2 a precondition is missing. About a minute with
 the default `--seconds 20`.
@@ -132,8 +135,42 @@ def main() -> int:
             f"p99 {m['latency_p99_ms'] * 1000:.1f}); of which queueing {m['queueing_mean_ms'] * 1000:.1f} us "
             "(generator and batcher wake-ups, hand-over)"
         )
+    ideal_queue_excess(args.work_us, loads, s_ms, min(args.seconds, 10), args.seed)
     say(f"server M/D/1 check: {'FAIL' if failed else 'PASS'} ({time.monotonic() - started:.0f}s)")
     return EXIT_FAIL if failed else 0
+
+
+def ideal_queue_excess(work_us: float, loads: list[float], s_ms: float, seconds: float, seed: int) -> None:
+    """Step 4, in this process: the driver (`runners.scenarios.server.drive`) against the ideal
+    single-server queue on the same schedule with the same compute times (start = max(arrival,
+    previous done), done = start + that query's compute). The excess is the driver's own cost, in
+    two parts: the wake-up from an idle batcher to a start, and the gap between back-to-back
+    queries. Printed, not judged: it explains what steps 2 and 3 measure."""
+    import numpy as np
+
+    from runners.frameworks.null import busy
+    from runners.scenarios.server import drive, schedule
+
+    say("4. the driver against the ideal queue on the same schedule and compute times (in process):")
+    head = ("rho", "excess mean us", "p99 us", "idle wake-up us (p50)", "back-to-back gap us (p50)")
+    say("   " + " ".join(f"{h:>{w}}" for h, w in zip(head, (5, 14, 8, 23, 27), strict=True)))
+    for rho in loads:
+        qps = rho * 1000 / s_ms
+        d = drive(lambda _: busy(work_us), schedule(qps, int(seconds * qps), seed), 1, [0, 1], 0.0)
+        arrive, start, done = d.arrivals_ns, d.starts_ns, d.done_ns
+        ideal = np.empty(len(arrive))
+        free = 0
+        for i in range(len(arrive)):
+            free = max(int(arrive[i]), free) + int(done[i] - start[i])
+            ideal[i] = free - arrive[i]
+        excess = (done - arrive - ideal) / 1e3
+        queued = arrive[1:] < done[:-1]  # waiting when the query before it finished
+        gap = (start[1:] - done[:-1])[queued] / 1e3
+        wake = (start[1:] - arrive[1:])[~queued] / 1e3
+        say(
+            f"   {rho:5.2f} {excess.mean():14.1f} {np.percentile(excess, 99):8.1f}  "
+            f"{wake.mean():13.1f} ({np.median(wake):6.1f})  {gap.mean():17.1f} ({np.median(gap):6.1f})"
+        )
 
 
 def run_server(ctl: str, home: ScratchHome, sets: list[str]) -> dict[str, Any]:
