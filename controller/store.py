@@ -23,7 +23,8 @@ from typing import Any
 import duckdb
 
 from controller.errors import BenchError
-from schemas import Measurement, RunResult
+from schemas import FRAMEWORK_OPTION_MODELS, Measurement, RunResult
+from schemas.frameworks.base import FrameworkOptions
 
 # Each migration takes the store from version i to i+1. Never edit one that has shipped: append.
 MIGRATIONS: list[str | Callable[[], str]] = [
@@ -323,6 +324,10 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
             con.execute(view)
         con.execute("INSERT OR REPLACE INTO store_meta VALUES ('views', ?)", [_views_hash()])
         con.execute("COMMIT")
+    if _meta(con, "defaults") != _defaults_hash():
+        con.execute("BEGIN")
+        refresh_variants(con)
+        con.execute("COMMIT")
 
 
 def first_line(e: BaseException) -> str:
@@ -535,11 +540,46 @@ def _measurement_extras(m: Measurement) -> dict[str, Any]:
 def variant(result: RunResult) -> str:
     """Options that differ from the framework's defaults, as `k=v,k=v` ('' when none); an option
     left to the framework (None) reads `auto`, as `--set k=auto` gives it."""
-    options = result.spec.options
+    return options_variant(result.spec.options)
+
+
+def options_variant(options: FrameworkOptions) -> str:
     defaults = type(options)(framework=options.framework).model_dump()
     return ",".join(
         f"{k}={'auto' if v is None else v}" for k, v in options.model_dump().items() if defaults.get(k) != v
     )
+
+
+def _defaults_hash() -> str:
+    """The frameworks' option defaults, hashed: the stored variants are relative to them."""
+    defaults = {name: model(framework=name).model_dump() for name, model in FRAMEWORK_OPTION_MODELS.items()}
+    return hashlib.sha256(json.dumps(defaults, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def refresh_variants(con: duckdb.DuckDBPyConnection) -> None:
+    """Recompute every run's `variant` from its stored options against today's defaults, inside
+    the caller's transaction. A default changed, or runs came from a store written by other code:
+    runs made before keep saying what they ran with, and do not merge with runs that now have no
+    variant. Options this code cannot read keep their variant."""
+    changed = []
+    for run_id, framework, options, stored in con.execute(
+        "SELECT run_id, framework, options, variant FROM runs WHERE options IS NOT NULL"
+    ).fetchall():
+        model = FRAMEWORK_OPTION_MODELS.get(framework)
+        if model is None:
+            continue
+        try:
+            now = options_variant(model.model_validate_json(options))
+        except ValueError:
+            continue
+        if now != (stored or ""):
+            changed.append((run_id, now))
+    if changed:
+        con.execute("CREATE OR REPLACE TEMP TABLE _variants (run_id VARCHAR, variant VARCHAR)")
+        con.executemany("INSERT INTO _variants VALUES (?, ?)", changed)
+        con.execute("UPDATE runs SET variant = v.variant FROM _variants v WHERE runs.run_id = v.run_id")
+        con.execute("DROP TABLE _variants")
+    con.execute("INSERT OR REPLACE INTO store_meta VALUES ('defaults', ?)", [_defaults_hash()])
 
 
 def measurement_row(run_id: str, m: Measurement) -> list[Any]:
@@ -699,6 +739,13 @@ def reader(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
             raise BenchError(
                 f"the store {db} has version {version}, older than this code ({STORE_VERSION})",
                 "any `bench-ctl run` or `bench-ctl ingest` with this --db upgrades it",
+            )
+        if _meta(con, "defaults") != _defaults_hash() and con.execute(
+            "SELECT count(*) FROM runs"
+        ).fetchone() != (0,):
+            raise BenchError(
+                f"the store {db} names its runs' variants after option defaults older than this code",
+                "any `bench-ctl run` or `bench-ctl ingest` with this --db renames them",
             )
         for view in VIEWS:
             con.execute(view.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW", 1))

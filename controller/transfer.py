@@ -187,6 +187,7 @@ def import_export(source: Path, db: Path) -> ImportReport:
             )
             n_runs = con.execute(f"SELECT count(*) FROM {runs_sql}").fetchone()
             n_meas = con.execute(f"SELECT count(*) FROM {meas_sql}").fetchone()
+            store.refresh_variants(con)  # the exporting code may have had other option defaults
             con.execute("COMMIT")
         except BaseException as e:
             with contextlib.suppress(duckdb.Error, RuntimeError):

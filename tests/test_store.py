@@ -317,3 +317,31 @@ def test_bulk_ingest_is_all_or_nothing(bench: Any, make_result: Any, monkeypatch
     with store.connect(bench.db) as con, pytest.raises(BenchError, match="cannot store 5 runs"):
         store.ingest_many(con, batch)
     assert count(bench.db, "runs") == 1 and count(bench.db, "measurements") == len(first.measurements)
+
+
+def test_variants_follow_a_change_of_defaults(bench: Any, make_result: Any) -> None:
+    """A run's variant names the options that differ from the defaults; when a default changes
+    (as OpenVINO's precision did: None, then f32), runs stored before are renamed on the next
+    write, so they do not merge with runs that now have no variant. A read before that refuses,
+    with the hint."""
+    from schemas import NullOptions
+
+    def with_options(options: NullOptions) -> Any:
+        r = make_result()
+        return r.model_copy(update={"spec": r.spec.model_copy(update={"options": options})})
+
+    busy, plain = with_options(NullOptions(work_us=100)), with_options(NullOptions())
+    with store.connect(bench.db) as con:
+        store.ingest(con, busy)
+        store.ingest(con, plain)
+    # As code with other defaults would have stored them: variants swapped, another defaults hash.
+    with duckdb.connect(str(bench.db)) as con:
+        con.execute("UPDATE runs SET variant = CASE WHEN variant = '' THEN 'work_us=0.0' ELSE '' END")
+        con.execute("UPDATE store_meta SET value = 'older' WHERE key = 'defaults'")
+    with pytest.raises(BenchError, match="option defaults older than this code") as refused:
+        store.read(bench.db, "SELECT 1")
+    assert "bench-ctl ingest" in (refused.value.hint or "")
+    with store.connect(bench.db):
+        pass  # any write brings the store up to date
+    rows = dict(store.read(bench.db, "SELECT run_id, variant FROM runs")[1])
+    assert rows == {busy.run_id: "work_us=100.0", plain.run_id: ""}
