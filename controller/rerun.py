@@ -38,10 +38,8 @@ def request_of(spec: RunSpec) -> RunRequest:
     """The request that plans this spec again: image, model (or ensemble), batch sizes, device,
     scenario, and a `--set` for everything that differs from the defaults."""
     options = spec.options
-    sets = [
-        f"{k}={_text(v)}"
-        for k, v in _changed(options, type(options)(framework=options.framework).model_dump(), ("framework",))
-    ]
+    defaults = store.option_defaults(options.framework)
+    sets = [f"{k}={_text(v)}" for k, v in _changed(options, defaults, ("framework",))]
     policy = _changed(spec.policy, MeasurementPolicy().model_dump(), RUN_COUNT_KEYS)
     sets += [f"policy.{k}={_text(v)}" for k, v in policy]
     sc = spec.scenario

@@ -8,6 +8,7 @@ earlier copy of the same run_id, so ingesting twice changes nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -544,15 +545,22 @@ def variant(result: RunResult) -> str:
 
 
 def options_variant(options: FrameworkOptions) -> str:
-    defaults = type(options)(framework=options.framework).model_dump()
+    defaults = option_defaults(options.framework)
     return ",".join(
         f"{k}={'auto' if v is None else v}" for k, v in options.model_dump().items() if defaults.get(k) != v
     )
 
 
+@functools.cache
+def option_defaults(framework: str) -> dict[str, Any]:
+    """A framework's option defaults, computed once per process (shared: read it, do not change it)."""
+    return FRAMEWORK_OPTION_MODELS[framework](framework=framework).model_dump()
+
+
+@functools.cache
 def _defaults_hash() -> str:
     """The frameworks' option defaults, hashed: the stored variants are relative to them."""
-    defaults = {name: model(framework=name).model_dump() for name, model in FRAMEWORK_OPTION_MODELS.items()}
+    defaults = {name: option_defaults(name) for name in FRAMEWORK_OPTION_MODELS}
     return hashlib.sha256(json.dumps(defaults, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
