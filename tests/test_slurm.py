@@ -210,6 +210,22 @@ def test_scancel_gives_cancelled(
     assert [(j[2], j[4]) for j in jobs_of(bench)] == [("CANCELLED", "cancelled")]
 
 
+def kill_once_submitted(cmd: list[str], env: dict[str, str]) -> list[str]:
+    """Start bench-ctl, SIGKILL it once it says its jobs are submitted; the lines it printed."""
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "job(s) submitted" in line:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return seen
+
+
 def test_killed_controller_then_fleet_sync_stores_everything_once(
     cli: Any, bench: Any, fake_model: Path, short_policy: list[str], slurm: Any
 ) -> None:
@@ -237,17 +253,7 @@ def test_killed_controller_then_fleet_sync_stores_everything_once(
         "3",
         *short_policy,
     ]
-    proc = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
-    )
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if "job(s) submitted" in line:
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    seen = kill_once_submitted(cmd, env)
     assert any("3 job(s) submitted" in ln for ln in seen), "".join(seen)
     client = SlurmClient()
     ids = [str(j[1]) for j in jobs_of(bench)]
@@ -367,17 +373,7 @@ def test_smoke_plan_on_slurm_every_cell_once_with_its_job(
     env = {**os.environ, "SLURM_CONF": str(slurm.conf), "BENCH_SLURM_POLL_S": "0.3"}
     cmd = [sys.executable, "-m", "controller.cli", "sweep", str(plan), "--launcher", "slurm"]
     cmd += ["--cpus-per-task", "1", "--node-launcher", "local"]
-    proc = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
-    )
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if "job(s) submitted" in line:
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    seen = kill_once_submitted(cmd, env)
     assert any("9 job(s) submitted" in ln for ln in seen), "".join(seen)
     assert len(jobs_of(bench)) == 9
     rerun = cli(
