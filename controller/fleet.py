@@ -22,7 +22,14 @@ from controller import service, store
 from controller.catalog import get_image
 from controller.errors import BenchError
 from controller.hosts import HostIdentity
-from controller.launchers.base import RESULT_FILE, LineSink, failed_result
+from controller.launchers.base import (
+    RESULT_FILE,
+    SPEC_FILE,
+    LineSink,
+    claimed_run_id,
+    failed_result,
+    foreign_result_message,
+)
 from controller.launchers.local import LocalLauncher
 from controller.launchers.slurm import JobState, SlurmClient, SlurmLauncher
 from controller.paths import Paths
@@ -269,13 +276,28 @@ def _tail(path: Path, chars: int = 4000) -> str | None:
     return text[-chars:].strip() or None
 
 
+def _slurm_info(job: Job, state: JobState | None, spec: RunSpec, tail: str | None) -> LaunchInfo:
+    """How a run that left no usable runner result was launched: its job, node and image."""
+    node = (state.node if state else None) or job.node
+    image = get_image(spec.image)
+    return LaunchInfo(
+        launcher="slurm",
+        host=node,
+        image_ref=image.name,
+        lock_hash=image.lock_hash,
+        stderr_tail=tail,
+        job_id=job.job_id,
+        node=node,
+    )
+
+
 def ended_result(job: Job, state: JobState | None, spec: RunSpec) -> RunResult:
     """The result of a job that ended (or that Slurm forgot) without a runner result."""
     run_dir = Path(job.run_dir)
     output = run_dir / f"slurm-{job.job_id}.out"
     tail = _tail(output)
-    node = (state.node if state else None) or job.node
-    where = f" on {node}" if node else ""
+    info = _slurm_info(job, state, spec, tail)
+    where = f" on {info.node}" if info.node else ""
     if state is None:
         status = "error"
         message = (
@@ -295,30 +317,36 @@ def ended_result(job: Job, state: JobState | None, spec: RunSpec) -> RunResult:
             message += ": it ran past its time limit (raise --time-limit or --timeout)"
         elif tail:
             message += f": {tail.splitlines()[-1][:300]}"
-    image = get_image(spec.image)
-    info = LaunchInfo(
-        launcher="slurm",
-        host=node,
-        image_ref=image.name,
-        lock_hash=image.lock_hash,
-        stderr_tail=tail,
-        job_id=job.job_id,
-        node=node,
-    )
     started = min(job.submitted_at, datetime.now(UTC))
     return failed_result(spec, status, message, started, info)
 
 
-def outcome(job: Job, state: JobState | None) -> RunResult:
-    """The result of an ended job: the node's result file where there is a valid one."""
+def planned_spec(job: Job) -> RunSpec:
+    """The spec of a job's run folder, as the registry planned it: the folder's spec.json lies on
+    a shared file system, so its run id is taken from the registry, never from the file."""
+    spec = RunSpec.model_validate_json((Path(job.run_dir) / SPEC_FILE).read_text())
+    return spec if spec.run_id == job.run_id else spec.model_copy(update={"run_id": job.run_id})
+
+
+def outcome(job: Job, state: JobState | None, log: LineSink | None = None) -> RunResult:
+    """The result of an ended job: the node's result file where there is a valid one of this
+    job's run. A file claiming another run id is refused (`log` says so) and the run is stored
+    as failed: storing it would replace the other run."""
     run_dir = Path(job.run_dir)
-    spec = RunSpec.model_validate_json((run_dir / "spec.json").read_text())
+    spec = planned_spec(job)
     path = run_dir / RESULT_FILE
     if path.is_file():
         try:
             result = load_result(path)
         except (ValidationError, SchemaVersionError, ValueError, OSError):
             result = None
+        claimed = None if result is None else claimed_run_id(result, job.run_id)
+        if claimed is not None:
+            if log is not None:
+                log(f"job {job.job_id}: {path} claims run {claimed!r}, not {job.run_id!r}: refused")
+            info = _slurm_info(job, state, spec, _tail(run_dir / f"slurm-{job.job_id}.out"))
+            started = min(job.submitted_at, datetime.now(UTC))
+            return failed_result(spec, "error", foreign_result_message(claimed), started, info)
         if result is not None:
             launch = result.launch or LaunchInfo(launcher="slurm", image_ref=spec.image)
             if launch.job_id is None:  # the runner finished; the job ended before saying so
@@ -328,9 +356,9 @@ def outcome(job: Job, state: JobState | None) -> RunResult:
     return ended_result(job, state, spec)
 
 
-def settle(job: Job, state: JobState | None, paths: Paths) -> RunResult:
+def settle(job: Job, state: JobState | None, paths: Paths, log: LineSink | None = None) -> RunResult:
     """Store the result of an ended job, then mark it stored in the registry."""
-    result = outcome(job, state)
+    result = outcome(job, state, log)
     service.keep(result, Path(job.run_dir), paths)
     _note_stored(paths.db, job, result.status)
     return result
@@ -359,7 +387,7 @@ def follow(
                     continue
                 if state is not None:
                     job = _note_state(paths.db, job, state)
-                result = settle(job, state, paths)
+                result = settle(job, state, paths, log)
                 stored.append(result)
                 del open_jobs[run_id]
                 log(f"job {job.job_id}: {result.status} ({len(stored)}/{total} stored)")

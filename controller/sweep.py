@@ -6,8 +6,10 @@ missing, and new hardware or a new lock makes every cell due again."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -16,12 +18,20 @@ from controller import fleet, hosts, ingestion, planning, plans, service, store
 from controller import models as model_store
 from controller.catalog import get_image
 from controller.launchers import select_launcher
-from controller.launchers.base import RESULT_FILE, SPEC_FILE, LauncherChoice, LineSink
+from controller.launchers.base import (
+    RESULT_FILE,
+    SPEC_FILE,
+    LauncherChoice,
+    LineSink,
+    claimed_run_id,
+    failed_result,
+    foreign_result_message,
+)
 from controller.launchers.local import LocalLauncher
 from controller.launchers.slurm import SCRIPT_FILE, SlurmClient, SlurmLauncher
 from controller.paths import Paths
 from controller.planning import new_group_id
-from schemas import MultiStreamScenario, RunResult, RunSpec, ServerScenario
+from schemas import LaunchInfo, MultiStreamScenario, RunResult, RunSpec, ServerScenario, load_result
 from schemas.plan import Plan, SlurmOptions
 
 SCHEDULER_ENDED = ("cancelled", "preempted", "node_fail")  # statuses that say nothing of the cell
@@ -232,15 +242,20 @@ def recover(paths: Paths, keys: set[str], log: LineSink) -> int:
         )
         stored = {str(r[0]) for r in rows}
     ours = []
+    refused = 0
     for name in sorted(set(folders) - stored):
         try:
             spec = RunSpec.model_validate_json((folders[name] / SPEC_FILE).read_bytes())
         except (OSError, ValueError, ValidationError):
             continue  # not a run of a cell (or not readable): `bench-ctl ingest` is the tool for it
-        if spec.cell in keys:
+        if spec.cell not in keys or spec.run_id != name:
+            continue  # a folder is named after the run planned into it: anything else is not ours
+        if refuse_foreign(folders[name], spec, paths, log):
+            refused += 1
+        else:
             ours.append(folders[name])
     if not ours:
-        return 0
+        return refused
     report = ingestion.ingest_paths(ours, paths.db)
     if report.ingested:
         log(
@@ -249,7 +264,25 @@ def recover(paths: Paths, keys: set[str], log: LineSink) -> int:
         )
     for path, why in report.failed.items():
         log(f"not stored: {path}: {why}")
-    return len(report.ingested)
+    return len(report.ingested) + refused
+
+
+def refuse_foreign(folder: Path, spec: RunSpec, paths: Paths, log: LineSink) -> bool:
+    """A result in a run folder that claims another run id is not stored (it would replace that
+    run): the folder's own run is stored as failed instead, saying so. True when refused."""
+    try:
+        result = load_result(folder / RESULT_FILE)
+    except (OSError, ValueError, ValidationError):
+        return False  # invalid: ingesting it reports why
+    claimed = claimed_run_id(result, spec.run_id)
+    if claimed is None:
+        return False
+    log(f"not stored: {folder / RESULT_FILE} claims run {claimed!r}, not {spec.run_id!r}: refused")
+    info = LaunchInfo(launcher="local", host=socket.gethostname(), image_ref=spec.image)
+    service.keep(
+        failed_result(spec, "error", foreign_result_message(claimed), datetime.now(UTC), info), folder, paths
+    )
+    return True
 
 
 def export_missing(sp: SweepPlan, paths: Paths, log: LineSink, on_line: LineSink) -> None:

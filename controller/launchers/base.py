@@ -143,6 +143,9 @@ class Launcher(ABC):
         if outcome.exit_code == 0 and not outcome.timed_out and result_path.exists():
             try:
                 result = load_result(result_path)
+                claimed = claimed_run_id(result, spec.run_id)
+                if claimed is not None:
+                    return failed_result(spec, "error", foreign_result_message(claimed), started, info)
                 fp = result.fingerprint
                 if fp is not None:  # the runner cannot see which image it runs in
                     fp = fp.model_copy(
@@ -171,6 +174,20 @@ class Launcher(ABC):
 def _last_line(text: str) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1][:500] if lines else "no output on stderr"
+
+
+def claimed_run_id(result: RunResult, planned: str) -> str | None:
+    """The other run id a result file names (its own or its spec's), or None when both are the
+    planned run's. Results are stored by run id, so a file claiming another id would replace
+    that run's stored result (a runner's bug, or a file edited in a shared run folder)."""
+    return next((claimed for claimed in (result.run_id, result.spec.run_id) if claimed != planned), None)
+
+
+def foreign_result_message(claimed: str) -> str:
+    return (
+        f"the result file claimed another run id ({claimed!r}): refused, so that it cannot replace "
+        "another run's result"
+    )
 
 
 def failed_result(spec: RunSpec, status: str, message: str, started: datetime, info: LaunchInfo) -> RunResult:
