@@ -307,6 +307,30 @@ def test_run_folder_the_node_cannot_see(
     assert bench.rows("SELECT status FROM results") == [("error",)]
 
 
+def test_a_percent_in_the_state_folder(
+    cli: Any,
+    short_policy: list[str],
+    slurm: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    session_home: Path,
+    tmp_path: Path,
+) -> None:
+    """sbatch reads `%u` in --output as the user's name: unescaped, the job's output file named a
+    folder that does not exist and every job failed to launch."""
+    import conftest
+
+    home = tmp_path / "bench-100%u"
+    (home / "models").mkdir(parents=True)
+    (home / "envs").symlink_to(session_home / "envs", target_is_directory=True)
+    conftest.write_fake_model(home / "models" / "fake")
+    monkeypatch.setenv("BENCH_HOME", str(home))
+    result, docs = slurm_run(cli, short_policy, "--set", "work_us=50")
+    assert result.exit_code == 0, result.output
+    r = RunResult.model_validate(docs[0])
+    assert r.status == "ok" and r.launch is not None and r.launch.job_id, r.message
+    assert (home / "runs" / r.run_id / f"slurm-{r.launch.job_id}.out").is_file()
+
+
 def test_unknown_partition_is_one_line(
     cli: Any, bench: Any, fake_model: Path, short_policy: list[str], slurm: Any
 ) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from controller.errors import BenchError
 from controller.launchers.slurm import JobState, batch_script, parse_sacct, parse_squeue
 from schemas import MeasurementPolicy, RunSpec
 from schemas.plan import SlurmOptions
@@ -142,3 +145,40 @@ def test_runners_compile_into_a_shared_cache_one_at_a_time(tmp_path: Path) -> No
     t.join(5)
     assert order == ["first", "second"]
     assert said and "waiting for another runner" in said[0]
+
+
+def test_a_percent_in_the_state_folder_reaches_sbatch_as_a_percent(tmp_path: Path) -> None:
+    """sbatch reads `%` in --output as a symbol (`%j` the job id, `%u` the user, `%100` a width):
+    a state folder named `100%` must be written `100%%`, or no job's output lands in its run folder."""
+    home = tmp_path / "bench-100%u"
+    script = batch_script(_spec("cpu"), home / "runs" / "r1", home, SlurmOptions(), 60)
+    [output] = [ln for ln in script.splitlines() if ln.startswith("#SBATCH --output=")]
+    assert output == f"#SBATCH --output={tmp_path}/bench-100%%u/runs/r1/slurm-%j.out"
+    # The command line is bash's, not sbatch's: the path stays as it is there.
+    assert f"--home {home} " in script.splitlines()[-1]
+
+
+@pytest.mark.parametrize("odd", [" ", "\\", "'", '"'])
+def test_a_state_folder_sbatch_cannot_carry_is_refused(tmp_path: Path, odd: str) -> None:
+    home = tmp_path / f"a{odd}b"
+    with pytest.raises(BenchError, match="which #SBATCH lines cannot carry") as e:
+        batch_script(_spec("cpu"), home / "runs" / "r1", home, SlurmOptions(), 60)
+    assert e.value.hint and "BENCH_HOME" in e.value.hint
+
+
+def test_a_state_folder_sbatch_cannot_carry_is_refused_before_anything_is_written(
+    cli: Any, bench: Any, tmp_path: Path, short_policy: list[str]
+) -> None:
+    from conftest import write_fake_model
+
+    home = tmp_path / "my bench"
+    (home / "models").mkdir(parents=True)
+    (home / "envs").symlink_to(bench.home / "envs", target_is_directory=True)
+    write_fake_model(home / "models" / "fake")
+    result = cli(
+        "run", "-i", "null", "-m", "fake", "--launcher", "slurm", *short_policy, env={"BENCH_HOME": str(home)}
+    )
+    assert result.exit_code == 2, result.output
+    assert "holds a space, which #SBATCH lines cannot carry" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (home / "runs").exists() and not bench.db.exists()

@@ -253,6 +253,24 @@ def gpus_of(spec: RunSpec) -> int:
     return 1 if spec.device.startswith("cuda") else 0
 
 
+def check_sbatch_path(what: str, path: Path) -> None:
+    """Refuse a path that an #SBATCH line cannot carry: sbatch splits the line at spaces and
+    takes quotes away, and a backslash anywhere in a file name turns off its `%` symbols."""
+    odd = re.search(r"[\s\\'\"]", str(path))
+    if odd is not None:
+        char = "a space" if odd.group().isspace() else f"a {odd.group()!r}"
+        raise BenchError(
+            f"the {what} {path} holds {char}, which #SBATCH lines cannot carry",
+            "point BENCH_HOME at a path without spaces, quotes or backslashes",
+        )
+
+
+def sbatch_filename(path: Path) -> str:
+    """A path as an #SBATCH file name: sbatch reads `%` as the start of a symbol (`%j` the job id,
+    `%u` the user...), so a `%` of the path itself is written `%%`."""
+    return str(path).replace("%", "%%")
+
+
 def batch_script(
     spec: RunSpec,
     run_dir: Path,
@@ -263,16 +281,12 @@ def batch_script(
 ) -> str:
     """The batch script of one run: resources as `#SBATCH` lines, then the node's entrypoint."""
     for what, path in (("run folder", run_dir), ("state folder", home)):
-        if re.search(r"\s", str(path)):
-            raise BenchError(
-                f"the {what} {path} holds a space, which #SBATCH lines cannot carry",
-                "point BENCH_HOME at a path without spaces",
-            )
+        check_sbatch_path(what, path)
     policy = spec.policy
     lines = [
         "#!/bin/bash",
         f"#SBATCH --job-name=bench:{spec.run_id}",
-        f"#SBATCH --output={run_dir}/slurm-%j.out",
+        f"#SBATCH --output={sbatch_filename(run_dir)}/slurm-%j.out",
         f"#SBATCH --time={time_limit_min(timeout_s, options)}",
         "#SBATCH --nodes=1",
         "#SBATCH --ntasks=1",
@@ -330,6 +344,9 @@ class SlurmLauncher:
         self.client = client or SlurmClient()
 
     def check(self) -> None:
+        """Before anything is written or submitted: the state folder fits a job script, and the
+        cluster answers."""
+        check_sbatch_path("state folder", self.paths.home)
         self.client.check(self.options)
 
     def prepare(self, image: ImageInfo, log: LineSink) -> None:
