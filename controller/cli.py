@@ -584,6 +584,7 @@ def models_add(
 
     paths = Paths.from_env()
     model_store.check_name(name)
+    model_store.check_onnx_file(onnx_file)  # before a launcher is chosen (Docker asked)
     chosen = select_launcher(launcher_choice(launcher), get_image("ort"), paths, info)
     m = model_store.add(paths, name, onnx_file, chosen, runner_line, force=force)
     out.print(f"added {m.name}: input {m.input_shape} ({m.input_layout or 'layout unknown'})")

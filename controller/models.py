@@ -6,13 +6,18 @@ import contextlib
 import difflib
 import hashlib
 import json
+import re
 import shutil
-import tempfile
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from controller import claims
 from controller.catalog import get_image
 from controller.errors import BenchError, did_you_mean
 from controller.launchers.base import Launcher, LineSink
@@ -153,8 +158,9 @@ def verify(paths: Paths, manifest: ModelManifest) -> None:
 
 
 def remove(paths: Paths, name: str) -> Path:
-    """Delete a model's folder from the store."""
+    """Delete a model's folder from the store (and what killed writes left there)."""
     check_name(name)
+    clean_stale_work(paths)
     folder = paths.models / name
     if not folder.is_dir():
         raise BenchError(
@@ -168,9 +174,12 @@ def remove(paths: Paths, name: str) -> Path:
 
 
 def list_names(paths: Paths) -> list[str]:
+    """The models of the store: folders with a manifest and a model's name (never the hidden work
+    folder of an export or `models add` in progress, or one that was killed)."""
     if not paths.models.exists():
         return []
-    return sorted(p.parent.name for p in paths.models.glob("*/manifest.json"))
+    found = (p.parent.name for p in paths.models.glob("*/manifest.json"))
+    return sorted(name for name in found if MODEL_NAME_RE.fullmatch(name))
 
 
 def list_models(paths: Paths) -> list[ModelEntry]:
@@ -197,6 +206,11 @@ def list_models(paths: Paths) -> list[ModelEntry]:
     return entries
 
 
+def _check_absent(paths: Paths, name: str, force: bool) -> None:
+    if (paths.models / name / "manifest.json").exists() and not force:
+        raise BenchError(f"model {name!r} already exists in the store", "pass --force to rebuild it")
+
+
 def _build(
     paths: Paths,
     name: str,
@@ -204,11 +218,11 @@ def _build(
     launcher: Launcher,
     args: list[str],
     log: LineSink,
-    force: bool,
+    work: Work,
     readable: list[Path] | None = None,
     shown_as: dict[str, str] | None = None,
 ) -> ModelManifest:
-    """Run the exporter into a temporary folder of the store, then move it into place.
+    """Run the exporter into the work folder, then move it into place.
 
     `shown_as` maps paths the exporter sees to what the user typed, for error messages. An
     exporter killed by a signal (the OOM killer's SIGKILL) is named as such, with the step it was
@@ -217,12 +231,10 @@ def _build(
     from schemas.manifest import EXPORT_PROGRESS_FILE
 
     final = paths.models / name
-    if (final / "manifest.json").exists() and not force:
-        raise BenchError(f"model {name!r} already exists in the store", "pass --force to rebuild it")
     image = get_image(image_name)
     launcher.prepare(image, log)
-    paths.models.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=paths.models))
+    tmp = work.folder
+    tmp.mkdir()
     try:
         out_arg = launcher.model_dir(tmp.name)
         outcome = launcher.run_tool(
@@ -314,12 +326,96 @@ def check_export_name(name: str) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class Work:
+    """Where one write of the store works: a hidden folder beside the models, moved into place
+    when complete, and a staged copy of the user's file (`models add`)."""
+
+    folder: Path
+    staged: Path
+
+
+STAGING = "staging"
+# `.NAME.XXXXXXXX` (tempfile's 8 random characters): the names `writing` gives work folders.
+WORK_NAME_RE = re.compile(r"\.[a-z0-9][a-z0-9_.-]{0,63}\.[a-z0-9_]{8}")
+
+
+@contextmanager
+def writing(paths: Paths, name: str) -> Iterator[Work]:
+    """A work folder for writing model `name`, claimed by this process while it lives (see
+    controller/claims.py): first, the work folders of killed writes are removed."""
+    paths.models.mkdir(parents=True, exist_ok=True)
+    clean_stale_work(paths)
+    claim = claims.take_new(paths.models, f".{name}.")
+    folder = claim.path.with_suffix("")
+    work = Work(folder=folder, staged=paths.home / STAGING / f"{folder.name}.onnx")
+    try:
+        yield work
+    finally:
+        work.staged.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        claim.release()
+
+
+def clean_stale_work(paths: Paths) -> list[str]:
+    """Remove what killed writes left (work folders, staged files, claims) and no live process
+    holds; returns their names. A write in progress, here or on another host, is left alone."""
+    stems: set[str] = set()
+    for folder in (paths.models, paths.home / STAGING):
+        with contextlib.suppress(OSError):
+            for p in folder.iterdir():
+                stem = p.name.removesuffix(claims.LOCK_SUFFIX).removesuffix(".onnx")
+                if WORK_NAME_RE.fullmatch(stem):
+                    stems.add(stem)
+    removed = []
+    for stem in sorted(stems):
+        claim = claims.take(paths.models / f"{stem}{claims.LOCK_SUFFIX}")
+        if claim is None:
+            continue  # held: a write in progress
+        if not claim.locked:
+            claim.drop()  # no locks on this file system: a live write cannot be told apart
+            continue
+        shutil.rmtree(paths.models / stem, ignore_errors=True)
+        (paths.home / STAGING / f"{stem}.onnx").unlink(missing_ok=True)
+        claim.release()
+        removed.append(stem)
+    return removed
+
+
 def export(
     paths: Paths, name: str, launcher: Launcher, log: LineSink, force: bool = False, seed: int = 0
 ) -> ModelManifest:
     """Export one of the study's Keras applications with seeded random weights (tf image)."""
     check_export_name(name)
-    return _build(paths, name, "tf", launcher, ["keras", "--name", name, "--seed", str(seed)], log, force)
+    _check_absent(paths, name, force)
+    with writing(paths, name) as work:
+        return _build(paths, name, "tf", launcher, ["keras", "--name", name, "--seed", str(seed)], log, work)
+
+
+def check_onnx_file(path: Path) -> Path:
+    """A user's model file, refused before anything runs unless it is a regular file: a folder is
+    no model, and reading a FIFO or device would wait for a writer or never end."""
+    hint = "give the path of an .onnx file"
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise BenchError(f"no such file: {path}", hint) from None
+    except OSError as e:
+        raise BenchError(f"cannot read {path}: {e.strerror or e}", hint) from None
+    if stat.S_ISDIR(mode):
+        raise BenchError(f"{path} is a folder, not an ONNX file", f"{hint}, e.g. {path / 'model.onnx'}")
+    if not stat.S_ISREG(mode):
+        kind = next((k for test, k in _SPECIAL_FILES if test(mode)), "special file")
+        raise BenchError(f"{path} is a {kind}, not a regular file", hint)
+    return path
+
+
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+)
 
 
 def add(
@@ -333,15 +429,14 @@ def add(
 ) -> ModelManifest:
     """Register a user's ONNX file; reference outputs come from ONNX Runtime fp32 (ort image)."""
     check_name(name)
-    if not onnx_file.is_file():
-        raise BenchError(f"no such file: {onnx_file}", "give the path of an .onnx file")
+    check_onnx_file(onnx_file)
     src = onnx_file.resolve()
-    # The exporter reads the file from inside the store folder: no extra mount for Docker.
-    staging = paths.home / "staging"
-    staging.mkdir(parents=True, exist_ok=True)
-    staged = staging / f"{name}.onnx"
-    shutil.copyfile(src, staged)
-    try:
+    _check_absent(paths, name, force)
+    with writing(paths, name) as work:
+        # The exporter reads the file from inside the state folder: no extra mount for Docker.
+        staged = work.staged
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, staged)
         return _build(
             paths,
             name,
@@ -349,9 +444,7 @@ def add(
             launcher,
             ["onnx", "--name", name, "--onnx", launcher.inside(staged), "--seed", str(seed)],
             log,
-            force,
-            readable=[staging],
+            work,
+            readable=[staged.parent],
             shown_as={launcher.inside(staged): str(onnx_file)},
         )
-    finally:
-        staged.unlink(missing_ok=True)
