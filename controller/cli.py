@@ -420,14 +420,24 @@ def compare(
             help="the scenario whose runs to compare: offline, single-stream, multi-stream, server",
         ),
     ] = "offline",
+    include_noisy: Annotated[
+        bool,
+        typer.Option(
+            "--include-noisy",
+            help="count runs flagged noisy (starved by other load) in cells and verdicts; by default "
+            "they are left out, and a verdict that would rest on them says so",
+        ),
+    ] = False,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare configurations of one model on one host: rows are batch sizes, columns images.
 
-    A cell is the mean over the runs (repetitions) with its 95% interval; a cell of one run says
-    so. With --baseline, each other cell gets its ratio to the baseline and a verdict by one
-    rule: a Mann-Whitney U test on per-run values (p < 0.05) and at least a 2% difference.
+    A cell is the mean over the clean runs (repetitions) with its 95% interval; a cell of one run
+    says so, and runs flagged noisy are left out (--include-noisy counts them). With --baseline,
+    each other cell gets its ratio to the baseline and a verdict by one rule: a Mann-Whitney U
+    test on per-run values (p < 0.05), a ratio whose 95% interval excludes 1, and at least a 2%
+    difference.
     """
     path = Paths.from_env(db).db
     if builds is not None:
@@ -436,20 +446,26 @@ def compare(
                 "--builds compares two builds of one image on one host",
                 "drop --hosts, --across-hosts and --baseline (--host H picks the host)",
             )
-        build_pair = comparison.compare_builds(path, model, builds, metric, device, scenario, host)
+        build_pair = comparison.compare_builds(
+            path, model, builds, metric, device, scenario, host, include_noisy
+        )
         if as_json:
             print(build_pair.model_dump_json(indent=1))
         else:
             render.build_pair(out, build_pair)
         return
-    pair = _host_pair(path, model, metric, device, scenario, hosts, across_hosts, host, baseline)
+    pair = _host_pair(
+        path, model, metric, device, scenario, hosts, across_hosts, host, baseline, include_noisy
+    )
     if pair is not None:
         if as_json:
             print(pair.model_dump_json(indent=1))
         else:
             render.host_pair(out, pair)
         return
-    cmp = comparison.compare(path, model, metric, device, baseline, host, across_hosts, scenario=scenario)
+    cmp = comparison.compare(
+        path, model, metric, device, baseline, host, across_hosts, None, scenario, include_noisy
+    )
     if as_json:
         print(cmp.model_dump_json(indent=1))
     else:
@@ -466,6 +482,7 @@ def _host_pair(
     across_hosts: bool,
     host: str | None,
     baseline: str | None,
+    include_noisy: bool = False,
 ) -> HostPair | None:
     """The two-host view, when --hosts names two or --across-hosts finds exactly two."""
     if hosts is None and not across_hosts:
@@ -486,7 +503,7 @@ def _host_pair(
         raise BenchError(
             "--baseline compares configurations on one host", "drop it: new/old is the ratio here"
         )
-    return comparison.compare_hosts(db, model, old, new, metric, device, scenario)
+    return comparison.compare_hosts(db, model, old, new, metric, device, scenario, include_noisy)
 
 
 @app.command()

@@ -29,10 +29,7 @@ COMPARABLE = (
     "load_time_s",
 )
 HIGHER_IS_BETTER = {"throughput_sps"}
-RULE = (
-    "two-sided Mann-Whitney U on per-run values, p < 0.05, and a ratio of at least "
-    f"{stats.DEFAULT_MIN_EFFECT:.0%} either way (at least {stats.min_repetitions()} runs of each)"
-)
+RULE = stats.RULE
 
 
 class Earlier(NamedTuple):
@@ -68,33 +65,42 @@ def _choose_hosts(stored: list[str], host: str | None, across: bool, model: str)
     )
 
 
-def _cell(values: list[float], rows: list[dict[str, Any]], metric: str) -> Cell:
-    noisy = any(bool(r["noisy"]) for r in rows)
+def _noisy(rows: list[dict[str, Any]]) -> list[bool]:
+    return [bool(r["noisy"]) for r in rows]
+
+
+def _cell(rows: list[dict[str, Any]], metric: str, include_noisy: bool = False) -> Cell:
+    """A configuration's runs at one batch size as a cell: the mean of its clean runs (every run
+    when none is clean, or with `include_noisy`) with its interval, as `verdict_cell` judges them."""
+    used = stats.clean_runs(rows, _noisy(rows), include_noisy)
+    values = [float(r["value"]) for r in used]
+    noisy = any(bool(r["noisy"]) for r in used)
+    left_out = len(rows) - len(used)
     precision = ",".join(sorted({str(r["precision"]) for r in rows if r["precision"]})) or None
     rel = max((r["rel_err"] for r in rows if r["rel_err"] is not None), default=None)
+    common: dict[str, Any] = {
+        "noisy": noisy,
+        "noisy_left_out": left_out,
+        "precision": precision,
+        "rel_err": rel,
+    }
     if len(values) >= 2:
         ci = stats.mean_ci(values)
-        return Cell(
-            value=ci.estimate, low=ci.low, high=ci.high, runs=len(values), method="t",
-            noisy=noisy, precision=precision, rel_err=rel,
-        )  # fmt: skip
+        return Cell(value=ci.estimate, low=ci.low, high=ci.high, runs=len(values), method="t", **common)
     value = values[0]
-    within = rows[0]["within_run_ci_rel"]
+    within = used[0]["within_run_ci_rel"]
     if metric == "throughput_sps" and within is not None and within < 1:
         # Throughput is batch / mean iteration time: the interval of the time, inverted.
         return Cell(
             value=value, low=value / (1 + within), high=value / (1 - within), runs=1,
-            method="batch-means", noisy=noisy, precision=precision, rel_err=rel,
+            method="batch-means", **common,
         )  # fmt: skip
     if metric == "latency_mean_ms" and within is not None:
         return Cell(
             value=value, low=value * (1 - within), high=value * (1 + within), runs=1,
-            method="batch-means", noisy=noisy, precision=precision, rel_err=rel,
+            method="batch-means", **common,
         )  # fmt: skip
-    return Cell(
-        value=value, low=None, high=None, runs=1, method="none", noisy=noisy, precision=precision,
-        rel_err=rel,
-    )  # fmt: skip
+    return Cell(value=value, low=None, high=None, runs=1, method="none", **common)
 
 
 def _check(metric: str, scenario: str) -> None:
@@ -165,10 +171,17 @@ def left_out_notes(left: dict[Earlier, set[str]], hosts: list[str]) -> list[str]
     ]
 
 
-def _verdict_cell(values: list[float], base: list[float], higher: bool) -> VerdictCell | None:
-    if min(values + base) <= 0:
+def verdict_cell(
+    rows: list[dict[str, Any]], base: list[dict[str, Any]], higher: bool, include_noisy: bool = False
+) -> VerdictCell | None:
+    """A configuration's runs against the baseline's by the one rule (`stats.verdict_of_runs`):
+    clean runs only unless `include_noisy`; None when a value is not positive (no ratio)."""
+    values, base_values = [float(r["value"]) for r in rows], [float(r["value"]) for r in base]
+    if min(values + base_values) <= 0:
         return None
-    v = stats.verdict(values, base, higher_is_better=higher)
+    v = stats.verdict_of_runs(
+        values, _noisy(rows), base_values, _noisy(base), higher_is_better=higher, include_noisy=include_noisy
+    )
     return VerdictCell(
         ratio=v.ratio.estimate,
         ratio_low=v.ratio.low,
@@ -176,6 +189,7 @@ def _verdict_cell(values: list[float], base: list[float], higher: bool) -> Verdi
         p_value=v.p_value,
         verdict=v.verdict,
         message=v.message,
+        note=v.note,
     )
 
 
@@ -188,7 +202,12 @@ def hosts_of(db: Path, model: str, metric: str, device: str | None, scenario: st
 
 
 def _pair_rows(
-    rows: list[dict[str, Any]], side: Callable[[dict[str, Any]], str], old: str, new: str, metric: str
+    rows: list[dict[str, Any]],
+    side: Callable[[dict[str, Any]], str],
+    old: str,
+    new: str,
+    metric: str,
+    include_noisy: bool = False,
 ) -> list[HostPairRow]:
     """Each configuration (image, options, device) at each batch size on both sides (`side` of a
     row: its host, or its build): the old side's cell, the new side's, and new/old with its
@@ -199,16 +218,16 @@ def _pair_rows(
             label = _label(r["image"], r["variant"], r["device"], None)
             groups[(label, int(r["batch_size"]), side(r))].append(r)
     out = []
+    higher = metric in HIGHER_IS_BETTER
     for label, bs in sorted({(label, bs) for label, bs, _ in groups}):
         a, b = groups.get((label, bs, old), []), groups.get((label, bs, new), [])
-        va, vb = [float(m["value"]) for m in a], [float(m["value"]) for m in b]
         out.append(
             HostPairRow(
                 label=label,
                 batch_size=bs,
-                old=_cell(va, a, metric) if a else None,
-                new=_cell(vb, b, metric) if b else None,
-                verdict=_verdict_cell(vb, va, metric in HIGHER_IS_BETTER) if a and b else None,
+                old=_cell(a, metric, include_noisy) if a else None,
+                new=_cell(b, metric, include_noisy) if b else None,
+                verdict=verdict_cell(b, a, higher, include_noisy) if a and b else None,
             )
         )
     return out
@@ -228,6 +247,7 @@ def compare_builds(
     device: str | None = None,
     scenario: str = "offline",
     host: str | None = None,
+    include_noisy: bool = False,
 ) -> BuildPair:
     """The newest build of `image` (the last lock it was built from, by first use) against the
     build before it, on one host: each configuration of `model` at each batch size, and new/old
@@ -263,7 +283,7 @@ def compare_builds(
         old_build=build_name(first[old]),
         new_build=build_name(first[new]),
         rule=RULE,
-        rows=_pair_rows(rows, lock, old, new, metric),
+        rows=_pair_rows(rows, lock, old, new, metric, include_noisy),
         left_out=[f"earlier build left out: {build_name(first[b])}" for b in earlier],
     )
 
@@ -276,6 +296,7 @@ def compare_hosts(
     metric: str = "throughput_sps",
     device: str | None = None,
     scenario: str = "offline",
+    include_noisy: bool = False,
 ) -> HostPair:
     """Each configuration of `model` that either host measured, per batch size: the old host's
     cell, the new host's, and new/old with its interval and verdict (the one comparison rule)."""
@@ -287,7 +308,7 @@ def compare_hosts(
     if old == new:
         raise BenchError(f"--hosts {old},{new} names one host twice", "give the old host, then the new one")
     higher = metric in HIGHER_IS_BETTER
-    out = _pair_rows(rows, lambda r: str(r["host"]), old, new, metric)
+    out = _pair_rows(rows, lambda r: str(r["host"]), old, new, metric, include_noisy)
     return HostPair(
         model=model,
         metric=metric,
@@ -310,6 +331,7 @@ def compare(
     across_hosts: bool = False,
     run_ids: list[str] | None = None,
     scenario: str = "offline",
+    include_noisy: bool = False,
 ) -> Comparison:
     """Every configuration of `model` measured on the chosen host(s) in `scenario`, per batch size
     (only the runs `run_ids` when given: one command's runs)."""
@@ -330,19 +352,16 @@ def compare(
     higher = metric in HIGHER_IS_BETTER
     out_rows = []
     for bs in sorted({b for _, b in groups}):
-        cells: dict[str, Cell] = {}
-        values: dict[str, list[float]] = {}
-        for label in labels:
-            members = groups.get((label, bs))
-            if members:
-                values[label] = [float(m["value"]) for m in members]
-                cells[label] = _cell(values[label], members, metric)
+        members = {label: groups[(label, bs)] for label in labels if groups.get((label, bs))}
+        cells = {label: _cell(runs, metric, include_noisy) for label, runs in members.items()}
         verdicts: dict[str, VerdictCell] = {}
-        if baseline is not None and baseline in values:
-            for label, vals in values.items():
-                if label == baseline:
-                    continue
-                cell = _verdict_cell(vals, values[baseline], higher)
+        if baseline is not None and baseline in members:
+            for label, runs in members.items():
+                cell = (
+                    None
+                    if label == baseline
+                    else verdict_cell(runs, members[baseline], higher, include_noisy)
+                )
                 if cell is not None:
                     verdicts[label] = cell
         out_rows.append(CompareRow(batch_size=bs, cells=cells, verdicts=verdicts))

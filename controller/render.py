@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from controller import stats
 from controller.reports import BuildPair, Cell, Comparison, HostPair, HostPairRow, VerdictCell
 
 if TYPE_CHECKING:
@@ -150,6 +151,8 @@ def _cell_text(cell: Cell) -> str:
         text = f"{cell.value:,.4g} [dim](1 run: no interval)[/]"
     if cell.noisy:
         text += " [yellow]noisy[/]"
+    elif cell.noisy_left_out:
+        text += f" [dim]({cell.noisy_left_out} noisy left out)[/]"
     if cell.rel_err is not None and cell.rel_err > UNFAITHFUL_REL_ERR:
         text += " [red]outputs differ[/]"
     extra = " ".join(
@@ -167,10 +170,10 @@ VERDICT_STYLE = {
 
 
 def _verdict_text(v: VerdictCell) -> str:
-    ratio = f"x{v.ratio:.3g}"
-    if v.ratio_low is not None and v.ratio_high is not None:
-        ratio += f" [{v.ratio_low:.3g}, {v.ratio_high:.3g}]"
-    word = "n.s." if v.verdict == "no significant difference" else v.verdict
+    # Bounds get the digits that keep them off 1 when they are: the printed interval is the one judged.
+    ratio = "x" + stats.ratio_text(v.ratio, v.ratio_low, v.ratio_high)
+    word: str = "n.s." if v.verdict == "no significant difference" else v.verdict
+    word += f": {v.note}" if v.note else ""
     return f"[{VERDICT_STYLE[v.verdict]}]{escape(ratio)} {word}[/]"
 
 
@@ -198,6 +201,11 @@ def comparison(console: Console, cmp: Comparison) -> None:
     every = [c for row in cmp.rows for c in row.cells.values()]
     if any(c.runs == 1 for c in every):
         notes.append("cells of one run have no interval across runs: use --repeat 5")
+    if any(c.noisy_left_out for c in every):
+        notes.append(
+            "noisy: runs whose runner other load starved; left out of cells and verdicts "
+            "(--include-noisy counts them)"
+        )
     wide = [c for c in every if c.half_width is not None and c.half_width > 0.1 * abs(c.value)]
     noisy = [c for c in every if c.noisy]
     unfaithful = [c for c in every if c.rel_err is not None and c.rel_err > UNFAITHFUL_REL_ERR]
@@ -210,9 +218,8 @@ def comparison(console: Console, cmp: Comparison) -> None:
         )
     if noisy or wide:
         console.print(
-            f"[yellow]warning:[/] {len(noisy)} cell(s) measured while other processes kept CPU busy "
-            f"(noisy), {len(wide)} with an interval wider than ±10%: rerun on a quiet host for a "
-            "sharper answer",
+            f"[yellow]warning:[/] {len(noisy)} cell(s) made of runs that other load starved (noisy), "
+            f"{len(wide)} with an interval wider than ±10%: rerun on a quiet host for a sharper answer",
             soft_wrap=True,
         )
     for note in [*notes, *cmp.left_out]:

@@ -18,7 +18,8 @@ class Cell(BaseModel):
     high: float | None
     runs: int
     method: IntervalMethod  # t: across runs; batch-means: one run, within-run only; none
-    noisy: bool = False
+    noisy: bool = False  # the value includes runs flagged noisy (none was clean, or --include-noisy)
+    noisy_left_out: int = 0  # runs flagged noisy that the value leaves out
     precision: str | None = None
     rel_err: float | None = None
 
@@ -38,6 +39,7 @@ class VerdictCell(BaseModel):
     p_value: float | None
     verdict: VerdictKind
     message: str
+    note: str | None = None  # why no verdict could be made beyond the test, e.g. "5 of 6 runs noisy"
 
 
 class CompareRow(BaseModel):

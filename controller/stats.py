@@ -20,34 +20,35 @@ The comparison rule (`verdict`), the one used wherever two configurations are co
 
     Candidate and baseline are each measured in at least ``min_repetitions(alpha)``
     independent repetitions (4 at alpha = 0.05; unequal groups such as 3 and 5 also qualify, see
-    below). The candidate is called **faster** or **slower** only when both
+    below). The candidate is called **faster** or **slower** only when all three hold:
 
     1. a two-sided Mann-Whitney U test on the per-repetition values gives p < alpha
        (0.05 by default; exact distribution, or an exact permutation test of the midranks when
-       values tie, with the normal approximation beyond 20 000 relabellings), and
-    2. the ratio candidate / baseline (ratio of geometric means) is at least ``1 + min_effect``
+       values tie, with the normal approximation beyond 20 000 relabellings),
+    2. the ratio's interval (Welch's t on log values at confidence 1 - alpha, the interval that
+       is shown beside the verdict) excludes 1, and
+    3. the ratio candidate / baseline (ratio of geometric means) is at least ``1 + min_effect``
        or at most ``1 / (1 + min_effect)`` (``min_effect`` = 0.02 by default).
 
-    Otherwise the verdict is **no significant difference**. For a metric where higher is better
-    (throughput) a ratio above 1 is faster; where lower is better (latency) a ratio below 1 is
-    faster. With too few repetitions for the test to ever reach p < alpha, the verdict is
-    **insufficient data**, with a message saying how many repetitions are needed.
+    Otherwise the verdict is **no significant difference**, with the condition that failed in
+    its message. For a metric where higher is better (throughput) a ratio above 1 is faster;
+    where lower is better (latency) a ratio below 1 is faster. With too few repetitions for the
+    test to ever reach p < alpha, the verdict is **insufficient data**, with a message saying
+    how many repetitions are needed. Runs flagged noisy are left out first (`clean_runs`): a
+    verdict is never made of noisy runs, and when too few clean ones remain it says so.
 
 Why: the exact Mann-Whitney test assumes nothing about the noise distribution; when both
 configurations are the same (an A/A comparison) their repetitions are exchangeable, so the
 false-positive rate is at most alpha whatever the noise looks like (skewed, bimodal, with
-outliers from other load). The effect threshold keeps statistically real but practically
-irrelevant differences from being called. It is symmetric in log space, so swapping candidate
-and baseline swaps faster and slower exactly. The price is a minimum number of repetitions: the
-smallest two-sided p-value the exact test can give for groups of n and m values is
-2 / C(n + m, n), e.g. 0.1 for 3 against 3 and 0.029 for 4 against 4. The calibration figures
-(simulation) and the comparison with Welch's t-test are in docs/decisions.md and
-benchmarks/stats_calibration.py.
-
-The ratio's interval (`Verdict.ratio`) is Welch's t interval on log values at confidence
-1 - alpha. It describes the size of the difference; the verdict comes from the rule above, and
-in borderline cases the two can disagree (an interval that just includes 1 with a called
-difference, or the reverse).
+outliers from other load). Requiring the interval to exclude 1 as well makes the verdict and the
+interval printed beside it agree by construction (a rank test alone called differences whose
+interval included 1 when one run fell far off), at a small cost in power. The effect threshold
+keeps statistically real but practically irrelevant differences from being called. It is
+symmetric in log space, so swapping candidate and baseline swaps faster and slower exactly. The
+price is a minimum number of repetitions: the smallest two-sided p-value the exact test can give
+for groups of n and m values is 2 / C(n + m, n), e.g. 0.1 for 3 against 3 and 0.029 for 4
+against 4. The calibration figures (simulation and the null runner) are in docs/statistics.md,
+benchmarks/stats_calibration.py and benchmarks/noise_calibration.py.
 
 All functions take plain sequences or 1-D numpy arrays of finite floats and raise ValueError on
 empty, non-finite or (for ratios) non-positive input. Results are frozen dataclasses;
@@ -59,8 +60,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -68,6 +69,7 @@ from scipy import stats as st
 
 Values = Sequence[float] | npt.NDArray[np.floating[Any]] | npt.NDArray[np.integer[Any]]
 IntervalMethod = Literal["t", "batch-means", "none"]
+T = TypeVar("T")
 VerdictKind = Literal["faster", "slower", "no significant difference", "insufficient data"]
 
 DEFAULT_CONFIDENCE = 0.95
@@ -118,6 +120,7 @@ class Verdict:
     n_candidate: int
     n_baseline: int
     message: str
+    note: str | None = None  # why there is no verdict beyond the test, e.g. "5 of 6 runs noisy"
 
 
 def _as_array(values: Values, name: str = "values", positive: bool = False) -> npt.NDArray[np.float64]:
@@ -288,6 +291,37 @@ def _mann_whitney_p(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> f
     return min(1.0, float(result.pvalue))
 
 
+RULE = (
+    "faster or slower only when a two-sided Mann-Whitney U test on per-run values gives "
+    f"p < {DEFAULT_ALPHA:g}, the ratio's {1 - DEFAULT_ALPHA:.0%} interval excludes 1 and the ratio is "
+    f"at least {DEFAULT_MIN_EFFECT:.0%} from 1 (at least {min_repetitions()} runs of each)"
+)
+
+
+def excludes_one(ratio: Interval) -> bool:
+    """Whether a ratio's interval lies entirely above or entirely below 1."""
+    return ratio.low is not None and ratio.high is not None and (ratio.low > 1 or ratio.high < 1)
+
+
+def ratio_number(x: float, digits: int = 3) -> str:
+    """`x` to `digits` significant digits, with more where fewer would print a value other than 1
+    as 1 (an interval bound of 1.0004 reads 1.0004, never 1: the printed interval then shows
+    what the verdict saw)."""
+    text = f"{x:.{digits}g}"
+    while x != 1 and float(text) == 1 and digits < 12:
+        digits += 1
+        text = f"{x:.{digits}g}"
+    return text
+
+
+def ratio_text(estimate: float, low: float | None, high: float | None) -> str:
+    """A ratio and its interval as printed: `1.1 [1.02, 1.19]`."""
+    text = ratio_number(estimate)
+    if low is not None and high is not None:
+        text += f" [{ratio_number(low)}, {ratio_number(high)}]"
+    return text
+
+
 def verdict(
     candidate: Values,
     baseline: Values,
@@ -323,18 +357,64 @@ def verdict(
         )
     p = _mann_whitney_p(a, b)
     log_ratio = float(np.log(a).mean() - np.log(b).mean())
-    big_enough = abs(log_ratio) >= math.log1p(min_effect)
-    change = f"ratio {ratio.estimate:.3f}"
-    if ratio.low is not None and ratio.high is not None:
-        change += f" [{ratio.low:.3f}, {ratio.high:.3f}]"
-    change += f", p = {p:.3g}"
-    if p < alpha and big_enough:
+    change = f"ratio {ratio_text(ratio.estimate, ratio.low, ratio.high)}, p = {p:.3g}"
+    if p >= alpha:
+        reason = f"p >= {alpha:g}"
+    elif not excludes_one(ratio):
+        reason = f"the ratio's {1 - alpha:.0%} interval includes 1"
+    elif abs(log_ratio) < math.log1p(min_effect):
+        reason = f"difference below the {min_effect:.0%} threshold"
+    else:
         better = (log_ratio > 0) == higher_is_better
         kind: VerdictKind = "faster" if better else "slower"
         return Verdict(kind, ratio, p, n, m, f"{kind}: {change}")
-    reason = f"difference below the {min_effect:.0%} threshold" if p < alpha else f"p >= {alpha:g}"
     message = f"no significant difference ({reason}): {change}"
     return Verdict("no significant difference", ratio, p, n, m, message)
+
+
+def clean_runs(values: Sequence[T], noisy: Sequence[bool], include_noisy: bool = False) -> list[T]:
+    """The runs a figure is made of: those not flagged noisy, or every run when none is clean or
+    with `include_noisy`. A noisy run is one whose runner was starved or crowded out for more of
+    its measurement than the policy allows (see docs/decisions.md): its value is biased low by
+    the other load, so it is left out rather than pooled."""
+    if len(values) != len(noisy):
+        raise ValueError("values and noisy flags differ in length")
+    clean = [v for v, n in zip(values, noisy, strict=True) if not n]
+    return list(values) if include_noisy or not clean else clean
+
+
+def verdict_of_runs(
+    candidate: Sequence[float],
+    candidate_noisy: Sequence[bool],
+    baseline: Sequence[float],
+    baseline_noisy: Sequence[bool],
+    higher_is_better: bool,
+    include_noisy: bool = False,
+) -> Verdict:
+    """The rule on each side's clean runs (`clean_runs`): never a verdict made of noisy runs.
+
+    When noisy runs are left out and what remains cannot give a verdict (a side has no clean run,
+    or too few for the test), the verdict is "no significant difference" with the note "k of n
+    runs noisy": the host was too busy to decide, which more or quieter runs would. With
+    `include_noisy` every run counts, as before this rule existed."""
+    used_c = clean_runs(candidate, candidate_noisy, include_noisy)
+    used_b = clean_runs(baseline, baseline_noisy, include_noisy)
+    v = verdict(used_c, used_b, higher_is_better)
+    noisy = sum(map(bool, candidate_noisy)) + sum(map(bool, baseline_noisy))
+    if include_noisy or noisy == 0:
+        return v
+    if min_attainable_p(len(candidate), len(baseline)) >= DEFAULT_ALPHA:
+        return v  # too few runs even with the noisy ones: insufficient data, whatever the noise
+    note = f"{noisy} of {len(candidate) + len(baseline)} runs noisy"
+    all_noisy = (any(candidate_noisy) and len(used_c) == len(candidate)) or (
+        any(baseline_noisy) and len(used_b) == len(baseline)
+    )
+    if all_noisy or v.verdict == "insufficient data":
+        shown = ratio_text(v.ratio.estimate, v.ratio.low, v.ratio.high)
+        message = f"no verdict: {note} (--include-noisy judges them anyway): ratio {shown}"
+        return replace(v, verdict="no significant difference", p_value=None, message=message, note=note)
+    left = f"{noisy} noisy run{'s' if noisy > 1 else ''} left out"
+    return replace(v, message=f"{v.message}; {left}")
 
 
 def cv(values: Values) -> float | None:

@@ -256,3 +256,55 @@ def test_builds_newest_against_the_one_before(cli: Any, bench: Any, make_result:
     assert typo.exit_code == 2 and "did you mean 'ort'" in typo.stderr
     both = cli("compare", "--model", "fake", "--builds", "ort", "--baseline", "ort")
     assert both.exit_code == 2 and "--builds compares two builds" in both.stderr
+
+
+def _noisy_store(db: Path, make_result: Any, image: str, scales: list[float], noisy: list[bool]) -> None:
+    """Runs as `_store` makes them, those flagged in `noisy` measured while other load starved the
+    runner (their throughput 10 % lower, as such runs' is)."""
+    with store.connect(db) as con:
+        for i, (scale, flag) in enumerate(zip(scales, noisy, strict=True), 1):
+            r = make_result(image=image, scale=scale * (1.1 if flag else 1.0), host=HERE, repetition=i)
+            update = {"noisy": flag, "other_cpu_cores": 1.4 if flag else 0.05}
+            store.ingest(
+                con,
+                r.model_copy(update={"measurements": [m.model_copy(update=update) for m in r.measurements]}),
+            )
+
+
+def test_noisy_runs_give_no_verdict(cli: Any, bench: Any, make_result: Any) -> None:
+    """Truth: `fast` takes 0.8 of the time, but 8 of the 10 runs are noisy: one clean run of each
+    cannot decide, and the comparison says why instead of judging noise; --include-noisy judges
+    every run (the noisy ones 10 % slower, which here still leaves fast ahead)."""
+    flags = [True, True, False, True, True]
+    _noisy_store(bench.db, make_result, "base", _jitter(1.0, 5, 1), flags)
+    _noisy_store(bench.db, make_result, "fast", _jitter(0.8, 5, 2), flags)
+    doc = _compare(cli, "--baseline", "base")
+    for row in doc["rows"]:
+        v = row["verdicts"]["fast"]
+        assert v["verdict"] == "no significant difference" and v["note"] == "8 of 10 runs noisy", v
+        assert v["p_value"] is None and "--include-noisy" in v["message"]
+        cell = row["cells"]["base"]
+        assert cell["runs"] == 1 and cell["noisy_left_out"] == 4 and not cell["noisy"]
+    text = cli("compare", "--model", "fake", "--baseline", "base", env={"COLUMNS": "200"}).stdout
+    assert "n.s.: 8 of 10 runs noisy" in text and "(4 noisy left out)" in text
+    assert "--include-noisy counts them" in text
+    judged = _compare(cli, "--baseline", "base", "--include-noisy")
+    for row in judged["rows"]:
+        assert row["verdicts"]["fast"]["verdict"] == "faster" and row["verdicts"]["fast"]["note"] is None
+        assert row["cells"]["base"]["runs"] == 5 and row["cells"]["base"]["noisy"]
+
+
+def test_clean_runs_decide_and_noisy_ones_are_left_out(cli: Any, bench: Any, make_result: Any) -> None:
+    """Truth: `fast` is 1.25x the throughput. Five clean runs of each decide; the sixth run of
+    `base`, noisy and 10 % slower, is left out of its cell and of the verdict, which says so."""
+    _noisy_store(bench.db, make_result, "base", _jitter(1.0, 6, 3), [False] * 5 + [True])
+    _noisy_store(bench.db, make_result, "fast", _jitter(0.8, 5, 4), [False] * 5)
+    doc = _compare(cli, "--baseline", "base")
+    clean = stats.mean_ci([1 / s for s in _jitter(1.0, 6, 3)[:5]])
+    for row in doc["rows"]:
+        v, cell = row["verdicts"]["fast"], row["cells"]["base"]
+        assert v["verdict"] == "faster" and "1 noisy run left out" in v["message"]
+        assert v["ratio_low"] < 1.25 < v["ratio_high"]
+        assert (cell["runs"], cell["noisy_left_out"], cell["noisy"]) == (5, 1, False)
+    first = doc["rows"][0]["cells"]["base"]["value"]
+    assert doc["rows"][0]["batch_size"] == 1 and first == pytest.approx(clean.estimate * 1000, rel=0.02)
