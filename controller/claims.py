@@ -81,3 +81,40 @@ def _still_there(fd: int, path: Path) -> bool:
         return os.stat(path).st_ino == os.fstat(fd).st_ino
     except OSError:
         return False
+
+
+class ClaimSet:
+    """Claims on named things (a sweep's cells), one file `NAME.lock` each in `folder`, held until
+    released or until this process ends; a context manager releases what is left."""
+
+    def __init__(self, folder: Path, note: str) -> None:
+        self.folder = folder
+        self.note = note
+        self.held: dict[str, Claim] = {}
+
+    def take(self, name: str) -> str | None:
+        """Claim `name`: None when this process holds it now, else what its holder wrote."""
+        if name in self.held:
+            return None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{name}{LOCK_SUFFIX}"
+        claim = take(path, self.note)
+        if claim is None:
+            return holder(path) or "another process"
+        self.held[name] = claim
+        return None
+
+    def release(self, name: str) -> None:
+        claim = self.held.pop(name, None)
+        if claim is not None:
+            claim.release()
+
+    def release_all(self) -> None:
+        for name in list(self.held):
+            self.release(name)
+
+    def __enter__(self) -> ClaimSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release_all()

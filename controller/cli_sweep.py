@@ -99,6 +99,9 @@ def _headline(sp: sweep.SweepPlan) -> str:
     ]
     if to_record:
         parts.append(f"{len(to_record)} unsupported here (recorded once, not measured)")
+    elsewhere = sum(1 for d in sp.due if d.claimed_elsewhere)
+    if elsewhere:
+        parts.append(f"{elsewhere} left to another sweep that is measuring them")
     return "; ".join(parts)
 
 
@@ -137,31 +140,24 @@ def sweep_command(
         synced = fleet.sync(paths, info)  # jobs that ended since: their cells may be done now
         if synced.stored:
             info(f"stored {len(synced.stored)} result(s) of jobs that ended since the last look")
-    sp = sweep.prepare(plan, paths, retry_failed, dry_run, slurm, log=info)
     if dry_run:
-        if as_json:
-            print(json.dumps(_dry_json(sp), indent=1))
-            return
-        table, reasons = _listing(sp)
-        out.print(table)
-        for i, reason in enumerate(reasons, 1):
-            out.print(f"[{i}] {escape(reason)}", soft_wrap=True)
-        if sp.missing_models:
-            out.print(f"models to export first: {', '.join(sp.missing_models)}")
-        out.print(_headline(sp), soft_wrap=True)
+        _print_dry_run(sweep.prepare(plan, paths, retry_failed, True, slurm), as_json)
         return
-    info(_headline(sp))
-    sweep.export_missing(sp, paths, info, runner_line)
-    if sp.missing_models:  # now exported: check the cells against the models themselves
-        sp = sweep.prepare(plan, paths, retry_failed, False, slurm, log=info)
-    if slurm is not None:
-        results = sweep.submit(sp, slurm, paths, info).results
-    else:
-        results = _run_with_progress(sp.due, paths, choice)
+    # Each due cell is claimed while this sweep lives: a second sweep of it here skips it.
+    with sweep.cell_claims(paths) as claims:
+        sp = sweep.prepare(plan, paths, retry_failed, False, slurm, log=info, claims=claims)
+        info(_headline(sp))
+        sweep.export_missing(sp, paths, info, runner_line)
+        if sp.missing_models:  # now exported: check the cells against the models themselves
+            sp = sweep.prepare(plan, paths, retry_failed, False, slurm, log=info, claims=claims)
+        if slurm is not None:
+            results = sweep.submit(sp, slurm, paths, info, claims=claims).results
+        else:
+            results = _run_with_progress(sp.due, paths, choice)
     failed = [r for r in results if r.status in FAILED]
     _print_results(results, as_json)
     if not as_json:
-        left = sum(1 for d in sp.due if d.runs == 0 and d.state.failed)
+        left = sum(1 for d in sp.due if d.failed_earlier)
         made = f"{len(results)} runs made" if results else "nothing was due here"
         out.print(
             f"sweep {sp.plan.name}: {made}, {len(failed)} failed"
@@ -171,6 +167,19 @@ def sweep_command(
         )
     if failed:
         raise typer.Exit(1)
+
+
+def _print_dry_run(sp: sweep.SweepPlan, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(_dry_json(sp), indent=1))
+        return
+    table, reasons = _listing(sp)
+    out.print(table)
+    for i, reason in enumerate(reasons, 1):
+        out.print(f"[{i}] {escape(reason)}", soft_wrap=True)
+    if sp.missing_models:
+        out.print(f"models to export first: {', '.join(sp.missing_models)}")
+    out.print(_headline(sp), soft_wrap=True)
 
 
 def _run_with_progress(due: list[sweep.Due], paths: Paths, launcher: LauncherChoice) -> list[RunResult]:

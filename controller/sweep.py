@@ -6,6 +6,7 @@ missing, and new hardware or a new lock makes every cell due again."""
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from controller import fleet, hosts, ingestion, planning, plans, service, store
 from controller import models as model_store
 from controller.catalog import get_image
+from controller.claims import ClaimSet
 from controller.launchers import select_launcher
 from controller.launchers.base import (
     RESULT_FILE,
@@ -57,6 +59,12 @@ class Due:
     estimate_s: float
     reason: str | None = None  # why it is unsupported or failed
     queued: int = 0  # runs submitted to Slurm, not ended yet
+    claimed_elsewhere: bool = False  # another live sweep measures it: skipped here
+
+    @property
+    def failed_earlier(self) -> bool:
+        """Skipped because its last run here failed (until --retry-failed)."""
+        return self.runs == 0 and bool(self.state.failed) and not self.claimed_elsewhere
 
 
 @dataclass
@@ -73,7 +81,7 @@ class SweepPlan:
 
     @property
     def cells_done(self) -> int:
-        return sum(1 for d in self.due if d.runs == 0)
+        return sum(1 for d in self.due if d.runs == 0 and not d.claimed_elsewhere)
 
     @property
     def estimate_s(self) -> float:
@@ -179,13 +187,14 @@ def prepare(
     slurm: SlurmOptions | None = None,
     client: SlurmClient | None = None,
     log: LineSink | None = None,
+    claims: ClaimSet | None = None,
 ) -> SweepPlan:
     """Read the plan, expand its cells and find what is due here; nothing runs.
 
     With `slurm` (the flags; the plan's `[slurm]` table fills what they leave out) the cells are
     keyed on the cluster and node kind instead of this host, and runs of a cell that are queued
     or running as jobs count as made: a rerun submits only what is neither done nor in flight.
-    With `log` (a sweep about to run here), results of the cells left unstored are stored first."""
+    With `claims` (a sweep about to run), the due cells are claimed (`claim_due`)."""
     plan = plans.load(plan_path)
     missing = plans.missing_models(plan, paths)
     if slurm is not None:
@@ -195,11 +204,19 @@ def prepare(
     cells = plans.cells(plan, paths, host.key, check_models=not missing, here=slurm is None)
     if not dry_run:
         store.ensure_store(paths.db)
-        if log is not None and slurm is None:
-            recover(paths, {c.key for c in cells}, log)
+    due = assess(cells, paths, host, retry_failed, slurm is not None)
+    if claims is not None:
+        due = claim_due(due, claims, paths, host, retry_failed, slurm is not None, log or (lambda _: None))
+    return SweepPlan(plan, cells, due, missing, host)
+
+
+def assess(
+    cells: list[plans.Cell], paths: Paths, host: hosts.HostIdentity, retry_failed: bool, on_slurm: bool
+) -> list[Due]:
+    """What each cell needs, from what the store holds of it (and, on Slurm, its jobs in flight)."""
     found = states(paths.db, [c.key for c in cells])
     widths = widest_intervals(paths.db, [c.key for c in cells if c.spec.policy.target_ci is not None])
-    in_flight = fleet.open_cells(paths.db) if slurm is not None else {}
+    in_flight = fleet.open_cells(paths.db) if on_slurm else {}
     past = history(paths.db, host.hostname)
     due = []
     for c in cells:
@@ -220,7 +237,45 @@ def prepare(
             if queued:
                 why = f"{queued} queued or running" + (f", {runs} due" if runs else "")
             due.append(Due(c, st, runs, why, runs * estimate(c, past), queued=queued))
-    return SweepPlan(plan, cells, due, missing, host)
+    return due
+
+
+def claim_due(
+    due: list[Due],
+    claims: ClaimSet,
+    paths: Paths,
+    host: hosts.HostIdentity,
+    retry_failed: bool,
+    on_slurm: bool,
+    log: LineSink,
+) -> list[Due]:
+    """Claim the due cells, so that a second sweep of them on this host (or this cluster) skips
+    them while this one lives (controller/claims.py: a killed sweep holds nothing), then look at
+    the cells again: another sweep may have measured or submitted some before letting go. Local
+    results left unstored are stored first (`recover`), except those of cells another sweep
+    holds. Cells claimed by another sweep are skipped, said in one line."""
+    elsewhere = {d.cell.key: who for d in due if d.runs and (who := claims.take(d.cell.key)) is not None}
+    ours = [d.cell for d in due if d.cell.key not in elsewhere]
+    if not on_slurm:
+        recover(paths, {c.key for c in ours}, log)
+    fresh = {d.cell.key: d for d in assess(ours, paths, host, retry_failed, on_slurm)}
+    result = []
+    for d in due:
+        if d.cell.key in elsewhere:
+            why = f"claimed by another sweep ({elsewhere[d.cell.key]})"
+            result.append(Due(d.cell, d.state, 0, why, 0.0, queued=d.queued, claimed_elsewhere=True))
+            continue
+        now = fresh[d.cell.key]
+        if not now.runs:
+            claims.release(d.cell.key)
+        elif (who := claims.take(d.cell.key)) is not None:  # due only now (the store changed)
+            elsewhere[d.cell.key] = who
+            now = Due(d.cell, now.state, 0, f"claimed by another sweep ({who})", 0.0, claimed_elsewhere=True)
+        result.append(now)
+    if elsewhere:
+        holders = ", ".join(sorted(set(elsewhere.values())))
+        log(f"{len(elsewhere)} due cell(s) are being measured by another sweep ({holders}): skipped here")
+    return result
 
 
 def recover(paths: Paths, keys: set[str], log: LineSink) -> int:
@@ -307,7 +362,7 @@ def run(
     A cell whose run fails gets no more runs in this sweep; a cell unsupported here is recorded
     once. `on_more(n)`: n runs were added to those announced."""
     group = new_group_id()
-    outcome = SweepOutcome(skipped_failed=sum(1 for d in due if d.runs == 0 and d.state.failed))
+    outcome = SweepOutcome(skipped_failed=sum(1 for d in due if d.failed_earlier))
     left = {d.cell.key: d.runs for d in due}
     done_ok = {d.cell.key: d.state.ok for d in due}
     while any(left.values()):
@@ -348,22 +403,33 @@ def due_of(requests: list[tuple[planning.RunRequest, int]], paths: Paths) -> lis
     return due
 
 
+def cell_claims(paths: Paths) -> ClaimSet:
+    """The claims of a sweep about to run: one file per cell key under the state folder."""
+    return ClaimSet(paths.home / "claims", f"sweep pid {os.getpid()} on {socket.gethostname()}")
+
+
 def slurm_options(plan: Plan, given: SlurmOptions) -> SlurmOptions:
     """The plan's `[slurm]` table with the flags given on the command line taking precedence."""
     return (plan.slurm or SlurmOptions()).merged(given)
 
 
 def submit(
-    sp: SweepPlan, given: SlurmOptions, paths: Paths, log: LineSink, client: SlurmClient | None = None
+    sp: SweepPlan,
+    given: SlurmOptions,
+    paths: Paths,
+    log: LineSink,
+    client: SlurmClient | None = None,
+    claims: ClaimSet | None = None,
 ) -> SweepOutcome:
     """`sweep --launcher slurm`: every due run of every due cell is submitted at once, a job per
     run (rounds in plan order, so a cell's repetitions are spread over the queue), then the jobs
-    are followed and each result stored as it lands."""
+    are followed and each result stored as it lands. The cells' `claims` are let go once their
+    jobs are in the registry: from then on, those count as in flight for another sweep."""
     client = client or SlurmClient()
     launcher = SlurmLauncher(paths, slurm_options(sp.plan, given), client)
     launcher.check()
     group = new_group_id()
-    outcome = SweepOutcome(skipped_failed=sum(1 for d in sp.due if d.runs == 0 and d.state.failed))
+    outcome = SweepOutcome(skipped_failed=sum(1 for d in sp.due if d.failed_earlier))
     submitted: list[fleet.Job] = []
     prepared: set[str] = set()
     for k in range(max((d.runs for d in sp.due), default=0)):
@@ -388,6 +454,8 @@ def submit(
                 cell=cell.key,
             )
             submitted.append(fleet.submit_one(launcher, spec, req.timeout_s, paths, submitted, log))
+    if claims is not None:
+        claims.release_all()
     if submitted:
         log(f"{len(submitted)} job(s) submitted; following them (Ctrl-C leaves them running)")
     if any(d.runs and d.cell.spec.policy.target_ci is not None for d in sp.due):

@@ -282,6 +282,50 @@ def test_killed_controller_then_fleet_sync_stores_everything_once(
     assert [j["status"] for j in everything] == ["ok"] * 3
 
 
+def test_two_slurm_sweeps_of_one_plan_submit_each_run_once(
+    bench: Any, fake_model: Path, slurm: Any, tmp_path: Path
+) -> None:
+    """The same plan swept twice on Slurm while the first is still submitting (an sbatch that
+    takes 3 s, as a busy controller does): one job per run of each cell (the probe had 3 jobs for
+    2 cells). A cell is claimed while its jobs are submitted; afterwards its jobs in the registry
+    count as in flight for the other sweep."""
+    import shutil
+
+    slow = tmp_path / "bin"
+    slow.mkdir()
+    (slow / "sbatch").write_text(f'#!/bin/sh\nsleep 3\nexec {shutil.which("sbatch")} "$@"\n')
+    (slow / "sbatch").chmod(0o755)
+    plan = tmp_path / "two.toml"
+    plan.write_text(
+        'name = "two"\nrepetitions = 1\n'
+        "policy = { min_time_s = 0.2, max_time_s = 1, window_s = 0.05, warmup_min_s = 0.1 }\n"
+        '[[runs]]\nimages = ["null"]\nmodels = ["fake"]\nbatch_sizes = [1]\nsweep = { work_us = [0, 10] }\n'
+    )
+    env = {**os.environ, **slurm.env, "BENCH_SLURM_POLL_S": "0.3", "PATH": f"{slow}:{os.environ['PATH']}"}
+    cmd = [sys.executable, "-m", "controller.cli", "sweep", str(plan), "--launcher", "slurm"]
+    cmd += ["--cpus-per-task", "1", "--node-launcher", "local"]
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+
+    first = start()
+    assert first.stderr is not None
+    seen = []
+    for line in first.stderr:  # its cells are planned (and claimed): it submits now
+        seen.append(line)
+        if line.startswith("plan two: 2 cells"):
+            break
+    second = start()
+    said = ["".join(seen) + first.communicate(timeout=240)[1], second.communicate(timeout=240)[1]]
+    assert [first.returncode, second.returncode] == [0, 0], said
+    assert len(jobs_of(bench)) == 2, (jobs_of(bench), said)
+    assert "2 due cell(s) are being measured by another sweep" in said[1], said[1]
+    rows = bench.rows("SELECT cell, count(*), bool_and(status = 'ok') FROM runs GROUP BY cell")
+    assert len(rows) == 2 and all(r[1] == 1 and r[2] for r in rows), rows
+
+
 def test_run_folder_the_node_cannot_see(
     cli: Any,
     bench: Any,

@@ -221,6 +221,34 @@ sweep = { work_us = [0, 10, 20, 30] }
     assert len(stored) == 4 and all(s == ["ok"] for s in stored.values())
 
 
+def test_two_sweeps_of_one_plan_measure_each_cell_once(bench: Any, fake_model: Path, tmp_path: Path) -> None:
+    """The same plan swept twice, 0.5 s apart, on one host: each cell is claimed by one sweep, the
+    other skips it and says so, and the store holds each cell's repetitions once (the probe had
+    12 runs for 6 cells)."""
+    body = """
+[[runs]]
+images = ["null"]
+models = ["fake"]
+batch_sizes = [1]
+sweep = { work_us = [0, 10, 20] }
+"""
+    path = write_plan(tmp_path, body, repetitions=2)
+    cmd = [sys.executable, "-m", "controller.cli", "sweep", str(path), "--launcher", "local"]
+    env = {**os.environ, "BENCH_HOME": str(bench.home), "BENCH_DB": str(bench.db)}
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    second = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    said = [p.communicate(timeout=300)[1] for p in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], said
+    stored = cells_in_store(bench)
+    assert len(stored) == 3 and all(s == ["ok", "ok"] for s in stored.values()), stored
+    assert any("being measured by another sweep (sweep pid" in s for s in said), said
+    # Both ended: nothing is claimed any more, and a third sweep finds everything done.
+    assert not list((bench.home / "claims").glob("*.lock"))
+    third = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert third.returncode == 0 and "3 of 3 already done" in third.stderr, third.stderr
+
+
 def test_results_measured_but_not_stored_count_as_done(
     cli: Any, bench: Any, fake_model: Path, tmp_path: Path
 ) -> None:
