@@ -15,6 +15,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from controller.errors import BenchError
+
 LOCK_SUFFIX = ".lock"
 
 
@@ -68,6 +70,14 @@ def take_new(folder: Path, prefix: str) -> Claim:
             return claim
 
 
+def unwritable(folder: Path, e: OSError) -> BenchError:
+    return BenchError(
+        f"cannot write {folder}: {e.strerror or e}",
+        "free space there, or point BENCH_HOME at a writable disk",
+        exit_code=1,
+    )
+
+
 def holder(path: Path) -> str:
     """What the holder of a claim wrote into it ('' when nothing can be read)."""
     try:
@@ -96,9 +106,12 @@ class ClaimSet:
         """Claim `name`: None when this process holds it now, else what its holder wrote."""
         if name in self.held:
             return None
-        self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{name}{LOCK_SUFFIX}"
-        claim = take(path, self.note)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            claim = take(path, self.note)
+        except OSError as e:
+            raise unwritable(self.folder, e) from None
         if claim is None:
             return holder(path) or "another process"
         self.held[name] = claim

@@ -344,9 +344,12 @@ WORK_NAME_RE = re.compile(r"\.[a-z0-9][a-z0-9_.-]{0,63}\.[a-z0-9_]{8}")
 def writing(paths: Paths, name: str) -> Iterator[Work]:
     """A work folder for writing model `name`, claimed by this process while it lives (see
     controller/claims.py): first, the work folders of killed writes are removed."""
-    paths.models.mkdir(parents=True, exist_ok=True)
-    clean_stale_work(paths)
-    claim = claims.take_new(paths.models, f".{name}.")
+    try:
+        paths.models.mkdir(parents=True, exist_ok=True)
+        clean_stale_work(paths)
+        claim = claims.take_new(paths.models, f".{name}.")
+    except OSError as e:
+        raise claims.unwritable(paths.models, e) from None
     folder = claim.path.with_suffix("")
     work = Work(folder=folder, staged=paths.home / STAGING / f"{folder.name}.onnx")
     try:

@@ -249,6 +249,17 @@ sweep = { work_us = [0, 10, 20] }
     assert third.returncode == 0 and "3 of 3 already done" in third.stderr, third.stderr
 
 
+def test_claims_that_cannot_be_written_are_one_line(
+    cli: Any, bench: Any, fake_model: Path, tmp_path: Path
+) -> None:
+    (bench.home / "claims").write_text("")  # in the way of the claims folder, as a full disk would be
+    result = cli("sweep", write_plan(tmp_path, NULL_PAIR, repetitions=1), "--launcher", "local")
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip() and not ln.startswith("plan ")]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert f"cannot write {bench.home / 'claims'}" in lines[0] and "hint:" in lines[0]
+    assert bench.count("runs") == 0
+
+
 def test_results_measured_but_not_stored_count_as_done(
     cli: Any, bench: Any, fake_model: Path, tmp_path: Path
 ) -> None:
