@@ -323,9 +323,38 @@ def ended_result(job: Job, state: JobState | None, spec: RunSpec) -> RunResult:
 
 def planned_spec(job: Job) -> RunSpec:
     """The spec of a job's run folder, as the registry planned it: the folder's spec.json lies on
-    a shared file system, so its run id is taken from the registry, never from the file."""
-    spec = RunSpec.model_validate_json((Path(job.run_dir) / SPEC_FILE).read_text())
+    a shared file system, so its run id is taken from the registry, never from the file; a
+    spec.json gone or broken gives way to what the registry knows of the run."""
+    try:
+        spec = RunSpec.model_validate_json((Path(job.run_dir) / SPEC_FILE).read_bytes())
+    except (OSError, ValueError):  # ValidationError included
+        models = job.model.split("+")
+        return RunSpec.model_validate(
+            {
+                "run_id": job.run_id,
+                "image": job.image,
+                "model": job.model,
+                "model_dir": job.run_dir,
+                "cache_dir": job.run_dir,
+                "options": {"framework": get_image(job.image).framework},
+                "members": [{"model": m, "model_dir": job.run_dir} for m in models]
+                if len(models) > 1
+                else [],
+                "group": job.group_id,
+                "cell": job.cell,
+            }
+        )
     return spec if spec.run_id == job.run_id else spec.model_copy(update={"run_id": job.run_id})
+
+
+def node_result(path: Path) -> RunResult | None:
+    """The result file a job's node wrote, where there is a valid one (never a FIFO or device)."""
+    if not path.is_file():
+        return None
+    try:
+        return load_result(path)
+    except (ValidationError, SchemaVersionError, ValueError, OSError):
+        return None
 
 
 def outcome(job: Job, state: JobState | None, log: LineSink | None = None) -> RunResult:
@@ -333,26 +362,22 @@ def outcome(job: Job, state: JobState | None, log: LineSink | None = None) -> Ru
     job's run. A file claiming another run id is refused (`log` says so) and the run is stored
     as failed: storing it would replace the other run."""
     run_dir = Path(job.run_dir)
-    spec = planned_spec(job)
     path = run_dir / RESULT_FILE
-    if path.is_file():
-        try:
-            result = load_result(path)
-        except (ValidationError, SchemaVersionError, ValueError, OSError):
-            result = None
-        claimed = None if result is None else claimed_run_id(result, job.run_id)
-        if claimed is not None:
-            if log is not None:
-                log(f"job {job.job_id}: {path} claims run {claimed!r}, not {job.run_id!r}: refused")
-            info = _slurm_info(job, state, spec, _tail(run_dir / f"slurm-{job.job_id}.out"))
-            started = min(job.submitted_at, datetime.now(UTC))
-            return failed_result(spec, "error", foreign_result_message(claimed), started, info)
-        if result is not None:
-            launch = result.launch or LaunchInfo(launcher="slurm", image_ref=spec.image)
-            if launch.job_id is None:  # the runner finished; the job ended before saying so
-                node = (state.node if state else None) or job.node
-                launch = launch.model_copy(update={"job_id": job.job_id, "node": node})
-            return result.model_copy(update={"launch": launch})
+    result = node_result(path)
+    claimed = None if result is None else claimed_run_id(result, job.run_id)
+    if result is not None and claimed is None:
+        launch = result.launch or LaunchInfo(launcher="slurm", image_ref=result.spec.image)
+        if launch.job_id is None:  # the runner finished; the job ended before saying so
+            node = (state.node if state else None) or job.node
+            launch = launch.model_copy(update={"job_id": job.job_id, "node": node})
+        return result.model_copy(update={"launch": launch})
+    spec = planned_spec(job)
+    if claimed is not None:
+        if log is not None:
+            log(f"job {job.job_id}: {path} claims run {claimed!r}, not {job.run_id!r}: refused")
+        info = _slurm_info(job, state, spec, _tail(run_dir / f"slurm-{job.job_id}.out"))
+        started = min(job.submitted_at, datetime.now(UTC))
+        return failed_result(spec, "error", foreign_result_message(claimed), started, info)
     return ended_result(job, state, spec)
 
 

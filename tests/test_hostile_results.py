@@ -5,6 +5,7 @@ replace that run in the store, so it is refused and the planned run is stored as
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -67,12 +68,12 @@ def _registered_job(bench: Any, spec: RunSpec, job_id: str = "4242") -> fleet.Jo
     return job
 
 
-@pytest.mark.parametrize("spec_too", [False, True], ids=["result", "result-and-spec"])
+@pytest.mark.parametrize("spec_json", ["kept", "forged", "gone"])
 def test_fleet_sync_refuses_a_result_claiming_another_run(
-    bench: Any, make_result: Any, spec_too: bool
+    bench: Any, make_result: Any, spec_json: str
 ) -> None:
-    """The issue's repro: run V stored; job J of run R ends; R's result.json (and, in the second
-    case, its spec.json) edited to say V. Before, `fleet sync` said "job J: ok", V held the forged
+    """The issue's repro: run V stored; job J of run R ends; R's result.json edited to say V (and
+    its spec.json too, or removed). Before, `fleet sync` said "job J: ok", V held the forged
     numbers and R was missing. The registry's run id is the one that counts."""
     victim = make_result(run_id="victim")
     planned = make_result(run_id="20260101T000000Z-null-fake-000abc")
@@ -81,8 +82,10 @@ def test_fleet_sync_refuses_a_result_claiming_another_run(
     job = _registered_job(bench, planned.spec)
     run_dir = Path(job.run_dir)
     (run_dir / "result.json").write_text(_forged(planned, "victim", 1e9))
-    if spec_too:
+    if spec_json == "forged":
         (run_dir / "spec.json").write_text(victim.spec.model_dump_json())
+    elif spec_json == "gone":
+        (run_dir / "spec.json").unlink()
     said: list[str] = []
     report = fleet.sync(Paths.from_env(), said.append, client=CompletedJobs())  # type: ignore[arg-type]
     assert _victim(bench) == before, "the forged result replaced another run"
@@ -101,14 +104,35 @@ def test_fleet_sync_refuses_a_result_claiming_another_run(
     assert kept.run_id == planned.run_id and kept.status == "error"
 
 
-def test_fleet_sync_still_stores_a_jobs_own_result(bench: Any, make_result: Any) -> None:
+@pytest.mark.parametrize("spec_json", ["kept", "gone"])
+def test_fleet_sync_still_stores_a_jobs_own_result(bench: Any, make_result: Any, spec_json: str) -> None:
     planned = make_result(run_id="20260101T000000Z-null-fake-000abd")
     job = _registered_job(bench, planned.spec)
     (Path(job.run_dir) / "result.json").write_text(planned.model_dump_json())
+    if spec_json == "gone":
+        (Path(job.run_dir) / "spec.json").unlink()
     report = fleet.sync(Paths.from_env(), lambda _: None, client=CompletedJobs())  # type: ignore[arg-type]
     assert [(r.run_id, r.status) for r in report.stored] == [(planned.run_id, "ok")]
     launch = report.stored[0].launch
     assert launch is not None and launch.launcher == "local" and launch.job_id == "4242"
+
+
+def test_fleet_sync_of_a_job_that_left_nothing_usable(bench: Any, make_result: Any) -> None:
+    """No spec.json and a result.json that is a FIFO: the run is stored as failed with what the
+    registry knows of it, instead of an internal error (or a read that waits forever)."""
+    planned = make_result(run_id="20260101T000000Z-null-fake-000abe")
+    job = _registered_job(bench, planned.spec)
+    (Path(job.run_dir) / "spec.json").unlink()
+    os.mkfifo(Path(job.run_dir) / "result.json")
+    report = fleet.sync(Paths.from_env(), lambda _: None, client=CompletedJobs())  # type: ignore[arg-type]
+    [result] = report.stored
+    assert (result.run_id, result.status, result.spec.image, result.spec.model) == (
+        planned.run_id,
+        "error",
+        "null",
+        "fake",
+    )
+    assert "ended COMPLETED" in (result.message or "")
 
 
 class ForgingLauncher(LocalLauncher):

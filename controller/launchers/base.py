@@ -140,7 +140,7 @@ class Launcher(ABC):
             stderr_tail=None if outcome.exit_code == 0 else outcome.stderr_tail[-4000:] or None,
         )
         result_path = run_dir / RESULT_FILE
-        if outcome.exit_code == 0 and not outcome.timed_out and result_path.exists():
+        if outcome.exit_code == 0 and not outcome.timed_out and result_path.is_file():
             try:
                 result = load_result(result_path)
                 claimed = claimed_run_id(result, spec.run_id)
