@@ -214,6 +214,7 @@ sweep = { work_us = [0, 10, 20, 30] }
     assert 2 <= before < 4, f"expected to kill the sweep half-way, {before} runs were stored"
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+    assert "another sweep" not in result.stderr  # the killed sweep's claims died with it
     # Killed between a run's result and its storing: that result is stored now, not measured again.
     recovered = 1 if "stored 1 result(s) of this plan" in result.stderr else 0
     assert f"{before + recovered} of 4 already done" in result.stderr
