@@ -10,7 +10,9 @@ from controller.catalog import ImageInfo, code_hash
 from controller.errors import BenchError
 
 IMAGE_PREFIX = "inference-bench"
-START_HINT = "start it: `sudo dockerd --iptables=false --bridge=none &` (see docs/images.md), or use --launcher local"
+START_HINT = (
+    "start it: `sudo dockerd --iptables=false --bridge=none &` (see docs/images.md), or use --launcher local"
+)
 
 
 def image_tag(image: ImageInfo) -> str:
