@@ -347,20 +347,24 @@ def query(
             "--limit", help="print at most N rows (default 1000 for a table, all for csv/json; 0: all)"
         ),
     ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", help="stop the query after this many seconds (Ctrl-C stops it at once)"),
+    ] = store.QUERY_TIMEOUT_S,
     db: DbOpt = None,
 ) -> None:
     """Run read-only SQL over the result database (view `results`, tables `runs`, `measurements`).
 
     The store is opened read-only, with no access to other files: statements that write (INSERT,
-    COPY, ATTACH, SET, ...) or read files (read_csv, glob, ...) are refused.
+    COPY, ATTACH, SET, ...) or read files (read_csv, glob, ...) are refused. The query reads a
+    snapshot of the store, so a run storing its result meanwhile does not wait for it.
     """
     if fmt not in ("table", "csv", "json"):
         raise BenchError(f"unknown format {fmt!r}", "valid: table, csv, json")
-    if limit is not None and limit < 0:
-        raise BenchError(f"--limit {limit}: must be >= 0", "e.g. --limit 100, or --limit 0 for every row")
+    store.check_query_options(limit, timeout)
     cap = (1000 if fmt == "table" else 0) if limit is None else limit
-    cols, rows = store.query(Paths.from_env(db).db, sql)
-    left_out = max(0, len(rows) - cap) if cap else 0
+    # One row past the cap says whether there are more; the rest are never fetched.
+    cols, rows = store.query(Paths.from_env(db).db, sql, limit=cap + 1 if cap else None, timeout_s=timeout)
     shown = rows[:cap] if cap else rows
     if fmt == "json":
         print(store.to_json(cols, shown))
@@ -368,8 +372,8 @@ def query(
         render.csv_rows(cols, shown)
     else:
         render.table(out, cols, shown)
-    if left_out:
-        err.print(f"[yellow]{left_out} more row(s) not shown[/] (hint: --limit N, or --limit 0 for all)")
+    if len(shown) < len(rows):
+        err.print(f"[yellow]more rows than the {cap} shown[/] (hint: --limit N, or --limit 0 for all)")
 
 
 @app.command()

@@ -11,10 +11,8 @@ import contextlib
 import functools
 import hashlib
 import json
-import os
-import random
+import math
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +21,9 @@ from typing import Any
 
 import duckdb
 
+from controller import stopping, storefile
 from controller.errors import BenchError
+from controller.storefile import READ_CONFIG, first_line, open_error
 from schemas import FRAMEWORK_OPTION_MODELS, Measurement, RunResult
 from schemas.frameworks.base import FrameworkOptions
 
@@ -283,16 +283,8 @@ SUMMARY_VIEW = "\nCREATE OR REPLACE VIEW summary AS\n" + summary_select()
 READ_ONLY_STATEMENTS = {"SELECT", "EXPLAIN", "PRAGMA", "CALL"}
 STORE_VERSION = len(MIGRATIONS)
 VIEWS = [RESULTS_VIEW, SUMMARY_VIEW]
-# A read connection reaches nothing but the store: no file readers or writers (COPY, read_csv,
-# glob, ATTACH), no extension installs, no SET and no logging to files (the configuration is locked).
-READ_CONFIG: dict[str, str | bool | int | float | list[str]] = {
-    "enable_external_access": False,
-    "autoinstall_known_extensions": False,
-    "autoload_known_extensions": False,
-    "lock_configuration": True,
-}
-LOCK_WAIT_S = 30.0
 _WRITER = threading.Lock()  # one writer at a time within this process (co-located runs finish together)
+_STORES: set[str] = set()  # paths this process has found to hold our store_meta (checked once)
 
 
 def _views_hash() -> str:
@@ -304,9 +296,22 @@ def _meta(con: duckdb.DuckDBPyConnection, key: str) -> str | None:
     return str(row[0]) if row else None
 
 
+def _has_meta(con: duckdb.DuckDBPyConnection) -> bool:
+    row = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = 'store_meta'"
+    ).fetchone()
+    return row == (1,)
+
+
+def build(con: duckdb.DuckDBPyConnection) -> None:
+    """A new store's schema, in a file nobody else sees yet (`storefile.create`)."""
+    con.execute("CREATE TABLE store_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    migrate(con)
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> None:
     """Bring the schema and the views up to date; writes nothing when they already are."""
-    con.execute("CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
     version = int(_meta(con, "version") or 0)
     if version > STORE_VERSION:
         raise BenchError(
@@ -331,73 +336,57 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("COMMIT")
 
 
-def first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+@functools.cache
+def table_columns() -> dict[str, list[str]]:
+    """The columns of this code's tables, read from a schema built in memory."""
+    con = storefile.open_duckdb(config=storefile.WRITE_CONFIG)
+    try:
+        build(con)
+        return {
+            t: [str(r[0]) for r in con.execute(f"SELECT name FROM pragma_table_info('{t}')").fetchall()]
+            for t in ("runs", "measurements")
+        }
+    finally:
+        con.close()
 
 
-def _is_lock_error(e: BaseException) -> bool:
-    text = str(e).lower()
-    return "lock" in text and ("conflicting" in text or "could not set" in text)
+def _not_a_store(db: Path) -> BenchError:
+    return BenchError(
+        f"--db {db} is a DuckDB database but not a result store (no store_meta table); it is left as it is",
+        "pass another --db (a path that does not exist yet becomes a new store)",
+    )
 
 
-INGEST_HINT = "the raw results stay under .bench/runs/ and `bench-ctl ingest` stores them again"
-
-
-def open_error(db: Path, e: BaseException, write: bool) -> BenchError:
-    """What is wrong with a store path, said so the user can fix it."""
-    text = first_line(e)
-    parent = db.parent
-    if db.is_dir():
-        return BenchError(
-            f"--db {db} is a folder, not a DuckDB file", "give a file path, e.g. results.duckdb"
-        )
-    if not parent.is_dir():
-        what = "is not a folder" if parent.exists() else "does not exist"
-        return BenchError(f"--db {db}: {parent} {what}", "create the folder or fix the path")
-    if _is_lock_error(e):
-        return BenchError(
-            f"cannot open {db}: another process holds it",
-            "a bench-ctl storing a result, or a DuckDB session: retry, or pass another --db",
-            exit_code=1,
-        )
-    if write and (not os.access(parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK))):
-        return BenchError(
-            f"--db {db} is read-only", "storing results needs a writable file; pass another --db"
-        )
-    low = text.lower()
-    if any(w in low for w in ("not a valid duckdb", "checksum", "corrupt", "magic", "not a duckdb")):
-        return BenchError(
-            f"--db {db} is not a readable DuckDB store: {text}", f"pass another --db; {INGEST_HINT}"
-        )
-    return BenchError(f"cannot open {db}: {text}", "check --db / $BENCH_DB", exit_code=1)
-
-
-def _open(db: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
-    """Open the store, retrying while another process holds its lock (DuckDB: one writer per file)."""
-    deadline = time.monotonic() + LOCK_WAIT_S
-    while True:
+def _ours(db: Path) -> None:
+    """Create the store if `db` does not exist; refuse a file that is not one, unchanged (it is
+    read on a read-only connection: a writable one would replay a write-ahead log into it)."""
+    if str(db) in _STORES:
+        return
+    if not storefile.check_file(db):
+        storefile.create(db, build)
+    else:
+        con = storefile.open_store(db, read_only=True)
         try:
-            if read_only:
-                return duckdb.connect(str(db), read_only=True, config=READ_CONFIG)
-            return duckdb.connect(str(db))
-        except duckdb.Error as e:
-            if _is_lock_error(e) and time.monotonic() < deadline:
-                time.sleep(0.05 + random.random() * 0.2)
-                continue
-            raise open_error(db, e, write=not read_only) from None
+            if not _has_meta(con):
+                raise _not_a_store(db)
+        finally:
+            con.close()
+    _STORES.add(str(db))
 
 
 @contextmanager
 def connect(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-write connection with the schema up to date (the file is created if missing).
+    """A read-write connection with the schema up to date (the store is created if missing).
 
     DuckDB lets one process write a file at a time: another bench-ctl storing a result holds it
-    for a moment, so opening is retried for up to LOCK_WAIT_S seconds."""
+    for a moment, so opening is retried for up to storefile.LOCK_WAIT_S seconds."""
     if db.is_dir() or (db.parent.exists() and not db.parent.is_dir()):
         raise open_error(db, OSError("not a file"), write=True)
-    db.parent.mkdir(parents=True, exist_ok=True)
     with _WRITER:
-        con = _open(db, read_only=False)
+        storefile.check_file(db)  # before any folder is made for it
+        db.parent.mkdir(parents=True, exist_ok=True)
+        _ours(db)
+        con = storefile.open_store(db, read_only=False)
         try:
             try:
                 migrate(con)
@@ -629,8 +618,42 @@ def ingest_many(con: duckdb.DuckDBPyConnection, items: Sequence[tuple[RunResult,
 
 def insert_rows(con: duckdb.DuckDBPyConnection, items: Sequence[Rows]) -> None:
     """Store many results' rows in one transaction, replacing earlier copies of their runs: all of
-    them or, on a failure, none. The rows go in as two bulk inserts from data frames, which is
-    what makes importing thousands of results take seconds rather than minutes."""
+    them or, on a failure, none."""
+    if not items:
+        return
+    ids = {r.run_id for r in items}
+    what = f"run {items[0].run_id}" if len(ids) == 1 else f"{len(ids)} runs"
+    hint = "free disk space or fix the store, then `bench-ctl ingest` the result again"
+    with transaction(con, f"cannot store {what}", hint):
+        replace_rows(con, items)
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection, failed: str, hint: str) -> Iterator[None]:
+    """One transaction around the block: committed at its end, rolled back on any failure. A
+    database error becomes one line, `failed: why`, with the hint."""
+    con.execute("BEGIN")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException as e:
+        # The transaction may already be gone (a failed COMMIT on a full disk): the original error
+        # is the one worth telling, not "cannot rollback".
+        with contextlib.suppress(duckdb.Error, RuntimeError):
+            con.execute("ROLLBACK")
+        if isinstance(e, duckdb.InterruptException) or (
+            isinstance(e, RuntimeError) and "interrupt" in str(e).lower()
+        ):
+            raise KeyboardInterrupt from None
+        if isinstance(e, duckdb.Error):
+            raise BenchError(f"{failed}: {first_line(e)}", hint, exit_code=1) from None
+        raise
+
+
+def replace_rows(con: duckdb.DuckDBPyConnection, items: Sequence[Rows]) -> None:
+    """Insert results' rows, deleting earlier copies of their runs first, inside the caller's
+    transaction. The rows go in as two bulk inserts from data frames, which is what makes
+    importing thousands of results take seconds rather than minutes."""
     if not items:
         return
     latest = {r.run_id: r for r in items}  # a run given twice: its last copy
@@ -644,7 +667,6 @@ def insert_rows(con: duckdb.DuckDBPyConnection, items: Sequence[Rows]) -> None:
     # each column's type from the values and casts to the table's on insert.
     run_frame = pandas.DataFrame([list(r.values()) for r in runs], columns=run_cols, dtype=object)
     meas_frame = pandas.DataFrame(measurements, columns=meas_cols, dtype=object)
-    con.execute("BEGIN")
     try:
         con.register("_ingest_runs", run_frame)
         con.register("_ingest_measurements", meas_frame)
@@ -655,22 +677,6 @@ def insert_rows(con: duckdb.DuckDBPyConnection, items: Sequence[Rows]) -> None:
         if measurements:
             mcols = ", ".join(meas_cols)
             con.execute(f"INSERT INTO measurements ({mcols}) SELECT {mcols} FROM _ingest_measurements")
-        con.execute("COMMIT")
-    except BaseException as e:
-        # The transaction may already be gone (a failed COMMIT on a full disk): the original error
-        # is the one worth telling, not "cannot rollback".
-        with contextlib.suppress(duckdb.Error, RuntimeError):
-            con.execute("ROLLBACK")
-        if isinstance(e, RuntimeError) and "interrupt" in str(e).lower():
-            raise KeyboardInterrupt from None
-        if isinstance(e, duckdb.Error):
-            what = f"run {items[0].run_id}" if len(latest) == 1 else f"{len(latest)} runs"
-            raise BenchError(
-                f"cannot store {what}: {first_line(e)}",
-                "free disk space or fix the store, then `bench-ctl ingest` the result again",
-                exit_code=1,
-            ) from None
-        raise
     finally:
         with contextlib.suppress(duckdb.Error):
             con.unregister("_ingest_runs")
@@ -689,7 +695,7 @@ def check_read_only(sql: str) -> int:
     statements otherwise.
 
     Defence in depth: the read connection itself can neither write nor reach files (READ_CONFIG)."""
-    parser = duckdb.connect(":memory:")
+    parser = storefile.open_duckdb(config=READ_CONFIG)
     try:
         statements = parser.extract_statements(sql)
     except duckdb.Error as e:
@@ -709,57 +715,99 @@ def check_read_only(sql: str) -> int:
     return len(statements)
 
 
-def query(db: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run a user's read-only SQL. Statements that are not reads are refused before they run."""
+QUERY_TIMEOUT_S = 300.0
+MAX_QUERY_TIMEOUT_S = 7 * 86400.0
+MAX_QUERY_ROWS = 10**9
+
+
+def check_query_options(limit: int | None, timeout_s: float) -> None:
+    """`bench-ctl query`'s --limit and --timeout, refused when out of range."""
+    if limit is not None and not 0 <= limit <= MAX_QUERY_ROWS:
+        raise BenchError(
+            f"--limit {limit}: must be from 0 to {MAX_QUERY_ROWS}",
+            "e.g. --limit 100, or --limit 0 for every row",
+        )
+    if not (math.isfinite(timeout_s) and 0 < timeout_s <= MAX_QUERY_TIMEOUT_S):
+        raise BenchError(
+            f"--timeout {timeout_s:g}: must be more than 0 and at most {MAX_QUERY_TIMEOUT_S:g} seconds",
+            f"e.g. --timeout 600 (the default is {QUERY_TIMEOUT_S:g})",
+        )
+
+
+def query(
+    db: Path, sql: str, limit: int | None = None, timeout_s: float | None = None
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run a user's read-only SQL; statements that are not reads are refused before they run.
+
+    It reads a snapshot of the store, so however long it runs no writer waits for it; it fetches
+    at most `limit` rows (None: all), and Ctrl-C, SIGTERM or `timeout_s` stop it."""
     if not sql.strip():
         raise BenchError("empty query", 'try: bench-ctl query "SELECT * FROM results LIMIT 5"')
     check_read_only(sql)
-    return read(db, sql)
+    with (
+        stopping.stopper(timeout_s, "query") as stop,
+        reader(db, snapshot=True, check=stop.check) as con,
+        stop.watching(con),
+    ):
+        return fetch(con, sql, limit=limit)
+
+
+def _go_on() -> None:
+    """A snapshot's check that never stops it."""
 
 
 @contextmanager
-def reader(db: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+def reader(
+    db: Path, snapshot: bool = False, check: Callable[[], None] = _go_on
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection that creates and changes no file and reaches nothing outside the store.
 
     The views are defined on the connection itself (temporary), so a store written by an older
-    bench-ctl with the same tables still answers, and reading never writes."""
-    if db.is_dir():
-        raise open_error(db, OSError("is a folder"), write=False)
-    if not db.exists():
+    bench-ctl with the same tables still answers, and reading never writes. With `snapshot`, it
+    reads a private copy (see `storefile.snapshot`); `check` may stop the copy."""
+    if not storefile.check_file(db):
         raise BenchError(
             f"no result database at {db}",
             "run a benchmark first (bench-ctl run ...), or check --db / $BENCH_DB",
         )
-    con = _open(db, read_only=True)
-    try:
+    source = storefile.snapshot(db, check) if snapshot else contextlib.nullcontext(db)
+    with source as path:
+        con = storefile.open_store(path, read_only=True, name=db)
         try:
-            version = int(_meta(con, "version") or 0)
-        except duckdb.Error as e:
-            raise BenchError(
-                f"{db} is a DuckDB file but not a result store ({first_line(e)})", "check --db / $BENCH_DB"
-            ) from None
-        if version > STORE_VERSION:
-            raise BenchError(
-                f"the store has version {version}, newer than this code ({STORE_VERSION})",
-                "update bench-ctl, or use another --db",
-            )
-        if version < STORE_VERSION:
-            raise BenchError(
-                f"the store {db} has version {version}, older than this code ({STORE_VERSION})",
-                "any `bench-ctl run` or `bench-ctl ingest` with this --db upgrades it",
-            )
-        if _meta(con, "defaults") != _defaults_hash() and con.execute(
-            "SELECT count(*) FROM runs"
-        ).fetchone() != (0,):
-            raise BenchError(
-                f"the store {db} names its runs' variants after option defaults older than this code",
-                "any `bench-ctl run` or `bench-ctl ingest` with this --db renames them",
-            )
-        for view in VIEWS:
-            con.execute(view.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW", 1))
-        yield con
-    finally:
-        con.close()
+            _check_readable(con, db)
+            for view in VIEWS:
+                con.execute(view.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW", 1))
+            yield con
+        finally:
+            con.close()
+
+
+def _check_readable(con: duckdb.DuckDBPyConnection, db: Path) -> None:
+    """The store answers as this code expects: ours, of this version, variants up to date."""
+    try:
+        version = int(_meta(con, "version") or 0)
+    except duckdb.Error as e:
+        raise BenchError(
+            f"{db} is a DuckDB file but not a result store ({first_line(e)})", "check --db / $BENCH_DB"
+        ) from None
+    _STORES.add(str(db))
+    if version > STORE_VERSION:
+        raise BenchError(
+            f"the store has version {version}, newer than this code ({STORE_VERSION})",
+            "update bench-ctl, or use another --db",
+        )
+    if version < STORE_VERSION:
+        raise BenchError(
+            f"the store {db} has version {version}, older than this code ({STORE_VERSION})",
+            "any `bench-ctl run` or `bench-ctl ingest` with this --db upgrades it",
+        )
+    if _meta(con, "defaults") != _defaults_hash() and con.execute("SELECT count(*) FROM runs").fetchone() != (
+        0,
+    ):
+        raise BenchError(
+            f"the store {db} names its runs' variants after option defaults older than this code",
+            "any `bench-ctl run` or `bench-ctl ingest` with this --db renames them",
+        )
 
 
 def read(db: Path, sql: str, params: list[Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -769,13 +817,18 @@ def read(db: Path, sql: str, params: list[Any] | None = None) -> tuple[list[str]
 
 
 def fetch(
-    con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None
+    con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None, limit: int | None = None
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run SQL on a connection from `reader`: (column names, rows); an SQL error is one line."""
+    """Run SQL on a connection from `reader`: (column names, rows), at most `limit` rows (fetched
+    as the query streams them: the rest are never made); an SQL error is one line."""
     try:
         rel = con.execute(sql, params or [])
-        cols = [d[0] for d in rel.description] if rel.description else []
-        rows = rel.fetchall() if rel.description else []
+        if not rel.description:
+            return [], []
+        cols = [d[0] for d in rel.description]
+        rows = rel.fetchall() if limit is None else rel.fetchmany(limit)
+    except duckdb.InterruptException:
+        raise  # stopped on purpose (stopping.stopper says why), not an error in the SQL
     except RuntimeError as e:
         if "interrupt" in str(e).lower():
             raise KeyboardInterrupt from None
@@ -805,8 +858,8 @@ def run_ids_where(db: Path, where: str | None) -> list[str]:
                 raise BenchError("more than one statement", example)
         _, rows = read(db, sql)
     except BenchError as e:
-        if where is None or e.message.startswith("no result database"):
-            raise
+        if where is None or not e.message.startswith(("SQL error", "refused", "more than one")):
+            raise  # about the store, not the condition
         what = e.message.removeprefix("SQL error: ")
         raise BenchError(
             f"--where {where!r} is not a condition over the results view: {what}", example

@@ -7,23 +7,30 @@ column) and `export.json` (what it is: format, store version, row counts, the co
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
 import socket
+import stat
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import duckdb
 from pydantic import BaseModel, ValidationError
 
-from controller import store
+from controller import store, storefile
 from controller.errors import BenchError
+from schemas import PHASES, Measurement, RunResult
 from schemas.atomic import write_folder_atomic
 
 FORMAT: Literal["inference-bench-export"] = "inference-bench-export"
 TABLES = ("runs", "measurements")
 Format = Literal["parquet", "csv"]
+IMPORT_HINT = "import reads folders written by `bench-ctl export --format parquet`"
+MANIFEST_MAX_BYTES = 2**20
 
 
 class ExportManifest(BaseModel):
@@ -90,12 +97,12 @@ def export(db: Path, out: Path, file_format: Format, where: str | None) -> Expor
 def _copy_out(db: Path, folder: Path, file_format: Format, ids: list[str]) -> dict[str, int]:
     """COPY the two tables' rows of the given runs into files, from a private connection that
     attaches the store read-only (no user SQL runs here: the runs were chosen in the sandbox)."""
-    con = duckdb.connect(":memory:")
+    con = storefile.open_duckdb()  # reads the store and writes files: our own SQL only
     try:
         try:
             con.execute(f"ATTACH {_sql_path(db)} AS src (READ_ONLY)")
         except duckdb.Error as e:
-            raise store.open_error(db, e, write=False) from None
+            raise storefile.open_error(db, e, write=False) from None
         con.execute("CREATE TEMP TABLE chosen (run_id VARCHAR PRIMARY KEY)")
         con.executemany("INSERT INTO chosen VALUES (?)", [[i] for i in ids])
         options = "FORMAT parquet, COMPRESSION zstd" if file_format == "parquet" else "FORMAT csv, HEADER"
@@ -122,20 +129,33 @@ def _export_folder(source: Path) -> Path:
         raise BenchError(
             f"no such file or folder: {source}", "give an export folder (bench-ctl export --out DIR)"
         )
-    raise BenchError(
-        f"{source} is not a result export",
-        "import reads a folder written by `bench-ctl export --format parquet` (or a .parquet file in it)",
-    )
+    raise BenchError(f"{source} is not a result export", IMPORT_HINT)
+
+
+def _regular(path: Path, limit: int | None = None) -> bool:
+    """Whether `path` is a regular file (of at most `limit` bytes); a FIFO or device is refused,
+    never opened (reading one would block or never end)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise BenchError(f"cannot read {path}: {e.strerror or e}", IMPORT_HINT) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BenchError(f"{path} is not a regular file", IMPORT_HINT)
+    if limit is not None and st.st_size > limit:
+        raise BenchError(f"{path} is {st.st_size} bytes: not a result export's manifest", IMPORT_HINT)
+    return True
 
 
 def read_manifest(folder: Path) -> ExportManifest:
-    hint = "import reads a folder written by `bench-ctl export --format parquet`"
+    path = folder / "export.json"
+    if not _regular(path, MANIFEST_MAX_BYTES):
+        raise BenchError(f"{folder} is not a result export (no export.json)", IMPORT_HINT)
     try:
-        manifest = ExportManifest.model_validate_json((folder / "export.json").read_text())
-    except FileNotFoundError:
-        raise BenchError(f"{folder} is not a result export (no export.json)", hint) from None
-    except (ValidationError, OSError, UnicodeDecodeError):
-        raise BenchError(f"{folder}/export.json is not a result export's manifest", hint) from None
+        manifest = ExportManifest.model_validate_json(path.read_bytes())
+    except (ValidationError, OSError):
+        raise BenchError(f"{path} is not a result export's manifest", IMPORT_HINT) from None
     if manifest.file_format != "parquet":
         raise BenchError(
             f"{folder} is a {manifest.file_format} export",
@@ -151,72 +171,201 @@ def read_manifest(folder: Path) -> ExportManifest:
 
 def import_export(source: Path, db: Path) -> ImportReport:
     """Store an export's runs and measurements in `db`, in one transaction; a run already there is
-    replaced by the imported copy (importing twice changes nothing)."""
+    replaced by the imported copy (importing twice changes nothing).
+
+    Every run is rebuilt into the result its rows were made from and validated as `ingest`
+    validates a result file, and the rows stored are the ones `ingest` would store for it. The
+    whole export is checked, against its manifest's counts too, before the store is opened: a
+    refused export changes nothing and creates no store."""
     folder = _export_folder(source)
-    read_manifest(folder)
+    manifest = read_manifest(folder)
     files = {t: folder / f"{t}.parquet" for t in TABLES}
     for f in files.values():
-        if not f.is_file():
+        if not _regular(f):
             raise BenchError(f"{folder} lacks {f.name}", "export it again: bench-ctl export --out DIR")
-    with store.connect(db) as con:
-        columns = {t: _columns(con, t) for t in TABLES}
-        given = {t: _parquet_columns(con, f) for t, f in files.items()}
-        for t in TABLES:
-            unknown = [c for c in given[t] if c not in columns[t]]
-            if unknown or "run_id" not in given[t]:
-                raise BenchError(
-                    f"{files[t]} is not a result export: "
-                    + (f"unknown columns {', '.join(unknown[:5])}" if unknown else "no run_id column"),
-                    "import reads folders written by `bench-ctl export --format parquet`",
-                )
-        runs_sql = f"read_parquet({_sql_path(files['runs'])})"
-        meas_sql = f"read_parquet({_sql_path(files['measurements'])})"
-        con.execute("BEGIN")
+    storefile.check_file(db)  # a --db that is not a store is refused before the export is read
+    with _export_reader(files) as rd:
+        runs, measurements = _check_export(rd, folder, manifest)
+        with (
+            store.connect(db) as con,
+            store.transaction(con, f"cannot import {folder}", "the store is unchanged; check the export"),
+        ):
+            replaced = 0
+            for chunk in _stored_rows(rd, folder):
+                ids = [r.run_id for r in chunk]
+                replaced += _count(con, "SELECT count(*) FROM runs WHERE list_contains(?, run_id)", ids)
+                store.replace_rows(con, chunk)
+                stored = _count(con, "SELECT count(*) FROM measurements WHERE list_contains(?, run_id)", ids)
+                if stored != sum(len(r.measurements) for r in chunk):
+                    raise BenchError(
+                        f"cannot import {folder}: measurements were lost on the way in",
+                        "the store is unchanged; report this with the export",
+                        exit_code=1,
+                    )
+    return ImportReport(source=str(folder), runs=runs, measurements=measurements, replaced=replaced)
+
+
+def _count(con: duckdb.DuckDBPyConnection, sql: str, ids: list[str]) -> int:
+    return int(con.execute(sql, [ids]).fetchall()[0][0])  # fetchall: no result left open
+
+
+@contextmanager
+def _export_reader(files: dict[str, Path]) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A private in-memory connection that reads the export's Parquet files (as views `x_runs`
+    and `x_measurements`); it spills to a temporary folder of its own, not the current one."""
+    with tempfile.TemporaryDirectory(prefix="bench-import-") as tmp:
+        con = storefile.open_duckdb(config={"temp_directory": tmp})
         try:
-            replaced = con.execute(
-                f"SELECT count(*) FROM runs WHERE run_id IN (SELECT run_id FROM {runs_sql})"
-            ).fetchone()
-            con.execute(f"DELETE FROM measurements WHERE run_id IN (SELECT run_id FROM {runs_sql})")
-            con.execute(f"DELETE FROM runs WHERE run_id IN (SELECT run_id FROM {runs_sql})")
-            cols = ", ".join(given["runs"])
-            con.execute(f"INSERT INTO runs ({cols}) SELECT {cols} FROM {runs_sql}")
-            mcols = ", ".join(given["measurements"])
-            con.execute(
-                f"INSERT INTO measurements ({mcols}) SELECT {mcols} FROM {meas_sql} "
-                f"WHERE run_id IN (SELECT run_id FROM {runs_sql})"
+            for t, f in files.items():
+                try:
+                    con.execute(f"CREATE VIEW x_{t} AS SELECT * FROM read_parquet({_sql_path(f)})")
+                    con.execute(f"DESCRIBE x_{t}").fetchall()
+                except duckdb.Error as e:
+                    raise BenchError(
+                        f"{f} is not a readable Parquet file ({storefile.first_line(e)})", IMPORT_HINT
+                    ) from None
+            yield con
+        finally:
+            con.close()
+
+
+def _columns(con: duckdb.DuckDBPyConnection, relation: str) -> list[str]:
+    return [str(r[0]) for r in con.execute(f"DESCRIBE {relation}").fetchall()]
+
+
+def _check_export(rd: duckdb.DuckDBPyConnection, folder: Path, manifest: ExportManifest) -> tuple[int, int]:
+    """Check the whole export: its columns, every run rebuilt and validated, no measurement
+    without its run, and the counts its manifest gives; (runs, measurements) read."""
+    known = store.table_columns()
+    for t in TABLES:
+        given = _columns(rd, f"x_{t}")
+        unknown = [c for c in given if c not in known[t]]
+        if unknown or "run_id" not in given:
+            raise BenchError(
+                f"{folder / f'{t}.parquet'} is not a result export: "
+                + (f"unknown columns {', '.join(unknown[:5])}" if unknown else "no run_id column"),
+                IMPORT_HINT,
             )
-            n_runs = con.execute(f"SELECT count(*) FROM {runs_sql}").fetchone()
-            n_meas = con.execute(f"SELECT count(*) FROM {meas_sql}").fetchone()
-            store.refresh_variants(con)  # the exporting code may have had other option defaults
-            con.execute("COMMIT")
-        except BaseException as e:
-            with contextlib.suppress(duckdb.Error, RuntimeError):
-                con.execute("ROLLBACK")
-            if isinstance(e, duckdb.Error):
-                raise BenchError(
-                    f"cannot import {folder}: {store.first_line(e)}",
-                    "the store is unchanged; check the export (bench-ctl export writes it)",
-                    exit_code=1,
-                ) from None
-            raise
-    return ImportReport(
-        source=str(folder),
-        runs=int(n_runs[0]) if n_runs else 0,
-        measurements=int(n_meas[0]) if n_meas else 0,
-        replaced=int(replaced[0]) if replaced else 0,
-    )
-
-
-def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    return [str(r[0]) for r in con.execute(f"SELECT name FROM pragma_table_info('{table}')").fetchall()]
-
-
-def _parquet_columns(con: duckdb.DuckDBPyConnection, path: Path) -> list[str]:
-    try:
-        rel = con.execute(f"DESCRIBE SELECT * FROM read_parquet({_sql_path(path)})")
-        return [str(r[0]) for r in rel.fetchall()]
-    except duckdb.Error as e:
+    twice = rd.execute("SELECT run_id FROM x_runs GROUP BY run_id HAVING count(*) > 1 LIMIT 1").fetchone()
+    if twice:
+        raise BenchError(f"{folder}: run {twice[0]!r} appears twice in runs.parquet", IMPORT_HINT)
+    orphans = rd.execute(
+        "SELECT count(*) FROM x_measurements m WHERE NOT EXISTS "
+        "(SELECT 1 FROM x_runs r WHERE r.run_id = m.run_id)"
+    ).fetchone()
+    if orphans and orphans[0]:
+        raise BenchError(f"{folder}: {orphans[0]} measurement(s) belong to no run of the export", IMPORT_HINT)
+    runs = measurements = 0
+    for chunk in _stored_rows(rd, folder):
+        runs += len(chunk)
+        measurements += sum(len(r.measurements) for r in chunk)
+    if (runs, measurements) != (manifest.runs, manifest.measurements):
         raise BenchError(
-            f"{path} is not a readable Parquet file ({store.first_line(e)})",
-            "import reads folders written by `bench-ctl export --format parquet`",
+            f"{folder}: export.json promises {manifest.runs} runs and {manifest.measurements} "
+            f"measurements, the files hold {runs} and {measurements}",
+            "the export is incomplete or was changed: export it again (bench-ctl export --out DIR)",
+        )
+    return runs, measurements
+
+
+CHUNK_RUNS = 200
+
+
+def _stored_rows(rd: duckdb.DuckDBPyConnection, folder: Path) -> Iterator[list[store.Rows]]:
+    """The export's runs, CHUNK_RUNS at a time, each rebuilt into its result, validated, and
+    turned into the rows `ingest` stores for it."""
+    cur = rd.cursor()
+    try:
+        cur.execute("SELECT * FROM x_runs ORDER BY run_id")
+        cols = [d[0] for d in cur.description or []]
+        while batch := cur.fetchmany(CHUNK_RUNS):
+            runs = [dict(zip(cols, r, strict=True)) for r in batch]
+            rel = rd.execute(
+                "SELECT * FROM x_measurements WHERE run_id BETWEEN ? AND ? ORDER BY run_id, batch_size",
+                [runs[0]["run_id"], runs[-1]["run_id"]],
+            )
+            mcols = [d[0] for d in rel.description or []]
+            by_run: dict[str, list[dict[str, Any]]] = {}
+            for m in rel.fetchall():
+                row = dict(zip(mcols, m, strict=True))
+                by_run.setdefault(row["run_id"], []).append(row)
+            yield [_rows_of(run, by_run.get(run["run_id"], []), folder) for run in runs]
+    finally:
+        cur.close()
+
+
+def _rows_of(run: dict[str, Any], measurements: list[dict[str, Any]], folder: Path) -> store.Rows:
+    try:
+        result = result_of(run, measurements)
+    except (ValidationError, ValueError) as e:
+        raise BenchError(
+            f"{folder}: run {run['run_id']!r} is not a valid result: {_why(e)}", IMPORT_HINT
         ) from None
+    path = run.get("result_path")
+    return store.rows_of(result, Path(path) if path else None)
+
+
+def _why(e: Exception) -> str:
+    if isinstance(e, ValidationError):
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "document"
+        return f"{where}: {first['msg']} ({e.error_count()} error(s))"
+    return storefile.first_line(e)
+
+
+def result_of(run: dict[str, Any], measurements: list[dict[str, Any]]) -> RunResult:
+    """The result a run's stored rows were made from, as far as the rows keep it: the inverse of
+    `store.run_row` and `store.measurement_row` (tests/test_transfer.py holds them in step),
+    validated by the same model as a result file."""
+    if run.get("spec") is None:
+        raise ValueError("stored without its spec (by a store older than version 11): ingest its result.json")
+    g = run.get
+    phases = [
+        {
+            "name": name,
+            "seconds": g(f"{name}_s"),
+            "cache_hit": g("compile_cache_hit") if name == "compile" else None,
+        }
+        for name in PHASES
+        if g(f"{name}_s") is not None
+    ]
+    accuracy = None
+    if g("accuracy_reference") is not None:
+        # The sample count is not a column: any valid one rebuilds the same rows.
+        accuracy = {
+            "reference": g("accuracy_reference"),
+            "samples": 1,
+            **{k: g(k) for k in ("max_abs_err", "rel_err", "top1_agreement", "top5_agreement")},
+        }
+    launch = None
+    if g("launcher") is not None:
+        keys = ("launcher", "host", "image_ref", "image_digest", "lock_hash", "exit_code", "job_id", "node")
+        launch = {k: g(k) for k in keys}
+    doc = {
+        # A result's own fields, stored as they are (a NULL: the field's default).
+        **{k: v for k, v in run.items() if k in RunResult.model_fields and v is not None},
+        "spec": _json(g("spec")),
+        "phases": phases,
+        "accuracy": accuracy,
+        "measurements": [_measurement_doc(m) for m in measurements],
+        "fingerprint": _json(g("fingerprint")),
+        "launch": launch,
+    }
+    return RunResult.model_validate(doc)
+
+
+_MEASUREMENT_JSON = ("gpu", "members", "batch_histogram")
+
+
+def _json(text: Any) -> Any:
+    return json.loads(text) if isinstance(text, str) else text
+
+
+def _measurement_doc(row: dict[str, Any]) -> dict[str, Any]:
+    """A measurement's fields from its row; the columns flattened from its GPU telemetry are
+    left out, and made again from it when stored."""
+    doc = {k: v for k, v in row.items() if k in Measurement.model_fields and v is not None}
+    for k in _MEASUREMENT_JSON:
+        if row.get(k) is not None:
+            doc[k] = _json(row[k])
+    return doc

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from controller import store
+from controller import store, storefile
 from controller.errors import BenchError
 from controller.paths import REPO_ROOT
 
@@ -182,7 +184,7 @@ def test_query_row_cap(bench: Any, make_result: Any, cli: Any) -> None:
     _fill(bench.db, make_result)
     result = cli("query", "SELECT * FROM range(5000) t(i)", "--limit", "10")
     assert result.exit_code == 0
-    assert "4990 more row(s) not shown" in result.stderr
+    assert "more rows than the 10 shown" in result.stderr
     result = cli("query", "SELECT * FROM range(5000) t(i)", "-f", "csv", "--limit", "0")
     assert result.exit_code == 0 and len(result.stdout.splitlines()) == 5001
     result = cli("query", "SELECT 1", "--limit", "-3")
@@ -194,3 +196,126 @@ def test_markup_and_emoji_codes_print_verbatim(bench: Any, make_result: Any, cli
     result = cli("query", "SELECT 'core.cpp:100: [red]x[/] :x:' AS msg")
     assert result.exit_code == 0
     assert "core.cpp:100: [red]x[/] :x:" in result.stdout
+
+
+# --------------------------------------------------------------------------- long queries
+
+LONG = "SELECT sum(hash(i)) FROM range(1000000000000) t(i)"  # hours, if nothing stops it
+HUGE = "SELECT * FROM range(200000000) t(i)"  # all its rows: minutes and about 15 GB
+
+
+def _foreground() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as a foreground command gets it
+
+
+def _start_query(db: Path, tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
+    """bench-ctl query in a process of its own, with its own TMPDIR (where its snapshot goes)."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "controller.cli", "query", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "BENCH_DB": str(db), "TMPDIR": str(tmp)},
+        preexec_fn=_foreground,
+    )
+    return proc, tmp
+
+
+def _wait_reading(proc: subprocess.Popen[str], tmp: Path, timeout: float = 90) -> None:
+    """Until the query has its snapshot, and a moment more: its statement is running."""
+    deadline = time.monotonic() + timeout
+    while not any(tmp.glob("bench-query-*/results.duckdb")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the query never started reading"
+        time.sleep(0.05)
+    time.sleep(1.0)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_a_running_query(
+    bench: Any, make_result: Any, tmp_path: Path, sig: signal.Signals
+) -> None:
+    _fill(bench.db, make_result)
+    proc, tmp = _start_query(bench.db, tmp_path, LONG)
+    try:
+        _wait_reading(proc, tmp)
+        sent = time.monotonic()
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 128 + sig
+    assert stderr.strip() == f"interrupted ({sig.name})"
+    assert took < 3, f"{took:.1f} s from {sig.name} to the end"  # within a second, plus exiting
+    assert not list(tmp.iterdir()), "the snapshot was left behind"
+
+
+def test_a_long_query_keeps_no_writer_waiting(
+    bench: Any, make_result: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer waits for the store at most LOCK_WAIT_S (5 s here): a query reading for longer
+    must not hold the store meanwhile."""
+    _fill(bench.db, make_result)
+    monkeypatch.setattr(storefile, "LOCK_WAIT_S", 5.0)
+    proc, tmp = _start_query(bench.db, tmp_path, LONG)
+    try:
+        _wait_reading(proc, tmp)
+        started = time.monotonic()
+        with store.connect(bench.db) as con:
+            store.ingest(con, make_result())
+        waited = time.monotonic() - started
+        assert proc.poll() is None, proc.communicate()
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert waited < 5, f"the writer waited {waited:.1f} s"
+    assert store.read(bench.db, "SELECT count(*) FROM runs")[1] == [(2,)]
+
+
+def test_timeout_stops_a_query(bench: Any, make_result: Any, cli: Any) -> None:
+    _fill(bench.db, make_result)
+    started = time.monotonic()
+    result = cli("query", LONG, "--timeout", "1")
+    assert time.monotonic() - started < 20
+    assert result.exit_code == 1, result.output
+    assert "ran past --timeout 1 s" in result.stderr and "hint:" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "1e308"])
+def test_timeout_out_of_range_is_refused(bench: Any, make_result: Any, cli: Any, value: str) -> None:
+    _fill(bench.db, make_result)
+    result = cli("query", "SELECT 1", "--timeout", value)
+    assert result.exit_code == 2, result.output
+    assert "--timeout" in result.stderr and "must be more than 0" in result.stderr
+
+
+def test_limit_is_applied_in_the_database(bench: Any, make_result: Any, tmp_path: Path) -> None:
+    """Fetching every row of this query takes minutes and about 15 GB: with --limit 5 the rest
+    are never made."""
+    _fill(bench.db, make_result)
+    out = tmp_path / "out.csv"
+    with out.open("w") as stdout:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "controller.cli", "query", HUGE, "--limit", "5", "-f", "csv"],
+            stdout=stdout,
+            stderr=subprocess.DEVNULL,
+            cwd=REPO_ROOT,
+            env={**os.environ, "BENCH_DB": str(bench.db)},
+        )
+    deadline = time.monotonic() + 60
+    while (done := os.wait4(proc.pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            proc.kill()
+            os.wait4(proc.pid, 0)
+            pytest.fail("query --limit 5 ran for more than 60 s")
+        time.sleep(0.1)
+    _, status, usage = done
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0
+    assert out.read_text().split() == ["i", "0", "1", "2", "3", "4"]
+    assert usage.ru_maxrss < 1024 * 1024, f"{usage.ru_maxrss / 1024:.0f} MiB"  # KiB on Linux

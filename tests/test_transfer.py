@@ -4,13 +4,17 @@ anything that is not an export is refused in one line."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
 
-from controller import store
+from controller import store, transfer
+from controller.paths import REPO_ROOT
 
 FINGERPRINT_SQL = {
     "runs": "SELECT count(*), sum(hash(r)) FROM (SELECT * EXCLUDE (ingested_at) FROM runs) r",
@@ -124,3 +128,142 @@ def test_import_refuses_what_is_not_an_export(cli: Any, bench: Any, make_result:
     csv = tmp_path / "csv"
     assert cli("export", "--out", csv, "--format", "csv").exit_code == 0
     assert "csv export" in one_line_error(cli("import", csv, "--db", other))
+
+
+# --------------------------------------------------------------------------- hostile exports
+
+
+def _export(cli: Any, bench: Any, make_result: Any, tmp_path: Path) -> Path:
+    fill(bench.db, make_result)
+    out = tmp_path / "export"
+    assert cli("export", "--out", out).exit_code == 0
+    return out
+
+
+def _rewrite(export: Path, table: str, select: str) -> None:
+    """Replace one table's file of an export with the rows of `select` over it ({t})."""
+    path = export / f"{table}.parquet"
+    new = path.with_suffix(".new")
+    con = duckdb.connect()
+    con.execute(f"COPY ({select.format(t=f'read_parquet({str(path)!r})')}) TO '{new}' (FORMAT parquet)")
+    con.close()
+    new.replace(path)
+
+
+def test_import_stores_what_ingest_stores(cli: Any, bench: Any, make_result: Any, tmp_path: Path) -> None:
+    """Imported runs are rebuilt into results and stored as ingest stores them: every column of
+    a result with GPU telemetry and a server's batch histogram comes back the same."""
+    from schemas import GpuTelemetry
+
+    gpu = GpuTelemetry(
+        device_index=0, name="H100", samples=9, duration_s=1.0, peak_process_mem_mb=812.0, energy_j=3.5
+    )
+    r = make_result(batch_sizes=(1, 8), repetition=2, within_rel=0.01)
+    rich = r.model_copy(
+        update={
+            "measurements": [
+                m.model_copy(update={"gpu": gpu, "batch_histogram": {"1": 3, "8": 1}}) for m in r.measurements
+            ]
+        }
+    )
+    with store.connect(bench.db) as con:
+        store.ingest(con, rich, Path("/runs") / rich.run_id / "result.json")
+        store.ingest(con, make_result(status="timeout"))
+    out = tmp_path / "export"
+    assert cli("export", "--out", out).exit_code == 0
+    other = tmp_path / "other.duckdb"
+    assert cli("import", out, "--db", other).exit_code == 0
+    assert fingerprints(other) == fingerprints(bench.db)
+
+
+ERROR_RUN = "CASE WHEN status = 'error' THEN {new} ELSE {old} END"
+FORGED = [
+    ("measurements", "SELECT * REPLACE ('nan'::DOUBLE AS throughput_sps) FROM {t}", "throughput_sps"),
+    ("measurements", "SELECT * REPLACE ('inf'::DOUBLE AS latency_max_ms) FROM {t}", "latency_max_ms"),
+    (
+        "measurements",
+        "SELECT * REPLACE (list_transform(latencies_ms, lambda x: 'nan'::DOUBLE) AS latencies_ms) FROM {t}",
+        "latencies_ms",
+    ),
+    ("measurements", "SELECT * REPLACE (batch_size + 1000 AS batch_size) FROM {t}", "batch sizes"),
+    ("measurements", "SELECT * REPLACE (0 AS iterations) FROM {t}", "iterations"),
+    ("runs", "SELECT * REPLACE ('-inf'::DOUBLE AS peak_host_mem_mb) FROM {t}", "peak_host_mem_mb"),
+    ("runs", "SELECT * REPLACE ('nan'::DOUBLE AS compile_s) FROM {t}", "phases"),
+    ("runs", "SELECT * REPLACE ('pwned' AS status) FROM {t}", "status"),
+    (
+        "runs",
+        "SELECT * REPLACE ("
+        + ERROR_RUN.format(new="'../../x'", old="run_id")
+        + " AS run_id, "
+        + ERROR_RUN.format(new='json_merge_patch(spec, \'{{"run_id": "../../x"}}\')', old="spec")
+        + " AS spec) FROM {t}",
+        "run_id",
+    ),
+    (
+        "runs",
+        "SELECT * REPLACE (json_merge_patch(spec, '{{\"batch_sizes\": [0]}}') AS spec) FROM {t}",
+        "batch",
+    ),
+    ("runs", "SELECT * REPLACE (NULL AS spec) FROM {t}", "without its spec"),
+    ("runs", "SELECT * FROM {t} WHERE status = 'ok'", "export.json promises 7 runs"),
+    ("runs", "SELECT * FROM {t} UNION ALL SELECT * FROM {t} WHERE status = 'error'", "appears twice"),
+    ("runs", "SELECT * FROM {t} WHERE run_id <> (SELECT min(run_id) FROM {t})", "belong to no run"),
+]
+
+
+@pytest.mark.parametrize(("table", "select", "needle"), FORGED)
+def test_import_refuses_what_ingest_refuses(
+    cli: Any, bench: Any, make_result: Any, tmp_path: Path, table: str, select: str, needle: str
+) -> None:
+    """Values a result file may not hold (NaN, inf, batch sizes that are not the spec's, a run
+    id that is not of our form, an unknown status), and files that do not hold what export.json
+    says: refused, exit 2, and no store created or changed."""
+    export = _export(cli, bench, make_result, tmp_path)
+    _rewrite(export, table, select)
+    fresh = tmp_path / "fresh.duckdb"
+    line = one_line_error(cli("import", export, "--db", fresh))
+    assert needle in line
+    assert not fresh.exists() and not list(tmp_path.glob(".fresh.duckdb*"))
+    before = bench.db.read_bytes()
+    assert needle in one_line_error(cli("import", export))
+    assert bench.db.read_bytes() == before
+
+
+def test_import_holds_the_manifest_counts(cli: Any, bench: Any, make_result: Any, tmp_path: Path) -> None:
+    export = _export(cli, bench, make_result, tmp_path)
+    manifest = json.loads((export / "export.json").read_text())
+    (export / "export.json").write_text(
+        json.dumps({**manifest, "measurements": manifest["measurements"] + 8})
+    )
+    fresh = tmp_path / "fresh.duckdb"
+    assert "the files hold 7 and" in one_line_error(cli("import", export, "--db", fresh))
+    assert not fresh.exists()
+
+
+@pytest.mark.parametrize("name", ["export.json", "runs.parquet", "measurements.parquet"])
+def test_import_refuses_a_fifo_at_once(
+    cli: Any, bench: Any, make_result: Any, tmp_path: Path, name: str
+) -> None:
+    export = _export(cli, bench, make_result, tmp_path)
+    (export / name).unlink()
+    os.mkfifo(export / name)
+    fresh = tmp_path / "fresh.duckdb"
+    done = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "import", str(export), "--db", str(fresh)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "is not a regular file" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not fresh.exists()
+
+
+def test_import_refuses_an_oversized_manifest(cli: Any, bench: Any, make_result: Any, tmp_path: Path) -> None:
+    export = _export(cli, bench, make_result, tmp_path)
+    with (export / "export.json").open("a") as f:
+        f.write(" " * transfer.MANIFEST_MAX_BYTES)
+    assert "not a result export's manifest" in one_line_error(
+        cli("import", export, "--db", tmp_path / "x.duckdb")
+    )
