@@ -360,11 +360,9 @@ def _not_a_store(db: Path) -> BenchError:
 def _ours(db: Path) -> None:
     """Create the store if `db` does not exist; refuse a file that is not one, unchanged (it is
     read on a read-only connection: a writable one would replay a write-ahead log into it)."""
-    if str(db) in _STORES:
-        return
-    if not storefile.check_file(db):
+    if not storefile.check_file(db):  # also when found before: it may have been deleted since
         storefile.create(db, build)
-    else:
+    elif str(db) not in _STORES:
         con = storefile.open_store(db, read_only=True)
         try:
             if not _has_meta(con):

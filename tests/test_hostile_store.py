@@ -200,6 +200,16 @@ def test_a_failed_first_write_leaves_no_store(bench: Any, monkeypatch: pytest.Mo
     assert store.read(bench.db, "SELECT count(*) FROM runs")[1] == [(0,)]
 
 
+def test_a_store_deleted_meanwhile_is_made_anew(bench: Any, make_result: Any) -> None:
+    """A process that used the store before (it remembers the file as checked) creates a whole
+    store again, not a bare DuckDB file that every later command would refuse."""
+    store.ensure_store(bench.db)
+    bench.db.unlink()
+    with store.connect(bench.db) as con:
+        store.ingest(con, make_result())
+    assert store.read(bench.db, "SELECT count(*) FROM runs")[1] == [(1,)]
+
+
 def test_a_killed_first_write_is_cleaned_up(bench: Any) -> None:
     """A half-built store of a killed bench-ctl is a hidden file: never taken for the store, and
     removed by the next creation once it is old."""
