@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from controller.images import ImageStatus
     from controller.models import ModelEntry
 from controller.store import variant as store_variant
-from schemas import RunResult
+from schemas import Measurement, RunResult
 
 STATUS_STYLE = {
     "ok": "green",
@@ -83,7 +83,10 @@ def run_summary(console: Console, result: RunResult, run_dir: Path) -> None:
             f"(rel {a.rel_err:.3g}), top-1 {a.top1_agreement:.0%}, top-5 {a.top5_agreement:.0%}"
         )
     if result.measurements:
-        t = Table("batch", "samples/s", "p50 ms", "p90 ms", "p99 ms", "iterations", "stable", "peak RSS MB")
+        t = Table(
+            "batch", "samples/s", "p50 ms", "p90 ms", "p99 ms", "iterations", "stable", "peak RSS MB",
+            "other load",
+        )  # fmt: skip
         for m in result.measurements:
             t.add_row(
                 str(m.batch_size),
@@ -94,6 +97,7 @@ def run_summary(console: Console, result: RunResult, run_dir: Path) -> None:
                 str(m.iterations),
                 "yes" if m.stable else "[yellow]no[/]",
                 _fmt(m.peak_host_mem_mb),
+                noise_text(m),
             )
         console.print(t)
         for m in result.measurements:
@@ -128,6 +132,22 @@ def run_summary(console: Console, result: RunResult, run_dir: Path) -> None:
                 )
     where = f"{launch.launcher} ({launch.image_ref})" if launch else "?"
     console.print(f"  [dim]run {result.run_id} via {escape(where)}; raw result {run_dir}/result.json[/]")
+
+
+def noise_text(m: Measurement) -> str:
+    """Other load during a measurement and what it cost the runner: the cores busy elsewhere,
+    the share of time its threads waited for a CPU, the windows left out, the wait for quiet."""
+    if m.other_cpu_cores is None and m.starved_share is None:
+        return ""
+    parts = [f"{m.other_cpu_cores:.2f} cores" if m.other_cpu_cores is not None else "? cores"]
+    if m.starved_share is not None:
+        parts.append(f"starved {m.starved_share:.0%}")
+    if m.windows_discarded:
+        parts.append(f"{m.windows_discarded} windows ({m.discarded_s or 0:.1f}s) left out")
+    if m.quiet_wait_s:
+        parts.append(f"waited {m.quiet_wait_s:.1f}s")
+    text = ", ".join(parts)
+    return f"[yellow]noisy:[/] {text}" if m.noisy else text
 
 
 UNFAITHFUL_REL_ERR = 0.05  # max abs error over the reference's output range beyond which a cell is marked
@@ -283,6 +303,8 @@ def run_lines(console: Console, results: Sequence[RunResult]) -> None:
         load = f" load {r.load_time_s:.2f}s" if r.load_time_s is not None else ""
         hit = next((p.cache_hit for p in r.phases if p.name == "compile"), None)
         cache = "" if hit is None else (" (warm)" if hit else " (cold)")
+        # and what other load did to each measurement, as the table of a single run shows it
+        cache += "".join(f"; batch {m.batch_size}: {noise_text(m)}" for m in r.measurements if noise_text(m))
         line = f"{escape(what)}{rep}: [{style}]{r.status}[/]{load}{cache}"
         if r.message:
             line += f" [{style}]{escape(r.message)}[/]"
@@ -291,10 +313,13 @@ def run_lines(console: Console, results: Sequence[RunResult]) -> None:
 
 def peak(console: Console, probes: Sequence[RunResult], peak_qps: float | None) -> None:
     """The probes of a --find-peak search, by rate, and the peak."""
-    t = Table("target qps", "offered qps", "achieved qps", "p50 ms", "p99 ms", "mean batch", "verdict", "run")
+    t = Table(
+        "target qps", "offered qps", "achieved qps", "p50 ms", "p99 ms", "mean batch", "other load",
+        "verdict", "run",
+    )  # fmt: skip
     for r in sorted(probes, key=lambda r: r.measurements[0].target_qps or 0 if r.measurements else 0):
         if not r.measurements:
-            t.add_row("", "", "", "", "", "", f"[red]{r.status}[/]", r.run_id)
+            t.add_row("", "", "", "", "", "", "", f"[red]{r.status}[/]", r.run_id)
             continue
         m = r.measurements[0]
         t.add_row(
@@ -304,6 +329,7 @@ def peak(console: Console, probes: Sequence[RunResult], peak_qps: float | None) 
             f"{m.latency_p50_ms:.3f}",
             f"{m.latency_p99_ms:.3f}",
             f"{m.mean_batch or 0:.2f}",
+            noise_text(m),
             "[green]VALID[/]" if m.valid else f"[red]INVALID[/] {escape(m.invalid_reason or '')}",
             r.run_id,
         )

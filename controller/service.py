@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +69,40 @@ def run_all(req: RunRequest, paths: Paths, log: LineSink, on_line: LineSink) -> 
             what = " ".join([r.image, r.model, *r.sets[len(req.sets) :]])
             if len(requests) > 1 or reps > 1 or rounds > 1:
                 log(f"round {rounds}, run {k}/{len(due)}: {what}")
-            result = run(r, paths, log, on_line, group=group, repetition=len(done[i]) + 1)
-            done[i].append(result)
-            order.append(result)
+            rep = len(done[i]) + 1
+            attempt = partial(run, r, paths, log, on_line, group=group, repetition=rep)
+            runs = run_clean(attempt, log, policy.noisy_reruns if reps > 1 or policy.target_ci else 0)
+            done[i].append(runs[-1])
+            order.extend(runs)
     return order
+
+
+def noisy(result: RunResult) -> bool:
+    """An ok run with a measurement the runner could not make of clean windows."""
+    return result.status == "ok" and any(m.noisy for m in result.measurements)
+
+
+def noise_summary(result: RunResult) -> str:
+    """The noise figures of a run's noisy measurements, in words."""
+    parts = []
+    for m in result.measurements:
+        if m.noisy:
+            starved = f", starved {m.starved_share:.0%}" if m.starved_share is not None else ""
+            parts.append(f"batch {m.batch_size}: {m.other_cpu_cores or 0:.2f} other cores busy{starved}")
+    return "; ".join(parts)
+
+
+def run_clean(attempt: Callable[[], RunResult], log: LineSink, reruns: int) -> list[RunResult]:
+    """Run once, and again (at most `reruns` times, `policy.noisy_reruns`) while the run is noisy:
+    other load starved it, so its figures are not the configuration's. Every run is kept and
+    stored; the last one stands for the repetition (compare leaves the noisy ones out)."""
+    runs = [attempt()]
+    while noisy(runs[-1]) and len(runs) <= reruns:
+        log(f"  noisy ({noise_summary(runs[-1])}): measuring it again ({len(runs)} of at most {reruns} more)")
+        runs.append(attempt())
+    if reruns and noisy(runs[-1]):
+        log(f"  still noisy after {reruns} more runs: the host is too busy to measure this cleanly")
+    return runs
 
 
 def _wants_more(runs: list[RunResult], policy: MeasurementPolicy, rounds: int) -> bool:
@@ -94,7 +126,13 @@ Point = tuple[int, float, float | None]  # batch size, throughput, the run's own
 
 
 def points_of(runs: list[RunResult]) -> list[Point]:
-    return [(m.batch_size, m.throughput_sps, m.within_run_ci_rel) for r in runs for m in r.measurements]
+    """Each clean measurement of `runs` (noisy ones say nothing of the configuration's spread)."""
+    return [
+        (m.batch_size, m.throughput_sps, m.within_run_ci_rel)
+        for r in runs
+        for m in r.measurements
+        if not m.noisy
+    ]
 
 
 def widest_interval(points: list[Point]) -> float:
@@ -277,15 +315,16 @@ def find_peak(
     rate = float(given[0].partition("=")[2]) if given else PEAK_START_QPS
     check_destinations(paths)
     group = new_group_id()
+    reruns = policy_of(req).noisy_reruns
     probes: list[RunResult] = []
     low: float | None = None  # highest rate that held
     high: float | None = None  # lowest rate that did not
-    retried: set[float] = set()
     while len(probes) < PEAK_MAX_PROBES:
         probe_req = requests[0].model_copy(update={"sets": [*base, f"server.target_qps={rate:.6g}"]})
         log(f"peak search, probe {len(probes) + 1}: {rate:.6g} queries/s")
-        result = run(probe_req, paths, log, on_line, group=group)
-        probes.append(result)
+        runs = run_clean(partial(run, probe_req, paths, log, on_line, group=group), log, reruns)
+        probes.extend(runs)
+        result = runs[-1]
         if result.status != "ok":
             break  # a failure is not a verdict: stop
         m = result.measurements[0]
@@ -293,13 +332,15 @@ def find_peak(
         log(
             f"  {rate:.6g} queries/s: p99 {m.latency_p99_ms:.2f} ms, achieved {m.achieved_qps or 0:.1f}/s: "
             + ("VALID" if held else f"INVALID ({m.invalid_reason})")
+            + (" but noisy" if m.noisy else "")
         )
-        if not held and m.noisy and rate not in retried:
-            # Other processes took CPU during this probe: its INVALID may be theirs, not the
-            # framework's. Measure the same rate once more before believing it.
-            retried.add(rate)
-            log(f"  the probe was noisy ({m.other_cpu_cores or 0:.2f} other cores busy): measuring it again")
-            continue
+        if m.noisy:
+            # Other load decided this probe, VALID or not: neither bound is known at this rate.
+            log(
+                f"  peak search stopped: the probe at {rate:.6g} queries/s stayed noisy after "
+                f"{reruns} more runs; the peak is of the clean probes below it, if any"
+            )
+            break
         if held:
             low = rate if low is None else max(low, rate)
         else:

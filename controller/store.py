@@ -189,6 +189,16 @@ MIGRATIONS: list[str | Callable[[], str]] = [
         stored_at TIMESTAMPTZ
     );
     """,
+    # 14: noise measured per window (what was left out and waited) and the threads against the cores.
+    """
+    ALTER TABLE measurements ADD COLUMN starved_share DOUBLE;
+    ALTER TABLE measurements ADD COLUMN windows_discarded INTEGER;
+    ALTER TABLE measurements ADD COLUMN discarded_iterations INTEGER;
+    ALTER TABLE measurements ADD COLUMN discarded_s DOUBLE;
+    ALTER TABLE measurements ADD COLUMN quiet_wait_s DOUBLE;
+    ALTER TABLE runs ADD COLUMN threads INTEGER;
+    ALTER TABLE runs ADD COLUMN warnings VARCHAR[];
+    """,
 ]
 
 
@@ -216,6 +226,8 @@ SELECT
     m.avg_power_w, m.throttled,
     m.members AS ensemble_members,
     r.group_id, r.role, r.repetition, r.cell, m.within_run_ci_rel, m.other_cpu_cores, m.noisy,
+    m.starved_share, m.windows_discarded, m.discarded_iterations, m.discarded_s, m.quiet_wait_s,
+    r.threads, r.cpu_limit, r.warnings,
     m.stable, r.status, r.message, r.launcher, r.job_id, r.node, r.image_digest, r.lock_hash, r.options
 FROM runs r LEFT JOIN measurements m USING (run_id)
 """
@@ -236,6 +248,7 @@ _SUMMARY_SELECT = """WITH g AS (
         stddev_samp(latency_p99_ms) AS p99_sd,
         any_value(within_run_ci_rel) AS within_rel,
         bool_or(coalesce(noisy, false)) AS noisy,
+        count(*) FILTER (WHERE noisy) AS noisy_runs,
         bool_and(stable) AS stable,
         avg(load_time_s) FILTER (WHERE NOT coalesce(compile_cache_hit, false)) AS load_time_cold_s,
         avg(load_time_s) FILTER (WHERE compile_cache_hit) AS load_time_warm_s,
@@ -266,7 +279,7 @@ SELECT
     g.latency_p99_ms - h.t * g.p99_sd / sqrt(g.repetitions) AS latency_p99_ci_low,
     g.latency_p99_ms + h.t * g.p99_sd / sqrt(g.repetitions) AS latency_p99_ci_high,
     g.throughput_sd / g.throughput_sps AS cv,
-    g.noisy, g.stable, g.load_time_cold_s, g.load_time_warm_s, g.precision,
+    g.noisy, g.noisy_runs, g.stable, g.load_time_cold_s, g.load_time_warm_s, g.precision,
     g.first_run_at, g.last_run_at, g.run_ids
 FROM g LEFT JOIN (SELECT df, t975 AS t FROM t_quantiles) h ON h.df = g.repetitions - 1
 """
@@ -451,6 +464,8 @@ def run_row(result: RunResult, result_path: Path | None) -> dict[str, Any]:
         "peak_host_mem_mb": result.peak_host_mem_mb,
         "cpu_model": fp.cpu_model if fp else None,
         "cpu_limit": fp.cpu_limit if fp else None,
+        "threads": result.threads,
+        "warnings": result.warnings or None,
         "exit_code": launch.exit_code if launch else None,
         "job_id": launch.job_id if launch else None,
         "node": launch.node if launch else None,
@@ -506,6 +521,11 @@ MEASUREMENT_COLUMNS = [
     "cpu_energy_j",
     "energy_source",
     "latency_early_stop_ms",
+    "starved_share",
+    "windows_discarded",
+    "discarded_iterations",
+    "discarded_s",
+    "quiet_wait_s",
 ]
 
 

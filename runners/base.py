@@ -92,6 +92,11 @@ class Runner(Generic[OptionsT]):
         """Requests kept in flight by `start` (1: synchronous)."""
         return 1
 
+    def threads_used(self) -> int | None:
+        """Threads the framework computes with, as it reports them after compiling (None: it
+        does not say)."""
+        return None
+
     def effective_precision(self) -> str:
         """The precision the framework really computes in (fp32, bf16, fp16, ...)."""
         return "fp32"

@@ -142,10 +142,10 @@ def measure_batch(
     for lst in together.member_ns:
         lst.clear()
     with contextlib.ExitStack() as stack:
-        host = stack.enter_context(HostTrackers())
+        host = stack.enter_context(HostTrackers(policy=policy, threads=len(runners)))
         if tracker is not None:
             stack.enter_context(tracker)
-        state = measure.steady_state(step, policy)
+        state = measure.steady_state(step, policy, probe=host.probe)
     state.warmup_iterations, state.warmup_ns = n_warm, warm_ns
     m = measure.summarize(batch_size, state, policy).model_copy(update={"scenario": "offline"})
     m = host.apply(m, policy)

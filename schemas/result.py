@@ -116,9 +116,34 @@ class Measurement(Strict):
         "batch means within this run (respects autocorrelation; says nothing of run-to-run spread)",
     )
     other_cpu_cores: float | None = Field(
-        None, ge=0, description="CPU cores busy outside this runner during the steady state (host load)"
+        None,
+        ge=0,
+        description="CPU cores busy outside this runner, on the cores it may use, during the steady state "
+        "(the windows kept, where windows were judged): host load, which may or may not have starved it",
     )
-    noisy: bool | None = Field(None, description="other_cpu_cores exceeded policy.noise_cores")
+    noisy: bool | None = Field(
+        None,
+        description="the figures could not be made of clean windows: the runner was starved (its threads "
+        "waited for a CPU beyond policy.starved_share) for too much of the steady state; where threads' "
+        "waits cannot be read, other_cpu_cores exceeded policy.noise_cores",
+    )
+    starved_share: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="share of the runnable time of the runner's threads spent waiting for a CPU (run "
+        "queue) over the windows kept; None where the kernel does not tell",
+    )
+    windows_discarded: int | None = Field(
+        None,
+        ge=0,
+        description="steady-state windows left out of every figure: the runner was starved in them",
+    )
+    discarded_iterations: int | None = Field(None, ge=0, description="iterations of the windows left out")
+    discarded_s: float | None = Field(None, ge=0, description="seconds measured in the windows left out")
+    quiet_wait_s: float | None = Field(
+        None, ge=0, description="seconds waited before the steady state for other load to leave the cores"
+    )
     # Scenarios (None in results made before they existed: offline).
     scenario: Literal["offline", "single-stream", "multi-stream", "server"] | None = Field(
         None, description="how queries reached the runner; None: offline"
@@ -230,6 +255,17 @@ class RunResult(Strict):
     accuracy: Accuracy | None = None
     measurements: list[Measurement] = Field(default_factory=list)
     peak_host_mem_mb: float | None = Field(None, ge=0)
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="threads the framework computes with, as it reports them (fingerprint.cpu_limit: "
+        "the cores the runner was given)",
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="one line each: what may keep the figures from being the framework's best here, "
+        "e.g. more threads than cores, with the option to set",
+    )
     fingerprint: Fingerprint | None = None
     launch: LaunchInfo | None = None
 

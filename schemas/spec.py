@@ -55,7 +55,30 @@ class MeasurementPolicy(Strict):
     noise_cores: float = Field(
         0.25,
         ge=0,
-        description="a measurement is flagged noisy when other processes keep this many cores busy",
+        description="other processes' cores beyond those the runner's threads leave free that make the "
+        "host busy: the quiet wait's bound, and the noise rule where threads' waits cannot be read",
+    )
+    starved_share: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="a steady-state window is left out of the figures when the runner's threads waited "
+        "for a CPU this share of their runnable time (other load had it); the measurement is noisy when "
+        "its clean windows do not reach min_time_s and min_iterations by max_time_s",
+    )
+    quiet_wait_s: float = Field(
+        1.0,
+        ge=0,
+        le=600,
+        description="before each steady state, wait up to this long for other load to leave a core to "
+        "each of the runner's threads (within noise_cores)",
+    )
+    noisy_reruns: int = Field(
+        2,
+        ge=0,
+        le=10,
+        description="with repetitions (and in a peak search), a run that came out noisy is made again at "
+        "most this many times; every run is stored, and compare leaves the noisy ones out",
     )
     memory_limit_mb: int | None = Field(
         None,

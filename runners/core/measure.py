@@ -12,10 +12,11 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from runners.core import noise
 from schemas import Measurement, MeasurementPolicy
 
 Clock = Callable[[], int]
@@ -27,12 +28,124 @@ class SteadyState:
 
     latencies_ns: list[int]
     elapsed_ns: int
-    windows: list[float] = field(default_factory=list)  # mean latency per window, ns
+    windows: list[float] = field(default_factory=list)  # mean latency per window kept, ns
     stable: bool = False
     warmup_iterations: int = 0
     warmup_ns: int = 0
     # Asynchronous runners: each call submits a request; these are the requests' own latencies.
     request_latencies_ns: list[int] | None = None
+    noise: Noise | None = None  # per-window noise figures, when the loop had a probe
+
+
+@dataclass
+class Noise:
+    """What the loop's probe saw: the windows it left out (iteration index ranges and their
+    time), and over the windows kept the other load and the runner's starved share."""
+
+    discarded: list[tuple[int, int]] = field(default_factory=list)  # [start, end) iteration indexes
+    discarded_ns: int = 0
+    kept_ns: int = 0
+    kept_iterations: int = 0
+    other_cores: float | None = None
+    starved_share: float | None = None
+    noisy: bool = False  # windows were left out and the clean ones fell short of the minimums
+
+
+class Prober(Protocol):
+    def sample(self, wall_ns: int | None = None) -> noise.Sample: ...
+
+
+class _Load:
+    """Other load and starved share, weighted over the windows added."""
+
+    def __init__(self) -> None:
+        self.wall_ns = 0
+        self._other = self._waited = self._runnable = 0.0
+        self._seen_other = self._seen_starved = False
+
+    def add(self, r: noise.Reading) -> None:
+        self.wall_ns += r.wall_ns
+        if r.other_cores is not None:
+            self._other += r.other_cores * r.wall_ns
+            self._seen_other = True
+        if r.starved_share is not None:
+            self._waited += r.starved_share * r.runnable_ns
+            self._runnable += r.runnable_ns
+            self._seen_starved = True
+
+    @property
+    def other_cores(self) -> float | None:
+        return self._other / self.wall_ns if self._seen_other and self.wall_ns else None
+
+    @property
+    def starved_share(self) -> float | None:
+        if not self._seen_starved:
+            return None
+        return self._waited / self._runnable if self._runnable else 0.0
+
+
+class _Windows:
+    """The loop's window bookkeeping: each closed window is judged by the probe (starved or
+    crowded out: left out) and the stopping rule sees the clean ones only."""
+
+    def __init__(self, policy: MeasurementPolicy, probe: Prober | None, start_ns: int) -> None:
+        self.policy = policy
+        self.probe = probe
+        self.last = probe.sample(start_ns) if probe is not None else None
+        self.means: list[float] = []
+        self.counts: list[int] = []
+        self.clean_ns = 0
+        self.noise = Noise()
+        self._kept, self._all = _Load(), _Load()
+
+    def close(self, lat: list[int], first: int, start_ns: int, end_ns: int) -> None:
+        chunk = lat[first:]
+        reading = None
+        if self.probe is not None and self.last is not None:
+            now = self.probe.sample(end_ns)
+            reading, self.last = noise.between(self.last, now), now
+            self._all.add(reading)
+        if reading is not None and not self._clean(reading):
+            self.noise.discarded.append((first, len(lat)))
+            self.noise.discarded_ns += end_ns - start_ns
+            return
+        self.means.append(sum(chunk) / len(chunk))
+        self.counts.append(len(chunk))
+        self.clean_ns += end_ns - start_ns
+        if reading is not None:
+            self._kept.add(reading)
+
+    def _clean(self, r: noise.Reading) -> bool:
+        if r.starved_share is not None:
+            return r.starved_share <= self.policy.starved_share
+        return r.other_cores is None or r.other_cores <= self.policy.noise_cores
+
+    def enough(self) -> bool:
+        return (
+            self.clean_ns >= int(self.policy.min_time_s * 1e9)
+            and sum(self.counts) >= self.policy.min_iterations
+        )
+
+    def done(self) -> bool:
+        """Long enough, and stable (or, with target_ci, narrow enough), on clean windows alone."""
+        if not self.enough():
+            return False
+        if self.policy.target_ci is not None:
+            rel = window_ci_rel(self.means, self.counts)
+            return rel is not None and rel <= self.policy.target_ci
+        return windows_agree(self.means, self.policy.stable_windows, self.policy.tolerance)
+
+    def result(self) -> Noise | None:
+        """The noise figures, over the windows kept (over all of them when none was: the
+        figures are then made of those)."""
+        if self.probe is None:
+            return None
+        n = self.noise
+        n.kept_ns, n.kept_iterations = self.clean_ns, sum(self.counts)
+        load = self._kept if self.clean_ns else self._all
+        n.other_cores, n.starved_share = load.other_cores, load.starved_share
+        n.noisy = bool(n.discarded) and not self.enough()  # short for want of clean windows
+        return n
 
 
 def windows_agree(window_means: list[float], count: int, tolerance: float) -> bool:
@@ -107,58 +220,50 @@ def steady_state(
     policy: MeasurementPolicy,
     clock: Clock = time.perf_counter_ns,
     finish: Callable[[], list[int] | None] | None = None,
+    probe: Prober | None = None,
 ) -> SteadyState:
     """Time `step` per iteration until stable or out of time (see `MeasurementPolicy`).
 
+    With a `probe`, each window is judged when it closes, between iterations: one in which the
+    runner was starved (`policy.starved_share`) is left out of every figure, and the loop goes on
+    (up to `max_time_s`) until the clean windows alone are long and stable enough.
     `finish` (asynchronous runners) waits for the requests still in flight, inside the elapsed
     time, and returns every request's latency."""
     lat: list[int] = []
     append = lat.append
-    window_means: list[float] = []
-    window_counts: list[int] = []
-    min_ns = int(policy.min_time_s * 1e9)
     max_ns = int(policy.max_time_s * 1e9)
     window_ns = int(policy.window_s * 1e9)
     start = clock()
+    book = _Windows(policy, probe, start)
     window_start_idx = 0
     window_start = start
     stable = False
+    t1 = start
     while True:
         t0 = clock()
         step()
         t1 = clock()
         append(t1 - t0)
         if t1 - window_start >= window_ns and len(lat) - window_start_idx >= policy.window_min_iterations:
-            chunk = lat[window_start_idx:]
-            window_means.append(sum(chunk) / len(chunk))
-            window_counts.append(len(chunk))
+            book.close(lat, window_start_idx, window_start, t1)
             window_start_idx = len(lat)
             window_start = t1
-            elapsed = t1 - start
-            if elapsed >= min_ns and len(lat) >= policy.min_iterations:
-                if policy.target_ci is not None:  # long enough when the interval is narrow enough
-                    rel = window_ci_rel(window_means, window_counts)
-                    done = rel is not None and rel <= policy.target_ci
-                else:
-                    done = windows_agree(window_means, policy.stable_windows, policy.tolerance)
-                if done:
-                    stable = True
-                    break
+            if book.done():
+                stable = True
+                break
         if t1 - start >= max_ns or len(lat) >= policy.max_iterations:
             break
+    if window_start_idx < len(lat):
+        book.close(lat, window_start_idx, window_start, t1)  # the tail counts too, judged alike
     requests = finish() if finish is not None else None
     end = clock()
-    if not window_means or window_start_idx < len(lat):
-        # The tail that did not fill a window still counts in the statistics.
-        tail = lat[window_start_idx:]
-        if tail:
-            window_means.append(sum(tail) / len(tail))
     return SteadyState(
         latencies_ns=lat,
         elapsed_ns=end - start,
-        windows=window_means,
+        windows=book.means,
         stable=stable,
         request_latencies_ns=requests if requests and len(requests) == len(lat) else None,
+        noise=book.result(),
     )
 
 
@@ -222,22 +327,50 @@ def latency_fields(
     return fields
 
 
+def kept(values: list[int], n: Noise | None) -> list[int]:
+    """The per-iteration `values` of the windows kept (all of them when none was left out, or
+    when every window was: the figures are then noisy ones, and flagged so)."""
+    if n is None or not n.discarded or n.kept_iterations == 0:
+        return values
+    out: list[int] = []
+    previous = 0
+    for first, end in n.discarded:
+        out.extend(values[previous:first])
+        previous = end
+    out.extend(values[previous:])
+    return out
+
+
+def noise_fields(n: Noise) -> dict[str, Any]:
+    """Measurement fields of the loop's noise figures: what it left out and what it kept."""
+    return {
+        "other_cpu_cores": n.other_cores,
+        "starved_share": n.starved_share,
+        "noisy": n.noisy,
+        "windows_discarded": len(n.discarded),
+        "discarded_iterations": sum(end - first for first, end in n.discarded),
+        "discarded_s": n.discarded_ns / 1e9,
+    }
+
+
 def summarize(
     batch_size: int,
     state: SteadyState,
     policy: MeasurementPolicy,
     peak_host_mem_mb: float | None = None,
     in_flight: int = 1,
-    other_cpu_cores: float | None = None,
     early_stop_percentile: float | None = None,
 ) -> Measurement:
-    """Statistics of one steady state as a validated `Measurement`.
+    """Statistics of one steady state as a validated `Measurement`, of the windows kept when the
+    loop left some out (their time is then the duration).
 
     `in_flight`: asynchronous requests the runner kept in flight; latencies are then the requests'
     own (submission to completion), and throughput counts completed batches."""
-    raw = state.request_latencies_ns or state.latencies_ns
-    lat_ms = np.asarray(raw, dtype=np.float64) / 1e6
-    elapsed_s = state.elapsed_ns / 1e9
+    n = state.noise
+    lat_ns = kept(state.latencies_ns, n)
+    lat_ms = np.asarray(kept(state.request_latencies_ns or state.latencies_ns, n), dtype=np.float64) / 1e6
+    left_out = n is not None and bool(n.discarded) and n.kept_iterations > 0
+    elapsed_s = (n.kept_ns if left_out and n is not None else state.elapsed_ns) / 1e9
     return Measurement(
         batch_size=batch_size,
         iterations=len(lat_ms),
@@ -247,10 +380,9 @@ def summarize(
         **latency_fields(lat_ms, policy.keep_latencies, early_stop_percentile=early_stop_percentile),
         warmup_iterations=state.warmup_iterations,
         warmup_s=state.warmup_ns / 1e9,
-        windows=len(state.windows),
+        windows=len(state.windows) or max(1, len(n.discarded) if n is not None else 0),
         stable=state.stable,
         peak_host_mem_mb=peak_host_mem_mb,
-        within_run_ci_rel=latency_ci_rel(state.latencies_ns),
-        other_cpu_cores=other_cpu_cores,
-        noisy=None if other_cpu_cores is None else other_cpu_cores > policy.noise_cores,
+        within_run_ci_rel=latency_ci_rel(lat_ns),
+        **(noise_fields(n) if n is not None else {}),
     )

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from runners.core import noise
+from runners.core.common import log
 from runners.core.energy import POWERCAP, CpuEnergyTracker
 from schemas import Measurement, MeasurementPolicy
 
@@ -109,17 +111,30 @@ class HostLoadTracker:
 
 class HostTrackers:
     """What every scenario reads on the host around its timed part: this process's peak memory,
-    the other processes' load, and CPU package energy (RAPL, where the host exposes it)."""
+    how the CPUs served it (`noise.Probe`: its threads' waits and the other load), and CPU package
+    energy (RAPL, where the host exposes it). With a `policy`, entering first waits (at most
+    `policy.quiet_wait_s`) for other load to leave `threads` cores free."""
 
-    def __init__(self, powercap: Path = POWERCAP) -> None:
+    def __init__(
+        self, powercap: Path = POWERCAP, policy: MeasurementPolicy | None = None, threads: int = 1
+    ) -> None:
         self.memory = HostMemoryTracker()
-        self.load = HostLoadTracker()
         self.energy = CpuEnergyTracker(powercap)
+        self.probe = noise.Probe()
+        self.reading: noise.Reading | None = None  # over the whole block
+        self.quiet_wait_s: float | None = None
+        self._policy, self._threads = policy, threads
+        self._start: noise.Sample | None = None
 
     def __enter__(self) -> HostTrackers:
+        if self._policy is not None:
+            p = self._policy
+            self.quiet_wait_s = noise.wait_for_quiet(self.probe, p.quiet_wait_s, self._threads, p.noise_cores)
+            if self.quiet_wait_s:
+                log(f"waited {self.quiet_wait_s:.1f}s for other load to leave the cores")
         self.memory.__enter__()
-        self.load.__enter__()
         self.energy.__enter__()
+        self._start = self.probe.sample()
         return self
 
     def __exit__(
@@ -128,21 +143,33 @@ class HostTrackers:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        assert self._start is not None
+        self.reading = noise.between(self._start, self.probe.sample())
+        self.probe.close()
         self.energy.__exit__(exc_type, exc, tb)
-        self.load.__exit__(exc_type, exc, tb)
         self.memory.__exit__(exc_type, exc, tb)
 
     def apply(self, m: Measurement, policy: MeasurementPolicy, samples: int | None = None) -> Measurement:
         """The measurement with these readings. CPU energy becomes its energy per 4096 predictions
-        unless GPU telemetry gives one (applied after this, it replaces it)."""
-        cores = self.load.other_cores
+        unless GPU telemetry gives one (applied after this, it replaces it). A measurement whose
+        windows were judged keeps its own noise figures; any other is judged as one block."""
         update: dict[str, object] = {
             "peak_host_mem_mb": self.memory.peak_mb,
-            "other_cpu_cores": cores,
-            "noisy": None if cores is None else cores > policy.noise_cores,
             "cpu_energy_j": self.energy.energy_j,
+            "quiet_wait_s": self.quiet_wait_s,
         }
+        if m.windows_discarded is None and self.reading is not None:
+            update |= whole_block_noise(self.reading, policy)
         per = self.energy.per_predictions(m.batch_size * m.iterations if samples is None else samples)
         if per is not None:
             update |= {"energy_j_per_4096": per, "energy_source": "rapl"}
         return m.model_copy(update=update)
+
+
+def whole_block_noise(r: noise.Reading, policy: MeasurementPolicy) -> dict[str, object]:
+    """Noise fields of a timed part judged as one block (no windows: server, multi-stream)."""
+    if r.starved_share is not None:
+        noisy: bool | None = r.starved_share > policy.starved_share
+    else:
+        noisy = None if r.other_cores is None else r.other_cores > policy.noise_cores
+    return {"other_cpu_cores": r.other_cores, "starved_share": r.starved_share, "noisy": noisy}

@@ -105,7 +105,7 @@ def measure(
         f"{sc.interval_ms:g} ms"
     )
     with contextlib.ExitStack() as stack:
-        host = stack.enter_context(HostTrackers())
+        host = stack.enter_context(HostTrackers(policy=policy, threads=runner.threads_used() or 1))
         if tracker is not None:
             stack.enter_context(tracker)
         d = server.drive(run_batch, offsets, k, [0] + [size] * k, max_delay_ms=0)

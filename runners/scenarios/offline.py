@@ -55,10 +55,12 @@ def measure_batch(
         waited = barrier.wait(spec.barrier, f"batch{batch_size}")
         log(f"batch {batch_size}: co-located parties met (waited {waited:.2f}s)")
     with contextlib.ExitStack() as stack:
-        host = stack.enter_context(HostTrackers())
+        # Co-located parties are each other's load by design: they do not wait for quiet.
+        quiet = policy if spec.barrier is None else None
+        host = stack.enter_context(HostTrackers(policy=quiet, threads=runner.threads_used() or 1))
         if tracker is not None:
             stack.enter_context(tracker)
-        state = core.steady_state(call, policy, finish=finish)
+        state = core.steady_state(call, policy, finish=finish, probe=host.probe)
     state.warmup_iterations, state.warmup_ns = n_warm, warm_ns
     m = core.summarize(
         batch_size,
@@ -82,5 +84,19 @@ def measure_batch(
         f"batch {batch_size}: {m.throughput_sps:.1f} samples/s, p50 {m.latency_p50_ms:.2f} ms, "
         f"p90 {m.latency_p90_ms:.2f} ms, {m.iterations} iterations in {m.duration_s:.1f}s"
         + ("" if m.stable else " (UNSTABLE)")
+        + noise_note(m)
     )
     return m
+
+
+def noise_note(m: Measurement) -> str:
+    """What other load did to a measurement, for the runner's log line."""
+    parts = []
+    if m.windows_discarded:
+        parts.append(f"{m.windows_discarded} starved window(s), {m.discarded_s or 0:.1f}s, left out")
+    if m.other_cpu_cores is not None:
+        parts.append(f"other load {m.other_cpu_cores:.2f} cores")
+    if m.starved_share is not None:
+        parts.append(f"starved {m.starved_share:.1%}")
+    note = "; " + ", ".join(parts) if parts else ""
+    return note + (" (NOISY)" if m.noisy else "")

@@ -296,7 +296,7 @@ def measure(
         f"max_batch {max_batch}, max_delay {sc.max_delay_ms:g} ms, padded to {sorted(prepared)}"
     )
     with contextlib.ExitStack() as stack:
-        host = stack.enter_context(HostTrackers())
+        host = stack.enter_context(HostTrackers(policy=policy, threads=runner.threads_used() or 1))
         if tracker is not None:
             stack.enter_context(tracker)
         d = drive(run_batch, offsets, max_batch, pad, sc.max_delay_ms)
