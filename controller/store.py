@@ -761,7 +761,17 @@ def query(
     at most `limit` rows (None: all), and Ctrl-C, SIGTERM or `timeout_s` stop it."""
     if not sql.strip():
         raise BenchError("empty query", 'try: bench-ctl query "SELECT * FROM results LIMIT 5"')
-    check_read_only(sql)
+    if (n := check_read_only(sql)) > 1:
+        # Every statement but the last would run whole, past --limit, for a result never shown.
+        raise BenchError(f"refused: {n} statements; a query runs one", "run them one at a time")
+    return read_user_sql(db, sql, limit, timeout_s)
+
+
+def read_user_sql(
+    db: Path, sql: str, limit: int | None = None, timeout_s: float | None = None
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run SQL a user wrote (checked by `check_read_only`) on a snapshot of the store, so that
+    however long it runs no writer waits for it; Ctrl-C, SIGTERM or `timeout_s` stop it."""
     with (
         stopping.stopper(timeout_s, "query") as stop,
         reader(db, snapshot=True, check=stop.check) as con,
@@ -874,7 +884,7 @@ def run_ids_where(db: Path, where: str | None) -> list[str]:
                 raise BenchError(f"SQL error: {first_line(e)}", example) from None
             if check_read_only(sql) != 1:
                 raise BenchError("more than one statement", example)
-        _, rows = read(db, sql)
+        _, rows = read_user_sql(db, sql)
     except BenchError as e:
         if where is None or not e.message.startswith(("SQL error", "refused", "more than one")):
             raise  # about the store, not the condition

@@ -191,6 +191,13 @@ def test_query_row_cap(bench: Any, make_result: Any, cli: Any) -> None:
     assert result.exit_code == 2
 
 
+def test_one_statement_per_query(bench: Any, make_result: Any, cli: Any) -> None:
+    """A statement before the last would run whole (here: minutes, gigabytes) for nothing shown."""
+    _fill(bench.db, make_result)
+    result = cli("query", "SELECT * FROM range(2000000000) t(i) ORDER BY i DESC; SELECT 1")
+    assert result.exit_code == 2 and "refused: 2 statements" in result.stderr
+
+
 def test_markup_and_emoji_codes_print_verbatim(bench: Any, make_result: Any, cli: Any) -> None:
     _fill(bench.db, make_result)
     result = cli("query", "SELECT 'core.cpp:100: [red]x[/] :x:' AS msg")
@@ -208,12 +215,14 @@ def _foreground() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # as a foreground command gets it
 
 
-def _start_query(db: Path, tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
+def _start_query(
+    db: Path, tmp_path: Path, *args: str, command: str = "query"
+) -> tuple[subprocess.Popen[str], Path]:
     """bench-ctl query in a process of its own, with its own TMPDIR (where its snapshot goes)."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "controller.cli", "query", *args],
+        [sys.executable, "-m", "controller.cli", command, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -253,6 +262,24 @@ def test_a_signal_stops_a_running_query(
     assert stderr.strip() == f"interrupted ({sig.name})"
     assert took < 3, f"{took:.1f} s from {sig.name} to the end"  # within a second, plus exiting
     assert not list(tmp.iterdir()), "the snapshot was left behind"
+
+
+def test_a_long_where_condition_stops_on_ctrl_c(bench: Any, make_result: Any, tmp_path: Path) -> None:
+    """A --where condition is a user's SQL as well: it reads a snapshot and Ctrl-C stops it."""
+    _fill(bench.db, make_result)
+    where = f"({LONG}) > 0"
+    proc, tmp = _start_query(
+        bench.db, tmp_path, "--out", str(tmp_path / "e"), "--where", where, command="export"
+    )
+    try:
+        _wait_reading(proc, tmp)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == 130 and stderr.strip() == "interrupted (SIGINT)"
+    assert not (tmp_path / "e").exists()
 
 
 def test_a_long_query_keeps_no_writer_waiting(
