@@ -60,6 +60,11 @@ class Together(Runner[Any]):
         futures = [self._pool.submit(self._one, i, p) for i, p in enumerate(prepared)]
         return np.mean([f.result() for f in futures], axis=0)
 
+    def threads_used(self) -> int | None:
+        """Every member's threads, since they compute at once (None if one does not say)."""
+        counts = [r.threads_used() for r in self.members]
+        return None if None in counts else sum(c for c in counts if c is not None)
+
     def effective_precision(self) -> str:
         precisions = [r.effective_precision() for r in self.members]
         return precisions[0] if len(set(precisions)) == 1 else "/".join(precisions)

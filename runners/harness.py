@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from runners import ensemble, scenarios
 from runners.base import Runner, Unsupported
-from runners.core import accuracy, barrier, fingerprint, gpu, parent
+from runners.core import accuracy, barrier, cores, fingerprint, gpu, noise, parent
 from runners.core.cachelock import cache_lock
 from runners.core.common import Timer, log
 from runners.core.trackers import peak_rss_mb
@@ -91,6 +91,7 @@ def execute(spec: RunSpec) -> RunResult:
             ensemble.reference(loaded, state)
             runner = ensemble.Together(loaded)
             loaded.append(runner)
+        _fit(runner, loaded[0].options_model.threads_option, state)
         state.measurements.extend(scenarios.measure(runner, manifests[0], tracker))
     except Unsupported as e:
         status, message = "unsupported", str(e) or "unsupported"
@@ -126,8 +127,28 @@ def execute(spec: RunSpec) -> RunResult:
         accuracy=state.accuracy,
         measurements=state.measurements,
         peak_host_mem_mb=peak_rss_mb(),
+        threads=state.threads,
+        warnings=state.warnings,
         fingerprint=fingerprint.collect(spec.framework, fw_version or "unknown", state.gpus),
     )
+
+
+def _fit(runner: Runner[Any], option: str | None, state: RunState) -> None:
+    """The threads the framework computes with, against the cores this runner was given and
+    those other load leaves free now: a one-line warning naming the option when they do not fit."""
+    state.threads = runner.threads_used()
+    if state.threads is None:
+        return
+    probe = noise.Probe()
+    try:
+        other = noise.other_load(probe)
+    finally:
+        probe.close()
+    warning = cores.fit_warning(runner.name, state.threads, option, cores.given(), other)
+    log(f"{state.threads} thread(s) on {cores.given()} core(s) given, {other or 0:.2f} busy elsewhere")
+    if warning is not None:
+        log(f"warning: {warning}")
+        state.warnings.append(warning)
 
 
 def _limit(spec: RunSpec) -> str:

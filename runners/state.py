@@ -15,3 +15,5 @@ class RunState:
     framework_version: str | None = None
     precision: str | None = None
     gpus: list[dict[str, str]] = field(default_factory=list)
+    threads: int | None = None  # the framework's, as it reports them after compiling
+    warnings: list[str] = field(default_factory=list)

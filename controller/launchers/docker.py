@@ -2,7 +2,8 @@
 
 The run folder is mounted read-write, the model store read-only, the image's cache read-write. No
 network, a non-root user, no new privileges, all capabilities dropped, a read-only root file
-system; `--gpu N` passes that one GPU only; CPU runs get a cpuset and a memory limit (no swap).
+system; `--gpu N` passes that one GPU only; every run gets the cores bench-ctl may use as its
+cpuset, and CPU runs a memory limit (no swap).
 
 A container never outlives the bench-ctl that started it: Ctrl-C or SIGTERM kills and removes it,
 and each container is labelled with its owner (host, pid, process start) so that the next
@@ -315,13 +316,14 @@ class DockerLauncher(Launcher):
         }
         if entrypoint is not None:
             kwargs["entrypoint"] = entrypoint
+        # The runner computes on the cores bench-ctl may use (taskset, a Slurm allocation), GPU runs
+        # included: the framework's threads default to their number, read inside the container.
+        kwargs["cpuset_cpus"] = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
         index = cuda_index(device)
         if index is not None:
             kwargs["device_requests"] = [DeviceRequest(device_ids=[str(index)], capabilities=[["gpu"]])]
             kwargs["environment"]["BENCH_CUDA_INDEX"] = "0"  # the one GPU passed is index 0 inside
         else:
-            cpus = sorted(os.sched_getaffinity(0))
-            kwargs["cpuset_cpus"] = ",".join(str(c) for c in cpus)
             kwargs["mem_limit"] = kwargs["memswap_limit"] = self._memory_limit()  # no swap: a clean OOM
         if memory_limit_mb is not None:  # the run's own policy.memory_limit_mb wins
             kwargs["mem_limit"] = kwargs["memswap_limit"] = memory_limit_mb << 20

@@ -146,6 +146,14 @@ def _affinity() -> set[int] | None:
         return None
 
 
+def other_load(probe: Probe, seconds: float = QUIET_SAMPLE_S) -> float | None:
+    """Cores other processes keep busy on this runner's cores, over a look of `seconds` with the
+    runner idle."""
+    before = probe.sample()
+    time.sleep(seconds)
+    return between(before, probe.sample()).other_cores
+
+
 def wait_for_quiet(probe: Probe, limit_s: float, threads: int, noise_cores: float) -> float:
     """Wait, at most `limit_s` seconds, until other load leaves this runner's `threads` a core
     each on the cores it may use (within `noise_cores`), looking at the host for QUIET_SAMPLE_S
@@ -157,9 +165,7 @@ def wait_for_quiet(probe: Probe, limit_s: float, threads: int, noise_cores: floa
     start = time.perf_counter()
     first = True
     while True:
-        before = probe.sample()
-        time.sleep(QUIET_SAMPLE_S)
-        other = between(before, probe.sample()).other_cores
+        other = other_load(probe)
         waited = time.perf_counter() - start
         if other is None or other <= allowed:
             return 0.0 if first else waited

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from runners.base import Runner, Unsupported
-from runners.core import gpu
+from runners.core import cores, gpu
 from runners.core.fingerprint import cpu_flags, cpu_model
 from schemas.atomic import write_atomic
 from schemas.devices import nvidia_gpu_present
@@ -72,8 +72,9 @@ class IreeRunner(Runner[IreeOptions]):
 
         self.compiler = iree.compiler
         self.rt = iree.runtime
-        if self.options.threads is not None:
-            self.rt.flags.parse_flags(f"--task_topology_group_count={self.options.threads}")
+        self._threads = None if self.spec.device.startswith("cuda") else self.options.threads or cores.given()
+        if self._threads is not None:
+            self.rt.flags.parse_flags(f"--task_topology_group_count={self._threads}")
 
     def version(self) -> str:
         from importlib import metadata
@@ -240,6 +241,9 @@ class IreeRunner(Runner[IreeOptions]):
         # Host input in, host output out: the copies are part of what an application sees.
         function, array = prepared
         return function(array).to_host()
+
+    def threads_used(self) -> int | None:
+        return self._threads
 
     def effective_precision(self) -> str:
         return "fp32"  # compiled as imported: no demotion flags are passed

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from runners.base import Runner
-from runners.core.fingerprint import cpu_limit
+from runners.core import cores
 from schemas.atomic import write_atomic
 from schemas.frameworks.litert import LiteRTOptions
 
@@ -77,7 +77,7 @@ class LiteRTRunner(Runner[LiteRTOptions]):
                 path = self.cache_dir / "litert" / f".uncached-{os.getpid()}.tflite"
                 path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, flatbuffer)
-        self.threads = o.threads or max(1, int(cpu_limit() or os.cpu_count() or 1))
+        self.threads = o.threads or cores.given()
         resolver = (
             self.lite.OpResolverType.AUTO
             if o.xnnpack
@@ -119,6 +119,9 @@ class LiteRTRunner(Runner[LiteRTOptions]):
         it.set_tensor(self._input, array)
         it.invoke()
         return it.get_tensor(self._output)
+
+    def threads_used(self) -> int | None:
+        return self.threads
 
     def effective_precision(self) -> str:
         """What the kernels compute in: fp16 weights are dequantized to fp32 when the model is

@@ -11,6 +11,7 @@ import hashlib
 import os
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,18 @@ class NullRunner(Runner[NullOptions]):
         self._outputs: dict[int, np.ndarray] = {}
 
     def compile(self) -> tuple[bool | None, str | None]:
-        return None, "nothing to compile"
+        n = self.options.threads
+        # The other threads' shares of each call's work; the calling thread does its own.
+        self._pool = ThreadPoolExecutor(n - 1, thread_name_prefix="null-work") if n > 1 else None
+        return None, "nothing to compile" + (f", work on {n} threads" if n > 1 else "")
+
+    def threads_used(self) -> int | None:
+        return self.options.threads
+
+    def close(self) -> None:
+        pool: ThreadPoolExecutor | None = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown()
 
     def prepare(self, batch: np.ndarray) -> Any:
         n = len(batch)
@@ -64,7 +76,14 @@ class NullRunner(Runner[NullOptions]):
                     hoard.append(np.ones(16 << 20, dtype=np.uint8))
         work_us = self.options.work_us + self.options.work_us_per_sample * prepared
         if work_us:
+            others = (
+                [self._pool.submit(busy, work_us) for _ in range(self.options.threads - 1)]
+                if self._pool
+                else []
+            )
             busy(work_us)
+            for f in others:
+                f.result()
         return self._outputs[prepared]
 
     def effective_precision(self) -> str:

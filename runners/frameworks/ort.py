@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from runners.base import Runner, Unsupported
-from runners.core import gpu
+from runners.core import cores, gpu
 from runners.core.fingerprint import cpu_model
 from schemas import OnnxRuntimeOptions
 from schemas.atomic import publish_atomic
@@ -86,7 +86,8 @@ class OnnxRuntimeRunner(Runner[OnnxRuntimeOptions]):
     def compile(self) -> tuple[bool | None, str | None]:
         ort, o = self.ort, self.options
         so = ort.SessionOptions()
-        so.intra_op_num_threads = o.intra_op_threads
+        self._threads = o.intra_op_threads or cores.given()
+        so.intra_op_num_threads = self._threads
         so.inter_op_num_threads = o.inter_op_threads
         so.execution_mode = (
             ort.ExecutionMode.ORT_PARALLEL
@@ -125,6 +126,9 @@ class OnnxRuntimeRunner(Runner[OnnxRuntimeOptions]):
             f"io_binding={o.io_binding and self.provider != 'cpu'}"
         )
         return hit, note
+
+    def threads_used(self) -> int | None:
+        return self._threads
 
     def _providers(self) -> tuple[list[Any], bool | None]:
         """Provider list with options, and whether the TensorRT engine cache already had engines."""

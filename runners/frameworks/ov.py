@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from runners.base import Runner
+from runners.core import cores
 from schemas import OpenVinoOptions
 
 PRECISION_NAMES = {
@@ -38,8 +39,7 @@ class OpenVinoRunner(Runner[OpenVinoOptions]):
         config: dict[str, Any] = {"PERFORMANCE_HINT": o.hint.upper()}
         if o.streams is not None:
             config["NUM_STREAMS"] = str(o.streams)
-        if o.threads is not None:
-            config["INFERENCE_NUM_THREADS"] = o.threads
+        config["INFERENCE_NUM_THREADS"] = o.threads or cores.given()
         if o.precision is not None:
             config["INFERENCE_PRECISION_HINT"] = o.precision
         return config
@@ -140,6 +140,9 @@ class OpenVinoRunner(Runner[OpenVinoOptions]):
 
     def to_numpy(self, outputs: Any) -> np.ndarray:
         return np.array(outputs, copy=True)
+
+    def threads_used(self) -> int | None:
+        return int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
 
     def effective_precision(self) -> str:
         value = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))

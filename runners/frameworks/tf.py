@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from runners.base import Runner, Unsupported
-from runners.core import gpu
+from runners.core import cores, gpu
 from schemas import TensorflowOptions
 
 
@@ -23,6 +23,8 @@ class TensorflowRunner(Runner[TensorflowOptions]):
         import tensorflow as tf
 
         self.tf = tf
+        # Before anything runs: TensorFlow fixes its thread pools when it first computes.
+        tf.config.threading.set_intra_op_parallelism_threads(self.options.threads or cores.given())
         gpus = tf.config.list_physical_devices("GPU")
         if self.spec.device.startswith("cuda"):
             index = gpu.physical_index(self.spec.device)
@@ -68,6 +70,9 @@ class TensorflowRunner(Runner[TensorflowOptions]):
     def run(self, prepared: Any) -> Any:
         with self.tf.device(self._device):
             return self.fn(prepared).numpy()
+
+    def threads_used(self) -> int | None:
+        return int(self.tf.config.threading.get_intra_op_parallelism_threads())
 
     def effective_precision(self) -> str:
         return "fp32"

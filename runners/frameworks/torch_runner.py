@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from runners.base import Runner, Unsupported
-from runners.core import gpu
+from runners.core import cores, gpu
 from schemas import TorchOptions
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -33,8 +33,7 @@ class TorchRunner(Runner[TorchOptions]):
         import torch
 
         self.torch, self.onnx, self.onnx2torch = torch, onnx, onnx2torch
-        if self.options.threads:
-            torch.set_num_threads(self.options.threads)
+        torch.set_num_threads(self.options.threads or cores.given())
         if self.spec.device.startswith("cuda"):
             if not torch.cuda.is_available():
                 raise Unsupported("PyTorch sees no CUDA device here")
@@ -124,6 +123,9 @@ class TorchRunner(Runner[TorchOptions]):
 
     def to_numpy(self, outputs: Any) -> np.ndarray:
         return np.asarray(outputs.numpy())
+
+    def threads_used(self) -> int | None:
+        return int(self.torch.get_num_threads())
 
     def effective_precision(self) -> str:
         return self.options.precision

@@ -15,6 +15,9 @@ class FrameworkOptions(Strict):
 
     framework: str
     runner: ClassVar[str]
+    # The option that sets how many threads the framework computes with (None: it has none, or
+    # they do not compute on the CPU); its default is the cores the runner was given.
+    threads_option: ClassVar[str | None] = None
 
     @classmethod
     def framework_name(cls) -> str:

@@ -23,7 +23,10 @@ class IreeOptions(FrameworkOptions):
         "host", description="llvm-cpu: code for this host's CPU features, or for a generic CPU of its kind"
     )
     opt_level: Literal["O0", "O1", "O2", "O3"] = Field("O2", description="iree-compile --iree-opt-level")
+    threads_option: ClassVar[str | None] = "threads"
     threads: int | None = Field(
-        None, ge=1, description="CPU: worker threads of the task executor; None: IREE's default"
+        None,
+        ge=1,
+        description="CPU: worker threads of the task executor; None: the cores the runner was given",
     )
     cache: bool = Field(True, description="keep compiled modules (.vmfb) and reuse them")

@@ -21,7 +21,8 @@ class LiteRTOptions(FrameworkOptions):
         "int8 weights, activations quantized at run time (Optimize.DEFAULT, no calibration data)",
     )
     xnnpack: bool = Field(True, description="apply the XNNPACK delegate (False: the built-in kernels only)")
+    threads_option: ClassVar[str | None] = "threads"
     threads: int | None = Field(
-        None, ge=1, description="interpreter threads; None: the cores the runner may use"
+        None, ge=1, description="interpreter threads; None: the cores the runner was given"
     )
     cache: bool = Field(True, description="keep converted models (.tflite) and reuse them")

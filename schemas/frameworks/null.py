@@ -24,6 +24,13 @@ class NullOptions(FrameworkOptions):
         description="more busy work per sample of the batch: an iteration works "
         "work_us + work_us_per_sample * batch size",
     )
+    threads_option: ClassVar[str | None] = "threads"
+    threads: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="threads doing the work at once (each its work_us), as a framework's would",
+    )
     tag: str = Field(
         "",
         pattern=r"^[A-Za-z0-9_.-]{0,40}$",

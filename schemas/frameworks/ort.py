@@ -15,7 +15,12 @@ class OnnxRuntimeOptions(FrameworkOptions):
     framework: Literal["onnxruntime"] = "onnxruntime"
     runner: ClassVar[str] = "runners.frameworks.ort:OnnxRuntimeRunner"
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
-    intra_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime decide")
+    threads_option: ClassVar[str | None] = "intra_op_threads"
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        description="threads of an operator (the calling one included); 0: the cores the runner was given",
+    )
     inter_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime decide")
     execution_mode: Literal["sequential", "parallel"] = "sequential"
     cache: bool = Field(

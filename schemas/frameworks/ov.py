@@ -16,7 +16,10 @@ class OpenVinoOptions(FrameworkOptions):
     runner: ClassVar[str] = "runners.frameworks.ov:OpenVinoRunner"
     hint: Literal["latency", "throughput"] = "latency"
     streams: int | None = Field(None, ge=1, description="None: chosen by the hint")
-    threads: int | None = Field(None, ge=1, description="None: all cores the runner may use")
+    threads_option: ClassVar[str | None] = "threads"
+    threads: int | None = Field(
+        None, ge=1, description="INFERENCE_NUM_THREADS; None: the cores the runner was given"
+    )
     precision: Literal["f32", "bf16", "f16"] | None = Field(
         "f32",
         description="inference precision hint: f32 by default, as the other CPU frameworks compute, so "

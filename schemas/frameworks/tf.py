@@ -16,3 +16,7 @@ class TensorflowOptions(FrameworkOptions):
     runner: ClassVar[str] = "runners.frameworks.tf:TensorflowRunner"
     xla: bool | None = Field(None, description="jit_compile the function; None: on for GPU, off for CPU")
     memory_growth: bool = Field(True, description="grow GPU memory on demand instead of taking it all")
+    threads_option: ClassVar[str | None] = "threads"
+    threads: int | None = Field(
+        None, ge=1, description="intra-op parallelism threads; None: the cores the runner was given"
+    )

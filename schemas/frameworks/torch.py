@@ -22,4 +22,7 @@ class TorchOptions(FrameworkOptions):
         "fp32", description="weights and inputs cast to this type"
     )
     channels_last: bool = Field(False, description="memory format of 4-D tensors")
-    threads: int | None = Field(None, ge=1, description="torch.set_num_threads; None: PyTorch's default")
+    threads_option: ClassVar[str | None] = "threads"
+    threads: int | None = Field(
+        None, ge=1, description="torch.set_num_threads; None: the cores the runner was given"
+    )
