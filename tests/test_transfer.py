@@ -161,9 +161,11 @@ def test_import_stores_what_ingest_stores(cli: Any, bench: Any, make_result: Any
     r = make_result(batch_sizes=(1, 8), repetition=2, within_rel=0.01)
     rich = r.model_copy(
         update={
+            "threads": 4,
+            "warnings": ["8 threads on 2 cores"],
             "measurements": [
                 m.model_copy(update={"gpu": gpu, "batch_histogram": {"1": 3, "8": 1}}) for m in r.measurements
-            ]
+            ],
         }
     )
     with store.connect(bench.db) as con:
