@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from controller import (
     cli_doctor,
@@ -47,6 +46,7 @@ from controller.console import (
     launcher_choice,
     out,
     runner_line,
+    safe,
 )
 from controller.errors import BenchError, Terminated
 from controller.paths import Paths
@@ -524,7 +524,7 @@ def ingest(
     report = ingestion.ingest_paths([Path(t) for t in targets], Paths.from_env(db).db)
     out.print(f"ingested {len(report.ingested)} result(s)")
     for path, why in report.failed.items():
-        err.print(f"[red]skipped[/] {escape(path)}: {escape(why)}", soft_wrap=True)
+        err.print(f"[red]skipped[/] {safe(path)}: {safe(why)}", soft_wrap=True)
     if report.failed:
         raise typer.Exit(1)
 

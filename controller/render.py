@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from controller import stats
+from controller.console import printable, safe
 from controller.reports import BuildPair, Cell, Comparison, HostPair, HostPairRow, VerdictCell
 
 if TYPE_CHECKING:
@@ -43,35 +43,45 @@ def _fmt(value: Any) -> str:
 
 
 def table(console: Console, cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    t = Table(*cols, show_lines=False)
+    t = Table(*(safe(c) for c in cols), show_lines=False)
     for row in rows:
-        t.add_row(*(escape(_fmt(v)) for v in row))
+        t.add_row(*(safe(_fmt(v)) for v in row))
     console.print(t)
     console.print(f"[dim]{len(rows)} row(s)[/]")
 
 
 def csv_rows(cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """CSV on stdout: the values as stored into a pipe or file (it is data), with control
+    characters escaped when a terminal shows it."""
     w = csv.writer(sys.stdout)
+    if sys.stdout.isatty():
+        w.writerow([printable(c) for c in cols])
+        w.writerows([printable(_csv_value(v)) for v in row] for row in rows)
+        return
     w.writerow(cols)
     w.writerows(rows)
+
+
+def _csv_value(value: Any) -> Any:
+    return "" if value is None else value
 
 
 def run_summary(console: Console, result: RunResult, run_dir: Path) -> None:
     style = STATUS_STYLE.get(result.status, "white")
     launch = result.launch
     head = (
-        f"[bold]{escape(result.spec.image)}[/] / {escape(result.framework)} "
-        f"{escape(result.framework_version or '')}"
-        f" on {escape(result.spec.model)}, {result.spec.device}: [{style}]{result.status}[/]"
+        f"[bold]{safe(result.spec.image)}[/] / {safe(result.framework)} "
+        f"{safe(result.framework_version or '')}"
+        f" on {safe(result.spec.model)}, {result.spec.device}: [{style}]{result.status}[/]"
     )
     console.print(head)
     if result.message:
-        console.print(f"  [{style}]{escape(result.message)}[/]", soft_wrap=True)
+        console.print(f"  [{style}]{safe(result.message, lines=True)}[/]", soft_wrap=True)
         if (run_dir / "runner.log").exists():
-            console.print(f"  [dim]runner log: {run_dir}/runner.log[/]")
+            console.print(f"  [dim]runner log: {safe(run_dir)}/runner.log[/]")
     if result.phases:
         phases = ", ".join(
-            f"{p.name} {p.seconds:.2f}s"
+            f"{safe(p.name)} {p.seconds:.2f}s"
             + ("" if p.cache_hit is None else (" (cache hit)" if p.cache_hit else " (cache miss)"))
             for p in result.phases
         )
@@ -79,7 +89,7 @@ def run_summary(console: Console, result: RunResult, run_dir: Path) -> None:
     if result.accuracy:
         a = result.accuracy
         console.print(
-            f"  precision {result.precision}; vs {a.reference}: max abs err {a.max_abs_err:.3g} "
+            f"  precision {safe(result.precision)}; vs {safe(a.reference)}: max abs err {a.max_abs_err:.3g} "
             f"(rel {a.rel_err:.3g}), top-1 {a.top1_agreement:.0%}, top-5 {a.top5_agreement:.0%}"
         )
     if result.measurements:
@@ -103,9 +113,9 @@ def run_summary(console: Console, result: RunResult, run_dir: Path) -> None:
         for m in result.measurements:
             if m.scenario == "server":
                 verdict = (
-                    "[green]VALID[/]" if m.valid else f"[red]INVALID[/] ({escape(m.invalid_reason or '')})"
+                    "[green]VALID[/]" if m.valid else f"[red]INVALID[/] ({safe(m.invalid_reason or '')})"
                 )
-                hist = ", ".join(f"{k}: {v}" for k, v in (m.batch_histogram or {}).items())
+                hist = safe(", ".join(f"{k}: {v}" for k, v in (m.batch_histogram or {}).items()))
                 console.print(
                     f"  server: target {m.target_qps:g} qps, offered {m.offered_qps or 0:,.1f}, "
                     f"achieved {m.achieved_qps or 0:,.1f}; mean {m.latency_mean_ms:.3f} ms = queueing "
@@ -116,7 +126,7 @@ def run_summary(console: Console, result: RunResult, run_dir: Path) -> None:
                 )
             if m.scenario == "multi-stream":
                 verdict = (
-                    "[green]VALID[/]" if m.valid else f"[red]INVALID[/] ({escape(m.invalid_reason or '')})"
+                    "[green]VALID[/]" if m.valid else f"[red]INVALID[/] ({safe(m.invalid_reason or '')})"
                 )
                 console.print(
                     f"  multi-stream: {m.achieved_qps or 0:,.1f} queries/s of {m.batch_size}; p99 "
@@ -126,12 +136,14 @@ def run_summary(console: Console, result: RunResult, run_dir: Path) -> None:
                 )
             for mm in m.members or []:
                 console.print(
-                    f"  batch {m.batch_size}: {mm.model} alone {mm.alone_throughput_sps:,.1f} samples/s, "
+                    f"  batch {m.batch_size}: {safe(mm.model)} alone "
+                    f"{mm.alone_throughput_sps:,.1f} samples/s, "
                     f"{mm.alone_latency_mean_ms:.2f} ms -> {mm.together_latency_mean_ms:.2f} ms together "
                     f"(slowdown x{mm.slowdown:.2f})"
                 )
     where = f"{launch.launcher} ({launch.image_ref})" if launch else "?"
-    console.print(f"  [dim]run {result.run_id} via {escape(where)}; raw result {run_dir}/result.json[/]")
+    raw = safe(run_dir / "result.json")
+    console.print(f"  [dim]run {safe(result.run_id)} via {safe(where)}; raw result {raw}[/]")
 
 
 def noise_text(m: Measurement) -> str:
@@ -178,7 +190,7 @@ def _cell_text(cell: Cell) -> str:
     extra = " ".join(
         x for x in (cell.precision or "", f"err {cell.rel_err:.1e}" if cell.rel_err is not None else "") if x
     )
-    return text + (f"\n[dim]{escape(extra)}[/]" if extra else "")
+    return text + (f"\n[dim]{safe(extra)}[/]" if extra else "")
 
 
 VERDICT_STYLE = {
@@ -194,7 +206,7 @@ def _verdict_text(v: VerdictCell) -> str:
     ratio = "x" + stats.ratio_text(v.ratio, v.ratio_low, v.ratio_high)
     word: str = "n.s." if v.verdict == "no significant difference" else v.verdict
     word += f": {v.note}" if v.note else ""
-    return f"[{VERDICT_STYLE[v.verdict]}]{escape(ratio)} {word}[/]"
+    return f"[{VERDICT_STYLE[v.verdict]}]{safe(ratio)} {word}[/]"
 
 
 def comparison(console: Console, cmp: Comparison) -> None:
@@ -202,8 +214,8 @@ def comparison(console: Console, cmp: Comparison) -> None:
     better = "higher is better" if cmp.higher_is_better else "lower is better"
     t = Table(
         "batch",
-        *(escape(label) + (" (baseline)" if label == cmp.baseline else "") for label in cmp.labels),
-        title=f"{cmp.model}: {cmp.metric} ({better}), mean ± 95% half-width, on {escape(where)}",
+        *(safe(label) + (" (baseline)" if label == cmp.baseline else "") for label in cmp.labels),
+        title=f"{safe(cmp.model)}: {safe(cmp.metric)} ({better}), mean ± 95% half-width, on {safe(where)}",
     )
     for row in cmp.rows:
         cells = []
@@ -243,19 +255,19 @@ def comparison(console: Console, cmp: Comparison) -> None:
             soft_wrap=True,
         )
     for note in [*notes, *cmp.left_out]:
-        console.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
+        console.print(f"[dim]{safe(note)}[/]", soft_wrap=True)
 
 
 def host_pair(console: Console, pair: HostPair) -> None:
     """One row per configuration and batch size: the old host, the new one, and new/old."""
-    title = f"{escape(pair.new_host)} against {escape(pair.old_host)}"
+    title = f"{safe(pair.new_host)} against {safe(pair.old_host)}"
     _pair(console, pair.model, pair.metric, pair.higher_is_better, title, pair.old_host, pair.new_host,
           pair.rows, [f"verdict: {pair.rule}", *pair.left_out])  # fmt: skip
 
 
 def build_pair(console: Console, pair: BuildPair) -> None:
     """One row per configuration and batch size: the old build, the new one, and new/old."""
-    title = f"two builds of {escape(pair.image)} on {escape(pair.host)}"
+    title = f"two builds of {safe(pair.image)} on {safe(pair.host)}"
     notes = [f"old: {pair.old_build}", f"new: {pair.new_build}", f"verdict: {pair.rule}", *pair.left_out]
     _pair(console, pair.model, pair.metric, pair.higher_is_better, title, pair.old_build, pair.new_build,
           pair.rows, notes)  # fmt: skip
@@ -276,14 +288,14 @@ def _pair(
     t = Table(
         "configuration",
         "batch",
-        escape(old) + " (old)",
-        escape(new) + " (new)",
+        safe(old) + " (old)",
+        safe(new) + " (new)",
         "new/old [95% interval], verdict",
-        title=f"{model}: {metric} ({better}), mean ± 95% half-width, {title}",
+        title=f"{safe(model)}: {safe(metric)} ({better}), mean ± 95% half-width, {title}",
     )
     for row in rows:
         t.add_row(
-            escape(row.label),
+            safe(row.label),
             str(row.batch_size),
             _cell_text(row.old) if row.old else "[dim]not measured[/]",
             _cell_text(row.new) if row.new else "[dim]not measured[/]",
@@ -291,7 +303,7 @@ def _pair(
         )
     console.print(t)
     for note in notes:
-        console.print(f"[dim]{escape(note)}[/]", soft_wrap=True)
+        console.print(f"[dim]{safe(note)}[/]", soft_wrap=True)
 
 
 def run_lines(console: Console, results: Sequence[RunResult]) -> None:
@@ -305,9 +317,9 @@ def run_lines(console: Console, results: Sequence[RunResult]) -> None:
         cache = "" if hit is None else (" (warm)" if hit else " (cold)")
         # and what other load did to each measurement, as the table of a single run shows it
         cache += "".join(f"; batch {m.batch_size}: {noise_text(m)}" for m in r.measurements if noise_text(m))
-        line = f"{escape(what)}{rep}: [{style}]{r.status}[/]{load}{cache}"
+        line = f"{safe(what)}{rep}: [{style}]{r.status}[/]{load}{cache}"
         if r.message:
-            line += f" [{style}]{escape(r.message)}[/]"
+            line += f" [{style}]{safe(r.message)}[/]"
         console.print(line, soft_wrap=True)
 
 
@@ -319,7 +331,7 @@ def peak(console: Console, probes: Sequence[RunResult], peak_qps: float | None) 
     )  # fmt: skip
     for r in sorted(probes, key=lambda r: r.measurements[0].target_qps or 0 if r.measurements else 0):
         if not r.measurements:
-            t.add_row("", "", "", "", "", "", "", f"[red]{r.status}[/]", r.run_id)
+            t.add_row("", "", "", "", "", "", "", f"[red]{r.status}[/]", safe(r.run_id))
             continue
         m = r.measurements[0]
         t.add_row(
@@ -330,8 +342,8 @@ def peak(console: Console, probes: Sequence[RunResult], peak_qps: float | None) 
             f"{m.latency_p99_ms:.3f}",
             f"{m.mean_batch or 0:.2f}",
             noise_text(m),
-            "[green]VALID[/]" if m.valid else f"[red]INVALID[/] {escape(m.invalid_reason or '')}",
-            r.run_id,
+            "[green]VALID[/]" if m.valid else f"[red]INVALID[/] {safe(m.invalid_reason or '')}",
+            safe(r.run_id),
         )
     console.print(t)
     if peak_qps is None:
@@ -349,7 +361,7 @@ def images(console: Console, rows: Sequence[ImageStatus]) -> None:
     t = Table("image", "framework", "version", "devices", "docker image", "size", "lock", "local env")
     for r in rows:
         built = (
-            f"{r.image_id[7:19]}"
+            safe(r.image_id[7:19])
             if r.image_id
             else ("[dim]not built[/]" if r.buildable else "[yellow]not buildable here[/]")
         )
@@ -357,19 +369,19 @@ def images(console: Console, rows: Sequence[ImageStatus]) -> None:
             built += " [yellow](stale)[/]"
         size = f"{r.size_mb:,.0f} MB" if r.size_mb else ""
         t.add_row(
-            r.name,
-            r.framework,
-            r.framework_version or "",
-            ",".join(r.devices),
+            safe(r.name),
+            safe(r.framework),
+            safe(r.framework_version or ""),
+            safe(",".join(r.devices)),
             built,
             size,
-            (r.lock_hash or "")[:12],
-            r.local_env,
+            safe((r.lock_hash or "")[:12]),
+            safe(r.local_env),
         )
     console.print(t)
     for r in rows:
         if r.skip_reason:
-            console.print(f"[dim]{r.name}: {escape(r.skip_reason)}[/]", soft_wrap=True)
+            console.print(f"[dim]{safe(r.name)}: {safe(r.skip_reason)}[/]", soft_wrap=True)
 
 
 def models(console: Console, entries: Sequence[ModelEntry]) -> None:
@@ -390,13 +402,13 @@ def models(console: Console, entries: Sequence[ModelEntry]) -> None:
     for e in entries:
         shape = "x".join("N" if d is None else str(d) for d in e.input_shape)
         t.add_row(
-            e.name,
-            e.source,
-            shape,
-            e.input_layout or "",
+            safe(e.name),
+            safe(e.source),
+            safe(shape),
+            safe(e.input_layout or ""),
             f"{e.parameters:,}" if e.parameters else "",
             f"{e.flops_per_sample / 1e9:.2f}" if e.flops_per_sample else "",
-            e.reference,
+            safe(e.reference),
             f"{e.size_mb:.1f}",
             f"{e.export_peak_mem_mb:,.0f}" if e.export_peak_mem_mb else "",
         )
@@ -404,8 +416,8 @@ def models(console: Console, entries: Sequence[ModelEntry]) -> None:
 
 
 def colocated(console: Console, c: Colocated) -> None:
-    heads = [f"{escape(m.model)}: alone / co-located / slowdown" for m in c.rows[0].members]
-    t = Table("batch", "ensemble predictions/s", *heads, title=f"co-located processes ({c.group})")
+    heads = [f"{safe(m.model)}: alone / co-located / slowdown" for m in c.rows[0].members]
+    t = Table("batch", "ensemble predictions/s", *heads, title=f"co-located processes ({safe(c.group)})")
     for row in c.rows:
         cells = [
             f"{m.alone_sps:,.1f} / {m.colocated_sps:,.1f} / x{m.slowdown:.2f}"
