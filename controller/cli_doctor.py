@@ -30,16 +30,26 @@ def doctor_command(
             "NVML energy against integrated power, device memory, throttle flags, the GPU runners",
         ),
     ] = False,
+    sample_s: Annotated[
+        float,
+        typer.Option(
+            "--sample-s",
+            help="seconds to watch the other load (read every 0.5 s: periodic load shows as peaks)",
+            min=0.5,
+            max=600,
+        ),
+    ] = doctor.DEFAULT_SAMPLE_S,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check this host before a sweep: Docker and the NVIDIA container runtime, GPUs through NVML
-    and their energy counters, CPU energy (RAPL), CPU governor and turbo, other load, free disk,
-    the store, which images are built or stale and which models are exported. Each finding says
-    what it means for the numbers. Exit 0 when the host can measure, 1 (with the reasons) when it
-    cannot."""
+    and their energy counters, CPU energy (RAPL), CPU governor and turbo, other load over
+    --sample-s seconds and the busiest other processes, free disk, the store and how many of this
+    host's measurements in it were noisy, which images are built or stale and which models are
+    exported. Each finding says what it means for the numbers. Exit 0 when the host can measure,
+    1 (with the reasons) when it cannot."""
     paths = Paths.from_env(db)
-    d = doctor.diagnose(paths)
+    d = doctor.diagnose(paths, sample_s)
     report = None
     if run_selftest:
         if not as_json:

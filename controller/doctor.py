@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +27,8 @@ from schemas.manifest import KERAS_MODELS
 Level = Literal["ok", "note", "warn", "fail"]
 MIN_FREE_GB = 1.0  # below: results cannot be kept
 LOW_FREE_GB = 10.0  # below: a large model export or image build will fail
-BUSY_CORES = 0.5  # other processes' cores above which runs will be flagged noisy
+BUSY_CORES = 0.5  # other processes' cores, on average over the sample, that make the host busy
+DEFAULT_SAMPLE_S = 5.0  # long enough to see load that comes and goes every second or two
 
 
 class Finding(BaseModel):
@@ -224,18 +227,106 @@ def _frequency() -> list[Finding]:
     return out
 
 
+LOAD_STEP_S = 0.5  # the load is read this often while sampling, so that bursts show as peaks
+BUSIEST = 3  # other processes named
+NOISY_SHARE = 0.2  # share of noisy measurements in the store above which the host is called busy
+
+
+def _processes() -> dict[int, psutil.Process]:
+    """Every other process, its CPU counter started (cpu_percent's first call only primes it)."""
+    found = {}
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
+            continue
+        try:
+            proc.cpu_percent(None)
+            found[proc.pid] = proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+def _busiest(procs: dict[int, psutil.Process]) -> list[str]:
+    """The processes that used the most CPU since `_processes`, as "name (pid) 85%" (of a core)."""
+    used = []
+    for pid, proc in procs.items():
+        try:
+            pct = proc.cpu_percent(None)
+            name = " ".join(proc.cmdline()[:3]) or proc.name()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        if pct >= 5:
+            used.append((pct, f"{name[:60]} (pid {pid}) {pct:.0f}%"))
+    return [text for _, text in sorted(used, reverse=True)[:BUSIEST]]
+
+
+def sample_load(sample_s: float) -> tuple[list[float], list[str]]:
+    """Busy cores (all processes but this one, which sleeps) every LOAD_STEP_S over `sample_s`
+    seconds, and the busiest other processes over the whole time."""
+    cores = psutil.cpu_count() or 1
+    procs = _processes()
+    psutil.cpu_percent(None)
+    steps = []
+    end = time.monotonic() + sample_s
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(LOAD_STEP_S, left))
+        steps.append(psutil.cpu_percent(None) / 100 * cores)
+    return steps, _busiest(procs)
+
+
 def _load(sample_s: float) -> Finding:
     cores = psutil.cpu_count() or 1
-    busy = psutil.cpu_percent(interval=sample_s) / 100 * cores
+    steps, busiest = sample_load(sample_s)
+    mean, peak = sum(steps) / len(steps), max(steps)
     load = fingerprint.load_average()
-    level: Level = "warn" if busy > BUSY_CORES else "ok"
+    level: Level = "warn" if mean > BUSY_CORES or peak > 1.0 else "ok"
+    found = (
+        f"{mean:.2f} of {cores} cores busy on average over {sample_s:g}s, {peak:.2f} at the peak "
+        f"(load average {', '.join(map(str, load or []))})"
+    )
+    if busiest:
+        found += "; busiest: " + ", ".join(busiest)
     return Finding(
         check="other-load",
         level=level,
-        found=f"{busy:.2f} of {cores} cores busy now (load average {', '.join(map(str, load or []))})",
-        meaning="runs made now would be flagged noisy and compare warns about them"
+        found=found,
+        meaning="runs made now wait for quiet, leave out the windows in which they are starved and take "
+        "longer; a run starved throughout is noisy and compare gives it no verdict"
         if level == "warn"
         else "quiet enough to measure",
+    )
+
+
+def _store_noise(paths: Paths) -> Finding | None:
+    """How many of this host's stored measurements were noisy: the load a sample cannot see."""
+    if not paths.db.exists():
+        return None
+    host = socket.gethostname()
+    try:
+        _, rows = store.read(
+            paths.db,
+            "SELECT count(*) FILTER (WHERE noisy), count(*) FROM results "
+            "WHERE host = ? AND status = 'ok' AND batch_size IS NOT NULL",
+            [host],
+        )
+    except BenchError:
+        return None  # the store finding says what is wrong with it
+    noisy, total = (int(x or 0) for x in rows[0])
+    if total == 0:
+        return Finding(
+            check="stored-noise",
+            level="note",
+            found=f"no measurements from {host} in the store yet",
+            meaning="nothing to tell about this host's load over time",
+        )
+    share = noisy / total
+    return Finding(
+        check="stored-noise",
+        level="warn" if share > NOISY_SHARE else "ok",
+        found=f"{noisy} of {total} measurements from {host} in the store are noisy ({share:.0%})",
+        meaning="this host is often busy: expect longer runs, noisy ones made again and verdicts withheld"
+        if share > NOISY_SHARE
+        else "this host has mostly been quiet when it measured",
     )
 
 
@@ -326,7 +417,7 @@ def _models(paths: Paths) -> Finding:
     )
 
 
-def diagnose(paths: Paths, load_sample_s: float = 1.0) -> Diagnosis:
+def diagnose(paths: Paths, load_sample_s: float = DEFAULT_SAMPLE_S) -> Diagnosis:
     """Every check, in the order a reader wants them."""
     identity = hosts.identity()
     docker_finding, client = _docker()
@@ -336,6 +427,9 @@ def diagnose(paths: Paths, load_sample_s: float = 1.0) -> Diagnosis:
     findings.append(_rapl())
     findings += _frequency()
     findings.append(_load(load_sample_s))
+    stored = _store_noise(paths)
+    if stored is not None:
+        findings.append(stored)
     findings.append(_images(paths))
     findings.append(_models(paths))
     return Diagnosis(host=identity, host_key=identity.key, findings=findings)
