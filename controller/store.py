@@ -812,13 +812,10 @@ def reader(
 
 def _check_readable(con: duckdb.DuckDBPyConnection, db: Path) -> None:
     """The store answers as this code expects: ours, of this version, variants up to date."""
-    try:
-        version = int(_meta(con, "version") or 0)
-    except duckdb.Error as e:
-        raise BenchError(
-            f"{db} is a DuckDB file but not a result store ({first_line(e)})", "check --db / $BENCH_DB"
-        ) from None
+    if not _has_meta(con):
+        raise _not_a_store(db)
     _STORES.add(str(db))
+    version = int(_meta(con, "version") or 0)
     if version > STORE_VERSION:
         raise BenchError(
             f"the store has version {version}, newer than this code ({STORE_VERSION})",

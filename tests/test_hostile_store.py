@@ -120,7 +120,7 @@ def test_an_sqlite_db_is_refused_and_nothing_is_downloaded(
     assert bench.run_dirs() == [], "the run measured before finding the store unusable"
 
 
-@pytest.mark.parametrize("command", ["ingest", "run", "import"])
+@pytest.mark.parametrize("command", ["ingest", "run", "import", "query", "export"])
 def test_a_duckdb_file_without_store_meta_is_left_unchanged(
     commands: Callable[..., Any], bench: Any, tmp_path: Path, command: str
 ) -> None:
