@@ -53,6 +53,7 @@ from controller.paths import Paths
 from controller.reports import HostPair
 from schemas import MAX_BATCH_SIZE
 from schemas.manifest import KERAS_MODELS
+from schemas.spec import MAX_TIMEOUT_S
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -232,8 +233,11 @@ def run(
         raise BenchError("--cpu and --gpu exclude each other", "choose one")
     if gpu is not None and gpu < 0:
         raise BenchError(f"--gpu {gpu}: GPU index must be >= 0", "e.g. --gpu 0")
-    if timeout is not None and not (0 < timeout < float("inf")):
-        raise BenchError(f"--timeout {timeout}: must be a positive number of seconds", "e.g. --timeout 600")
+    if timeout is not None and not (0 < timeout <= MAX_TIMEOUT_S):
+        raise BenchError(
+            f"--timeout {timeout:g}: must be a positive number of seconds, at most {MAX_TIMEOUT_S:,}",
+            "e.g. --timeout 600",
+        )
     choice = launcher_choice(launcher)
     slurm_options = slurm_options_of(
         choice, partition, account, constraint, time_limit, cpus_per_task, node_launcher

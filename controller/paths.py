@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from controller.errors import BenchError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -20,6 +22,7 @@ class Paths:
     @classmethod
     def from_env(cls, db: str | Path | None = None) -> Paths:
         home = Path(os.environ.get("BENCH_HOME") or REPO_ROOT / ".bench").resolve()
+        _check_folder(home)
         db_path = Path(db or os.environ.get("BENCH_DB") or REPO_ROOT / "results.duckdb")
         return cls(home=home, db=db_path.resolve())
 
@@ -46,3 +49,17 @@ class Paths:
     @property
     def images(self) -> Path:
         return REPO_ROOT / "images"
+
+
+def _check_folder(home: Path) -> None:
+    """The state folder, or the nearest part of its path that exists, must be a folder: a file
+    there would fail every command later, deep inside, as NotADirectoryError."""
+    for part in (home, *home.parents):
+        if part.exists():
+            if not part.is_dir():
+                where = "" if part == home else f" (its parent {part})"
+                raise BenchError(
+                    f"BENCH_HOME {home}{where} is a file, not a folder",
+                    "point BENCH_HOME at a folder (it is created when missing), or unset it",
+                )
+            return

@@ -27,6 +27,7 @@ from schemas import (
     ServerScenario,
 )
 from schemas.devices import nvidia_gpu_present
+from schemas.spec import MAX_TIMEOUT_S
 
 MAX_SWEEP_RUNS = 256
 INPUT_MEMORY_FRACTION = 0.25  # refuse batches whose input alone needs more of the host's memory
@@ -110,9 +111,8 @@ def scenario_of(name: str, given: dict[str, dict[str, Any]], batch_sizes: list[i
         err = e.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
         msg = str(err["msg"]).removeprefix("Value error, ")
-        raise BenchError(
-            f"--set {name}.{key}={err.get('input')!r}: {msg}", f"options of {name}: {names}"
-        ) from None
+        said = f"--set {name}.{key}={err.get('input')!r}" if key else f"--scenario {name}"
+        raise BenchError(f"{said}: {msg}", f"options of {name}: {names}") from None
     largest = max(batch_sizes)
     if isinstance(sc, ServerScenario) and sc.max_batch is not None and sc.max_batch > largest:
         raise BenchError(
@@ -251,6 +251,12 @@ def preflight(image: ImageInfo, req: RunRequest, here: bool = True) -> str | Non
 
 
 def default_timeout(spec: RunSpec) -> float:
+    """Seconds a run may take before its runner is killed: what its policy and scenario can need,
+    with room for loading, and never more than a timeout a user may give."""
+    return min(MAX_TIMEOUT_S, _needed_s(spec))
+
+
+def _needed_s(spec: RunSpec) -> float:
     p = spec.policy
     per_batch = p.max_time_s + max(p.warmup_min_s, 1.0) * 4 + 60
     sc = spec.scenario

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,8 @@ from schemas.plan import Plan, PlanRuns
 # Policy fields that say how many runs a cell gets, not what a run measures: not in its key.
 RUN_COUNT_KEYS = ("repetitions", "target_ci", "max_repetitions")
 MAX_CELLS = 5000
+# The study's plan is 3 kB; a MiB holds thousands of [[runs]] tables, more than MAX_CELLS cells.
+MAX_PLAN_BYTES = 2**20
 
 
 @dataclass(frozen=True)
@@ -58,21 +62,58 @@ def _value(v: object) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)
 
 
-def load(path: Path) -> Plan:
-    """Read and validate a plan file; one line with a hint on any problem."""
+def _read(path: Path) -> str:
+    """The plan's text; a FIFO, device or folder is refused at once, and a file too large to be a
+    plan before it is read."""
     where = str(path)
     try:
-        text = path.read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait for a writer
     except FileNotFoundError:
         near = sorted(str(p) for p in path.parent.glob("*.toml")) if path.parent.is_dir() else []
         hint = did_you_mean(str(path), near) if near else "plans live under plans/, e.g. plans/smoke.toml"
         raise BenchError(f"no plan file {where}", hint) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BenchError(f"cannot read plan {where}: {e}", "give a TOML plan file") from None
+    except OSError as e:
+        raise BenchError(f"cannot read plan {where}: {e.strerror}", "give a TOML plan file") from None
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        data = b""
+        if regular:
+            with open(fd, "rb", closefd=False) as f:
+                data = f.read(MAX_PLAN_BYTES + 1)
+    finally:
+        os.close(fd)
+    if not regular:
+        raise BenchError(
+            f"plan {where} is not a regular file", "give a TOML plan file, e.g. plans/smoke.toml"
+        )
+    if len(data) > MAX_PLAN_BYTES:
+        raise BenchError(
+            f"plan {where} is larger than {MAX_PLAN_BYTES // 2**10:,} KiB", "split it into smaller plans"
+        )
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise BenchError(f"cannot read plan {where}: not UTF-8 text", "give a TOML plan file") from None
+
+
+def load(path: Path) -> Plan:
+    """Read and validate a plan file; one line with a hint on any problem."""
+    where = str(path)
+    text = _read(path)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise BenchError(f"plan {where} is not TOML: {e}", "see plans/smoke.toml for the format") from None
+    except RecursionError:
+        raise BenchError(
+            f"plan {where} nests arrays or tables too deeply to be read",
+            "see plans/smoke.toml for the format",
+        ) from None
+    runs = raw.get("runs")
+    if isinstance(runs, list) and len(runs) > MAX_CELLS:
+        raise BenchError(
+            f"plan {where} has more than {MAX_CELLS:,} [[runs]] tables", "split it into smaller plans"
+        )
     try:
         return Plan.model_validate(raw)
     except ValidationError as e:

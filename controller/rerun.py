@@ -60,7 +60,16 @@ def request_of(spec: RunSpec) -> RunRequest:
 
 def _spec(run_id: str, spec_json: str | None, result_path: str | None) -> RunSpec:
     if spec_json:
-        return RunSpec.model_validate_json(spec_json)
+        try:
+            return RunSpec.model_validate_json(spec_json)
+        except ValidationError as e:  # stored by another version, or imported from one
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "spec"
+            msg = str(first["msg"]).removeprefix("Value error, ")
+            raise BenchError(
+                f"run {run_id}: its stored spec is not valid here ({where}: {msg})",
+                "run the same configuration with `bench-ctl run`, choosing its options again",
+            ) from None
     if result_path and Path(result_path).is_file():
         try:
             return load_result(Path(result_path)).spec
@@ -78,6 +87,11 @@ def requests_for(db: Path, run_id: str | None, group: str | None) -> list[tuple[
         raise BenchError(
             "give one of RUN_ID, --group G or --plan PLAN",
             "e.g. bench-ctl rerun 20261129T080544Z-null-resnet50-4cfeed",
+        )
+    if not (run_id or group or "").strip():
+        raise BenchError(
+            "an empty " + ("RUN_ID" if run_id is not None else "--group") + " was given",
+            'list the stored runs with: bench-ctl query "SELECT run_id, group_id, image, model FROM runs"',
         )
     where, value = ("run_id = ?", run_id) if run_id else ("group_id = ?", group)
     _, rows = store.read(

@@ -18,14 +18,35 @@ Every `[[runs]]` table stands for one `bench-ctl run` command per image: the sam
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from schemas.spec import MAX_BATCH_SIZE, MODEL_NAME_RE
+from schemas.spec import MAX_BATCH_SIZE, MAX_TIMEOUT_S, MODEL_NAME_RE
 from schemas.strict import Strict
 
-OptionValue = str | int | float | bool
+TOML_KINDS = {
+    "list": "an array",
+    "dict": "a table",
+    "datetime": "a date-time",
+    "date": "a date",
+    "time": "a time",
+}
+
+
+def _option_value(v: object) -> object:
+    """A value of `set`, `sweep` or `policy`: text, a number or a boolean, as `--set` takes it; a
+    number is finite (NaN and inf would reach the policy or a framework as no usable value)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"{v} is not a finite number")
+    if not isinstance(v, str | int | float):  # bool is an int
+        kind = TOML_KINDS.get(type(v).__name__, type(v).__name__)
+        raise ValueError(f"a value is text, a number or true/false, not {kind}")
+    return v
+
+
+OptionValue = Annotated[str | int | float | bool, BeforeValidator(_option_value)]
 BatchSize = Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)]
 IMAGE_NAME = r"^[a-z0-9][a-z0-9_.-]*$"
 
@@ -52,7 +73,9 @@ class PlanRuns(Strict):
         default_factory=dict, description="as --sweep: a run per value (combinations multiply)"
     )
     repetitions: int | None = Field(None, ge=1, le=100, description="overrides the plan's repetitions")
-    timeout_s: float | None = Field(None, gt=0, description="seconds before a runner is killed")
+    timeout_s: float | None = Field(
+        None, gt=0, le=MAX_TIMEOUT_S, description="seconds before a runner is killed"
+    )
 
     @field_validator("models")
     @classmethod
@@ -108,11 +131,15 @@ class SlurmOptions(Strict):
         None, pattern=r"^[A-Za-z0-9_.&|\[\]*:()!-]+$", description="--constraint: node features, e.g. h100"
     )
     time_limit_min: int | None = Field(
-        None, ge=1, description="--time: minutes; default: the run's timeout plus a margin"
+        None,
+        ge=1,
+        le=43_200,
+        description="--time: minutes (at most 30 days); default: the run's timeout plus a margin",
     )
     cpus_per_task: int | None = Field(
         None,
         ge=1,
+        le=100_000,
         description="--cpus-per-task; default: a whole node to itself (--exclusive), no neighbours",
     )
 

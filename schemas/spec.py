@@ -16,6 +16,11 @@ SCHEMA_VERSION: Final = 1
 MODEL_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 DEVICE_RE = re.compile(r"cpu|cuda:[0-9]{1,3}")
 MAX_BATCH_SIZE: Final = 65536
+# Upper bounds on durations a user may ask for: finite, and small enough that a timeout or a Slurm
+# time limit derived from them stays a number a person (and sbatch) can read.
+MAX_TIMEOUT_S: Final = 7 * 86_400  # a runner is killed after at most a week
+MAX_SCHEDULE_S: Final = 86_400  # a scenario's arrival schedule lasts at most a day
+MAX_ITERATIONS: Final = 10**9
 
 
 class MeasurementPolicy(Strict):
@@ -27,15 +32,17 @@ class MeasurementPolicy(Strict):
     `max_time_s` or `max_iterations`, in which case the measurement is flagged unstable.
     """
 
-    warmup_iterations: int = Field(3, ge=0)
-    warmup_min_s: float = Field(0.5, ge=0)
-    min_iterations: int = Field(10, ge=1)
-    max_iterations: int = Field(100_000, ge=1, description="hard cap; keeps result files bounded")
-    min_time_s: float = Field(2.0, ge=0)
-    max_time_s: float = Field(30.0, gt=0)
-    window_s: float = Field(0.5, gt=0)
-    window_min_iterations: int = Field(2, ge=1)
-    stable_windows: int = Field(3, ge=2)
+    warmup_iterations: int = Field(3, ge=0, le=MAX_ITERATIONS)
+    warmup_min_s: float = Field(0.5, ge=0, le=3600)
+    min_iterations: int = Field(10, ge=1, le=MAX_ITERATIONS)
+    max_iterations: int = Field(
+        100_000, ge=1, le=MAX_ITERATIONS, description="hard cap; keeps result files bounded"
+    )
+    min_time_s: float = Field(2.0, ge=0, le=MAX_SCHEDULE_S)
+    max_time_s: float = Field(30.0, gt=0, le=MAX_SCHEDULE_S)
+    window_s: float = Field(0.5, gt=0, le=3600)
+    window_min_iterations: int = Field(2, ge=1, le=MAX_ITERATIONS)
+    stable_windows: int = Field(3, ge=2, le=1000)
     tolerance: float = Field(0.10, gt=0, lt=1)
     keep_latencies: bool = True
     repetitions: int = Field(
@@ -55,6 +62,7 @@ class MeasurementPolicy(Strict):
     noise_cores: float = Field(
         0.25,
         ge=0,
+        le=100_000,
         description="other processes' cores beyond those the runner's threads leave free that make the "
         "host busy: the quiet wait's bound, and the noise rule where threads' waits cannot be read",
     )
@@ -83,6 +91,7 @@ class MeasurementPolicy(Strict):
     memory_limit_mb: int | None = Field(
         None,
         ge=64,
+        le=2**30,
         description="memory cap of the runner: the container's limit with Docker, the address-space "
         "limit (RLIMIT_AS) of a local runner; default: 80% of the host's memory with Docker, none locally",
     )
@@ -181,7 +190,17 @@ class ServerScenario(Strict):
     latency_bound_ms: float | None = Field(
         None, gt=0, description="p99 latency above this makes the run INVALID; None: no bound"
     )
-    seed: int = Field(0, ge=0, description="seed of the arrival schedule")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="seed of the arrival schedule")
+
+    @model_validator(mode="after")
+    def _schedule(self) -> ServerScenario:
+        seconds = self.min_queries / self.target_qps
+        if seconds > MAX_SCHEDULE_S:
+            raise ValueError(
+                f"min_queries / target_qps is {seconds:.3g} s of arrivals, more than {MAX_SCHEDULE_S:,} s "
+                "(a day): raise target_qps or lower min_queries"
+            )
+        return self
 
 
 class MultiStreamScenario(Strict):
@@ -194,6 +213,16 @@ class MultiStreamScenario(Strict):
     interval_ms: float = Field(50.0, gt=0, le=60_000, description="time between query issues")
     min_duration_s: float = Field(10.0, gt=0, le=86_400)
     min_queries: int = Field(100, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _schedule(self) -> MultiStreamScenario:
+        seconds = self.min_queries * self.interval_ms / 1000
+        if seconds > MAX_SCHEDULE_S:
+            raise ValueError(
+                f"min_queries x interval_ms is {seconds:.3g} s of queries, more than {MAX_SCHEDULE_S:,} s "
+                "(a day): lower one of them"
+            )
+        return self
 
 
 Scenario = Annotated[

@@ -185,3 +185,145 @@ def test_query_into_a_closed_pipe(bench: Any, fmt: str) -> None:
     assert err == "", err
 
 
+def test_bench_home_that_is_a_file(cli: Callable[..., Any], tmp_path: Path) -> None:
+    home = tmp_path / "home-file"
+    home.write_text("not a folder")
+    for sub in (home, home / "below"):
+        for args in (["run", "-i", "null", "-m", "fake", "-b", "1"], ["models", "list"]):
+            done = cli(*args, env={"BENCH_HOME": str(sub)})
+            one_error(done, "BENCH_HOME", "is a file, not a folder")
+    assert home.read_text() == "not a folder"
+
+
+def test_plan_nested_100000_deep(cli: Callable[..., Any], tmp_path: Path) -> None:
+    plan = write_plan(tmp_path / "deep.toml", "a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    one_error(cli("sweep", str(plan), "--dry-run"), "nests arrays or tables too deeply")
+    plan = write_plan(tmp_path / "deep-policy.toml", "policy = {a = " + "[" * 900 + "]" * 900 + "}\n" + RUNS)
+    one_error(cli("sweep", str(plan), "--dry-run"), "too deeply")
+    plan = write_plan(tmp_path / "array.toml", "policy = {min_time_s = [1]}\n" + RUNS)
+    one_error(cli("sweep", str(plan), "--dry-run"), "policy.min_time_s", "not an array")
+
+
+def test_plan_with_a_million_runs_tables(cli: Callable[..., Any], tmp_path: Path) -> None:
+    plan = write_plan(tmp_path / "huge.toml", RUNS * 1_000_000)
+    start = time.monotonic()
+    one_error(cli("sweep", str(plan), "--dry-run"), "larger than 1,024 KiB", "split it")
+    plan = write_plan(tmp_path / "many.toml", RUNS * 5001)
+    one_error(cli("sweep", str(plan), "--dry-run"), "more than 5,000 [[runs]] tables")
+    assert time.monotonic() - start < 20
+
+
+def test_fifo_as_plan_file(bench: Any, tmp_path: Path) -> None:
+    fifo = tmp_path / "plan.toml"
+    os.mkfifo(fifo)
+    for target in (fifo, tmp_path):
+        done = bench_ctl("sweep", str(target), "--dry-run", timeout=30)
+        assert done.returncode == 2 and "is not a regular file" in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ("policy = {min_time_s = nan}\n" + RUNS, "policy.min_time_s: nan is not a finite number"),
+        ("policy = {max_time_s = inf}\n" + RUNS, "policy.max_time_s: inf is not a finite number"),
+        (RUNS + "set = {work_us = -nan}\n", "runs.0.set.work_us: nan is not a finite number"),
+        (RUNS + 'sweep = {"policy.tolerance" = [0.1, inf]}\n', "runs.0.sweep.policy.tolerance.1: inf is not"),
+        (RUNS + "timeout_s = 1e308\n", "runs.0.timeout_s: Input should be less than or equal to 604800"),
+        (
+            "policy = {max_time_s = 1e300}\n" + RUNS,
+            "policy.max_time_s='1e+300': Input should be less than or equal to 86400",
+        ),
+    ],
+)
+def test_plan_policy_min_time_s_nan(
+    cli: Callable[..., Any], fake_model: Path, tmp_path: Path, body: str, says: str
+) -> None:
+    one_error(cli("sweep", str(write_plan(tmp_path / "p.toml", body)), "--dry-run"), says)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--scenario", "server", "--set", "server.target_qps=1e-300"], "more than 86,400 s (a day)"),
+        (
+            [
+                "--scenario",
+                "multi-stream",
+                "-b",
+                "8",
+                "--set",
+                "multi-stream.min_queries=1000000",
+                "--set",
+                "multi-stream.interval_ms=60000",
+            ],
+            "more than 86,400 s",
+        ),
+        (["--timeout", "1e308"], "at most 604,800"),
+        (["--set", "policy.max_time_s=1e300"], "less than or equal to 86400"),
+        (["--set", "policy.max_iterations=" + "9" * 40], "less than or equal to 1000000000"),
+        (
+            ["--launcher", "slurm", "--time-limit", "10000000000"],
+            "--time-limit 10000000000: Input should be less",
+        ),
+    ],
+)
+def test_server_target_qps_1e_300_and_timeout_1e308(
+    cli: Callable[..., Any], bench: Any, fake_model: Path, args: list[str], says: str
+) -> None:
+    one_error(cli("run", "-i", "null", "-m", "fake", "--launcher", "local", *args), says)
+    assert bench.run_dirs() == [] and bench.count("runs") == 0
+
+
+def test_slurm_time_of_the_longest_valid_run_is_short() -> None:
+    """A run that asks for every limit at once still gets a timeout of at most a week, and Slurm a
+    time limit of a few digits."""
+    from controller.launchers.slurm import time_limit_min
+    from controller.planning import default_timeout
+    from schemas import RunSpec
+    from schemas.plan import SlurmOptions
+
+    spec = RunSpec.model_validate(
+        {
+            "run_id": "r",
+            "image": "null",
+            "model": "fake",
+            "model_dir": "/m",
+            "cache_dir": "/c",
+            "batch_sizes": list(range(1, 4097)),
+            "policy": {"max_time_s": 86_400, "warmup_min_s": 3600},
+            "options": {"framework": "null"},
+            "scenario": {"name": "server", "target_qps": 1 / 86.4, "min_queries": 1000},
+        }
+    )
+    assert default_timeout(spec) == 7 * 86_400
+    assert len(str(time_limit_min(default_timeout(spec), SlurmOptions()))) <= 5
+
+
+# --------------------------------------------------------------------------- rerun
+
+
+def test_rerun_of_an_imported_run_whose_spec_no_longer_validates(
+    cli: Callable[..., Any], bench: Any, make_result: Any, tmp_path: Path
+) -> None:
+    r = make_result()
+    ingest(cli, tmp_path, r)
+    spec = json.loads(r.spec.model_dump_json())
+    spec["options"]["retired_option"] = 1
+    con = duckdb.connect(str(bench.db))
+    try:
+        con.execute("UPDATE runs SET spec = ? WHERE run_id = ?", [json.dumps(spec), r.run_id])
+    finally:
+        con.close()
+    one_error(cli("rerun", r.run_id), f"run {r.run_id}: its stored spec is not valid here", "retired_option")
+
+
+@pytest.mark.parametrize("args", [[""], ["  "], ["--group", ""]])
+def test_rerun_of_an_empty_run_id(cli: Callable[..., Any], bench: Any, args: list[str]) -> None:
+    store.ensure_store(bench.db)
+    one_error(cli("rerun", *args), "an empty")
+
+
