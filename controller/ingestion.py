@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
 from controller import store
 from controller.errors import BenchError
-from runners.core import parent
+from controller.workers import pool as worker_pool
 from schemas import load_result
 
 
@@ -106,13 +104,7 @@ def ingest_paths(targets: list[Path], db: Path) -> IngestReport:
         workers = _workers(len(files))
         # Forked before the store is opened: the workers hold no connection.
         pool = (
-            stack.enter_context(
-                ProcessPoolExecutor(
-                    workers,
-                    mp_context=multiprocessing.get_context("fork"),
-                    initializer=parent.watch,  # a worker does not outlive a killed bench-ctl
-                )
-            )
+            stack.enter_context(worker_pool(workers))  # workers that do not outlive a killed bench-ctl
             if workers > 1
             else None
         )

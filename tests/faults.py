@@ -299,18 +299,62 @@ def _results_to_ingest(c: Case, n: int) -> Path:
     return folder
 
 
+def _workers_of(proc: subprocess.Popen[str], timeout: float = 60) -> list[psutil.Process]:
+    """bench-ctl's worker processes (drawing, validating), once it has started them."""
+    deadline = time.monotonic() + timeout
+    found: dict[int, psutil.Process] = {}
+    settle = deadline  # a pool forks its workers one after another: wait briefly for the next
+    while time.monotonic() < min(deadline, settle) and proc.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            found |= {w.pid: w for w in psutil.Process(proc.pid).children(recursive=True)}
+        if len(found) > 1:
+            break
+        if found and settle == deadline:
+            settle = time.monotonic() + 0.3
+        time.sleep(0.02)
+    return list(found.values())
+
+
+def _survivors(workers: list[psutil.Process], grace_s: float = 5.0) -> int:
+    """Workers still alive `grace_s` after bench-ctl died; they are killed after being counted."""
+    deadline = time.monotonic() + grace_s
+
+    def alive() -> list[psutil.Process]:
+        left = []
+        for w in workers:
+            with contextlib.suppress(psutil.Error):
+                if w.is_running() and w.status() != psutil.STATUS_ZOMBIE:
+                    left.append(w)
+        return left
+
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = alive()
+    for w in left:
+        with contextlib.suppress(psutil.Error):
+            w.kill()
+    return len(left)
+
+
 def _signal_ingest(c: Case, sig: signal.Signals) -> Outcome:
     folder = _results_to_ingest(c, 300)
     proc = c.start("ingest", str(folder))
-    time.sleep(2.0)
+    workers = _workers_of(proc)  # validating workers: the signal comes while they work
     proc.send_signal(sig)
-    proc.communicate(timeout=60)
+    proc.wait(timeout=60)
+    left = _survivors(workers)
+    proc.communicate(timeout=60)  # a worker left behind would hold its pipes open until killed
     store = check_store(c.db)
     again = c.bench("ingest", str(folder))  # the same command afterwards completes the batch
     after = check_store(c.db)
-    ok = store.opens and again.returncode == 0 and len(after.runs) == 300
+    pooled = bool(workers) or len(os.sched_getaffinity(0)) < 2  # one core: ingest reads in-process
+    ok = store.opens and again.returncode == 0 and len(after.runs) == 300 and pooled
     name = f"bench-ctl-{sig.name.lower()}-during-ingest"
-    return verdict(c, name, ok, f"{len(store.runs)} of 300 stored before the signal, {len(after.runs)} after")
+    detail = f"{len(store.runs)} of 300 stored before the signal, {len(after.runs)} after"
+    out = verdict(c, name, ok, f"{detail}; {len(workers)} worker(s), {left} left behind")
+    out.orphans += left
+    out.survived = out.survived and not left
+    return out
 
 
 @case
@@ -321,6 +365,26 @@ def bench_ctl_sigint_during_ingest(c: Case) -> Outcome:
 @case
 def bench_ctl_sigkill_during_ingest(c: Case) -> Outcome:
     return _signal_ingest(c, signal.SIGKILL)
+
+
+@case
+def bench_ctl_sigkill_during_report(c: Case) -> Outcome:
+    if len(os.sched_getaffinity(0)) < 2:
+        raise Skip("one core: the report draws in-process, with no workers to leave behind")
+    folder = _results_to_ingest(c, 40)
+    c.bench("ingest", str(folder))
+    proc = c.start("report", "--out", str(c.root / "report"))
+    workers = _workers_of(proc)  # drawing workers: killed while they draw
+    proc.kill()
+    proc.wait(timeout=60)
+    left = _survivors(workers)
+    proc.communicate(timeout=60)  # a worker left behind would hold its pipes open until killed
+    again = c.bench("report", "--out", str(c.root / "report"))  # and the next report is whole
+    ok = bool(workers) and again.returncode == 0 and (c.root / "report" / "index.html").is_file()
+    out = verdict(c, "bench-ctl-sigkill-during-report", ok, f"{len(workers)} worker(s), {left} left behind")
+    out.orphans += left
+    out.survived = out.survived and not left
+    return out
 
 
 @case

@@ -10,9 +10,7 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -21,6 +19,7 @@ from controller import store
 from controller.errors import BenchError
 from controller.figures import data, page, plots
 from controller.figures.selection import Selection, check
+from controller.workers import pool as worker_pool
 from schemas.atomic import write_folder_atomic
 
 __all__ = ["ReportOutcome", "Selection", "build_report"]
@@ -91,7 +90,7 @@ def draw_all(rows: data.ReportData, folder: Path) -> dict[str, plots.Drawn | Non
     workers = min(len(FIGURES), len(os.sched_getaffinity(0)))
     if workers < 2:
         return {name: _draw(name, rows, palette, folder) for name in FIGURES}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+    with worker_pool(workers) as pool:  # workers that do not outlive a killed bench-ctl
         futures = {name: pool.submit(_draw, name, rows, palette, folder) for name in FIGURES}
         return {name: futures[name].result() for name in sorted(futures)}
 
