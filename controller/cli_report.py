@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from controller.console import DbOpt, JsonOpt, handles_errors, info, out
+from controller.console import DbOpt, JsonOpt, handles_errors, info, out, safe
 from controller.paths import Paths
 
 commands = typer.Typer()
@@ -19,7 +18,10 @@ MAX_NOTES = 5  # notes printed here; the page lists them all
 @handles_errors
 def report_command(
     out_dir: Annotated[
-        Path, typer.Option("--out", "-o", help="folder to write (index.html, PNG and SVG files)")
+        Path,
+        typer.Option(
+            "--out", "-o", help="folder to write (index.html, PNG and SVG files, bench-report.json)"
+        ),
     ],
     model: Annotated[
         list[str] | None,
@@ -41,7 +43,8 @@ def report_command(
     precision pairs marked; B: ensemble memory; C: energy per 4096 predictions with a power law
     per device; D: load time by phase, cold and warm; E: server p99 against achieved rate; F:
     accuracy and precision used. Each figure shows its SQL; the page names hosts, fingerprints,
-    versions and image digests. An earlier report in OUT is replaced; nothing else is.
+    versions and image digests. OUT may be new, empty or hold an earlier report: then only the
+    files that report wrote (listed in its bench-report.json) are replaced; anything else is kept.
     """
     from controller.figures import Selection, build_report  # matplotlib: only this command pays for it
 
@@ -51,7 +54,7 @@ def report_command(
         print(outcome.model_dump_json(indent=1))
         return
     drawn = ", ".join(outcome.figures) or "no figures"
-    out.print(escape(f"wrote {outcome.index} over {outcome.runs} run(s): {drawn}"), soft_wrap=True)
+    out.print(safe(f"wrote {outcome.index} over {outcome.runs} run(s): {drawn}"), soft_wrap=True)
     if outcome.empty:
         info(f"nothing to draw for figure(s) {', '.join(outcome.empty)} (the page says why)")
     for note in outcome.notes[:MAX_NOTES]:

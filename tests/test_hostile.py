@@ -327,3 +327,44 @@ def test_rerun_of_an_empty_run_id(cli: Callable[..., Any], bench: Any, args: lis
     one_error(cli("rerun", *args), "an empty")
 
 
+# --------------------------------------------------------------------------- report --out
+
+
+def test_report_out_folder_with_an_earlier_index_and_a_thesis(
+    cli: Callable[..., Any], make_result: Any, tmp_path: Path
+) -> None:
+    """An earlier report (written before reports listed their files) with a user's thesis.txt
+    and data/ beside it: the report is replaced, the rest is kept."""
+    ingest(cli, tmp_path, make_result(), make_result())
+    out = tmp_path / "report"
+    assert cli("report", "--out", str(out)).exit_code == 0
+    (out / "bench-report.json").unlink()
+    (out / "thesis.txt").write_text("three years of work")
+    (out / "data").mkdir()
+    (out / "data" / "raw.csv").write_text("1,2\n")
+    done = cli("report", "--out", str(out))
+    assert done.exit_code == 0, done.output
+    assert (out / "thesis.txt").read_text() == "three years of work"
+    assert (out / "data" / "raw.csv").read_text() == "1,2\n"
+    listed = set(json.loads((out / "bench-report.json").read_text())["files"])
+    assert "index.html" in listed and "thesis.txt" not in listed and "data" not in listed
+
+
+def test_report_out_folder_whose_manifest_names_a_users_file(
+    cli: Callable[..., Any], make_result: Any, tmp_path: Path
+) -> None:
+    """A manifest is trusted only for the names a report writes: an edited one that lists the
+    user's file does not get it deleted; a user's file where a figure would go is refused."""
+    ingest(cli, tmp_path, make_result(), make_result())
+    out = tmp_path / "report"
+    assert cli("report", "--out", str(out)).exit_code == 0
+    manifest = out / "bench-report.json"
+    doc = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**doc, "files": [*doc["files"], "thesis.txt", "../outside.txt"]}))
+    (out / "thesis.txt").write_text("mine")
+    (tmp_path / "outside.txt").write_text("mine too")
+    assert cli("report", "--out", str(out)).exit_code == 0
+    assert (out / "thesis.txt").read_text() == "mine" and (tmp_path / "outside.txt").exists()
+    (out / "c_energy.png").write_bytes(b"my own figure")  # not drawn by this report, not listed
+    one_error(cli("report", "--out", str(out)), "c_energy.png is not a file of an earlier report")
+    assert (out / "c_energy.png").read_bytes() == b"my own figure"

@@ -238,15 +238,23 @@ def test_report_replaces_an_earlier_report_and_nothing_else(
 ) -> None:
     out = tmp_path / "report"
     assert report(cli, null_store, out).exit_code == 0
-    (out / "stale.png").write_bytes(b"from an older report")
-    assert report(cli, null_store, out).exit_code == 0
-    assert not (out / "stale.png").exists() and (out / "index.html").exists()
+    listed = json.loads((out / "bench-report.json").read_text())["files"]
+    assert sorted(listed) == sorted(p.name for p in out.iterdir()) and "e_server.png" in listed
+    (out / "thesis.txt").write_text("keep me")
+    (out / "data").mkdir()
+    (out / "data" / "runs.csv").write_text("1,2\n")
+    result = report(cli, null_store, out, "--where", "scenario = 'offline'")
+    assert result.exit_code == 0, result.output
+    # Figure E is not drawn this time: its files go with the old report; the user's stay.
+    assert not (out / "e_server.png").exists() and (out / "a_throughput.png").exists()
+    assert (out / "thesis.txt").read_text() == "keep me" and (out / "data" / "runs.csv").exists()
+    assert "e_server.png" not in json.loads((out / "bench-report.json").read_text())["files"]
     assert leftovers(tmp_path) == []
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     result = report(cli, null_store, mine)
-    assert result.exit_code == 2 and "not a report of bench-ctl report" in result.output
+    assert result.exit_code == 2 and "holds files but no report of bench-ctl report" in result.output
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 
 

@@ -18,9 +18,9 @@ from pydantic import BaseModel
 from controller import store
 from controller.errors import BenchError
 from controller.figures import data, page, plots
+from controller.figures import folder as report_folder
 from controller.figures.selection import Selection, check
 from controller.workers import pool as worker_pool
-from schemas.atomic import write_folder_atomic
 
 __all__ = ["ReportOutcome", "Selection", "build_report"]
 
@@ -36,29 +36,12 @@ class ReportOutcome(BaseModel):
     notes: list[str]
 
 
-def _is_report(folder: Path) -> bool:
-    """An earlier report (or an empty folder): the only thing --out may replace."""
-    if not folder.is_dir():
-        return False
-    entries = list(folder.iterdir())
-    if not entries:
-        return True
-    index = folder / "index.html"
-    try:
-        return index.is_file() and f'content="{page.GENERATOR}"' in index.read_text(errors="replace")[:2000]
-    except OSError:
-        return False
-
-
 def check_out(out: Path) -> None:
-    if out.exists() and not _is_report(out):
-        what = "a file" if not out.is_dir() else "a folder that is not a report of bench-ctl report"
-        raise BenchError(
-            f"--out {out} is {what}", "give a new folder, or an earlier report's folder to replace"
-        )
+    """Refuse an --out that a report may not write, before anything is read or drawn."""
     if not out.parent.is_dir():
         what = "is not a folder" if out.parent.exists() else "does not exist"
         raise BenchError(f"--out {out}: {out.parent} {what}", "create the parent folder first")
+    report_folder.ours(out)
 
 
 FIGURES = ("a", "e", "d", "b", "c")  # the slowest first: they start first when drawn in parallel
@@ -110,12 +93,12 @@ def build_report(db: Path, selection: Selection, out: Path) -> ReportOutcome:
         rows = data.read_all(con, selection, runs)
     drawn: dict[str, plots.Drawn | None] = {}
 
-    def fill(folder: Path) -> None:
-        drawn.update(draw_all(rows, folder))
-        (folder / "index.html").write_text(page.render(rows, drawn, str(db)))
+    def fill(into: Path) -> None:
+        drawn.update(draw_all(rows, into))
+        (into / report_folder.INDEX).write_text(page.render(rows, drawn, str(db)))
 
     try:
-        write_folder_atomic(out, fill, _is_report)
+        report_folder.write(out, fill)
     except FileExistsError:
         raise BenchError(f"--out {out} appeared while the report was drawn", "run again") from None
     figures = [d.png for d in drawn.values() if d is not None]

@@ -58,6 +58,8 @@ PHASE_COLORS = {
     "compile": "#fd8d3c",
     "first inference": "#74c476",
 }
+# Each figure's files, NAME.png and NAME.svg: the names a report folder may hold of ours.
+FIGURE_NAMES = {"a": "a_throughput", "b": "b_memory", "c": "c_energy", "d": "d_load_time", "e": "e_server"}
 FAIR_PRECISION = "fp32"  # the reference's precision; "none" (the null runner) compares with anything
 
 
@@ -307,7 +309,7 @@ def throughput(
         ax.grid(True, which="major", alpha=0.3)
         _legend(ax)
     _suptitle(fig, "Throughput against batch size (n runs per point, bars: 95 % interval, x: missing point)")
-    return _save(fig, folder, "a_throughput", notes)
+    return _save(fig, folder, FIGURE_NAMES["a"], notes)
 
 
 def _draw_missing(ax: Axes, fails: list[FailedRun], sizes: Sequence[int], palette: Palette) -> None:
@@ -387,7 +389,7 @@ def memory(points: list[MemoryPoint], palette: Palette, folder: Path) -> Drawn |
                     color="#666666",
                 )
     _suptitle(fig, "Peak memory of the ensembles against batch size (mean over runs)")
-    return _save(fig, folder, "b_memory", [])
+    return _save(fig, folder, FIGURE_NAMES["b"], [])
 
 
 def power_law(throughputs: Sequence[float], energies: Sequence[float]) -> tuple[float, float] | None:
@@ -448,7 +450,7 @@ def energy(points: list[EnergyPoint], palette: Palette, folder: Path) -> Drawn |
     ax.grid(True, which="both", alpha=0.25)
     _legend(ax)
     _suptitle(fig, "Energy per 4096 predictions against throughput, power law per device")
-    return _save(fig, folder, "c_energy", notes)
+    return _save(fig, folder, FIGURE_NAMES["c"], notes)
 
 
 PHASES = ("import", "model read", "compile", "first inference")
@@ -504,7 +506,7 @@ def load_times(rows: list[LoadPhases], folder: Path) -> Drawn | None:
         ax.grid(True, axis="y", alpha=0.3)
         _legend(ax)
     _suptitle(fig, "Load time by phase: import, model read, compile, first inference (mean over runs)")
-    return _save(fig, folder, "d_load_time", [])
+    return _save(fig, folder, FIGURE_NAMES["d"], [])
 
 
 def _phase_s(row: LoadPhases, phase: str) -> float:
@@ -568,4 +570,4 @@ def server(points: list[ServerPoint], palette: Palette, folder: Path) -> Drawn |
         ax.grid(True, alpha=0.3)
         _legend(ax)
     _suptitle(fig, "Server scenario: p99 latency against achieved rate")
-    return _save(fig, folder, "e_server", [])
+    return _save(fig, folder, FIGURE_NAMES["e"], [])
