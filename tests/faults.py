@@ -4,7 +4,8 @@ Each case runs `bench-ctl` as a user would (a subprocess, the null runner in its
 breaks something (kills a process, fills a disk, corrupts a file, crowds the store), then checks:
 the store opens, no run has half its rows, nothing is stored twice, no runner process is left
 behind, and every run that produced a result can be stored. `tests/test_faults.py` runs every case
-under pytest; `make faults` (`python -m tests.faults`) prints one line per case and a total.
+under pytest; `make faults` (`python -m tests.faults`) prints one line per case and a total, with
+the number of hostile-input regression tests (tests/test_hostile*.py) that `make test` runs beside.
 """
 
 from __future__ import annotations
@@ -578,6 +579,17 @@ def run_case(name: str) -> Outcome:
     return out
 
 
+def hostile_tests() -> int:
+    """How many hostile-input regression tests `make test` runs beside these cases, as pytest
+    collects them (one per case of bad input; a parametrized case counts each of its inputs)."""
+    files = sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").glob("test_hostile*.py"))
+    cmd = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *files]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"collecting {' '.join(files)} failed: {done.stdout[-500:]}")
+    return sum("::" in line for line in done.stdout.splitlines())
+
+
 def main() -> int:
     from controller.catalog import get_image
     from controller.envs import LocalEnv
@@ -604,10 +616,12 @@ def main() -> int:
         "skipped": len(outcomes) - len(ran),
         "rows_lost": sum(o.rows_lost for o in ran),
         "orphans_left": sum(o.orphans for o in ran),
+        "hostile_tests": hostile_tests(),
     }
     print(
         f"total: {summary['cases']} cases, {summary['survived']} survived, {summary['skipped']} skipped, "
-        f"{summary['rows_lost']} rows lost, {summary['orphans_left']} orphans left"
+        f"{summary['rows_lost']} rows lost, {summary['orphans_left']} orphans left; and "
+        f"{summary['hostile_tests']} hostile-input regression tests in tests/test_hostile*.py (make test)"
     )
     print(json.dumps(summary))
     return 0 if summary["survived"] == len(ran) and not summary["rows_lost"] else 1
