@@ -327,6 +327,44 @@ def test_rerun_of_an_empty_run_id(cli: Callable[..., Any], bench: Any, args: lis
     one_error(cli("rerun", *args), "an empty")
 
 
+# --------------------------------------------------------------------------- workers
+
+# bench-ctl's worker pool on a system without Linux's death signal: the workers poll for their parent.
+POLLING_POOL = """
+import multiprocessing, os, signal, time
+from controller import workers
+workers._death_signal = lambda: False
+with workers.pool(2) as pool:
+    pool.submit(time.sleep, 600)
+    pool.submit(time.sleep, 600)
+    time.sleep(0.5)
+    print(*(p.pid for p in multiprocessing.active_children()), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_sigkill_of_report_where_workers_poll_for_their_parent() -> None:
+    """(The fault suite kills `report` and `ingest` themselves; this is the fallback's case.)"""
+    import psutil
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", POLLING_POOL], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert proc.wait(timeout=60) == -9 and len(pids) == 2
+    deadline = time.monotonic() + 5
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [
+            p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ]
+    for p in alive:
+        os.kill(p, 9)
+    assert alive == [], "workers outlived their parent"
+
+
 # --------------------------------------------------------------------------- report --out
 
 
