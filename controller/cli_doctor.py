@@ -6,11 +6,10 @@ import json
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from controller import doctor, selftest
-from controller.console import DbOpt, JsonOpt, handles_errors, info, out
+from controller.console import DbOpt, JsonOpt, handles_errors, info, out, safe
 from controller.errors import BenchError
 from controller.paths import Paths
 
@@ -70,15 +69,15 @@ def doctor_command(
     else:
         t = Table("check", "", "found", "what it means for the numbers")
         for f in d.findings:
-            t.add_row(f.check, f"[{STYLE[f.level]}]{f.level}[/]", escape(f.found), escape(f.meaning))
+            t.add_row(f.check, f"[{STYLE[f.level]}]{f.level}[/]", safe(f.found), safe(f.meaning))
         out.print(t)
         out.print(f"host {d.host.hostname}, identity {d.host_key} (sweeps key their cells on it)")
         if report is not None:
             for line in selftest.render(report):
-                out.print(escape(line), soft_wrap=True)
+                out.print(safe(line), soft_wrap=True)
         fails = [f for f in d.findings if f.level == "fail"]
         if fails:
-            out.print("[red]this host cannot measure:[/] " + "; ".join(escape(f.found) for f in fails))
+            out.print("[red]this host cannot measure:[/] " + "; ".join(safe(f.found) for f in fails))
         else:
             out.print("[green]this host can measure[/]" + _caveats(d))
     if not d.can_measure or (report is not None and not report.ok):

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -39,6 +38,7 @@ from controller.console import (
     launcher_choice,
     out,
     runner_line,
+    safe,
 )
 from controller.errors import BenchError
 from controller.launchers.base import LauncherChoice
@@ -81,8 +81,8 @@ def _listing(sp: sweep.SweepPlan) -> tuple[Table, list[str]]:
             c.request.model.replace(",", "+"),
             ",".join(str(b) for b in c.request.batch_sizes),
             c.request.scenario,
-            escape(c.options),
-            f"[{style}]{escape(d.why + note)}[/]",
+            safe(c.options),
+            f"[{style}]{safe(d.why + note)}[/]",
             duration(d.estimate_s) if d.estimate_s else "",
         )
     return t, reasons
@@ -176,7 +176,7 @@ def _print_dry_run(sp: sweep.SweepPlan, as_json: bool) -> None:
     table, reasons = _listing(sp)
     out.print(table)
     for i, reason in enumerate(reasons, 1):
-        out.print(f"[{i}] {escape(reason)}", soft_wrap=True)
+        out.print(f"[{i}] {safe(reason)}", soft_wrap=True)
     if sp.missing_models:
         out.print(f"models to export first: {', '.join(sp.missing_models)}")
     out.print(_headline(sp), soft_wrap=True)
@@ -202,7 +202,7 @@ def _run_with_progress(due: list[sweep.Due], paths: Paths, launcher: LauncherCho
             took = time.monotonic() - started
             progress.advance(task)
             progress.console.print(
-                f"[dim]cell {d.cell.index}/{len(due)} {escape(d.cell.label)}: {r.status}"
+                f"[dim]cell {d.cell.index}/{len(due)} {safe(d.cell.label)}: {r.status}"
                 f" ({duration(took)} so far)[/]",
                 soft_wrap=True,
             )

@@ -166,6 +166,23 @@ def test_run_summary_with_escape_sequences_in_a_result(make_result: Any, tmp_pat
     assert "boom\\x1b[2J\\x0d\\x08forged" in screen.getvalue()
 
 
+def test_sweep_listing_of_a_stored_failure_with_escape_sequences(
+    cli: Callable[..., Any], bench: Any, fake_model: Path, null_env: Path, tmp_path: Path
+) -> None:
+    """`sweep --dry-run` names why a cell failed here: the stored message, shown escaped."""
+    plan = write_plan(tmp_path / "p.toml", RUNS + 'set = {fault = "raise"}\n')
+    assert cli("sweep", str(plan), "--launcher", "local").exit_code == 1
+    con = duckdb.connect(str(bench.db))
+    try:
+        con.execute("UPDATE runs SET message = ?", ["boom\x1b[2J\x1b]0;PWNED\x07"])
+    finally:
+        con.close()
+    done = cli("sweep", str(plan), "--dry-run")
+    assert done.exit_code == 0, done.output
+    assert_no_raw_controls(done.stdout + done.stderr)
+    assert "boom\\x1b[2J" in done.stdout, done.stdout
+
+
 # --------------------------------------------------------------------------- pipes and files
 
 
