@@ -72,7 +72,7 @@ class MeasurementPolicy(Strict):
         le=1,
         description="a steady-state window is left out of the figures when the runner's threads waited "
         "for a CPU this share of their runnable time (other load had it); the measurement is noisy when "
-        "its clean windows do not reach min_time_s and min_iterations by max_time_s",
+        "fewer than stable_windows clean windows (or min_iterations) remain by max_time_s",
     )
     quiet_wait_s: float = Field(
         1.0,

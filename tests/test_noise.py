@@ -245,3 +245,17 @@ def test_a_loop_cut_short_by_max_iterations_is_not_noisy() -> None:
     p = policy(max_iterations=5000, min_time_s=0.5)
     m = summarize(1, steady_state(fc.step, p, fc.clock, probe=FakeProbe(fc, lambda t: 0.0)), p)
     assert m.iterations == 5000 and not m.stable and m.noisy is False and m.windows_discarded == 0
+
+
+def test_a_few_clean_windows_make_a_figure_shorter_than_asked() -> None:
+    """Truth: the runner has its core for the first 30 ms only (three 10 ms windows), then is
+    starved to the end. Three clean windows (stable_windows) make an unbiased figure, shorter than
+    min_time_s: kept, flagged unstable, not noisy; two would not be enough."""
+    for clean_ms, noisy in ((30, False), (20, True)):
+        fc = FakeClock(lambda i: MS)
+        probe = FakeProbe(fc, lambda t, c=clean_ms: 0.0 if t < c * MS else 0.5)
+        p = policy(min_time_s=0.2, max_time_s=0.5)
+        m = summarize(1, steady_state(fc.step, p, fc.clock, probe=probe), p)
+        assert m.noisy is noisy and not m.stable
+        if not noisy:
+            assert m.windows == 3 and m.iterations == 30 and m.duration_s == pytest.approx(0.03)

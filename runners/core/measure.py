@@ -48,7 +48,7 @@ class Noise:
     kept_iterations: int = 0
     other_cores: float | None = None
     starved_share: float | None = None
-    noisy: bool = False  # windows were left out and the clean ones fell short of the minimums
+    noisy: bool = False  # windows were left out and too few clean ones remain to make a figure of
 
 
 class Prober(Protocol):
@@ -126,6 +126,14 @@ class _Windows:
             and sum(self.counts) >= self.policy.min_iterations
         )
 
+    def figure(self) -> bool:
+        """Enough clean windows to make a figure of, if not one as long as asked: as many as the
+        stability rule compares, with min_iterations. Shorter is less precise, which the spread
+        between runs shows; starved windows would make it biased, which nothing would show."""
+        return (
+            len(self.means) >= self.policy.stable_windows and sum(self.counts) >= self.policy.min_iterations
+        )
+
     def done(self) -> bool:
         """Long enough, and stable (or, with target_ci, narrow enough), on clean windows alone."""
         if not self.enough():
@@ -144,7 +152,7 @@ class _Windows:
         n.kept_ns, n.kept_iterations = self.clean_ns, sum(self.counts)
         load = self._kept if self.clean_ns else self._all
         n.other_cores, n.starved_share = load.other_cores, load.starved_share
-        n.noisy = bool(n.discarded) and not self.enough()  # short for want of clean windows
+        n.noisy = bool(n.discarded) and not self.figure()
         return n
 
 
