@@ -141,6 +141,7 @@ def run_summary(console: Console, result: RunResult, run_dir: Path) -> None:
                     f"{mm.alone_latency_mean_ms:.2f} ms -> {mm.together_latency_mean_ms:.2f} ms together "
                     f"(slowdown x{mm.slowdown:.2f})"
                 )
+    run_warnings(console, result)
     where = f"{launch.launcher} ({launch.image_ref})" if launch else "?"
     raw = safe(run_dir / "result.json")
     console.print(f"  [dim]run {safe(result.run_id)} via {safe(where)}; raw result {raw}[/]")
@@ -315,12 +316,19 @@ def run_lines(console: Console, results: Sequence[RunResult]) -> None:
         load = f" load {r.load_time_s:.2f}s" if r.load_time_s is not None else ""
         hit = next((p.cache_hit for p in r.phases if p.name == "compile"), None)
         cache = "" if hit is None else (" (warm)" if hit else " (cold)")
-        # and what other load did to each measurement, as the table of a single run shows it
-        cache += "".join(f"; batch {m.batch_size}: {noise_text(m)}" for m in r.measurements if noise_text(m))
-        line = f"{safe(what)}{rep}: [{style}]{r.status}[/]{load}{cache}"
+        # what other load did to each measurement, as the table of a single run shows it
+        noise = "".join(f"; batch {m.batch_size}: {noise_text(m)}" for m in r.measurements if noise_text(m))
+        line = f"{safe(what)}{rep}: [{style}]{r.status}[/]{load}{cache}{noise}"
         if r.message:
             line += f" [{style}]{safe(r.message)}[/]"
         console.print(line, soft_wrap=True)
+        run_warnings(console, r)
+
+
+def run_warnings(console: Console, result: RunResult) -> None:
+    """What may keep a run's figures from the framework's best here (threads beyond the cores)."""
+    for warning in result.warnings:
+        console.print(f"  [yellow]warning:[/] {safe(warning)}", soft_wrap=True)
 
 
 def peak(console: Console, probes: Sequence[RunResult], peak_qps: float | None) -> None:

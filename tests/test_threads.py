@@ -76,6 +76,10 @@ def test_more_threads_than_cores_is_flagged(
             "run", "--image", "null", "--model", "fake", "--launcher", "local", "-b", "1",
             *short_policy, "--set", "work_us=200", "--json",
         )  # fmt: skip
+        shown = cli(
+            "run", "--image", "null", "--model", "fake", "--launcher", "local", "-b", "1",
+            *short_policy, "--set", "work_us=200", "--set", "threads=2", env={"COLUMNS": "250"},
+        )  # fmt: skip
     finally:
         os.sched_setaffinity(0, mine)
     assert over.exit_code == 0 and fits.exit_code == 0, over.output + fits.output
@@ -87,6 +91,8 @@ def test_more_threads_than_cores_is_flagged(
     assert ok.threads == 1 and ok.warnings == []
     rows = bench.rows("SELECT threads, cpu_limit, warnings FROM results ORDER BY started_at")
     assert rows[0][:2] == (2, 1.0) and rows[0][2] == r.warnings and rows[1] == (1, 1.0, None)
+    assert shown.exit_code == 0 and "warning: null computes with 2 threads" in shown.stdout
+    assert "set --set threads=1" in shown.stdout
 
 
 @pytest.mark.usefixtures("null_env")
