@@ -224,10 +224,23 @@ def _title(model: str, host: str) -> str:
 
 
 def _noisy(flags: Iterable[bool | None]) -> str:
-    """A title's note of points measured while other processes kept the host busy."""
+    """A title's note of the points with noisy runs (other load starved the runner), ringed."""
     values = list(flags)
     busy = sum(1 for f in values if f)
-    return f"\n{busy} of {len(values)} points on a busy host (noisy)" if busy else ""
+    return f"\n{busy} of {len(values)} points with noisy runs (ringed)" if busy else ""
+
+
+NOISY_RING = "#e08000"
+
+
+def _ring_noisy(ax: Axes, xs: Sequence[float], ys: Sequence[float], noisy: Sequence[bool | None]) -> None:
+    """A ring around each point made with noisy runs: its value may be low because of other load."""
+    ring = [(x, y) for x, y, n in zip(xs, ys, noisy, strict=True) if n]
+    if ring:
+        ax.scatter(
+            [x for x, _ in ring], [y for _, y in ring], s=90, facecolors="none", edgecolors=NOISY_RING,
+            linewidths=1.5, zorder=5,
+        )  # fmt: skip
 
 
 def _runs_label(counts: Iterable[int]) -> str:
@@ -292,6 +305,7 @@ def throughput(
                 capsize=3,
                 label=f"{label} {_runs_label(p.repetitions for p in pts)}",
             )
+            _ring_noisy(ax, list(x), list(y), [p.noisy for p in pts])
         _draw_missing(ax, fails, sizes, palette)
         _log2_batch_axis(ax, sizes + [_missing_x(f, sizes) for f in fails])
         _log_y(ax, [p.throughput_sps for pts in lines.values() for p in pts])
@@ -550,6 +564,9 @@ def server(points: list[ServerPoint], palette: Palette, folder: Path) -> Drawn |
                 facecolors="white",
                 edgecolors=color,
                 s=18,
+            )
+            _ring_noisy(
+                ax, [p.achieved_qps for p in pts], [p.latency_p99_ms for p in pts], [p.noisy for p in pts]
             )
         bounds = sorted({p.latency_bound_ms for p in mine if p.latency_bound_ms})
         for b in bounds:
