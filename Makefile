@@ -48,10 +48,10 @@ faults: setup ## the fault suite: kill, fill, corrupt and crowd real runs; one l
 	$(BIN)/python -m tests.faults
 
 gpu-check: ## every GPU path run for real, or skipped with its reason; no `make setup` needed
-	@$(GPU_PYTHON) -m controller.selftest --wheelhouse $(GPU_WHEELS)
+	@$(GPU_PYTHON) -m gpucheck.check --wheelhouse $(GPU_WHEELS)
 
 gpu-wheels: ## what gpu-check needs on a bare GPU machine, into .bench/gpu-wheels (PYVER=3.12)
-	@$(GPU_PYTHON) -m controller.selftest wheels --python-version $(PYVER) --dest $(GPU_WHEELS)
+	@$(GPU_PYTHON) -m gpucheck.check wheels --python-version $(PYVER) --dest $(GPU_WHEELS)
 
 lint: setup ## ruff (lint + format check) and mypy strict on schemas/ and controller/
 	$(BIN)/ruff check .

@@ -24,7 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import EXIT_FAIL, LoadMeter, say
 from benchmarks.synthetic import synthetic_results
-from controller import ingestion, store, transfer
+from controller.store import db as store
+from controller.store import ingest as ingestion
+from controller.store import transfer
 from schemas import load_result
 
 GOAL_S = 10.0

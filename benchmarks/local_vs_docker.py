@@ -41,10 +41,10 @@ from _common import (
 def require_image(image: str) -> None:
     import sys
 
-    from controller.catalog import get_image
+    from controller.catalog.images import get_image
     from controller.errors import BenchError
-    from controller.image_identity import client
-    from controller.launchers.docker import DockerLauncher
+    from controller.launch.docker import DockerLauncher
+    from controller.launch.identity import client
     from controller.paths import Paths
 
     try:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import EXIT_FAIL, LoadMeter, _clean_env, bench_ctl, die, fmt_list, median, say
 
 from benchmarks.synthetic import synthetic_results
-from controller import store
+from controller.store import db as store
 
 GOAL_S = 10.0
 

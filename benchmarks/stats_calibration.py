@@ -1,4 +1,4 @@
-"""Calibration of the comparison rule and the intervals of controller/stats.py, by SIMULATION.
+"""Calibration of the comparison rule and the intervals of controller/analysis/stats.py, by SIMULATION.
 
 Nothing is measured here: every figure comes from random numbers drawn with a seeded generator,
 to check that the statistics do what they claim under noise like that of repeated benchmark runs.
@@ -48,7 +48,7 @@ from scipy.signal import lfilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from controller.stats import (
+from controller.analysis.stats import (
     DEFAULT_MIN_EFFECT,
     Interval,
     batch_means_ci,

@@ -17,10 +17,11 @@ from typing import Any, Literal
 import psutil
 from pydantic import BaseModel
 
-from controller import hosts, store
-from controller import models as model_store
+from controller.catalog import hosts
+from controller.catalog import models as model_store
 from controller.errors import BenchError
 from controller.paths import Paths
+from controller.store import db as store
 from runners.core import energy, fingerprint
 from schemas.manifest import KERAS_MODELS
 
@@ -384,7 +385,7 @@ def _store(paths: Paths) -> Finding:
 
 
 def _images(paths: Paths) -> Finding:
-    from controller import images
+    from controller.launch import build as images
 
     rows = images.status(paths)
     built = [r.name for r in rows if r.image_id and not r.image_stale]

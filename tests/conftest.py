@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from controller import selftest
 from controller.paths import REPO_ROOT, Paths
+from gpucheck import check as selftest
 
 if TYPE_CHECKING:
     from typer.testing import Result
@@ -119,8 +119,8 @@ def _real_paths() -> Paths:
 @pytest.fixture(scope="session")
 def ensure_env() -> Callable[[str], Path]:
     """Build (once, if missing or stale) the local environment of an image; returns its python."""
-    from controller.catalog import get_image
-    from controller.envs import LocalEnv
+    from controller.catalog.images import get_image
+    from controller.launch.envs import LocalEnv
 
     done: dict[str, Path] = {}
 
@@ -161,7 +161,7 @@ def session_mobilenetv2(session_home: Path, ensure_env: Callable[[str], Path]) -
     else:
         from typer.testing import CliRunner
 
-        from controller.cli import app
+        from controller.cli.app import app
 
         ensure_env("tf")
         env = {"BENCH_HOME": str(session_home), "BENCH_DB": str(session_home.parent / "export.duckdb")}
@@ -290,7 +290,7 @@ def cli() -> Callable[..., Result]:
     """Invoke bench-ctl in-process; an uncaught exception (a traceback for a user) fails the test."""
     from typer.testing import CliRunner
 
-    from controller.cli import app
+    from controller.cli.app import app
 
     runner = CliRunner()
 

@@ -69,7 +69,7 @@ class Case:
         return {**os.environ, "BENCH_HOME": str(self.home), "BENCH_DB": str(self.db), **extra}
 
     def start(self, *args: str, db: Path | None = None) -> subprocess.Popen[str]:
-        cmd = [sys.executable, "-m", "controller.cli", *args]
+        cmd = [sys.executable, "-m", "controller.cli.app", *args]
         env = self.env() if db is None else self.env(BENCH_DB=str(db))
         # SIGINT as a foreground command gets it: a suite started in the background (`make test &`)
         # has SIGINT ignored, and an ignored signal stays ignored in its children.
@@ -95,7 +95,7 @@ class Case:
         for p in psutil.process_iter(["pid", "cmdline"]):
             with contextlib.suppress(psutil.Error):
                 cmd = " ".join(p.info["cmdline"] or [])
-                if needle in cmd and "runners" in cmd and "controller.cli" not in cmd:
+                if needle in cmd and "runners" in cmd and "controller.cli.app" not in cmd:
                     found.append(p.info["pid"])
         return found
 
@@ -496,8 +496,8 @@ def eight_concurrent_queries(c: Case) -> Outcome:
 
 def _docker_ready() -> None:
     """Skip unless a daemon answers and the null image is built from the current code."""
-    from controller.catalog import get_image
-    from controller.launchers.docker import unavailable_reason
+    from controller.catalog.images import get_image
+    from controller.launch.docker import unavailable_reason
     from controller.paths import Paths
 
     why = unavailable_reason(get_image("null"), Paths.from_env())
@@ -591,8 +591,8 @@ def hostile_tests() -> int:
 
 
 def main() -> int:
-    from controller.catalog import get_image
-    from controller.envs import LocalEnv
+    from controller.catalog.images import get_image
+    from controller.launch.envs import LocalEnv
     from controller.paths import Paths
 
     home = (REPO / ".bench").resolve()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from controller.catalog import get_image, images
+from controller.catalog.images import get_image, images
 from controller.errors import BenchError
 
 
@@ -124,8 +124,8 @@ def old_code_image(name: str) -> FakeImage:
 
 
 def test_image_from_current_lock_is_not_stale(monkeypatch: pytest.MonkeyPatch, bench: Any) -> None:
-    from controller import images as images_mod
-    from controller.catalog import code_hash
+    from controller.catalog.images import code_hash
+    from controller.launch import build as images_mod
     from controller.paths import Paths
 
     info = get_image("null")
@@ -141,8 +141,8 @@ def test_image_from_current_lock_is_not_stale(monkeypatch: pytest.MonkeyPatch, b
 
 
 def test_image_built_from_older_code_is_stale(monkeypatch: pytest.MonkeyPatch, bench: Any) -> None:
-    from controller import images as images_mod
-    from controller.launchers import docker as docker_mod
+    from controller.launch import build as images_mod
+    from controller.launch import docker as docker_mod
     from controller.paths import Paths
 
     img = old_code_image("null")
@@ -158,7 +158,7 @@ def test_image_built_from_older_code_is_stale(monkeypatch: pytest.MonkeyPatch, b
 
 @pytest.mark.gpu("preflight")
 def test_gpu_host_is_detected_and_cuda_images_pass_preflight() -> None:
-    from controller import planning
+    from controller.run import planning
     from schemas.devices import nvidia_gpu_present
 
     assert nvidia_gpu_present(), "nvidia-smi exists but no /dev/nvidia* device"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from controller import store
+from controller.store import db as store
 
 
 def error_lines(result: Any) -> list[str]:

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from controller import stats, store
+from controller.analysis import stats
+from controller.store import db as store
 
 HERE = socket.gethostname()
 
@@ -208,8 +209,8 @@ def test_two_builds_of_an_image_are_never_pooled(cli: Any, bench: Any, make_resu
     text = cli("compare", "--model", "fake", env={"COLUMNS": "200"}).stdout
     assert "from an earlier build (null 1.0) left out" in text
     # The report draws the same: one point per batch size, the new build's.
-    from controller.figures.data import memory_sql, throughput_sql
-    from controller.figures.selection import Selection
+    from controller.analysis.figures.data import memory_sql, throughput_sql
+    from controller.analysis.figures.selection import Selection
 
     for where in (None, "batch_size <= 4"):
         _, points = store.query(bench.db, throughput_sql(Selection(where=where)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.deaths import describe_exit, describe_memory, likely_cause, oom_kills, signal_of
+from controller.launch.deaths import describe_exit, describe_memory, likely_cause, oom_kills, signal_of
 
 
 def test_signals_from_exit_codes() -> None:

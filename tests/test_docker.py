@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from controller.catalog import get_image
+from controller.catalog.images import get_image
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("null_env")]
 
 
 def built_image(name: str) -> Any | None:
-    from controller.image_identity import client, find_image, stale_reason
+    from controller.launch.identity import client, find_image, stale_reason
 
     info = get_image(name)
     found = find_image(client(timeout=10), info)
@@ -82,7 +82,7 @@ def test_fault_exit_in_docker(cli: Any, bench: Any, fake_model: Path, short_poli
 @pytest.fixture(scope="module")
 def cpu_images() -> dict[str, Any]:
     """The CPU images, built here if missing or stale (a cache hit in CI, which builds them first)."""
-    from controller.images import build
+    from controller.launch.build import build
     from controller.paths import Paths
 
     names = ["tf", "ort", "openvino"]

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from controller.catalog import ImageInfo, get_image
-from controller.image_identity import client, find_image, stale_reason
-from controller.launchers.docker import DockerLauncher
+from controller.catalog.images import ImageInfo, get_image
+from controller.launch.docker import DockerLauncher
+from controller.launch.identity import client, find_image, stale_reason
 from controller.paths import REPO_ROOT, Paths
 from tests.conftest import SHORT_POLICY, Bench, write_fake_model
 
@@ -46,7 +46,7 @@ def docker_client() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def null_image(docker_client: Any) -> Any:
     """The null image, current with the code (built here if missing or stale, as CI builds it first)."""
-    from controller.images import build
+    from controller.launch.build import build
 
     info = get_image("null")
     found = find_image(docker_client, info)
@@ -73,7 +73,7 @@ def remove_all(containers: list[Any]) -> None:
 
 def bench_ctl() -> list[str]:
     script = Path(sys.executable).with_name("bench-ctl")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "controller.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "controller.cli.app"]
 
 
 @pytest.fixture
@@ -200,7 +200,7 @@ def test_oom_in_a_container_is_stored_as_an_error_naming_it(
 ) -> None:
     """Under a 128 MiB limit the runner allocates its outputs (512 samples x 1 MiB each), or
     allocates until stopped (fault=oom): the kernel kills it, and the stored result says so."""
-    from controller import service
+    from controller.run import service
 
     write_fake_model(bench.models / model, name=model, classes=262144 if model == "wide" else 10)
     image = get_image("null")
@@ -225,7 +225,7 @@ def test_oom_in_a_container_is_stored_as_an_error_naming_it(
 
 def test_oom_outcome_is_flagged(bench: Bench, fake_model: Path, docker_client: Any, null_image: Any) -> None:
     """6 MiB: not even the interpreter starts. The outcome says OOM; a plain failure does not."""
-    from controller import service
+    from controller.run import service
 
     image = get_image("null")
     paths = Paths.from_env()
@@ -263,7 +263,7 @@ def dangling_ids(docker_client: Any) -> set[str]:
 def test_builds_leave_no_untagged_images(
     bench: Bench, docker_client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from controller import images as builder
+    from controller.launch import build as builder
 
     base = builder.LOCAL_BASE
     if find_image_ref(docker_client, base) is None:

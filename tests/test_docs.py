@@ -18,7 +18,7 @@ import typer
 import typer.core
 from typer import _click as click  # typer 0.29 vendors click
 
-from controller.cli import app
+from controller.cli.app import app
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]

@@ -10,7 +10,8 @@ import sys
 import time
 from typing import Any
 
-from controller import doctor, store
+from controller import doctor
+from controller.store import db as store
 
 
 def test_a_duty_cycle_shows_as_peaks() -> None:

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from conftest import REPO_BENCH, write_fake_model
 
-from controller import models as model_store
-from controller.catalog import ImageInfo
+from controller.catalog import models as model_store
+from controller.catalog.images import ImageInfo
 from controller.errors import BenchError
-from controller.launchers.base import Launcher, LineSink, ProcessOutcome
+from controller.launch.base import Launcher, LineSink, ProcessOutcome
 from controller.paths import Paths
 from schemas import ModelManifest, RunSpec
 from schemas.manifest import EXPORT_PROGRESS_FILE
@@ -184,7 +184,7 @@ def test_exporter_error_keeps_its_own_message(bench: Any) -> None:
 
 
 def test_export_success_line_shows_peak_memory(cli: Any, bench: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import controller.launchers
+    import controller.launch
 
     paths = Paths.from_env()
     staged = write_fake_model(bench.home / "staged", name="vgg19")
@@ -193,7 +193,7 @@ def test_export_success_line_shows_peak_memory(cli: Any, bench: Any, monkeypatch
         update={"parameters": 143_667_240, "flops_per_sample": 39_263_129_600, "export_peak_mem_mb": 4660.0}
     )
     launcher = PretendExporter(paths, 0, progress={"step": "checking"}, manifest=manifest)
-    monkeypatch.setattr(controller.launchers, "select_launcher", lambda *a, **k: launcher)
+    monkeypatch.setattr(controller.launch, "select_launcher", lambda *a, **k: launcher)
     result = cli("models", "export", "vgg19", "--launcher", "local")
     assert result.exit_code == 0, result.output
     assert "peak memory 4.6 GB" in result.output

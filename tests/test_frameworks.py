@@ -18,7 +18,7 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
-from controller.cli import app
+from controller.cli.app import app
 from schemas import ModelManifest, RunResult
 from schemas.devices import nvidia_gpu_present
 

@@ -1,6 +1,6 @@
 """Every GPU path of the fleet, run for real on an NVIDIA GPU (`make gpu-check` runs these).
 
-Each test is marked `gpu` with the path it verifies; `controller/selftest.py` lists the paths and
+Each test is marked `gpu` with the path it verifies; `gpucheck/check.py` lists the paths and
 says why one cannot run here (the test is then skipped with that reason). Frameworks run through
 the real entrypoint, `python -m runners --spec SPEC --out RESULT`, in the interpreter that has
 them (this one, or the image's local environment), on mobilenetv2 from the model store or from the
@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-from controller import selftest
 from controller.paths import REPO_ROOT
+from gpucheck import check as selftest
 
 if TYPE_CHECKING:
     from schemas import Phase, RunResult
@@ -511,8 +511,8 @@ def test_docker_gpu_device_request_passes_that_gpu_only(record_property: Any) ->
     exactly one GPU inside, the host's GPU 0."""
     import docker
 
-    from controller.image_identity import IMAGE_PREFIX
-    from controller.launchers.docker import DockerLauncher
+    from controller.launch.docker import DockerLauncher
+    from controller.launch.identity import IMAGE_PREFIX
     from controller.paths import Paths
 
     client = docker.from_env(timeout=120)

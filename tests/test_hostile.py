@@ -21,8 +21,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from controller import store
 from controller.paths import REPO_ROOT
+from controller.store import db as store
 from tests.conftest import write_fake_model
 
 EVIL_HOST = "evil\x1b[2J\x1b]0;PWNED\x07"
@@ -48,7 +48,7 @@ def one_error(result: Any, *needles: str) -> str:
 
 def bench_ctl(*args: str, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
     """bench-ctl as a user runs it (a process of its own: what may hang hangs there, not here)."""
-    cmd = [sys.executable, "-m", "controller.cli", *args]
+    cmd = [sys.executable, "-m", "controller.cli.app", *args]
     return subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, **kw)
 
 
@@ -110,7 +110,7 @@ def test_query_csv_to_a_terminal(bench: Any) -> None:
     piped = bench_ctl("query", sql, "-f", "csv")
     assert piped.returncode == 0 and piped.stdout.splitlines() == ["x", "\x1b[2J"], piped
     leader, follower = pty.openpty()
-    cmd = [sys.executable, "-m", "controller.cli", "query", sql, "-f", "csv"]
+    cmd = [sys.executable, "-m", "controller.cli.app", "query", sql, "-f", "csv"]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=follower, stderr=subprocess.PIPE)
     os.close(follower)
     shown = b""
@@ -153,7 +153,7 @@ def test_models_list_with_escape_sequences_in_a_manifest(cli: Callable[..., Any]
 def test_run_summary_with_escape_sequences_in_a_result(make_result: Any, tmp_path: Path) -> None:
     from rich.console import Console
 
-    from controller import render
+    from controller.cli import render
 
     r = make_result(status="error", message="boom\x1b[2J\r\x08forged", framework_version="1\x1b]0;x\x07")
     ok = make_result(host=EVIL_HOST, framework_version="\u202eevil")
@@ -191,7 +191,7 @@ def test_query_into_a_closed_pipe(bench: Any, fmt: str) -> None:
     """`bench-ctl query ... | head -1`: the reader goes away; bench-ctl stops quietly."""
     store.ensure_store(bench.db)
     rows = 10_000 if fmt == "table" else 50_000  # more than a pipe holds, in each format
-    cmd = [sys.executable, "-m", "controller.cli", "query", f"SELECT * FROM range({rows})", "-f", fmt]
+    cmd = [sys.executable, "-m", "controller.cli.app", "query", f"SELECT * FROM range({rows})", "-f", fmt]
     cmd += ["--limit", "0"]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
@@ -298,8 +298,8 @@ def test_server_target_qps_1e_300_and_timeout_1e308(
 def test_slurm_time_of_the_longest_valid_run_is_short() -> None:
     """A run that asks for every limit at once still gets a timeout of at most a week, and Slurm a
     time limit of a few digits."""
-    from controller.launchers.slurm import time_limit_min
-    from controller.planning import default_timeout
+    from controller.launch.slurm import time_limit_min
+    from controller.run.planning import default_timeout
     from schemas import RunSpec
     from schemas.plan import SlurmOptions
 

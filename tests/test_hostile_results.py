@@ -12,13 +12,15 @@ from typing import Any
 
 import pytest
 
-from controller import fleet, service, store
-from controller.catalog import get_image
-from controller.launchers.base import ProcessOutcome
-from controller.launchers.local import LocalLauncher
-from controller.launchers.slurm import JobState
+from controller.catalog.images import get_image
+from controller.launch import fleet
+from controller.launch.base import ProcessOutcome
+from controller.launch.local import LocalLauncher
+from controller.launch.slurm import JobState
 from controller.paths import Paths
-from controller.planning import RunRequest, plan
+from controller.run import service
+from controller.run.planning import RunRequest, plan
+from controller.store import db as store
 from schemas import RunResult, RunSpec
 
 

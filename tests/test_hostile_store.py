@@ -22,9 +22,11 @@ from typing import Any
 import duckdb
 import pytest
 
-from controller import store, storefile, transfer
 from controller.errors import BenchError
 from controller.paths import REPO_ROOT
+from controller.store import db as store
+from controller.store import file as storefile
+from controller.store import transfer
 
 
 @pytest.fixture
@@ -264,4 +266,4 @@ def test_every_duckdb_connection_is_opened_by_one_helper() -> None:
         for p in (REPO_ROOT / folder).rglob("*.py")
         if pattern.search(p.read_text())
     ]
-    assert found == ["controller/storefile.py"], found
+    assert found == ["controller/store/file.py"], found

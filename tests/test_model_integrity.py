@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from controller import models as model_store
+from controller.catalog import models as model_store
 from controller.errors import BenchError
 from controller.paths import Paths
 

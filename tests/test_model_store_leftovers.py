@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from controller import models as model_store
+from controller.catalog import models as model_store
 from controller.paths import REPO_ROOT, Paths
 
 LEFTOVER = ".goodnet.k3x9q0ab"
@@ -116,7 +116,7 @@ def test_models_add_of_a_folder_or_fifo_says_what_it_is(cli: Any, bench: Any, tm
 @pytest.mark.parametrize("kind", ["folder", "fifo"])
 def test_add_refuses_non_files_without_a_cli(bench: Any, tmp_path: Path, kind: str) -> None:
     from controller.errors import BenchError
-    from controller.launchers.local import LocalLauncher
+    from controller.launch.local import LocalLauncher
 
     path = tmp_path / "x"
     path.mkdir() if kind == "folder" else os.mkfifo(path)

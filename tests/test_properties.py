@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from controller import ingestion, planning
+from controller.run import planning
+from controller.store import ingest as ingestion
 from runners import harness
 from schemas import MeasurementPolicy
 from tests.conftest import result_factory, write_fake_model

@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from controller import store, storefile
 from controller.errors import BenchError
 from controller.paths import REPO_ROOT
+from controller.store import db as store
+from controller.store import file as storefile
 
 
 def _fill(db: Path, make_result: Any) -> None:
@@ -141,7 +142,7 @@ def test_concurrent_queries_all_answer(bench: Any, make_result: Any) -> None:
             [
                 sys.executable,
                 "-m",
-                "controller.cli",
+                "controller.cli.app",
                 "query",
                 "SELECT count(*) AS n FROM results",
                 "-f",
@@ -222,7 +223,7 @@ def _start_query(
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "controller.cli", command, *args],
+        [sys.executable, "-m", "controller.cli.app", command, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -328,7 +329,7 @@ def test_limit_is_applied_in_the_database(bench: Any, make_result: Any, tmp_path
     out = tmp_path / "out.csv"
     with out.open("w") as stdout:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "query", HUGE, "--limit", "5", "-f", "csv"],
+            [sys.executable, "-m", "controller.cli.app", "query", HUGE, "--limit", "5", "-f", "csv"],
             stdout=stdout,
             stderr=subprocess.DEVNULL,
             cwd=REPO_ROOT,

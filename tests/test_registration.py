@@ -9,7 +9,7 @@ import subprocess
 import sys
 from typing import ClassVar, Literal
 
-from controller.catalog import images
+from controller.catalog.images import images
 from runners.base import Runner
 from runners.registry import runner_class
 from schemas import RunSpec

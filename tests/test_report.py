@@ -39,7 +39,7 @@ def null_store(tmp_path_factory: pytest.TempPathFactory, session_home: Path, nul
     and a server sweep of two rates with a latency bound."""
     from typer.testing import CliRunner
 
-    from controller.cli import app
+    from controller.cli.app import app
 
     root = tmp_path_factory.mktemp("report")
     home = root / "home"
@@ -204,7 +204,7 @@ def test_report_refuses_a_where_that_is_not_a_read_condition(
 
 
 def test_report_of_an_empty_store_says_so(cli: Any, bench: Any, tmp_path: Path) -> None:
-    from controller import store
+    from controller.store import db as store
 
     store.ensure_store(bench.db)
     out = tmp_path / "report"
@@ -261,7 +261,7 @@ def test_report_replaces_an_earlier_report_and_nothing_else(
 def test_a_failure_while_drawing_leaves_nothing(
     cli: Any, null_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from controller.figures import plots
+    from controller.analysis.figures import plots
 
     out = tmp_path / "report"
     assert report(cli, null_store, out).exit_code == 0
@@ -279,7 +279,7 @@ def test_a_failure_while_drawing_leaves_nothing(
 
 def test_unfair_pairs_and_power_laws_on_synthetic_results(cli: Any, bench: Any, tmp_path: Path) -> None:
     from benchmarks.synthetic import synthetic_results
-    from controller import store
+    from controller.store import db as store
 
     with store.connect(bench.db) as con:
         store.ingest_many(con, [(r, None) for r in synthetic_results(800, seed=2)])
@@ -302,7 +302,7 @@ def test_unfair_pairs_and_power_laws_on_synthetic_results(cli: Any, bench: Any, 
 
 
 def test_power_law_recovers_a_known_exponent() -> None:
-    from controller.figures.plots import power_law
+    from controller.analysis.figures.plots import power_law
 
     t = [10.0, 40.0, 160.0, 640.0]
     fit = power_law(t, [5.0 * x**-0.7 for x in t])
@@ -323,6 +323,6 @@ def test_power_law_recovers_a_known_exponent() -> None:
     ],
 )
 def test_failure_reasons(status: str, message: str, reason: str) -> None:
-    from controller.figures.plots import failure_reason
+    from controller.analysis.figures.plots import failure_reason
 
     assert failure_reason(status, message) == reason

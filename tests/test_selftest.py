@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from controller import selftest
-from controller.selftest import Outcome
+from gpucheck import check as selftest
+from gpucheck.check import Outcome
 
 
 def test_every_path_has_a_gpu_test_and_a_reason_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from controller.errors import BenchError
-from controller.launchers.slurm import JobState, batch_script, parse_sacct, parse_squeue
+from controller.launch.slurm import JobState, batch_script, parse_sacct, parse_squeue
 from schemas import MeasurementPolicy, RunSpec
 from schemas.plan import SlurmOptions
 
@@ -49,7 +49,11 @@ def test_gpu_batch_script_asks_for_a_gpu(tmp_path: Path) -> None:
     assert "#SBATCH --cpus-per-task=8" in lines and "#SBATCH --mem=32000M" in lines
     assert "#SBATCH --time=25" in lines  # (1200 s + 300 s margin) / 60
     assert {"#SBATCH --partition=gpu", "#SBATCH --account=proj1", "#SBATCH --constraint=h100"} <= set(lines)
-    assert lines[-1].startswith("exec ") and "controller.node" in lines[-1] and "--timeout 1200" in lines[-1]
+    assert (
+        lines[-1].startswith("exec ")
+        and "controller.launch.node" in lines[-1]
+        and "--timeout 1200" in lines[-1]
+    )
     assert "--launcher auto" in lines[-1]  # the node picks Docker where it has the image
     cpu = batch_script(_spec("cpu"), tmp_path / "run", tmp_path, SlurmOptions(time_limit_min=3), 1200)
     assert "--gres" not in cpu and "#SBATCH --exclusive" in cpu and "#SBATCH --mem=0" in cpu
@@ -79,9 +83,9 @@ def test_slurm_states_parse_and_map() -> None:
 def test_node_maps_the_allocated_gpu_for_docker(monkeypatch: Any, tmp_path: Path) -> None:
     """Slurm gives a job GPU 3 as CUDA_VISIBLE_DEVICES=3: Docker must be asked for GPU 3, while a
     local runner keeps cuda:0 (CUDA numbers the visible GPUs from 0)."""
-    from controller.catalog import get_image
-    from controller.launchers.local import LocalLauncher
-    from controller.node import allocated_gpu, for_launcher
+    from controller.catalog.images import get_image
+    from controller.launch.local import LocalLauncher
+    from controller.launch.node import allocated_gpu, for_launcher
     from controller.paths import Paths
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
@@ -106,7 +110,8 @@ def test_sweep_slurm_flags_need_the_slurm_launcher(cli: Any) -> None:
 def test_a_commands_summary_compares_the_hosts_its_runs_landed_on(bench: Any, make_result: Any) -> None:
     """Runs made on Slurm nodes are not this host's: the summary after `run` shows their hosts,
     side by side when they landed on several."""
-    from controller import service, store
+    from controller.run import service
+    from controller.store import db as store
 
     one = [make_result(host="node-a", repetition=i) for i in (1, 2)]
     two = [*one, make_result(host="node-b", repetition=3)]

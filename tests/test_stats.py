@@ -1,4 +1,4 @@
-"""controller.stats against known truths: textbook values, brute-force enumeration, and seeded
+"""controller.analysis.stats against known truths: textbook values, brute-force enumeration, and seeded
 simulations (A/A false positives, A/B detection, interval coverage), plus property tests."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 from scipy.signal import lfilter
 
-from controller.stats import (
+from controller.analysis.stats import (
     Interval,
     batch_means_ci,
     cv,
@@ -388,8 +388,8 @@ def test_a_verdict_is_never_printed_with_an_interval_that_includes_1(
 ) -> None:
     """Whatever the samples, a faster or slower verdict comes with an interval that excludes 1, as
     computed and as printed (message and table text)."""
-    from controller.comparison import verdict_cell
-    from controller.render import _verdict_text
+    from controller.analysis.comparison import verdict_cell
+    from controller.cli.render import _verdict_text
 
     candidate = [x * shift for x in a]
     v = verdict(candidate, b, higher_is_better)
@@ -426,7 +426,7 @@ def test_widest_interval_and_the_target_ci_rule() -> None:
     """The rule that adds repetitions for policy.target_ci, on textbook numbers: 100, 102, 98 has
     sd 2, so the half-width is t(2) * 2 / sqrt(3) = 4.97 % of the mean; the widest batch size
     decides; one run falls back to its own interval; none at all is infinitely wide."""
-    from controller.service import needs_more_runs, widest_interval
+    from controller.run.service import needs_more_runs, widest_interval
     from schemas import MeasurementPolicy
 
     three = [(1, 100.0, None), (1, 102.0, None), (1, 98.0, None)]

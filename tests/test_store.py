@@ -9,8 +9,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from controller import store
 from controller.errors import BenchError
+from controller.store import db as store
 from schemas import GpuTelemetry
 
 RESULTS_COLUMNS = [

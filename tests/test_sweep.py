@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from controller import hosts, planning, plans
-from controller.launchers.local import LocalLauncher
+from controller.catalog import hosts
+from controller.launch.local import LocalLauncher
 from controller.paths import Paths
+from controller.run import planning, plans
 
 pytestmark = pytest.mark.usefixtures("null_env")
 
@@ -198,7 +199,7 @@ batch_sizes = [1]
 sweep = { work_us = [0, 10, 20, 30] }
 """
     path = write_plan(tmp_path, body, repetitions=1)
-    cmd = [sys.executable, "-m", "controller.cli", "sweep", str(path), "--launcher", "local"]
+    cmd = [sys.executable, "-m", "controller.cli.app", "sweep", str(path), "--launcher", "local"]
     env = {**os.environ, "BENCH_HOME": str(bench.home), "BENCH_DB": str(bench.db)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -234,7 +235,7 @@ batch_sizes = [1]
 sweep = { work_us = [0, 10, 20] }
 """
     path = write_plan(tmp_path, body, repetitions=2)
-    cmd = [sys.executable, "-m", "controller.cli", "sweep", str(path), "--launcher", "local"]
+    cmd = [sys.executable, "-m", "controller.cli.app", "sweep", str(path), "--launcher", "local"]
     env = {**os.environ, "BENCH_HOME": str(bench.home), "BENCH_DB": str(bench.db)}
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)
@@ -403,7 +404,7 @@ def test_rerun_group_keeps_each_configurations_count(
 
 
 def test_rerun_bad_input(cli: Any, bench: Any, make_result: Any, tmp_path: Path) -> None:
-    from controller import store
+    from controller.store import db as store
 
     store.ensure_store(bench.db)
     for args, message in [

@@ -49,7 +49,7 @@ def test_every_thread_option_defaults_to_the_cores_given(framework: str) -> None
 
 
 def test_docker_gives_every_run_the_controllers_cores() -> None:
-    from controller.launchers.docker import DockerLauncher
+    from controller.launch.docker import DockerLauncher
     from controller.paths import Paths
 
     launcher = DockerLauncher(Paths.from_env(), docker_client=None)

@@ -13,8 +13,9 @@ from typing import Any
 import duckdb
 import pytest
 
-from controller import store, transfer
 from controller.paths import REPO_ROOT
+from controller.store import db as store
+from controller.store import transfer
 
 FINGERPRINT_SQL = {
     "runs": "SELECT count(*), sum(hash(r)) FROM (SELECT * EXCLUDE (ingested_at) FROM runs) r",
@@ -251,7 +252,7 @@ def test_import_refuses_a_fifo_at_once(
     os.mkfifo(export / name)
     fresh = tmp_path / "fresh.duckdb"
     done = subprocess.run(
-        [sys.executable, "-m", "controller.cli", "import", str(export), "--db", str(fresh)],
+        [sys.executable, "-m", "controller.cli.app", "import", str(export), "--db", str(fresh)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,0 +1,372 @@
+"""What each figure of the report reads: its SQL (printed beside the figure) and its typed rows.
+
+Throughput comes from the `summary` view (the groups and intervals `compare` uses); with --where,
+the view's SELECT over the selected results alone, so an interval never includes a run the
+selection left out. Everything else reads `results` (or `runs` for the per-run phase timings).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+import duckdb
+
+from controller.analysis.figures.selection import Selection
+from controller.store import db as store
+
+
+@dataclass(frozen=True)
+class Line:
+    """What a line of a figure stands for: a configuration on a host."""
+
+    model: str
+    image: str
+    variant: str
+    host: str
+
+    def label(self, with_host: bool) -> str:
+        text = self.image + (f" [{self.variant}]" if self.variant else "")
+        return f"{text} @ {self.host}" if with_host else text
+
+
+@dataclass(frozen=True)
+class ThroughputPoint:
+    model: str
+    image: str
+    variant: str
+    host: str
+    batch_size: int
+    repetitions: int
+    throughput_sps: float
+    ci_low: float | None
+    ci_high: float | None
+    ci_method: str
+    precision: str | None
+    noisy: bool | None
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    model: str
+    image: str
+    variant: str
+    host: str
+    run_id: str
+    status: str
+    message: str
+    measured: list[int]
+
+
+@dataclass(frozen=True)
+class MemoryPoint:
+    model: str
+    image: str
+    variant: str
+    host: str
+    batch_size: int
+    runs: int
+    host_mem_mb: float | None
+    device_mem_mb: float | None
+
+
+@dataclass(frozen=True)
+class EnergyPoint:
+    model: str
+    image: str
+    variant: str
+    host: str
+    gpu: str
+    batch_size: int
+    runs: int
+    throughput_sps: float
+    energy_j_per_4096: float
+
+
+@dataclass(frozen=True)
+class LoadPhases:
+    model: str
+    image: str
+    variant: str
+    host: str
+    warm: bool
+    runs: int
+    import_s: float
+    model_read_s: float
+    compile_s: float
+    first_inference_s: float
+
+
+@dataclass(frozen=True)
+class ServerPoint:
+    model: str
+    image: str
+    variant: str
+    host: str
+    run_id: str
+    target_qps: float | None
+    achieved_qps: float
+    latency_p99_ms: float
+    valid: bool | None
+    invalid_reason: str | None
+    latency_bound_ms: float | None
+    noisy: bool | None
+
+
+@dataclass(frozen=True)
+class AccuracyRow:
+    model: str
+    image: str
+    variant: str
+    host: str
+    framework: str
+    precision: str | None
+    reference: str | None
+    runs: int
+    max_abs_err: float | None
+    rel_err: float | None
+    top1_agreement: float | None
+    top5_agreement: float | None
+
+
+@dataclass(frozen=True)
+class HostRow:
+    host: str
+    cpu_model: str | None
+    cpu_count: int | None
+    memory_total_mb: float | None
+    os: str | None
+    python: str | None
+    gpus: str
+    runs: int
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    host: str
+    image: str
+    framework: str
+    framework_version: str | None
+    launcher: str | None
+    image_digest: str | None
+    lock_hash: str | None
+    runs: int
+
+
+@dataclass(frozen=True)
+class Query:
+    """One figure's SQL, as printed beside it (runs as it is in `bench-ctl query`)."""
+
+    name: str
+    sql: str
+
+
+def _key(prefix: str = "") -> str:
+    """The columns that name a line; results older than variants (or hosts) read as ''."""
+    return (
+        f"{prefix}model, {prefix}image, coalesce({prefix}variant, '') AS variant, "
+        f"coalesce({prefix}host, '') AS host"
+    )
+
+
+def newest_build(when: str) -> str:
+    """A QUALIFY clause keeping, per configuration (host, image, options, device, model, scenario),
+    the rows of the newest build of the image that measured it (its lock hash), by `when`: runs of
+    two builds are never drawn as one line, as `compare` never pools them."""
+    return (
+        "QUALIFY coalesce(lock_hash, '') = arg_max(coalesce(lock_hash, ''), "
+        f"{when})\n        OVER (PARTITION BY host, image, variant, device, model, scenario)"
+    )
+
+
+def _selected(selection: Selection) -> str:
+    """The selected rows of `results`, of the newest build of each configuration, as a CTE named
+    `selected`."""
+    condition = selection.condition()
+    where = "" if condition == "true" else f"\n    WHERE {condition}"
+    return f"WITH selected AS (\n    SELECT * FROM results{where}\n    {newest_build('started_at')}\n)\n"
+
+
+def _selected_runs(selection: Selection) -> str:
+    """The selection as a condition on `runs` ('true': every run)."""
+    condition = selection.condition()
+    return "true" if condition == "true" else f"run_id IN (SELECT run_id FROM results WHERE {condition})"
+
+
+def throughput_sql(selection: Selection) -> str:
+    head = ""
+    if selection.where:
+        inner = store.summary_select(selection.where).strip().replace("\n", "\n    ")
+        head = f"WITH summary AS (\n    {inner}\n)\n"
+    return (
+        head + f"SELECT {_key()}, batch_size, repetitions, throughput_sps,\n"
+        "       throughput_ci_low, throughput_ci_high, ci_method, precision, noisy\n"
+        f"FROM summary\nWHERE scenario = 'offline' AND {selection.condition(with_where=False)}\n"
+        f"{newest_build('last_run_at')}\n"
+        "ORDER BY model, image, variant, host, batch_size"
+    )
+
+
+def failed_sql(selection: Selection) -> str:
+    return (
+        _selected(selection) + f"SELECT {_key()}, run_id, status, coalesce(message, status),\n"
+        "       coalesce(list(batch_size ORDER BY batch_size) FILTER (WHERE batch_size IS NOT NULL), [])\n"
+        "FROM selected\nWHERE status <> 'ok' AND scenario = 'offline'\n"
+        "GROUP BY model, image, variant, host, run_id, status, message\n"
+        "ORDER BY model, image, variant, host, run_id"
+    )
+
+
+def memory_sql(selection: Selection) -> str:
+    return (
+        _selected(selection) + f"SELECT {_key()}, batch_size, count(*) AS runs,\n"
+        "       avg(peak_host_mem_mb) AS host_mem_mb, avg(peak_device_mem_mb) AS device_mem_mb\n"
+        "FROM selected\n"
+        "WHERE status = 'ok' AND scenario = 'offline' AND ensemble_members IS NOT NULL\n"
+        "GROUP BY model, image, variant, host, batch_size\n"
+        "ORDER BY model, image, variant, host, batch_size"
+    )
+
+
+def energy_sql(selection: Selection) -> str:
+    return (
+        _selected(selection) + f"SELECT {_key('s.')},\n"
+        "       coalesce(json_extract_string(m.gpu, '$.name'), s.device) AS gpu, s.batch_size,\n"
+        "       count(*) AS runs, avg(s.throughput_sps) AS throughput_sps,\n"
+        "       avg(s.energy_j_per_4096) AS energy_j_per_4096\n"
+        "FROM selected s JOIN measurements m ON m.run_id = s.run_id AND m.batch_size = s.batch_size\n"
+        "WHERE s.status = 'ok' AND s.energy_j_per_4096 IS NOT NULL\n"
+        "GROUP BY ALL\nORDER BY ALL"
+    )
+
+
+def load_sql(selection: Selection) -> str:
+    return (
+        f"SELECT {_key()}, coalesce(compile_cache_hit, false) AS warm, count(*) AS runs,\n"
+        "       avg(import_s), avg(model_read_s), avg(compile_s), avg(first_inference_s)\n"
+        f"FROM runs\nWHERE status = 'ok' AND import_s IS NOT NULL\n  AND {_selected_runs(selection)}\n"
+        "GROUP BY ALL\nORDER BY model, image, variant, host, warm"
+    )
+
+
+def server_sql(selection: Selection) -> str:
+    return (
+        _selected(selection) + f"SELECT {_key()}, run_id, target_qps, achieved_qps,\n"
+        "       latency_p99_ms, valid, invalid_reason,\n"
+        "       CAST(json_extract(scenario_options, '$.latency_bound_ms') AS DOUBLE) AS latency_bound_ms,\n"
+        "       noisy\n"
+        "FROM selected\n"
+        "WHERE status = 'ok' AND scenario = 'server' AND achieved_qps IS NOT NULL\n"
+        "ORDER BY model, image, variant, host, achieved_qps"
+    )
+
+
+def accuracy_sql(selection: Selection) -> str:
+    return (
+        f"SELECT {_key()}, framework, string_agg(DISTINCT precision, ',') AS precision,\n"
+        "       any_value(accuracy_reference) AS reference, count(*) AS runs,\n"
+        "       max(max_abs_err), max(rel_err), min(top1_agreement), min(top5_agreement)\n"
+        f"FROM runs\nWHERE status = 'ok' AND {_selected_runs(selection)}\n"
+        "GROUP BY model, image, variant, host, framework\nORDER BY model, image, variant, host"
+    )
+
+
+def hosts_sql(selection: Selection) -> str:
+    return (
+        "SELECT coalesce(host, '') AS host, any_value(cpu_model),\n"
+        "       max(CAST(json_extract(fingerprint, '$.cpu_count') AS INTEGER)),\n"
+        "       max(CAST(json_extract(fingerprint, '$.memory_total_mb') AS DOUBLE)),\n"
+        "       string_agg(DISTINCT json_extract_string(fingerprint, '$.os'), '; '),\n"
+        "       string_agg(DISTINCT json_extract_string(fingerprint, '$.python'), '; '),\n"
+        "       string_agg(DISTINCT CAST(json_extract(fingerprint, '$.gpus') AS VARCHAR), ';'),\n"
+        "       count(*) AS runs\n"
+        f"FROM runs\nWHERE {_selected_runs(selection)}\nGROUP BY host ORDER BY host"
+    )
+
+
+def images_sql(selection: Selection) -> str:
+    return (
+        "SELECT coalesce(host, '') AS host, image, framework, framework_version, launcher, image_digest,\n"
+        "       lock_hash, count(*) AS runs\n"
+        f"FROM runs\nWHERE {_selected_runs(selection)}\nGROUP BY ALL ORDER BY ALL"
+    )
+
+
+T = TypeVar("T")
+
+
+def _typed(con: duckdb.DuckDBPyConnection, sql: str, cls: type[T]) -> list[T]:
+    _, rows = store.fetch(con, sql)
+    width = len(fields(cls))  # type: ignore[arg-type]
+    assert all(len(r) == width for r in rows), f"{cls.__name__}: the SQL gives {len(rows[0])} columns"
+    return [cls(*r) for r in rows]
+
+
+def _gpus(text: str) -> str:
+    """GPU names with driver and CUDA, from the fingerprints' `gpus` lists."""
+    seen: list[str] = []
+    for chunk in text.split(";"):
+        try:
+            gpus: Any = json.loads(chunk) if chunk.strip() else []
+        except json.JSONDecodeError:
+            continue
+        for g in gpus if isinstance(gpus, list) else []:
+            if not isinstance(g, dict):
+                continue
+            extra = ", ".join(f"{k} {v}" for k, v in g.items() if k not in ("name", "index") and v)
+            item = f"{g.get('name', '?')}" + (f" ({extra})" if extra else "")
+            if item not in seen:
+                seen.append(item)
+    return "; ".join(seen) or "none"
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything the report draws, read in one read-only session of the store."""
+
+    selection: Selection
+    runs: int
+    queries: dict[str, Query]
+    throughput: list[ThroughputPoint]
+    failed: list[FailedRun]
+    memory: list[MemoryPoint]
+    energy: list[EnergyPoint]
+    load: list[LoadPhases]
+    server: list[ServerPoint]
+    accuracy: list[AccuracyRow]
+    hosts: list[HostRow]
+    images: list[ImageRow]
+
+
+def read_all(con: duckdb.DuckDBPyConnection, selection: Selection, runs: int) -> ReportData:
+    """Run every figure's SQL on a `store.reader` connection."""
+    sql = {
+        "throughput": throughput_sql(selection),
+        "failed": failed_sql(selection),
+        "memory": memory_sql(selection),
+        "energy": energy_sql(selection),
+        "load": load_sql(selection),
+        "server": server_sql(selection),
+        "accuracy": accuracy_sql(selection),
+        "hosts": hosts_sql(selection),
+        "images": images_sql(selection),
+    }
+    hosts = [
+        HostRow(*r[:6], gpus=_gpus(str(r[6] or "")), runs=r[7])  # type: ignore[misc]
+        for r in store.fetch(con, sql["hosts"])[1]
+    ]
+    return ReportData(
+        selection=selection,
+        runs=runs,
+        queries={k: Query(k, v) for k, v in sql.items()},
+        throughput=_typed(con, sql["throughput"], ThroughputPoint),
+        failed=_typed(con, sql["failed"], FailedRun),
+        memory=_typed(con, sql["memory"], MemoryPoint),
+        energy=_typed(con, sql["energy"], EnergyPoint),
+        load=_typed(con, sql["load"], LoadPhases),
+        server=_typed(con, sql["server"], ServerPoint),
+        accuracy=_typed(con, sql["accuracy"], AccuracyRow),
+        hosts=hosts,
+        images=_typed(con, sql["images"], ImageRow),
+    )

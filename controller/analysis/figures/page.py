@@ -1,0 +1,302 @@
+"""The report's `index.html`: static, self-contained (no CDN, no server), readable without script.
+
+Every figure is an <img> of its PNG (linking to the SVG), followed by what the figure leaves out
+(failed runs and why, unfair precision pairs), the SQL that produced it and its numbers with the
+runs each point rests on. The one inline script only records, on the <body>, whether every image
+loaded and whether any script error happened: what the browser check reads.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import fields
+from datetime import UTC, datetime
+from typing import Any
+
+from controller.analysis.figures.data import FailedRun, Line, Query, ReportData
+from controller.analysis.figures.plots import Drawn, failure_reason, precisions, unfair
+
+GENERATOR = "bench-ctl report"
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1700px; padding: 0 1em;
+       color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+th, td { border: 1px solid #ddd; padding: 2px 6px; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+pre { background: #f7f7f7; border: 1px solid #ddd; padding: 0.6em; overflow-x: auto; font-size: 0.85em;
+      user-select: all; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; }
+.empty { color: #666; font-style: italic; } .unfair { color: #b00000; } .meta { color: #555; }
+details { margin: 0.4em 0; } summary { cursor: pointer; }
+"""
+
+# Records on <body> whether every image decoded and whether a script error happened.
+CHECK_SCRIPT = """
+(function () {
+  var errors = [];
+  window.addEventListener("error", function (e) {
+    if (e instanceof ErrorEvent) { errors.push(String(e.message)); }
+  }, true);
+  window.addEventListener("load", function () {
+    var images = Array.prototype.slice.call(document.images);
+    var broken = images.filter(function (i) { return !(i.complete && i.naturalWidth > 0); });
+    var body = document.body;
+    body.setAttribute("data-images", String(images.length));
+    body.setAttribute("data-broken", broken.map(function (i) { return i.getAttribute("src"); }).join(" "));
+    body.setAttribute("data-script-errors", errors.join(" | "));
+    body.setAttribute("data-check", broken.length === 0 && errors.length === 0 ? "ok" : "failed");
+  });
+})();
+"""
+
+
+def esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[int] = ()) -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "\n".join(
+        "<tr>"
+        + "".join(f"<td{' class=num' if i in numeric else ''}>{esc(v)}</td>" for i, v in enumerate(row))
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>"
+
+
+def sql_block(query: Query) -> str:
+    return (
+        f"<details><summary>SQL ({esc(query.name)}): runs as it is in <code>bench-ctl query</code></summary>"
+        f"<pre>{esc(query.sql)}</pre></details>"
+    )
+
+
+def image(drawn: Drawn, alt: str) -> str:
+    return (
+        f'<figure><a href="{esc(drawn.svg)}"><img src="{esc(drawn.png)}" alt="{esc(alt)}" '
+        f'width="{drawn.width}" height="{drawn.height}"></a>'
+        f'<figcaption class="meta">PNG; <a href="{esc(drawn.svg)}">SVG</a></figcaption></figure>'
+    )
+
+
+def notes(drawn: Drawn | None) -> str:
+    if drawn is None or not drawn.notes:
+        return ""
+    return "<ul>" + "".join(f'<li class="unfair">{esc(n)}</li>' for n in drawn.notes) + "</ul>"
+
+
+def data_block(title: str, content: str) -> str:
+    return f"<details><summary>{esc(title)}</summary>{content}</details>"
+
+
+def rows_table(rows: Sequence[Any]) -> str:
+    """Typed rows (dataclasses) as a table, one column per field."""
+    if not rows:
+        return '<p class="empty">None.</p>'
+    names = [f.name for f in fields(rows[0])]
+    cells = [[_cell(getattr(r, n)) for n in names] for r in rows]
+    numeric = [i for i, n in enumerate(names) if isinstance(getattr(rows[0], n), int | float)]
+    return table(names, cells, numeric)
+
+
+def numbers(title: str, rows: Sequence[Any]) -> str:
+    """A figure's rows, folded (the runs each point rests on among them)."""
+    return data_block(f"{title} ({len(rows)} rows)", rows_table(rows)) if rows else ""
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 100 else f"{value:,.1f}"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _failures(failed: list[FailedRun]) -> str:
+    if not failed:
+        return "<p>No offline run failed.</p>"
+    counts = Counter(
+        (
+            f.model,
+            f.image,
+            f.variant,
+            f.host,
+            f.status,
+            failure_reason(f.status, f.message),
+            _first(f.message),
+        )
+        for f in failed
+    )
+    rows = [(*key, n) for key, n in sorted(counts.items())]
+    return data_block(
+        f"Missing points: {len(failed)} failed run(s), and why",
+        table(["model", "image", "variant", "host", "status", "reason", "message", "runs"], rows, [7]),
+    )
+
+
+def _first(message: str) -> str:
+    return (message.strip().splitlines() or [""])[0]
+
+
+def section(anchor: str, title: str, intro: str, body: str, queries: Sequence[Query]) -> str:
+    return (
+        f'<section id="{anchor}"><h2>{esc(title)}</h2><p>{intro}</p>{body}'
+        + "".join(sql_block(q) for q in queries)
+        + "</section>"
+    )
+
+
+def figure(drawn: Drawn | None, alt: str, empty: str) -> str:
+    """The figure with its notes, or why there is none."""
+    if drawn is None:
+        return f'<p class="empty">{empty}</p>'
+    return image(drawn, alt) + notes(drawn)
+
+
+INTRO = {
+    "a": "Mean over repetitions with its 95 % Student-t interval (error bars) where a configuration ran "
+    "more than once (n: runs per point), from the <code>summary</code> view; a panel per model and "
+    "host. An x at the foot of a panel is a point missing because its run failed, with the reason. "
+    "A dashed line computed in another precision than the fp32 lines beside it: not a fair pair.",
+    "b": "Peak host (RSS) and device memory of each ensemble against batch size, mean over runs.",
+    "c": "GPU energy for D = 4096 predictions against throughput, log-log, with a power law "
+    "E = c T<sup>k</sup> fitted per device (least squares on the logarithms).",
+    "d": "Import, model read, compile/optimize and first inference, stacked; cold (the compile cache "
+    "missed or was not used) beside warm (it hit). Mean over runs.",
+    "e": "p99 latency against the achieved rate; each point is one run; the dashed line is the run's "
+    "<code>server.latency_bound_ms</code>; hollow points are INVALID.",
+    "f": "Outputs on the reference batch against the reference (TensorFlow fp32 for exported models), "
+    "and the precision each framework really computed in (worst run of each configuration).",
+}
+EMPTY = {
+    "a": "No offline results.",
+    "b": "No ensemble results: <code>bench-ctl run --model resnet50,densenet201 --ensemble</code>.",
+    "c": "No energy readings: energy is measured on NVIDIA GPUs (NVML), e.g. <code>--gpu 0</code>.",
+    "d": "No load timings.",
+    "e": "No server runs: <code>bench-ctl run ... --scenario server --sweep server.target_qps=50,100</code>.",
+}
+
+
+def render(data: ReportData, figures: dict[str, Drawn | None], db: str) -> str:
+    """The whole page."""
+    q = data.queries
+    sections = [
+        section(
+            "a",
+            "A. Throughput against batch size",
+            INTRO["a"],
+            figure(figures["a"], "throughput against batch size", EMPTY["a"])
+            + _failures(data.failed)
+            + numbers("Numbers", data.throughput),
+            [q["throughput"], q["failed"]],
+        ),
+        section(
+            "b",
+            "B. Memory of the ensembles",
+            INTRO["b"],
+            figure(figures["b"], "peak memory of ensembles", EMPTY["b"]) + numbers("Numbers", data.memory),
+            [q["memory"]],
+        ),
+        section(
+            "c",
+            "C. Energy per 4096 predictions",
+            INTRO["c"],
+            figure(figures["c"], "energy against throughput", EMPTY["c"]) + numbers("Numbers", data.energy),
+            [q["energy"]],
+        ),
+        section(
+            "d",
+            "D. Load time",
+            INTRO["d"],
+            figure(figures["d"], "load time by phase", EMPTY["d"]) + numbers("Numbers", data.load),
+            [q["load"]],
+        ),
+        section(
+            "e",
+            "E. Server scenario",
+            INTRO["e"],
+            figure(figures["e"], "server p99 latency against rate", EMPTY["e"])
+            + numbers("Numbers", data.server),
+            [q["server"]],
+        ),
+        section("f", "F. Accuracy and precision", INTRO["f"], _accuracy(data), [q["accuracy"]]),
+        section(
+            "environment",
+            "Hosts, fingerprints and images",
+            "Where and with what the results were measured.",
+            _environment(data),
+            [q["hosts"], q["images"]],
+        ),
+    ]
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    nav = " · ".join(
+        f'<a href="#{a}">{esc(n)}</a>'
+        for a, n in [
+            ("a", "A throughput"),
+            ("b", "B memory"),
+            ("c", "C energy"),
+            ("d", "D load time"),
+            ("e", "E server"),
+            ("f", "F accuracy"),
+            ("environment", "hosts"),
+        ]
+    )
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="generator" content="{GENERATOR}">'
+        "<title>inference-bench report</title>"
+        f"<style>{STYLE}</style><script>{CHECK_SCRIPT}</script></head>\n"
+        '<body data-check="pending">\n'
+        "<h1>inference-bench report</h1>"
+        f'<p class="meta">Generated {esc(generated)} from <code>{esc(db)}</code>: {data.runs} run(s), '
+        f"{len(data.hosts)} host(s). Selection: {esc(data.selection.describe())}.</p>"
+        f"<nav>{nav}</nav>\n" + "\n".join(sections) + "\n</body></html>\n"
+    )
+
+
+def _accuracy(data: ReportData) -> str:
+    """F: a row per configuration; one computed in another precision than fp32 configurations of the
+    same model and host is marked, as in figure A."""
+    if not data.accuracy:
+        return '<p class="empty">No run checked its outputs.</p>'
+    used = {Line(r.model, r.image, r.variant, r.host): precisions([r.precision]) for r in data.accuracy}
+    marked: dict[Line, str] = {}
+    for key in {(line.model, line.host) for line in used}:
+        marked.update(unfair({line: ps for line, ps in used.items() if (line.model, line.host) == key}))
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            *("model", "image", "variant", "host", "framework", "precision used", "reference", "runs"),
+            *("max abs err", "rel err", "top-1 agreement", "top-5 agreement"),
+        )
+    )
+    rows = []
+    for r in data.accuracy:
+        line = Line(r.model, r.image, r.variant, r.host)
+        flag = f" ({marked[line]} beside fp32: unfair)" if line in marked else ""
+        cells = [r.model, r.image, r.variant, r.host, r.framework, f"{r.precision or ''}{flag}", r.reference]
+        measured = [r.runs, r.max_abs_err, r.rel_err, r.top1_agreement, r.top5_agreement]
+        rows.append(
+            f"<tr{' class=unfair' if flag else ''}>"
+            + "".join(f"<td>{esc(c)}</td>" for c in cells)
+            + "".join(f"<td class=num>{esc(_cell(v))}</td>" for v in measured)
+            + "</tr>"
+        )
+    note = "<p>Error and agreement are of the worst run of each configuration.</p>"
+    return note + f"<table><thead><tr>{head}</tr></thead><tbody>" + "\n".join(rows) + "</tbody></table>"
+
+
+def _environment(data: ReportData) -> str:
+    return (
+        "<h3>Hosts</h3>"
+        + rows_table(data.hosts)
+        + "<h3>Images and environments</h3>"
+        + rows_table(data.images)
+    )

@@ -1,0 +1,5 @@
+"""`python -m controller.cli`: the same as `bench-ctl`."""
+
+from controller.cli.app import main
+
+main()

@@ -1,0 +1,116 @@
+"""Co-located ensembles as separate processes (local) or containers (Docker) started together.
+
+The threads mode (`--ensemble`) loads every member in one runner. This mode gives each member its
+own runner, as separate deployments would share a device: each member is first measured alone,
+then all members are launched at once with a file barrier that lines up their steady states, for
+a fixed duration so the measurements overlap. An ensemble prediction needs every member's
+output, so ensemble predictions per second is the slowest member's co-located throughput; each
+member's slowdown is its throughput alone over its throughput co-located.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from pydantic import BaseModel
+
+from controller.catalog.images import get_image
+from controller.errors import BenchError
+from controller.launch import select_launcher
+from controller.launch.base import LineSink
+from controller.paths import Paths
+from controller.run import planning, service
+from schemas import Barrier, RunResult
+
+DEFAULT_DURATION_S = 10.0
+
+
+class MemberRow(BaseModel):
+    model: str
+    alone_sps: float | None
+    colocated_sps: float | None
+    slowdown: float | None
+
+
+class ColocatedRow(BaseModel):
+    batch_size: int
+    ensemble_sps: float | None
+    members: list[MemberRow]
+
+
+class Colocated(BaseModel):
+    group: str
+    rows: list[ColocatedRow]
+    runs: list[RunResult]
+
+
+def _fixed_duration(sets: list[str]) -> list[str]:
+    """Every run measures for the same fixed time, so co-located steady states overlap fully."""
+    keys = {s.partition("=")[0].strip() for s in sets}
+    duration = next(
+        (s.partition("=")[2] for s in sets if s.partition("=")[0].strip() == "policy.min_time_s"),
+        str(DEFAULT_DURATION_S),
+    )
+    extra = [] if "policy.min_time_s" in keys else [f"policy.min_time_s={duration}"]
+    if "policy.max_time_s" in keys:
+        raise BenchError("--colocate processes measures a fixed duration", "set policy.min_time_s only")
+    return [*sets, *extra, f"policy.max_time_s={duration}", "policy.max_iterations=100000000"]
+
+
+def run(req: planning.RunRequest, paths: Paths, log: LineSink, on_line: LineSink) -> Colocated:
+    image = get_image(req.image)
+    models = req.models
+    base = req.model_copy(update={"ensemble": False, "sets": _fixed_duration(req.sets)})
+    reqs = [base.model_copy(update={"model": m}) for m in models]
+    for r in reqs:
+        reason = planning.preflight(image, r)
+        if reason is not None:
+            raise BenchError(f"cannot co-locate here: {reason}", "run on a host with the device")
+    launcher = select_launcher(req.launcher, image, paths, log)
+    launcher.prepare(image, log)
+    group = planning.new_run_id(image.name, "colocated")
+    barrier_dir = paths.runs / f"{group}.barrier"
+    barrier_dir.mkdir(parents=True)
+
+    runs: list[RunResult] = []
+    alone: dict[str, RunResult] = {}
+    for r in reqs:
+        log(f"{r.model}: alone")
+        spec = planning.tagged(planning.plan(r, paths, launcher, image), group=group, role="alone")
+        alone[r.model] = service.execute(image, spec, launcher, paths, r.timeout_s, on_line)
+        runs.append(alone[r.model])
+
+    log(f"{', '.join(models)}: co-located, {len(models)} {launcher.name} runners started together")
+    specs = []
+    for r in reqs:
+        meet = Barrier(dir=launcher.inside(barrier_dir), party=r.model, parties=models)
+        spec = planning.plan(r, paths, launcher, image)
+        specs.append(planning.tagged(spec, group=group, role="colocated", barrier=meet))
+    with ThreadPoolExecutor(max_workers=len(specs)) as pool:
+        futures = [
+            pool.submit(service.execute, image, s, launcher, paths, req.timeout_s, on_line, [barrier_dir])
+            for s in specs
+        ]
+        together = {s.model: f.result() for s, f in zip(specs, futures, strict=True)}
+    runs.extend(together.values())
+    return Colocated(group=group, rows=summarize(models, req.batch_sizes, alone, together), runs=runs)
+
+
+def summarize(
+    models: list[str], batch_sizes: list[int], alone: dict[str, RunResult], together: dict[str, RunResult]
+) -> list[ColocatedRow]:
+    def sps(result: RunResult, bs: int) -> float | None:
+        return next((m.throughput_sps for m in result.measurements if m.batch_size == bs), None)
+
+    rows = []
+    for bs in batch_sizes:
+        members = []
+        for m in models:
+            a, t = sps(alone[m], bs), sps(together[m], bs)
+            members.append(
+                MemberRow(model=m, alone_sps=a, colocated_sps=t, slowdown=a / t if a and t else None)
+            )
+        values = [mm.colocated_sps for mm in members]
+        ensemble = min(v for v in values if v is not None) if all(v is not None for v in values) else None
+        rows.append(ColocatedRow(batch_size=bs, ensemble_sps=ensemble, members=members))
+    return rows

@@ -1,0 +1,366 @@
+"""Planning: turn what a user typed into validated `RunSpec`s, before anything runs."""
+
+from __future__ import annotations
+
+import math
+import secrets
+import typing
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import psutil
+from pydantic import BaseModel, ValidationError
+
+from controller.catalog import models as model_store
+from controller.catalog.images import ImageInfo, get_image, images
+from controller.errors import BenchError, did_you_mean
+from controller.launch.base import Launcher, LauncherChoice
+from controller.launch.local import LocalLauncher
+from controller.paths import Paths
+from schemas import (
+    FRAMEWORK_OPTION_MODELS,
+    SCENARIO_MODELS,
+    MeasurementPolicy,
+    ModelManifest,
+    MultiStreamScenario,
+    RunSpec,
+    ServerScenario,
+)
+from schemas.devices import nvidia_gpu_present
+from schemas.spec import MAX_TIMEOUT_S
+
+MAX_SWEEP_RUNS = 256
+INPUT_MEMORY_FRACTION = 0.25  # refuse batches whose input alone needs more of the host's memory
+NONE_WORDS = {"none", "null", "auto", "default"}
+
+
+SCENARIO_PREFIXES = ("server", "multi-stream")  # scenarios with options: `--set PREFIX.KEY=V`
+
+
+class Sets(NamedTuple):
+    options: dict[str, Any]
+    policy: dict[str, Any]
+    scenario: dict[str, dict[str, Any]]  # scenario name -> its options
+
+
+def parse_sets(framework: str, sets: list[str]) -> Sets:
+    """`key=value` pairs -> (framework options, policy overrides, scenario options).
+    `policy.KEY=V` goes to the policy, `server.KEY=V` (`multi-stream.KEY=V`) to that scenario."""
+    options: dict[str, Any] = {}
+    policy: dict[str, Any] = {}
+    scenario: dict[str, dict[str, Any]] = {}
+    option_model = FRAMEWORK_OPTION_MODELS[framework]
+    valid = [k for k in option_model.model_fields if k != "framework"]
+    seen: set[str] = set()
+    for item in sets:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise BenchError(
+                f"--set {item!r} is not key=value", f"e.g. --set {valid[0] if valid else 'key'}=VALUE"
+            )
+        if key in seen:
+            raise BenchError(f"--set {key} is given twice", "give each option once")
+        seen.add(key)
+        target, fields, prefix, what = options, option_model.model_fields, "", framework
+        head, dot, rest = key.partition(".")
+        if dot and head == "policy":
+            key, target, fields, prefix = rest, policy, MeasurementPolicy.model_fields, "policy."
+        elif dot and head in SCENARIO_PREFIXES:
+            target = scenario.setdefault(head, {})
+            key, fields, prefix, what = (
+                rest,
+                SCENARIO_MODELS[head].model_fields,
+                f"{head}.",
+                f"scenario {head}",
+            )
+        if key not in fields or key in ("framework", "name"):
+            names = [f"{prefix}{k}" for k in fields if k not in ("framework", "name")]
+            raise BenchError(
+                f"unknown option {prefix}{key!r} for {what}",
+                f"valid: {', '.join(names) or 'none'}; policy.KEY sets the measurement policy, "
+                "server.KEY (multi-stream.KEY) that scenario",
+            )
+        target[key] = (
+            None
+            if value.strip().lower() in NONE_WORDS
+            and not fields[key].is_required()
+            and _accepts_none(fields[key])
+            else value
+        )
+    return Sets(options, policy, scenario)
+
+
+def scenario_of(name: str, given: dict[str, dict[str, Any]], batch_sizes: list[int]) -> dict[str, Any]:
+    """The `scenario` field of a RunSpec, from --scenario and the `server.*` (`multi-stream.*`)
+    sets; checked, so that a mistake is one line with a hint."""
+    if name not in SCENARIO_MODELS:
+        raise BenchError(f"unknown scenario {name!r}", did_you_mean(name, list(SCENARIO_MODELS)))
+    for other, opts in given.items():
+        if other != name and opts:
+            keys = ", ".join(f"{other}.{k}" for k in opts)
+            raise BenchError(f"{keys} given to scenario {name}", f"{other} options need --scenario {other}")
+    opts = given.get(name, {})
+    model = SCENARIO_MODELS[name]
+    names = ", ".join(f"{name}.{k}" for k in model.model_fields if k != "name") or "none"
+    if name == "server" and "target_qps" not in opts:
+        raise BenchError("--scenario server needs an arrival rate", "e.g. --set server.target_qps=100")
+    try:
+        sc = model.model_validate({"name": name, **opts})
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        said = f"--set {name}.{key}={err.get('input')!r}" if key else f"--scenario {name}"
+        raise BenchError(f"{said}: {msg}", f"options of {name}: {names}") from None
+    largest = max(batch_sizes)
+    if isinstance(sc, ServerScenario) and sc.max_batch is not None and sc.max_batch > largest:
+        raise BenchError(
+            f"--set server.max_batch={sc.max_batch} is larger than the largest batch size {largest} (-b)",
+            f"the batcher pads each group to a -b size: add {sc.max_batch} to -b or lower max_batch",
+        )
+    if isinstance(sc, MultiStreamScenario) and sc.samples_per_query > largest:
+        raise BenchError(
+            f"multi-stream.samples_per_query={sc.samples_per_query} is larger than the largest batch size "
+            f"{largest} (-b)",
+            f"a query runs as one batch padded to a -b size: add {sc.samples_per_query} to -b",
+        )
+    return sc.model_dump()
+
+
+def _accepts_none(field: Any) -> bool:
+    """Whether the field's type admits None (`int | None`, `Optional[Literal[...]]`)."""
+    return type(None) in typing.get_args(field.annotation)
+
+
+def _validation_message(e: ValidationError, what: str) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    got = err.get("input")
+    sep = "" if what.endswith(".") else " "
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{what}{sep}{loc}={got!r}: {msg}" if loc else f"{what.rstrip('.')}: {msg}"
+
+
+def new_run_id(image: str, model: str) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{image}-{model}-{secrets.token_hex(3)}"
+
+
+class RunRequest(BaseModel):
+    """What one `bench-ctl run` asks for; `image` and `model` may be comma-separated lists."""
+
+    image: str
+    model: str
+    batch_sizes: list[int]
+    device: str | None = None
+    sets: list[str] = []
+    sweeps: list[str] = []
+    ensemble: bool = False
+    launcher: LauncherChoice = LauncherChoice.auto
+    timeout_s: float | None = None
+    scenario: str = "offline"
+
+    @property
+    def models(self) -> list[str]:
+        return _items(self.model)
+
+    @property
+    def images(self) -> list[str]:
+        return _items(self.image)
+
+
+def _items(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def new_group_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-group-{secrets.token_hex(3)}"
+
+
+def policy_of(req: RunRequest) -> MeasurementPolicy:
+    """The measurement policy a (validated) request's `--set policy.*` values give."""
+    policy = parse_sets(get_image(req.images[0]).framework, req.sets).policy
+    return MeasurementPolicy.model_validate(policy)
+
+
+def plan(req: RunRequest, paths: Paths, launcher: Launcher, image: ImageInfo) -> RunSpec:
+    """Validate everything a user typed into one `RunSpec`; raise BenchError on the first problem."""
+    options, policy, scenario_sets = parse_sets(image.framework, req.sets)
+    scenario = scenario_of(req.scenario, scenario_sets, req.batch_sizes)
+    try:
+        policy_model = MeasurementPolicy.model_validate(policy)
+    except ValidationError as e:
+        raise BenchError(_validation_message(e, "--set policy."), "see `bench-ctl run --help`") from None
+    models = req.models
+    members = [{"model": m, "model_dir": launcher.model_dir(m)} for m in models] if req.ensemble else []
+    model = "+".join(models) if req.ensemble else req.model
+    try:
+        return RunSpec.model_validate(
+            {
+                "run_id": new_run_id(image.name, model.replace("+", "_")),
+                "image": image.name,
+                "model": model,
+                "model_dir": launcher.model_dir(models[0]),
+                "members": members,
+                "cache_dir": launcher.cache_dir(image),
+                "device": req.device or default_device(image),
+                "batch_sizes": req.batch_sizes,
+                "policy": policy_model,
+                "options": {"framework": image.framework, **options},
+                "scenario": scenario,
+            }
+        )
+    except ValidationError as e:
+        err = e.errors()[0]
+        if err["loc"] and err["loc"][0] == "options":
+            valid = ", ".join(
+                k for k in FRAMEWORK_OPTION_MODELS[image.framework].model_fields if k != "framework"
+            )
+            # A check across options (model level) has no field of its own: name what was set.
+            field_error = len(err["loc"]) > 2
+            given = f"{err['loc'][-1]}={err.get('input')!r}" if field_error else " --set ".join(req.sets)
+            raise BenchError(
+                f"--set {given}: {err['msg'].removeprefix('Value error, ')}",
+                f"options of {image.framework}: {valid}",
+            ) from None
+        raise BenchError(_validation_message(e, "invalid"), "see `bench-ctl run --help`") from None
+
+
+def tagged(spec: RunSpec, **tags: Any) -> RunSpec:
+    """The spec with run tags set (group, repetition, role, cell, barrier), validated again:
+    `model_copy(update=...)` would skip the checks a spec promises its runner."""
+    return RunSpec.model_validate({**spec.model_dump(), **tags})
+
+
+def default_device(image: ImageInfo) -> str:
+    """CPU where the image can run on it, else its first GPU."""
+    return "cpu" if "cpu" in image.devices else "cuda:0"
+
+
+def preflight(image: ImageInfo, req: RunRequest, here: bool = True) -> str | None:
+    """Why the run cannot happen on this host at all (recorded as unsupported), or None.
+    `here=False`: it runs elsewhere (a Slurm node), so this host's devices do not matter."""
+    device = req.device or default_device(image)
+    kind = device.split(":")[0]
+    if kind not in image.devices:
+        return f"image {image.name} runs on {', '.join(image.devices)}, not {kind}"
+    if here and kind == "cuda" and not nvidia_gpu_present():
+        return f"image {image.name} needs an NVIDIA GPU for {device}; this host has none (no /dev/nvidia*)"
+    return None
+
+
+def default_timeout(spec: RunSpec) -> float:
+    """Seconds a run may take before its runner is killed: what its policy and scenario can need,
+    with room for loading, and never more than a timeout a user may give."""
+    return min(MAX_TIMEOUT_S, _needed_s(spec))
+
+
+def _needed_s(spec: RunSpec) -> float:
+    p = spec.policy
+    per_batch = p.max_time_s + max(p.warmup_min_s, 1.0) * 4 + 60
+    sc = spec.scenario
+    if isinstance(sc, ServerScenario):  # one schedule, then at most its drain time
+        seconds = max(sc.min_duration_s, sc.min_queries / sc.target_qps)
+        return 900 + per_batch * len(spec.batch_sizes) + 1.2 * seconds + 60
+    if isinstance(sc, MultiStreamScenario):
+        seconds = max(sc.min_duration_s, sc.min_queries * sc.interval_ms / 1000)
+        return 900 + per_batch * len(spec.batch_sizes) + 1.2 * seconds + 60
+    return 900 + per_batch * len(spec.batch_sizes)
+
+
+def check_runnable(image: ImageInfo) -> None:
+    if image.framework not in FRAMEWORK_OPTION_MODELS:
+        raise BenchError(
+            f"image {image.name!r} has no benchmark runner for {image.framework} yet",
+            "images with runners: "
+            + ", ".join(sorted(n for n, i in images().items() if i.framework in FRAMEWORK_OPTION_MODELS)),
+        )
+
+
+def expand(req: RunRequest, image: ImageInfo) -> list[RunRequest]:
+    """One request per combination of `--sweep KEY=A,B` values (and the image's default sweep,
+    for keys the user neither set nor swept), in a stable order."""
+    axes: dict[str, list[str]] = {}
+    set_keys = {item.partition("=")[0].strip() for item in req.sets}
+    for item in req.sweeps:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        choices = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not key or not choices:
+            raise BenchError(f"--sweep {item!r} is not KEY=V1,V2,...", "e.g. --sweep mode=eager,compile")
+        if key in set_keys or key in axes:
+            raise BenchError(f"--sweep {key} given twice, or also with --set", "keep one of them")
+        axes[key] = choices
+    for key, choices in image.default_sweep.items():
+        if key not in set_keys and key not in axes:
+            axes[key] = list(choices)
+    total = math.prod(len(c) for c in axes.values())
+    if total > MAX_SWEEP_RUNS:
+        raise BenchError(
+            f"--sweep asks for {total:,} runs (more than {MAX_SWEEP_RUNS})",
+            "sweep fewer values at a time",
+        )
+    combos: list[list[str]] = [[]]
+    for key, choices in axes.items():
+        combos = [[*c, f"{key}={v}"] for c in combos for v in choices]
+    return [req.model_copy(update={"sets": [*req.sets, *c], "sweeps": []}) for c in combos]
+
+
+def validate(req: RunRequest, paths: Paths) -> list[RunRequest]:
+    """Every request the user's command stands for, one image, model and option combination
+    each, checked by planning it (nothing runs). Repetitions are not expanded here."""
+    names = req.images
+    if not names:
+        raise BenchError("--image is empty", "e.g. --image ort, or --image ort,openvino")
+    if len(set(names)) != len(names):
+        raise BenchError(f"--image {req.image!r} names an image twice", "name each image once")
+    requests = [r for name in names for r in _validate_one(req.model_copy(update={"image": name}), paths)]
+    if len(requests) > MAX_SWEEP_RUNS:
+        raise BenchError(
+            f"this command asks for {len(requests):,} configurations (more than {MAX_SWEEP_RUNS})",
+            "run fewer images, models or sweep values at a time",
+        )
+    return requests
+
+
+def _validate_one(req: RunRequest, paths: Paths) -> list[RunRequest]:
+    image = get_image(req.image)
+    check_runnable(image)
+    models = req.models
+    if not models:
+        raise BenchError("--model is empty", "e.g. --model resnet50, or --model resnet50,vgg19 --ensemble")
+    manifests = [model_store.read_manifest(paths, m) for m in models]
+    if req.ensemble and len({tuple(m.input_shape) for m in manifests}) > 1:
+        shapes = ", ".join(f"{m.name} {m.input_shape}" for m in manifests)
+        raise BenchError(
+            f"--ensemble members take different inputs ({shapes})",
+            "an ensemble feeds one batch to every member: choose models with the same input shape",
+        )
+    for m in manifests:
+        check_batch_memory(m, req.batch_sizes)
+        model_store.verify(paths, m)
+    if req.ensemble and len(models) < 2:
+        raise BenchError(
+            "--ensemble needs at least two models", "e.g. --model resnet50,densenet201,vgg19 --ensemble"
+        )
+    if len(set(models)) != len(models):
+        raise BenchError(f"--model {req.model!r} names a model twice", "name each model once")
+    per_model = [req] if req.ensemble else [req.model_copy(update={"model": m}) for m in models]
+    requests = [r for one in per_model for r in expand(one, image)]
+    for r in requests:
+        plan(r, paths, LocalLauncher(paths), image)
+    return requests
+
+
+def check_batch_memory(manifest: ModelManifest, batch_sizes: list[int]) -> None:
+    """Refuse batch sizes whose input batch alone could not fit in this host's memory."""
+    per_sample = 4 * math.prod(d or 1 for d in manifest.input_shape[1:])
+    budget = psutil.virtual_memory().total * INPUT_MEMORY_FRACTION
+    too_big = [b for b in batch_sizes if b * per_sample > budget]
+    if too_big:
+        raise BenchError(
+            f"batch size {too_big[0]:,} of {manifest.name} needs {too_big[0] * per_sample / 2**30:.1f} GiB "
+            f"for its input alone (this host has {psutil.virtual_memory().total / 2**30:.0f} GiB)",
+            "choose smaller batch sizes",
+        )
