@@ -7,12 +7,16 @@ a full disk."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import psutil
 from pydantic import BaseModel
@@ -20,9 +24,9 @@ from pydantic import BaseModel
 from controller.catalog import hosts
 from controller.catalog import models as model_store
 from controller.errors import BenchError
-from controller.paths import Paths
+from controller.paths import REPO_ROOT, Paths
 from controller.store import db as store
-from runners.core import energy, fingerprint
+from probes import energy, fingerprint
 from schemas.manifest import KERAS_MODELS
 
 Level = Literal["ok", "note", "warn", "fail"]
@@ -103,7 +107,7 @@ def _nvidia_runtime(client: Any | None, gpus: list[str]) -> Finding:
 
 
 def _gpus() -> list[Finding]:
-    from runners.core import gpu as gpu_core
+    from probes import gpu as gpu_core
 
     nvml = gpu_core.load_nvml()
     listed = hosts.nvidia_gpus()
@@ -434,3 +438,36 @@ def diagnose(paths: Paths, load_sample_s: float = DEFAULT_SAMPLE_S) -> Diagnosis
     findings.append(_images(paths))
     findings.append(_models(paths))
     return Diagnosis(host=identity, host_key=identity.key, findings=findings)
+
+
+class SelfTest(NamedTuple):
+    """The GPU acceptance check's outcome: its report (JSON) or its printed lines, and whether it passed."""
+
+    ok: bool
+    report: dict[str, Any] | None
+    lines: list[str]
+
+
+def gpu_selftest(as_json: bool, on_line: Callable[[str], None] | None = None) -> SelfTest:
+    """Run the GPU acceptance check (`gpucheck`, beside the controller in the repository) in its own
+    process, as `make gpu-check` does: it is test tooling, not part of the controller."""
+    if not (REPO_ROOT / "gpucheck").is_dir():
+        raise BenchError(
+            f"the GPU check (gpucheck/) is not beside this installation ({REPO_ROOT})",
+            "run it from a checkout of the repository: make gpu-check",
+        )
+    cmd = [sys.executable, "-m", "gpucheck.check", *(["--json"] if as_json else [])]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    assert proc.stdout is not None and proc.stderr is not None
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        if on_line is not None and not as_json:
+            on_line(lines[-1])
+    err = proc.stderr.read().strip()
+    code = proc.wait()
+    if code not in (0, 1):
+        last = err.splitlines()[-1] if err else f"it exited {code}"
+        raise BenchError(f"the GPU self-test cannot run: {last}", "see `make gpu-check`", exit_code=1)
+    report = json.loads("\n".join(lines)) if as_json else None
+    return SelfTest(ok=code == 0, report=report, lines=[] if as_json else lines)

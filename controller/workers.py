@@ -4,7 +4,7 @@ Ctrl-C and SIGTERM unwind bench-ctl and shut its pool down, but SIGKILL cannot b
 workers would be re-parented and live on, holding memory and cores that skew every measurement
 made afterwards on the host. So each worker asks the kernel to kill it when its parent dies
 (Linux's PR_SET_PDEATHSIG) and, where that is not available, watches its parent itself.
-(Runners do the same in runners/core/parent.py; the controller never imports runners.)
+(Runners watch their parent with probes/parent.py, which also ends their process group.)
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from runners.base import Runner
-from runners.core import accuracy, gpu, measure
+from probes import gpu
+from runners.core import accuracy, measure
 from runners.core.common import Timer, input_batch, log
 from runners.core.trackers import HostTrackers
 from runners.state import RunState

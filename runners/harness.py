@@ -20,7 +20,8 @@ from pydantic import ValidationError
 
 from runners import ensemble, scenarios
 from runners.base import Runner, Unsupported
-from runners.core import accuracy, barrier, cores, fingerprint, gpu, noise, parent
+from probes import fingerprint, gpu, parent
+from runners.core import accuracy, barrier, cores, noise
 from runners.core.cachelock import cache_lock
 from runners.core.common import Timer, log
 from runners.core.trackers import peak_rss_mb

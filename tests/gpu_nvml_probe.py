@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runners.core import gpu
+from probes import gpu
 
 
 def burn(torch: Any, tensors: tuple[Any, Any, Any], seconds: float) -> int:

@@ -25,7 +25,7 @@ def test_gpu_presence_needs_a_gpu_node_not_just_the_control_node(tmp_path: Path)
 
 
 def test_physical_index_follows_the_container_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    from runners.core.gpu import physical_index
+    from probes.gpu import physical_index
 
     monkeypatch.delenv("BENCH_CUDA_INDEX", raising=False)
     assert physical_index("cuda:3") == 3

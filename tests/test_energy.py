@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from controller import doctor
-from runners.core import energy
+from probes import energy
 from runners.core.trackers import HostTrackers
 from schemas import GpuTelemetry, MeasurementPolicy
 
@@ -82,7 +82,7 @@ def test_host_trackers_give_cpu_runs_energy_and_gpu_runs_keep_the_gpus(
     samples = m.batch_size * m.iterations
     assert cpu.cpu_energy_j == pytest.approx(4.0) and cpu.energy_source == "rapl"
     assert cpu.energy_j_per_4096 == pytest.approx(4.0 / samples * 4096)
-    from runners.core import gpu
+    from probes import gpu
 
     class Done:  # a GPU tracker that has finished: its telemetry only
         def telemetry(self) -> GpuTelemetry:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from runners.core import gpu
+from probes import gpu
 
 RECORDING = Path(__file__).parent / "data" / "nvml_replay_h100_like.json"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from runners.core import fingerprint
+from probes import fingerprint
 
 NVIDIA_PROC = Path("/proc/driver/nvidia")
 

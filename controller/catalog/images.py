@@ -55,7 +55,7 @@ def file_hash(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
 
 
-RUNTIME_PACKAGES = ("schemas", "runners")
+RUNTIME_PACKAGES = ("schemas", "probes", "runners")
 
 
 def runtime_files() -> list[Path]:

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from controller import store
 from controller.analysis import comparison
 from controller.analysis.reports import HostPair
 from controller.catalog import models as model_store
@@ -46,8 +47,6 @@ from controller.launch import fleet
 from controller.paths import Paths
 from controller.run import colocate as colocate_service
 from controller.run import planning, service
-from controller.store import db as store
-from controller.store import ingest as ingestion
 from schemas import MAX_BATCH_SIZE
 from schemas.manifest import KERAS_MODELS
 from schemas.spec import MAX_TIMEOUT_S
@@ -522,7 +521,7 @@ def ingest(
     A file that does not validate is reported and skipped; the others are stored."""
     if any(not t.strip() for t in targets):
         raise BenchError("an empty path was given", "give result.json files or run folders")
-    report = ingestion.ingest_paths([Path(t) for t in targets], Paths.from_env(db).db)
+    report = store.ingest_paths([Path(t) for t in targets], Paths.from_env(db).db)
     out.print(f"ingested {len(report.ingested)} result(s)")
     for path, why in report.failed.items():
         err.print(f"[red]skipped[/] {safe(path)}: {safe(why)}", soft_wrap=True)

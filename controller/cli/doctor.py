@@ -10,9 +10,7 @@ from rich.table import Table
 
 from controller import doctor
 from controller.cli.console import DbOpt, JsonOpt, handles_errors, info, out, safe
-from controller.errors import BenchError
 from controller.paths import Paths
-from gpucheck import check as selftest
 
 commands = typer.Typer()
 
@@ -54,18 +52,11 @@ def doctor_command(
     if run_selftest:
         if not as_json:
             info("GPU self-test: every GPU path run for real (a few minutes on a GPU host)")
-        try:
-            report = selftest.run_check(progress=None if as_json else info)
-        except selftest.CheckError as e:
-            raise BenchError(
-                f"the GPU self-test cannot run: {e}", "see `make gpu-check`", exit_code=1
-            ) from None
+        report = doctor.gpu_selftest(as_json, on_line=info)
     if as_json:
         doc = d.model_dump() | {"can_measure": d.can_measure}
         if report is not None:
-            from dataclasses import asdict
-
-            doc["selftest"] = asdict(report)
+            doc["selftest"] = report.report
         print(json.dumps(doc, indent=1, default=str))
     else:
         t = Table("check", "", "found", "what it means for the numbers")
@@ -73,9 +64,6 @@ def doctor_command(
             t.add_row(f.check, f"[{STYLE[f.level]}]{f.level}[/]", safe(f.found), safe(f.meaning))
         out.print(t)
         out.print(f"host {d.host.hostname}, identity {d.host_key} (sweeps key their cells on it)")
-        if report is not None:
-            for line in selftest.render(report):
-                out.print(safe(line), soft_wrap=True)
         fails = [f for f in d.findings if f.level == "fail"]
         if fails:
             out.print("[red]this host cannot measure:[/] " + "; ".join(safe(f.found) for f in fails))

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from controller.catalog.models import ModelEntry
     from controller.launch.build import ImageStatus
     from controller.run.colocate import Colocated
-from controller.store.db import variant as store_variant
+from controller import store
 from schemas import Measurement, RunResult
 
 STATUS_STYLE = {
@@ -311,7 +311,7 @@ def run_lines(console: Console, results: Sequence[RunResult]) -> None:
     """One line per run of a command that made several."""
     for r in results:
         style = STATUS_STYLE.get(r.status, "white")
-        what = f"{r.spec.image} {r.spec.model}" + (f" [{store_variant(r)}]" if store_variant(r) else "")
+        what = f"{r.spec.image} {r.spec.model}" + (f" [{store.variant(r)}]" if store.variant(r) else "")
         rep = f" #{r.spec.repetition}" if r.spec.repetition else ""
         load = f" load {r.load_time_s:.2f}s" if r.load_time_s is not None else ""
         hit = next((p.cache_hit for p in r.phases if p.name == "compile"), None)

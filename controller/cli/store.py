@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 
+from controller import store
 from controller.cli.console import DbOpt, JsonOpt, handles_errors, out
 from controller.errors import BenchError
 from controller.paths import Paths
-from controller.store import transfer
 
 commands = typer.Typer()
 
@@ -33,7 +33,7 @@ def export_command(
     store; DuckDB, pandas and Spark read the Parquet files directly."""
     if file_format not in ("parquet", "csv"):
         raise BenchError(f"unknown --format {file_format!r}", "valid: parquet, csv")
-    manifest = transfer.export(Paths.from_env(db).db, out_dir, file_format, where)  # type: ignore[arg-type]
+    manifest = store.export(Paths.from_env(db).db, out_dir, file_format, where)  # type: ignore[arg-type]
     if as_json:
         print(manifest.model_dump_json(indent=1))
         return
@@ -55,7 +55,7 @@ def import_command(
 ) -> None:
     """Store an export's runs in this store, in one transaction; a run already here (same run_id)
     is replaced by the imported copy, so importing twice changes nothing."""
-    report = transfer.import_export(source, Paths.from_env(db).db)
+    report = store.import_export(source, Paths.from_env(db).db)
     if as_json:
         print(json.dumps(report.model_dump(), indent=1))
         return

@@ -18,6 +18,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from controller import store
 from controller.cli import render
 from controller.cli.console import (
     DbOpt,
@@ -45,7 +46,6 @@ from controller.launch import fleet
 from controller.launch.base import LauncherChoice
 from controller.paths import Paths
 from controller.run import rerun, sweep
-from controller.store import db as store
 from schemas import RunResult
 
 commands = typer.Typer()

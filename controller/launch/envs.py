@@ -1,7 +1,7 @@
 """Local environments: an image's lock file materialized as a virtual environment with uv.
 
 `.bench/envs/NAME/` holds the venv, a marker with the lock hash it was built from, and `app/`
-with links to `schemas` and `runners` only (never `controller`), put on the path by a `.pth` file:
+with links to `schemas`, `probes` and `runners` only (never `controller`), put on the path by a `.pth` file:
 the same code and the same pinned packages as the image, without Docker.
 """
 
@@ -115,7 +115,7 @@ class LocalEnv:
 
 
 def runtime_dir(paths: Paths) -> Path:
-    """This checkout's `schemas` and `runners`, linked into one folder that a local runner puts
+    """This checkout's `schemas`, `probes` and `runners`, linked into one folder that a local runner puts
     first on its path. Environments are shared between checkouts of the repository (their `app/`
     names the checkout that built them); the code a run executes is that of the checkout that
     launched it."""

@@ -22,8 +22,8 @@ from typing import Any
 import duckdb
 
 from controller.errors import BenchError
+from controller.store import QUERY_TIMEOUT_S, stopping
 from controller.store import file as storefile
-from controller.store import stopping
 from controller.store.file import READ_CONFIG, first_line, open_error
 from schemas import FRAMEWORK_OPTION_MODELS, Measurement, RunResult
 from schemas.frameworks.base import FrameworkOptions
@@ -734,7 +734,6 @@ def check_read_only(sql: str) -> int:
     return len(statements)
 
 
-QUERY_TIMEOUT_S = 300.0
 MAX_QUERY_TIMEOUT_S = 7 * 86400.0
 MAX_QUERY_ROWS = 10**9
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 
-from runners.core.fingerprint import cpu_limit
+from probes.fingerprint import cpu_limit
 
 
 def given() -> int:

@@ -11,7 +11,7 @@ from types import TracebackType
 
 from runners.core import noise
 from runners.core.common import log
-from runners.core.energy import POWERCAP, CpuEnergyTracker
+from probes.energy import POWERCAP, CpuEnergyTracker
 from schemas import Measurement, MeasurementPolicy
 
 

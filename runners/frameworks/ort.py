@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from runners.base import Runner, Unsupported
-from runners.core import cores, gpu
-from runners.core.fingerprint import cpu_model
+from probes import gpu
+from runners.core import cores
+from probes.fingerprint import cpu_model
 from schemas import OnnxRuntimeOptions
 from schemas.atomic import publish_atomic
 

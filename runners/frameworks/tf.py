@@ -11,7 +11,8 @@ import os
 from typing import Any
 
 from runners.base import Runner, Unsupported
-from runners.core import cores, gpu
+from probes import gpu
+from runners.core import cores
 from schemas import TensorflowOptions
 
 

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from runners.base import Runner, Unsupported
-from runners.core import cores, gpu
+from probes import gpu
+from runners.core import cores
 from schemas import TorchOptions
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}

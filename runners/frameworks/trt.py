@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from runners.base import Runner, Unsupported
-from runners.core import gpu
+from probes import gpu
 from schemas import TensorRTOptions
 from schemas.atomic import write_atomic
 from schemas.devices import nvidia_gpu_present

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from runners.base import Runner
-from runners.core import gpu
+from probes import gpu
 from runners.scenarios import multi_stream, offline, server, single_stream
 from schemas import Measurement, ModelManifest
 

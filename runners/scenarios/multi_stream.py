@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from runners.base import Runner
-from runners.core import gpu
+from probes import gpu
 from runners.core.common import input_batch, log
 from runners.core.measure import latency_fields
 from runners.core.trackers import HostTrackers

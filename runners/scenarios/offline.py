@@ -9,7 +9,8 @@ from typing import Any
 
 from runners import ensemble
 from runners.base import Runner
-from runners.core import barrier, gpu
+from probes import gpu
+from runners.core import barrier
 from runners.core import measure as core
 from runners.core.common import input_batch, log
 from runners.core.trackers import HostTrackers

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from runners.base import Runner
-from runners.core import gpu
+from probes import gpu
 from runners.scenarios.offline import measure_batch
 from schemas import Measurement, ModelManifest
 

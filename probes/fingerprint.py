@@ -9,7 +9,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from runners.core import energy
+from probes import energy
 from schemas import Fingerprint
 
 # CPU features that change inference speed or precision choices.
