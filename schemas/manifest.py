@@ -7,16 +7,8 @@ from typing import Final, Literal
 
 from pydantic import Field
 
+from schemas.limits import KERAS_MODELS as KERAS_MODELS  # re-exported: it lives in schemas.limits
 from schemas.strict import Strict
-
-# The study's networks (Keras applications, seeded random weights): store name -> Keras class.
-KERAS_MODELS: Final = {
-    "vgg19": "VGG19",
-    "resnet50": "ResNet50",
-    "densenet201": "DenseNet201",
-    "efficientnetb0": "EfficientNetB0",
-    "mobilenetv2": "MobileNetV2",
-}
 
 MANIFEST_VERSION: Final = 1
 # Written by the exporter into its output folder while it runs: {"step": ..., "peak_mem_mb": ...}.

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from controller.analysis import stats
+from controller.analysis.metrics import COMPARABLE, HIGHER_IS_BETTER
 from controller.analysis.reports import (
     BuildPair,
     Cell,
@@ -28,16 +29,6 @@ from controller.errors import BenchError, did_you_mean
 from controller.store import db as store
 from schemas import SCENARIO_MODELS
 
-COMPARABLE = (
-    "throughput_sps",
-    "latency_p50_ms",
-    "latency_p90_ms",
-    "latency_p99_ms",
-    "latency_mean_ms",
-    "peak_host_mem_mb",
-    "load_time_s",
-)
-HIGHER_IS_BETTER = {"throughput_sps"}
 RULE = stats.RULE
 
 

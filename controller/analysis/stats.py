@@ -61,11 +61,23 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats as st
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+
+def _st() -> ModuleType:
+    """scipy.stats, imported when a statistic is first computed (half a second that `compare`'s
+    start-up and every command rendering a table would otherwise pay)."""
+    from scipy import stats
+
+    module: ModuleType = stats
+    return module
+
 
 Values = Sequence[float] | npt.NDArray[np.floating[Any]] | npt.NDArray[np.integer[Any]]
 IntervalMethod = Literal["t", "batch-means", "none"]
@@ -147,12 +159,12 @@ def _t_interval(x: npt.NDArray[np.float64], confidence: float, method: IntervalM
     n = int(x.size)
     if n < 2:
         return Interval(mean, None, None, n, "none", confidence)
-    sem = float(st.sem(x))
+    sem = float(_st().sem(x))
     if not math.isfinite(sem) or not math.isfinite(mean):  # overflow near the float limits
         return Interval(mean, None, None, n, "none", confidence)
     if sem == 0:
         return Interval(mean, mean, mean, n, method, confidence)
-    low, high = st.t.interval(confidence, n - 1, loc=mean, scale=sem)
+    low, high = _st().t.interval(confidence, n - 1, loc=mean, scale=sem)
     return Interval(mean, min(float(low), mean), max(float(high), mean), n, method, confidence)
 
 
@@ -238,7 +250,7 @@ def ratio_ci(candidate: Values, baseline: Values, confidence: float = DEFAULT_CO
         # Nearly identical values make scipy warn about precision; the interval is then nearly
         # empty, which is the right answer for such data.
         warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
-        ci = st.ttest_ind(a, b, equal_var=False).confidence_interval(confidence)
+        ci = _st().ttest_ind(a, b, equal_var=False).confidence_interval(confidence)
     low = min(math.exp(float(ci.low)), estimate)
     high = max(math.exp(float(ci.high)), estimate)
     return Interval(estimate, low, high, n, "t", confidence)
@@ -267,20 +279,20 @@ def min_repetitions(alpha: float = DEFAULT_ALPHA) -> int:
 def _mann_whitney_p(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float:
     """Two-sided Mann-Whitney U p-value: exact without ties, exact permutation test with ties."""
     if np.unique(np.concatenate([a, b])).size == a.size + b.size:
-        return float(st.mannwhitneyu(a, b, alternative="two-sided", method="exact").pvalue)
+        return float(_st().mannwhitneyu(a, b, alternative="two-sided", method="exact").pvalue)
     if np.ptp(np.concatenate([a, b])) == 0:
         return 1.0
     if math.comb(a.size + b.size, a.size) > _MAX_EXACT_PERMUTATIONS:
-        return float(st.mannwhitneyu(a, b, alternative="two-sided", method="asymptotic").pvalue)
+        return float(_st().mannwhitneyu(a, b, alternative="two-sided", method="asymptotic").pvalue)
 
     # U of the candidate is its rank sum minus a constant, and the pooled midranks are the same
     # under every relabelling: permuting the ranks and summing them is the exact tied U test.
-    ranks = st.rankdata(np.concatenate([a, b]))
+    ranks = _st().rankdata(np.concatenate([a, b]))
 
     def rank_sum(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], axis: int) -> Any:
         return np.sum(x, axis=axis)
 
-    result = st.permutation_test(
+    result = _st().permutation_test(
         (ranks[: a.size], ranks[a.size :]),
         rank_sum,
         permutation_type="independent",
@@ -425,4 +437,4 @@ def cv(values: Values) -> float | None:
     x = _as_array(values)
     if x.size < 2 or x.mean() == 0:
         return None
-    return float(st.variation(x, ddof=1))
+    return float(_st().variation(x, ddof=1))

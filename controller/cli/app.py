@@ -6,17 +6,14 @@ import json
 import re
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from controller import store
-from controller.analysis import comparison
-from controller.analysis.reports import HostPair
-from controller.catalog import models as model_store
+from controller.analysis.metrics import COMPARABLE
 from controller.cli import doctor as cli_doctor
 from controller.cli import fleet as cli_fleet
-from controller.cli import render
 from controller.cli import report as cli_report
 from controller.cli import store as cli_store
 from controller.cli import sweep as cli_sweep
@@ -42,14 +39,27 @@ from controller.cli.fleet import (
     TimeLimitOpt,
     slurm_options_of,
 )
+from controller.cli.lazy import lazy
 from controller.errors import BenchError, Terminated
-from controller.launch import fleet
 from controller.paths import Paths
-from controller.run import colocate as colocate_service
-from controller.run import planning, service
-from schemas import MAX_BATCH_SIZE
-from schemas.manifest import KERAS_MODELS
-from schemas.spec import MAX_TIMEOUT_S
+from schemas.limits import KERAS_MODELS, MAX_BATCH_SIZE, MAX_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from controller.analysis import comparison
+    from controller.analysis.reports import HostPair
+    from controller.catalog import models as model_store
+    from controller.cli import render
+    from controller.launch import fleet
+    from controller.run import colocate as colocate_service
+    from controller.run import planning, service
+else:
+    comparison = lazy("controller.analysis.comparison")
+    model_store = lazy("controller.catalog.models")
+    render = lazy("controller.cli.render")
+    fleet = lazy("controller.launch.fleet")
+    colocate_service = lazy("controller.run.colocate")
+    planning = lazy("controller.run.planning")
+    service = lazy("controller.run.service")
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -380,9 +390,7 @@ def query(
 @handles_errors
 def compare(
     model: Annotated[str, typer.Option("--model", "-m", help="model to compare")],
-    metric: Annotated[
-        str, typer.Option("--metric", help=", ".join(comparison.COMPARABLE))
-    ] = "throughput_sps",
+    metric: Annotated[str, typer.Option("--metric", help=", ".join(COMPARABLE))] = "throughput_sps",
     baseline: Annotated[
         str | None,
         typer.Option(
@@ -572,7 +580,7 @@ def models_export(
 ) -> None:
     """Export Keras applications with seeded random weights (no download) into the model store."""
     from controller.catalog.images import get_image
-    from controller.launch import select_launcher
+    from controller.launch.select import select_launcher
 
     paths = Paths.from_env()
     for name in names:
@@ -601,7 +609,7 @@ def models_add(
 ) -> None:
     """Register your own ONNX model; reference outputs come from ONNX Runtime fp32."""
     from controller.catalog.images import get_image
-    from controller.launch import select_launcher
+    from controller.launch.select import select_launcher
 
     paths = Paths.from_env()
     model_store.check_name(name)

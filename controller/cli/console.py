@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from controller.errors import BenchError, Terminated
-from controller.launch.base import LauncherChoice
+from controller.launch.choice import LauncherChoice
 
 
 class _Console(Console):

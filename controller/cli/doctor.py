@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from controller import doctor
 from controller.cli.console import DbOpt, JsonOpt, handles_errors, info, out, safe
+from controller.cli.lazy import lazy
 from controller.paths import Paths
+
+if TYPE_CHECKING:
+    from controller import doctor
+else:
+    doctor = lazy("controller.doctor")
 
 commands = typer.Typer()
 
@@ -29,14 +34,15 @@ def doctor_command(
         ),
     ] = False,
     sample_s: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--sample-s",
-            help="seconds to watch the other load (read every 0.5 s: periodic load shows as peaks)",
+            help="seconds to watch the other load (read every 0.5 s: periodic load shows as peaks); "
+            "default 5",
             min=0.5,
             max=600,
         ),
-    ] = doctor.DEFAULT_SAMPLE_S,
+    ] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -47,7 +53,7 @@ def doctor_command(
     exported. Each finding says what it means for the numbers. Exit 0 when the host can measure,
     1 (with the reasons) when it cannot."""
     paths = Paths.from_env(db)
-    d = doctor.diagnose(paths, sample_s)
+    d = doctor.diagnose(paths) if sample_s is None else doctor.diagnose(paths, sample_s)
     report = None
     if run_selftest:
         if not as_json:

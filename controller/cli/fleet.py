@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
 
-from controller.cli import render
 from controller.cli.console import DbOpt, JsonOpt, handles_errors, info, out
+from controller.cli.lazy import lazy
 from controller.errors import BenchError
-from controller.launch import fleet
 from controller.paths import Paths
-from schemas.plan import SlurmOptions
+
+if TYPE_CHECKING:
+    from controller.cli import render
+    from controller.launch import fleet
+    from schemas.plan import SlurmOptions
+else:
+    render = lazy("controller.cli.render")
+    fleet = lazy("controller.launch.fleet")
 
 commands = typer.Typer(
     no_args_is_help=True,
@@ -84,6 +89,10 @@ def slurm_options_of(
         if named:
             raise BenchError(f"{', '.join(named)} needs --launcher slurm", "add --launcher slurm, or drop it")
         return None
+    from pydantic import ValidationError
+
+    from schemas.plan import SlurmOptions
+
     try:
         return SlurmOptions.model_validate({k: v for k, v in given.items() if v is not None})
     except ValidationError as e:

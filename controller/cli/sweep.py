@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import (
@@ -19,7 +19,6 @@ from rich.progress import (
 from rich.table import Table
 
 from controller import store
-from controller.cli import render
 from controller.cli.console import (
     DbOpt,
     JsonOpt,
@@ -41,12 +40,21 @@ from controller.cli.fleet import (
     TimeLimitOpt,
     slurm_options_of,
 )
+from controller.cli.lazy import lazy
 from controller.errors import BenchError
-from controller.launch import fleet
-from controller.launch.base import LauncherChoice
+from controller.launch.choice import LauncherChoice
 from controller.paths import Paths
-from controller.run import rerun, sweep
-from schemas import RunResult
+
+if TYPE_CHECKING:
+    from controller.cli import render
+    from controller.launch import fleet
+    from controller.run import rerun, sweep
+    from schemas import RunResult
+else:
+    render = lazy("controller.cli.render")
+    fleet = lazy("controller.launch.fleet")
+    rerun = lazy("controller.run.rerun")
+    sweep = lazy("controller.run.sweep")
 
 commands = typer.Typer()
 

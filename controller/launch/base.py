@@ -13,26 +13,17 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from controller.catalog.images import ImageInfo
 from controller.launch import deaths
+from controller.launch.choice import LauncherChoice as LauncherChoice  # re-exported
 from controller.paths import Paths
 from schemas import LaunchInfo, RunResult, RunSpec, SchemaVersionError, load_result
 
 LineSink = Callable[[str], None]
-
-
-class LauncherChoice(StrEnum):
-    """Where runs go: `auto` is Docker when the daemon answers and the image is built, else local."""
-
-    auto = "auto"
-    local = "local"
-    docker = "docker"
-    slurm = "slurm"  # each run a Slurm job (bench-ctl run and sweep; see controller/launch/slurm.py)
 
 
 SPEC_FILE, RESULT_FILE, LOG_FILE = "spec.json", "result.json", "runner.log"

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from controller.catalog.images import ImageInfo, get_image
 from controller.errors import BenchError, Terminated
-from controller.launch import select_launcher
 from controller.launch.base import RESULT_FILE, SPEC_FILE, Launcher, LauncherChoice, failed_result
+from controller.launch.select import select_launcher
 from controller.paths import Paths
 from controller.run.planning import tagged
 from schemas import LaunchInfo, RunResult, RunSpec

@@ -16,8 +16,8 @@ from pydantic import BaseModel
 
 from controller.catalog.images import get_image
 from controller.errors import BenchError
-from controller.launch import select_launcher
 from controller.launch.base import LineSink
+from controller.launch.select import select_launcher
 from controller.paths import Paths
 from controller.run import planning, service
 from schemas import Barrier, RunResult

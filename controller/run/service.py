@@ -17,9 +17,9 @@ from controller.analysis.reports import Comparison
 from controller.catalog import models as model_store
 from controller.catalog.images import ImageInfo, get_image
 from controller.errors import BenchError
-from controller.launch import select_launcher
 from controller.launch.base import Launcher, LineSink, failed_result
 from controller.launch.local import LocalLauncher
+from controller.launch.select import select_launcher
 from controller.paths import Paths
 from controller.run.planning import (
     RunRequest,

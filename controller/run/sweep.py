@@ -19,7 +19,7 @@ from controller.catalog import hosts
 from controller.catalog import models as model_store
 from controller.catalog.images import get_image
 from controller.claims import ClaimSet
-from controller.launch import fleet, select_launcher
+from controller.launch import fleet
 from controller.launch.base import (
     RESULT_FILE,
     SPEC_FILE,
@@ -30,6 +30,7 @@ from controller.launch.base import (
     foreign_result_message,
 )
 from controller.launch.local import LocalLauncher
+from controller.launch.select import select_launcher
 from controller.launch.slurm import SCRIPT_FILE, SlurmClient, SlurmLauncher
 from controller.paths import Paths
 from controller.run import planning, plans, service
