@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from runners.base import Runner
 from probes import gpu
+from runners.base import Runner
 from runners.core import accuracy, measure
 from runners.core.common import Timer, input_batch, log
 from runners.core.trackers import HostTrackers

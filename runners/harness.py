@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from probes import fingerprint, gpu, parent
 from runners import ensemble, scenarios
 from runners.base import Runner, Unsupported
-from probes import fingerprint, gpu, parent
 from runners.core import accuracy, barrier, cores, noise
 from runners.core.cachelock import cache_lock
 from runners.core.common import Timer, log

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
@@ -18,14 +18,22 @@ from controller.catalog.images import ImageInfo, get_image
 from controller.launch.docker import DockerLauncher
 from controller.launch.identity import client, find_image, stale_reason
 from controller.paths import REPO_ROOT, Paths
-from tests.conftest import SHORT_POLICY, Bench, write_fake_model
+from tests.conftest import SHORT_POLICY, Bench, Cli, write_fake_model
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+    from docker.models.containers import Container
+    from docker.models.images import Image
 
 pytestmark = pytest.mark.docker
 
 RUNNER_LABEL = "bench.role=runner"
+T = TypeVar("T")
+# A hanging `bench-ctl run` and its running container.
+HangingRun = tuple["subprocess.Popen[str]", "Container"]
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout_s: float, every_s: float = 0.2) -> Any:
+def wait_for(what: str, check: Callable[[], T | None], timeout_s: float, every_s: float = 0.2) -> T:
     deadline = time.monotonic() + timeout_s
     while True:
         value = check()
@@ -37,14 +45,14 @@ def wait_for(what: str, check: Callable[[], Any], timeout_s: float, every_s: flo
 
 
 @pytest.fixture(scope="module")
-def docker_client() -> Iterator[Any]:
+def docker_client() -> Iterator[DockerClient]:
     c = client(timeout=60)
     yield c
     c.close()
 
 
 @pytest.fixture(scope="module")
-def null_image(docker_client: Any) -> Any:
+def null_image(docker_client: DockerClient) -> Image:
     """The null image, current with the code (built here if missing or stale, as CI builds it first)."""
     from controller.launch.build import build
 
@@ -59,11 +67,11 @@ def null_image(docker_client: Any) -> Any:
     return found
 
 
-def owned_by(docker_client: Any, pid: int) -> list[Any]:
+def owned_by(docker_client: DockerClient, pid: int) -> list[Container]:
     return list(docker_client.containers.list(all=True, filters={"label": f"bench.owner-pid={pid}"}))
 
 
-def remove_all(containers: list[Any]) -> None:
+def remove_all(containers: list[Container]) -> None:
     for c in containers:
         try:
             c.remove(force=True)
@@ -77,7 +85,9 @@ def bench_ctl() -> list[str]:
 
 
 @pytest.fixture
-def hanging_run(bench: Bench, fake_model: Path, docker_client: Any, null_image: Any) -> Iterator[Any]:
+def hanging_run(
+    bench: Bench, fake_model: Path, docker_client: DockerClient, null_image: Image
+) -> Iterator[HangingRun]:
     """Start `bench-ctl run --launcher docker --set fault=hang` as a process; yields (process,
     its running container). Whatever the test does, the process and its containers are gone after."""
     cmd = [*bench_ctl(), "run", "-i", "null", "-m", "fake", "-b", "1", "--launcher", "docker"]
@@ -92,7 +102,7 @@ def hanging_run(bench: Bench, fake_model: Path, docker_client: Any, null_image: 
     )
     try:
 
-        def running() -> Any:
+        def running() -> Container | None:
             if proc.poll() is not None:
                 raise AssertionError(f"bench-ctl ended early ({proc.returncode}): {proc.communicate()}")
             return next((c for c in owned_by(docker_client, proc.pid) if c.status == "running"), None)
@@ -113,7 +123,7 @@ def hanging_run(bench: Bench, fake_model: Path, docker_client: Any, null_image: 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_during_a_docker_run_stops_its_container(
-    hanging_run: Any, docker_client: Any, bench: Bench, signum: int
+    hanging_run: HangingRun, docker_client: DockerClient, bench: Bench, signum: int
 ) -> None:
     proc, container = hanging_run
     proc.send_signal(signum)
@@ -134,7 +144,7 @@ def test_signal_during_a_docker_run_stops_its_container(
 
 
 def test_container_orphaned_by_sigkill_is_reaped_by_the_next_run(
-    hanging_run: Any, docker_client: Any, cli: Any, bench: Bench
+    hanging_run: HangingRun, docker_client: DockerClient, cli: Cli, bench: Bench
 ) -> None:
     proc, container = hanging_run
     proc.kill()  # SIGKILL: nothing in bench-ctl runs, its container is left behind
@@ -151,7 +161,7 @@ def test_container_orphaned_by_sigkill_is_reaped_by_the_next_run(
 
 
 def test_reaper_leaves_live_owners_and_other_hosts_alone(
-    bench: Bench, docker_client: Any, null_image: Any
+    bench: Bench, docker_client: DockerClient, null_image: Image
 ) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
     dead_pid = int(dead.stdout)
@@ -196,22 +206,22 @@ def test_reaper_leaves_live_owners_and_other_hosts_alone(
     ids=["outputs-of-a-big-batch", "fault-oom"],
 )
 def test_oom_in_a_container_is_stored_as_an_error_naming_it(
-    bench: Bench, docker_client: Any, null_image: Any, model: str, batch: int, sets: list[str]
+    bench: Bench, docker_client: DockerClient, null_image: Image, model: str, batch: int, sets: list[str]
 ) -> None:
     """Under a 128 MiB limit the runner allocates its outputs (512 samples x 1 MiB each), or
     allocates until stopped (fault=oom): the kernel kills it, and the stored result says so."""
-    from controller.run import service
+    from controller.run import pipeline, planning
 
     write_fake_model(bench.models / model, name=model, classes=262144 if model == "wide" else 10)
     image = get_image("null")
     paths = Paths.from_env()
     launcher = DockerLauncher(paths, docker_client, memory_limit_mb=128)
     launcher.prepare(image, print)
-    req = service.RunRequest(
+    req = planning.RunRequest(
         image="null", model=model, batch_sizes=[batch], sets=[*SHORT_POLICY[1::2], *sets]
     )
-    spec = service.plan(req, paths, launcher, image)
-    result = service.execute(image, spec, launcher, paths, 120, lambda _line: None)
+    spec = planning.plan(req, paths, image)
+    result = pipeline.launch_and_keep(image, spec, launcher, paths, 120, lambda _line: None)
 
     assert result.status == "error"
     assert result.message is not None and "out of memory" in result.message.lower(), result.message
@@ -223,9 +233,11 @@ def test_oom_in_a_container_is_stored_as_an_error_naming_it(
     assert not owned_by(docker_client, os.getpid())
 
 
-def test_oom_outcome_is_flagged(bench: Bench, fake_model: Path, docker_client: Any, null_image: Any) -> None:
+def test_oom_outcome_is_flagged(
+    bench: Bench, fake_model: Path, docker_client: DockerClient, null_image: Image
+) -> None:
     """6 MiB: not even the interpreter starts. The outcome says OOM; a plain failure does not."""
-    from controller.run import service
+    from controller.run import planning
 
     image = get_image("null")
     paths = Paths.from_env()
@@ -233,8 +245,8 @@ def test_oom_outcome_is_flagged(bench: Bench, fake_model: Path, docker_client: A
     for limit in (6, None):
         launcher = DockerLauncher(paths, docker_client, memory_limit_mb=limit)
         launcher.prepare(image, print)
-        req = service.RunRequest(image="null", model="fake", batch_sizes=[1], sets=["fault=exit"])
-        spec = service.plan(req, paths, launcher, image)
+        req = planning.RunRequest(image="null", model="fake", batch_sizes=[1], sets=["fault=exit"])
+        spec = launcher.runner_view(planning.plan(req, paths, image), image)
         run_dir = paths.runs / spec.run_id
         run_dir.mkdir(parents=True)
         (run_dir / "spec.json").write_text(spec.model_dump_json())
@@ -256,12 +268,12 @@ class ScratchImage(ImageInfo):
         return Path(os.environ["BENCH_HOME"]).parent / "image"
 
 
-def dangling_ids(docker_client: Any) -> set[str]:
+def dangling_ids(docker_client: DockerClient) -> set[str]:
     return {img.id for img in docker_client.images.list(filters={"dangling": True})}
 
 
 def test_builds_leave_no_untagged_images(
-    bench: Bench, docker_client: Any, monkeypatch: pytest.MonkeyPatch
+    bench: Bench, docker_client: DockerClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from controller.launch import build as builder
 
@@ -326,7 +338,7 @@ def test_builds_leave_no_untagged_images(
                 docker_client.images.remove(i)
 
 
-def find_image_ref(docker_client: Any, ref: str) -> Any | None:
+def find_image_ref(docker_client: DockerClient, ref: str) -> Image | None:
     try:
         return docker_client.images.get(ref)
     except Exception:

@@ -6,25 +6,25 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from controller.catalog.images import get_image
-from controller.launch import fleet
-from controller.launch.base import ProcessOutcome
+from controller.catalog.images import ImageInfo, get_image
+from controller.launch.base import LineSink, ProcessOutcome
 from controller.launch.local import LocalLauncher
 from controller.launch.slurm import JobState
 from controller.paths import Paths
-from controller.run import service
+from controller.run import fleet, pipeline
 from controller.run.planning import RunRequest, plan
 from controller.store import db as store
 from schemas import RunResult, RunSpec
+from tests.conftest import Bench, Cli, MakeResult
 
 
-def _store(bench: Any, *results: RunResult) -> None:
+def _store(bench: Bench, *results: RunResult) -> None:
     with store.connect(bench.db) as con:
         for r in results:
             store.ingest(con, r)
@@ -39,7 +39,7 @@ def _forged(result: RunResult, run_id: str, throughput: float) -> str:
     return json.dumps(doc)
 
 
-def _victim(bench: Any) -> tuple[float, int]:
+def _victim(bench: Bench) -> tuple[float, int]:
     rows = bench.rows("SELECT max(throughput_sps), count(*) FROM results WHERE run_id = 'victim'")
     return float(rows[0][0]), int(rows[0][1])
 
@@ -51,7 +51,7 @@ class CompletedJobs:
         return {j: JobState(j, "COMPLETED", None, "n1") for j in job_ids}
 
 
-def _registered_job(bench: Any, spec: RunSpec, job_id: str = "4242") -> fleet.Job:
+def _registered_job(bench: Bench, spec: RunSpec, job_id: str = "4242") -> fleet.Job:
     run_dir = bench.runs / spec.run_id
     run_dir.mkdir(parents=True)
     (run_dir / "spec.json").write_text(spec.model_dump_json())
@@ -72,7 +72,7 @@ def _registered_job(bench: Any, spec: RunSpec, job_id: str = "4242") -> fleet.Jo
 
 @pytest.mark.parametrize("spec_json", ["kept", "forged", "gone"])
 def test_fleet_sync_refuses_a_result_claiming_another_run(
-    bench: Any, make_result: Any, spec_json: str
+    bench: Bench, make_result: MakeResult, spec_json: str
 ) -> None:
     """The issue's repro: run V stored; job J of run R ends; R's result.json edited to say V (and
     its spec.json too, or removed). Before, `fleet sync` said "job J: ok", V held the forged
@@ -107,7 +107,9 @@ def test_fleet_sync_refuses_a_result_claiming_another_run(
 
 
 @pytest.mark.parametrize("spec_json", ["kept", "gone"])
-def test_fleet_sync_still_stores_a_jobs_own_result(bench: Any, make_result: Any, spec_json: str) -> None:
+def test_fleet_sync_still_stores_a_jobs_own_result(
+    bench: Bench, make_result: MakeResult, spec_json: str
+) -> None:
     planned = make_result(run_id="20260101T000000Z-null-fake-000abd")
     job = _registered_job(bench, planned.spec)
     (Path(job.run_dir) / "result.json").write_text(planned.model_dump_json())
@@ -119,7 +121,7 @@ def test_fleet_sync_still_stores_a_jobs_own_result(bench: Any, make_result: Any,
     assert launch is not None and launch.launcher == "local" and launch.job_id == "4242"
 
 
-def test_fleet_sync_of_a_job_that_left_nothing_usable(bench: Any, make_result: Any) -> None:
+def test_fleet_sync_of_a_job_that_left_nothing_usable(bench: Bench, make_result: MakeResult) -> None:
     """No spec.json and a result.json that is a FIFO: the run is stored as failed with what the
     registry knows of it, instead of an internal error (or a read that waits forever)."""
     planned = make_result(run_id="20260101T000000Z-null-fake-000abe")
@@ -145,16 +147,23 @@ class ForgingLauncher(LocalLauncher):
         super().__init__(paths)
         self.forged = forged
 
-    def start_runner(self, *args: Any, **kwargs: Any) -> ProcessOutcome:
-        outcome = super().start_runner(*args, **kwargs)
-        run_dir: Path = args[2]
+    def start_runner(
+        self,
+        image: ImageInfo,
+        spec: RunSpec,
+        run_dir: Path,
+        timeout_s: float,
+        on_line: LineSink,
+        shared: Sequence[Path] = (),
+    ) -> ProcessOutcome:
+        outcome = super().start_runner(image, spec, run_dir, timeout_s, on_line, shared)
         (run_dir / "result.json").write_text(self.forged)
         return outcome
 
 
 @pytest.mark.usefixtures("null_env")
 def test_local_launch_refuses_a_result_claiming_another_run(
-    bench: Any, fake_model: Path, make_result: Any, short_policy: list[str]
+    bench: Bench, fake_model: Path, make_result: MakeResult, short_policy: list[str]
 ) -> None:
     victim = make_result(run_id="victim")
     _store(bench, victim)
@@ -162,11 +171,9 @@ def test_local_launch_refuses_a_result_claiming_another_run(
     paths = Paths.from_env()
     image = get_image("null")
     sets = [s for s in short_policy if s != "--set"]
-    spec = plan(
-        RunRequest(image="null", model="fake", batch_sizes=[1], sets=sets), paths, LocalLauncher(paths), image
-    )
+    spec = plan(RunRequest(image="null", model="fake", batch_sizes=[1], sets=sets), paths, image)
     launcher = ForgingLauncher(paths, _forged(victim, "victim", 1e9))
-    result = service.execute(image, spec, launcher, paths, 60, lambda _: None)
+    result = pipeline.launch_and_keep(image, spec, launcher, paths, 60, lambda _: None)
     assert result.run_id == spec.run_id and result.status == "error"
     assert "claimed another run id ('victim')" in (result.message or "")
     assert result.launch is not None and result.launch.launcher == "local"
@@ -176,7 +183,7 @@ def test_local_launch_refuses_a_result_claiming_another_run(
 
 @pytest.mark.usefixtures("null_env")
 def test_sweep_recovery_refuses_a_result_claiming_another_run(
-    cli: Any, bench: Any, fake_model: Path, make_result: Any, tmp_path: Path
+    cli: Cli, bench: Bench, fake_model: Path, make_result: MakeResult, tmp_path: Path
 ) -> None:
     """A sweep stores results that reached their run folders but not the store: one of them
     edited to claim another run is not stored over it; its own run is stored as failed."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -11,9 +10,10 @@ from controller.errors import BenchError
 from controller.launch.slurm import JobState, batch_script, parse_sacct, parse_squeue
 from schemas import MeasurementPolicy, RunSpec
 from schemas.plan import SlurmOptions
+from tests.conftest import Bench, Cli, MakeResult
 
 
-def test_sbatch_absent_is_one_line(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
+def test_sbatch_absent_is_one_line(cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str]) -> None:
     result = cli(
         "run", "-i", "null", "-m", "fake", "--launcher", "slurm", *short_policy, env={"PATH": "/nonexistent"}
     )
@@ -22,7 +22,7 @@ def test_sbatch_absent_is_one_line(cli: Any, bench: Any, fake_model: Path, short
     assert bench.run_dirs() == []
 
 
-def test_slurm_options_need_the_slurm_launcher(cli: Any, fake_model: Path) -> None:
+def test_slurm_options_need_the_slurm_launcher(cli: Cli, fake_model: Path) -> None:
     result = cli("run", "-i", "null", "-m", "fake", "--launcher", "local", "--partition", "gpu")
     assert result.exit_code == 2 and "--partition needs --launcher slurm" in result.stderr
 
@@ -80,7 +80,7 @@ def test_slurm_states_parse_and_map() -> None:
     ]
 
 
-def test_node_maps_the_allocated_gpu_for_docker(monkeypatch: Any, tmp_path: Path) -> None:
+def test_node_maps_the_allocated_gpu_for_docker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Slurm gives a job GPU 3 as CUDA_VISIBLE_DEVICES=3: Docker must be asked for GPU 3, while a
     local runner keeps cuda:0 (CUDA numbers the visible GPUs from 0)."""
     from controller.catalog.images import get_image
@@ -97,20 +97,22 @@ def test_node_maps_the_allocated_gpu_for_docker(monkeypatch: Any, tmp_path: Path
     assert local.device == "cuda:0" and local.model_dir == str(tmp_path / "models" / "fake")
 
 
-def test_rerun_of_stored_runs_refuses_slurm(cli: Any) -> None:
+def test_rerun_of_stored_runs_refuses_slurm(cli: Cli) -> None:
     result = cli("rerun", "20260101T000000Z-null-fake-abcdef", "--launcher", "slurm")
     assert result.exit_code == 2 and "measures on this host" in result.stderr and "hint:" in result.stderr
 
 
-def test_sweep_slurm_flags_need_the_slurm_launcher(cli: Any) -> None:
+def test_sweep_slurm_flags_need_the_slurm_launcher(cli: Cli) -> None:
     result = cli("sweep", "plans/smoke.toml", "--cpus-per-task", "2")
     assert result.exit_code == 2 and "--cpus-per-task needs --launcher slurm" in result.stderr
 
 
-def test_a_commands_summary_compares_the_hosts_its_runs_landed_on(bench: Any, make_result: Any) -> None:
+def test_a_commands_summary_compares_the_hosts_its_runs_landed_on(
+    bench: Bench, make_result: MakeResult
+) -> None:
     """Runs made on Slurm nodes are not this host's: the summary after `run` shows their hosts,
     side by side when they landed on several."""
-    from controller.run import service
+    from controller.run import rounds
     from controller.store import db as store
 
     one = [make_result(host="node-a", repetition=i) for i in (1, 2)]
@@ -118,9 +120,9 @@ def test_a_commands_summary_compares_the_hosts_its_runs_landed_on(bench: Any, ma
     with store.connect(bench.db) as con:
         for r in two:
             store.ingest(con, r)
-    [single] = service.group_summary(bench.db, one)
+    [single] = rounds.group_summary(bench.db, one)
     assert single.hosts == ["node-a"]
-    [both] = service.group_summary(bench.db, two)
+    [both] = rounds.group_summary(bench.db, two)
     assert both.hosts == ["node-a", "node-b"] and all("node-" in label for label in both.labels)
 
 
@@ -172,9 +174,9 @@ def test_a_state_folder_sbatch_cannot_carry_is_refused(tmp_path: Path, odd: str)
 
 
 def test_a_state_folder_sbatch_cannot_carry_is_refused_before_anything_is_written(
-    cli: Any, bench: Any, tmp_path: Path, short_policy: list[str]
+    cli: Cli, bench: Bench, tmp_path: Path, short_policy: list[str]
 ) -> None:
-    from conftest import write_fake_model
+    from tests.conftest import write_fake_model
 
     home = tmp_path / "my bench"
     (home / "models").mkdir(parents=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from typing import Any
 
 import numpy as np
 import pytest
@@ -68,7 +69,9 @@ def test_mean_ci_degenerate_inputs() -> None:
     assert one.relative_half_width is None
     same = mean_ci([2.0, 2.0, 2.0])
     assert (same.low, same.high, same.method) == (2.0, 2.0, "t")
-    for bad in ([], [1.0, float("nan")], [1.0, float("inf")], [[1.0, 2.0]]):
+    # The last is no sequence of numbers at all, as a caller's bug would pass.
+    bad_inputs: list[Any] = [[], [1.0, float("nan")], [1.0, float("inf")], [[1.0, 2.0]]]
+    for bad in bad_inputs:
         with pytest.raises(ValueError):
             mean_ci(bad)
     with pytest.raises(ValueError, match="confidence"):
@@ -426,13 +429,13 @@ def test_widest_interval_and_the_target_ci_rule() -> None:
     """The rule that adds repetitions for policy.target_ci, on textbook numbers: 100, 102, 98 has
     sd 2, so the half-width is t(2) * 2 / sqrt(3) = 4.97 % of the mean; the widest batch size
     decides; one run falls back to its own interval; none at all is infinitely wide."""
-    from controller.run.service import needs_more_runs, widest_interval
+    from controller.run.rounds import needs_more_runs, widest_interval
     from schemas import MeasurementPolicy
 
-    three = [(1, 100.0, None), (1, 102.0, None), (1, 98.0, None)]
+    three: list[tuple[int, float, float | None]] = [(1, 100.0, None), (1, 102.0, None), (1, 98.0, None)]
     expected = T975[2] * 2 / math.sqrt(3) / 100
     assert widest_interval(three) == pytest.approx(expected, rel=1e-6)
-    tight = [(8, 800.0, None), (8, 800.8, None), (8, 799.2, None)]
+    tight: list[tuple[int, float, float | None]] = [(8, 800.0, None), (8, 800.8, None), (8, 799.2, None)]
     assert widest_interval(three + tight) == pytest.approx(expected, rel=1e-6)
     assert widest_interval([(1, 100.0, 0.03)]) == 0.03
     assert widest_interval([(1, 100.0, None)]) == math.inf and widest_interval([]) == math.inf

@@ -10,14 +10,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from controller.catalog import hosts
-from controller.launch.local import LocalLauncher
 from controller.paths import Paths
 from controller.run import planning, plans
+from tests.conftest import Bench, Cli, MakeResult
 
 pytestmark = pytest.mark.usefixtures("null_env")
 
@@ -39,7 +38,7 @@ sweep = { work_us = [0, 100] }
 """
 
 
-def cells_in_store(bench: Any) -> dict[str, list[str]]:
+def cells_in_store(bench: Bench) -> dict[str, list[str]]:
     rows = bench.rows("SELECT cell, status FROM runs ORDER BY started_at")
     found: dict[str, list[str]] = {}
     for cell, status in rows:
@@ -47,7 +46,7 @@ def cells_in_store(bench: Any) -> dict[str, list[str]]:
     return found
 
 
-def test_plan_expands_model_major_with_sweeps(bench: Any, fake_model: Path, tmp_path: Path) -> None:
+def test_plan_expands_model_major_with_sweeps(bench: Bench, fake_model: Path, tmp_path: Path) -> None:
     path = write_plan(
         tmp_path,
         """
@@ -68,20 +67,20 @@ sweep = { tag = ["a", "b"] }
     assert [c.key for c in other] == [c.key for c in cells]
 
 
-def test_cell_key_changes_with_host_and_lock(bench: Any, fake_model: Path, tmp_path: Path) -> None:
+def test_cell_key_changes_with_host_and_lock(bench: Bench, fake_model: Path, tmp_path: Path) -> None:
     plan = plans.load(write_plan(tmp_path, NULL_PAIR))
     here = plans.cells(plan, Paths.from_env(), hosts.identity().key)
     new_host = hosts.identity().model_copy(update={"cpu_model": "another CPU"})
     elsewhere = plans.cells(plan, Paths.from_env(), new_host.key)
     assert not {c.key for c in here} & {c.key for c in elsewhere}
     image = here[0].image
-    spec = planning.plan(here[0].request, Paths.from_env(), LocalLauncher(Paths.from_env()), image)
+    spec = planning.plan(here[0].request, Paths.from_env(), image)
     relocked = plans.cell_key(spec, image.model_copy(update={"lock_hash": "x"}), "h")
     assert relocked != plans.cell_key(spec, image, "h")
 
 
 def test_sweep_runs_what_is_missing_and_then_nothing(
-    cli: Any, bench: Any, fake_model: Path, tmp_path: Path
+    cli: Cli, bench: Bench, fake_model: Path, tmp_path: Path
 ) -> None:
     path = write_plan(tmp_path, NULL_PAIR)
     first = cli("sweep", path, "--launcher", "local")
@@ -103,7 +102,7 @@ def test_sweep_runs_what_is_missing_and_then_nothing(
 
 
 def test_new_hardware_makes_cells_due_again(
-    cli: Any, bench: Any, fake_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cli: Cli, bench: Bench, fake_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = write_plan(tmp_path, NULL_PAIR, repetitions=1)
     assert cli("sweep", path, "--launcher", "local").exit_code == 0
@@ -119,7 +118,7 @@ def test_new_hardware_makes_cells_due_again(
 
 
 def test_target_ci_adds_runs_until_narrow_or_capped(
-    cli: Any, bench: Any, fake_model: Path, tmp_path: Path
+    cli: Cli, bench: Bench, fake_model: Path, tmp_path: Path
 ) -> None:
     """policy.target_ci in a plan: a target no run can meet (0.01 %) takes the cell to its cap of
     max_repetitions, one run per round; a loose one (50 %) is met by the first run. The cap is
@@ -153,7 +152,7 @@ def test_target_ci_adds_runs_until_narrow_or_capped(
     assert bench.count("runs") == 5
 
 
-def test_unsupported_cell_is_recorded_once(cli: Any, bench: Any, fake_model: Path, tmp_path: Path) -> None:
+def test_unsupported_cell_is_recorded_once(cli: Cli, bench: Bench, fake_model: Path, tmp_path: Path) -> None:
     path = write_plan(
         tmp_path,
         NULL_PAIR + '\n[[runs]]\nimages = ["trt10"]\nmodels = ["fake"]\nbatch_sizes = [1]\n',
@@ -171,7 +170,7 @@ def test_unsupported_cell_is_recorded_once(cli: Any, bench: Any, fake_model: Pat
 
 
 def test_failed_cells_rerun_only_with_retry_failed(
-    cli: Any, bench: Any, fake_model: Path, tmp_path: Path
+    cli: Cli, bench: Bench, fake_model: Path, tmp_path: Path
 ) -> None:
     body = '[[runs]]\nimages = ["null"]\nmodels = ["fake"]\nbatch_sizes = [1]\nset = { fault = "raise" }\n'
     path = write_plan(tmp_path, body, repetitions=2)
@@ -187,7 +186,7 @@ def test_failed_cells_rerun_only_with_retry_failed(
 
 
 def test_sigkill_half_way_then_resume_runs_exactly_the_missing(
-    bench: Any, fake_model: Path, tmp_path: Path
+    bench: Bench, fake_model: Path, tmp_path: Path
 ) -> None:
     """bench-ctl killed with SIGKILL between runs: the rerun makes exactly the runs that are missing,
     and the store holds each cell's repetitions once."""
@@ -223,7 +222,9 @@ sweep = { work_us = [0, 10, 20, 30] }
     assert len(stored) == 4 and all(s == ["ok"] for s in stored.values())
 
 
-def test_two_sweeps_of_one_plan_measure_each_cell_once(bench: Any, fake_model: Path, tmp_path: Path) -> None:
+def test_two_sweeps_of_one_plan_measure_each_cell_once(
+    bench: Bench, fake_model: Path, tmp_path: Path
+) -> None:
     """The same plan swept twice, 0.5 s apart, on one host: each cell is claimed by one sweep, the
     other skips it and says so, and the store holds each cell's repetitions once (the probe had
     12 runs for 6 cells)."""
@@ -252,7 +253,7 @@ sweep = { work_us = [0, 10, 20] }
 
 
 def test_claims_that_cannot_be_written_are_one_line(
-    cli: Any, bench: Any, fake_model: Path, tmp_path: Path
+    cli: Cli, bench: Bench, fake_model: Path, tmp_path: Path
 ) -> None:
     (bench.home / "claims").write_text("")  # in the way of the claims folder, as a full disk would be
     result = cli("sweep", write_plan(tmp_path, NULL_PAIR, repetitions=1), "--launcher", "local")
@@ -263,7 +264,7 @@ def test_claims_that_cannot_be_written_are_one_line(
 
 
 def test_results_measured_but_not_stored_count_as_done(
-    cli: Any, bench: Any, fake_model: Path, tmp_path: Path
+    cli: Cli, bench: Bench, fake_model: Path, tmp_path: Path
 ) -> None:
     """A result in its run folder that never reached the store (bench-ctl killed between the two,
     or the store refused it then) is stored by the next sweep instead of measured again; run
@@ -291,14 +292,16 @@ def test_results_measured_but_not_stored_count_as_done(
     assert bench.count("runs") == 2
 
 
-def _stored_runs(bench: Any) -> int:
+def _stored_runs(bench: Bench) -> int:
     try:
         return len(bench.rows("SELECT 1 FROM runs"))
     except Exception:  # the sweep holds the write lock for a moment
         return 0
 
 
-def test_dry_run_lists_cells_and_runs_nothing(cli: Any, bench: Any, fake_model: Path, tmp_path: Path) -> None:
+def test_dry_run_lists_cells_and_runs_nothing(
+    cli: Cli, bench: Bench, fake_model: Path, tmp_path: Path
+) -> None:
     path = write_plan(tmp_path, NULL_PAIR)
     result = cli("sweep", path, "--dry-run", "--json")
     assert result.exit_code == 0, result.output
@@ -307,7 +310,7 @@ def test_dry_run_lists_cells_and_runs_nothing(cli: Any, bench: Any, fake_model: 
     assert not bench.db.exists() and not bench.run_dirs()
 
 
-def test_paper_plan_dry_run_marks_gpu_cells(cli: Any, bench: Any) -> None:
+def test_paper_plan_dry_run_marks_gpu_cells(cli: Cli, bench: Bench) -> None:
     """The study's plan expands on any host, models exported or not; GPU cells say why not here."""
     result = cli("sweep", "plans/paper.toml", "--dry-run", "--json")
     assert result.exit_code == 0, result.output
@@ -350,7 +353,7 @@ def test_paper_plan_dry_run_marks_gpu_cells(cli: Any, bench: Any) -> None:
     ],
 )
 def test_bad_plans_are_one_line_and_exit_2(
-    cli: Any, bench: Any, fake_model: Path, tmp_path: Path, text: str, message: str
+    cli: Cli, bench: Bench, fake_model: Path, tmp_path: Path, text: str, message: str
 ) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
@@ -361,7 +364,7 @@ def test_bad_plans_are_one_line_and_exit_2(
     assert not bench.db.exists() and not bench.run_dirs()
 
 
-def test_missing_plan_file(cli: Any, bench: Any) -> None:
+def test_missing_plan_file(cli: Cli, bench: Bench) -> None:
     result = cli("sweep", "plans/nope.toml")
     assert result.exit_code == 2 and "no plan file" in result.output
 
@@ -369,7 +372,9 @@ def test_missing_plan_file(cli: Any, bench: Any) -> None:
 # --------------------------------------------------------------------------- rerun
 
 
-def test_rerun_repeats_the_same_spec(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
+def test_rerun_repeats_the_same_spec(
+    cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str]
+) -> None:
     first = cli(
         "run", "--image", "null", "--model", "fake", "--launcher", "local", "-b", "1,4",
         *short_policy, "--set", "work_us=300", "--set", "tag=x", "--json",
@@ -388,7 +393,7 @@ def test_rerun_repeats_the_same_spec(cli: Any, bench: Any, fake_model: Path, sho
 
 
 def test_rerun_group_keeps_each_configurations_count(
-    cli: Any, bench: Any, fake_model: Path, short_policy: list[str]
+    cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str]
 ) -> None:
     made = cli(
         "run", "--image", "null", "--model", "fake", "--launcher", "local", "-b", "1",
@@ -403,7 +408,7 @@ def test_rerun_group_keeps_each_configurations_count(
     assert [r["spec"]["options"]["work_us"] for r in runs][:2] in ([0, 50], [50, 0])  # interleaved
 
 
-def test_rerun_bad_input(cli: Any, bench: Any, make_result: Any, tmp_path: Path) -> None:
+def test_rerun_bad_input(cli: Cli, bench: Bench, make_result: MakeResult, tmp_path: Path) -> None:
     from controller.store import db as store
 
     store.ensure_store(bench.db)

@@ -49,17 +49,18 @@ if TYPE_CHECKING:
     from controller.analysis.reports import HostPair
     from controller.catalog import models as model_store
     from controller.cli import render
-    from controller.launch import fleet
     from controller.run import colocate as colocate_service
-    from controller.run import planning, service
+    from controller.run import fleet, peak, pipeline, planning, rounds
 else:
     comparison = lazy("controller.analysis.comparison")
     model_store = lazy("controller.catalog.models")
     render = lazy("controller.cli.render")
-    fleet = lazy("controller.launch.fleet")
+    fleet = lazy("controller.run.fleet")
     colocate_service = lazy("controller.run.colocate")
     planning = lazy("controller.run.planning")
-    service = lazy("controller.run.service")
+    peak = lazy("controller.run.peak")
+    pipeline = lazy("controller.run.pipeline")
+    rounds = lazy("controller.run.rounds")
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -286,7 +287,7 @@ def run(
     if slurm_options is not None:
         results = fleet.run_all(req, slurm_options, paths, info)
     else:
-        results = service.run_all(req, paths, info, runner_line)
+        results = rounds.run_all(req, paths, info, runner_line)
     lean = {"measurements": {"__all__": {"latencies_ms"}}}
     if as_json:
         docs = [json.loads(r.model_dump_json(exclude=lean)) for r in results]
@@ -295,7 +296,7 @@ def run(
         render.run_summary(out, results[0], paths.runs / results[0].run_id)
     else:
         render.run_lines(out, results)
-        render.group_summary(out, service.group_summary(paths.db, results))
+        render.group_summary(out, rounds.group_summary(paths.db, results))
     if any(r.status != "ok" for r in results):
         raise typer.Exit(1)
 
@@ -309,13 +310,13 @@ def run_find_peak(req: planning.RunRequest, paths: Paths, as_json: bool, repeat:
         raise BenchError("--find-peak needs a latency bound", "e.g. --set server.latency_bound_ms=50")
     if (repeat is not None and repeat > 1) or req.sweeps:
         raise BenchError("--find-peak runs one probe per rate", "drop --repeat and --sweep")
-    probes, peak = service.find_peak(req, paths, info, runner_line)
+    probes, found = peak.find_peak(req, paths, info, runner_line)
     if as_json:
         lean = {"measurements": {"__all__": {"latencies_ms"}}}
         docs = [json.loads(r.model_dump_json(exclude=lean)) for r in probes]
-        print(json.dumps({"peak_qps": peak, "probes": docs}, indent=1))
+        print(json.dumps({"peak_qps": found, "probes": docs}, indent=1))
     else:
-        render.peak(out, probes, peak)
+        render.peak(out, probes, found)
     if any(r.status != "ok" for r in probes):
         raise typer.Exit(1)
 
@@ -332,8 +333,6 @@ def run_colocated(req: planning.RunRequest, paths: Paths, as_json: bool) -> None
             f"--colocate processes measures offline only, not --scenario {req.scenario}",
             "serve an ensemble from one runner: --ensemble without --colocate (threads)",
         )
-    planning.validate(req, paths)
-    service.check_destinations(paths)
     colocated = colocate_service.run(req, paths, info, runner_line)
     if as_json:
         lean = {"runs": {"__all__": {"measurements": {"__all__": {"latencies_ms"}}}}}

@@ -14,11 +14,11 @@ from controller.paths import Paths
 
 if TYPE_CHECKING:
     from controller.cli import render
-    from controller.launch import fleet
+    from controller.run import fleet
     from schemas.plan import SlurmOptions
 else:
     render = lazy("controller.cli.render")
-    fleet = lazy("controller.launch.fleet")
+    fleet = lazy("controller.run.fleet")
 
 commands = typer.Typer(
     no_args_is_help=True,

@@ -47,12 +47,11 @@ from controller.paths import Paths
 
 if TYPE_CHECKING:
     from controller.cli import render
-    from controller.launch import fleet
-    from controller.run import rerun, sweep
+    from controller.run import fleet, rerun, sweep
     from schemas import RunResult
 else:
     render = lazy("controller.cli.render")
-    fleet = lazy("controller.launch.fleet")
+    fleet = lazy("controller.run.fleet")
     rerun = lazy("controller.run.rerun")
     sweep = lazy("controller.run.sweep")
 

@@ -107,6 +107,21 @@ class Launcher(ABC):
     ) -> ProcessOutcome:
         """Run `python -m MODULE ARGS` in the image with `writable` mounted read-write (exporter)."""
 
+    def runner_view(self, spec: RunSpec, image: ImageInfo) -> RunSpec:
+        """The spec as this launcher's runner sees it. Plans name this host's folders (the model
+        store, the image's cache, a co-location barrier); a container mounts them elsewhere, and
+        a Slurm node keeps its own caches, so each launcher translates them when it starts a run.
+        Folders are derived from the model and image names again, so translating twice is the same."""
+        first = spec.members[0].model if spec.members else spec.model
+        update: dict[str, object] = {
+            "model_dir": self.model_dir(first),
+            "cache_dir": self.cache_dir(image),
+            "members": [{**m.model_dump(), "model_dir": self.model_dir(m.model)} for m in spec.members],
+        }
+        if spec.barrier is not None:
+            update["barrier"] = {**spec.barrier.model_dump(), "dir": self.inside(Path(spec.barrier.dir))}
+        return RunSpec.model_validate({**spec.model_dump(), **update})
+
     def launch(
         self,
         image: ImageInfo,
@@ -117,6 +132,7 @@ class Launcher(ABC):
         shared: Sequence[Path] = (),
     ) -> RunResult:
         """Run one spec and return its validated result, failed or not."""
+        spec = self.runner_view(spec, image)
         (run_dir / SPEC_FILE).write_text(spec.model_dump_json(indent=1) + "\n")
         started = datetime.now(UTC)
         outcome = self.start_runner(image, spec, run_dir, timeout_s, on_line, shared)

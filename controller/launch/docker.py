@@ -232,6 +232,8 @@ class DockerLauncher(Launcher):
         return found
 
     def inside(self, host_path: Path) -> str:
+        if str(host_path).startswith(f"{INSIDE_HOME}/"):  # already as the container sees it
+            return str(host_path)
         rel = host_path.resolve().relative_to(self.paths.home)
         return f"{INSIDE_HOME}/{rel}"
 

@@ -25,7 +25,6 @@ from controller.errors import BenchError, Terminated
 from controller.launch.base import RESULT_FILE, SPEC_FILE, Launcher, LauncherChoice, failed_result
 from controller.launch.select import select_launcher
 from controller.paths import Paths
-from controller.run.planning import tagged
 from schemas import LaunchInfo, RunResult, RunSpec
 from schemas.atomic import write_atomic
 
@@ -49,20 +48,12 @@ def allocated_gpu(device: str) -> str:
 
 
 def for_launcher(spec: RunSpec, launcher: Launcher, image: ImageInfo) -> RunSpec:
-    """The spec with the model and cache folders as the chosen launcher's runner sees them, and,
-    in a container, the GPU Slurm allocated by the machine's index."""
-    members = [m.model_copy(update={"model_dir": launcher.model_dir(m.model)}) for m in spec.members]
-    first = spec.members[0].model if spec.members else spec.model
-    device = spec.device
-    if launcher.name == "docker" and device.startswith("cuda:"):
-        device = allocated_gpu(device)
-    return tagged(
-        spec,
-        model_dir=launcher.model_dir(first),
-        cache_dir=launcher.cache_dir(image),
-        members=[m.model_dump() for m in members],
-        device=device,
-    )
+    """The spec as the chosen launcher's runner sees it (its folders) and, in a container, with the
+    GPU Slurm allocated named by the machine's index."""
+    spec = launcher.runner_view(spec, image)
+    if launcher.name == "docker" and spec.device.startswith("cuda:"):
+        return RunSpec.model_validate({**spec.model_dump(), "device": allocated_gpu(spec.device)})
+    return spec
 
 
 def node_name() -> str:

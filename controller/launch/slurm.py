@@ -6,7 +6,7 @@ are on a file system the nodes see at the same paths), writes `spec.json` and a 
 `python -m controller.launch.node`, which picks Docker or the locked local environment as a local run
 does and writes `result.json` into the run folder. The controller follows the jobs with `squeue`
 (and `sacct` where the cluster keeps accounting) and stores each result as it lands
-(controller/launch/fleet.py); a job that Slurm ends before its runner reports becomes a result with
+(controller/run/fleet.py); a job that Slurm ends before its runner reports becomes a result with
 Slurm's state and reason.
 """
 
@@ -334,7 +334,7 @@ def batch_script(
 
 class SlurmLauncher:
     """Submits runs as Slurm jobs. Unlike local and Docker it does not wait for a runner: it
-    returns a job id, and controller/launch/fleet.py follows the jobs and stores their results."""
+    returns a job id, and controller/run/fleet.py follows the jobs and stores their results."""
 
     name = "slurm"
 

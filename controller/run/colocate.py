@@ -14,12 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import BaseModel
 
-from controller.catalog.images import get_image
 from controller.errors import BenchError
 from controller.launch.base import LineSink
-from controller.launch.select import select_launcher
 from controller.paths import Paths
-from controller.run import planning, service
+from controller.run import pipeline, planning
 from schemas import Barrier, RunResult
 
 DEFAULT_DURATION_S = 10.0
@@ -58,40 +56,45 @@ def _fixed_duration(sets: list[str]) -> list[str]:
 
 
 def run(req: planning.RunRequest, paths: Paths, log: LineSink, on_line: LineSink) -> Colocated:
-    image = get_image(req.image)
+    """Each member measured alone, then all started together, meeting at a barrier before each
+    steady state; one planned configuration per member, run through one executor."""
     models = req.models
+    if len(models) < 2:
+        raise BenchError("--colocate processes needs at least two models", "e.g. --model resnet50,vgg19")
     base = req.model_copy(update={"ensemble": False, "sets": _fixed_duration(req.sets)})
-    reqs = [base.model_copy(update={"model": m}) for m in models]
-    for r in reqs:
-        reason = planning.preflight(image, r)
-        if reason is not None:
-            raise BenchError(f"cannot co-locate here: {reason}", "run on a host with the device")
-    launcher = select_launcher(req.launcher, image, paths, log)
-    launcher.prepare(image, log)
+    planned = pipeline.prepare(base, paths)
+    for p in planned:
+        if p.unsupported is not None:
+            raise BenchError(f"cannot co-locate here: {p.unsupported}", "run on a host with the device")
+    pipeline.check_destinations(paths)
+    image = planned[0].image
     group = planning.new_run_id(image.name, "colocated")
     barrier_dir = paths.runs / f"{group}.barrier"
     barrier_dir.mkdir(parents=True)
+    here = pipeline.Here(paths, log, on_line, req.launcher, shared=[barrier_dir])
 
     runs: list[RunResult] = []
     alone: dict[str, RunResult] = {}
-    for r in reqs:
-        log(f"{r.model}: alone")
-        spec = planning.tagged(planning.plan(r, paths, launcher, image), group=group, role="alone")
-        alone[r.model] = service.execute(image, spec, launcher, paths, r.timeout_s, on_line)
-        runs.append(alone[r.model])
+    for p in planned:
+        log(f"{p.request.model}: alone")
+        alone[p.request.model] = pipeline.execute_here(p, here, group=group, role="alone")
+        runs.append(alone[p.request.model])
 
+    launcher = here.launcher_for(image)
     log(f"{', '.join(models)}: co-located, {len(models)} {launcher.name} runners started together")
-    specs = []
-    for r in reqs:
-        meet = Barrier(dir=launcher.inside(barrier_dir), party=r.model, parties=models)
-        spec = planning.plan(r, paths, launcher, image)
-        specs.append(planning.tagged(spec, group=group, role="colocated", barrier=meet))
-    with ThreadPoolExecutor(max_workers=len(specs)) as pool:
-        futures = [
-            pool.submit(service.execute, image, s, launcher, paths, req.timeout_s, on_line, [barrier_dir])
-            for s in specs
-        ]
-        together = {s.model: f.result() for s, f in zip(specs, futures, strict=True)}
+    with ThreadPoolExecutor(max_workers=len(planned)) as pool:
+        futures = {
+            p.request.model: pool.submit(
+                pipeline.execute_here,
+                p,
+                here,
+                group=group,
+                role="colocated",
+                barrier=Barrier(dir=str(barrier_dir), party=p.request.model, parties=models),
+            )
+            for p in planned
+        }
+        together = {m: f.result() for m, f in futures.items()}
     runs.extend(together.values())
     return Colocated(group=group, rows=summarize(models, req.batch_sizes, alone, together), runs=runs)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import secrets
 import typing
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -14,8 +15,7 @@ from pydantic import BaseModel, ValidationError
 from controller.catalog import models as model_store
 from controller.catalog.images import ImageInfo, get_image, images
 from controller.errors import BenchError, did_you_mean
-from controller.launch.base import Launcher, LauncherChoice
-from controller.launch.local import LocalLauncher
+from controller.launch.choice import LauncherChoice
 from controller.paths import Paths
 from schemas import (
     FRAMEWORK_OPTION_MODELS,
@@ -184,8 +184,9 @@ def policy_of(req: RunRequest) -> MeasurementPolicy:
     return MeasurementPolicy.model_validate(policy)
 
 
-def plan(req: RunRequest, paths: Paths, launcher: Launcher, image: ImageInfo) -> RunSpec:
-    """Validate everything a user typed into one `RunSpec`; raise BenchError on the first problem."""
+def plan(req: RunRequest, paths: Paths, image: ImageInfo) -> RunSpec:
+    """Validate everything a user typed into one `RunSpec`; raise BenchError on the first problem.
+    Folders are this host's: a launcher translates them for its runner when it starts it."""
     options, policy, scenario_sets = parse_sets(image.framework, req.sets)
     scenario = scenario_of(req.scenario, scenario_sets, req.batch_sizes)
     try:
@@ -193,7 +194,7 @@ def plan(req: RunRequest, paths: Paths, launcher: Launcher, image: ImageInfo) ->
     except ValidationError as e:
         raise BenchError(_validation_message(e, "--set policy."), "see `bench-ctl run --help`") from None
     models = req.models
-    members = [{"model": m, "model_dir": launcher.model_dir(m)} for m in models] if req.ensemble else []
+    members = [{"model": m, "model_dir": str(paths.models / m)} for m in models] if req.ensemble else []
     model = "+".join(models) if req.ensemble else req.model
     try:
         return RunSpec.model_validate(
@@ -201,9 +202,9 @@ def plan(req: RunRequest, paths: Paths, launcher: Launcher, image: ImageInfo) ->
                 "run_id": new_run_id(image.name, model.replace("+", "_")),
                 "image": image.name,
                 "model": model,
-                "model_dir": launcher.model_dir(models[0]),
+                "model_dir": str(paths.models / models[0]),
                 "members": members,
-                "cache_dir": launcher.cache_dir(image),
+                "cache_dir": str(paths.cache / image.name),
                 "device": req.device or default_device(image),
                 "batch_sizes": req.batch_sizes,
                 "policy": policy_model,
@@ -307,24 +308,50 @@ def expand(req: RunRequest, image: ImageInfo) -> list[RunRequest]:
     return [req.model_copy(update={"sets": [*req.sets, *c], "sweeps": []}) for c in combos]
 
 
-def validate(req: RunRequest, paths: Paths) -> list[RunRequest]:
-    """Every request the user's command stands for, one image, model and option combination
-    each, checked by planning it (nothing runs). Repetitions are not expanded here."""
+@dataclass(frozen=True)
+class PlannedRun:
+    """One configuration of a command, checked and planned once: what `execute` launches.
+
+    `spec` names this host's folders and a provisional run id; each execution takes a fresh run
+    id and its tags from it (`instance`). `unsupported` says why this host (or, for Slurm, the
+    cluster) cannot run it at all: executing it records that reason instead of launching."""
+
+    request: RunRequest  # one image, one model (or ensemble), one option combination
+    image: ImageInfo
+    spec: RunSpec
+    unsupported: str | None = None
+
+    def instance(self, **tags: Any) -> RunSpec:
+        """The spec of one execution: a fresh run id and the run's tags, validated again."""
+        run_id = new_run_id(self.image.name, self.spec.model.replace("+", "_"))
+        return tagged(self.spec, run_id=run_id, **tags)
+
+    @property
+    def label(self) -> str:
+        return " ".join([self.request.image, self.request.model])
+
+
+def prepare(req: RunRequest, paths: Paths, here: bool = True) -> list[PlannedRun]:
+    """Every configuration the user's command stands for (one image, model and option
+    combination each), checked and planned once: one manifest read per model, one `--set` parse
+    per configuration. Nothing runs, and nothing is planned if one is wrong. Repetitions are not
+    expanded here. `here=False`: they run elsewhere (Slurm nodes), so this host's devices do not
+    matter."""
     names = req.images
     if not names:
         raise BenchError("--image is empty", "e.g. --image ort, or --image ort,openvino")
     if len(set(names)) != len(names):
         raise BenchError(f"--image {req.image!r} names an image twice", "name each image once")
-    requests = [r for name in names for r in _validate_one(req.model_copy(update={"image": name}), paths)]
-    if len(requests) > MAX_SWEEP_RUNS:
+    planned = [p for name in names for p in _prepare_one(req.model_copy(update={"image": name}), paths, here)]
+    if len(planned) > MAX_SWEEP_RUNS:
         raise BenchError(
-            f"this command asks for {len(requests):,} configurations (more than {MAX_SWEEP_RUNS})",
+            f"this command asks for {len(planned):,} configurations (more than {MAX_SWEEP_RUNS})",
             "run fewer images, models or sweep values at a time",
         )
-    return requests
+    return planned
 
 
-def _validate_one(req: RunRequest, paths: Paths) -> list[RunRequest]:
+def _prepare_one(req: RunRequest, paths: Paths, here: bool) -> list[PlannedRun]:
     image = get_image(req.image)
     check_runnable(image)
     models = req.models
@@ -347,10 +374,11 @@ def _validate_one(req: RunRequest, paths: Paths) -> list[RunRequest]:
     if len(set(models)) != len(models):
         raise BenchError(f"--model {req.model!r} names a model twice", "name each model once")
     per_model = [req] if req.ensemble else [req.model_copy(update={"model": m}) for m in models]
-    requests = [r for one in per_model for r in expand(one, image)]
-    for r in requests:
-        plan(r, paths, LocalLauncher(paths), image)
-    return requests
+    return [
+        PlannedRun(r, image, plan(r, paths, image), preflight(image, r, here=here))
+        for one in per_model
+        for r in expand(one, image)
+    ]
 
 
 def check_batch_memory(manifest: ModelManifest, batch_sizes: list[int]) -> None:

@@ -20,7 +20,6 @@ from pydantic import ValidationError
 
 from controller.catalog.images import ImageInfo, get_image
 from controller.errors import BenchError, did_you_mean
-from controller.launch.local import LocalLauncher
 from controller.paths import Paths
 from controller.run import planning
 from schemas import RunSpec
@@ -40,12 +39,26 @@ class Cell:
 
     index: int  # 1-based position in the plan
     runs_index: int  # which [[runs]] table it came from (1-based)
-    request: planning.RunRequest  # one image, one model (or ensemble), one option combination
-    spec: RunSpec  # the request as planned here (every option, the policy and scenario spelled out)
-    image: ImageInfo
+    planned: planning.PlannedRun  # the configuration as planned here (every option spelled out)
     repetitions: int
     key: str
-    unsupported: str | None  # why this host cannot run it, or None
+
+    @property
+    def request(self) -> planning.RunRequest:
+        return self.planned.request
+
+    @property
+    def spec(self) -> RunSpec:
+        return self.planned.spec
+
+    @property
+    def image(self) -> ImageInfo:
+        return self.planned.image
+
+    @property
+    def unsupported(self) -> str | None:
+        """Why this host cannot run it, or None."""
+        return self.planned.unsupported
 
     @property
     def options(self) -> str:
@@ -203,28 +216,24 @@ def cell_key(spec: RunSpec, image: ImageInfo, host_key: str) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def planned_cell(
-    index: int,
-    runs_index: int,
-    r: planning.RunRequest,
-    image: ImageInfo,
-    reps: int,
-    paths: Paths,
-    host_key: str,
-    here: bool = True,
-) -> Cell:
-    """`here=False`: the cell runs elsewhere (Slurm nodes), so this host's devices do not matter."""
-    spec = planning.plan(r, paths, LocalLauncher(paths), image)
+def planned_cell(index: int, runs_index: int, planned: planning.PlannedRun, reps: int, host_key: str) -> Cell:
     return Cell(
         index=index,
         runs_index=runs_index,
-        request=r,
-        spec=spec,
-        image=image,
+        planned=planned,
         repetitions=reps,
-        key=cell_key(spec, image, host_key),
-        unsupported=planning.preflight(image, r, here=here),
+        key=cell_key(planned.spec, planned.image, host_key),
     )
+
+
+def _planned_unread(req: planning.RunRequest, paths: Paths, here: bool) -> list[planning.PlannedRun]:
+    """The request's configurations planned without reading its models (not exported yet)."""
+    image = get_image(req.image)
+    planning.check_runnable(image)
+    return [
+        planning.PlannedRun(r, image, planning.plan(r, paths, image), planning.preflight(image, r, here=here))
+        for r in planning.expand(req, image)
+    ]
 
 
 def cells(
@@ -239,11 +248,9 @@ def cells(
     seen: dict[str, int] = {}
     for runs_index, req, reps in requests_of(plan):
         try:
-            image = get_image(req.image)
-            planning.check_runnable(image)
             # Without the models (a dry run before export) only options and images are checked.
-            expanded = planning.validate(req, paths) if check_models else planning.expand(req, image)
-            planned = [planned_cell(0, runs_index, r, image, reps, paths, host_key, here) for r in expanded]
+            each = planning.prepare(req, paths, here) if check_models else _planned_unread(req, paths, here)
+            planned = [planned_cell(0, runs_index, p, reps, host_key) for p in each]
         except BenchError as e:
             raise BenchError(
                 f"[[runs]] #{runs_index} ({req.image}, {req.model}): {e.message}", e.hint

@@ -19,7 +19,6 @@ from controller.catalog import hosts
 from controller.catalog import models as model_store
 from controller.catalog.images import get_image
 from controller.claims import ClaimSet
-from controller.launch import fleet
 from controller.launch.base import (
     RESULT_FILE,
     SPEC_FILE,
@@ -29,11 +28,10 @@ from controller.launch.base import (
     failed_result,
     foreign_result_message,
 )
-from controller.launch.local import LocalLauncher
 from controller.launch.select import select_launcher
-from controller.launch.slurm import SCRIPT_FILE, SlurmClient, SlurmLauncher
+from controller.launch.slurm import SCRIPT_FILE, SlurmClient
 from controller.paths import Paths
-from controller.run import planning, plans, service
+from controller.run import fleet, pipeline, planning, plans, rounds
 from controller.run.planning import new_group_id
 from controller.store import db as store
 from controller.store import ingest as ingestion
@@ -125,7 +123,7 @@ def states(db: Path, keys: list[str]) -> dict[str, CellState]:
 
 def widest_intervals(db: Path, keys: list[str]) -> dict[str, float]:
     """Per cell key with ok runs: the widest relative half-width of its throughput intervals over
-    its batch sizes (`service.widest_interval` over every ok run the store holds of it)."""
+    its batch sizes (`rounds.widest_interval` over every ok run the store holds of it)."""
     if not db.exists() or not keys:
         return {}
     _, rows = store.read(
@@ -134,16 +132,16 @@ def widest_intervals(db: Path, keys: list[str]) -> dict[str, float]:
         "AND batch_size IS NOT NULL AND throughput_sps IS NOT NULL AND cell IN (SELECT unnest(?))",
         [keys],
     )
-    points: dict[str, list[service.Point]] = {}
+    points: dict[str, list[rounds.Point]] = {}
     for key, bs, value, within in rows:
         points.setdefault(key, []).append((int(bs), float(value), None if within is None else float(within)))
-    return {key: service.widest_interval(p) for key, p in points.items()}
+    return {key: rounds.widest_interval(p) for key, p in points.items()}
 
 
 def narrowing(cell: plans.Cell, ok: int, widest: float | None) -> str | None:
     """Why a cell that has its repetitions gets one more (policy.target_ci), or None."""
     policy = cell.spec.policy
-    if widest is None or not service.needs_more_runs(policy, ok, widest):
+    if widest is None or not rounds.needs_more_runs(policy, ok, widest):
         return None
     cap = max(policy.repetitions, policy.max_repetitions)
     shown = "unknown" if widest == float("inf") else f"±{widest:.1%}"
@@ -338,7 +336,7 @@ def refuse_foreign(folder: Path, spec: RunSpec, paths: Paths, log: LineSink) -> 
         return False
     log(f"not stored: {folder / RESULT_FILE} claims run {claimed!r}, not {spec.run_id!r}: refused")
     info = LaunchInfo(launcher="local", host=socket.gethostname(), image_ref=spec.image)
-    service.keep(
+    pipeline.keep(
         failed_result(spec, "error", foreign_result_message(claimed), datetime.now(UTC), info), folder, paths
     )
     return True
@@ -366,6 +364,7 @@ def run(
     A cell whose run fails gets no more runs in this sweep; a cell unsupported here is recorded
     once. `on_more(n)`: n runs were added to those announced."""
     group = new_group_id()
+    here = pipeline.Here(paths, log, on_line, launcher)
     outcome = SweepOutcome(skipped_failed=sum(1 for d in due if d.failed_earlier))
     left = {d.cell.key: d.runs for d in due}
     done_ok = {d.cell.key: d.state.ok for d in due}
@@ -374,8 +373,9 @@ def run(
             key = d.cell.key
             if not left[key]:
                 continue
-            req = d.cell.request.model_copy(update={"launcher": launcher})
-            result = service.run(req, paths, log, on_line, group=group, repetition=done_ok[key] + 1, cell=key)
+            result = pipeline.execute_here(
+                d.cell.planned, here, group=group, repetition=done_ok[key] + 1, cell=key
+            )
             outcome.results.append(result)
             if result.status == "ok":
                 done_ok[key] += 1
@@ -400,9 +400,8 @@ def due_of(requests: list[tuple[planning.RunRequest, int]], paths: Paths) -> lis
     past = history(paths.db, host.hostname) if paths.db.exists() else {}
     due = []
     for i, (req, n) in enumerate(requests, 1):
-        image = get_image(req.image)
-        for r in planning.validate(req, paths):
-            cell = plans.planned_cell(i, 0, r, image, n, paths, host.key)
+        for p in pipeline.prepare(req, paths):
+            cell = plans.planned_cell(i, 0, p, n, host.key)
             due.append(Due(cell, CellState(), n, "due", n * estimate(cell, past)))
     return due
 
@@ -430,34 +429,20 @@ def submit(
     are followed and each result stored as it lands. The cells' `claims` are let go once their
     jobs are in the registry: from then on, those count as in flight for another sweep."""
     client = client or SlurmClient()
-    launcher = SlurmLauncher(paths, slurm_options(sp.plan, given), client)
-    launcher.check()
+    executor = fleet.SlurmExecutor(paths, slurm_options(sp.plan, given), log, client)
     group = new_group_id()
     outcome = SweepOutcome(skipped_failed=sum(1 for d in sp.due if d.failed_earlier))
-    submitted: list[fleet.Job] = []
-    prepared: set[str] = set()
     for k in range(max((d.runs for d in sp.due), default=0)):
         for d in sp.due:
             if k >= d.runs:
                 continue
-            cell, req = d.cell, d.cell.request
-            if cell.unsupported is not None:
-                outcome.results.append(
-                    service.record_unsupported(
-                        req, paths, cell.image, cell.unsupported, log, group=group, cell=cell.key
-                    )
-                )
-                continue
-            if cell.image.name not in prepared:
-                launcher.prepare(cell.image, log)
-                prepared.add(cell.image.name)
-            spec = planning.tagged(
-                planning.plan(req, paths, LocalLauncher(paths), cell.image),
-                group=group,
-                repetition=d.state.ok + d.queued + k + 1,
-                cell=cell.key,
+            repetition = None if d.cell.unsupported else d.state.ok + d.queued + k + 1
+            result = pipeline.execute(
+                d.cell.planned, executor, group=group, repetition=repetition, cell=d.cell.key
             )
-            submitted.append(fleet.submit_one(launcher, spec, req.timeout_s, paths, submitted, log))
+            if result is not None:
+                outcome.results.append(result)
+    submitted = executor.submitted
     if claims is not None:
         claims.release_all()
     if submitted:

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from probes.energy import POWERCAP, CpuEnergyTracker
 from runners.core import noise
 from runners.core.common import log
-from probes.energy import POWERCAP, CpuEnergyTracker
 from schemas import Measurement, MeasurementPolicy
 
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from runners.base import Runner, Unsupported
 from probes import gpu
-from runners.core import cores
 from probes.fingerprint import cpu_flags, cpu_model
+from runners.base import Runner, Unsupported
+from runners.core import cores
 from schemas.atomic import write_atomic
 from schemas.devices import nvidia_gpu_present
 from schemas.frameworks.iree import IreeOptions

@@ -12,10 +12,10 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from runners.base import Runner, Unsupported
 from probes import gpu
-from runners.core import cores
 from probes.fingerprint import cpu_model
+from runners.base import Runner, Unsupported
+from runners.core import cores
 from schemas import OnnxRuntimeOptions
 from schemas.atomic import publish_atomic
 

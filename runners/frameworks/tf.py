@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from runners.base import Runner, Unsupported
 from probes import gpu
+from runners.base import Runner, Unsupported
 from runners.core import cores
 from schemas import TensorflowOptions
 

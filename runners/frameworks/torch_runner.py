@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from runners.base import Runner, Unsupported
 from probes import gpu
+from runners.base import Runner, Unsupported
 from runners.core import cores
 from schemas import TorchOptions
 

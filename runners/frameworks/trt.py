@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from runners.base import Runner, Unsupported
 from probes import gpu
+from runners.base import Runner, Unsupported
 from schemas import TensorRTOptions
 from schemas.atomic import write_atomic
 from schemas.devices import nvidia_gpu_present

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from runners.base import Runner
 from probes import gpu
+from runners.base import Runner
 from runners.scenarios import multi_stream, offline, server, single_stream
 from schemas import Measurement, ModelManifest
 

@@ -7,9 +7,9 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+from probes import gpu
 from runners import ensemble
 from runners.base import Runner
-from probes import gpu
 from runners.core import barrier
 from runners.core import measure as core
 from runners.core.common import input_batch, log

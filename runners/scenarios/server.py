@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from runners.base import Runner
 from probes import gpu
+from runners.base import Runner
 from runners.core.common import input_batch, log
 from runners.core.measure import latency_fields
 from runners.core.trackers import HostTrackers

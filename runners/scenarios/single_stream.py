@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from runners.base import Runner
 from probes import gpu
+from runners.base import Runner
 from runners.scenarios.offline import measure_batch
 from schemas import Measurement, ModelManifest
 

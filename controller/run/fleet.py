@@ -29,20 +29,15 @@ from controller.launch.base import (
     failed_result,
     foreign_result_message,
 )
-from controller.launch.local import LocalLauncher
 from controller.launch.slurm import JobState, SlurmClient, SlurmLauncher
 from controller.paths import Paths
-from controller.run import service
+from controller.run import pipeline
 from controller.run.planning import (
     RunRequest,
     default_timeout,
     new_group_id,
-    plan,
-    policy_of,
-    preflight,
-    tagged,
-    validate,
 )
+from controller.run.rounds import MAX_RUNS
 from controller.store import db as store
 from schemas import LaunchInfo, RunResult, RunSpec, SchemaVersionError, load_result
 from schemas.plan import SlurmOptions
@@ -171,54 +166,62 @@ def cluster_identity(options: SlurmOptions, client: SlurmClient | None = None) -
 # --------------------------------------------------------------------------- submitting
 
 
+class SlurmExecutor(pipeline.Executor):
+    """Submits each run as a Slurm job and records it; results are stored as the jobs end
+    (`follow`). The cluster is checked once, and each image made ready once, before submitting."""
+
+    name = "slurm"
+
+    def __init__(self, paths: Paths, options: SlurmOptions, log: LineSink, client: SlurmClient) -> None:
+        super().__init__(paths, log)
+        self.launcher = SlurmLauncher(paths, options, client)
+        self.launcher.check()
+        self.submitted: list[Job] = []
+        self._prepared: set[str] = set()
+
+    def start(self, planned: pipeline.PlannedRun, spec: RunSpec) -> None:
+        if planned.image.name not in self._prepared:
+            self.launcher.prepare(planned.image, self.log)
+            self._prepared.add(planned.image.name)
+        job = submit_one(self.launcher, spec, planned.request.timeout_s, self.paths, self.submitted, self.log)
+        self.submitted.append(job)
+
+
 def submit_all(
     req: RunRequest, options: SlurmOptions, paths: Paths, log: LineSink, client: SlurmClient | None = None
 ) -> tuple[list[Job], list[RunResult]]:
-    """Validate everything, check the cluster, then submit each configuration x repetition as a
+    """Plan everything, check the cluster, then submit each configuration x repetition as a
     job and record it. Runs that cannot happen at all are stored as unsupported at once.
     Returns the jobs submitted and those results."""
-    requests = validate(req, paths)
-    policy = policy_of(req)
+    planned = pipeline.prepare(req, paths, here=False)
+    policy = planned[0].spec.policy
     if policy.target_ci is not None:
         raise BenchError(
             "policy.target_ci decides on more runs after seeing results; Slurm jobs are submitted at once",
             "give the number of runs instead: --repeat N",
         )
-    if len(requests) * policy.repetitions > service.MAX_RUNS:
+    if len(planned) * policy.repetitions > MAX_RUNS:
         raise BenchError(
-            f"this command would submit {len(requests) * policy.repetitions:,} jobs (more than "
-            f"{service.MAX_RUNS})",
+            f"this command would submit {len(planned) * policy.repetitions:,} jobs (more than {MAX_RUNS})",
             "fewer configurations or repetitions at a time",
         )
-    for r in requests:
-        if r.device is not None and r.device.startswith("cuda:") and r.device != "cuda:0":
+    for p in planned:
+        device = p.spec.device
+        if device.startswith("cuda:") and device != "cuda:0":
             raise BenchError(
-                f"--gpu {r.device.split(':')[1]}: a Slurm job gets GPUs of its own, numbered from 0",
+                f"--gpu {device.split(':')[1]}: a Slurm job gets GPUs of its own, numbered from 0",
                 "use --gpu 0",
             )
-    launcher = SlurmLauncher(paths, options, client)
-    launcher.check()
-    service.check_destinations(paths)
+    executor = SlurmExecutor(paths, options, log, client or SlurmClient())
+    pipeline.check_destinations(paths)
     group = new_group_id()
-    submitted: list[Job] = []
     unsupported: list[RunResult] = []
-    prepared: set[str] = set()
     for rep in range(1, policy.repetitions + 1):
-        for r in requests:
-            image = get_image(r.image)
-            reason = preflight(image, r, here=False)
-            if reason is not None:
-                unsupported.append(
-                    service.record_unsupported(r, paths, image, reason, log, group=group, repetition=rep)
-                )
-                continue
-            if image.name not in prepared:
-                launcher.prepare(image, log)
-                prepared.add(image.name)
-            spec = tagged(plan(r, paths, LocalLauncher(paths), image), group=group, repetition=rep)
-            job = submit_one(launcher, spec, r.timeout_s, paths, submitted, log)
-            submitted.append(job)
-    return submitted, unsupported
+        for p in planned:
+            result = pipeline.execute(p, executor, group=group, repetition=rep)
+            if result is not None:
+                unsupported.append(result)
+    return executor.submitted, unsupported
 
 
 def submit_one(
@@ -235,7 +238,7 @@ def submit_one(
         run_dir.mkdir(parents=True)
         script = launcher.write_job(spec, run_dir, timeout_s or default_timeout(spec))
     except OSError as e:
-        raise service.run_folder_error(run_dir, e) from None
+        raise pipeline.run_folder_error(run_dir, e) from None
     try:
         job_id = launcher.submit(script)
     except BenchError as e:
@@ -385,7 +388,7 @@ def outcome(job: Job, state: JobState | None, log: LineSink | None = None) -> Ru
 def settle(job: Job, state: JobState | None, paths: Paths, log: LineSink | None = None) -> RunResult:
     """Store the result of an ended job, then mark it stored in the registry."""
     result = outcome(job, state, log)
-    service.keep(result, Path(job.run_dir), paths)
+    pipeline.keep(result, Path(job.run_dir), paths)
     _note_stored(paths.db, job, result.status)
     return result
 
