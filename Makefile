@@ -82,6 +82,7 @@ bench: setup ## run the benchmarks under benchmarks/ (ratios measured in one run
 	$(BIN)/python benchmarks/local_vs_docker.py
 	$(BIN)/python benchmarks/stats_calibration.py
 	$(BIN)/python benchmarks/compare_calibration.py
+	$(BIN)/python benchmarks/noise_calibration.py
 	$(BIN)/python benchmarks/target_ci_time.py
 	$(BIN)/python benchmarks/server_mdl.py
 	$(BIN)/python benchmarks/server_vs_loadgen.py
