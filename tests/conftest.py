@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pytest
@@ -24,6 +24,8 @@ from gpucheck import check as selftest
 
 if TYPE_CHECKING:
     from typer.testing import Result
+
+    from schemas import RunResult, Status
 
 # The controller's CLI (and with it scipy and duckdb) is imported by the fixtures that use it, not
 # here: the GPU check runs the `gpu` tests on machines that have neither.
@@ -235,7 +237,7 @@ def mobilenetv2(bench: Bench, session_mobilenetv2: Path) -> Path:
 # --------------------------------------------------------------------------- fake model
 
 
-def _artifact(folder: Path, rel: str) -> dict[str, Any]:
+def _artifact(folder: Path, rel: str) -> dict[str, str | int]:
     data = (folder / rel).read_bytes()
     return {"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
@@ -285,8 +287,14 @@ def fake_model(bench: Bench) -> Path:
 # --------------------------------------------------------------------------- CLI
 
 
+class Cli(Protocol):
+    """The `cli` fixture: bench-ctl called in-process with these arguments (each passed as `str`)."""
+
+    def __call__(self, *args: str | Path | int, env: dict[str, str] | None = None) -> Result: ...
+
+
 @pytest.fixture
-def cli() -> Callable[..., Result]:
+def cli() -> Cli:
     """Invoke bench-ctl in-process; an uncaught exception (a traceback for a user) fails the test."""
     from typer.testing import CliRunner
 
@@ -294,7 +302,7 @@ def cli() -> Callable[..., Result]:
 
     runner = CliRunner()
 
-    def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    def invoke(*args: str | Path | int, env: dict[str, str] | None = None) -> Result:
         result = runner.invoke(app, [str(a) for a in args], env=env)
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             import traceback
@@ -316,13 +324,34 @@ def short_policy() -> list[str]:
 # --------------------------------------------------------------------------- synthetic results
 
 
+class MakeResult(Protocol):
+    """The `make_result` fixture: a valid synthetic RunResult, `ok` unless told otherwise."""
+
+    def __call__(
+        self,
+        status: Status = "ok",
+        batch_sizes: tuple[int, ...] = (1, 2),
+        run_id: str | None = None,
+        image: str = "null",
+        model: str = "fake",
+        message: str | None = None,
+        started_at: datetime | None = None,
+        scale: float = 1.0,
+        host: str = "testhost",
+        repetition: int | None = None,
+        within_rel: float | None = None,
+        lock_hash: str | None = None,
+        framework_version: str = "python-3.11",
+    ) -> RunResult: ...
+
+
 @pytest.fixture
-def make_result() -> Callable[..., Any]:
+def make_result() -> MakeResult:
     """Build a valid RunResult without running anything (for store and schema tests)."""
     return result_factory()
 
 
-def result_factory() -> Callable[..., Any]:
+def result_factory() -> MakeResult:
     """A function that builds valid synthetic RunResults, each with a fresh run_id."""
     from runners.core.measure import SteadyState, summarize
     from schemas import Accuracy, Fingerprint, LaunchInfo, MeasurementPolicy, Phase, RunResult, RunSpec
@@ -330,7 +359,7 @@ def result_factory() -> Callable[..., Any]:
     counter = iter(range(1, 1_000_000))
 
     def make(
-        status: str = "ok",
+        status: Status = "ok",
         batch_sizes: tuple[int, ...] = (1, 2),
         run_id: str | None = None,
         image: str = "null",
@@ -370,7 +399,7 @@ def result_factory() -> Callable[..., Any]:
         return RunResult(
             run_id=run_id,
             spec=spec,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             message=message if message is not None else (None if status == "ok" else f"synthetic {status}"),
             started_at=started,
             finished_at=started + timedelta(seconds=3),
