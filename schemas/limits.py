@@ -15,3 +15,17 @@ KERAS_MODELS: Final = {
     "efficientnetb0": "EfficientNetB0",
     "mobilenetv2": "MobileNetV2",
 }
+
+
+def check_batch_sizes(sizes: list[int]) -> list[int]:
+    """The one rule for a list of batch sizes, in the words `run`, `sweep` and a plan all print:
+    at least one, each from 1 to MAX_BATCH_SIZE, none twice. Raises ValueError."""
+    if not sizes:
+        raise ValueError("give at least one batch size")
+    bad = [b for b in sizes if not 1 <= b <= MAX_BATCH_SIZE]
+    if bad:
+        raise ValueError(f"batch sizes go from 1 to {MAX_BATCH_SIZE}, not {bad[0]}")
+    twice = sorted({b for b in sizes if sizes.count(b) > 1})
+    if twice:
+        raise ValueError(f"batch size {twice[0]} is given twice")
+    return sizes

@@ -23,7 +23,8 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from schemas.spec import MAX_BATCH_SIZE, MAX_TIMEOUT_S, MODEL_NAME_RE
+from schemas.limits import check_batch_sizes
+from schemas.spec import MAX_TIMEOUT_S, MODEL_NAME_RE
 from schemas.strict import Strict
 
 TOML_KINDS = {
@@ -47,7 +48,6 @@ def _option_value(v: object) -> object:
 
 
 OptionValue = Annotated[str | int | float | bool, BeforeValidator(_option_value)]
-BatchSize = Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)]
 IMAGE_NAME = r"^[a-z0-9][a-z0-9_.-]*$"
 
 
@@ -61,7 +61,7 @@ class PlanRuns(Strict):
     ensembles: list[list[str]] = Field(
         default_factory=list, description="each a list of models run together on one device"
     )
-    batch_sizes: list[BatchSize] = Field(min_length=1)
+    batch_sizes: list[int]
     scenario: Literal["offline", "single-stream", "multi-stream", "server"] = "offline"
     device: Literal["cpu", "gpu"] | None = Field(
         None, description="cpu, or gpu (the first GPU); default: the image's own default device"
@@ -98,10 +98,8 @@ class PlanRuns(Strict):
 
     @field_validator("batch_sizes")
     @classmethod
-    def _distinct(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
-            raise ValueError("a batch size is given twice")
-        return v
+    def _batch_sizes(cls, v: list[int]) -> list[int]:
+        return check_batch_sizes(v)
 
     @field_validator("sweep")
     @classmethod

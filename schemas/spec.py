@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from schemas.frameworks import OPTION_MODELS, FrameworkOptions
 from schemas.limits import MAX_BATCH_SIZE as MAX_BATCH_SIZE
 from schemas.limits import MAX_TIMEOUT_S as MAX_TIMEOUT_S
+from schemas.limits import check_batch_sizes
 from schemas.strict import Strict
 
 SCHEMA_VERSION: Final = 1
@@ -325,12 +326,7 @@ class RunSpec(Strict):
     @field_validator("batch_sizes")
     @classmethod
     def _batch_sizes(cls, v: list[int]) -> list[int]:
-        bad = [b for b in v if not 1 <= b <= MAX_BATCH_SIZE]
-        if bad:
-            raise ValueError(f"batch sizes must be integers from 1 to {MAX_BATCH_SIZE}, got {bad}")
-        if len(set(v)) != len(v):
-            raise ValueError("batch sizes must not repeat")
-        return v
+        return check_batch_sizes(v)
 
     @property
     def framework(self) -> str:

@@ -10,7 +10,8 @@ import ast
 from pathlib import Path
 
 import pytest
-from conftest import Bench, Cli
+
+from tests.conftest import Bench, Cli
 
 REPO = Path(__file__).resolve().parents[1]
 SHORT = ["--set", "policy.min_time_s=0.2", "--set", "policy.max_time_s=0.5", "--set", "policy.window_s=0.05"]
@@ -26,8 +27,8 @@ def test_run_plans_once_reads_manifests_once_and_opens_the_store_twice(
 
     calls: dict[str, int] = {"plan": 0, "manifest": 0, "open": 0}
 
-    def counted(name: str, real):  # type: ignore[no-untyped-def]
-        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def counted(name: str, real):
+        def wrapper(*args, **kwargs):
             calls[name] += 1
             return real(*args, **kwargs)
 
@@ -50,7 +51,7 @@ def test_repetitions_and_sweeps_plan_each_configuration_once(
     plans = 0
     real = planning.plan
 
-    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def counting(*args, **kwargs):
         nonlocal plans
         plans += 1
         return real(*args, **kwargs)

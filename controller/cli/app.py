@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -42,7 +41,7 @@ from controller.cli.fleet import (
 from controller.cli.lazy import lazy
 from controller.errors import BenchError, Terminated
 from controller.paths import Paths
-from schemas.limits import KERAS_MODELS, MAX_BATCH_SIZE, MAX_TIMEOUT_S
+from schemas.limits import KERAS_MODELS
 
 if TYPE_CHECKING:
     from controller.analysis import comparison
@@ -51,6 +50,7 @@ if TYPE_CHECKING:
     from controller.cli import render
     from controller.run import colocate as colocate_service
     from controller.run import fleet, peak, pipeline, planning, rounds
+    from controller.run import request as run_request
 else:
     comparison = lazy("controller.analysis.comparison")
     model_store = lazy("controller.catalog.models")
@@ -61,6 +61,7 @@ else:
     peak = lazy("controller.run.peak")
     pipeline = lazy("controller.run.pipeline")
     rounds = lazy("controller.run.rounds")
+    run_request = lazy("controller.run.request")
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -78,23 +79,6 @@ app.add_typer(cli_store.commands)
 app.add_typer(cli_doctor.commands)
 app.add_typer(cli_fleet.commands, name="fleet")
 app.add_typer(cli_report.commands)
-
-# Batch sizes when -b is not given: a server pads formed groups up to the next size, so it wants
-# close steps; a single stream sends one sample; a multi-stream query holds 8 by default.
-DEFAULT_BATCH_SIZES = {"server": "1,2,4,8", "single-stream": "1", "multi-stream": "8"}
-
-
-def parse_batch_sizes(text: str) -> list[int]:
-    hint = "e.g. --batch-sizes 1,8,32"
-    items = [x.strip() for x in text.split(",")]
-    if not all(re.fullmatch(r"[0-9]{1,9}", x) for x in items):
-        raise BenchError(f"--batch-sizes {text!r} is not a comma-separated list of integers", hint)
-    sizes = [int(x) for x in items]
-    if any(not 1 <= b <= MAX_BATCH_SIZE for b in sizes):
-        raise BenchError(f"--batch-sizes {text!r}: batch sizes go from 1 to {MAX_BATCH_SIZE}", hint)
-    if len(set(sizes)) != len(sizes):
-        raise BenchError(f"--batch-sizes {text!r} repeats a batch size", hint)
-    return sizes
 
 
 @app.command()
@@ -236,39 +220,23 @@ def run(
     A framework failure is stored as a result with a status (error, unsupported, timeout) and
     this command exits with code 1; invalid input exits with code 2 and stores nothing.
     """
-    if cpu and gpu is not None:
-        raise BenchError("--cpu and --gpu exclude each other", "choose one")
-    if gpu is not None and gpu < 0:
-        raise BenchError(f"--gpu {gpu}: GPU index must be >= 0", "e.g. --gpu 0")
-    if timeout is not None and not (0 < timeout <= MAX_TIMEOUT_S):
-        raise BenchError(
-            f"--timeout {timeout:g}: must be a positive number of seconds, at most {MAX_TIMEOUT_S:,}",
-            "e.g. --timeout 600",
-        )
     choice = launcher_choice(launcher)
     slurm_options = slurm_options_of(
         choice, partition, account, constraint, time_limit, cpus_per_task, node_launcher
     )
-    sets = list(sets or [])
-    if repeat is not None:
-        if repeat < 1:
-            raise BenchError(f"--repeat {repeat}: must be at least 1", "e.g. --repeat 5")
-        if any(x.partition("=")[0].strip() == "policy.repetitions" for x in sets):
-            raise BenchError("--repeat and --set policy.repetitions both given", "give one of them")
-        sets.append(f"policy.repetitions={repeat}")
-    req = planning.RunRequest(
+    req = run_request.from_flags(
         image=image,
         model=model,
-        batch_sizes=parse_batch_sizes(
-            batch_sizes if batch_sizes is not None else DEFAULT_BATCH_SIZES.get(scenario.strip(), "1,8,32")
-        ),
-        device="cpu" if cpu else (None if gpu is None else f"cuda:{gpu}"),
-        sets=sets,
+        batch_sizes=batch_sizes,
+        cpu=cpu,
+        gpu=gpu,
+        sets=sets or [],
         sweeps=sweeps or [],
+        repeat=repeat,
         ensemble=ensemble,
         launcher=choice,
         timeout_s=timeout,
-        scenario=scenario.strip(),
+        scenario=scenario,
     )
     if colocate not in ("threads", "processes"):
         raise BenchError(f"unknown --colocate {colocate!r}", "valid: threads, processes")

@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import psutil
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from controller.catalog import models as model_store
 from controller.catalog.images import ImageInfo, get_image, images
 from controller.errors import BenchError, did_you_mean
-from controller.launch.choice import LauncherChoice
 from controller.paths import Paths
+from controller.run.request import RunRequest as RunRequest  # re-exported: planning's input
 from schemas import (
     FRAMEWORK_OPTION_MODELS,
     SCENARIO_MODELS,
@@ -145,33 +145,6 @@ def _validation_message(e: ValidationError, what: str) -> str:
 def new_run_id(image: str, model: str) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{image}-{model}-{secrets.token_hex(3)}"
-
-
-class RunRequest(BaseModel):
-    """What one `bench-ctl run` asks for; `image` and `model` may be comma-separated lists."""
-
-    image: str
-    model: str
-    batch_sizes: list[int]
-    device: str | None = None
-    sets: list[str] = []
-    sweeps: list[str] = []
-    ensemble: bool = False
-    launcher: LauncherChoice = LauncherChoice.auto
-    timeout_s: float | None = None
-    scenario: str = "offline"
-
-    @property
-    def models(self) -> list[str]:
-        return _items(self.model)
-
-    @property
-    def images(self) -> list[str]:
-        return _items(self.image)
-
-
-def _items(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 def new_group_id() -> str:
