@@ -27,7 +27,6 @@ import duckdb
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
 
 SHORT = ["--set", "policy.min_time_s=0.2", "--set", "policy.max_time_s=1", "--set", "policy.window_s=0.05"]
 LONG = ["--set", "policy.min_time_s=30", "--set", "policy.max_time_s=60", "--set", "work_us=200"]
@@ -57,7 +56,7 @@ class Case:
     db: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        from conftest import write_fake_model
+        from tests.conftest import write_fake_model
 
         self.home = self.root / "home"
         (self.home / "models").mkdir(parents=True)
@@ -196,7 +195,7 @@ def small_disk(path: Path, size_kb: int) -> Iterator[Path]:
         raise Skip("mounting a small file system needs root")
     path.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)], capture_output=True, text=True
     )
     if done.returncode != 0:
         raise Skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
@@ -289,7 +288,7 @@ def bench_ctl_sigkill_during_run(c: Case) -> Outcome:
 
 
 def _results_to_ingest(c: Case, n: int) -> Path:
-    from conftest import result_factory
+    from tests.conftest import result_factory
 
     make = result_factory()
     folder = c.root / "to-ingest"
