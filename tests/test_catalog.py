@@ -11,6 +11,7 @@ import pytest
 
 from controller.catalog.images import get_image, images
 from controller.errors import BenchError
+from tests.conftest import Bench, Cli
 
 
 def by_name(stdout: str) -> dict[str, dict[str, Any]]:
@@ -29,12 +30,12 @@ def test_catalog_images() -> None:
             assert info.lock_hash is None
     assert catalog["ort"].framework == "onnxruntime" and catalog["ort"].framework_version
     assert catalog["openvino"].framework == "openvino"
-    with pytest.raises(BenchError, match="unknown image") as info:
+    with pytest.raises(BenchError, match="unknown image") as refused:
         get_image("nope")
-    assert "ort" in (info.value.hint or "")
+    assert "ort" in (refused.value.hint or "")
 
 
-def test_images_list_json_local_env_states(cli: Any, bench: Any, null_env: Path) -> None:
+def test_images_list_json_local_env_states(cli: Cli, bench: Bench, null_env: Path) -> None:
     result = cli("images", "list", "--json")
     assert result.exit_code == 0, result.output
     rows = by_name(result.stdout)
@@ -56,7 +57,7 @@ def test_images_list_json_local_env_states(cli: Any, bench: Any, null_env: Path)
     assert all(rows[n]["lock_hash"] for n in ("null", "ort", "openvino", "tf"))
 
 
-def test_images_list_without_envs(cli: Any, bench: Any) -> None:
+def test_images_list_without_envs(cli: Cli, bench: Bench) -> None:
     (bench.home / "envs").unlink()  # a fresh machine: nothing built
     stale = bench.home / "envs" / "ort"
     (stale / "bin").mkdir(parents=True)
@@ -68,14 +69,14 @@ def test_images_list_without_envs(cli: Any, bench: Any) -> None:
     assert rows["openvino"]["local_env"] == "no"
 
 
-def test_images_list_table(cli: Any, bench: Any) -> None:
+def test_images_list_table(cli: Cli, bench: Bench) -> None:
     result = cli("images", "list", env={"COLUMNS": "200"})
     assert result.exit_code == 0
     for name in ("null", "ort", "openvino", "tf"):
         assert name in result.stdout
 
 
-def test_models_list_json(cli: Any, bench: Any, fake_model: Path) -> None:
+def test_models_list_json(cli: Cli, bench: Bench, fake_model: Path) -> None:
     empty = json.loads(cli("models", "list", "--json").stdout)
     assert [m["name"] for m in empty] == ["fake"]
     entry = empty[0]
@@ -87,18 +88,18 @@ def test_models_list_json(cli: Any, bench: Any, fake_model: Path) -> None:
     assert entry["size_mb"] > 0
 
 
-def test_models_list_ignores_unfinished_folders(cli: Any, bench: Any, fake_model: Path) -> None:
+def test_models_list_ignores_unfinished_folders(cli: Cli, bench: Bench, fake_model: Path) -> None:
     (bench.models / ".mine.tmp123").mkdir()
     (bench.models / "half").mkdir()  # no manifest: not a model
     assert [m["name"] for m in json.loads(cli("models", "list", "--json").stdout)] == ["fake"]
 
 
-def test_models_list_empty_store(cli: Any, bench: Any) -> None:
+def test_models_list_empty_store(cli: Cli, bench: Bench) -> None:
     assert json.loads(cli("models", "list", "--json").stdout) == []
     assert cli("models", "list").exit_code == 0
 
 
-def test_invalid_manifest_is_reported(cli: Any, bench: Any, fake_model: Path) -> None:
+def test_invalid_manifest_is_reported(cli: Cli, bench: Bench, fake_model: Path) -> None:
     doc = json.loads((fake_model / "manifest.json").read_text())
     doc["source"] = "pytorch"
     (fake_model / "manifest.json").write_text(json.dumps(doc))
@@ -123,7 +124,7 @@ def old_code_image(name: str) -> FakeImage:
     )
 
 
-def test_image_from_current_lock_is_not_stale(monkeypatch: pytest.MonkeyPatch, bench: Any) -> None:
+def test_image_from_current_lock_is_not_stale(monkeypatch: pytest.MonkeyPatch, bench: Bench) -> None:
     from controller.catalog.images import code_hash
     from controller.launch import build as images_mod
     from controller.paths import Paths
@@ -140,7 +141,7 @@ def test_image_from_current_lock_is_not_stale(monkeypatch: pytest.MonkeyPatch, b
     assert row.image_stale is True
 
 
-def test_image_built_from_older_code_is_stale(monkeypatch: pytest.MonkeyPatch, bench: Any) -> None:
+def test_image_built_from_older_code_is_stale(monkeypatch: pytest.MonkeyPatch, bench: Bench) -> None:
     from controller.launch import build as images_mod
     from controller.launch import docker as docker_mod
     from controller.paths import Paths

@@ -8,18 +8,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
+from typer.testing import Result
 
 from controller.store import db as store
+from schemas import RunResult
+from tests.conftest import Bench, Cli, MakeResult
 
 
-def error_lines(result: Any) -> list[str]:
+def error_lines(result: Result) -> list[str]:
     return [ln for ln in result.stderr.splitlines() if ln.strip()]
 
 
-def assert_refused(result: Any, bench: Any, *needles: str) -> str:
+def assert_refused(result: Result, bench: Bench, *needles: str) -> str:
     """Exit 2, exactly one stderr line `error: ... (hint: ...)`, nothing printed or stored."""
     lines = error_lines(result)
     assert result.exit_code == 2, result.output
@@ -69,7 +71,7 @@ def run_args(fake_model: Path) -> list[str]:
     ],
 )
 def test_bad_set(
-    cli: Any, bench: Any, run_args: list[str], image: str, sets: list[str], needles: list[str]
+    cli: Cli, bench: Bench, run_args: list[str], image: str, sets: list[str], needles: list[str]
 ) -> None:
     args = [*run_args, "--image", image]
     for s in sets:
@@ -77,7 +79,7 @@ def test_bad_set(
     assert_refused(cli(*args), bench, *needles)
 
 
-def test_bad_policy_value_names_the_key(cli: Any, bench: Any, run_args: list[str]) -> None:
+def test_bad_policy_value_names_the_key(cli: Cli, bench: Bench, run_args: list[str]) -> None:
     line = assert_refused(cli(*run_args, "--image", "null", "--set", "policy.max_time_s=abc"), bench)
     assert "policy.max_time_s" in line
 
@@ -85,12 +87,12 @@ def test_bad_policy_value_names_the_key(cli: Any, bench: Any, run_args: list[str
 @pytest.mark.parametrize(
     "sizes", ["0", "-1", "a", "1,0", "1,,x", "", "1,1", "2.5", "1,,2", "\uff18", "1000000000", "65537", "1,"]
 )
-def test_bad_batch_sizes(cli: Any, bench: Any, fake_model: Path, sizes: str) -> None:
+def test_bad_batch_sizes(cli: Cli, bench: Bench, fake_model: Path, sizes: str) -> None:
     result = cli("run", "--image", "null", "--model", "fake", "--launcher", "local", "--batch-sizes", sizes)
     assert_refused(result, bench, "--batch-sizes", "e.g. --batch-sizes 1,8,32")
 
 
-def test_unknown_image_lists_valid_names(cli: Any, bench: Any, fake_model: Path) -> None:
+def test_unknown_image_lists_valid_names(cli: Cli, bench: Bench, fake_model: Path) -> None:
     line = assert_refused(
         cli("run", "--image", "nope", "--model", "fake", "--launcher", "local"), bench, "unknown image 'nope'"
     )
@@ -98,7 +100,7 @@ def test_unknown_image_lists_valid_names(cli: Any, bench: Any, fake_model: Path)
         assert name in line.split("hint:")[1]
 
 
-def test_unknown_image_suggests_close_name(cli: Any, bench: Any, fake_model: Path) -> None:
+def test_unknown_image_suggests_close_name(cli: Cli, bench: Bench, fake_model: Path) -> None:
     assert_refused(
         cli("run", "--image", "opnvino", "--model", "fake", "--launcher", "local"),
         bench,
@@ -106,7 +108,7 @@ def test_unknown_image_suggests_close_name(cli: Any, bench: Any, fake_model: Pat
     )
 
 
-def test_unknown_model_lists_store(cli: Any, bench: Any, fake_model: Path) -> None:
+def test_unknown_model_lists_store(cli: Cli, bench: Bench, fake_model: Path) -> None:
     assert_refused(
         cli("run", "--image", "null", "--model", "nosuchmodel", "--launcher", "local"),
         bench,
@@ -115,7 +117,7 @@ def test_unknown_model_lists_store(cli: Any, bench: Any, fake_model: Path) -> No
     )
 
 
-def test_unknown_keras_model_hints_export(cli: Any, bench: Any) -> None:
+def test_unknown_keras_model_hints_export(cli: Cli, bench: Bench) -> None:
     assert_refused(
         cli("run", "--image", "null", "--model", "resnet50", "--launcher", "local"),
         bench,
@@ -124,7 +126,7 @@ def test_unknown_keras_model_hints_export(cli: Any, bench: Any) -> None:
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "/etc", "..", "Fake"])
-def test_model_name_with_path_refused(cli: Any, bench: Any, fake_model: Path, name: str) -> None:
+def test_model_name_with_path_refused(cli: Cli, bench: Bench, fake_model: Path, name: str) -> None:
     assert_refused(
         cli("run", "--image", "null", "--model", name, "--launcher", "local"),
         bench,
@@ -133,7 +135,7 @@ def test_model_name_with_path_refused(cli: Any, bench: Any, fake_model: Path, na
     )
 
 
-def test_unknown_launcher(cli: Any, bench: Any, fake_model: Path) -> None:
+def test_unknown_launcher(cli: Cli, bench: Bench, fake_model: Path) -> None:
     assert_refused(
         cli("run", "--image", "null", "--model", "fake", "--launcher", "podman"),
         bench,
@@ -142,7 +144,7 @@ def test_unknown_launcher(cli: Any, bench: Any, fake_model: Path) -> None:
     )
 
 
-def test_cpu_and_gpu_exclusive(cli: Any, bench: Any, fake_model: Path) -> None:
+def test_cpu_and_gpu_exclusive(cli: Cli, bench: Bench, fake_model: Path) -> None:
     assert_refused(
         cli("run", "--image", "null", "--model", "fake", "--cpu", "--gpu", "0", "--launcher", "local"),
         bench,
@@ -150,7 +152,7 @@ def test_cpu_and_gpu_exclusive(cli: Any, bench: Any, fake_model: Path) -> None:
     )
 
 
-def test_negative_gpu(cli: Any, bench: Any, fake_model: Path) -> None:
+def test_negative_gpu(cli: Cli, bench: Bench, fake_model: Path) -> None:
     assert_refused(
         cli("run", "--image", "null", "--model", "fake", "--gpu", "-1", "--launcher", "local"),
         bench,
@@ -162,7 +164,7 @@ def test_negative_gpu(cli: Any, bench: Any, fake_model: Path) -> None:
 
 
 @pytest.fixture
-def stored(bench: Any, make_result: Any) -> Any:
+def stored(bench: Bench, make_result: MakeResult) -> RunResult:
     r = make_result()
     with store.connect(bench.db) as con:
         store.ingest(con, r)
@@ -180,7 +182,7 @@ def stored(bench: Any, make_result: Any) -> Any:
         "UPDATE runs SET host = 'h'",
     ],
 )
-def test_query_write_refused(cli: Any, bench: Any, stored: Any, sql: str) -> None:
+def test_query_write_refused(cli: Cli, bench: Bench, stored: RunResult, sql: str) -> None:
     before = (bench.count("runs"), bench.count("measurements"))
     result = cli("query", sql)
     assert result.exit_code == 2
@@ -190,7 +192,7 @@ def test_query_write_refused(cli: Any, bench: Any, stored: Any, sql: str) -> Non
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv", "table"])
-def test_query_select_and_describe(cli: Any, bench: Any, stored: Any, fmt: str) -> None:
+def test_query_select_and_describe(cli: Cli, bench: Bench, stored: RunResult, fmt: str) -> None:
     result = cli("query", "SELECT run_id, batch_size FROM results ORDER BY batch_size", "--format", fmt)
     assert result.exit_code == 0, result.output
     assert stored.run_id in result.stdout
@@ -201,14 +203,14 @@ def test_query_select_and_describe(cli: Any, bench: Any, stored: Any, fmt: str) 
     assert "throughput_sps" in [r["column_name"] for r in json.loads(result.stdout)]
 
 
-def test_query_bad_format_and_sql(cli: Any, bench: Any, stored: Any) -> None:
+def test_query_bad_format_and_sql(cli: Cli, bench: Bench, stored: RunResult) -> None:
     r = cli("query", "SELECT 1", "--format", "xml")
     assert r.exit_code == 2 and "unknown format" in r.stderr
     r = cli("query", "SELECT nosuch FROM results")
     assert r.exit_code == 2 and "SQL error" in r.stderr and "hint" in r.stderr
 
 
-def test_db_option_overrides_env(cli: Any, bench: Any, make_result: Any, tmp_path: Path) -> None:
+def test_db_option_overrides_env(cli: Cli, bench: Bench, make_result: MakeResult, tmp_path: Path) -> None:
     other = tmp_path / "other.duckdb"
     with store.connect(other) as con:
         store.ingest(con, make_result())
@@ -221,14 +223,14 @@ def test_db_option_overrides_env(cli: Any, bench: Any, make_result: Any, tmp_pat
 # --------------------------------------------------------------------------- other commands
 
 
-def test_compare_unknown_model_and_metric(cli: Any, bench: Any, stored: Any) -> None:
+def test_compare_unknown_model_and_metric(cli: Cli, bench: Bench, stored: RunResult) -> None:
     r = cli("compare", "--model", "nosuch")
     assert r.exit_code == 2 and "no successful results" in r.stderr and "hint" in r.stderr
     r = cli("compare", "--model", "fake", "--metric", "throughput")
     assert r.exit_code == 2 and "unknown metric" in r.stderr and "throughput_sps" in r.stderr
 
 
-def test_ingest_missing_path(cli: Any, bench: Any, tmp_path: Path) -> None:
+def test_ingest_missing_path(cli: Cli, bench: Bench, tmp_path: Path) -> None:
     r = cli("ingest", str(tmp_path / "nope"))
     assert r.exit_code == 2 and "no such file" in r.stderr
     empty = tmp_path / "empty"
@@ -239,7 +241,7 @@ def test_ingest_missing_path(cli: Any, bench: Any, tmp_path: Path) -> None:
 
 
 def test_ingest_newer_schema_version_skipped_with_hint(
-    cli: Any, bench: Any, make_result: Any, tmp_path: Path
+    cli: Cli, bench: Bench, make_result: MakeResult, tmp_path: Path
 ) -> None:
     good, newer = tmp_path / "a" / "result.json", tmp_path / "b" / "result.json"
     for p in (good, newer):
@@ -255,7 +257,7 @@ def test_ingest_newer_schema_version_skipped_with_hint(
     assert bench.count("runs") == 1
 
 
-def test_ingest_folder_is_idempotent(cli: Any, bench: Any, make_result: Any, tmp_path: Path) -> None:
+def test_ingest_folder_is_idempotent(cli: Cli, bench: Bench, make_result: MakeResult, tmp_path: Path) -> None:
     for i in range(2):
         r = make_result(status="ok" if i == 0 else "error")
         folder = tmp_path / "runs" / r.run_id
@@ -269,7 +271,7 @@ def test_ingest_folder_is_idempotent(cli: Any, bench: Any, make_result: Any, tmp
     assert bench.count("results") == n
 
 
-def test_models_commands_bad_names(cli: Any, bench: Any, tmp_path: Path) -> None:
+def test_models_commands_bad_names(cli: Cli, bench: Bench, tmp_path: Path) -> None:
     r = cli("models", "export", "../evil", "--launcher", "local")
     assert r.exit_code == 2 and "invalid model name" in r.stderr
     r = cli("models", "export", "notakerasmodel", "--launcher", "local")
@@ -283,7 +285,7 @@ def test_models_commands_bad_names(cli: Any, bench: Any, tmp_path: Path) -> None
     assert [p.name for p in bench.models.iterdir()] == []
 
 
-def test_models_export_existing_is_skipped(cli: Any, bench: Any, fake_model: Path) -> None:
+def test_models_export_existing_is_skipped(cli: Cli, bench: Bench, fake_model: Path) -> None:
     # A model already in the store is not rebuilt (nothing runs: no tf environment needed).
     (bench.models / "mobilenetv2").symlink_to(fake_model, target_is_directory=True)
     r = cli("models", "export", "mobilenetv2", "--launcher", "local")
@@ -291,7 +293,7 @@ def test_models_export_existing_is_skipped(cli: Any, bench: Any, fake_model: Pat
     assert "already in the store" in r.stderr
 
 
-def test_help_everywhere(cli: Any) -> None:
+def test_help_everywhere(cli: Cli) -> None:
     for args in (
         ["--help"],
         ["run", "--help"],
@@ -316,12 +318,14 @@ def test_help_everywhere(cli: Any) -> None:
     ],
 )
 def test_bad_sweep(
-    cli: Any, bench: Any, run_args: list[str], sweep: str, extra: list[str], needles: list[str]
+    cli: Cli, bench: Bench, run_args: list[str], sweep: str, extra: list[str], needles: list[str]
 ) -> None:
     assert_refused(cli(*run_args, "--image", "null", "--sweep", sweep, *extra), bench, *needles)
 
 
-def test_query_explain_analyze_copy_refused(cli: Any, bench: Any, stored: Any, tmp_path: Path) -> None:
+def test_query_explain_analyze_copy_refused(
+    cli: Cli, bench: Bench, stored: RunResult, tmp_path: Path
+) -> None:
     target = tmp_path / "leak.csv"
     result = cli("query", f"EXPLAIN ANALYZE COPY (SELECT run_id FROM runs) TO '{target}'")
     assert not target.exists(), "a refused COPY wrote a file"
@@ -330,13 +334,13 @@ def test_query_explain_analyze_copy_refused(cli: Any, bench: Any, stored: Any, t
 
 @pytest.mark.parametrize("timeout", ["-5", "0", "nan"])
 def test_bad_timeout_refused(
-    cli: Any, bench: Any, run_args: list[str], short_policy: list[str], null_env: Path, timeout: str
+    cli: Cli, bench: Bench, run_args: list[str], short_policy: list[str], null_env: Path, timeout: str
 ) -> None:
     result = cli(*run_args, "--image", "null", "--timeout", timeout, *short_policy, "--set", "work_us=50")
     assert_refused(result, bench, "--timeout")
 
 
-def test_huge_sweep_is_refused(cli: Any, bench: Any, run_args: list[str]) -> None:
+def test_huge_sweep_is_refused(cli: Cli, bench: Bench, run_args: list[str]) -> None:
     values = ",".join(str(v) for v in range(1, 200))
     result = cli(*run_args, "--image", "null", "--sweep", f"work_us={values}", "--sweep", "fault=none,raise")
     assert_refused(result, bench, "398 runs")
@@ -344,7 +348,7 @@ def test_huge_sweep_is_refused(cli: Any, bench: Any, run_args: list[str]) -> Non
 
 @pytest.mark.parametrize("kind", ["folder", "not-duckdb", "parent-is-file"])
 def test_bad_db_is_refused_before_measuring(
-    cli: Any, bench: Any, run_args: list[str], tmp_path: Path, kind: str
+    cli: Cli, bench: Bench, run_args: list[str], tmp_path: Path, kind: str
 ) -> None:
     if kind == "folder":
         db = tmp_path / "a-folder.duckdb"
@@ -363,7 +367,7 @@ def test_bad_db_is_refused_before_measuring(
 
 
 def test_ingest_reports_each_bad_file_and_stores_the_rest(
-    cli: Any, bench: Any, make_result: Any, tmp_path: Path
+    cli: Cli, bench: Bench, make_result: MakeResult, tmp_path: Path
 ) -> None:
     runs = tmp_path / "runs"
     docs = {}
@@ -392,12 +396,12 @@ def test_ingest_reports_each_bad_file_and_stores_the_rest(
     assert bench.count("runs") == 2
 
 
-def test_ingest_empty_path_is_refused(cli: Any, bench: Any) -> None:
+def test_ingest_empty_path_is_refused(cli: Cli, bench: Bench) -> None:
     r = cli("ingest", "")
     assert r.exit_code == 2 and "empty path" in r.stderr
 
 
-def test_ensemble_of_different_inputs_is_refused(cli: Any, bench: Any, fake_model: Path) -> None:
+def test_ensemble_of_different_inputs_is_refused(cli: Cli, bench: Bench, fake_model: Path) -> None:
     from tests.conftest import write_fake_model
 
     other = write_fake_model(bench.models / "wide", name="wide")

@@ -18,11 +18,14 @@ import pytest
 
 from controller.analysis import stats
 from controller.store import db as store
+from tests.conftest import Bench, Cli, MakeResult
 
 HERE = socket.gethostname()
 
 
-def _store(db: Path, make_result: Any, image: str, scales: list[float], host: str = HERE, **kw: Any) -> None:
+def _store(
+    db: Path, make_result: MakeResult, image: str, scales: list[float], host: str = HERE, **kw: Any
+) -> None:
     with store.connect(db) as con:
         for i, scale in enumerate(scales, 1):
             store.ingest(con, make_result(image=image, scale=scale, host=host, repetition=i, **kw))
@@ -33,13 +36,13 @@ def _jitter(center: float, n: int, seed: int, cv: float = 0.01) -> list[float]:
     return [float(center * (1 + cv * z)) for z in rng.standard_normal(n)]
 
 
-def _compare(cli: Any, *args: str) -> dict[str, Any]:
+def _compare(cli: Cli, *args: str) -> dict[str, Any]:
     result = cli("compare", "--model", "fake", "--json", *args)
     assert result.exit_code == 0, result.output
     return dict(json.loads(result.stdout))
 
 
-def test_a_faster_configuration_is_called_faster(cli: Any, bench: Any, make_result: Any) -> None:
+def test_a_faster_configuration_is_called_faster(cli: Cli, bench: Bench, make_result: MakeResult) -> None:
     _store(bench.db, make_result, "base", _jitter(1.0, 5, 1))
     _store(bench.db, make_result, "fast", _jitter(0.8, 5, 2))  # 0.8x the time: 1.25x the throughput
     doc = _compare(cli, "--baseline", "base")
@@ -57,14 +60,14 @@ def test_a_faster_configuration_is_called_faster(cli: Any, bench: Any, make_resu
     assert all(row["verdicts"]["fast"]["verdict"] == "faster" for row in latency["rows"])
 
 
-def test_identical_configurations_do_not_differ(cli: Any, bench: Any, make_result: Any) -> None:
+def test_identical_configurations_do_not_differ(cli: Cli, bench: Bench, make_result: MakeResult) -> None:
     _store(bench.db, make_result, "aaa", _jitter(1.0, 6, 3))
     _store(bench.db, make_result, "bbb", _jitter(1.0, 6, 4))
     doc = _compare(cli, "--baseline", "aaa")
     assert all(row["verdicts"]["bbb"]["verdict"] == "no significant difference" for row in doc["rows"])
 
 
-def test_three_runs_are_not_enough_for_a_verdict(cli: Any, bench: Any, make_result: Any) -> None:
+def test_three_runs_are_not_enough_for_a_verdict(cli: Cli, bench: Bench, make_result: MakeResult) -> None:
     _store(bench.db, make_result, "base", [1.0, 1.01, 0.99])
     _store(bench.db, make_result, "fast", [0.5, 0.51, 0.49])
     doc = _compare(cli, "--baseline", "base")
@@ -72,7 +75,7 @@ def test_three_runs_are_not_enough_for_a_verdict(cli: Any, bench: Any, make_resu
     assert v["verdict"] == "insufficient data" and "at least 4" in v["message"]
 
 
-def test_one_run_says_so(cli: Any, bench: Any, make_result: Any) -> None:
+def test_one_run_says_so(cli: Cli, bench: Bench, make_result: MakeResult) -> None:
     _store(bench.db, make_result, "once", [1.0], within_rel=0.02)
     _store(bench.db, make_result, "bare", [1.0])
     doc = _compare(cli)
@@ -86,7 +89,7 @@ def test_one_run_says_so(cli: Any, bench: Any, make_result: Any) -> None:
     assert "1 run: within-run interval" in text and "1 run: no interval" in text
 
 
-def test_summary_view_agrees_with_compare(cli: Any, bench: Any, make_result: Any) -> None:
+def test_summary_view_agrees_with_compare(cli: Cli, bench: Bench, make_result: MakeResult) -> None:
     scales = _jitter(1.0, 5, 7, cv=0.03)
     _store(bench.db, make_result, "base", scales)
     doc = _compare(cli)
@@ -103,7 +106,7 @@ def test_summary_view_agrees_with_compare(cli: Any, bench: Any, make_result: Any
         assert p50_low is not None and cv == pytest.approx(stats.cv([1 / s for s in scales]), rel=1e-4)
 
 
-def test_hosts_are_never_mixed(cli: Any, bench: Any, make_result: Any) -> None:
+def test_hosts_are_never_mixed(cli: Cli, bench: Bench, make_result: MakeResult) -> None:
     _store(bench.db, make_result, "base", [1.0, 1.0], host="elsewhere")
     r = cli("compare", "--model", "fake")
     assert r.exit_code == 2 and "elsewhere" in r.stderr and "--across-hosts" in r.stderr
@@ -121,7 +124,7 @@ def test_hosts_are_never_mixed(cli: Any, bench: Any, make_result: Any) -> None:
     assert r.exit_code == 2 and "nowhere" in r.stderr and "hint" in r.stderr
 
 
-def test_new_hardware_against_old_host_by_host(cli: Any, bench: Any, make_result: Any) -> None:
+def test_new_hardware_against_old_host_by_host(cli: Cli, bench: Bench, make_result: MakeResult) -> None:
     """Truth: the new host's iterations take half the time (scale 0.5), so throughput new/old is 2,
     called faster; a configuration only one host measured shows as such."""
     _store(bench.db, make_result, "ort", _jitter(1.0, 5, seed=1), host="old-node")
@@ -149,7 +152,7 @@ def test_new_hardware_against_old_host_by_host(cli: Any, bench: Any, make_result
         ["compare", "--model", "fake", "--hosts", "a,b", "--across-hosts"],
     ],
 )
-def test_compare_bad_input(cli: Any, bench: Any, make_result: Any, args: list[str]) -> None:
+def test_compare_bad_input(cli: Cli, bench: Bench, make_result: MakeResult, args: list[str]) -> None:
     _store(bench.db, make_result, "base", [1.0])
     r = cli(*args)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
@@ -167,7 +170,7 @@ def test_compare_bad_input(cli: Any, bench: Any, make_result: Any, args: list[st
         ["--image", "null,null"],
     ],
 )
-def test_run_bad_repetition_input(cli: Any, bench: Any, fake_model: Path, extra: list[str]) -> None:
+def test_run_bad_repetition_input(cli: Cli, bench: Bench, fake_model: Path, extra: list[str]) -> None:
     args = ["run", "--model", "fake", "--launcher", "local", "-b", "1"]
     if "--image" not in extra:
         args += ["--image", "null"]
@@ -176,7 +179,7 @@ def test_run_bad_repetition_input(cli: Any, bench: Any, fake_model: Path, extra:
     assert bench.run_dirs() == [] and bench.count("runs") == 0
 
 
-def test_two_builds_of_an_image_are_never_pooled(cli: Any, bench: Any, make_result: Any) -> None:
+def test_two_builds_of_an_image_are_never_pooled(cli: Cli, bench: Bench, make_result: MakeResult) -> None:
     """Truth: the image rebuilt from a new lock (framework 2.0) runs in half the time. A
     configuration shows only the newest build's runs (throughput 2x the old build's, which the
     summary view keeps as its own group) and says what it left out; a batch size only the old build
@@ -222,7 +225,7 @@ def test_two_builds_of_an_image_are_never_pooled(cli: Any, bench: Any, make_resu
     assert [p[4] for p in selected] == [1, 2] and all(p[5] == 5 for p in selected)
 
 
-def test_builds_newest_against_the_one_before(cli: Any, bench: Any, make_result: Any) -> None:
+def test_builds_newest_against_the_one_before(cli: Cli, bench: Bench, make_result: MakeResult) -> None:
     """Truth: three builds of ort; build 2 (framework 2.0) takes the time of build 1, build 3
     (3.0) half of it. `--builds ort` puts build 3 against build 2: faster, with the true ratio 2
     inside the interval; build 1 is named as left out. Another image's builds are not involved."""
@@ -259,7 +262,9 @@ def test_builds_newest_against_the_one_before(cli: Any, bench: Any, make_result:
     assert both.exit_code == 2 and "--builds compares two builds" in both.stderr
 
 
-def _noisy_store(db: Path, make_result: Any, image: str, scales: list[float], noisy: list[bool]) -> None:
+def _noisy_store(
+    db: Path, make_result: MakeResult, image: str, scales: list[float], noisy: list[bool]
+) -> None:
     """Runs as `_store` makes them, those flagged in `noisy` measured while other load starved the
     runner (their throughput 10 % lower, as such runs' is)."""
     with store.connect(db) as con:
@@ -272,7 +277,7 @@ def _noisy_store(db: Path, make_result: Any, image: str, scales: list[float], no
             )
 
 
-def test_noisy_runs_give_no_verdict(cli: Any, bench: Any, make_result: Any) -> None:
+def test_noisy_runs_give_no_verdict(cli: Cli, bench: Bench, make_result: MakeResult) -> None:
     """Truth: `fast` takes 0.8 of the time, but 8 of the 10 runs are noisy: one clean run of each
     cannot decide, and the comparison says why instead of judging noise; --include-noisy judges
     every run (the noisy ones 10 % slower, which here still leaves fast ahead)."""
@@ -295,7 +300,9 @@ def test_noisy_runs_give_no_verdict(cli: Any, bench: Any, make_result: Any) -> N
         assert row["cells"]["base"]["runs"] == 5 and row["cells"]["base"]["noisy"]
 
 
-def test_clean_runs_decide_and_noisy_ones_are_left_out(cli: Any, bench: Any, make_result: Any) -> None:
+def test_clean_runs_decide_and_noisy_ones_are_left_out(
+    cli: Cli, bench: Bench, make_result: MakeResult
+) -> None:
     """Truth: `fast` is 1.25x the throughput. Five clean runs of each decide; the sixth run of
     `base`, noisy and 10 % slower, is left out of its cell and of the verdict, which says so."""
     _noisy_store(bench.db, make_result, "base", _jitter(1.0, 6, 3), [False] * 5 + [True])

@@ -8,10 +8,10 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
 
 from controller import doctor
 from controller.store import db as store
+from tests.conftest import Bench, Cli, MakeResult
 
 
 def test_a_duty_cycle_shows_as_peaks() -> None:
@@ -35,7 +35,9 @@ def test_a_duty_cycle_shows_as_peaks() -> None:
     assert any(f"(pid {burst.pid})" in b for b in busiest), busiest
 
 
-def test_doctor_names_the_busy_process_and_the_stored_noise(cli: Any, bench: Any, make_result: Any) -> None:
+def test_doctor_names_the_busy_process_and_the_stored_noise(
+    cli: Cli, bench: Bench, make_result: MakeResult
+) -> None:
     here = socket.gethostname()
     with store.connect(bench.db) as con:
         for i, noisy in enumerate([True, True, False, True]):
@@ -59,7 +61,7 @@ def test_doctor_names_the_busy_process_and_the_stored_noise(cli: Any, bench: Any
     assert noise["level"] == "warn" and f"3 of 4 measurements from {here}" in noise["found"]
 
 
-def test_sample_length_is_checked(cli: Any, bench: Any) -> None:
+def test_sample_length_is_checked(cli: Cli, bench: Bench) -> None:
     for bad in ("0", "-1", "601", "x"):
         result = cli("doctor", "--sample-s", bad)
         assert result.exit_code == 2 and "--sample-s" in result.output, result.output

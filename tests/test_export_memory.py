@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO_BENCH, write_fake_model
 
 from controller.catalog import models as model_store
 from controller.catalog.images import ImageInfo
@@ -23,6 +22,7 @@ from controller.launch.base import Launcher, LineSink, ProcessOutcome
 from controller.paths import Paths
 from schemas import ModelManifest, RunSpec
 from schemas.manifest import EXPORT_PROGRESS_FILE
+from tests.conftest import REPO_BENCH, Bench, Cli, write_fake_model
 
 CONVERTING = "converting to ONNX (tf2onnx, opset 17)"
 
@@ -143,7 +143,7 @@ def _export_error(launcher: Launcher, paths: Paths) -> BenchError:
     ],
 )
 def test_killed_exporter_is_named_with_its_step_and_peak_memory(
-    bench: Any, exit_code: int, oom_killed: bool, launcher: str, expected: str
+    bench: Bench, exit_code: int, oom_killed: bool, launcher: str, expected: str
 ) -> None:
     paths = Paths.from_env()
     progress = {"step": CONVERTING, "peak_mem_mb": 23_960.0}
@@ -160,13 +160,13 @@ def test_killed_exporter_is_named_with_its_step_and_peak_memory(
     assert sorted(p.name for p in paths.models.iterdir()) == [".failed-exports"]
 
 
-def test_other_signals_are_not_called_out_of_memory(bench: Any) -> None:
+def test_other_signals_are_not_called_out_of_memory(bench: Bench) -> None:
     paths = Paths.from_env()
     err = _export_error(PretendExporter(paths, -15, progress={"step": "saving SavedModel"}), paths)
     assert err.message == "exporting vgg19 failed: killed by SIGTERM (exit -15), while saving SavedModel"
 
 
-def test_killed_exporter_without_progress_file(bench: Any) -> None:
+def test_killed_exporter_without_progress_file(bench: Bench) -> None:
     """An exporter killed before it wrote its progress file (or an older one): the signal alone."""
     paths = Paths.from_env()
     err = _export_error(PretendExporter(paths, -9), paths)
@@ -176,14 +176,16 @@ def test_killed_exporter_without_progress_file(bench: Any) -> None:
     )
 
 
-def test_exporter_error_keeps_its_own_message(bench: Any) -> None:
+def test_exporter_error_keeps_its_own_message(bench: Bench) -> None:
     paths = Paths.from_env()
     launcher = PretendExporter(paths, 3, last_line="error: vgg19: reference outputs stay flat")
     err = _export_error(launcher, paths)
     assert err.message == "exporting vgg19 failed: vgg19: reference outputs stay flat"
 
 
-def test_export_success_line_shows_peak_memory(cli: Any, bench: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_success_line_shows_peak_memory(
+    cli: Cli, bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import controller.launch
 
     paths = Paths.from_env()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from runners.harness import _error_message
+from tests.conftest import Bench, Cli
 
 
 def test_framework_boilerplate_lines_are_dropped() -> None:
@@ -27,7 +27,7 @@ def test_plain_messages_keep_their_text_and_type() -> None:
     assert len(_error_message(RuntimeError("x" * 5000))) <= 2000
 
 
-def test_runner_traceback_stays_in_the_log(cli: Any, bench: Any, fake_model: Path, null_env: Any) -> None:
+def test_runner_traceback_stays_in_the_log(cli: Cli, bench: Bench, fake_model: Path, null_env: Path) -> None:
     result = cli("run", "-i", "null", "-m", "fake", "-b", "1", "--launcher", "local", "--set", "fault=raise")
     assert result.exit_code == 1
     assert "Traceback" not in result.output

@@ -14,16 +14,16 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pytest
+from typer.testing import Result
 
 from controller.paths import REPO_ROOT
 from controller.store import db as store
-from tests.conftest import write_fake_model
+from schemas import RunResult
+from tests.conftest import Bench, Cli, MakeResult, write_fake_model
 
 EVIL_HOST = "evil\x1b[2J\x1b]0;PWNED\x07"
 SHOWN_HOST = "evil\\x1b[2J\\x1b]0;PWNED\\x07"
@@ -35,7 +35,7 @@ def assert_no_raw_controls(text: str) -> None:
         assert c not in text, f"raw {c!r} printed:\n{text!r}"
 
 
-def one_error(result: Any, *needles: str) -> str:
+def one_error(result: Result, *needles: str) -> str:
     """Exit 2, one `error: ... (hint: ...)` line on stderr and nothing else, no internal error."""
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert result.exit_code == 2, result.output
@@ -46,13 +46,13 @@ def one_error(result: Any, *needles: str) -> str:
     return lines[0]
 
 
-def bench_ctl(*args: str, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
+def bench_ctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """bench-ctl as a user runs it (a process of its own: what may hang hangs there, not here)."""
     cmd = [sys.executable, "-m", "controller.cli.app", *args]
-    return subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, **kw)
+    return subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-def ingest(cli: Callable[..., Any], tmp_path: Path, *results: Any) -> None:
+def ingest(cli: Cli, tmp_path: Path, *results: RunResult) -> None:
     for r in results:
         (tmp_path / "in" / r.run_id).mkdir(parents=True)
         (tmp_path / "in" / r.run_id / "result.json").write_text(r.model_dump_json())
@@ -72,7 +72,7 @@ RUNS = '[[runs]]\nimages = ["null"]\nmodels = ["fake"]\nbatch_sizes = [1]\n'
 
 
 def test_ingested_host_with_escape_sequences_in_compare(
-    cli: Callable[..., Any], make_result: Any, tmp_path: Path
+    cli: Cli, make_result: MakeResult, tmp_path: Path
 ) -> None:
     ingest(cli, tmp_path, make_result(host=EVIL_HOST), make_result(host="testhost"))
     for args in (["--across-hosts"], ["--host", EVIL_HOST], ["--hosts", f"testhost,{EVIL_HOST}"]):
@@ -83,7 +83,7 @@ def test_ingested_host_with_escape_sequences_in_compare(
 
 
 def test_ingested_host_with_escape_sequences_in_query(
-    cli: Callable[..., Any], make_result: Any, tmp_path: Path
+    cli: Cli, make_result: MakeResult, tmp_path: Path
 ) -> None:
     ingest(cli, tmp_path, make_result(host=EVIL_HOST))
     done = cli("query", "SELECT DISTINCT host FROM runs")
@@ -92,7 +92,7 @@ def test_ingested_host_with_escape_sequences_in_query(
     assert json.loads(cli("query", "SELECT host FROM runs", "-f", "json").stdout) == [{"host": EVIL_HOST}]
 
 
-def test_query_select_chr_27(cli: Callable[..., Any], bench: Any) -> None:
+def test_query_select_chr_27(cli: Cli, bench: Bench) -> None:
     store.ensure_store(bench.db)
     sql = "SELECT chr(27) || '[2J' AS esc, chr(7) AS bel, chr(13) AS cr, chr(155) AS csi, chr(8238) AS rlo"
     done = cli("query", sql)
@@ -103,7 +103,7 @@ def test_query_select_chr_27(cli: Callable[..., Any], bench: Any) -> None:
     assert_no_raw_controls(cli("query", sql, "-f", "json").stdout)  # JSON escapes by itself
 
 
-def test_query_csv_to_a_terminal(bench: Any) -> None:
+def test_query_csv_to_a_terminal(bench: Bench) -> None:
     """CSV into a pipe is the stored data, byte for byte; on a terminal it is shown escaped."""
     store.ensure_store(bench.db)
     sql = "SELECT chr(27) || '[2J' AS x"
@@ -131,7 +131,7 @@ def test_query_csv_to_a_terminal(bench: Any) -> None:
     assert b"\x1b" not in shown and b"\\x1b[2J" in shown, shown
 
 
-def test_query_column_named_closing_markup_tag(cli: Callable[..., Any], bench: Any) -> None:
+def test_query_column_named_closing_markup_tag(cli: Cli, bench: Bench) -> None:
     store.ensure_store(bench.db)
     done = cli("query", """SELECT 1 AS "[/]", '[bold]x[/bold]' AS "[red]", 'a\\' AS "b\\" """)
     assert done.exit_code == 0, done.output
@@ -139,7 +139,7 @@ def test_query_column_named_closing_markup_tag(cli: Callable[..., Any], bench: A
         assert shown in done.stdout, done.stdout
 
 
-def test_models_list_with_escape_sequences_in_a_manifest(cli: Callable[..., Any], bench: Any) -> None:
+def test_models_list_with_escape_sequences_in_a_manifest(cli: Cli, bench: Bench) -> None:
     folder = write_fake_model(bench.models / "fake")
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["reference"] = "tf\x1b[2J\x1b]0;PWNED\x07"
@@ -150,7 +150,7 @@ def test_models_list_with_escape_sequences_in_a_manifest(cli: Callable[..., Any]
     assert "tf\\x1b[2J" in done.stdout
 
 
-def test_run_summary_with_escape_sequences_in_a_result(make_result: Any, tmp_path: Path) -> None:
+def test_run_summary_with_escape_sequences_in_a_result(make_result: MakeResult, tmp_path: Path) -> None:
     from rich.console import Console
 
     from controller.cli import render
@@ -167,7 +167,7 @@ def test_run_summary_with_escape_sequences_in_a_result(make_result: Any, tmp_pat
 
 
 def test_sweep_listing_of_a_stored_failure_with_escape_sequences(
-    cli: Callable[..., Any], bench: Any, fake_model: Path, null_env: Path, tmp_path: Path
+    cli: Cli, bench: Bench, fake_model: Path, null_env: Path, tmp_path: Path
 ) -> None:
     """`sweep --dry-run` names why a cell failed here: the stored message, shown escaped."""
     plan = write_plan(tmp_path / "p.toml", RUNS + 'set = {fault = "raise"}\n')
@@ -187,7 +187,7 @@ def test_sweep_listing_of_a_stored_failure_with_escape_sequences(
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "table"])
-def test_query_into_a_closed_pipe(bench: Any, fmt: str) -> None:
+def test_query_into_a_closed_pipe(bench: Bench, fmt: str) -> None:
     """`bench-ctl query ... | head -1`: the reader goes away; bench-ctl stops quietly."""
     store.ensure_store(bench.db)
     rows = 10_000 if fmt == "table" else 50_000  # more than a pipe holds, in each format
@@ -202,7 +202,7 @@ def test_query_into_a_closed_pipe(bench: Any, fmt: str) -> None:
     assert err == "", err
 
 
-def test_bench_home_that_is_a_file(cli: Callable[..., Any], tmp_path: Path) -> None:
+def test_bench_home_that_is_a_file(cli: Cli, tmp_path: Path) -> None:
     home = tmp_path / "home-file"
     home.write_text("not a folder")
     for sub in (home, home / "below"):
@@ -212,7 +212,7 @@ def test_bench_home_that_is_a_file(cli: Callable[..., Any], tmp_path: Path) -> N
     assert home.read_text() == "not a folder"
 
 
-def test_plan_nested_100000_deep(cli: Callable[..., Any], tmp_path: Path) -> None:
+def test_plan_nested_100000_deep(cli: Cli, tmp_path: Path) -> None:
     plan = write_plan(tmp_path / "deep.toml", "a = " + "[" * 100_000 + "]" * 100_000 + "\n")
     one_error(cli("sweep", str(plan), "--dry-run"), "nests arrays or tables too deeply")
     plan = write_plan(tmp_path / "deep-policy.toml", "policy = {a = " + "[" * 900 + "]" * 900 + "}\n" + RUNS)
@@ -221,7 +221,7 @@ def test_plan_nested_100000_deep(cli: Callable[..., Any], tmp_path: Path) -> Non
     one_error(cli("sweep", str(plan), "--dry-run"), "policy.min_time_s", "not an array")
 
 
-def test_plan_with_a_million_runs_tables(cli: Callable[..., Any], tmp_path: Path) -> None:
+def test_plan_with_a_million_runs_tables(cli: Cli, tmp_path: Path) -> None:
     plan = write_plan(tmp_path / "huge.toml", RUNS * 1_000_000)
     start = time.monotonic()
     one_error(cli("sweep", str(plan), "--dry-run"), "larger than 1,024 KiB", "split it")
@@ -230,7 +230,7 @@ def test_plan_with_a_million_runs_tables(cli: Callable[..., Any], tmp_path: Path
     assert time.monotonic() - start < 20
 
 
-def test_fifo_as_plan_file(bench: Any, tmp_path: Path) -> None:
+def test_fifo_as_plan_file(bench: Bench, tmp_path: Path) -> None:
     fifo = tmp_path / "plan.toml"
     os.mkfifo(fifo)
     for target in (fifo, tmp_path):
@@ -256,9 +256,7 @@ def test_fifo_as_plan_file(bench: Any, tmp_path: Path) -> None:
         ),
     ],
 )
-def test_plan_policy_min_time_s_nan(
-    cli: Callable[..., Any], fake_model: Path, tmp_path: Path, body: str, says: str
-) -> None:
+def test_plan_policy_min_time_s_nan(cli: Cli, fake_model: Path, tmp_path: Path, body: str, says: str) -> None:
     one_error(cli("sweep", str(write_plan(tmp_path / "p.toml", body)), "--dry-run"), says)
 
 
@@ -289,7 +287,7 @@ def test_plan_policy_min_time_s_nan(
     ],
 )
 def test_server_target_qps_1e_300_and_timeout_1e308(
-    cli: Callable[..., Any], bench: Any, fake_model: Path, args: list[str], says: str
+    cli: Cli, bench: Bench, fake_model: Path, args: list[str], says: str
 ) -> None:
     one_error(cli("run", "-i", "null", "-m", "fake", "--launcher", "local", *args), says)
     assert bench.run_dirs() == [] and bench.count("runs") == 0
@@ -324,7 +322,7 @@ def test_slurm_time_of_the_longest_valid_run_is_short() -> None:
 
 
 def test_rerun_of_an_imported_run_whose_spec_no_longer_validates(
-    cli: Callable[..., Any], bench: Any, make_result: Any, tmp_path: Path
+    cli: Cli, bench: Bench, make_result: MakeResult, tmp_path: Path
 ) -> None:
     r = make_result()
     ingest(cli, tmp_path, r)
@@ -339,7 +337,7 @@ def test_rerun_of_an_imported_run_whose_spec_no_longer_validates(
 
 
 @pytest.mark.parametrize("args", [[""], ["  "], ["--group", ""]])
-def test_rerun_of_an_empty_run_id(cli: Callable[..., Any], bench: Any, args: list[str]) -> None:
+def test_rerun_of_an_empty_run_id(cli: Cli, bench: Bench, args: list[str]) -> None:
     store.ensure_store(bench.db)
     one_error(cli("rerun", *args), "an empty")
 
@@ -386,7 +384,7 @@ def test_sigkill_of_report_where_workers_poll_for_their_parent() -> None:
 
 
 def test_report_out_folder_with_an_earlier_index_and_a_thesis(
-    cli: Callable[..., Any], make_result: Any, tmp_path: Path
+    cli: Cli, make_result: MakeResult, tmp_path: Path
 ) -> None:
     """An earlier report (written before reports listed their files) with a user's thesis.txt
     and data/ beside it: the report is replaced, the rest is kept."""
@@ -406,7 +404,7 @@ def test_report_out_folder_with_an_earlier_index_and_a_thesis(
 
 
 def test_report_out_folder_whose_manifest_names_a_users_file(
-    cli: Callable[..., Any], make_result: Any, tmp_path: Path
+    cli: Cli, make_result: MakeResult, tmp_path: Path
 ) -> None:
     """A manifest is trusted only for the names a report writes: an edited one that lists the
     user's file does not get it deleted; a user's file where a figure would go is refused."""

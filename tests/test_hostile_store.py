@@ -21,12 +21,14 @@ from typing import Any
 
 import duckdb
 import pytest
+from typer.testing import Result
 
 from controller.errors import BenchError
 from controller.paths import REPO_ROOT
 from controller.store import db as store
 from controller.store import file as storefile
 from controller.store import transfer
+from tests.conftest import Bench, Cli, MakeResult
 
 
 @pytest.fixture
@@ -58,7 +60,7 @@ def _digest(*paths: Path) -> list[str | None]:
     return [hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else None for p in paths]
 
 
-def _one_line(result: Any, code: int = 2) -> str:
+def _one_line(result: Result, code: int = 2) -> str:
     assert result.exit_code == code, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "hint:" in lines[0] and "internal error" not in lines[0], result.output
@@ -83,7 +85,9 @@ def _foreign_duckdb(path: Path) -> Path:
 
 
 @pytest.fixture
-def commands(cli: Any, bench: Any, make_result: Any, fake_model: Path, tmp_path: Path) -> Callable[..., Any]:
+def commands(
+    cli: Cli, bench: Bench, make_result: MakeResult, fake_model: Path, tmp_path: Path
+) -> Callable[[str, Path], Result]:
     """Run one of the commands that open a store, with the given --db."""
     result = make_result()
     run_dir = tmp_path / "results" / result.run_id
@@ -94,7 +98,7 @@ def commands(cli: Any, bench: Any, make_result: Any, fake_model: Path, tmp_path:
         store.ingest(con, make_result())
     export = tmp_path / "export"
     assert cli("export", "--out", export, "--db", source).exit_code == 0
-    args = {
+    args: dict[str, list[str | Path]] = {
         "ingest": ["ingest", run_dir],
         "run": ["run", "--image", "null", "--model", "fake", "--launcher", "local", "--batch-sizes", "1"],
         "import": ["import", export],
@@ -102,7 +106,7 @@ def commands(cli: Any, bench: Any, make_result: Any, fake_model: Path, tmp_path:
         "export": ["export", "--out", tmp_path / "out"],
     }
 
-    def invoke(command: str, db: Path) -> Any:
+    def invoke(command: str, db: Path) -> Result:
         return cli(*args[command], "--db", db)
 
     return invoke
@@ -110,7 +114,7 @@ def commands(cli: Any, bench: Any, make_result: Any, fake_model: Path, tmp_path:
 
 @pytest.mark.parametrize("command", ["ingest", "run", "import", "query", "export"])
 def test_an_sqlite_db_is_refused_and_nothing_is_downloaded(
-    commands: Callable[..., Any], bench: Any, user_home: Path, tmp_path: Path, command: str
+    commands: Callable[[str, Path], Result], bench: Bench, user_home: Path, tmp_path: Path, command: str
 ) -> None:
     db = _sqlite(tmp_path / "notes.db")
     before = _digest(db)
@@ -124,7 +128,7 @@ def test_an_sqlite_db_is_refused_and_nothing_is_downloaded(
 
 @pytest.mark.parametrize("command", ["ingest", "run", "import", "query", "export"])
 def test_a_duckdb_file_without_store_meta_is_left_unchanged(
-    commands: Callable[..., Any], bench: Any, tmp_path: Path, command: str
+    commands: Callable[[str, Path], Result], bench: Bench, tmp_path: Path, command: str
 ) -> None:
     db = _foreign_duckdb(tmp_path / "theirs.duckdb")
     before = (_digest(db), db.stat().st_mtime_ns)
@@ -171,7 +175,7 @@ def _fifo(path: Path) -> Path:
 @pytest.mark.parametrize("kind", ["/dev/null", "fifo", "folder"])
 @pytest.mark.parametrize("command", ["query", "ingest", "run"])
 def test_a_db_that_is_not_a_regular_file_is_refused_at_once(
-    commands: Callable[..., Any], tmp_path: Path, deadline: None, kind: str, command: str
+    commands: Callable[[str, Path], Result], tmp_path: Path, deadline: None, kind: str, command: str
 ) -> None:
     db = Path("/dev/null") if kind == "/dev/null" else tmp_path / "store.duckdb"
     if kind == "fifo":
@@ -184,7 +188,7 @@ def test_a_db_that_is_not_a_regular_file_is_refused_at_once(
     assert ("folder" if kind == "folder" else "not a result store") in line
 
 
-def test_a_failed_first_write_leaves_no_store(bench: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_first_write_leaves_no_store(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
     """Creating the schema fails midway (a full disk): no file is left that the next command
     would take for an empty store, and the next command creates the store."""
     real = store.build
@@ -202,7 +206,7 @@ def test_a_failed_first_write_leaves_no_store(bench: Any, monkeypatch: pytest.Mo
     assert store.read(bench.db, "SELECT count(*) FROM runs")[1] == [(0,)]
 
 
-def test_a_store_deleted_meanwhile_is_made_anew(bench: Any, make_result: Any) -> None:
+def test_a_store_deleted_meanwhile_is_made_anew(bench: Bench, make_result: MakeResult) -> None:
     """A process that used the store before (it remembers the file as checked) creates a whole
     store again, not a bare DuckDB file that every later command would refuse."""
     store.ensure_store(bench.db)
@@ -212,7 +216,7 @@ def test_a_store_deleted_meanwhile_is_made_anew(bench: Any, make_result: Any) ->
     assert store.read(bench.db, "SELECT count(*) FROM runs")[1] == [(1,)]
 
 
-def test_a_killed_first_write_is_cleaned_up(bench: Any) -> None:
+def test_a_killed_first_write_is_cleaned_up(bench: Bench) -> None:
     """A half-built store of a killed bench-ctl is a hidden file: never taken for the store, and
     removed by the next creation once it is old."""
     folder = bench.db.parent
@@ -237,7 +241,7 @@ def _settings(con: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
 
 
 def test_every_connection_refuses_extensions(
-    bench: Any, make_result: Any, user_home: Path, tmp_path: Path
+    bench: Bench, make_result: MakeResult, user_home: Path, tmp_path: Path
 ) -> None:
     with store.connect(bench.db) as con:
         store.ingest(con, make_result())

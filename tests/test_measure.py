@@ -40,7 +40,7 @@ def policy(**over: float | int | bool) -> MeasurementPolicy:
         tolerance=0.1,
     )
     base.update(over)
-    return MeasurementPolicy(**base)  # type: ignore[arg-type]
+    return MeasurementPolicy(**base)
 
 
 def test_stable_stop_when_windows_agree() -> None:

@@ -5,20 +5,21 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
+from typer.testing import Result
 
 from controller.catalog import models as model_store
 from controller.errors import BenchError
 from controller.paths import Paths
+from tests.conftest import Bench, Cli
 
 
-def _run(cli: Any) -> Any:
+def _run(cli: Cli) -> Result:
     return cli("run", "--image", "null", "--model", "fake", "--launcher", "local", "-b", "1")
 
 
-def test_intact_model_verifies_and_is_cached(bench: Any, fake_model: Path) -> None:
+def test_intact_model_verifies_and_is_cached(bench: Bench, fake_model: Path) -> None:
     paths = Paths.from_env()
     manifest = model_store.read_manifest(paths, "fake")
     model_store.verify(paths, manifest)
@@ -29,7 +30,7 @@ def test_intact_model_verifies_and_is_cached(bench: Any, fake_model: Path) -> No
     assert cache.stat().st_mtime_ns == before
 
 
-def test_digest_cache_forgets_files_that_are_gone(bench: Any, fake_model: Path, tmp_path: Path) -> None:
+def test_digest_cache_forgets_files_that_are_gone(bench: Bench, fake_model: Path, tmp_path: Path) -> None:
     import json
 
     paths = Paths.from_env()
@@ -46,7 +47,7 @@ def test_digest_cache_forgets_files_that_are_gone(bench: Any, fake_model: Path, 
     assert str(gone.resolve()) not in kept and kept
 
 
-def test_tampered_model_is_refused_before_running(cli: Any, bench: Any, fake_model: Path) -> None:
+def test_tampered_model_is_refused_before_running(cli: Cli, bench: Bench, fake_model: Path) -> None:
     onnx = fake_model / "model.onnx"
     data = onnx.read_bytes()
     onnx.write_bytes(data[:-2] + b"X\n")  # same size, other content
@@ -58,7 +59,7 @@ def test_tampered_model_is_refused_before_running(cli: Any, bench: Any, fake_mod
     assert bench.run_dirs() == [] and bench.count("runs") == 0
 
 
-def test_tamper_after_a_cached_check_is_still_found(bench: Any, fake_model: Path) -> None:
+def test_tamper_after_a_cached_check_is_still_found(bench: Bench, fake_model: Path) -> None:
     paths = Paths.from_env()
     manifest = model_store.read_manifest(paths, "fake")
     model_store.verify(paths, manifest)
@@ -71,7 +72,7 @@ def test_tamper_after_a_cached_check_is_still_found(bench: Any, fake_model: Path
         model_store.verify(paths, manifest)
 
 
-def test_truncated_model_is_refused(cli: Any, bench: Any, fake_model: Path) -> None:
+def test_truncated_model_is_refused(cli: Cli, bench: Bench, fake_model: Path) -> None:
     onnx = fake_model / "model.onnx"
     onnx.write_bytes(onnx.read_bytes()[:5])
     result = _run(cli)
@@ -82,14 +83,14 @@ def test_truncated_model_is_refused(cli: Any, bench: Any, fake_model: Path) -> N
 
 
 @pytest.mark.parametrize("name", ["fake\n", "a/b", "../x", "UPPER", "x" * 65, "", "ｆａｋｅ"])
-def test_names_must_match_whole(cli: Any, bench: Any, name: str) -> None:
+def test_names_must_match_whole(cli: Cli, bench: Bench, name: str) -> None:
     result = cli("models", "remove", name)
     assert result.exit_code == 2 and "invalid model name" in result.stderr
     with pytest.raises(BenchError):
         model_store.check_name(name)
 
 
-def test_remove(cli: Any, bench: Any, fake_model: Path) -> None:
+def test_remove(cli: Cli, bench: Bench, fake_model: Path) -> None:
     result = cli("models", "remove", "fake")
     assert result.exit_code == 0, result.stderr
     assert not fake_model.exists()
@@ -97,7 +98,7 @@ def test_remove(cli: Any, bench: Any, fake_model: Path) -> None:
     assert result.exit_code == 2 and "not in the store" in result.stderr
 
 
-def test_a_near_miss_of_a_study_model_suggests_exporting_it(cli: Any, bench: Any) -> None:
+def test_a_near_miss_of_a_study_model_suggests_exporting_it(cli: Cli, bench: Bench) -> None:
     result = cli("run", "--image", "null", "--model", "resnet5", "--launcher", "local")
     assert result.exit_code == 2
     assert "did you mean 'resnet50'? export it: bench-ctl models export resnet50" in result.stderr

@@ -13,24 +13,26 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from controller.catalog import models as model_store
 from controller.paths import REPO_ROOT, Paths
+from tests.conftest import Bench, Cli
 
 LEFTOVER = ".goodnet.k3x9q0ab"
 
 
-def _leftover(bench: Any) -> Path:
+def _leftover(bench: Bench) -> Path:
     """What a `models add goodnet` killed after its exporter wrote the manifest leaves."""
-    from conftest import write_fake_model
+    from tests.conftest import write_fake_model
 
     return write_fake_model(bench.models / LEFTOVER, name="goodnet")
 
 
-def test_models_list_and_hints_ignore_a_killed_writes_folder(cli: Any, bench: Any, fake_model: Path) -> None:
+def test_models_list_and_hints_ignore_a_killed_writes_folder(
+    cli: Cli, bench: Bench, fake_model: Path
+) -> None:
     _leftover(bench)
     listed = cli("models", "list", "--json")
     assert listed.exit_code == 0, listed.output  # was: "invalid model name '.goodnet.k3x9q0ab'"
@@ -42,7 +44,7 @@ def test_models_list_and_hints_ignore_a_killed_writes_folder(cli: Any, bench: An
     assert ".goodnet" not in missing.stderr, missing.stderr
 
 
-def _live_writer(bench: Any) -> tuple[subprocess.Popen[str], Path]:
+def _live_writer(bench: Bench) -> tuple[subprocess.Popen[str], Path]:
     """Another process in the middle of writing model `busy`: its work folder, claimed."""
     code = (
         "import sys, time\n"
@@ -63,7 +65,7 @@ def _live_writer(bench: Any) -> tuple[subprocess.Popen[str], Path]:
     return proc, folder
 
 
-def test_the_next_write_removes_leftovers_but_not_a_live_writers_folder(bench: Any) -> None:
+def test_the_next_write_removes_leftovers_but_not_a_live_writers_folder(bench: Bench) -> None:
     paths = Paths.from_env()
     stale = _leftover(bench)
     proc, busy = _live_writer(bench)
@@ -86,7 +88,7 @@ def test_the_next_write_removes_leftovers_but_not_a_live_writers_folder(bench: A
     assert not list((paths.home / "staging").glob("*"))
 
 
-def test_cleaning_leaves_everything_else_alone(bench: Any, fake_model: Path) -> None:
+def test_cleaning_leaves_everything_else_alone(bench: Bench, fake_model: Path) -> None:
     """Only names a write gives its work folders are removed: a user's hidden folder, the logs of
     failed exports and the models stay."""
     paths = Paths.from_env()
@@ -97,7 +99,7 @@ def test_cleaning_leaves_everything_else_alone(bench: Any, fake_model: Path) -> 
     assert all(k.is_dir() for k in kept) and fake_model.is_dir()
 
 
-def test_models_add_of_a_folder_or_fifo_says_what_it_is(cli: Any, bench: Any, tmp_path: Path) -> None:
+def test_models_add_of_a_folder_or_fifo_says_what_it_is(cli: Cli, bench: Bench, tmp_path: Path) -> None:
     folder = tmp_path / "mymodel"
     folder.mkdir()
     fifo = tmp_path / "model.onnx"
@@ -114,7 +116,7 @@ def test_models_add_of_a_folder_or_fifo_says_what_it_is(cli: Any, bench: Any, tm
 
 
 @pytest.mark.parametrize("kind", ["folder", "fifo"])
-def test_add_refuses_non_files_without_a_cli(bench: Any, tmp_path: Path, kind: str) -> None:
+def test_add_refuses_non_files_without_a_cli(bench: Bench, tmp_path: Path, kind: str) -> None:
     from controller.errors import BenchError
     from controller.launch.local import LocalLauncher
 

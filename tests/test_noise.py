@@ -10,13 +10,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
 from runners.core import noise
 from runners.core.measure import steady_state, summarize
 from schemas import MeasurementPolicy
+from tests.conftest import Bench, Cli
 from tests.test_measure import MS, FakeClock, policy
 
 
@@ -208,7 +208,7 @@ def _judged(short_policy: list[str]) -> list[str]:
 
 @pytest.mark.usefixtures("null_env", "fake_model")
 def test_a_starved_repetition_is_made_again_and_left_out(
-    cli: Any, bench: Any, short_policy: list[str]
+    cli: Cli, bench: Bench, short_policy: list[str]
 ) -> None:
     """Truth: a busy loop shares the one core the runner is given, so every run is starved
     (about half the core): each of the two repetitions is made again once, every run is stored
@@ -253,7 +253,11 @@ def test_a_few_clean_windows_make_a_figure_shorter_than_asked() -> None:
     min_time_s: kept, flagged unstable, not noisy; two would not be enough."""
     for clean_ms, noisy in ((30, False), (20, True)):
         fc = FakeClock(lambda i: MS)
-        probe = FakeProbe(fc, lambda t, c=clean_ms: 0.0 if t < c * MS else 0.5)
+
+        def starved(t: int, c: int = clean_ms) -> float:
+            return 0.0 if t < c * MS else 0.5
+
+        probe = FakeProbe(fc, starved)
         p = policy(min_time_s=0.2, max_time_s=0.5)
         m = summarize(1, steady_state(fc.step, p, fc.clock, probe=probe), p)
         assert m.noisy is noisy and not m.stable

@@ -10,15 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import Result
 
 from schemas import RunResult, load_result
+from tests.conftest import Bench, Cli
 
 pytestmark = pytest.mark.usefixtures("null_env")
 
 
 def null_run(
-    cli: Any, short_policy: list[str], *extra: str, batch_sizes: str = "1,2"
-) -> tuple[Any, dict[str, Any]]:
+    cli: Cli, short_policy: list[str], *extra: str, batch_sizes: str = "1,2"
+) -> tuple[Result, dict[str, Any]]:
     result = cli(
         "run",
         "--image",
@@ -37,14 +39,14 @@ def null_run(
     return result, json.loads(result.stdout)
 
 
-def stored(bench: Any, run_id: str) -> list[dict[str, Any]]:
+def stored(bench: Bench, run_id: str) -> list[dict[str, Any]]:
     rows = bench.rows(
         "SELECT status, batch_size, message FROM results WHERE run_id = ? ORDER BY batch_size", [run_id]
     )
     return [dict(zip(("status", "batch_size", "message"), r, strict=True)) for r in rows]
 
 
-def test_null_run_ok(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
+def test_null_run_ok(cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str]) -> None:
     result, doc = null_run(cli, short_policy, "--set", "work_us=50")
     assert result.exit_code == 0, result.output
     r = RunResult.model_validate(doc)
@@ -72,7 +74,7 @@ def test_null_run_ok(cli: Any, bench: Any, fake_model: Path, short_policy: list[
     assert all(m.duration_s < 3 for m in r.measurements)
 
 
-def test_null_run_table_output(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
+def test_null_run_table_output(cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str]) -> None:
     result = cli(
         "run",
         "-i",
@@ -92,7 +94,7 @@ def test_null_run_table_output(cli: Any, bench: Any, fake_model: Path, short_pol
     assert bench.count("results") == 1
 
 
-def test_fault_raise(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
+def test_fault_raise(cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str]) -> None:
     result, doc = null_run(cli, short_policy, "--set", "fault=raise")
     assert result.exit_code == 1
     r = RunResult.model_validate(doc)
@@ -103,7 +105,7 @@ def test_fault_raise(cli: Any, bench: Any, fake_model: Path, short_policy: list[
     assert stored(bench, r.run_id) == [{"status": "error", "batch_size": None, "message": r.message}]
 
 
-def test_fault_exit(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
+def test_fault_exit(cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str]) -> None:
     result, doc = null_run(cli, short_policy, "--set", "fault=exit")
     assert result.exit_code == 1
     r = RunResult.model_validate(doc)
@@ -118,7 +120,7 @@ def test_fault_exit(cli: Any, bench: Any, fake_model: Path, short_policy: list[s
     assert stored(bench, r.run_id) == [{"status": "error", "batch_size": None, "message": r.message}]
 
 
-def test_fault_hang_times_out(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
+def test_fault_hang_times_out(cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str]) -> None:
     result, doc = null_run(cli, short_policy, "--set", "fault=hang", "--timeout", "5", batch_sizes="1")
     assert result.exit_code == 1
     r = RunResult.model_validate(doc)
@@ -128,7 +130,7 @@ def test_fault_hang_times_out(cli: Any, bench: Any, fake_model: Path, short_poli
     assert stored(bench, r.run_id) == [{"status": "timeout", "batch_size": None, "message": r.message}]
 
 
-def test_fault_bad_output(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
+def test_fault_bad_output(cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str]) -> None:
     result, doc = null_run(cli, short_policy, "--set", "fault=bad-output")
     assert result.exit_code == 1
     r = RunResult.model_validate(doc)
@@ -139,7 +141,7 @@ def test_fault_bad_output(cli: Any, bench: Any, fake_model: Path, short_policy: 
 
 
 def test_missing_model_file_is_refused_before_running(
-    cli: Any, bench: Any, fake_model: Path, short_policy: list[str]
+    cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str]
 ) -> None:
     (fake_model / "reference_output.npy").unlink()
     result = cli("run", "--image", "null", "--model", "fake", "--launcher", "local", *short_policy)
@@ -149,7 +151,7 @@ def test_missing_model_file_is_refused_before_running(
 
 
 def test_gpu_on_cpu_only_image_is_unsupported(
-    cli: Any, bench: Any, fake_model: Path, short_policy: list[str]
+    cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str]
 ) -> None:
     # The null image's catalog entry lists cpu only: the request is validated, recorded as
     # unsupported, and nothing is launched.
@@ -164,7 +166,7 @@ def test_gpu_on_cpu_only_image_is_unsupported(
 
 
 def test_ingest_run_folder_is_idempotent(
-    cli: Any, bench: Any, fake_model: Path, short_policy: list[str]
+    cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str]
 ) -> None:
     null_run(cli, short_policy, "--set", "work_us=50")
     null_run(cli, short_policy, "--set", "fault=raise")
@@ -177,7 +179,7 @@ def test_ingest_run_folder_is_idempotent(
     assert (bench.count("runs"), bench.count("measurements"), bench.count("results")) == before
 
 
-def test_sweep_runs_once_per_value(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
+def test_sweep_runs_once_per_value(cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str]) -> None:
     result = cli(
         "run",
         "--image",
@@ -204,7 +206,7 @@ def test_sweep_runs_once_per_value(cli: Any, bench: Any, fake_model: Path, short
 
 
 def test_run_with_db_option(
-    cli: Any, bench: Any, fake_model: Path, short_policy: list[str], tmp_path: Path
+    cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str], tmp_path: Path
 ) -> None:
     other = tmp_path / "sub" / "other.duckdb"
     result, doc = null_run(cli, short_policy, "--set", "work_us=50", "--db", str(other), batch_sizes="1")

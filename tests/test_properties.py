@@ -16,12 +16,13 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from typer.testing import Result
 
 from controller.run import planning
 from controller.store import ingest as ingestion
 from runners import harness
 from schemas import MeasurementPolicy
-from tests.conftest import result_factory, write_fake_model
+from tests.conftest import Bench, Cli, result_factory, write_fake_model
 
 SETTINGS = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -41,7 +42,7 @@ JSON_VALUES = st.recursive(
 )
 
 
-def refused(result: Any, bench: Any) -> None:
+def refused(result: Result, bench: Bench) -> None:
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert result.exit_code == 2, result.output
     assert len(lines) == 1 and lines[0].startswith("error: ") and "(hint: " in lines[0], result.stderr
@@ -50,13 +51,13 @@ def refused(result: Any, bench: Any) -> None:
 
 
 @pytest.fixture
-def fake(bench: Any) -> Path:
+def fake(bench: Bench) -> Path:
     return write_fake_model(bench.models / "fake")
 
 
 @SETTINGS
 @given(sizes=st.text(max_size=12))
-def test_batch_sizes(cli: Any, bench: Any, fake: Path, sizes: str) -> None:
+def test_batch_sizes(cli: Cli, bench: Bench, fake: Path, sizes: str) -> None:
     good = VALID_SIZES.fullmatch(sizes) and all(1 <= int(x) <= 65536 for x in sizes.split(","))
     assume(not good or len(set(sizes.split(","))) != len(sizes.split(",")))
     assume(not sizes.startswith("-"))  # read as an option by the parser: a usage error, tested elsewhere
@@ -68,7 +69,7 @@ POLICY_FLOATS = ["min_time_s", "max_time_s", "window_s", "tolerance", "warmup_mi
 
 @SETTINGS
 @given(key=st.sampled_from(POLICY_FLOATS), value=st.text(max_size=10))
-def test_policy_values(cli: Any, bench: Any, fake: Path, key: str, value: str) -> None:
+def test_policy_values(cli: Cli, bench: Bench, fake: Path, key: str, value: str) -> None:
     try:
         MeasurementPolicy.model_validate({key: value})
         good = True
@@ -81,7 +82,7 @@ def test_policy_values(cli: Any, bench: Any, fake: Path, key: str, value: str) -
 
 @SETTINGS
 @given(key=st.text(min_size=1, max_size=12), value=st.text(max_size=8))
-def test_unknown_options(cli: Any, bench: Any, fake: Path, key: str, value: str) -> None:
+def test_unknown_options(cli: Cli, bench: Bench, fake: Path, key: str, value: str) -> None:
     assume(key.strip() not in ("work_us", "fault") and "=" not in key and not key.startswith("-"))
     assume(not key.strip().startswith("policy."))
     result = cli("run", "-i", "null", "-m", "fake", "--launcher", "local", "--set", f"{key}={value}")
@@ -90,7 +91,7 @@ def test_unknown_options(cli: Any, bench: Any, fake: Path, key: str, value: str)
 
 @SETTINGS
 @given(name=st.text(max_size=70))
-def test_model_names(cli: Any, bench: Any, name: str) -> None:
+def test_model_names(cli: Cli, bench: Bench, name: str) -> None:
     assume(not re.fullmatch(r"[a-z0-9][a-z0-9_.-]{0,63}", name) and not name.startswith("-"))
     refused(cli("run", "-i", "null", "-m", name, "--launcher", "local"), bench)
 
@@ -171,7 +172,7 @@ RESULT_PATHS = [
 
 @SETTINGS
 @given(path=st.sampled_from(RESULT_PATHS), value=JSON_VALUES)
-def test_result_files_are_stored_or_skipped(bench: Any, path: list[str], value: Any) -> None:
+def test_result_files_are_stored_or_skipped(bench: Bench, path: list[str], value: Any) -> None:
     """A result file is stored whole, or reported and skipped; never a crash, never half a run."""
     doc = json.loads(result_factory()().model_dump_json())
     with tempfile.TemporaryDirectory() as tmp:

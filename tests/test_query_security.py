@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,9 +20,10 @@ from controller.errors import BenchError
 from controller.paths import REPO_ROOT
 from controller.store import db as store
 from controller.store import file as storefile
+from tests.conftest import Bench, Cli, MakeResult
 
 
-def _fill(db: Path, make_result: Any) -> None:
+def _fill(db: Path, make_result: MakeResult) -> None:
     with store.connect(db) as con:
         store.ingest(con, make_result(), None)
 
@@ -55,7 +55,7 @@ ESCAPES = [
 
 
 @pytest.mark.parametrize("sql", ESCAPES)
-def test_query_reaches_no_file(bench: Any, make_result: Any, sql: str, tmp_path: Path) -> None:
+def test_query_reaches_no_file(bench: Bench, make_result: MakeResult, sql: str, tmp_path: Path) -> None:
     _fill(bench.db, make_result)
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -71,7 +71,7 @@ def test_query_reaches_no_file(bench: Any, make_result: Any, sql: str, tmp_path:
     assert _digest(bench.db) == before, "a query changed the store"
 
 
-def test_select_leaves_the_store_file_untouched(bench: Any, make_result: Any) -> None:
+def test_select_leaves_the_store_file_untouched(bench: Bench, make_result: MakeResult) -> None:
     _fill(bench.db, make_result)
     listing = _tree(bench.db.parent)
     before = (_digest(bench.db), bench.db.stat().st_mtime_ns)
@@ -81,7 +81,7 @@ def test_select_leaves_the_store_file_untouched(bench: Any, make_result: Any) ->
     assert _tree(bench.db.parent) == listing
 
 
-def test_mistyped_db_creates_nothing(tmp_path: Path, cli: Any) -> None:
+def test_mistyped_db_creates_nothing(tmp_path: Path, cli: Cli) -> None:
     missing = tmp_path / "no" / "such" / "results.duckdb"
     result = cli("query", "SELECT 1", "--db", str(missing))
     assert result.exit_code == 2
@@ -98,7 +98,7 @@ def _freeze(path: Path, on: bool) -> bool:
     return done.returncode == 0
 
 
-def test_immutable_store_answers(bench: Any, make_result: Any, cli: Any) -> None:
+def test_immutable_store_answers(bench: Bench, make_result: MakeResult, cli: Cli) -> None:
     """A store on a read-only mount (or immutable) can be queried, and nothing appears beside it."""
     _fill(bench.db, make_result)
     if not (_freeze(bench.db, True) and _freeze(bench.db.parent, True)):
@@ -115,7 +115,7 @@ def test_immutable_store_answers(bench: Any, make_result: Any, cli: Any) -> None
         _freeze(bench.db, False)
 
 
-def test_queries_wait_for_a_writer(bench: Any, make_result: Any) -> None:
+def test_queries_wait_for_a_writer(bench: Bench, make_result: MakeResult) -> None:
     """A reader retries while another process holds the write lock, as writers do."""
     _fill(bench.db, make_result)
     holder = subprocess.Popen(
@@ -135,7 +135,7 @@ def test_queries_wait_for_a_writer(bench: Any, make_result: Any) -> None:
     assert rows == [(2,)]
 
 
-def test_concurrent_queries_all_answer(bench: Any, make_result: Any) -> None:
+def test_concurrent_queries_all_answer(bench: Bench, make_result: MakeResult) -> None:
     _fill(bench.db, make_result)
     procs = [
         subprocess.Popen(
@@ -162,7 +162,7 @@ def test_concurrent_queries_all_answer(bench: Any, make_result: Any) -> None:
 
 
 @pytest.mark.parametrize("sql", [";", " ; ; ", "/* only a comment */"])
-def test_no_statement_is_one_line(bench: Any, make_result: Any, cli: Any, sql: str) -> None:
+def test_no_statement_is_one_line(bench: Bench, make_result: MakeResult, cli: Cli, sql: str) -> None:
     _fill(bench.db, make_result)
     result = cli("query", sql)
     assert result.exit_code == 2
@@ -170,7 +170,7 @@ def test_no_statement_is_one_line(bench: Any, make_result: Any, cli: Any, sql: s
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_db_that_is_not_a_store(tmp_path: Path, cli: Any) -> None:
+def test_db_that_is_not_a_store(tmp_path: Path, cli: Cli) -> None:
     junk = tmp_path / "junk.duckdb"
     junk.write_bytes(b"not a database at all" * 100)
     result = cli("query", "SELECT 1", "--db", str(junk))
@@ -181,7 +181,7 @@ def test_db_that_is_not_a_store(tmp_path: Path, cli: Any) -> None:
     assert result.exit_code == 2 and "folder" in result.stderr
 
 
-def test_query_row_cap(bench: Any, make_result: Any, cli: Any) -> None:
+def test_query_row_cap(bench: Bench, make_result: MakeResult, cli: Cli) -> None:
     _fill(bench.db, make_result)
     result = cli("query", "SELECT * FROM range(5000) t(i)", "--limit", "10")
     assert result.exit_code == 0
@@ -192,14 +192,14 @@ def test_query_row_cap(bench: Any, make_result: Any, cli: Any) -> None:
     assert result.exit_code == 2
 
 
-def test_one_statement_per_query(bench: Any, make_result: Any, cli: Any) -> None:
+def test_one_statement_per_query(bench: Bench, make_result: MakeResult, cli: Cli) -> None:
     """A statement before the last would run whole (here: minutes, gigabytes) for nothing shown."""
     _fill(bench.db, make_result)
     result = cli("query", "SELECT * FROM range(2000000000) t(i) ORDER BY i DESC; SELECT 1")
     assert result.exit_code == 2 and "refused: 2 statements" in result.stderr
 
 
-def test_markup_and_emoji_codes_print_verbatim(bench: Any, make_result: Any, cli: Any) -> None:
+def test_markup_and_emoji_codes_print_verbatim(bench: Bench, make_result: MakeResult, cli: Cli) -> None:
     _fill(bench.db, make_result)
     result = cli("query", "SELECT 'core.cpp:100: [red]x[/] :x:' AS msg")
     assert result.exit_code == 0
@@ -246,7 +246,7 @@ def _wait_reading(proc: subprocess.Popen[str], tmp: Path, timeout: float = 90) -
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_stops_a_running_query(
-    bench: Any, make_result: Any, tmp_path: Path, sig: signal.Signals
+    bench: Bench, make_result: MakeResult, tmp_path: Path, sig: signal.Signals
 ) -> None:
     _fill(bench.db, make_result)
     proc, tmp = _start_query(bench.db, tmp_path, LONG)
@@ -265,7 +265,9 @@ def test_a_signal_stops_a_running_query(
     assert not list(tmp.iterdir()), "the snapshot was left behind"
 
 
-def test_a_long_where_condition_stops_on_ctrl_c(bench: Any, make_result: Any, tmp_path: Path) -> None:
+def test_a_long_where_condition_stops_on_ctrl_c(
+    bench: Bench, make_result: MakeResult, tmp_path: Path
+) -> None:
     """A --where condition is a user's SQL as well: it reads a snapshot and Ctrl-C stops it."""
     _fill(bench.db, make_result)
     where = f"({LONG}) > 0"
@@ -284,7 +286,7 @@ def test_a_long_where_condition_stops_on_ctrl_c(bench: Any, make_result: Any, tm
 
 
 def test_a_long_query_keeps_no_writer_waiting(
-    bench: Any, make_result: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bench: Bench, make_result: MakeResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A writer waits for the store at most LOCK_WAIT_S (5 s here): a query reading for longer
     must not hold the store meanwhile."""
@@ -305,7 +307,7 @@ def test_a_long_query_keeps_no_writer_waiting(
     assert store.read(bench.db, "SELECT count(*) FROM runs")[1] == [(2,)]
 
 
-def test_timeout_stops_a_query(bench: Any, make_result: Any, cli: Any) -> None:
+def test_timeout_stops_a_query(bench: Bench, make_result: MakeResult, cli: Cli) -> None:
     _fill(bench.db, make_result)
     started = time.monotonic()
     result = cli("query", LONG, "--timeout", "1")
@@ -315,14 +317,14 @@ def test_timeout_stops_a_query(bench: Any, make_result: Any, cli: Any) -> None:
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "1e308"])
-def test_timeout_out_of_range_is_refused(bench: Any, make_result: Any, cli: Any, value: str) -> None:
+def test_timeout_out_of_range_is_refused(bench: Bench, make_result: MakeResult, cli: Cli, value: str) -> None:
     _fill(bench.db, make_result)
     result = cli("query", "SELECT 1", "--timeout", value)
     assert result.exit_code == 2, result.output
     assert "--timeout" in result.stderr and "must be more than 0" in result.stderr
 
 
-def test_limit_is_applied_in_the_database(bench: Any, make_result: Any, tmp_path: Path) -> None:
+def test_limit_is_applied_in_the_database(bench: Bench, make_result: MakeResult, tmp_path: Path) -> None:
     """Fetching every row of this query takes minutes and about 15 GB: with --limit 5 the rest
     are never made."""
     _fill(bench.db, make_result)

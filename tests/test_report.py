@@ -10,14 +10,13 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from typer.testing import Result
 
 from controller.paths import REPO_ROOT
-from tests.conftest import SHORT_POLICY, chromium, write_fake_model
+from tests.conftest import SHORT_POLICY, Bench, Cli, chromium, write_fake_model
 
 ARTIFACTS = REPO_ROOT / ".bench" / "artifacts"
 CHROMIUM_FLAGS = [
@@ -75,7 +74,7 @@ def null_store(tmp_path_factory: pytest.TempPathFactory, session_home: Path, nul
     return root / "results.duckdb"
 
 
-def report(cli: Callable[..., Any], db: Path, out: Path, *extra: str) -> Any:
+def report(cli: Cli, db: Path, out: Path, *extra: str) -> Result:
     return cli("report", "--db", str(db), "--out", str(out), *extra)
 
 
@@ -109,7 +108,7 @@ def leftovers(folder: Path) -> list[str]:
 
 
 @pytest.mark.browser
-def test_report_opens_in_chromium_with_every_figure(cli: Any, null_store: Path, tmp_path: Path) -> None:
+def test_report_opens_in_chromium_with_every_figure(cli: Cli, null_store: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     result = report(cli, null_store, out)
     assert result.exit_code == 0, result.output
@@ -136,7 +135,7 @@ def test_report_opens_in_chromium_with_every_figure(cli: Any, null_store: Path, 
     assert verdict["data-check"] == "failed" and verdict["data-broken"] == "d_load_time.png", verdict
 
 
-def test_report_page_names_sql_fingerprints_and_failures(cli: Any, null_store: Path, tmp_path: Path) -> None:
+def test_report_page_names_sql_fingerprints_and_failures(cli: Cli, null_store: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     result = report(cli, null_store, out, "--json")
     assert result.exit_code == 0, result.output
@@ -169,7 +168,7 @@ def test_report_page_names_sql_fingerprints_and_failures(cli: Any, null_store: P
     assert all(r["latency_bound_ms"] == 100.0 for r in server)
 
 
-def test_report_where_and_model_select(cli: Any, null_store: Path, tmp_path: Path) -> None:
+def test_report_where_and_model_select(cli: Cli, null_store: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     result = report(cli, null_store, out, "--model", "fake", "--where", "batch_size <= 2", "--json")
     assert result.exit_code == 0, result.output
@@ -191,7 +190,7 @@ def test_report_where_and_model_select(cli: Any, null_store: Path, tmp_path: Pat
     ],
 )
 def test_report_refuses_a_where_that_is_not_a_read_condition(
-    cli: Any, null_store: Path, tmp_path: Path, where: str, says: str
+    cli: Cli, null_store: Path, tmp_path: Path, where: str, says: str
 ) -> None:
     before = null_store.read_bytes()
     out = tmp_path / "report"
@@ -203,7 +202,7 @@ def test_report_refuses_a_where_that_is_not_a_read_condition(
     assert null_store.read_bytes() == before
 
 
-def test_report_of_an_empty_store_says_so(cli: Any, bench: Any, tmp_path: Path) -> None:
+def test_report_of_an_empty_store_says_so(cli: Cli, bench: Bench, tmp_path: Path) -> None:
     from controller.store import db as store
 
     store.ensure_store(bench.db)
@@ -217,13 +216,13 @@ def test_report_of_an_empty_store_says_so(cli: Any, bench: Any, tmp_path: Path) 
     assert missing.exit_code == 2 and "no result database" in missing.output and not out.exists()
 
 
-def test_report_needs_the_parent_folder(cli: Any, null_store: Path, tmp_path: Path) -> None:
+def test_report_needs_the_parent_folder(cli: Cli, null_store: Path, tmp_path: Path) -> None:
     result = report(cli, null_store, tmp_path / "not" / "there" / "report")
     assert result.exit_code == 2 and "does not exist (hint: create the parent folder first)" in result.output
     assert not (tmp_path / "not").exists()
 
 
-def test_report_of_a_model_with_no_results(cli: Any, null_store: Path, tmp_path: Path) -> None:
+def test_report_of_a_model_with_no_results(cli: Cli, null_store: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     result = report(cli, null_store, out, "--model", "resnet50")
     assert result.exit_code == 2
@@ -234,7 +233,7 @@ def test_report_of_a_model_with_no_results(cli: Any, null_store: Path, tmp_path:
 
 
 def test_report_replaces_an_earlier_report_and_nothing_else(
-    cli: Any, null_store: Path, tmp_path: Path
+    cli: Cli, null_store: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "report"
     assert report(cli, null_store, out).exit_code == 0
@@ -259,7 +258,7 @@ def test_report_replaces_an_earlier_report_and_nothing_else(
 
 
 def test_a_failure_while_drawing_leaves_nothing(
-    cli: Any, null_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cli: Cli, null_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from controller.analysis.figures import plots
 
@@ -267,7 +266,7 @@ def test_a_failure_while_drawing_leaves_nothing(
     assert report(cli, null_store, out).exit_code == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    def broken(*_args: Any) -> None:
+    def broken(*_args: object) -> None:
         raise RuntimeError("drawing failed")
 
     monkeypatch.setattr(plots, "load_times", broken)
@@ -277,7 +276,7 @@ def test_a_failure_while_drawing_leaves_nothing(
     assert leftovers(tmp_path) == []
 
 
-def test_unfair_pairs_and_power_laws_on_synthetic_results(cli: Any, bench: Any, tmp_path: Path) -> None:
+def test_unfair_pairs_and_power_laws_on_synthetic_results(cli: Cli, bench: Bench, tmp_path: Path) -> None:
     from benchmarks.synthetic import synthetic_results
     from controller.store import db as store
 

@@ -9,16 +9,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
+from typer.testing import Result
 
 from runners.scenarios import server
 from schemas import RunResult, RunSpec, ServerScenario, load_result
+from tests.conftest import Bench, Cli, MakeResult
 
 
-def run(cli: Any, short_policy: list[str], *extra: str, batch_sizes: str = "1") -> tuple[int, RunResult]:
+def run(cli: Cli, short_policy: list[str], *extra: str, batch_sizes: str = "1") -> tuple[int, RunResult]:
     result = cli(
         "run", "--image", "null", "--model", "fake", "--launcher", "local",
         "--batch-sizes", batch_sizes, *short_policy, *extra, "--json",
@@ -36,7 +38,7 @@ def server_sets(**options: object) -> list[str]:
 
 
 @pytest.mark.usefixtures("null_env", "fake_model")
-def test_single_stream_one_query_at_a_time(cli: Any, bench: Any, short_policy: list[str]) -> None:
+def test_single_stream_one_query_at_a_time(cli: Cli, bench: Bench, short_policy: list[str]) -> None:
     code, r = run(cli, short_policy, "--scenario", "single-stream", "--set", "work_us=200", batch_sizes="1,2")
     assert code == 0 and r.status == "ok", r.message
     assert r.spec.scenario.name == "single-stream"
@@ -50,7 +52,7 @@ def test_single_stream_one_query_at_a_time(cli: Any, bench: Any, short_policy: l
 
 
 @pytest.mark.usefixtures("null_env", "fake_model")
-def test_server_valid_at_low_load(cli: Any, bench: Any, short_policy: list[str]) -> None:
+def test_server_valid_at_low_load(cli: Cli, bench: Bench, short_policy: list[str]) -> None:
     code, r = run(
         cli, short_policy, "--scenario", "server", "--set", "work_us=1000",
         *server_sets(target_qps=100, max_batch=1), batch_sizes="1,4",
@@ -80,7 +82,7 @@ def test_server_valid_at_low_load(cli: Any, bench: Any, short_policy: list[str])
 
 
 @pytest.mark.usefixtures("null_env", "fake_model")
-def test_server_invalid_at_impossible_load(cli: Any, short_policy: list[str]) -> None:
+def test_server_invalid_at_impossible_load(cli: Cli, short_policy: list[str]) -> None:
     code, r = run(
         cli, short_policy, "--scenario", "server", "--set", "work_us=2000",
         *server_sets(target_qps=1500, max_batch=1, min_duration_s=0.5),
@@ -92,7 +94,7 @@ def test_server_invalid_at_impossible_load(cli: Any, short_policy: list[str]) ->
 
 
 @pytest.mark.usefixtures("null_env", "fake_model")
-def test_dynamic_batching_sustains_a_load_batch_one_cannot(cli: Any, short_policy: list[str]) -> None:
+def test_dynamic_batching_sustains_a_load_batch_one_cannot(cli: Cli, short_policy: list[str]) -> None:
     # Work grows sublinearly with the batch: 2 ms + 0.1 ms per sample. Batch 1 serves about 476/s,
     # a batch of 8 about 2800/s; 900 queries per second need batching.
     work = ["--set", "work_us=2000", "--set", "work_us_per_sample=100"]
@@ -114,7 +116,7 @@ def test_dynamic_batching_sustains_a_load_batch_one_cannot(cli: Any, short_polic
 
 
 @pytest.mark.usefixtures("null_env", "fake_model")
-def test_multi_stream_valid_then_late(cli: Any, bench: Any, short_policy: list[str]) -> None:
+def test_multi_stream_valid_then_late(cli: Cli, bench: Bench, short_policy: list[str]) -> None:
     work = ["--set", "work_us=500", "--set", "work_us_per_sample=100"]  # a query of 8: 1.3 ms
     ms = ["--scenario", "multi-stream", "--set", "multi-stream.min_duration_s=0.5"]
     # A query every 40 ms takes 1.3 ms: on time even on a crowded host.
@@ -138,7 +140,7 @@ def test_multi_stream_valid_then_late(cli: Any, bench: Any, short_policy: list[s
 
 
 @pytest.mark.usefixtures("null_env", "fake_model")
-def test_find_peak_stores_every_probe(cli: Any, bench: Any, short_policy: list[str]) -> None:
+def test_find_peak_stores_every_probe(cli: Cli, bench: Bench, short_policy: list[str]) -> None:
     # Batch 1 serves about 1/1.1 ms = 900 queries/s; the search doubles from 50 past it, then
     # bisects: the peak lies below the capacity and every probe is a stored run of one group.
     # (50 and 100 queries/s load one core by 5 and 10 %: they hold even on a crowded host.)
@@ -155,14 +157,14 @@ def test_find_peak_stores_every_probe(cli: Any, bench: Any, short_policy: list[s
     assert rates[:2] == [50, 100] and len(rates) >= 4
     assert doc["peak_qps"] is not None and 50 <= doc["peak_qps"] < 1100
     held = [p.measurements[0].target_qps for p in probes if p.measurements[0].valid]
-    assert doc["peak_qps"] == max(held)
+    assert doc["peak_qps"] == max(cast(list[float], held))  # a server probe always has its rate
     assert any(not p.measurements[0].valid for p in probes)
     rows = bench.rows("SELECT count(*), count(DISTINCT group_id) FROM results WHERE scenario = 'server'")
     assert rows == [(len(probes), 1)]
 
 
 @pytest.mark.usefixtures("null_env", "fake_model")
-def test_find_peak_refuses_a_probe_that_stays_noisy(cli: Any, bench: Any, short_policy: list[str]) -> None:
+def test_find_peak_refuses_a_probe_that_stays_noisy(cli: Cli, bench: Bench, short_policy: list[str]) -> None:
     # A busy loop on the one core the runner is given starves it (half the core): every probe is
     # noisy, whatever it measured. The search measures the first rate again, twice, then stops
     # and says why instead of searching on noise: no peak.
@@ -187,7 +189,7 @@ def test_find_peak_refuses_a_probe_that_stays_noisy(cli: Any, bench: Any, short_
     assert doc["peak_qps"] is None
 
 
-def _find_peak_impossible(cli: Any, short_policy: list[str]) -> Any:
+def _find_peak_impossible(cli: Cli, short_policy: list[str]) -> Result:
     return cli(
         "run", "--image", "null", "--model", "fake", "--launcher", "local", "-b", "1",
         *short_policy, "--scenario", "server", "--set", "work_us=2000",
@@ -243,7 +245,7 @@ def _find_peak_impossible(cli: Any, short_policy: list[str]) -> Any:
 )
 @pytest.mark.usefixtures("fake_model")
 def test_bad_scenario_input_is_one_line_and_exit_2(
-    cli: Any, bench: Any, args: list[str], words: list[str]
+    cli: Cli, bench: Bench, args: list[str], words: list[str]
 ) -> None:
     from tests.conftest import write_fake_model
 
@@ -270,7 +272,7 @@ def spec_doc(**extra: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def test_scenario_defaults_to_offline_and_old_results_load(make_result: Any, tmp_path: Path) -> None:
+def test_scenario_defaults_to_offline_and_old_results_load(make_result: MakeResult, tmp_path: Path) -> None:
     assert RunSpec.model_validate(spec_doc()).scenario.name == "offline"
     doc = json.loads(make_result().model_dump_json())
     del doc["spec"]["scenario"]

@@ -23,6 +23,7 @@ from schemas import (
     upgrade,
 )
 from schemas.generate import JSON_DIR, MODELS, rendered
+from tests.conftest import MakeResult
 
 
 def spec_doc(**over: Any) -> dict[str, Any]:
@@ -62,7 +63,7 @@ def test_extra_fields_forbidden_in_spec(where: str) -> None:
         RunSpec.model_validate(doc)
 
 
-def test_extra_fields_forbidden_in_result_and_manifest(make_result: Any) -> None:
+def test_extra_fields_forbidden_in_result_and_manifest(make_result: MakeResult) -> None:
     doc = json.loads(make_result().model_dump_json())
     doc["extra"] = True
     with pytest.raises(ValidationError, match="extra"):
@@ -88,7 +89,7 @@ def test_models_are_frozen() -> None:
 
 
 @pytest.mark.parametrize("version", [0, 2, "1"])
-def test_spec_schema_version_must_be_current(version: Any) -> None:
+def test_spec_schema_version_must_be_current(version: int | str) -> None:
     with pytest.raises(ValidationError, match="schema_version"):
         RunSpec.model_validate(spec_doc(schema_version=version))
 
@@ -124,7 +125,7 @@ def test_bad_options_rejected(options: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("sizes", [[0], [-1], [1, 0], [], [1, 1], ["a"], [1.5]])
-def test_bad_batch_sizes(sizes: list[Any]) -> None:
+def test_bad_batch_sizes(sizes: list[int | float | str]) -> None:
     with pytest.raises(ValidationError, match="batch_sizes"):
         RunSpec.model_validate(spec_doc(batch_sizes=sizes))
 
@@ -157,7 +158,7 @@ def test_policy_consistency() -> None:
         MeasurementPolicy(tolerance=1.0)
 
 
-def test_result_consistency_rules(make_result: Any) -> None:
+def test_result_consistency_rules(make_result: MakeResult) -> None:
     ok = make_result()
     doc = json.loads(ok.model_dump_json())
     # ok must measure exactly the spec's batch sizes
@@ -184,7 +185,7 @@ def test_result_consistency_rules(make_result: Any) -> None:
         RunResult.model_validate(bad)
 
 
-def test_load_time_is_sum_of_phases(make_result: Any) -> None:
+def test_load_time_is_sum_of_phases(make_result: MakeResult) -> None:
     assert make_result().load_time_s == pytest.approx(1.0)
 
 
@@ -218,12 +219,12 @@ def test_generate_check_reports_fresh_files(tmp_path: Path, monkeypatch: pytest.
 # --------------------------------------------------------------------------- upgrade
 
 
-def test_upgrade_current_version_is_identity(make_result: Any) -> None:
+def test_upgrade_current_version_is_identity(make_result: MakeResult) -> None:
     doc = json.loads(make_result().model_dump_json())
     assert upgrade(dict(doc)) == doc
 
 
-def test_upgrade_refuses_newer_version_with_hint(make_result: Any) -> None:
+def test_upgrade_refuses_newer_version_with_hint(make_result: MakeResult) -> None:
     doc = json.loads(make_result().model_dump_json())
     doc["schema_version"] = SCHEMA_VERSION + 1
     with pytest.raises(SchemaVersionError, match="newer") as info:
@@ -233,13 +234,13 @@ def test_upgrade_refuses_newer_version_with_hint(make_result: Any) -> None:
 
 
 @pytest.mark.parametrize("version", [None, 0, -1, "1", 1.0])
-def test_upgrade_refuses_missing_or_invalid_version(version: Any) -> None:
+def test_upgrade_refuses_missing_or_invalid_version(version: int | float | str | None) -> None:
     doc: dict[str, Any] = {} if version is None else {"schema_version": version}
     with pytest.raises(SchemaVersionError, match="schema_version"):
         upgrade(doc)
 
 
-def test_load_result_round_trip_and_newer_file(tmp_path: Path, make_result: Any) -> None:
+def test_load_result_round_trip_and_newer_file(tmp_path: Path, make_result: MakeResult) -> None:
     result = make_result()
     path = tmp_path / "result.json"
     path.write_text(result.model_dump_json())

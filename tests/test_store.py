@@ -11,7 +11,8 @@ import pytest
 
 from controller.errors import BenchError
 from controller.store import db as store
-from schemas import GpuTelemetry
+from schemas import GpuTelemetry, Measurement, RunResult
+from tests.conftest import Bench, MakeResult
 
 RESULTS_COLUMNS = [
     "run_id",
@@ -37,7 +38,7 @@ RESULTS_COLUMNS = [
 ]
 
 
-def ingest(db: Path, *results: Any) -> None:
+def ingest(db: Path, *results: RunResult) -> None:
     with store.connect(db) as con:
         for r in results:
             store.ingest(con, r, Path("/somewhere") / r.run_id / "result.json")
@@ -46,12 +47,14 @@ def ingest(db: Path, *results: Any) -> None:
 def count(db: Path, table: str) -> int:
     con = duckdb.connect(str(db), read_only=True)
     try:
-        return int(con.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+        assert row is not None
+        return int(row[0])
     finally:
         con.close()
 
 
-def test_fresh_store_has_schema_and_version(bench: Any) -> None:
+def test_fresh_store_has_schema_and_version(bench: Bench) -> None:
     store.ensure_store(bench.db)
     _, rows = store.query(bench.db, "SELECT value FROM store_meta WHERE key = 'version'")
     assert rows == [(str(store.STORE_VERSION),)]
@@ -60,7 +63,7 @@ def test_fresh_store_has_schema_and_version(bench: Any) -> None:
     assert count(bench.db, "runs") == 0
 
 
-def test_results_view_has_documented_columns(bench: Any) -> None:
+def test_results_view_has_documented_columns(bench: Bench) -> None:
     store.ensure_store(bench.db)
     cols, rows = store.query(bench.db, "DESCRIBE results")
     names = [r[cols.index("column_name")] for r in rows]
@@ -68,7 +71,7 @@ def test_results_view_has_documented_columns(bench: Any) -> None:
     assert not missing, f"results view lacks {missing}"
 
 
-def test_ingest_ok_result(bench: Any, make_result: Any) -> None:
+def test_ingest_ok_result(bench: Bench, make_result: MakeResult) -> None:
     r = make_result(batch_sizes=(1, 4))
     ingest(bench.db, r)
     assert count(bench.db, "runs") == 1
@@ -94,7 +97,7 @@ def test_ingest_ok_result(bench: Any, make_result: Any) -> None:
     assert lat == [(20,)]
 
 
-def test_ingest_twice_is_idempotent(bench: Any, make_result: Any) -> None:
+def test_ingest_twice_is_idempotent(bench: Bench, make_result: MakeResult) -> None:
     r = make_result()
     ingest(bench.db, r)
     before = (count(bench.db, "runs"), count(bench.db, "measurements"), count(bench.db, "results"))
@@ -103,7 +106,7 @@ def test_ingest_twice_is_idempotent(bench: Any, make_result: Any) -> None:
     assert (count(bench.db, "runs"), count(bench.db, "measurements"), count(bench.db, "results")) == before
 
 
-def test_reingest_replaces_the_earlier_copy(bench: Any, make_result: Any) -> None:
+def test_reingest_replaces_the_earlier_copy(bench: Bench, make_result: MakeResult) -> None:
     r = make_result(batch_sizes=(1, 2, 8))
     ingest(bench.db, r)
     # Same run_id, fewer batch sizes: the old measurements go.
@@ -113,7 +116,7 @@ def test_reingest_replaces_the_earlier_copy(bench: Any, make_result: Any) -> Non
     assert count(bench.db, "runs") == 1
 
 
-def test_error_result_has_one_row_with_null_batch_size(bench: Any, make_result: Any) -> None:
+def test_error_result_has_one_row_with_null_batch_size(bench: Bench, make_result: MakeResult) -> None:
     ok = make_result()
     bad = make_result(status="error", message="RuntimeError: boom")
     timeout = make_result(status="timeout", message="killed")
@@ -130,7 +133,9 @@ def test_error_result_has_one_row_with_null_batch_size(bench: Any, make_result: 
     assert count(bench.db, "results") == 2 + 1 + 1
 
 
-def test_failed_ingest_rolls_back(bench: Any, make_result: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_ingest_rolls_back(
+    bench: Bench, make_result: MakeResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
     good = make_result()
     ingest(bench.db, good)
     r = make_result()
@@ -143,7 +148,7 @@ def test_failed_ingest_rolls_back(bench: Any, make_result: Any, monkeypatch: pyt
     assert rows == [(good.run_id,)]
 
 
-def test_store_newer_than_code_refused(bench: Any) -> None:
+def test_store_newer_than_code_refused(bench: Bench) -> None:
     store.ensure_store(bench.db)
     con = duckdb.connect(str(bench.db))
     con.execute("UPDATE store_meta SET value = '999' WHERE key = 'version'")
@@ -170,7 +175,7 @@ def test_store_newer_than_code_refused(bench: Any) -> None:
         "INSTALL httpfs",
     ],
 )
-def test_query_refuses_writes(bench: Any, make_result: Any, sql: str) -> None:
+def test_query_refuses_writes(bench: Bench, make_result: MakeResult, sql: str) -> None:
     ingest(bench.db, make_result())
     with pytest.raises(BenchError, match="refused") as info:
         store.query(bench.db, sql.replace("out.csv", str(bench.home / "out.csv")))
@@ -191,13 +196,13 @@ def test_query_refuses_writes(bench: Any, make_result: Any, sql: str) -> None:
         "SHOW TABLES",
     ],
 )
-def test_query_accepts_reads(bench: Any, make_result: Any, sql: str) -> None:
+def test_query_accepts_reads(bench: Bench, make_result: MakeResult, sql: str) -> None:
     ingest(bench.db, make_result())
     cols, rows = store.query(bench.db, sql)
     assert cols and rows
 
 
-def test_query_errors_are_bench_errors(bench: Any) -> None:
+def test_query_errors_are_bench_errors(bench: Bench) -> None:
     store.ensure_store(bench.db)
     with pytest.raises(BenchError, match="SQL error"):
         store.query(bench.db, "SELECT nosuchcolumn FROM results")
@@ -207,7 +212,7 @@ def test_query_errors_are_bench_errors(bench: Any) -> None:
         store.query(bench.db, "   ")
 
 
-def test_to_json_handles_timestamps(bench: Any, make_result: Any) -> None:
+def test_to_json_handles_timestamps(bench: Bench, make_result: MakeResult) -> None:
     import json
 
     ingest(bench.db, make_result())
@@ -219,11 +224,13 @@ def test_to_json_handles_timestamps(bench: Any, make_result: Any) -> None:
     assert [d["batch_size"] for d in doc] == [1, 2]
 
 
-def test_old_store_is_migrated_and_keeps_rows(bench: Any, make_result: Any) -> None:
+def test_old_store_is_migrated_and_keeps_rows(bench: Bench, make_result: MakeResult) -> None:
     """A store written by the first release (version 1) opens with today's code, rows intact."""
     con = duckdb.connect(str(bench.db))
     con.execute("CREATE TABLE store_meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
-    con.execute(store.MIGRATIONS[0])
+    first = store.MIGRATIONS[0]
+    assert isinstance(first, str)  # the first release's schema is plain SQL
+    con.execute(first)
     con.execute("INSERT INTO store_meta VALUES ('version', '1')")
     con.execute(
         "INSERT INTO runs (run_id, schema_version, started_at, finished_at, image, framework, model, "
@@ -243,7 +250,7 @@ def test_old_store_is_migrated_and_keeps_rows(bench: Any, make_result: Any) -> N
 
 
 @pytest.mark.parametrize("view", ["results", "summary"])
-def test_every_view_column_is_documented(bench: Any, make_result: Any, view: str) -> None:
+def test_every_view_column_is_documented(bench: Bench, make_result: MakeResult, view: str) -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
     ingest(bench.db, make_result())
     cols, _ = store.query(bench.db, f"SELECT * FROM {view} LIMIT 0")
@@ -262,7 +269,7 @@ def _stored(db: Path, table: str, run_id: str) -> list[dict[str, Any]]:
         con.close()
 
 
-def _same(stored: Any, given: Any) -> bool:
+def _same(stored: object, given: object) -> bool:
     """A stored value equals the value handed to the store (JSON compared as parsed)."""
     if stored == given:
         return True
@@ -274,7 +281,7 @@ def _same(stored: Any, given: Any) -> bool:
     return False
 
 
-def test_bulk_ingest_stores_exactly_the_rows(bench: Any, make_result: Any) -> None:
+def test_bulk_ingest_stores_exactly_the_rows(bench: Bench, make_result: MakeResult) -> None:
     """The bulk path (data frames) keeps every value as given: integers stay integers, NULLs stay
     NULL, timestamps keep their zone, lists and JSON survive, across runs that differ in which
     columns they fill."""
@@ -302,13 +309,15 @@ def test_bulk_ingest_stores_exactly_the_rows(bench: Any, make_result: Any) -> No
                 assert _same(stored[k], v), (r.run_id, k, stored[k], v)
 
 
-def test_bulk_ingest_is_all_or_nothing(bench: Any, make_result: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bulk_ingest_is_all_or_nothing(
+    bench: Bench, make_result: MakeResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first = make_result()
     ingest(bench.db, first)
     batch = [(make_result(), None) for _ in range(5)]
     real = store.measurement_row
 
-    def broken(run_id: str, m: Any) -> list[Any]:
+    def broken(run_id: str, m: Measurement) -> list[Any]:
         row = real(run_id, m)
         row[1] = "not a batch size"  # a value the table refuses
         return row
@@ -319,14 +328,14 @@ def test_bulk_ingest_is_all_or_nothing(bench: Any, make_result: Any, monkeypatch
     assert count(bench.db, "runs") == 1 and count(bench.db, "measurements") == len(first.measurements)
 
 
-def test_variants_follow_a_change_of_defaults(bench: Any, make_result: Any) -> None:
+def test_variants_follow_a_change_of_defaults(bench: Bench, make_result: MakeResult) -> None:
     """A run's variant names the options that differ from the defaults; when a default changes
     (as OpenVINO's precision did: None, then f32), runs stored before are renamed on the next
     write, so they do not merge with runs that now have no variant. A read before that refuses,
     with the hint."""
     from schemas import NullOptions
 
-    def with_options(options: NullOptions) -> Any:
+    def with_options(options: NullOptions) -> RunResult:
         r = make_result()
         return r.model_copy(update={"spec": r.spec.model_copy(update={"options": options})})
 

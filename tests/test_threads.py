@@ -8,12 +8,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from runners.core import cores
 from schemas import FRAMEWORK_OPTION_MODELS, RunResult
+from tests.conftest import Bench, Cli
 
 
 def test_the_warning_names_the_option_and_the_cores() -> None:
@@ -61,7 +61,7 @@ def test_docker_gives_every_run_the_controllers_cores() -> None:
 
 @pytest.mark.usefixtures("null_env")
 def test_more_threads_than_cores_is_flagged(
-    cli: Any, bench: Any, fake_model: Path, short_policy: list[str]
+    cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str]
 ) -> None:
     """Truth: the runner is given one core (it inherits this process's affinity) and asked for
     two threads of work: the result records both, and warns once, naming the option."""
@@ -97,7 +97,7 @@ def test_more_threads_than_cores_is_flagged(
 
 @pytest.mark.usefixtures("null_env")
 def test_threads_beyond_the_free_cores_are_flagged(
-    cli: Any, bench: Any, fake_model: Path, short_policy: list[str]
+    cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str]
 ) -> None:
     """Truth: two cores given, one of them kept busy by another process: two threads of work do
     not fit what is free, and the warning says how many would."""

@@ -12,10 +12,12 @@ from typing import Any
 
 import duckdb
 import pytest
+from typer.testing import Result
 
 from controller.paths import REPO_ROOT
 from controller.store import db as store
 from controller.store import transfer
+from tests.conftest import Bench, Cli, MakeResult
 
 FINGERPRINT_SQL = {
     "runs": "SELECT count(*), sum(hash(r)) FROM (SELECT * EXCLUDE (ingested_at) FROM runs) r",
@@ -23,7 +25,7 @@ FINGERPRINT_SQL = {
 }
 
 
-def fill(db: Path, make_result: Any) -> None:
+def fill(db: Path, make_result: MakeResult) -> None:
     with store.connect(db) as con:
         for i in range(6):
             r = make_result(image="null" if i % 2 else "ort", repetition=i + 1, host=f"host{i % 3}")
@@ -39,7 +41,9 @@ def fingerprints(db: Path) -> dict[str, tuple[Any, ...]]:
         con.close()
 
 
-def test_export_import_gives_the_same_rows(cli: Any, bench: Any, make_result: Any, tmp_path: Path) -> None:
+def test_export_import_gives_the_same_rows(
+    cli: Cli, bench: Bench, make_result: MakeResult, tmp_path: Path
+) -> None:
     fill(bench.db, make_result)
     out = tmp_path / "export"
     result = cli("export", "--out", out, "--json")
@@ -57,7 +61,7 @@ def test_export_import_gives_the_same_rows(cli: Any, bench: Any, make_result: An
     assert fingerprints(other) == fingerprints(bench.db)
 
 
-def test_export_where_chooses_runs(cli: Any, bench: Any, make_result: Any, tmp_path: Path) -> None:
+def test_export_where_chooses_runs(cli: Cli, bench: Bench, make_result: MakeResult, tmp_path: Path) -> None:
     fill(bench.db, make_result)
     result = cli("export", "--out", tmp_path / "e", "--where", "image = 'null'", "--json")
     assert result.exit_code == 0, result.output
@@ -69,7 +73,7 @@ def test_export_where_chooses_runs(cli: Any, bench: Any, make_result: Any, tmp_p
     assert rows == (2,)
 
 
-def one_line_error(result: Any, code: int = 2) -> str:
+def one_line_error(result: Result, code: int = 2) -> str:
     assert result.exit_code == code, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "hint:" in lines[0], result.output
@@ -87,7 +91,7 @@ def one_line_error(result: Any, code: int = 2) -> str:
     ],
 )
 def test_bad_where_writes_nothing(
-    cli: Any, bench: Any, make_result: Any, tmp_path: Path, where: str, message: str
+    cli: Cli, bench: Bench, make_result: MakeResult, tmp_path: Path, where: str, message: str
 ) -> None:
     fill(bench.db, make_result)
     before = bench.db.read_bytes()
@@ -98,7 +102,7 @@ def test_bad_where_writes_nothing(
 
 
 def test_export_refuses_a_used_folder_and_an_unknown_format(
-    cli: Any, bench: Any, make_result: Any, tmp_path: Path
+    cli: Cli, bench: Bench, make_result: MakeResult, tmp_path: Path
 ) -> None:
     fill(bench.db, make_result)
     used = tmp_path / "used"
@@ -109,7 +113,9 @@ def test_export_refuses_a_used_folder_and_an_unknown_format(
     assert "unknown --format" in one_line_error(cli("export", "--out", tmp_path / "f", "--format", "xlsx"))
 
 
-def test_import_refuses_what_is_not_an_export(cli: Any, bench: Any, make_result: Any, tmp_path: Path) -> None:
+def test_import_refuses_what_is_not_an_export(
+    cli: Cli, bench: Bench, make_result: MakeResult, tmp_path: Path
+) -> None:
     fill(bench.db, make_result)
     stray = tmp_path / "stray"
     stray.mkdir()
@@ -134,7 +140,7 @@ def test_import_refuses_what_is_not_an_export(cli: Any, bench: Any, make_result:
 # --------------------------------------------------------------------------- hostile exports
 
 
-def _export(cli: Any, bench: Any, make_result: Any, tmp_path: Path) -> Path:
+def _export(cli: Cli, bench: Bench, make_result: MakeResult, tmp_path: Path) -> Path:
     fill(bench.db, make_result)
     out = tmp_path / "export"
     assert cli("export", "--out", out).exit_code == 0
@@ -151,7 +157,9 @@ def _rewrite(export: Path, table: str, select: str) -> None:
     new.replace(path)
 
 
-def test_import_stores_what_ingest_stores(cli: Any, bench: Any, make_result: Any, tmp_path: Path) -> None:
+def test_import_stores_what_ingest_stores(
+    cli: Cli, bench: Bench, make_result: MakeResult, tmp_path: Path
+) -> None:
     """Imported runs are rebuilt into results and stored as ingest stores them: every column of
     a result with GPU telemetry and a server's batch histogram comes back the same."""
     from schemas import GpuTelemetry
@@ -216,7 +224,7 @@ FORGED = [
 
 @pytest.mark.parametrize(("table", "select", "needle"), FORGED)
 def test_import_refuses_what_ingest_refuses(
-    cli: Any, bench: Any, make_result: Any, tmp_path: Path, table: str, select: str, needle: str
+    cli: Cli, bench: Bench, make_result: MakeResult, tmp_path: Path, table: str, select: str, needle: str
 ) -> None:
     """Values a result file may not hold (NaN, inf, batch sizes that are not the spec's, a run
     id that is not of our form, an unknown status), and files that do not hold what export.json
@@ -232,7 +240,9 @@ def test_import_refuses_what_ingest_refuses(
     assert bench.db.read_bytes() == before
 
 
-def test_import_holds_the_manifest_counts(cli: Any, bench: Any, make_result: Any, tmp_path: Path) -> None:
+def test_import_holds_the_manifest_counts(
+    cli: Cli, bench: Bench, make_result: MakeResult, tmp_path: Path
+) -> None:
     export = _export(cli, bench, make_result, tmp_path)
     manifest = json.loads((export / "export.json").read_text())
     (export / "export.json").write_text(
@@ -245,7 +255,7 @@ def test_import_holds_the_manifest_counts(cli: Any, bench: Any, make_result: Any
 
 @pytest.mark.parametrize("name", ["export.json", "runs.parquet", "measurements.parquet"])
 def test_import_refuses_a_fifo_at_once(
-    cli: Any, bench: Any, make_result: Any, tmp_path: Path, name: str
+    cli: Cli, bench: Bench, make_result: MakeResult, tmp_path: Path, name: str
 ) -> None:
     export = _export(cli, bench, make_result, tmp_path)
     (export / name).unlink()
@@ -263,7 +273,9 @@ def test_import_refuses_a_fifo_at_once(
     assert not fresh.exists()
 
 
-def test_import_refuses_an_oversized_manifest(cli: Any, bench: Any, make_result: Any, tmp_path: Path) -> None:
+def test_import_refuses_an_oversized_manifest(
+    cli: Cli, bench: Bench, make_result: MakeResult, tmp_path: Path
+) -> None:
     export = _export(cli, bench, make_result, tmp_path)
     with (export / "export.json").open("a") as f:
         f.write(" " * transfer.MANIFEST_MAX_BYTES)
