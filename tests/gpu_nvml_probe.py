@@ -13,12 +13,16 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from probes import gpu
 
+if TYPE_CHECKING:
+    from torch import Tensor
 
-def burn(torch: Any, tensors: tuple[Any, Any, Any], seconds: float) -> int:
+
+def burn(torch: ModuleType, tensors: tuple[Tensor, Tensor, Tensor], seconds: float) -> int:
     """Half-precision matrix products back to back for `seconds`; returns how many."""
     a, b, c = tensors
     n = 0

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
 from controller.catalog.images import get_image
+from tests.conftest import Bench, Cli
+
+if TYPE_CHECKING:
+    from docker.models.images import Image
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("null_env")]
 
 
-def built_image(name: str) -> Any | None:
+def built_image(name: str) -> Image | None:
     from controller.launch.identity import client, find_image, stale_reason
 
     info = get_image(name)
@@ -23,7 +27,7 @@ def built_image(name: str) -> Any | None:
     return found
 
 
-def test_images_list_reports_docker_state(cli: Any, bench: Any) -> None:
+def test_images_list_reports_docker_state(cli: Cli, bench: Bench) -> None:
     rows = {r["name"]: r for r in json.loads(cli("images", "list", "--json").stdout)}
     img = built_image("null")
     if img is None:
@@ -33,7 +37,7 @@ def test_images_list_reports_docker_state(cli: Any, bench: Any) -> None:
         assert rows["null"]["size_mb"] and rows["null"]["size_mb"] > 0
 
 
-def test_null_run_in_docker(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
+def test_null_run_in_docker(cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str]) -> None:
     img = built_image("null")
     result = cli(
         "run",
@@ -65,7 +69,7 @@ def test_null_run_in_docker(cli: Any, bench: Any, fake_model: Path, short_policy
     assert bench.rows("SELECT launcher, image_digest, status FROM results") == [("docker", img.id, "ok")]
 
 
-def test_fault_exit_in_docker(cli: Any, bench: Any, fake_model: Path, short_policy: list[str]) -> None:
+def test_fault_exit_in_docker(cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str]) -> None:
     img = built_image("null")
     args = ["-b", "1", "--launcher", "docker", *short_policy, "--set", "fault=exit", "--json"]
     result = cli("run", "-i", "null", "-m", "fake", *args)
@@ -80,7 +84,7 @@ def test_fault_exit_in_docker(cli: Any, bench: Any, fake_model: Path, short_poli
 
 
 @pytest.fixture(scope="module")
-def cpu_images() -> dict[str, Any]:
+def cpu_images() -> dict[str, Image]:
     """The CPU images, built here if missing or stale (a cache hit in CI, which builds them first)."""
     from controller.launch.build import build
     from controller.paths import Paths
@@ -92,12 +96,12 @@ def cpu_images() -> dict[str, Any]:
         assert not failures, f"could not build {failures}"
     images = {n: built_image(n) for n in names}
     assert all(images.values())
-    return images
+    return cast("dict[str, Image]", images)
 
 
 @pytest.mark.frameworks
 def test_export_measure_ingest_query_through_docker(
-    cli: Any, bench: Any, cpu_images: dict[str, Any], tmp_path: Path
+    cli: Cli, bench: Bench, cpu_images: dict[str, Image], tmp_path: Path
 ) -> None:
     """The whole fleet path in containers: export in tf, measure in ort and openvino, re-ingest, query."""
     exported = cli("models", "export", "mobilenetv2", "--launcher", "docker")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -13,6 +12,7 @@ from controller import doctor
 from probes import energy
 from runners.core.trackers import HostTrackers
 from schemas import GpuTelemetry, MeasurementPolicy
+from tests.conftest import Bench, Cli, MakeResult
 
 
 def fake_powercap(root: Path, packages: dict[int, int], max_range: int = 262_143_328_850) -> Path:
@@ -71,7 +71,7 @@ def test_unreadable_counters_are_reported_not_read(tmp_path: Path) -> None:
 
 
 def test_host_trackers_give_cpu_runs_energy_and_gpu_runs_keep_the_gpus(
-    tmp_path: Path, make_result: Any
+    tmp_path: Path, make_result: MakeResult
 ) -> None:
     root = fake_powercap(tmp_path / "powercap", {0: 0})
     m = make_result(batch_sizes=(8,)).measurements[0]
@@ -95,7 +95,9 @@ def test_host_trackers_give_cpu_runs_energy_and_gpu_runs_keep_the_gpus(
     assert on_gpu.energy_j_per_4096 == pytest.approx(30.0 / samples * 4096)
 
 
-def test_without_rapl_the_columns_stay_null_and_the_run_says_why(tmp_path: Path, make_result: Any) -> None:
+def test_without_rapl_the_columns_stay_null_and_the_run_says_why(
+    tmp_path: Path, make_result: MakeResult
+) -> None:
     m = make_result().measurements[0]
     with HostTrackers(tmp_path / "no-powercap") as host:
         pass
@@ -108,7 +110,7 @@ def test_doctor_reads_rapl(tmp_path: Path) -> None:
     assert doctor._rapl(tmp_path / "absent").level == "note"
 
 
-def test_doctor_here(cli: Any, bench: Any) -> None:
+def test_doctor_here(cli: Cli, bench: Bench) -> None:
     """On this host: the findings a CPU-only machine gives, each with its consequence; exit 0."""
     result = cli("doctor", "--json")
     assert result.exit_code == 0, result.output
@@ -122,7 +124,7 @@ def test_doctor_here(cli: Any, bench: Any) -> None:
         assert "NULL" in found["cpu-energy"]["meaning"]
 
 
-def test_doctor_fails_on_a_store_it_cannot_write(cli: Any, bench: Any, tmp_path: Path) -> None:
+def test_doctor_fails_on_a_store_it_cannot_write(cli: Cli, bench: Bench, tmp_path: Path) -> None:
     folder = tmp_path / "ro"
     folder.mkdir()
     bad = folder / "results.duckdb"

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from typer.testing import CliRunner
 from controller.cli.app import app
 from schemas import ModelManifest, RunResult
 from schemas.devices import nvidia_gpu_present
+from schemas.frameworks.ov import OpenVinoOptions
+from tests.conftest import Bench, Cli
 
 pytestmark = pytest.mark.frameworks
 
@@ -63,7 +66,10 @@ def run_json(env: dict[str, str], *args: str) -> tuple[int, RunResult, str]:
 
 @pytest.fixture(scope="module")
 def fw(
-    tmp_path_factory: pytest.TempPathFactory, session_home: Path, session_mobilenetv2: Path, ensure_env: Any
+    tmp_path_factory: pytest.TempPathFactory,
+    session_home: Path,
+    session_mobilenetv2: Path,
+    ensure_env: Callable[[str], Path],
 ) -> FrameworkRuns:
     """One ort and one openvino run of mobilenetv2 at batch sizes 1,2 into a module home."""
     ensure_env("ort")
@@ -136,7 +142,7 @@ def test_results_rows_for_both(fw: FrameworkRuns) -> None:
     assert rows == [("openvino", 2, True, 2, 2), ("ort", 2, True, 2, 2)]
 
 
-def test_compare_json(fw: FrameworkRuns, cli: Any) -> None:
+def test_compare_json(fw: FrameworkRuns, cli: Cli) -> None:
     result = cli("compare", "--model", "mobilenetv2", "--json", "--db", str(fw.db))
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
@@ -159,7 +165,7 @@ def test_compare_json(fw: FrameworkRuns, cli: Any) -> None:
     assert result.exit_code == 0 and "ort" in result.stdout
 
 
-def test_ingest_run_folder_is_idempotent(fw: FrameworkRuns, cli: Any, bench: Any) -> None:
+def test_ingest_run_folder_is_idempotent(fw: FrameworkRuns, cli: Cli, bench: Bench) -> None:
     db = bench.home.parent / "copy.duckdb"
     shutil.copyfile(fw.db, db)
     if Path(f"{fw.db}.wal").exists():
@@ -172,7 +178,8 @@ def test_ingest_run_folder_is_idempotent(fw: FrameworkRuns, cli: Any, bench: Any
         assert r.exit_code == 0, r.output
         con = duckdb.connect(str(db), read_only=True)
         try:
-            assert con.execute("SELECT count(*) FROM results").fetchone()[0] == before
+            row = con.execute("SELECT count(*) FROM results").fetchone()
+            assert row is not None and row[0] == before
         finally:
             con.close()
     # Into an empty store: the same rows come back.
@@ -181,7 +188,9 @@ def test_ingest_run_folder_is_idempotent(fw: FrameworkRuns, cli: Any, bench: Any
     assert bench.count("results") == before
 
 
-def test_ort_second_run_hits_compile_cache(bench: Any, mobilenetv2: Path, ensure_env: Any) -> None:
+def test_ort_second_run_hits_compile_cache(
+    bench: Bench, mobilenetv2: Path, ensure_env: Callable[[str], Path]
+) -> None:
     ensure_env("ort")
     env = {"BENCH_HOME": str(bench.home), "BENCH_DB": str(bench.db)}
     first_code, first, _ = run_json(env, "--image", "ort", "--batch-sizes", "1")
@@ -198,7 +207,7 @@ def test_ort_second_run_hits_compile_cache(bench: Any, mobilenetv2: Path, ensure
 
 
 def test_openvino_precision_f32_by_default_and_auto_on_request(
-    bench: Any, mobilenetv2: Path, ensure_env: Any
+    bench: Bench, mobilenetv2: Path, ensure_env: Callable[[str], Path]
 ) -> None:
     """f32 unless asked otherwise, like the other CPU frameworks; `precision=auto` leaves it to
     the device (bf16 on CPUs with AMX or AVX512-BF16) and is a variant of its own."""
@@ -212,12 +221,13 @@ def test_openvino_precision_f32_by_default_and_auto_on_request(
     assert precision == "fp32" and json.loads(options)["precision"] == "f32" and variant == ""
     code, auto, stderr = run_json(env, "--image", "openvino", "--batch-sizes", "1", "--set", "precision=auto")
     assert code == 0 and auto.status == "ok", stderr
-    assert auto.spec.options.precision is None and auto.precision in ("fp32", "bf16", "fp16")  # type: ignore[union-attr]
+    assert isinstance(auto.spec.options, OpenVinoOptions)
+    assert auto.spec.options.precision is None and auto.precision in ("fp32", "bf16", "fp16")
     assert bench.rows("SELECT variant FROM results WHERE run_id = ?", [auto.run_id]) == [("precision=auto",)]
 
 
 def test_ort_cpu_build_on_gpu_is_unsupported(
-    cli: Any, bench: Any, mobilenetv2: Path, ensure_env: Any
+    cli: Cli, bench: Bench, mobilenetv2: Path, ensure_env: Callable[[str], Path]
 ) -> None:
     ensure_env("ort")
     result = cli(
@@ -242,7 +252,7 @@ def test_ort_cpu_build_on_gpu_is_unsupported(
 
 
 def test_models_add_onnx_and_run_it(
-    cli: Any, bench: Any, mobilenetv2: Path, ensure_env: Any, tmp_path: Path
+    cli: Cli, bench: Bench, mobilenetv2: Path, ensure_env: Callable[[str], Path], tmp_path: Path
 ) -> None:
     ensure_env("ort")
     onnx = tmp_path / "user" / "MobileNet.onnx"
@@ -285,7 +295,9 @@ def corrupt_onnx(tmp_path: Path) -> Path:
     return path
 
 
-def test_models_add_corrupt_onnx(cli: Any, bench: Any, ensure_env: Any, corrupt_onnx: Path) -> None:
+def test_models_add_corrupt_onnx(
+    cli: Cli, bench: Bench, ensure_env: Callable[[str], Path], corrupt_onnx: Path
+) -> None:
     ensure_env("ort")
     result = cli("models", "add", "mine", str(corrupt_onnx), "--launcher", "local")
     assert result.exit_code not in (0, 2), result.output  # a failed tool run, not invalid input
@@ -298,7 +310,7 @@ def test_models_add_corrupt_onnx(cli: Any, bench: Any, ensure_env: Any, corrupt_
 
 
 def test_models_add_corrupt_onnx_hint_names_existing_log(
-    cli: Any, bench: Any, ensure_env: Any, corrupt_onnx: Path
+    cli: Cli, bench: Bench, ensure_env: Callable[[str], Path], corrupt_onnx: Path
 ) -> None:
     ensure_env("ort")
     result = cli("models", "add", "mine", str(corrupt_onnx), "--launcher", "local")
@@ -309,7 +321,7 @@ def test_models_add_corrupt_onnx_hint_names_existing_log(
 
 
 def test_models_add_corrupt_onnx_error_names_users_file(
-    cli: Any, bench: Any, ensure_env: Any, corrupt_onnx: Path
+    cli: Cli, bench: Bench, ensure_env: Callable[[str], Path], corrupt_onnx: Path
 ) -> None:
     ensure_env("ort")
     result = cli("models", "add", "mine", str(corrupt_onnx), "--launcher", "local")
@@ -317,7 +329,9 @@ def test_models_add_corrupt_onnx_error_names_users_file(
     assert str(corrupt_onnx) in line or corrupt_onnx.name in line, line
 
 
-def test_images_list_shows_framework_envs_current(cli: Any, bench: Any, ensure_env: Any) -> None:
+def test_images_list_shows_framework_envs_current(
+    cli: Cli, bench: Bench, ensure_env: Callable[[str], Path]
+) -> None:
     ensure_env("ort")
     ensure_env("openvino")
     rows = {r["name"]: r for r in json.loads(cli("images", "list", "--json").stdout)}
@@ -332,7 +346,7 @@ DATA = Path(__file__).parent / "data"
 
 
 def test_iree_compiles_ahead_of_time_runs_fp32_and_caches_modules(
-    bench: Any, mobilenetv2: Path, ensure_env: Any
+    bench: Bench, mobilenetv2: Path, ensure_env: Callable[[str], Path]
 ) -> None:
     ensure_env("iree")
     env = {"BENCH_HOME": str(bench.home), "BENCH_DB": str(bench.db)}
@@ -357,7 +371,7 @@ def test_iree_compiles_ahead_of_time_runs_fp32_and_caches_modules(
 
 
 def test_iree_model_the_compiler_refuses_is_an_error_with_its_reason(
-    cli: Any, bench: Any, ensure_env: Any
+    cli: Cli, bench: Bench, ensure_env: Callable[[str], Path]
 ) -> None:
     """An ONNX-ML operator that ONNX Runtime runs and IREE cannot lower."""
     ensure_env("ort")
@@ -373,7 +387,7 @@ def test_iree_model_the_compiler_refuses_is_an_error_with_its_reason(
 
 
 @pytest.mark.skipif(nvidia_gpu_present(), reason="checks the refusal on a host without a GPU")
-def test_iree_gpu_request_on_cpu_host_is_unsupported(cli: Any, bench: Any, mobilenetv2: Path) -> None:
+def test_iree_gpu_request_on_cpu_host_is_unsupported(cli: Cli, bench: Bench, mobilenetv2: Path) -> None:
     result = cli(
         "run", "-i", "iree", "-m", "mobilenetv2", "--gpu", "0", "-b", "1", "--launcher", "local", "--json"
     )
@@ -382,7 +396,9 @@ def test_iree_gpu_request_on_cpu_host_is_unsupported(cli: Any, bench: Any, mobil
     assert doc["status"] == "unsupported" and "needs an NVIDIA GPU" in doc["message"], doc["message"]
 
 
-def test_litert_converts_runs_fp32_and_dynamic_int8(bench: Any, mobilenetv2: Path, ensure_env: Any) -> None:
+def test_litert_converts_runs_fp32_and_dynamic_int8(
+    bench: Bench, mobilenetv2: Path, ensure_env: Callable[[str], Path]
+) -> None:
     ensure_env("litert")
     env = {"BENCH_HOME": str(bench.home), "BENCH_DB": str(bench.db)}
     code, fp32, stderr = run_json(env, "--image", "litert", "--batch-sizes", "1,2")
@@ -406,7 +422,7 @@ def test_litert_converts_runs_fp32_and_dynamic_int8(bench: Any, mobilenetv2: Pat
     assert len(list((bench.home / "cache" / "litert" / "litert").glob("*.tflite"))) == 2
 
 
-def test_images_list_shows_iree_and_litert(cli: Any) -> None:
+def test_images_list_shows_iree_and_litert(cli: Cli) -> None:
     rows = {r["name"]: r for r in json.loads(cli("images", "list", "--json").stdout)}
     assert rows["iree"]["framework"] == "iree" and rows["iree"]["framework_version"] == "3.13.0"
     assert rows["litert"]["framework"] == "litert" and rows["litert"]["framework_version"] == "2.3.0"
@@ -436,7 +452,7 @@ print(json.dumps(out))
 
 
 def test_iree_cuda_target_compiles_here_and_falls_back_to_ptx_for_newer_gpus(
-    mobilenetv2: Path, ensure_env: Any, tmp_path: Path
+    mobilenetv2: Path, ensure_env: Callable[[str], Path], tmp_path: Path
 ) -> None:
     """The CUDA code generation needs no GPU: checked here with the flags the runner passes. A GPU
     this iree-compile has no target for (sm_90: H100, H200) gets PTX of the newest one it has."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import Result
 
-from tests.conftest import write_fake_model
+from tests.conftest import Bench, Cli, write_fake_model
 
 TINY = [
     "--set",
@@ -27,7 +29,7 @@ TINY = [
 
 
 @pytest.fixture
-def two_fake_models(bench: Any) -> None:
+def two_fake_models(bench: Bench) -> None:
     write_fake_model(bench.models / "fa", name="fa")
     write_fake_model(bench.models / "fb", name="fb")
 
@@ -39,7 +41,7 @@ def results_of(stdout: str) -> list[dict[str, Any]]:
 
 @pytest.mark.frameworks
 def test_tensorflow_xla_on_and_off_differ_in_compile(
-    cli: Any, bench: Any, mobilenetv2: Path, ensure_env: Any
+    cli: Cli, bench: Bench, mobilenetv2: Path, ensure_env: Callable[[str], Path]
 ) -> None:
     ensure_env("tf")
     docs = results_of(
@@ -74,7 +76,7 @@ def test_tensorflow_xla_on_and_off_differ_in_compile(
 
 @pytest.mark.frameworks
 def test_torch_default_runs_eager_and_compiled(
-    cli: Any, bench: Any, mobilenetv2: Path, ensure_env: Any
+    cli: Cli, bench: Bench, mobilenetv2: Path, ensure_env: Callable[[str], Path]
 ) -> None:
     ensure_env("torch")
     result = cli("run", "-i", "torch", "-m", "mobilenetv2", "-b", "8", "--launcher", "local", *TINY, "--json")
@@ -89,7 +91,9 @@ def test_torch_default_runs_eager_and_compiled(
 
 
 @pytest.mark.frameworks
-def test_torch_cuda_graphs_need_a_gpu(cli: Any, bench: Any, mobilenetv2: Path, ensure_env: Any) -> None:
+def test_torch_cuda_graphs_need_a_gpu(
+    cli: Cli, bench: Bench, mobilenetv2: Path, ensure_env: Callable[[str], Path]
+) -> None:
     ensure_env("torch")
     result = cli(
         "run",
@@ -112,7 +116,7 @@ def test_torch_cuda_graphs_need_a_gpu(cli: Any, bench: Any, mobilenetv2: Path, e
     assert doc["status"] == "unsupported" and "GPU" in doc["message"]
 
 
-def test_gpu_only_image_without_gpu_is_unsupported(cli: Any, bench: Any, fake_model: Path) -> None:
+def test_gpu_only_image_without_gpu_is_unsupported(cli: Cli, bench: Bench, fake_model: Path) -> None:
     from schemas.devices import nvidia_gpu_present
 
     if nvidia_gpu_present():
@@ -127,7 +131,7 @@ def test_gpu_only_image_without_gpu_is_unsupported(cli: Any, bench: Any, fake_mo
 
 
 def test_null_ensemble_reports_members_and_slowdown(
-    cli: Any, bench: Any, null_env: Any, two_fake_models: Any
+    cli: Cli, bench: Bench, null_env: Path, two_fake_models: None
 ) -> None:
     result = cli(
         "run",
@@ -168,7 +172,7 @@ def test_null_ensemble_reports_members_and_slowdown(
     ],
 )  # fmt: skip
 def test_null_ensemble_is_served_in_every_scenario(
-    cli: Any, bench: Any, null_env: Any, two_fake_models: Any, scenario: str, sets: list[str]
+    cli: Cli, bench: Bench, null_env: Path, two_fake_models: None, scenario: str, sets: list[str]
 ) -> None:
     """A query to an ensemble goes to every member (one thread each): each member's busy-wait of
     work_us runs once per query, together, so a query costs about one member's work, not two."""
@@ -189,7 +193,7 @@ def test_null_ensemble_is_served_in_every_scenario(
     assert rows == [("fa+fb", scenario)]
 
 
-def test_colocated_processes_refuse_other_scenarios(cli: Any, bench: Any, two_fake_models: Any) -> None:
+def test_colocated_processes_refuse_other_scenarios(cli: Cli, bench: Bench, two_fake_models: None) -> None:
     result = cli(
         "run", "-i", "null", "-m", "fa,fb", "--ensemble", "--colocate", "processes",
         "--scenario", "single-stream",
@@ -198,7 +202,7 @@ def test_colocated_processes_refuse_other_scenarios(cli: Any, bench: Any, two_fa
 
 
 def test_several_models_without_ensemble_run_in_turn(
-    cli: Any, bench: Any, null_env: Any, two_fake_models: Any
+    cli: Cli, bench: Bench, null_env: Path, two_fake_models: None
 ) -> None:
     result = cli("run", "-i", "null", "-m", "fa,fb", "-b", "1", "--launcher", "local", *TINY, "--json")
     assert result.exit_code == 0, result.output
@@ -213,7 +217,7 @@ def test_several_models_without_ensemble_run_in_turn(
         (["-m", "fa,nosuch", "--ensemble"], "nosuch"),
     ],
 )
-def test_ensemble_bad_input(cli: Any, bench: Any, args: list[str], needle: str) -> None:
+def test_ensemble_bad_input(cli: Cli, bench: Bench, args: list[str], needle: str) -> None:
     write_fake_model(bench.models / "fa", name="fa")
     result = cli("run", "-i", "null", *args)
     assert result.exit_code == 2 and needle in result.stderr and "hint:" in result.stderr
@@ -221,7 +225,9 @@ def test_ensemble_bad_input(cli: Any, bench: Any, args: list[str], needle: str) 
 
 
 @pytest.mark.frameworks
-def test_ort_ensemble_of_two_models(cli: Any, bench: Any, mobilenetv2: Path, ensure_env: Any) -> None:
+def test_ort_ensemble_of_two_models(
+    cli: Cli, bench: Bench, mobilenetv2: Path, ensure_env: Callable[[str], Path]
+) -> None:
     ensure_env("ort")
     added = cli("models", "add", "mnv2copy", str(mobilenetv2 / "model.onnx"), "--launcher", "local")
     assert added.exit_code == 0, added.output
@@ -247,7 +253,7 @@ def test_ort_ensemble_of_two_models(cli: Any, bench: Any, mobilenetv2: Path, ens
     assert doc["accuracy"] is None
 
 
-def colocated_null_run(cli: Any, *sets: str, timeout: str | None = None) -> Any:
+def colocated_null_run(cli: Cli, *sets: str, timeout: str | None = None) -> Result:
     """`bench-ctl run` of the null image on fa and fb as co-located processes, with these options."""
     args = ["run", "-i", "null", "-m", "fa,fb", "--ensemble", "--colocate", "processes", "-b", "1"]
     args += ["--launcher", "local", "--json", *(["--timeout", timeout] if timeout else [])]
@@ -257,7 +263,7 @@ def colocated_null_run(cli: Any, *sets: str, timeout: str | None = None) -> Any:
 
 
 def test_colocated_processes_meet_and_report_slowdown(
-    cli: Any, bench: Any, null_env: Any, two_fake_models: Any
+    cli: Cli, bench: Bench, null_env: Path, two_fake_models: None
 ) -> None:
     result = colocated_null_run(cli, "work_us=300", "policy.min_time_s=0.5", "policy.window_s=0.05")
     assert result.exit_code == 0, result.output
@@ -280,7 +286,7 @@ def test_colocated_processes_meet_and_report_slowdown(
 
 
 def test_colocated_member_failure_releases_the_others(
-    cli: Any, bench: Any, null_env: Any, two_fake_models: Any
+    cli: Cli, bench: Bench, null_env: Path, two_fake_models: None
 ) -> None:
     # bad-output fails each member at its reference check, before the barrier: nobody may hang.
     result = colocated_null_run(cli, "fault=bad-output", "policy.min_time_s=0.3", timeout="60")
@@ -290,7 +296,7 @@ def test_colocated_member_failure_releases_the_others(
     assert all(m["slowdown"] is None for m in doc["rows"][0]["members"])
 
 
-def test_colocate_needs_ensemble(cli: Any, bench: Any) -> None:
+def test_colocate_needs_ensemble(cli: Cli, bench: Bench) -> None:
     write_fake_model(bench.models / "fa", name="fa")
     result = cli("run", "-i", "null", "-m", "fa", "--colocate", "processes")
     assert result.exit_code == 2 and "--ensemble" in result.stderr
@@ -298,7 +304,7 @@ def test_colocate_needs_ensemble(cli: Any, bench: Any) -> None:
 
 @pytest.mark.frameworks
 def test_openvino_throughput_hint_keeps_requests_in_flight(
-    cli: Any, bench: Any, mobilenetv2: Path, ensure_env: Any
+    cli: Cli, bench: Bench, mobilenetv2: Path, ensure_env: Callable[[str], Path]
 ) -> None:
     ensure_env("openvino")
     doc = results_of(

@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,7 +163,7 @@ def make_small_onnx_model(folder: Path, classes: int = 10, batch: int = 8) -> Gp
     np.save(folder / "reference_input.npy", x)
     np.save(folder / "reference_output.npy", reference)
 
-    def artifact(rel: str) -> dict[str, Any]:
+    def artifact(rel: str) -> dict[str, str | int]:
         data = (folder / rel).read_bytes()
         return {"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
@@ -320,7 +321,9 @@ def eager_run(onnx_model: GpuModel, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.mark.gpu("torch-eager")
-def test_torch_eager_on_cuda(eager_run: RunResult, onnx_model: GpuModel, record_property: Any) -> None:
+def test_torch_eager_on_cuda(
+    eager_run: RunResult, onnx_model: GpuModel, record_property: Callable[[str, object], None]
+) -> None:
     text = agreement(eager_run)
     note = phase(eager_run, "compile").note or ""
     assert "mode=eager" in note and "device=cuda:0" in note, note
@@ -329,7 +332,9 @@ def test_torch_eager_on_cuda(eager_run: RunResult, onnx_model: GpuModel, record_
 
 
 @pytest.mark.gpu("torch-compile")
-def test_torch_compile_on_cuda(onnx_model: GpuModel, tmp_path: Path, record_property: Any) -> None:
+def test_torch_compile_on_cuda(
+    onnx_model: GpuModel, tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
     options = {"framework": "torch", "mode": "compile"}
     result = run_runner("torch-compile", "torch", onnx_model, options, tmp_path, timeout_s=360)
     text = agreement(result)
@@ -339,7 +344,9 @@ def test_torch_compile_on_cuda(onnx_model: GpuModel, tmp_path: Path, record_prop
 
 
 @pytest.mark.gpu("torch-cudagraphs")
-def test_torch_cuda_graphs_on_cuda(onnx_model: GpuModel, tmp_path: Path, record_property: Any) -> None:
+def test_torch_cuda_graphs_on_cuda(
+    onnx_model: GpuModel, tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
     options = {"framework": "torch", "mode": "cudagraphs"}
     result = run_runner("torch-cudagraphs", "torch", onnx_model, options, tmp_path)
     text = agreement(result)
@@ -352,7 +359,7 @@ def test_torch_cuda_graphs_on_cuda(onnx_model: GpuModel, tmp_path: Path, record_
 
 
 @pytest.mark.gpu("nvml")
-def test_nvml_tracker_on_a_real_gpu(tmp_path: Path, record_property: Any) -> None:
+def test_nvml_tracker_on_a_real_gpu(tmp_path: Path, record_property: Callable[[str, object], None]) -> None:
     from schemas import GpuTelemetry
 
     interp = selftest.interpreter_for("nvml")
@@ -399,7 +406,9 @@ def test_nvml_tracker_on_a_real_gpu(tmp_path: Path, record_property: Any) -> Non
 
 
 @pytest.mark.gpu("energy")
-def test_energy_per_4096_predictions_of_a_real_run(eager_run: RunResult, record_property: Any) -> None:
+def test_energy_per_4096_predictions_of_a_real_run(
+    eager_run: RunResult, record_property: Callable[[str, object], None]
+) -> None:
     require_ok(eager_run)
     m = eager_run.measurements[0]
     t = m.gpu
@@ -409,7 +418,7 @@ def test_energy_per_4096_predictions_of_a_real_run(eager_run: RunResult, record_
     )
     assert m.energy_j_per_4096 == pytest.approx(t.energy_j / (m.batch_size * m.iterations) * 4096)
     assert t.avg_power_w and 5 < t.avg_power_w < 2000, f"implausible power {t.avg_power_w} W"
-    assert eager_run.fingerprint.gpus, "the fingerprint names no GPU"
+    assert eager_run.fingerprint is not None and eager_run.fingerprint.gpus, "the fingerprint names no GPU"
     net = f", net {m.energy_j_per_4096_net:.2f} J" if m.energy_j_per_4096_net is not None else ""
     record_property(
         "detail",
@@ -424,7 +433,7 @@ def test_energy_per_4096_predictions_of_a_real_run(eager_run: RunResult, record_
 
 @pytest.mark.gpu("tensorrt")
 def test_tensorrt_engine_build_then_cache_hit_in_fp16(
-    onnx_model: GpuModel, tmp_path: Path, record_property: Any
+    onnx_model: GpuModel, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     cache = tmp_path / "cache"
     options = {"framework": "tensorrt", "precision": "fp16"}
@@ -450,7 +459,7 @@ def test_tensorrt_engine_build_then_cache_hit_in_fp16(
 
 @pytest.mark.gpu("ort-cuda")
 def test_onnxruntime_cuda_provider_with_io_binding(
-    onnx_model: GpuModel, tmp_path: Path, record_property: Any
+    onnx_model: GpuModel, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     options = {"framework": "onnxruntime", "provider": "cuda", "io_binding": True}
     result = run_runner("ort-cuda", "ort-gpu", onnx_model, options, tmp_path)
@@ -462,7 +471,7 @@ def test_onnxruntime_cuda_provider_with_io_binding(
 
 @pytest.mark.gpu("ort-tensorrt")
 def test_onnxruntime_tensorrt_provider_with_io_binding(
-    onnx_model: GpuModel, tmp_path: Path, record_property: Any
+    onnx_model: GpuModel, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     options = {"framework": "onnxruntime", "provider": "tensorrt", "io_binding": True}
     result = run_runner("ort-tensorrt", "ort-gpu", onnx_model, options, tmp_path, timeout_s=420)
@@ -480,7 +489,9 @@ def test_onnxruntime_tensorrt_provider_with_io_binding(
 
 
 @pytest.mark.gpu("tf-xla")
-def test_tensorflow_on_gpu_with_xla(savedmodel_model: GpuModel, tmp_path: Path, record_property: Any) -> None:
+def test_tensorflow_on_gpu_with_xla(
+    savedmodel_model: GpuModel, tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
     options = {"framework": "tensorflow", "xla": True}
     result = run_runner("tf-xla", "tf", savedmodel_model, options, tmp_path, timeout_s=360)
     text = agreement(result)
@@ -506,7 +517,9 @@ def _host_uuid() -> str | None:
 
 
 @pytest.mark.gpu("docker-gpu")
-def test_docker_gpu_device_request_passes_that_gpu_only(record_property: Any) -> None:
+def test_docker_gpu_device_request_passes_that_gpu_only(
+    record_property: Callable[[str, object], None],
+) -> None:
     """The launcher's own container settings for `--gpu 0`, run with `nvidia-smi -L` as the command:
     exactly one GPU inside, the host's GPU 0."""
     import docker

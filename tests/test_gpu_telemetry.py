@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,14 +25,9 @@ class ReplayNvml:
         self.rec = recording
         self.pos = {k: 0 for k in recording["series"]}
         self.pid = pid
-        if not energy:
-            self.nvmlDeviceGetTotalEnergyConsumption = self._not_supported
+        self.energy = energy
 
-    @staticmethod
-    def _not_supported(*_: Any) -> Any:
-        raise RuntimeError("NVMLError_NotSupported")
-
-    def _next(self, key: str) -> Any:
+    def _next(self, key: str) -> float:
         values = self.rec["series"][key]
         i = min(self.pos[key], len(values) - 1)
         self.pos[key] += 1
@@ -47,12 +42,12 @@ class ReplayNvml:
     def nvmlDeviceGetPowerUsage(self, _h: str) -> int:
         return int(self._next("power_mw"))
 
-    def nvmlDeviceGetMemoryInfo(self, _h: str) -> Any:
+    def nvmlDeviceGetMemoryInfo(self, _h: str) -> SimpleNamespace:
         return SimpleNamespace(
             used=int(self._next("used_mb") * gpu.MB), total=int(self.rec["total_mb"] * gpu.MB)
         )
 
-    def nvmlDeviceGetComputeRunningProcesses(self, _h: str) -> list[Any]:
+    def nvmlDeviceGetComputeRunningProcesses(self, _h: str) -> list[SimpleNamespace]:
         return [
             SimpleNamespace(pid=self.pid, usedGpuMemory=int(self._next("process_mb") * gpu.MB)),
             SimpleNamespace(pid=1, usedGpuMemory=512 * gpu.MB),
@@ -68,6 +63,8 @@ class ReplayNvml:
         return int(self._next("reasons"))
 
     def nvmlDeviceGetTotalEnergyConsumption(self, _h: str) -> int:
+        if not self.energy:
+            raise RuntimeError("NVMLError_NotSupported")
         return int(self._next("energy_mj"))
 
     def nvmlDeviceGetUUID(self, _h: str) -> str:
@@ -119,7 +116,7 @@ def test_energy_from_counter(recording: dict[str, Any]) -> None:
     assert t.energy_j == pytest.approx((e[1] - e[0]) / 1000)
     assert t.name == recording["name"]
     assert t.idle_power_w == pytest.approx(recording["series"]["power_mw"][0] / 1000)
-    assert t.avg_power_w == pytest.approx(t.energy_j / t.duration_s)
+    assert t.energy_j is not None and t.avg_power_w == pytest.approx(t.energy_j / t.duration_s)
 
 
 def test_energy_integrated_when_no_counter(recording: dict[str, Any]) -> None:
@@ -148,6 +145,7 @@ def test_process_memory_falls_back_to_peak_minus_baseline(recording: dict[str, A
     with tracker:
         tracker.sample()
     t = tracker.telemetry()
+    assert t.peak_mem_used_mb is not None and t.baseline_mem_used_mb is not None
     assert t.peak_process_mem_mb == pytest.approx(t.peak_mem_used_mb - t.baseline_mem_used_mb)
 
 
@@ -163,6 +161,7 @@ def test_throttle_flag_ignores_idle_and_app_clocks(recording: dict[str, Any]) ->
 def test_energy_per_4096_raw_and_net(recording: dict[str, Any]) -> None:
     t = run_tracker(ReplayNvml(recording), 6).telemetry()
     raw, net = gpu.energy_per_predictions(t, samples=2048)
+    assert t.energy_j is not None and raw is not None and net is not None
     assert raw == pytest.approx(t.energy_j * 2)
     assert t.idle_power_w is not None
     assert net == pytest.approx((t.energy_j - t.idle_power_w * t.duration_s) * 2)
@@ -205,7 +204,7 @@ def test_load_nvml_absent_returns_none(monkeypatch: pytest.MonkeyPatch) -> None:
 
     real_import = builtins.__import__
 
-    def fake_import(name: str, *args: Any, **kwargs: Any) -> Any:
+    def fake_import(name: str, *args: Any, **kwargs: Any) -> ModuleType:
         if name == "pynvml":
             raise ImportError("no pynvml")
         return real_import(name, *args, **kwargs)
@@ -224,7 +223,8 @@ def test_with_telemetry_attaches_readings_and_energy(recording: dict[str, Any]) 
     assert m.gpu == tracker.telemetry()
     raw, net = gpu.energy_per_predictions(tracker.telemetry(), 4 * 512)
     assert (m.energy_j_per_4096, m.energy_j_per_4096_net) == (raw, net)
-    assert m.energy_j_per_4096 == pytest.approx(tracker.telemetry().energy_j * 2)
+    energy_j = tracker.telemetry().energy_j
+    assert energy_j is not None and m.energy_j_per_4096 == pytest.approx(energy_j * 2)
 
 
 def test_integrated_energy_is_the_trapezoid_of_the_window(recording: dict[str, Any]) -> None:

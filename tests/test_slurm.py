@@ -13,20 +13,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import slurm_cluster
-from conftest import REPO_BENCH, Bench
+from typer.testing import Result
 
 from controller.launch.slurm import (
     SlurmClient,
 )
 from controller.paths import REPO_ROOT
 from schemas import RunResult
+from tests import slurm_cluster
+from tests.conftest import REPO_BENCH, Bench, Cli, write_fake_model
 
 pytestmark = pytest.mark.usefixtures("null_env")
 
@@ -65,12 +66,10 @@ def over_time_limit(
     session_home: Path,
     null_env: Path,
 ) -> Iterator[OverTimeLimit]:
-    import conftest
-
     home = tmp_path_factory.mktemp("time-limit") / "home"
     (home / "models").mkdir(parents=True)
     (home / "envs").symlink_to(session_home / "envs", target_is_directory=True)
-    conftest.write_fake_model(home / "models" / "fake")
+    write_fake_model(home / "models" / "fake")
     db = home.parent / "results.duckdb"
     env = {
         **os.environ,
@@ -111,7 +110,7 @@ def slurm(cluster: slurm_cluster.SlurmCluster, monkeypatch: pytest.MonkeyPatch) 
     return cluster
 
 
-def slurm_run(cli: Any, short_policy: list[str], *extra: str) -> tuple[Any, list[dict[str, Any]]]:
+def slurm_run(cli: Cli, short_policy: list[str], *extra: str) -> tuple[Result, list[dict[str, Any]]]:
     result = cli(
         "run",
         "--image",
@@ -135,12 +134,12 @@ def slurm_run(cli: Any, short_policy: list[str], *extra: str) -> tuple[Any, list
     return result, doc if isinstance(doc, list) else [doc]
 
 
-def jobs_of(bench: Any) -> list[tuple[Any, ...]]:
+def jobs_of(bench: Bench) -> list[tuple[Any, ...]]:
     return bench.rows("SELECT run_id, job_id, state, node, status, stored_at FROM jobs ORDER BY job_id")
 
 
 def test_runs_land_once_with_job_id_and_node(
-    cli: Any, bench: Any, fake_model: Path, short_policy: list[str], slurm: Any
+    cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str], slurm: slurm_cluster.SlurmCluster
 ) -> None:
     result, docs = slurm_run(cli, short_policy, "--set", "work_us=50", "--repeat", "2")
     assert result.exit_code == 0, result.output
@@ -169,7 +168,7 @@ def test_runs_land_once_with_job_id_and_node(
     assert bench.count("runs") == 2
 
 
-def _scancel_when_running(cluster: slurm_cluster.SlurmCluster, bench: Any, done: threading.Event) -> None:
+def _scancel_when_running(cluster: slurm_cluster.SlurmCluster, bench: Bench, done: threading.Event) -> None:
     """scancel this test's job once it runs (polling the cluster, not the store)."""
     env = {**os.environ, **cluster.env}
     while not done.is_set():
@@ -188,7 +187,7 @@ def _scancel_when_running(cluster: slurm_cluster.SlurmCluster, bench: Any, done:
 
 
 def test_scancel_gives_cancelled(
-    cli: Any, bench: Any, fake_model: Path, short_policy: list[str], slurm: Any
+    cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str], slurm: slurm_cluster.SlurmCluster
 ) -> None:
     done = threading.Event()
     canceller = threading.Thread(target=_scancel_when_running, args=(slurm, bench, done), daemon=True)
@@ -227,7 +226,7 @@ def kill_once_submitted(cmd: list[str], env: dict[str, str]) -> list[str]:
 
 
 def test_killed_controller_then_fleet_sync_stores_everything_once(
-    cli: Any, bench: Any, fake_model: Path, short_policy: list[str], slurm: Any
+    cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str], slurm: slurm_cluster.SlurmCluster
 ) -> None:
     env = {**os.environ, "SLURM_CONF": str(slurm.conf), "BENCH_SLURM_POLL_S": "0.3"}
     cmd = [
@@ -283,7 +282,7 @@ def test_killed_controller_then_fleet_sync_stores_everything_once(
 
 
 def test_two_slurm_sweeps_of_one_plan_submit_each_run_once(
-    bench: Any, fake_model: Path, slurm: Any, tmp_path: Path
+    bench: Bench, fake_model: Path, slurm: slurm_cluster.SlurmCluster, tmp_path: Path
 ) -> None:
     """The same plan swept twice on Slurm while the first is still submitting (an sbatch that
     takes 3 s, as a busy controller does): one job per run of each cell (the probe had 3 jobs for
@@ -327,20 +326,18 @@ def test_two_slurm_sweeps_of_one_plan_submit_each_run_once(
 
 
 def test_run_folder_the_node_cannot_see(
-    cli: Any,
-    bench: Any,
+    cli: Cli,
+    bench: Bench,
     short_policy: list[str],
-    slurm: Any,
+    slurm: slurm_cluster.SlurmCluster,
     monkeypatch: pytest.MonkeyPatch,
     session_home: Path,
 ) -> None:
     """A state folder the node does not mount: the job fails, and the result says why."""
-    import conftest
-
     home = slurm.hidden / f"home-{os.getpid()}-{time.monotonic_ns()}"
     (home / "models").mkdir(parents=True)
     (home / "envs").symlink_to(session_home / "envs", target_is_directory=True)
-    conftest.write_fake_model(home / "models" / "fake")
+    write_fake_model(home / "models" / "fake")
     monkeypatch.setenv("BENCH_HOME", str(home))
     result, docs = slurm_run(cli, short_policy, "--set", "work_us=50")
     assert result.exit_code == 1, result.output
@@ -352,21 +349,19 @@ def test_run_folder_the_node_cannot_see(
 
 
 def test_a_percent_in_the_state_folder(
-    cli: Any,
+    cli: Cli,
     short_policy: list[str],
-    slurm: Any,
+    slurm: slurm_cluster.SlurmCluster,
     monkeypatch: pytest.MonkeyPatch,
     session_home: Path,
     tmp_path: Path,
 ) -> None:
     """sbatch reads `%u` in --output as the user's name: unescaped, the job's output file named a
     folder that does not exist and every job failed to launch."""
-    import conftest
-
     home = tmp_path / "bench-100%u"
     (home / "models").mkdir(parents=True)
     (home / "envs").symlink_to(session_home / "envs", target_is_directory=True)
-    conftest.write_fake_model(home / "models" / "fake")
+    write_fake_model(home / "models" / "fake")
     monkeypatch.setenv("BENCH_HOME", str(home))
     result, docs = slurm_run(cli, short_policy, "--set", "work_us=50")
     assert result.exit_code == 0, result.output
@@ -376,7 +371,7 @@ def test_a_percent_in_the_state_folder(
 
 
 def test_unknown_partition_is_one_line(
-    cli: Any, bench: Any, fake_model: Path, short_policy: list[str], slurm: Any
+    cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str], slurm: slurm_cluster.SlurmCluster
 ) -> None:
     result = cli(
         "run", "-i", "null", "-m", "fake", "--launcher", "slurm", "--partition", "debgu", *short_policy
@@ -388,7 +383,12 @@ def test_unknown_partition_is_one_line(
 
 
 def test_controller_unreachable_is_one_line(
-    cli: Any, bench: Any, fake_model: Path, short_policy: list[str], slurm: Any, tmp_path: Path
+    cli: Cli,
+    bench: Bench,
+    fake_model: Path,
+    short_policy: list[str],
+    slurm: slurm_cluster.SlurmCluster,
+    tmp_path: Path,
 ) -> None:
     conf = tmp_path / "slurm.conf"
     text = slurm.conf.read_text()
@@ -403,7 +403,7 @@ def test_controller_unreachable_is_one_line(
     assert bench.run_dirs() == []
 
 
-def test_time_limit_gives_timeout(over_time_limit: OverTimeLimit, bench: Any) -> None:
+def test_time_limit_gives_timeout(over_time_limit: OverTimeLimit, bench: Bench) -> None:
     """Last in this module: the run submitted when it started has met Slurm's time limit."""
     code, docs = over_time_limit.finish()
     assert code == 1
@@ -421,7 +421,7 @@ def test_time_limit_gives_timeout(over_time_limit: OverTimeLimit, bench: Any) ->
 
 
 @pytest.fixture
-def resnet50(bench: Any) -> None:
+def resnet50(bench: Bench) -> None:
     """resnet50 in this test's model store: the repository's copy (else the sweep exports it)."""
     repo_copy = REPO_BENCH / "models" / "resnet50"
     if (repo_copy / "manifest.json").exists():
@@ -430,7 +430,11 @@ def resnet50(bench: Any) -> None:
 
 @pytest.mark.frameworks
 def test_smoke_plan_on_slurm_every_cell_once_with_its_job(
-    cli: Any, bench: Any, resnet50: None, slurm: Any, ensure_env: Any
+    cli: Cli,
+    bench: Bench,
+    resnet50: None,
+    slurm: slurm_cluster.SlurmCluster,
+    ensure_env: Callable[[str], Path],
 ) -> None:
     """plans/smoke.toml: the sweep is killed once its jobs are submitted; a rerun submits nothing
     for cells queued or running; `fleet sync --wait` stores the rest; then every cell has its
