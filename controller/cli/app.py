@@ -49,13 +49,13 @@ if TYPE_CHECKING:
     from controller.catalog import models as model_store
     from controller.cli import render
     from controller.run import colocate as colocate_service
-    from controller.run import fleet, peak, pipeline, planning, rounds
+    from controller.run import peak, pipeline, planning, rounds
     from controller.run import request as run_request
+    from schemas import RunResult
 else:
     comparison = lazy("controller.analysis.comparison")
     model_store = lazy("controller.catalog.models")
     render = lazy("controller.cli.render")
-    fleet = lazy("controller.run.fleet")
     colocate_service = lazy("controller.run.colocate")
     planning = lazy("controller.run.planning")
     peak = lazy("controller.run.peak")
@@ -248,14 +248,14 @@ def run(
         )
     if colocate == "processes":
         run_colocated(req, paths, as_json)
-        return
-    if find_peak:
+    elif find_peak:
         run_find_peak(req, paths, as_json, repeat)
-        return
-    if slurm_options is not None:
-        results = fleet.run_all(req, slurm_options, paths, info)
     else:
-        results = rounds.run_all(req, paths, info, runner_line)
+        show_results(rounds.run_all(req, paths, info, runner_line, slurm=slurm_options), paths, as_json)
+
+
+def show_results(results: list[RunResult], paths: Paths, as_json: bool) -> None:
+    """A command's runs as JSON, or one run's summary, or a line per run and the comparison."""
     lean = {"measurements": {"__all__": {"latencies_ms"}}}
     if as_json:
         docs = [json.loads(r.model_dump_json(exclude=lean)) for r in results]

@@ -18,17 +18,25 @@ from controller.run.pipeline import Here, check_destinations, execute_here, prep
 from controller.run.planning import RunRequest, new_group_id
 from controller.store import db as store
 from schemas import MeasurementPolicy, RunResult
+from schemas.plan import SlurmOptions
 
 MAX_RUNS = 2000
 
 
-def run_all(req: RunRequest, paths: Paths, log: LineSink, on_line: LineSink) -> list[RunResult]:
+def run_all(
+    req: RunRequest, paths: Paths, log: LineSink, on_line: LineSink, slurm: SlurmOptions | None = None
+) -> list[RunResult]:
     """Plan every configuration first (nothing runs if one is wrong), then run them in rounds.
+    With `slurm`, every run is a job instead, submitted at once and followed to the end.
 
     Each round runs every configuration once, in turn (A B A B ...), so that drift and neighbours
     hit every candidate alike; `policy.repetitions` rounds, then, with `policy.target_ci`, more
     rounds of the configurations whose interval is still too wide, up to `max_repetitions`.
     Every run is a fresh runner process; one group id ties the command's runs together."""
+    if slurm is not None:
+        from controller.run import fleet  # the fleet builds on these rounds' limits
+
+        return fleet.run_all(req, slurm, paths, log)
     planned = prepare(req, paths)
     policy = planned[0].spec.policy
     reps = policy.repetitions
