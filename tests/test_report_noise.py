@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from controller.figures.data import ThroughputPoint
-from controller.figures.plots import NOISY_RING, Palette, throughput
+from controller.analysis.figures.data import ThroughputPoint
+from controller.analysis.figures.plots import NOISY_RING, Palette, throughput
 
 
 def _point(batch: int, sps: float, noisy: bool) -> ThroughputPoint:
