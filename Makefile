@@ -53,7 +53,7 @@ gpu-check: ## every GPU path run for real, or skipped with its reason; no `make 
 gpu-wheels: ## what gpu-check needs on a bare GPU machine, into .bench/gpu-wheels (PYVER=3.12)
 	@$(GPU_PYTHON) -m gpucheck.check wheels --python-version $(PYVER) --dest $(GPU_WHEELS)
 
-lint: setup ## ruff (lint + format check) and mypy strict on schemas/ and controller/
+lint: setup ## ruff (lint + format check) and mypy (strict on the product, tests/ checked)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
