@@ -36,15 +36,15 @@ HOME = {
     "SCENARIO_MODELS": "schemas.spec",
     "SCHEMA_VERSION": "schemas.spec",
     "Scenario": "schemas.spec",
-    "SchemaVersionError": "schemas.upgrade",
+    "SchemaVersionError": "schemas.upgrades",
     "ServerScenario": "schemas.spec",
     "SingleStreamScenario": "schemas.spec",
     "Status": "schemas.result",
     "TensorRTOptions": "schemas.frameworks.trt",
     "TensorflowOptions": "schemas.frameworks.tf",
     "TorchOptions": "schemas.frameworks.torch",
-    "load_result": "schemas.upgrade",
-    "upgrade": "schemas.upgrade",
+    "load_result": "schemas.upgrades",
+    "upgrade": "schemas.upgrades",
 }
 
 if TYPE_CHECKING:  # the same names, for the type checker (explicit re-exports)
@@ -81,9 +81,9 @@ if TYPE_CHECKING:  # the same names, for the type checker (explicit re-exports)
     from schemas.spec import Scenario as Scenario
     from schemas.spec import ServerScenario as ServerScenario
     from schemas.spec import SingleStreamScenario as SingleStreamScenario
-    from schemas.upgrade import SchemaVersionError as SchemaVersionError
-    from schemas.upgrade import load_result as load_result
-    from schemas.upgrade import upgrade as upgrade
+    from schemas.upgrades import SchemaVersionError as SchemaVersionError
+    from schemas.upgrades import load_result as load_result
+    from schemas.upgrades import upgrade as upgrade
 
 
 def __getattr__(name: str) -> Any:

@@ -68,7 +68,7 @@ class Case:
         return {**os.environ, "BENCH_HOME": str(self.home), "BENCH_DB": str(self.db), **extra}
 
     def start(self, *args: str, db: Path | None = None) -> subprocess.Popen[str]:
-        cmd = [sys.executable, "-m", "controller.cli.app", *args]
+        cmd = [sys.executable, "-m", "controller.cli", *args]
         env = self.env() if db is None else self.env(BENCH_DB=str(db))
         # SIGINT as a foreground command gets it: a suite started in the background (`make test &`)
         # has SIGINT ignored, and an ignored signal stays ignored in its children.
@@ -94,7 +94,7 @@ class Case:
         for p in psutil.process_iter(["pid", "cmdline"]):
             with contextlib.suppress(psutil.Error):
                 cmd = " ".join(p.info["cmdline"] or [])
-                if needle in cmd and "runners" in cmd and "controller.cli.app" not in cmd:
+                if needle in cmd and "runners" in cmd and "controller.cli" not in cmd:
                     found.append(p.info["pid"])
         return found
 

@@ -81,7 +81,7 @@ def remove_all(containers: list[Container]) -> None:
 
 def bench_ctl() -> list[str]:
     script = Path(sys.executable).with_name("bench-ctl")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "controller.cli.app"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "controller.cli"]
 
 
 @pytest.fixture

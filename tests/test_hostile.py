@@ -48,7 +48,7 @@ def one_error(result: Result, *needles: str) -> str:
 
 def bench_ctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """bench-ctl as a user runs it (a process of its own: what may hang hangs there, not here)."""
-    cmd = [sys.executable, "-m", "controller.cli.app", *args]
+    cmd = [sys.executable, "-m", "controller.cli", *args]
     return subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
 
 
@@ -110,7 +110,7 @@ def test_query_csv_to_a_terminal(bench: Bench) -> None:
     piped = bench_ctl("query", sql, "-f", "csv")
     assert piped.returncode == 0 and piped.stdout.splitlines() == ["x", "\x1b[2J"], piped
     leader, follower = pty.openpty()
-    cmd = [sys.executable, "-m", "controller.cli.app", "query", sql, "-f", "csv"]
+    cmd = [sys.executable, "-m", "controller.cli", "query", sql, "-f", "csv"]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=follower, stderr=subprocess.PIPE)
     os.close(follower)
     shown = b""
@@ -191,7 +191,7 @@ def test_query_into_a_closed_pipe(bench: Bench, fmt: str) -> None:
     """`bench-ctl query ... | head -1`: the reader goes away; bench-ctl stops quietly."""
     store.ensure_store(bench.db)
     rows = 10_000 if fmt == "table" else 50_000  # more than a pipe holds, in each format
-    cmd = [sys.executable, "-m", "controller.cli.app", "query", f"SELECT * FROM range({rows})", "-f", fmt]
+    cmd = [sys.executable, "-m", "controller.cli", "query", f"SELECT * FROM range({rows})", "-f", fmt]
     cmd += ["--limit", "0"]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None

@@ -142,7 +142,7 @@ def test_concurrent_queries_all_answer(bench: Bench, make_result: MakeResult) ->
             [
                 sys.executable,
                 "-m",
-                "controller.cli.app",
+                "controller.cli",
                 "query",
                 "SELECT count(*) AS n FROM results",
                 "-f",
@@ -223,7 +223,7 @@ def _start_query(
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "controller.cli.app", command, *args],
+        [sys.executable, "-m", "controller.cli", command, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -331,7 +331,7 @@ def test_limit_is_applied_in_the_database(bench: Bench, make_result: MakeResult,
     out = tmp_path / "out.csv"
     with out.open("w") as stdout:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.cli.app", "query", HUGE, "--limit", "5", "-f", "csv"],
+            [sys.executable, "-m", "controller.cli", "query", HUGE, "--limit", "5", "-f", "csv"],
             stdout=stdout,
             stderr=subprocess.DEVNULL,
             cwd=REPO_ROOT,

@@ -78,7 +78,7 @@ def over_time_limit(
         "BENCH_DB": str(db),
         "BENCH_SLURM_POLL_S": "1",
     }
-    cmd = [sys.executable, "-m", "controller.cli.app", "run", "-i", "null", "-m", "fake", "-b", "1"]
+    cmd = [sys.executable, "-m", "controller.cli", "run", "-i", "null", "-m", "fake", "-b", "1"]
     cmd += [
         "--launcher",
         "slurm",
@@ -232,7 +232,7 @@ def test_killed_controller_then_fleet_sync_stores_everything_once(
     cmd = [
         sys.executable,
         "-m",
-        "controller.cli.app",
+        "controller.cli",
         "run",
         "-i",
         "null",
@@ -301,7 +301,7 @@ def test_two_slurm_sweeps_of_one_plan_submit_each_run_once(
         '[[runs]]\nimages = ["null"]\nmodels = ["fake"]\nbatch_sizes = [1]\nsweep = { work_us = [0, 10] }\n'
     )
     env = {**os.environ, **slurm.env, "BENCH_SLURM_POLL_S": "0.3", "PATH": f"{slow}:{os.environ['PATH']}"}
-    cmd = [sys.executable, "-m", "controller.cli.app", "sweep", str(plan), "--launcher", "slurm"]
+    cmd = [sys.executable, "-m", "controller.cli", "sweep", str(plan), "--launcher", "slurm"]
     cmd += ["--cpus-per-task", "1", "--node-launcher", "local"]
 
     def start() -> subprocess.Popen[str]:
@@ -443,7 +443,7 @@ def test_smoke_plan_on_slurm_every_cell_once_with_its_job(
         ensure_env(image)
     plan = REPO_ROOT / "plans" / "smoke.toml"
     env = {**os.environ, "SLURM_CONF": str(slurm.conf), "BENCH_SLURM_POLL_S": "0.3"}
-    cmd = [sys.executable, "-m", "controller.cli.app", "sweep", str(plan), "--launcher", "slurm"]
+    cmd = [sys.executable, "-m", "controller.cli", "sweep", str(plan), "--launcher", "slurm"]
     cmd += ["--cpus-per-task", "1", "--node-launcher", "local"]
     seen = kill_once_submitted(cmd, env)
     assert any("9 job(s) submitted" in ln for ln in seen), "".join(seen)

@@ -52,3 +52,22 @@ def test_quick_commands_load_no_heavy_library(args: list[str], tmp_path: Path) -
 
     db.ensure_store(tmp_path / "r.duckdb")
     assert loaded(args, tmp_path, NEVER_AT_START) == set()
+
+
+def test_lazy_names_are_never_shadowed_by_a_submodule() -> None:
+    """A package that resolves names on first use must not name a submodule like one of them:
+    importing the submodule would set the package attribute to the module (it did: `upgrade`)."""
+    import importlib
+    from types import ModuleType
+
+    import schemas
+    from controller import store
+
+    for package, homes in (
+        (schemas, schemas.HOME),
+        (store, {n: f"controller.store.{m}" for n, m in store.PUBLIC.items()}),
+    ):
+        for module in set(homes.values()):
+            importlib.import_module(module)
+        for name in homes:
+            assert not isinstance(getattr(package, name), ModuleType), f"{package.__name__}.{name}"

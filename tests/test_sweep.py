@@ -198,7 +198,7 @@ batch_sizes = [1]
 sweep = { work_us = [0, 10, 20, 30] }
 """
     path = write_plan(tmp_path, body, repetitions=1)
-    cmd = [sys.executable, "-m", "controller.cli.app", "sweep", str(path), "--launcher", "local"]
+    cmd = [sys.executable, "-m", "controller.cli", "sweep", str(path), "--launcher", "local"]
     env = {**os.environ, "BENCH_HOME": str(bench.home), "BENCH_DB": str(bench.db)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -236,7 +236,7 @@ batch_sizes = [1]
 sweep = { work_us = [0, 10, 20] }
 """
     path = write_plan(tmp_path, body, repetitions=2)
-    cmd = [sys.executable, "-m", "controller.cli.app", "sweep", str(path), "--launcher", "local"]
+    cmd = [sys.executable, "-m", "controller.cli", "sweep", str(path), "--launcher", "local"]
     env = {**os.environ, "BENCH_HOME": str(bench.home), "BENCH_DB": str(bench.db)}
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)

@@ -262,7 +262,7 @@ def test_import_refuses_a_fifo_at_once(
     os.mkfifo(export / name)
     fresh = tmp_path / "fresh.duckdb"
     done = subprocess.run(
-        [sys.executable, "-m", "controller.cli.app", "import", str(export), "--db", str(fresh)],
+        [sys.executable, "-m", "controller.cli", "import", str(export), "--db", str(fresh)],
         capture_output=True,
         text=True,
         timeout=60,
