@@ -186,7 +186,7 @@ def test_exporter_error_keeps_its_own_message(bench: Bench) -> None:
 def test_export_success_line_shows_peak_memory(
     cli: Cli, bench: Bench, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import controller.launch
+    import controller.launch.select
 
     paths = Paths.from_env()
     staged = write_fake_model(bench.home / "staged", name="vgg19")
@@ -195,7 +195,7 @@ def test_export_success_line_shows_peak_memory(
         update={"parameters": 143_667_240, "flops_per_sample": 39_263_129_600, "export_peak_mem_mb": 4660.0}
     )
     launcher = PretendExporter(paths, 0, progress={"step": "checking"}, manifest=manifest)
-    monkeypatch.setattr(controller.launch, "select_launcher", lambda *a, **k: launcher)
+    monkeypatch.setattr(controller.launch.select, "select_launcher", lambda *a, **k: launcher)
     result = cli("models", "export", "vgg19", "--launcher", "local")
     assert result.exit_code == 0, result.output
     assert "peak memory 4.6 GB" in result.output

@@ -48,7 +48,7 @@ def _live_writer(bench: Bench) -> tuple[subprocess.Popen[str], Path]:
     """Another process in the middle of writing model `busy`: its work folder, claimed."""
     code = (
         "import sys, time\n"
-        "from controller import models\n"
+        "from controller.catalog import models\n"
         "from controller.paths import Paths\n"
         "with models.writing(Paths.from_env(), 'busy') as work:\n"
         "    work.folder.mkdir()\n"
