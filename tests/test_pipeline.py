@@ -66,8 +66,8 @@ def test_repetitions_and_sweeps_plan_each_configuration_once(
 
 
 def test_only_the_pipeline_plans_a_spec() -> None:
-    """`planning.plan` is called from `planning.prepare` (and the plan reader's unread-model
-    dry run) only: commands, rounds, sweeps, reruns, the fleet and co-location never plan."""
+    """`planning.plan` is called from `planning.prepare` only: commands, rounds, sweeps, reruns,
+    the fleet and co-location never plan a spec by themselves."""
     callers = []
     for path in sorted((REPO / "controller").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -76,4 +76,4 @@ def test_only_the_pipeline_plans_a_spec() -> None:
                 name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
                 if name == "plan":
                     callers.append(path.relative_to(REPO).as_posix())
-    assert sorted(callers) == ["controller/run/planning.py", "controller/run/plans.py"]
+    assert callers == ["controller/run/planning.py"]

@@ -304,18 +304,23 @@ class PlannedRun:
         return " ".join([self.request.image, self.request.model])
 
 
-def prepare(req: RunRequest, paths: Paths, here: bool = True) -> list[PlannedRun]:
+def prepare(req: RunRequest, paths: Paths, here: bool = True, read_models: bool = True) -> list[PlannedRun]:
     """Every configuration the user's command stands for (one image, model and option
     combination each), checked and planned once: one manifest read per model, one `--set` parse
     per configuration. Nothing runs, and nothing is planned if one is wrong. Repetitions are not
     expanded here. `here=False`: they run elsewhere (Slurm nodes), so this host's devices do not
-    matter."""
+    matter. `read_models=False` (a plan's dry run before its models are exported): options,
+    scenario and images are checked, the models are not read."""
     names = req.images
     if not names:
         raise BenchError("--image is empty", "e.g. --image ort, or --image ort,openvino")
     if len(set(names)) != len(names):
         raise BenchError(f"--image {req.image!r} names an image twice", "name each image once")
-    planned = [p for name in names for p in _prepare_one(req.model_copy(update={"image": name}), paths, here)]
+    planned = [
+        p
+        for name in names
+        for p in _prepare_one(req.model_copy(update={"image": name}), paths, here, read_models)
+    ]
     if len(planned) > MAX_SWEEP_RUNS:
         raise BenchError(
             f"this command asks for {len(planned):,} configurations (more than {MAX_SWEEP_RUNS})",
@@ -324,12 +329,14 @@ def prepare(req: RunRequest, paths: Paths, here: bool = True) -> list[PlannedRun
     return planned
 
 
-def _prepare_one(req: RunRequest, paths: Paths, here: bool) -> list[PlannedRun]:
+def _prepare_one(req: RunRequest, paths: Paths, here: bool, read_models: bool) -> list[PlannedRun]:
     image = get_image(req.image)
     check_runnable(image)
     models = req.models
     if not models:
         raise BenchError("--model is empty", "e.g. --model resnet50, or --model resnet50,vgg19 --ensemble")
+    if not read_models:
+        return [_planned(r, paths, image, here) for r in expand(req, image)]
     manifests = [model_store.read_manifest(paths, m) for m in models]
     if req.ensemble and len({tuple(m.input_shape) for m in manifests}) > 1:
         shapes = ", ".join(f"{m.name} {m.input_shape}" for m in manifests)
@@ -347,11 +354,11 @@ def _prepare_one(req: RunRequest, paths: Paths, here: bool) -> list[PlannedRun]:
     if len(set(models)) != len(models):
         raise BenchError(f"--model {req.model!r} names a model twice", "name each model once")
     per_model = [req] if req.ensemble else [req.model_copy(update={"model": m}) for m in models]
-    return [
-        PlannedRun(r, image, plan(r, paths, image), preflight(image, r, here=here))
-        for one in per_model
-        for r in expand(one, image)
-    ]
+    return [_planned(r, paths, image, here) for one in per_model for r in expand(one, image)]
+
+
+def _planned(req: RunRequest, paths: Paths, image: ImageInfo, here: bool) -> PlannedRun:
+    return PlannedRun(req, image, plan(req, paths, image), preflight(image, req, here=here))
 
 
 def check_batch_memory(manifest: ModelManifest, batch_sizes: list[int]) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from controller.catalog.images import ImageInfo, get_image
+from controller.catalog.images import ImageInfo
 from controller.errors import BenchError, did_you_mean
 from controller.paths import Paths
 from controller.run import planning
@@ -226,16 +226,6 @@ def planned_cell(index: int, runs_index: int, planned: planning.PlannedRun, reps
     )
 
 
-def _planned_unread(req: planning.RunRequest, paths: Paths, here: bool) -> list[planning.PlannedRun]:
-    """The request's configurations planned without reading its models (not exported yet)."""
-    image = get_image(req.image)
-    planning.check_runnable(image)
-    return [
-        planning.PlannedRun(r, image, planning.plan(r, paths, image), planning.preflight(image, r, here=here))
-        for r in planning.expand(req, image)
-    ]
-
-
 def cells(
     plan: Plan, paths: Paths, host_key: str, check_models: bool = True, here: bool = True
 ) -> list[Cell]:
@@ -249,7 +239,7 @@ def cells(
     for runs_index, req, reps in requests_of(plan):
         try:
             # Without the models (a dry run before export) only options and images are checked.
-            each = planning.prepare(req, paths, here) if check_models else _planned_unread(req, paths, here)
+            each = planning.prepare(req, paths, here, read_models=check_models)
             planned = [planned_cell(0, runs_index, p, reps, host_key) for p in each]
         except BenchError as e:
             raise BenchError(
