@@ -342,7 +342,10 @@ def test_paper_plan_dry_run_marks_gpu_cells(cli: Cli, bench: Bench) -> None:
             "names model 'mine', which is not in the store",
         ),
         ('name = "x"\nruns = []\n', "runs"),
-        ('name = "x"\n[[runs]]\nimages = ["null"]\nmodels = ["fake"]\nbatch_sizes = [0]\n', "batch_sizes.0"),
+        (
+            'name = "x"\n[[runs]]\nimages = ["null"]\nmodels = ["fake"]\nbatch_sizes = [0]\n',
+            "batch sizes go from 1 to 65536, not 0",
+        ),
         (
             'name = "x"\n[[runs]]\nimages = ["null"]\nmodels = ["fake"]\nbatch_sizes = [1]\n'
             "set = { nope = 1 }\n",
