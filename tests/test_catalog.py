@@ -167,3 +167,21 @@ def test_gpu_host_is_detected_and_cuda_images_pass_preflight() -> None:
         if "cuda" in info.devices:
             req = planning.RunRequest(image=info.name, model="x", batch_sizes=[1], device="cuda:0")
             assert planning.preflight(info, req) is None, info.name
+
+
+def test_an_image_build_context_carries_every_runtime_package(tmp_path: Path) -> None:
+    """What a runner imports in its image (schemas, probes, runners) is what the build copies; a
+    package missing there fails only inside a container, after a build."""
+    import shutil
+
+    from controller.catalog.images import RUNTIME_PACKAGES, get_image
+    from controller.launch import build
+
+    house = tmp_path / "wheels"
+    house.mkdir()
+    ctx = build._context(get_image("null"), house)
+    try:
+        assert sorted(p.name for p in (ctx / "app").iterdir()) == sorted(RUNTIME_PACKAGES)
+        assert (ctx / "app" / "probes" / "fingerprint.py").is_file()
+    finally:
+        shutil.rmtree(ctx)

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from controller.catalog.images import ImageInfo, code_hash, get_image, images
+from controller.catalog.images import RUNTIME_PACKAGES, ImageInfo, code_hash, get_image, images
 from controller.errors import BenchError
 from controller.launch.base import LineSink
 from controller.launch.envs import LocalEnv
@@ -82,7 +82,7 @@ def git_commit() -> str:
             ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "schemas", "runners", "images"],
+            ["git", "status", "--porcelain", "--", *RUNTIME_PACKAGES, "images"],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
@@ -156,7 +156,7 @@ def _context(info: ImageInfo, house: Path) -> Path:
         except OSError:
             shutil.copyfile(whl, ctx / "wheels" / whl.name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for pkg in ("schemas", "runners"):
+    for pkg in RUNTIME_PACKAGES:
         shutil.copytree(REPO_ROOT / pkg, ctx / "app" / pkg, ignore=ignore)
     return ctx
 
