@@ -53,7 +53,7 @@ from harness_overhead import FAKE_MODEL, make_fake_model
 # Long enough to find clean windows under load (max_time_s), short enough for many trials.
 POLICY = [
     "policy.min_time_s=0.5",
-    "policy.max_time_s=3",
+    "policy.max_time_s=5",
     "policy.window_s=0.1",
     "policy.warmup_min_s=0.1",
 ]
