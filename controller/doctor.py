@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -457,15 +458,18 @@ def gpu_selftest(as_json: bool, on_line: Callable[[str], None] | None = None) ->
             "run it from a checkout of the repository: make gpu-check",
         )
     cmd = [sys.executable, "-m", "gpucheck.check", *(["--json"] if as_json else [])]
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
-    assert proc.stdout is not None and proc.stderr is not None
-    for line in proc.stdout:
-        lines.append(line.rstrip("\n"))
-        if on_line is not None and not as_json:
-            on_line(lines[-1])
-    err = proc.stderr.read().strip()
-    code = proc.wait()
+    # stderr goes to a file: a pipe read only after stdout ends would stall a chatty check.
+    with tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if on_line is not None and not as_json:
+                on_line(lines[-1])
+        code = proc.wait()
+        stderr.seek(0)
+        err = stderr.read().strip()
     if code not in (0, 1):
         last = err.splitlines()[-1] if err else f"it exited {code}"
         raise BenchError(f"the GPU self-test cannot run: {last}", "see `make gpu-check`", exit_code=1)

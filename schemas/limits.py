@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 MAX_BATCH_SIZE: Final = 65536
+# Matched with fullmatch: `cpu`, or `cuda:N` with N the GPU's index.
+DEVICE_RE: Final = re.compile(r"cpu|cuda:[0-9]{1,3}")
 MAX_TIMEOUT_S: Final = 7 * 86_400  # a runner is killed after at most a week
 
 # The study's networks (Keras applications, seeded random weights): store name -> Keras class.

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Final, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from schemas.frameworks import OPTION_MODELS, FrameworkOptions
+from schemas.limits import DEVICE_RE as DEVICE_RE
 from schemas.limits import MAX_BATCH_SIZE as MAX_BATCH_SIZE
 from schemas.limits import MAX_TIMEOUT_S as MAX_TIMEOUT_S
 from schemas.limits import check_batch_sizes
@@ -17,7 +18,6 @@ SCHEMA_VERSION: Final = 1
 
 # Matched with fullmatch: `$` would accept a trailing newline, `\d` any Unicode digit.
 MODEL_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-DEVICE_RE = re.compile(r"cpu|cuda:[0-9]{1,3}")
 # Upper bounds on durations a user may ask for: finite, and small enough that a timeout or a Slurm
 # time limit derived from them stays a number a person (and sbatch) can read.
 MAX_SCHEDULE_S: Final = 86_400  # a scenario's arrival schedule lasts at most a day

@@ -63,6 +63,9 @@ else:
     rounds = lazy("controller.run.rounds")
     run_request = lazy("controller.run.request")
 
+# --json leaves out the raw per-iteration latencies (they stay in result.json and the store).
+LEAN = {"measurements": {"__all__": {"latencies_ms"}}}
+
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
@@ -256,9 +259,8 @@ def run(
 
 def show_results(results: list[RunResult], paths: Paths, as_json: bool) -> None:
     """A command's runs as JSON, or one run's summary, or a line per run and the comparison."""
-    lean = {"measurements": {"__all__": {"latencies_ms"}}}
     if as_json:
-        docs = [json.loads(r.model_dump_json(exclude=lean)) for r in results]
+        docs = [json.loads(r.model_dump_json(exclude=LEAN)) for r in results]
         print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=1))
     elif len(results) == 1:
         render.run_summary(out, results[0], paths.runs / results[0].run_id)
@@ -280,8 +282,7 @@ def run_find_peak(req: planning.RunRequest, paths: Paths, as_json: bool, repeat:
         raise BenchError("--find-peak runs one probe per rate", "drop --repeat and --sweep")
     probes, found = peak.find_peak(req, paths, info, runner_line)
     if as_json:
-        lean = {"measurements": {"__all__": {"latencies_ms"}}}
-        docs = [json.loads(r.model_dump_json(exclude=lean)) for r in probes]
+        docs = [json.loads(r.model_dump_json(exclude=LEAN)) for r in probes]
         print(json.dumps({"peak_qps": found, "probes": docs}, indent=1))
     else:
         render.peak(out, probes, found)
@@ -303,8 +304,7 @@ def run_colocated(req: planning.RunRequest, paths: Paths, as_json: bool) -> None
         )
     colocated = colocate_service.run(req, paths, info, runner_line)
     if as_json:
-        lean = {"runs": {"__all__": {"measurements": {"__all__": {"latencies_ms"}}}}}
-        print(colocated.model_dump_json(indent=1, exclude=lean))
+        print(colocated.model_dump_json(indent=1, exclude={"runs": {"__all__": LEAN}}))
     else:
         for result in colocated.runs:
             render.run_summary(out, result, paths.runs / result.run_id)

@@ -151,12 +151,6 @@ def new_group_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-group-{secrets.token_hex(3)}"
 
 
-def policy_of(req: RunRequest) -> MeasurementPolicy:
-    """The measurement policy a (validated) request's `--set policy.*` values give."""
-    policy = parse_sets(get_image(req.images[0]).framework, req.sets).policy
-    return MeasurementPolicy.model_validate(policy)
-
-
 def plan(req: RunRequest, paths: Paths, image: ImageInfo) -> RunSpec:
     """Validate everything a user typed into one `RunSpec`; raise BenchError on the first problem.
     Folders are this host's: a launcher translates them for its runner when it starts it."""

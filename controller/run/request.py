@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError, field_validator
 
 from controller.errors import BenchError
 from controller.launch.choice import LauncherChoice
-from schemas.limits import MAX_TIMEOUT_S, check_batch_sizes
+from schemas.limits import DEVICE_RE, MAX_TIMEOUT_S, check_batch_sizes
 
 # Batch sizes when -b is not given: a server pads formed groups up to the next size, so it wants
 # close steps; a single stream sends one sample; a multi-stream query holds 8 by default.
@@ -59,7 +59,7 @@ class RunRequest(BaseModel):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"cpu|cuda:[0-9]{1,3}", v):
+        if v is not None and not DEVICE_RE.fullmatch(v):
             raise ValueError("a GPU index goes from 0 to 999")
         return v
 

@@ -41,14 +41,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
-    "QUERY_TIMEOUT_S",
-    "check_query_options",
-    "ensure_store",
-    "export",
-    "import_export",
-    "ingest_paths",
-    "query",
-    "to_json",
-    "variant",
-]
+__all__ = ["QUERY_TIMEOUT_S", *PUBLIC]
