@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast, get_args, get_origin
 
 import numpy as np
 
+from runners.core.common import Inputs
 from schemas import FrameworkOptions, ModelManifest, RunSpec
 
 OptionsT = TypeVar("OptionsT", bound=FrameworkOptions)
@@ -67,17 +68,30 @@ class Runner(Generic[OptionsT]):
         """Optimize/compile for the device. Returns (cache hit or None if no cache, note)."""
         raise NotImplementedError
 
-    def prepare(self, batch: np.ndarray) -> Any:
-        """Turn a host batch (model layout, float32) into what `run` takes; not timed."""
+    def prepare(self, batch: Inputs) -> Any:
+        """Turn a host batch (input name -> array, in the model's layout and dtypes) into what
+        `run` takes; not timed."""
         return batch
 
     def run(self, prepared: Any) -> Any:
         """One inference, end to end as an application sees it. Timed."""
         raise NotImplementedError
 
-    def to_numpy(self, outputs: Any) -> np.ndarray:
-        """Outputs of `run` as a host array (used for the accuracy check only)."""
-        return np.asarray(outputs)
+    def single(self, batch: Inputs) -> np.ndarray:
+        """The array of a one-input model's batch; `Unsupported` for a model with several."""
+        if len(batch) != 1:
+            raise Unsupported(
+                f"{self.name} runs models with one input; {self.manifest.name} has {len(batch)}"
+            )
+        (array,) = batch.values()
+        return array
+
+    def to_numpy(self, outputs: Any) -> list[np.ndarray]:
+        """Outputs of `run` as host arrays, in the manifest's output order (for the accuracy
+        checks only)."""
+        if isinstance(outputs, list | tuple):
+            return [np.asarray(o) for o in outputs]
+        return [np.asarray(outputs)]
 
     def start(self, prepared: Any) -> Any:
         """One call of the warm-up and steady-state loops. Synchronous runners run the inference;
@@ -105,10 +119,35 @@ class Runner(Generic[OptionsT]):
         """Release framework resources."""
 
     def compile_batch_sizes(self) -> list[int]:
-        """Every batch size the run feeds: the reference batch and the spec's. Runners that compile
-        per shape compile all of them in the compile phase."""
-        reference = len(np.load(self.model_path("reference_input"), mmap_mode="r"))
-        return sorted({reference, *self.spec.batch_sizes})
+        """Every batch size the run feeds: the reference batch and the spec's."""
+        return sorted({self.reference_samples(), *self.spec.batch_sizes})
+
+    def compile_shapes(self) -> list[dict[str, list[int]]]:
+        """Every set of input shapes the run feeds (input name -> shape): the reference batch at
+        the manifest's dimensions (and the user's data, when the model has some), and each batch
+        size at the spec's. Runners that compile per shape compile all of them in the compile
+        phase."""
+        ref = self.reference_samples()
+        wanted = [(ref, self.manifest.dims)] + [(b, self.run_dims) for b in self.spec.batch_sizes]
+        shapes: list[dict[str, list[int]]] = []
+        for bs, dims in wanted:
+            one = {t.name: t.concrete(bs, dims) for t in self.manifest.inputs}
+            if one not in shapes:
+                shapes.append(one)
+        return shapes
+
+    @property
+    def run_dims(self) -> dict[str, int]:
+        """The value of every named dimension in this run: the spec's, else the manifest's."""
+        return {**self.manifest.dims, **self.spec.dims}
+
+    def reference_samples(self) -> int:
+        """Samples in the reference batch."""
+        path = self.model_path("reference_input")
+        if path.suffix == ".npz":
+            with np.load(path) as z:
+                return len(z[z.files[0]])
+        return len(np.load(path, mmap_mode="r"))
 
     def model_path(self, role: str) -> Path:
         return self.model_dir / self.manifest.files[role].path

@@ -22,7 +22,7 @@ import numpy as np
 from probes import gpu
 from runners.base import Runner
 from runners.core import accuracy, measure
-from runners.core.common import Timer, input_batch, log
+from runners.core.common import Inputs, Timer, input_batch, load_arrays, log
 from runners.core.trackers import HostTrackers
 from runners.state import RunState
 from schemas import FrameworkOptions, Measurement, MemberMeasurement, ModelManifest, Phase
@@ -38,8 +38,8 @@ class Together(Runner[Any]):
     name = "ensemble"
 
     def __init__(self, members: list[Runner[Any]]) -> None:
-        shapes = {tuple(r.manifest.input_shape) for r in members}
-        if len(shapes) != 1:
+        shapes = {tuple((t.dtype, tuple(t.shape)) for t in r.manifest.inputs) for r in members}
+        if len(shapes) != 1 or any(len(r.manifest.inputs) != 1 for r in members):
             raise ValueError(f"ensemble members need the same input shape, got {sorted(map(str, shapes))}")
         first = members[0]
         super().__init__(first.spec, first.manifest, first.model_dir, first.cache_dir)
@@ -47,15 +47,21 @@ class Together(Runner[Any]):
         self.member_ns: list[list[int]] = [[] for _ in members]
         self._pool = ThreadPoolExecutor(max_workers=len(members), thread_name_prefix="member")
 
-    def prepare(self, batch: np.ndarray) -> Any:
-        return [r.prepare(batch) for r in self.members]
+    def prepare(self, batch: Inputs) -> Any:
+        return [r.prepare(self._named(r, batch)) for r in self.members]
+
+    @staticmethod
+    def _named(r: Runner[Any], batch: Inputs) -> Inputs:
+        """The one input of a batch under this member's own input name."""
+        (array,) = batch.values()
+        return {r.manifest.inputs[0].name: array}
 
     def _one(self, i: int, prepared: Any) -> np.ndarray:
         r = self.members[i]
         t0 = time.perf_counter_ns()
         out = r.run(prepared)
         self.member_ns[i].append(time.perf_counter_ns() - t0)
-        return r.to_numpy(out)
+        return r.to_numpy(out)[0]
 
     def run(self, prepared: Any) -> Any:
         futures = [self._pool.submit(self._one, i, p) for i, p in enumerate(prepared)]
@@ -103,14 +109,15 @@ def reference(runners: list[Runner[Any]], state: RunState) -> None:
     averaged outputs against the averaged reference outputs, when the members share inputs."""
     inputs, outputs, refs, seconds = [], [], [], 0.0
     for r in runners:
-        ref_in = np.load(r.model_path("reference_input"))
-        prepared = r.prepare(ref_in)
+        (ref_in,) = load_arrays(r.model_path("reference_input"), [r.manifest.inputs[0].name]).values()
+        prepared = r.prepare({r.manifest.inputs[0].name: ref_in})
         with Timer() as t:
             out = r.run(prepared)
         seconds += t.seconds
         inputs.append(ref_in)
-        outputs.append(r.to_numpy(out).astype(np.float64))
-        refs.append(np.load(r.model_path("reference_output")).astype(np.float64))
+        outputs.append(r.to_numpy(out)[0].astype(np.float64))
+        (ref_out,) = load_arrays(r.model_path("reference_output"), [r.manifest.outputs[0].name]).values()
+        refs.append(ref_out.astype(np.float64))
     state.phases.append(Phase(name="first_inference", seconds=seconds, note="sum over members"))
     same_inputs = all(i.shape == inputs[0].shape and np.array_equal(i, inputs[0]) for i in inputs)
     same_outputs = all(o.shape == outputs[0].shape for o in outputs)
@@ -129,7 +136,7 @@ def measure_batch(
     """Offline: each member alone (its own steady state), then all together."""
     runners = together.members
     policy = together.spec.policy
-    batch = input_batch(manifest, batch_size)
+    batch = input_batch(manifest, batch_size, together.spec.dims)
     prepared = together.prepare(batch)
 
     alone: list[measure.SteadyState] = []

@@ -37,7 +37,7 @@ import numpy as np
 
 from schemas import ArtifactFile, ModelManifest
 from schemas.atomic import write_atomic
-from schemas.manifest import EXPORT_PROGRESS_FILE, KERAS_MODELS
+from schemas.manifest import EXPORT_PROGRESS_FILE, KERAS_MODELS, InputValues, TensorInfo
 
 REFERENCE_SAMPLES = 8
 TARGET_PEAK = 0.6  # mean top-1 probability wanted on the reference batch
@@ -285,11 +285,12 @@ def export_keras(name: str, out: Path, seed: int) -> ModelManifest:
         name=name,
         source="keras",
         created_at=datetime.now(UTC),
-        input_name="input",
-        input_shape=[None, *in_shape],
-        input_layout="NHWC",
-        output_name=output_name,
-        output_shape=[None, *[int(d) for d in model.output_shape[1:]]],
+        inputs=[
+            TensorInfo(
+                name="input", shape=[None, *in_shape], layout="NHWC", values=InputValues(kind="uniform")
+            )
+        ],
+        outputs=[TensorInfo(name=output_name, shape=[None, *[int(d) for d in model.output_shape[1:]]])],
         parameters=int(model.count_params()),
         flops_per_sample=keras_flops(model),
         onnx_opset=OPSET,
@@ -477,11 +478,17 @@ def export_onnx(name: str, source: Path, out: Path, seed: int) -> ModelManifest:
         name=name,
         source="onnx",
         created_at=datetime.now(UTC),
-        input_name=inp.name,
-        input_shape=[None, *sample_shape],
-        input_layout=layout,
-        output_name=outputs[0].name,
-        output_shape=[None, *[d if isinstance(d, int) else None for d in outputs[0].shape[1:]]],
+        inputs=[
+            TensorInfo(
+                name=inp.name, shape=[None, *sample_shape], layout=layout, values=InputValues(kind="uniform")
+            )
+        ],
+        outputs=[
+            TensorInfo(
+                name=outputs[0].name,
+                shape=[None, *[d if isinstance(d, int) else None for d in outputs[0].shape[1:]]],
+            )
+        ],
         parameters=params,
         seed=seed,
         reference="onnxruntime-fp32",

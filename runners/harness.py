@@ -23,12 +23,13 @@ from runners import ensemble, scenarios
 from runners.base import Runner, Unsupported
 from runners.core import accuracy, barrier, cores, noise
 from runners.core.cachelock import cache_lock
-from runners.core.common import Timer, log
+from runners.core.common import Timer, batch_len, load_arrays, log
 from runners.core.trackers import peak_rss_mb
 from runners.registry import runner_class
 from runners.state import RunState
-from schemas import EnsembleMember, ModelManifest, Phase, RunResult, RunSpec
+from schemas import EnsembleMember, Measurement, ModelManifest, Phase, RunResult, RunSpec
 from schemas.atomic import write_atomic
+from schemas.result import DataAccuracy
 
 
 class SpecError(Exception):
@@ -93,7 +94,7 @@ def execute(spec: RunSpec) -> RunResult:
             runner = ensemble.Together(loaded)
             loaded.append(runner)
         _fit(runner, loaded[0].options_model.threads_option, state)
-        state.measurements.extend(scenarios.measure(runner, manifests[0], tracker))
+        state.measurements.extend(_tokens(spec, scenarios.measure(runner, manifests[0], tracker)))
     except Unsupported as e:
         status, message = "unsupported", str(e) or "unsupported"
         log(f"unsupported: {message}")
@@ -132,6 +133,14 @@ def execute(spec: RunSpec) -> RunResult:
         warnings=state.warnings,
         fingerprint=fingerprint.collect(spec.framework, fw_version or "unknown", state.gpus),
     )
+
+
+def _tokens(spec: RunSpec, measurements: list[Measurement]) -> list[Measurement]:
+    """Measurements of a model with a sequence dimension with tokens/s beside samples/s."""
+    if spec.sequence_dim is None or spec.sequence_dim not in spec.dims:
+        return measurements
+    per = spec.dims[spec.sequence_dim]
+    return [m.model_copy(update={"tokens_per_s": m.throughput_sps * per}) for m in measurements]
 
 
 def _fit(runner: Runner[Any], option: str | None, state: RunState) -> None:
@@ -208,18 +217,62 @@ def _load(runner: Runner[Any], state: RunState) -> None:
 
 
 def _reference(runner: Runner[Any], manifest: ModelManifest, state: RunState) -> None:
-    """First inference, on the reference batch: timed as a phase and checked against the reference."""
-    ref_in = np.load(runner.model_path("reference_input"))
-    ref_out = np.load(runner.model_path("reference_output"))
+    """First inference, on the reference batch: timed as a phase and checked against the
+    reference, every output; then, when the model has labelled data, accuracy on it."""
+    ref_in = load_arrays(runner.model_path("reference_input"), [t.name for t in manifest.inputs])
+    ref_out = load_arrays(runner.model_path("reference_output"), [t.name for t in manifest.outputs])
     prepared = runner.prepare(ref_in)
     with Timer() as t:
         out = runner.run(prepared)
-    state.phases.append(Phase(name="first_inference", seconds=t.seconds, note=f"batch {len(ref_in)}"))
-    acc = accuracy.compare(runner.to_numpy(out), ref_out, manifest.reference)
+    state.phases.append(Phase(name="first_inference", seconds=t.seconds, note=f"batch {batch_len(ref_in)}"))
+    got = runner.to_numpy(out)
+    data = _data_accuracy(runner, manifest, state) if manifest.data and manifest.data.labels else None
+    acc = accuracy.compare_outputs(got, list(ref_out.values()), manifest.outputs, manifest.reference, data)
     state.accuracy = acc
+    top = (
+        f", top-1 {acc.top1_agreement:.0%}, top-5 {acc.top5_agreement or 0:.0%}"
+        if acc.top1_agreement is not None
+        else ""
+    )
+    cos = f", cosine >= {acc.cosine_min:.6f}" if acc.cosine_min is not None else ""
+    worst = f" (worst of {len(acc.outputs)} outputs: {acc.worst_output})" if len(acc.outputs) > 1 else ""
     log(
         f"first inference {t.seconds:.2f}s; vs {acc.reference}: max abs err {acc.max_abs_err:.3g} "
-        f"(rel {acc.rel_err:.3g}), top-1 {acc.top1_agreement:.0%}, top-5 {acc.top5_agreement:.0%}"
+        f"(rel {acc.rel_err:.3g}){top}{cos}{worst}"
+    )
+    if data is not None:
+        fp32 = f" (fp32 reference {data.fp32_top1:.1%})" if data.fp32_top1 is not None else ""
+        log(f"accuracy on {data.samples} labelled samples: top-1 {data.top1:.1%}{fp32}")
+
+
+def _data_accuracy(runner: Runner[Any], manifest: ModelManifest, state: RunState) -> DataAccuracy:
+    """Every labelled sample of the model's data through the framework, in batches of the
+    reference batch's size (a shape every runner has compiled; the last batch is padded with
+    copies of its first sample), scored against the labels. Timed as its own phase."""
+    info = manifest.data
+    assert info is not None and info.scored_output is not None
+    names = [t.name for t in manifest.inputs]
+    arrays = load_arrays(runner.model_path("data"), [*names, "labels"])
+    labels = arrays.pop("labels").astype(np.int64)
+    size = runner.reference_samples()
+    which = [t.name for t in manifest.outputs].index(info.scored_output)
+    scores = []
+    with Timer() as t:
+        for start in range(0, len(labels), size):
+            part = {n: a[start : start + size] for n, a in arrays.items()}
+            got = len(next(iter(part.values())))
+            if got < size:
+                part = {n: np.concatenate([a, np.repeat(a[:1], size - got, axis=0)]) for n, a in part.items()}
+            scores.append(runner.to_numpy(runner.run(runner.prepare(part)))[which][:got])
+    top1, top5 = accuracy.top_k(np.concatenate(scores), labels)
+    state.phases.append(Phase(name="data_accuracy", seconds=t.seconds, note=f"{len(labels)} samples"))
+    return DataAccuracy(
+        samples=len(labels),
+        output=info.scored_output,
+        top1=top1,
+        top5=top5,
+        fp32_top1=info.fp32_top1,
+        fp32_top5=info.fp32_top5,
     )
 
 

@@ -6,6 +6,7 @@ import re
 from typing import Final
 
 MAX_BATCH_SIZE: Final = 65536
+MAX_DIM: Final = 1 << 20  # a dynamic dimension (a sequence length) is at most this
 # Matched with fullmatch: `cpu`, or `cuda:N` with N the GPU's index.
 DEVICE_RE: Final = re.compile(r"cpu|cuda:[0-9]{1,3}")
 MAX_TIMEOUT_S: Final = 7 * 86_400  # a runner is killed after at most a week

@@ -18,23 +18,53 @@ PHASES = ("import", "model_read", "compile", "first_inference")
 class Phase(Strict):
     """One timed phase of loading. `cache_hit` is set where a framework cache was consulted."""
 
-    name: Literal["import", "model_read", "compile", "first_inference"]
+    name: Literal["import", "model_read", "compile", "first_inference", "data_accuracy"]
     seconds: float = Field(ge=0)
     cache_hit: bool | None = None
     note: str | None = None
 
 
+class OutputAgreement(Strict):
+    """One output on the reference batch against its reference."""
+
+    name: str
+    max_abs_err: float = Field(ge=0)
+    rel_err: float = Field(ge=0, description="max_abs_err / (max - min) of the reference output")
+    top1_agreement: float | None = Field(None, ge=0, le=1, description="class-score outputs only")
+    top5_agreement: float | None = Field(None, ge=0, le=1, description="class-score outputs only")
+    cosine_min: float | None = Field(
+        None, ge=-1, le=1, description="the lowest cosine similarity of a sample's output to its reference"
+    )
+
+
+class DataAccuracy(Strict):
+    """Accuracy on the user's labelled samples (`models add --data`), beside the fp32 reference's."""
+
+    samples: int = Field(ge=1)
+    output: str = Field(description="the output scored against the labels")
+    top1: float = Field(ge=0, le=1)
+    top5: float | None = Field(None, ge=0, le=1)
+    fp32_top1: float | None = Field(None, ge=0, le=1, description="the fp32 reference on the same samples")
+    fp32_top5: float | None = Field(None, ge=0, le=1)
+
+
 class Accuracy(Strict):
-    """Outputs on the model's reference batch, compared with the reference outputs."""
+    """Outputs on the model's reference batch, compared with the reference outputs. The top-level
+    errors are the worst output's; top-1/top-5 those of the first class-score output (None when
+    the model has none)."""
 
     reference: str = Field(description="what produced the reference outputs, e.g. tensorflow-fp32")
     samples: int = Field(ge=1)
     max_abs_err: float = Field(ge=0)
     rel_err: float = Field(ge=0, description="max_abs_err / (max - min) of the reference outputs")
-    top1_agreement: float = Field(ge=0, le=1)
-    top5_agreement: float = Field(
-        ge=0, le=1, description="fraction of samples whose top-5 classes are the same set"
+    top1_agreement: float | None = Field(None, ge=0, le=1)
+    top5_agreement: float | None = Field(
+        None, ge=0, le=1, description="fraction of samples whose top-5 classes are the same set"
     )
+    cosine_min: float | None = Field(None, ge=-1, le=1, description="the lowest over every output")
+    worst_output: str | None = Field(None, description="the output with the largest rel_err")
+    outputs: list[OutputAgreement] = Field(default_factory=list, description="every output")
+    data: DataAccuracy | None = None
 
 
 class GpuTelemetry(Strict):
@@ -81,6 +111,9 @@ class Measurement(Strict):
     iterations: int = Field(ge=1)
     duration_s: float = Field(gt=0)
     throughput_sps: float = Field(gt=0, description="samples per second over the steady state")
+    tokens_per_s: float | None = Field(
+        None, gt=0, description="models with a sequence dimension: samples/s x its value (spec.sequence_dim)"
+    )
     latency_mean_ms: float = Field(ge=0)
     latency_stdev_ms: float = Field(ge=0)
     latency_min_ms: float = Field(ge=0)
@@ -241,7 +274,7 @@ class LaunchInfo(Strict):
 class RunResult(Strict):
     """The outcome of one `RunSpec`. Non-ok results keep whatever was measured before the failure."""
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
     run_id: str
     spec: RunSpec
     status: Status
@@ -287,7 +320,8 @@ class RunResult(Strict):
 
     @property
     def load_time_s(self) -> float | None:
-        """Import + model read + compile + first inference, the same sum for every framework."""
+        """Import + model read + compile + first inference, the same sum for every framework
+        (the pass over the user's labelled data is no part of loading)."""
         if not self.phases:
             return None
-        return sum(p.seconds for p in self.phases)
+        return sum(p.seconds for p in self.phases if p.name != "data_accuracy")

@@ -10,11 +10,12 @@ from pydantic import Field, field_validator, model_validator
 from schemas.frameworks import OPTION_MODELS, FrameworkOptions
 from schemas.limits import DEVICE_RE as DEVICE_RE
 from schemas.limits import MAX_BATCH_SIZE as MAX_BATCH_SIZE
+from schemas.limits import MAX_DIM, check_batch_sizes
 from schemas.limits import MAX_TIMEOUT_S as MAX_TIMEOUT_S
-from schemas.limits import check_batch_sizes
+from schemas.manifest import DIM_NAME_RE
 from schemas.strict import Strict
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 # Matched with fullmatch: `$` would accept a trailing newline, `\d` any Unicode digit.
 MODEL_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -242,7 +243,7 @@ SCENARIO_MODELS: dict[str, type[Strict]] = {
 class RunSpec(Strict):
     """One run: one image, one model (or a co-located ensemble), one device, several batch sizes."""
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
     run_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,80}$")
     image: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
     model: str
@@ -268,6 +269,31 @@ class RunSpec(Strict):
     scenario: Scenario = Field(
         default_factory=OfflineScenario, description="how queries reach the runner (MLPerf's scenarios)"
     )
+    dims: dict[str, int] = Field(
+        default_factory=dict,
+        description="the value of each named dynamic dimension of the model's inputs (--set dim.seq=128)",
+    )
+    sequence_dim: str | None = Field(
+        None, description="the dimension that counts tokens: measurements also give tokens/s"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_1(cls, doc: object) -> object:
+        """A version 1 spec (no dims) is the same spec in version 2 (schemas/upgrades.py)."""
+        if isinstance(doc, dict) and doc.get("schema_version") == 1:
+            return {**doc, "schema_version": 2}
+        return doc
+
+    @field_validator("dims")
+    @classmethod
+    def _dims(cls, v: dict[str, int]) -> dict[str, int]:
+        for name, value in v.items():
+            if not DIM_NAME_RE.fullmatch(name):
+                raise ValueError(f"dimension name {name!r} is not an identifier")
+            if not 1 <= value <= MAX_DIM:
+                raise ValueError(f"dimension {name} goes from 1 to {MAX_DIM}, not {value}")
+        return v
 
     @field_validator("model")
     @classmethod

@@ -15,9 +15,19 @@ class SchemaVersionError(ValueError):
     """A result file this code cannot read as it is."""
 
 
-# upgrade_to_N(dict) turns a version N-1 document into version N. None exist yet: version 1 is
-# the first released format. Add one function per format change and register it here.
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+def upgrade_to_2(doc: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 added the model's dynamic dimensions (spec.dims, spec.sequence_dim), tokens/s
+    and per-output agreement, all optional: a version 1 result is the same with none of them.
+    Its spec's own version follows the result's."""
+    spec = doc.get("spec")
+    if isinstance(spec, dict) and spec.get("schema_version") == 1:
+        doc = {**doc, "spec": {**spec, "schema_version": 2}}
+    return doc
+
+
+# upgrade_to_N(dict) turns a version N-1 document into version N. Add one function per format
+# change and register it here.
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {2: upgrade_to_2}
 
 
 def upgrade(doc: dict[str, Any]) -> dict[str, Any]:

@@ -101,7 +101,7 @@ def test_models_list_empty_store(cli: Cli, bench: Bench) -> None:
 
 def test_invalid_manifest_is_reported(cli: Cli, bench: Bench, fake_model: Path) -> None:
     doc = json.loads((fake_model / "manifest.json").read_text())
-    doc["source"] = "pytorch"
+    doc["source"] = "caffe"
     (fake_model / "manifest.json").write_text(json.dumps(doc))
     r = cli("run", "-i", "null", "-m", "fake", "--launcher", "local")
     assert r.exit_code == 2

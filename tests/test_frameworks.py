@@ -104,6 +104,7 @@ def check_ok(result: RunResult, fp32_expected: bool) -> None:
         # on the CPU's kernels, not on this tool: on AMX hosts OpenVINO's bf16 MobileNetV2 agreed
         # on top-1 for 3 of 8 reference samples (rel err 0.59), on AVX512-BF16 hosts for all. The
         # tool's duty is to measure and record it, which is checked here.
+        assert acc.top1_agreement is not None and acc.top5_agreement is not None, acc
         assert 0 <= acc.top1_agreement <= 1 and 0 <= acc.top5_agreement <= 1, acc
         assert acc.rel_err > 0 and acc.max_abs_err > 0, acc
     phases = {p.name: p for p in result.phases}
@@ -416,7 +417,8 @@ def test_litert_converts_runs_fp32_and_dynamic_int8(
     # the fp32 reference like every other run (the agreement is what it is on random weights).
     assert int8.precision == "int8-dynamic"
     acc = int8.accuracy
-    assert acc is not None and acc.max_abs_err > 0 and 0 <= acc.top1_agreement <= 1
+    assert acc is not None and acc.max_abs_err > 0 and acc.top1_agreement is not None
+    assert 0 <= acc.top1_agreement <= 1
     rows = bench.rows("SELECT DISTINCT variant, precision FROM results ORDER BY variant")
     assert rows == [("", "fp32"), ("precision=dynamic-int8", "int8-dynamic")]
     assert len(list((bench.home / "cache" / "litert" / "litert").glob("*.tflite"))) == 2

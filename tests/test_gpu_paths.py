@@ -298,7 +298,7 @@ def agreement(result: RunResult, rel_err: float = FP32_REL_ERR, top1: float = 1.
         f"rel_err {acc.rel_err:.1e}, top-1 {acc.top1_agreement:.0%}, top-5 {acc.top5_agreement:.0%} "
         f"vs {acc.reference}"
     )
-    assert acc.rel_err <= rel_err and acc.top1_agreement >= top1, (
+    assert acc.rel_err <= rel_err and (acc.top1_agreement or 0) >= top1, (
         f"outputs disagree with the reference: {text} (limits: rel_err {rel_err:g}, top-1 {top1:.0%})"
     )
     return text

@@ -42,7 +42,7 @@ def spec_doc(**over: Any) -> dict[str, Any]:
 
 def test_valid_spec_defaults() -> None:
     spec = RunSpec.model_validate(spec_doc())
-    assert spec.schema_version == SCHEMA_VERSION == 1
+    assert spec.schema_version == SCHEMA_VERSION == 2
     assert spec.device == "cpu"
     assert spec.framework == "null"
     assert isinstance(spec.policy, MeasurementPolicy)
@@ -88,10 +88,63 @@ def test_models_are_frozen() -> None:
         spec.model = "other"  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("version", [0, 2, "1"])
+@pytest.mark.parametrize("version", [0, 3, "1"])
 def test_spec_schema_version_must_be_current(version: int | str) -> None:
     with pytest.raises(ValidationError, match="schema_version"):
         RunSpec.model_validate(spec_doc(schema_version=version))
+
+
+def test_a_version_1_spec_reads_as_version_2_with_no_dimensions() -> None:
+    spec = RunSpec.model_validate(spec_doc(schema_version=1))
+    assert spec.schema_version == 2 and spec.dims == {} and spec.sequence_dim is None
+
+
+def test_a_version_1_manifest_reads_as_one_input_and_one_output() -> None:
+    from schemas import ModelManifest
+
+    doc = {
+        "manifest_version": 1,
+        "name": "m",
+        "source": "onnx",
+        "created_at": "2026-01-01T00:00:00Z",
+        "input_name": "x",
+        "input_shape": [None, 3, 8, 8],
+        "input_layout": "NCHW",
+        "output_name": "y",
+        "output_shape": [None, 10],
+        "reference": "onnxruntime-fp32",
+        "files": {},
+    }
+    m = ModelManifest.model_validate(doc)
+    assert m.manifest_version == 2 and [t.name for t in m.inputs] == ["x"] and m.outputs[0].name == "y"
+    assert m.input_shape == [None, 3, 8, 8] and m.input_layout == "NCHW" and m.outputs[0].class_scores
+    assert m.inputs[0].values is not None and m.inputs[0].values.kind == "uniform"
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"dims": {}}, "no default"),
+        ({"dims": {"seq": 0}}, "value >= 1"),
+        ({"sequence_dim": "len"}, "not one of dims"),
+    ],
+)
+def test_a_manifest_names_a_default_for_every_dimension(change: dict[str, object], error: str) -> None:
+    from schemas import ModelManifest
+
+    doc: dict[str, object] = {
+        "name": "m",
+        "source": "onnx",
+        "created_at": "2026-01-01T00:00:00Z",
+        "inputs": [{"name": "ids", "dtype": "int64", "shape": [None, "seq"]}],
+        "outputs": [{"name": "h", "shape": [None, "seq", 4]}],
+        "dims": {"seq": 8},
+        "reference": "onnxruntime-fp32",
+        "files": {},
+    }
+    assert ModelManifest.model_validate(doc).dim_names == ["seq"]
+    with pytest.raises(ValidationError, match=error):
+        ModelManifest.model_validate({**doc, **change})
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from probes import gpu
 from probes.fingerprint import cpu_flags, cpu_model
 from runners.base import Runner, Unsupported
 from runners.core import cores
+from runners.core.common import Inputs
 from schemas.atomic import write_atomic
 from schemas.devices import nvidia_gpu_present
 from schemas.frameworks.iree import IreeOptions
@@ -231,7 +232,8 @@ class IreeRunner(Runner[IreeOptions]):
             self.contexts.append(context)
         self.function_name = name
 
-    def prepare(self, batch: np.ndarray) -> Any:
+    def prepare(self, inputs: Inputs) -> Any:
+        batch = self.single(inputs)
         key = len(batch) if self.options.static_shapes else None
         function = self.functions.get(key)
         if function is None:

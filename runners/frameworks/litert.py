@@ -18,6 +18,7 @@ import numpy as np
 
 from runners.base import Runner
 from runners.core import cores
+from runners.core.common import Inputs
 from schemas.atomic import write_atomic
 from schemas.frameworks.litert import LiteRTOptions
 
@@ -107,7 +108,8 @@ class LiteRTRunner(Runner[LiteRTOptions]):
         )
         return hit, note
 
-    def prepare(self, batch: np.ndarray) -> Any:
+    def prepare(self, inputs: Inputs) -> Any:
+        batch = self.single(inputs)
         it = self.interpreters.get(len(batch))
         if it is None:
             raise RuntimeError(f"no interpreter for batch {len(batch)}")

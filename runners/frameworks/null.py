@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from runners.base import Runner
+from runners.core.common import Inputs, batch_len
 from schemas import NullOptions
 
 _CHUNK = bytes(2048)  # about 1.4 us of sha256: the deadline is overshot by at most that
@@ -37,9 +38,7 @@ class NullRunner(Runner[NullOptions]):
         return f"python-{platform.python_version()}"
 
     def read_model(self) -> None:
-        shape = [d or 1 for d in self.manifest.output_shape[1:]]
-        self._classes = int(np.prod(shape))
-        self._outputs: dict[int, np.ndarray] = {}
+        self._outputs: dict[int, list[np.ndarray]] = {}
 
     def compile(self) -> tuple[bool | None, str | None]:
         n = self.options.threads
@@ -55,10 +54,20 @@ class NullRunner(Runner[NullOptions]):
         if pool is not None:
             pool.shutdown()
 
-    def prepare(self, batch: np.ndarray) -> Any:
-        n = len(batch)
+    def prepare(self, batch: Inputs) -> Any:
+        n = batch_len(batch)
         fill = np.nan if self.options.fault == "bad-output" else 0.0
-        self._outputs.setdefault(n, np.full((n, self._classes), fill, dtype=np.float32))
+        if n not in self._outputs:
+            # Each output at this batch and the run's dimensions (a name the inputs do not set: 1).
+            dims = self.run_dims
+            self._outputs[n] = [
+                np.full(
+                    [n if d is None else dims.get(d, 1) if isinstance(d, str) else d for d in o.shape],
+                    fill,
+                    dtype=np.float32,
+                )
+                for o in self.manifest.outputs
+            ]
         return n
 
     def run(self, prepared: Any) -> Any:

@@ -16,6 +16,7 @@ from probes import gpu
 from probes.fingerprint import cpu_model
 from runners.base import Runner, Unsupported
 from runners.core import cores
+from runners.core.common import Inputs
 from schemas import OnnxRuntimeOptions
 from schemas.atomic import publish_atomic
 
@@ -119,8 +120,7 @@ class OnnxRuntimeRunner(Runner[OnnxRuntimeOptions]):
             raise Unsupported(f"onnxruntime fell back to {used} instead of {PROVIDERS[self.provider]}")
         if save_to is not None:
             publish_atomic(so.optimized_model_filepath, save_to)
-        self._input = self.session.get_inputs()[0].name
-        self._output = self.session.get_outputs()[0].name
+        self._outputs = [o.name for o in self.session.get_outputs()]
         del self._onnx
         note = (
             f"level={o.graph_optimization}, providers={self.session.get_providers()}, "
@@ -158,27 +158,31 @@ class OnnxRuntimeRunner(Runner[OnnxRuntimeOptions]):
             )
         return [("TensorrtExecutionProvider", trt_opts), cuda, "CPUExecutionProvider"], hit
 
-    def prepare(self, batch: Any) -> Any:
+    def prepare(self, batch: Inputs) -> Any:
         if not (self.options.io_binding and self.provider != "cpu"):
             return batch
         ort = self.ort
         binding = self.session.io_binding()
-        value = ort.OrtValue.ortvalue_from_numpy(batch, "cuda", self.device_id)
-        binding.bind_ortvalue_input(self._input, value)
-        binding.bind_output(self._output, "cuda", self.device_id)
-        return (binding, value)
+        values = []
+        for name, array in batch.items():
+            value = ort.OrtValue.ortvalue_from_numpy(array, "cuda", self.device_id)
+            binding.bind_ortvalue_input(name, value)
+            values.append(value)  # kept alive as long as the binding is used
+        for name in self._outputs:
+            binding.bind_output(name, "cuda", self.device_id)
+        return (binding, values)
 
     def run(self, prepared: Any) -> Any:
         if isinstance(prepared, tuple):
             binding = prepared[0]
             self.session.run_with_iobinding(binding)
             return binding
-        return self.session.run([self._output], {self._input: prepared})[0]
+        return self.session.run(self._outputs, prepared)
 
-    def to_numpy(self, outputs: Any) -> Any:
+    def to_numpy(self, outputs: Any) -> list[Any]:
         if hasattr(outputs, "copy_outputs_to_cpu"):
-            return outputs.copy_outputs_to_cpu()[0]
-        return outputs
+            return list(outputs.copy_outputs_to_cpu())
+        return list(outputs)
 
     def effective_precision(self) -> str:
         if self.provider == "tensorrt" and self.options.trt_fp16:

@@ -9,6 +9,7 @@ import numpy as np
 
 from runners.base import Runner
 from runners.core import cores
+from runners.core.common import Inputs
 from schemas import OpenVinoOptions
 
 PRECISION_NAMES = {
@@ -106,7 +107,8 @@ class OpenVinoRunner(Runner[OpenVinoOptions]):
     def in_flight(self) -> int:
         return self._n_requests()
 
-    def prepare(self, batch: np.ndarray) -> Any:
+    def prepare(self, inputs: Inputs) -> Any:
+        batch = self.single(inputs)
         array = np.ascontiguousarray(batch.transpose(0, 3, 1, 2) if self._transpose else batch)
         key = len(array) if self.options.static_shapes else None
         request = self.requests.get(key)
@@ -138,8 +140,8 @@ class OpenVinoRunner(Runner[OpenVinoOptions]):
         latencies, self._latencies = self._latencies, []
         return latencies
 
-    def to_numpy(self, outputs: Any) -> np.ndarray:
-        return np.array(outputs, copy=True)
+    def to_numpy(self, outputs: Any) -> list[np.ndarray]:
+        return [np.array(outputs, copy=True)]
 
     def threads_used(self) -> int | None:
         return int(self.compiled.get_property("INFERENCE_NUM_THREADS"))

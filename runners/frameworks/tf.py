@@ -13,6 +13,7 @@ from typing import Any
 from probes import gpu
 from runners.base import Runner, Unsupported
 from runners.core import cores
+from runners.core.common import Inputs
 from schemas import TensorflowOptions
 
 
@@ -67,6 +68,9 @@ class TensorflowRunner(Runner[TensorflowOptions]):
                 self.fn(tf.zeros([n, *sample], dtype=tf.float32))
         note = f"xla={'on' if self.xla else 'off'}, device={self._device}, traced+compiled for batch {shapes}"
         return None, note
+
+    def prepare(self, inputs: Inputs) -> Any:
+        return self.single(inputs)
 
     def run(self, prepared: Any) -> Any:
         with self.tf.device(self._device):

@@ -15,6 +15,7 @@ import numpy as np
 from probes import gpu
 from runners.base import Runner, Unsupported
 from runners.core import cores
+from runners.core.common import Inputs
 from schemas import TorchOptions
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -100,7 +101,8 @@ class TorchRunner(Runner[TorchOptions]):
         if self.device.type == "cuda":
             self.torch.cuda.synchronize(self.device)
 
-    def prepare(self, batch: np.ndarray) -> Any:
+    def prepare(self, inputs: Inputs) -> Any:
+        batch = self.single(inputs)
         x = self.torch.from_numpy(np.ascontiguousarray(batch))
         if self.device.type == "cuda":
             x = x.pin_memory()
@@ -122,8 +124,8 @@ class TorchRunner(Runner[TorchOptions]):
                 y = self.forward(x)
             return y.float().cpu()  # .cpu() waits for the device: the call ends when outputs are on the host
 
-    def to_numpy(self, outputs: Any) -> np.ndarray:
-        return np.asarray(outputs.numpy())
+    def to_numpy(self, outputs: Any) -> list[np.ndarray]:
+        return [np.asarray(outputs.numpy())]
 
     def threads_used(self) -> int | None:
         return int(self.torch.get_num_threads())

@@ -19,6 +19,7 @@ import numpy as np
 
 from probes import gpu
 from runners.base import Runner, Unsupported
+from runners.core.common import Inputs
 from schemas import TensorRTOptions
 from schemas.atomic import write_atomic
 from schemas.devices import nvidia_gpu_present
@@ -190,7 +191,7 @@ class TensorRTRunner(Runner[TensorRTOptions]):
         self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
         max_n = profile["max"][0]
         self.sample_in = int(np.prod(profile["max"][1:]))
-        out_shape = [d for d in self.manifest.output_shape[1:] if d is not None]
+        out_shape = [int(d) for d in self.manifest.output_shape[1:] if isinstance(d, int)]
         self.sample_out = int(np.prod(out_shape))
         self.out_shape = out_shape
         self.stream = cuda.check(cuda.rt.cudaStreamCreate())
@@ -205,8 +206,9 @@ class TensorRTRunner(Runner[TensorRTOptions]):
         self.context.set_tensor_address(self.output_name, self.d_out)
         self.graphs: dict[int, Any] = {}
 
-    def prepare(self, batch: np.ndarray) -> Any:
+    def prepare(self, inputs: Inputs) -> Any:
         """Copy into pinned memory and set the shape (not timed); capture a CUDA graph if asked."""
+        batch = self.single(inputs)
         n = len(batch)
         self.h_in[: n * self.sample_in] = batch.reshape(-1)
         self.context.set_input_shape(self.input_name, list(batch.shape))
@@ -252,9 +254,9 @@ class TensorRTRunner(Runner[TensorRTOptions]):
         self.cuda.check(self.cuda.rt.cudaStreamSynchronize(self.stream))
         return n
 
-    def to_numpy(self, outputs: Any) -> np.ndarray:
+    def to_numpy(self, outputs: Any) -> list[np.ndarray]:
         n = outputs
-        return np.array(self.h_out[: n * self.sample_out]).reshape(n, *self.out_shape)
+        return [np.array(self.h_out[: n * self.sample_out]).reshape(n, *self.out_shape)]
 
     def effective_precision(self) -> str:
         return {"fp32": "fp32", "fp16": "fp16 (mixed)", "int8": "int8 (mixed)"}[self.options.precision]

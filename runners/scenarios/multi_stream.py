@@ -89,7 +89,7 @@ def measure(
     policy = spec.policy
     k = sc.samples_per_query
     size = min(s for s in spec.batch_sizes if s >= k)
-    prepared = runner.prepare(input_batch(manifest, size))
+    prepared = runner.prepare(input_batch(manifest, size, spec.dims))
 
     def run_batch(_: int) -> object:
         return runner.run(prepared)

@@ -40,7 +40,7 @@ def measure_batch(
     so asynchronous runners keep one request in flight instead of their usual number."""
     spec = runner.spec
     policy = spec.policy
-    prepared = runner.prepare(input_batch(manifest, batch_size))
+    prepared = runner.prepare(input_batch(manifest, batch_size, spec.dims))
 
     def step() -> object:
         return runner.start(prepared)

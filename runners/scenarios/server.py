@@ -278,7 +278,7 @@ def measure(
     policy = spec.policy
     max_batch = sc.max_batch or max(spec.batch_sizes)
     pad = pad_sizes(spec.batch_sizes, max_batch)
-    prepared = {s: runner.prepare(input_batch(manifest, s)) for s in sorted(set(pad[1:]))}
+    prepared = {s: runner.prepare(input_batch(manifest, s, spec.dims)) for s in sorted(set(pad[1:]))}
 
     def run_batch(size: int) -> object:
         return runner.run(prepared[size])
