@@ -9,18 +9,26 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from controller.catalog import hosts
 from controller.paths import Paths
-from controller.run import planning, plans
+from controller.run import pipeline, planning, plans
+from schemas import RunResult
+from schemas.frameworks.null import NullOptions
 from tests.conftest import Bench, Cli, MakeResult
 
 pytestmark = pytest.mark.usefixtures("null_env")
 
-POLICY = "policy = { min_time_s = 0.2, max_time_s = 1, window_s = 0.05, warmup_min_s = 0.1 }\n"
+# A busy test host neither delays nor multiplies these runs (tests/conftest.py's SHORT_POLICY);
+# noisy runs are made where a test wants them (`starve`).
+POLICY = (
+    "policy = { min_time_s = 0.2, max_time_s = 1, window_s = 0.05, warmup_min_s = 0.1, "
+    "quiet_wait_s = 0, starved_share = 1 }\n"
+)
 
 
 def write_plan(folder: Path, body: str, name: str = "t", repetitions: int = 2) -> Path:
@@ -128,7 +136,8 @@ def test_target_ci_adds_runs_until_narrow_or_capped(
         path = tmp_path / "ci.toml"
         path.write_text(
             'name = "ci"\nrepetitions = 1\n'
-            "policy = { min_time_s = 0.2, max_time_s = 0.4, window_s = 0.05, warmup_min_s = 0.05 }\n"
+            "policy = { min_time_s = 0.2, max_time_s = 0.4, window_s = 0.05, warmup_min_s = 0.05, "
+            "quiet_wait_s = 0, starved_share = 1 }\n"
             '[[runs]]\nimages = ["null"]\nmodels = ["fake"]\nbatch_sizes = [1]\n'
             f'set = {{ work_us = 100, "policy.target_ci" = 0.0001, "policy.max_repetitions" = {cap} }}\n'
             '[[runs]]\nimages = ["null"]\nmodels = ["fake"]\nbatch_sizes = [1]\n'
@@ -150,6 +159,98 @@ def test_target_ci_adds_runs_until_narrow_or_capped(
     assert wide["runs_due"] == 1 and "of at most 4 runs" in wide["state"], wide
     assert cli("sweep", plan(4), "--launcher", "local").exit_code == 0
     assert bench.count("runs") == 5
+
+
+NULL_ONE_BATCH = """
+[[runs]]
+images = ["null"]
+models = ["fake"]
+batch_sizes = [1]
+sweep = { work_us = [0, 100] }
+"""
+
+
+def starve(monkeypatch: pytest.MonkeyPatch, first: dict[float, int]) -> None:
+    """The first `first[work_us]` ok runs of each configuration come out noisy, as the runner
+    flags a run other load starved of clean windows: their measurements are flagged before the
+    result is kept (written and stored), so the store and the sweep see what a busy host gives."""
+    real = pipeline.keep
+    made: Counter[float] = Counter()
+
+    def keep(result: RunResult, run_dir: Path, paths: Paths) -> RunResult:
+        assert isinstance(result.spec.options, NullOptions)
+        work = result.spec.options.work_us
+        made[work] += result.status == "ok"
+        if result.status == "ok" and made[work] <= first.get(work, 0):
+            flagged = [m.model_copy(update={"noisy": True}) for m in result.measurements]
+            result = result.model_copy(update={"measurements": flagged})
+        return real(result, run_dir, paths)
+
+    monkeypatch.setattr(pipeline, "keep", keep)
+
+
+def runs_by_work(bench: Bench) -> dict[str, list[tuple[int, bool]]]:
+    """Per work_us: each stored run's (repetition, noisy), in the order they ran."""
+    found: dict[str, list[tuple[int, bool]]] = {}
+    rows = bench.rows("SELECT options->>'work_us', repetition, noisy FROM results ORDER BY started_at")
+    for work, repetition, noisy in rows:
+        found.setdefault(work, []).append((repetition, bool(noisy)))
+    return found
+
+
+def test_noisy_runs_are_made_again_within_the_cells_allowance(
+    cli: Cli, bench: Bench, fake_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One cell's first run is noisy, every run of the other is (a host that stays busy). The
+    first is measured again once; the second gets its policy.noisy_reruns (2) more runs, then its
+    noisy runs count and the sweep ends. A run made again keeps the repetition it measures, and
+    a second sweep finds both cells done."""
+    starve(monkeypatch, {0.0: 1, 100.0: 99})
+    path = write_plan(tmp_path, NULL_ONE_BATCH, repetitions=2)
+    first = cli("sweep", path, "--launcher", "local")
+    assert first.exit_code == 0, first.output
+    assert runs_by_work(bench) == {
+        "0.0": [(1, True), (1, False), (2, False)],
+        "100.0": [(1, True), (1, True), (1, True), (2, True)],
+    }
+    assert first.stderr.count("measuring it again (1 of at most 2 more)") == 2, first.stderr
+    assert first.stderr.count("measuring it again (2 of at most 2 more)") == 1
+    assert first.stderr.count("still noisy after 2 more runs") == 2
+    assert "cell 2 " in first.stderr and "noisy (batch 1: " in first.stderr
+    again = cli("sweep", path, "--launcher", "local")
+    assert again.exit_code == 0 and "2 of 2 already done" in again.output
+    assert bench.count("runs") == 7
+
+
+def test_the_allowance_for_noise_lasts_across_sweeps(
+    cli: Cli, bench: Bench, fake_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runs for noise are a cell's over its life in the store: after a sweep spent them, the
+    listing says how many runs were noisy and a sweep with more repetitions makes only the
+    difference, noisy or not; a cell that has some left still measures a noisy run again."""
+    starve(monkeypatch, {0.0: 1, 100.0: 99})
+    once = cli("sweep", write_plan(tmp_path, NULL_ONE_BATCH, repetitions=1), "--launcher", "local")
+    assert once.exit_code == 0, once.output
+    assert {w: len(r) for w, r in runs_by_work(bench).items()} == {"0.0": 2, "100.0": 3}
+    more = write_plan(tmp_path, NULL_ONE_BATCH, repetitions=3)
+    dry = json.loads(cli("sweep", more, "--dry-run", "--json").stdout)
+    states = {c["options"]: (c["state"], c["runs_due"], c["done_ok"], c["noisy_ok"]) for c in dry["cells"]}
+    assert states == {
+        "work_us=0": ("due (1 of 3 done, 1 noisy)", 2, 1, 1),
+        "work_us=100": ("due (1 of 3 done, 3 noisy: no runs for noise left)", 2, 1, 3),
+    }, states
+    listing = cli("sweep", more, "--dry-run", env={"COLUMNS": "250"})
+    assert "due (1 of 3 done, 1 noisy)" in listing.output, listing.output
+    second = cli("sweep", more, "--launcher", "local")
+    assert second.exit_code == 0, second.output
+    assert "measuring it again" not in second.stderr and second.stderr.count("still noisy") == 2
+    assert {w: len(r) for w, r in runs_by_work(bench).items()} == {"0.0": 4, "100.0": 5}
+    # A cell with runs for noise left (one of two spent) measures a noisy run again.
+    starve(monkeypatch, {0.0: 1})
+    fourth = cli("sweep", write_plan(tmp_path, NULL_ONE_BATCH, repetitions=4), "--launcher", "local")
+    assert fourth.exit_code == 0, fourth.output
+    assert fourth.stderr.count("measuring it again (2 of at most 2 more)") == 1, fourth.stderr
+    assert [n for _, n in runs_by_work(bench)["0.0"]] == [True, False, False, False, True, False]
 
 
 def test_unsupported_cell_is_recorded_once(cli: Cli, bench: Bench, fake_model: Path, tmp_path: Path) -> None:

@@ -91,11 +91,21 @@ def run_clean(attempt: Callable[[], RunResult], log: LineSink, reruns: int) -> l
     stored; the last one stands for the repetition (compare leaves the noisy ones out)."""
     runs = [attempt()]
     while noisy(runs[-1]) and len(runs) <= reruns:
-        log(f"  noisy ({noise_summary(runs[-1])}): measuring it again ({len(runs)} of at most {reruns} more)")
+        log(f"  {measuring_again(runs[-1], len(runs), reruns)}")
         runs.append(attempt())
     if reruns and noisy(runs[-1]):
-        log(f"  still noisy after {reruns} more runs: the host is too busy to measure this cleanly")
+        log(f"  {still_noisy(reruns)}")
     return runs
+
+
+def measuring_again(result: RunResult, made: int, reruns: int) -> str:
+    """Why a noisy run is made again, in words: the `made`-th of at most `reruns` more."""
+    return f"noisy ({noise_summary(result)}): measuring it again ({made} of at most {reruns} more)"
+
+
+def still_noisy(reruns: int) -> str:
+    """Why a noisy run stands: the `reruns` runs allowed for noise are spent."""
+    return f"still noisy after {reruns} more runs: the host is too busy to measure this cleanly"
 
 
 def _wants_more(runs: list[RunResult], policy: MeasurementPolicy, rounds: int) -> bool:

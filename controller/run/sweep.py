@@ -2,7 +2,8 @@
 
 Done-ness lives in the store, not in folder names: each run carries its cell's key (spec, host
 identity and image lock, hashed), so the same command after an interruption runs only what is
-missing, and new hardware or a new lock makes every cell due again."""
+missing, and new hardware or a new lock makes every cell due again. A run that came out noisy
+does not count until the cell's runs for noise are spent (`CellState.counted`)."""
 
 from __future__ import annotations
 
@@ -47,9 +48,23 @@ class CellState:
     """What the store holds for a cell on this host."""
 
     ok: int = 0
+    noisy: int = 0  # of the ok runs, those with a noisy measurement (rounds.noisy)
     failed: int = 0
     unsupported: str | None = None
     last_failure: str | None = None
+
+    def counted(self, reruns: int) -> int:
+        """The ok runs that count towards the cell's repetitions: the clean ones, and the noisy
+        ones beyond the first `reruns` (`policy.noisy_reruns`). A noisy run's figures are not the
+        configuration's (compare leaves them out), so it is made again, but at most `reruns`
+        times over the cell's life in the store, not per repetition nor per sweep: on a host
+        that stays busy, a cell ends after repetitions + reruns runs, and a resumed sweep does
+        not start the allowance over."""
+        return self.ok - min(self.noisy, reruns)
+
+    def reruns_left(self, reruns: int) -> int:
+        """Of the `reruns` runs a cell may make for noise, those not yet spent."""
+        return max(0, reruns - self.noisy)
 
 
 @dataclass
@@ -62,6 +77,12 @@ class Due:
     reason: str | None = None  # why it is unsupported or failed
     queued: int = 0  # runs submitted to Slurm, not ended yet
     claimed_elsewhere: bool = False  # another live sweep measures it: skipped here
+    noise_reruns: int = 0  # runs it may make for noise over its life (policy.noisy_reruns)
+
+    @property
+    def done(self) -> int:
+        """The stored ok runs that count towards its repetitions (CellState.counted)."""
+        return self.state.counted(self.noise_reruns)
 
     @property
     def failed_earlier(self) -> bool:
@@ -97,22 +118,26 @@ class SweepOutcome:
 
 
 def states(db: Path, keys: list[str]) -> dict[str, CellState]:
-    """Per cell key: runs that succeeded, failed, or were found unsupported, as stored."""
+    """Per cell key: runs that succeeded (and of them, those that came out noisy: a measurement
+    the runner could not make of clean windows), failed, or were found unsupported, as stored."""
     found: dict[str, CellState] = {k: CellState() for k in keys}
     if not db.exists() or not keys:
         return found
     _, rows = store.read(
         db,
-        "SELECT cell, status, count(*), arg_max(message, finished_at) FROM runs "
-        "WHERE cell IN (SELECT unnest(?)) GROUP BY cell, status",
+        "SELECT cell, status, noisy, count(*), arg_max(message, finished_at) FROM ("
+        "SELECT r.cell, r.status, r.message, r.finished_at, r.status = 'ok' AND EXISTS "
+        "(SELECT 1 FROM measurements m WHERE m.run_id = r.run_id AND m.noisy) AS noisy "
+        "FROM runs r WHERE r.cell IN (SELECT unnest(?))) GROUP BY cell, status, noisy",
         [keys],
     )
-    for key, status, n, message in rows:
+    for key, status, is_noisy, n, message in rows:
         st = found[key]
         if status in SCHEDULER_ENDED:
             continue  # the job was cancelled, preempted or lost its node: the cell is due again
         if status == "ok":
             st.ok += int(n)
+            st.noisy += int(n) if is_noisy else 0
         elif status == "unsupported":
             st.unsupported = message or "unsupported on this host"
         else:
@@ -123,19 +148,33 @@ def states(db: Path, keys: list[str]) -> dict[str, CellState]:
 
 def widest_intervals(db: Path, keys: list[str]) -> dict[str, float]:
     """Per cell key with ok runs: the widest relative half-width of its throughput intervals over
-    its batch sizes (`rounds.widest_interval` over every ok run the store holds of it)."""
+    its batch sizes (`rounds.widest_interval` over the clean measurements of every ok run the
+    store holds of it: noisy ones say nothing of the configuration's spread, `rounds.points_of`)."""
     if not db.exists() or not keys:
         return {}
     _, rows = store.read(
         db,
         "SELECT cell, batch_size, throughput_sps, within_run_ci_rel FROM results WHERE status = 'ok' "
-        "AND batch_size IS NOT NULL AND throughput_sps IS NOT NULL AND cell IN (SELECT unnest(?))",
+        "AND batch_size IS NOT NULL AND throughput_sps IS NOT NULL AND NOT coalesce(noisy, false) "
+        "AND cell IN (SELECT unnest(?))",
         [keys],
     )
     points: dict[str, list[rounds.Point]] = {}
     for key, bs, value, within in rows:
         points.setdefault(key, []).append((int(bs), float(value), None if within is None else float(within)))
     return {key: rounds.widest_interval(p) for key, p in points.items()}
+
+
+def due_state(cell: plans.Cell, st: CellState) -> str:
+    """A due cell's state in words: "due", or e.g. "due (2 of 3 done, 1 noisy)"."""
+    reruns = cell.spec.policy.noisy_reruns
+    done = st.counted(reruns)
+    if not done and not st.noisy:
+        return "due"
+    noisy = f", {st.noisy} noisy" if st.noisy else ""
+    if st.noisy and reruns and not st.reruns_left(reruns):
+        noisy += ": no runs for noise left"
+    return f"due ({done} of {cell.repetitions} done{noisy})"
 
 
 def narrowing(cell: plans.Cell, ok: int, widest: float | None) -> str | None:
@@ -224,21 +263,24 @@ def assess(
     for c in cells:
         st = found[c.key]
         queued = in_flight.get(c.key, 0)
+        reruns = c.spec.policy.noisy_reruns
         if st.unsupported is not None:
-            due.append(Due(c, st, 0, "unsupported (recorded)", 0.0, st.unsupported))
+            due.append(Due(c, st, 0, "unsupported (recorded)", 0.0, st.unsupported, noise_reruns=reruns))
         elif c.unsupported is not None:
-            due.append(Due(c, st, 1, "unsupported (to record)", 0.0, c.unsupported))
+            due.append(Due(c, st, 1, "unsupported (to record)", 0.0, c.unsupported, noise_reruns=reruns))
         elif st.failed and not retry_failed:
-            due.append(Due(c, st, 0, "failed (--retry-failed)", 0.0, st.last_failure))
+            due.append(Due(c, st, 0, "failed (--retry-failed)", 0.0, st.last_failure, noise_reruns=reruns))
         else:
-            runs = max(0, c.repetitions - st.ok - queued)
-            why = "done" if runs == 0 else ("due" if st.ok == 0 else f"due ({st.ok} of {c.repetitions} done)")
-            wider = narrowing(c, st.ok, widths.get(c.key)) if runs == 0 and not queued else None
+            done = st.counted(reruns)
+            runs = max(0, c.repetitions - done - queued)
+            why = "done" if runs == 0 else due_state(c, st)
+            wider = narrowing(c, done, widths.get(c.key)) if runs == 0 and not queued else None
             if wider is not None:
                 runs, why = 1, f"due: {wider}"
             if queued:
                 why = f"{queued} queued or running" + (f", {runs} due" if runs else "")
-            due.append(Due(c, st, runs, why, runs * estimate(c, past), queued=queued))
+            seconds = runs * estimate(c, past)
+            due.append(Due(c, st, runs, why, seconds, queued=queued, noise_reruns=reruns))
     return due
 
 
@@ -361,13 +403,17 @@ def run(
     """Run every due cell: in rounds (each due cell once per round, in plan order, so candidates
     are measured side by side), until each has its repetitions, and then, with `policy.target_ci`,
     one more per round while its interval is wider than the target (up to `max_repetitions`).
-    A cell whose run fails gets no more runs in this sweep; a cell unsupported here is recorded
-    once. `on_more(n)`: n runs were added to those announced."""
+    A run that comes out noisy does not count while the cell has runs for noise left
+    (`Due.noise_reruns`, less those spent: CellState.counted): the cell's next run measures it
+    again, with the same repetition number. A cell whose run fails gets no more runs in this
+    sweep; a cell unsupported here is recorded once. `on_more(n)`: n runs were added to those
+    announced (the bar's total grows)."""
     group = new_group_id()
     here = pipeline.Here(paths, log, on_line, launcher)
     outcome = SweepOutcome(skipped_failed=sum(1 for d in due if d.failed_earlier))
     left = {d.cell.key: d.runs for d in due}
-    done_ok = {d.cell.key: d.state.ok for d in due}
+    done_ok = {d.cell.key: d.done for d in due}
+    for_noise = {d.cell.key: d.state.reruns_left(d.noise_reruns) for d in due}
     while any(left.values()):
         for d in due:
             key = d.cell.key
@@ -377,7 +423,15 @@ def run(
                 d.cell.planned, here, group=group, repetition=done_ok[key] + 1, cell=key
             )
             outcome.results.append(result)
-            if result.status == "ok":
+            if rounds.noisy(result) and for_noise[key]:
+                for_noise[key] -= 1
+                again = rounds.measuring_again(result, d.noise_reruns - for_noise[key], d.noise_reruns)
+                log(f"cell {d.cell.index} {d.cell.label}: {again}")
+                if on_more is not None:
+                    on_more(1)
+            elif result.status == "ok":
+                if rounds.noisy(result) and d.noise_reruns:
+                    log(f"cell {d.cell.index} {d.cell.label}: {rounds.still_noisy(d.noise_reruns)}")
                 done_ok[key] += 1
                 left[key] -= 1
                 if not left[key] and d.cell.spec.policy.target_ci is not None:
@@ -395,14 +449,18 @@ def run(
 
 def due_of(requests: list[tuple[planning.RunRequest, int]], paths: Paths) -> list[Due]:
     """Requests to make `n` times each here (a rerun), as due cells: checked and planned first,
-    keyed like a sweep's cells so they count for a sweep of the same plan on this host."""
+    keyed like a sweep's cells so they count for a sweep of the same plan on this host. As with
+    `run --repeat`, a noisy run is made again (`policy.noisy_reruns` times at most per
+    configuration) when it is one of several or `policy.target_ci` is set."""
     host = hosts.identity()
     past = history(paths.db, host.hostname) if paths.db.exists() else {}
     due = []
     for i, (req, n) in enumerate(requests, 1):
         for p in pipeline.prepare(req, paths):
             cell = plans.planned_cell(i, 0, p, n, host.key)
-            due.append(Due(cell, CellState(), n, "due", n * estimate(cell, past)))
+            policy = cell.spec.policy
+            reruns = policy.noisy_reruns if n > 1 or policy.target_ci else 0
+            due.append(Due(cell, CellState(), n, "due", n * estimate(cell, past), noise_reruns=reruns))
     return due
 
 
@@ -427,7 +485,8 @@ def submit(
     """`sweep --launcher slurm`: every due run of every due cell is submitted at once, a job per
     run (rounds in plan order, so a cell's repetitions are spread over the queue), then the jobs
     are followed and each result stored as it lands. The cells' `claims` are let go once their
-    jobs are in the registry: from then on, those count as in flight for another sweep."""
+    jobs are in the registry: from then on, those count as in flight for another sweep. A job
+    that comes out noisy is made again by the next sweep of the plan (`CellState.counted`)."""
     client = client or SlurmClient()
     executor = fleet.SlurmExecutor(paths, slurm_options(sp.plan, given), log, client)
     group = new_group_id()
@@ -436,7 +495,7 @@ def submit(
         for d in sp.due:
             if k >= d.runs:
                 continue
-            repetition = None if d.cell.unsupported else d.state.ok + d.queued + k + 1
+            repetition = None if d.cell.unsupported else d.done + d.queued + k + 1
             result = pipeline.execute(
                 d.cell.planned, executor, group=group, repetition=repetition, cell=d.cell.key
             )
