@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from runners.base import Runner
+from runners.base import Runner, Unsupported
 from runners.core import cores
 from runners.core.common import Inputs
+from runners.core.shapes import ShapeKey, batch_shapes, shape_key, shapes_note
 from schemas import OpenVinoOptions
 
 PRECISION_NAMES = {
@@ -47,52 +48,86 @@ class OpenVinoRunner(Runner[OpenVinoOptions]):
 
     def compile(self) -> tuple[bool | None, str | None]:
         ov, o = self.ov, self.options
-        model_layout = self.manifest.input_layout
-        self._transpose = False
-        if o.layout is not None and model_layout is not None and o.layout != model_layout:
-            ppp = ov.preprocess.PrePostProcessor(self.model)
-            ppp.input().tensor().set_layout(ov.Layout(o.layout))
-            ppp.input().model().set_layout(ov.Layout(model_layout))
-            self.model = ppp.build()
-            self._transpose = True
+        self._inputs = [t.name for t in self.manifest.inputs]
+        self._perm = self._layout()
         hit: bool | None = None
         cache = self.cache_dir / "openvino"
         if o.cache:
             cache.mkdir(parents=True, exist_ok=True)
             self.core.set_property({"CACHE_DIR": str(cache)})
             before = {p.name for p in cache.iterdir()}
-        # With a dynamic batch the CPU plugin redoes shape work on every call; a compiled model per
-        # batch size (all compiled here, inside the compile phase) is what serving code would do.
-        self.requests: dict[int | None, Any] = {}
+        # With dynamic shapes the CPU plugin redoes shape work on every call; a compiled model per
+        # set of input shapes (all compiled here, inside the compile phase) is what serving code
+        # would do.
+        self.requests: dict[ShapeKey | None, Any] = {}
         # Throughput hint: a queue keeping the optimal number of requests busy, as a server would.
-        self.queues: dict[int | None, Any] = {}
+        self.queues: dict[ShapeKey | None, Any] = {}
         self._latencies: list[int] = []
         self._active: Any = None
-        sizes: list[int | None] = [*self.compile_batch_sizes()] if o.static_shapes else [None]
-        for n in sizes:
+        keys: list[ShapeKey | None] = (
+            [*sorted(shape_key(s, self._inputs) for s in self.compile_shapes())]
+            if o.static_shapes
+            else [None]
+        )
+        for key in keys:
             model = self.model
-            if n is not None:
+            if key is not None:
                 model = self.model.clone()
-                shape = model.input().get_partial_shape()
-                shape[0] = n
-                model.reshape({model.input().get_any_name(): shape})
+                model.reshape({n: self._fed(list(s)) for n, s in zip(self._inputs, key, strict=True)})
             self.compiled = self.core.compile_model(model, "CPU", self._config())
-            self.requests[n] = self.compiled.create_infer_request()
+            self.requests[key] = self.compiled.create_infer_request()
             if self._n_requests() > 1:
                 queue = ov.AsyncInferQueue(self.compiled, self._n_requests())
                 queue.set_callback(self._done)
-                self.queues[n] = queue
+                self.queues[key] = queue
+        self._outputs = self._output_order(self.compiled)
         if o.cache:
             # A miss writes a new blob; a hit only reads one.
             hit = not ({p.name for p in cache.iterdir()} - before) and bool(before)
         streams = self.compiled.get_property("NUM_STREAMS")
         threads = self.compiled.get_property("INFERENCE_NUM_THREADS")
+        shapes = "static " + shapes_note([k for k in keys if k is not None]) if o.static_shapes else "dynamic"
         note = (
             f"hint={o.hint}, streams={streams}, threads={threads}, requests in flight={self._n_requests()}, "
-            f"layout={o.layout or model_layout}, "
-            f"shapes={'static ' + str(sizes) if o.static_shapes else 'dynamic batch'}"
+            f"layout={o.layout or self.manifest.input_layout}, "
+            f"shapes={shapes}"
         )
         return hit, note
+
+    def _layout(self) -> tuple[int, ...] | None:
+        """The axes permutation from the model's layout to the one fed (`layout`), set up as
+        OpenVINO preprocessing; None when the model is fed as it is. Only for a model with one
+        4-D image input: others have no layout to change."""
+        ov, o = self.ov, self.options
+        model_layout = self.manifest.input_layout
+        if o.layout is None or model_layout is None or o.layout == model_layout:
+            return None
+        if len(self.manifest.inputs) != 1 or len(self.manifest.inputs[0].shape) != 4:
+            raise Unsupported(f"layout={o.layout} applies to a model with one 4-D image input")
+        ppp = ov.preprocess.PrePostProcessor(self.model)
+        ppp.input().tensor().set_layout(ov.Layout(o.layout))
+        ppp.input().model().set_layout(ov.Layout(model_layout))
+        self.model = ppp.build()
+        return (0, 3, 1, 2) if o.layout == "NCHW" else (0, 2, 3, 1)
+
+    def _fed(self, shape: list[int]) -> list[int]:
+        """An input's shape as fed to OpenVINO (the host's, in the fed layout)."""
+        return shape if self._perm is None else [shape[i] for i in self._perm]
+
+    def _output_order(self, compiled: Any) -> list[int]:
+        """The index of each of the manifest's outputs among the compiled model's, by tensor name
+        (OpenVINO's ONNX frontend keeps the graph's names)."""
+        ports = [set(p.get_names()) for p in compiled.outputs]
+        if len(ports) == 1 and len(self.manifest.outputs) == 1:
+            return [0]
+        order = []
+        for t in self.manifest.outputs:
+            found = [i for i, names in enumerate(ports) if t.name in names]
+            if not found:
+                known = ", ".join(sorted(n for names in ports for n in names))
+                raise RuntimeError(f"the compiled model has no output {t.name!r} (it has {known})")
+            order.append(found[0])
+        return order
 
     def _done(self, request: Any, submitted_ns: int) -> None:
         self._latencies.append(time.perf_counter_ns() - submitted_ns)
@@ -108,21 +143,23 @@ class OpenVinoRunner(Runner[OpenVinoOptions]):
         return self._n_requests()
 
     def prepare(self, inputs: Inputs) -> Any:
-        batch = self.single(inputs)
-        array = np.ascontiguousarray(batch.transpose(0, 3, 1, 2) if self._transpose else batch)
-        key = len(array) if self.options.static_shapes else None
+        key = shape_key(batch_shapes(inputs), self._inputs) if self.options.static_shapes else None
         request = self.requests.get(key)
         if request is None:
-            raise RuntimeError(f"no compiled model for batch {len(array)}")
-        return request, self.queues.get(key), array
+            raise RuntimeError(f"no compiled model for input shapes {batch_shapes(inputs)}")
+        fed = {
+            n: np.ascontiguousarray(a if self._perm is None else a.transpose(self._perm))
+            for n, a in inputs.items()
+        }
+        return request, self.queues.get(key), fed
 
     def run(self, prepared: Any) -> Any:
-        # The input is handed over on every call (zero-copy), as an application would.
-        request, _, array = prepared
-        return request.infer(array, share_inputs=True, share_outputs=True)[0]
+        # The inputs are handed over on every call (zero-copy), as an application would.
+        request, _, fed = prepared
+        return request.infer(fed, share_inputs=True, share_outputs=True)
 
     def start(self, prepared: Any) -> Any:
-        _, queue, array = prepared
+        _, queue, fed = prepared
         if queue is None:
             return self.run(prepared)
         self._active = queue
@@ -130,7 +167,7 @@ class OpenVinoRunner(Runner[OpenVinoOptions]):
         # loop's pace is the completion rate); each request's latency, from submission to its
         # callback, excludes that wait.
         queue.get_idle_request_id()
-        queue.start_async(array, userdata=time.perf_counter_ns(), share_inputs=True)
+        queue.start_async(fed, userdata=time.perf_counter_ns(), share_inputs=True)
         return None
 
     def finish(self) -> list[int] | None:
@@ -141,7 +178,8 @@ class OpenVinoRunner(Runner[OpenVinoOptions]):
         return latencies
 
     def to_numpy(self, outputs: Any) -> list[np.ndarray]:
-        return [np.array(outputs, copy=True)]
+        # Shared outputs are the request's own buffers, which the next inference overwrites.
+        return [np.array(outputs[i], copy=True) for i in self._outputs]
 
     def threads_used(self) -> int | None:
         return int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
