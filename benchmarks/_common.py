@@ -230,3 +230,18 @@ def spread(values: Sequence[float]) -> float:
 
 def fmt_list(values: Sequence[float], fmt: str = "{:.2f}") -> str:
     return "[" + ", ".join(fmt.format(v) for v in values) + "]"
+
+
+def read_manifest(model_dir: Path) -> dict[str, Any]:
+    """A model's manifest as a dict, with the first input's and output's names, shape and layout
+    under their version 1 keys (input_shape: None for the batch, dimensions at their defaults)."""
+    from schemas import ModelManifest
+
+    m = ModelManifest.model_validate_json((model_dir / "manifest.json").read_text())
+    return {
+        **m.model_dump(mode="json"),
+        "input_name": m.input_name,
+        "input_shape": m.input_shape,
+        "input_layout": m.input_layout,
+        "output_name": m.output_name,
+    }

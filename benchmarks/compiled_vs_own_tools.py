@@ -47,6 +47,7 @@ from _common import (
     ensure_local_env,
     fmt_list,
     median,
+    read_manifest,
     require_model,
     say,
     spread,
@@ -186,7 +187,7 @@ def main() -> int:
     args = parse_args()
     ctl = bench_ctl()
     model_dir = require_model(args.model)
-    manifest = json.loads((model_dir / "manifest.json").read_text())
+    manifest = read_manifest(model_dir)
     frameworks = ["iree", "litert"] if args.framework == "both" else [args.framework]
     envs = {f: ensure_local_env(ctl, f) for f in frameworks}
     sets = runner_sets(args.duration)

@@ -25,7 +25,6 @@ Exit codes: 0 PASS, 1 FAIL (or a run failed), 2 a precondition is missing (nothi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -47,6 +46,7 @@ from _common import (
     ensure_local_env,
     fmt_list,
     median,
+    read_manifest,
     require_model,
     say,
     spread,
@@ -244,7 +244,7 @@ def main() -> int:
     args = parse_args()
     ctl = bench_ctl()
     model_dir = require_model(args.model)
-    manifest = json.loads((model_dir / "manifest.json").read_text())
+    manifest = read_manifest(model_dir)
     if manifest["input_shape"].count(None) != 1:
         die(
             f"model {args.model!r} has input shape {manifest['input_shape']}; "

@@ -136,6 +136,18 @@ class Runner(Generic[OptionsT]):
                 shapes.append(one)
         return shapes
 
+    def dims_of(self, batch: Inputs) -> dict[str, int]:
+        """The value of each named dimension in this batch (the reference batch has the
+        manifest's, a steady-state batch the spec's)."""
+        found = dict(self.run_dims)
+        for t in self.manifest.inputs:
+            array = batch.get(t.name)
+            if array is not None:
+                found.update(
+                    {d: int(n) for d, n in zip(t.shape, array.shape, strict=False) if isinstance(d, str)}
+                )
+        return found
+
     @property
     def run_dims(self) -> dict[str, int]:
         """The value of every named dimension in this run: the spec's, else the manifest's."""

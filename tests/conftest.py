@@ -440,3 +440,41 @@ def result_factory() -> MakeResult:
         )
 
     return make
+
+
+def write_seq_model(folder: Path, name: str = "seqfake", seq: int = 8, hidden: int = 4) -> Path:
+    """A model folder with two int64 inputs [batch, seq] and a hidden-state output
+    [batch, seq, hidden], for the null runner: no real ONNX file."""
+    from schemas import ModelManifest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 100, (8, seq))
+    np.savez(folder / "reference_input.npz", input_ids=ids, attention_mask=np.ones_like(ids))
+    np.savez(folder / "reference_output.npz", hidden=np.zeros((8, seq, hidden), dtype=np.float32))
+    (folder / "model.onnx").write_bytes(b"placeholder: the null runner never reads this file\n")
+    manifest = ModelManifest.model_validate(
+        {
+            "name": name,
+            "source": "onnx",
+            "created_at": datetime.now(UTC),
+            "inputs": [
+                {"name": "input_ids", "dtype": "int64", "shape": [None, "seq"]},
+                {"name": "attention_mask", "dtype": "int64", "shape": [None, "seq"]},
+            ],
+            "outputs": [{"name": "hidden", "shape": [None, "seq", hidden]}],
+            "dims": {"seq": seq},
+            "sequence_dim": "seq",
+            "reference": "test-fp32",
+            "files": {
+                role: _artifact(folder, rel)
+                for role, rel in [
+                    ("onnx", "model.onnx"),
+                    ("reference_input", "reference_input.npz"),
+                    ("reference_output", "reference_output.npz"),
+                ]
+            },
+        }
+    )
+    (folder / "manifest.json").write_text(manifest.model_dump_json(indent=1) + "\n")
+    return folder

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import Result
 
 from controller.store import db as store
-from schemas import RunResult
+from schemas import SCHEMA_VERSION, RunResult
 from tests.conftest import Bench, Cli, MakeResult
 
 
@@ -248,7 +248,7 @@ def test_ingest_newer_schema_version_skipped_with_hint(
         p.parent.mkdir()
     good.write_text(make_result().model_dump_json())
     doc = json.loads(make_result().model_dump_json())
-    doc["schema_version"] = 2
+    doc["schema_version"] = SCHEMA_VERSION + 1
     newer.write_text(json.dumps(doc))
     r = cli("ingest", str(tmp_path))
     assert r.exit_code == 1
@@ -406,7 +406,7 @@ def test_ensemble_of_different_inputs_is_refused(cli: Cli, bench: Bench, fake_mo
 
     other = write_fake_model(bench.models / "wide", name="wide")
     manifest = json.loads((other / "manifest.json").read_text())
-    manifest["input_shape"] = [None, 8]
+    manifest["inputs"][0]["shape"] = [None, 8]
     (other / "manifest.json").write_text(json.dumps(manifest))
     result = cli("run", "--image", "null", "--model", "fake,wide", "--ensemble", "--launcher", "local")
     assert_refused(result, bench, "different inputs", "fake [None, 4]", "wide [None, 8]")

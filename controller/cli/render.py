@@ -13,7 +13,15 @@ from rich.console import Console
 from rich.table import Table
 
 from controller.analysis import stats
-from controller.analysis.reports import BuildPair, Cell, Comparison, HostPair, HostPairRow, VerdictCell
+from controller.analysis.reports import (
+    BuildPair,
+    Cell,
+    Comparison,
+    DataScore,
+    HostPair,
+    HostPairRow,
+    VerdictCell,
+)
 from controller.cli.console import printable, safe
 
 if TYPE_CHECKING:
@@ -21,7 +29,7 @@ if TYPE_CHECKING:
     from controller.launch.build import ImageStatus
     from controller.run.colocate import Colocated
 from controller import store
-from schemas import Measurement, RunResult
+from schemas import Accuracy, Measurement, RunResult
 
 STATUS_STYLE = {
     "ok": "green",
@@ -72,7 +80,8 @@ def run_summary(console: Console, result: RunResult, run_dir: Path) -> None:
     head = (
         f"[bold]{safe(result.spec.image)}[/] / {safe(result.framework)} "
         f"{safe(result.framework_version or '')}"
-        f" on {safe(result.spec.model)}, {result.spec.device}: [{style}]{result.status}[/]"
+        f" on {safe(result.spec.model)}{safe(dims_text(result.spec.dims, ' '))}, {result.spec.device}: "
+        f"[{style}]{result.status}[/]"
     )
     console.print(head)
     if result.message:
@@ -88,19 +97,23 @@ def run_summary(console: Console, result: RunResult, run_dir: Path) -> None:
         console.print(f"  load {result.load_time_s:.2f}s: {phases}")
     if result.accuracy:
         a = result.accuracy
-        console.print(
-            f"  precision {safe(result.precision)}; vs {safe(a.reference)}: max abs err {a.max_abs_err:.3g} "
-            f"(rel {a.rel_err:.3g}), top-1 {a.top1_agreement:.0%}, top-5 {a.top5_agreement:.0%}"
-        )
+        console.print(f"  precision {safe(result.precision)}; vs {safe(a.reference)}: {agreement_text(a)}")
+        if a.data is not None:
+            d = a.data
+            fp32 = f" (fp32 {d.fp32_top1:.1%})" if d.fp32_top1 is not None else ""
+            top5 = f", top-5 {d.top5:.1%}" if d.top5 is not None else ""
+            console.print(f"  accuracy on {d.samples} labelled samples: top-1 {d.top1:.1%}{fp32}{top5}")
     if result.measurements:
+        tokens = any(m.tokens_per_s is not None for m in result.measurements)
         t = Table(
-            "batch", "samples/s", "p50 ms", "p90 ms", "p99 ms", "iterations", "stable", "peak RSS MB",
-            "other load",
+            "batch", "samples/s", *(["tokens/s"] if tokens else []), "p50 ms", "p90 ms", "p99 ms",
+            "iterations", "stable", "peak RSS MB", "other load",
         )  # fmt: skip
         for m in result.measurements:
             t.add_row(
                 str(m.batch_size),
                 f"{m.throughput_sps:,.1f}",
+                *([_fmt_rate(m.tokens_per_s)] if tokens else []),
                 f"{m.latency_p50_ms:.3f}",
                 f"{m.latency_p90_ms:.3f}",
                 f"{m.latency_p99_ms:.3f}",
@@ -147,6 +160,27 @@ def run_summary(console: Console, result: RunResult, run_dir: Path) -> None:
     console.print(f"  [dim]run {safe(result.run_id)} via {safe(where)}; raw result {raw}[/]")
 
 
+def dims_text(dims: dict[str, int], lead: str = "") -> str:
+    """A run's named dimensions, `seq=128 heads=12` ('' when the model has none)."""
+    return lead + " ".join(f"{k}={v}" for k, v in sorted(dims.items())) if dims else ""
+
+
+def _fmt_rate(value: float | None) -> str:
+    return "" if value is None else f"{value:,.1f}"
+
+
+def _pct(share: float | None) -> str:
+    return "?" if share is None else f"{100 * share:.1f} %"
+
+
+def data_text(d: DataScore) -> str:
+    """Accuracy on the user's labelled data beside the fp32 reference's on the same samples."""
+    text = f"data top-1 {_pct(d.top1)}" + (f" vs fp32 {_pct(d.fp32_top1)}" if d.fp32_top1 is not None else "")
+    if d.top5 is not None:
+        text += f", top-5 {_pct(d.top5)}" + (f" vs {_pct(d.fp32_top5)}" if d.fp32_top5 is not None else "")
+    return text
+
+
 def noise_text(m: Measurement) -> str:
     """Other load during a measurement and what it cost the runner: the cores busy elsewhere,
     the share of time its threads waited for a CPU, the windows left out, the wait for quiet."""
@@ -174,7 +208,9 @@ def plus_minus(value: float, half_width: float | None) -> str:
     return f"{value:,.{decimals}f} ± {half_width:,.{decimals}f}"
 
 
-def _cell_text(cell: Cell) -> str:
+def _cell_text(cell: Cell, tokens: bool = False) -> str:
+    """A cell: mean ± half-width, its runs, flags; with `tokens` (throughput of a model with a
+    sequence dimension) its tokens/s; then the precision, error and accuracy on labelled data."""
     hw = cell.half_width
     if cell.method == "t" and hw is not None:
         text = f"{plus_minus(cell.value, hw)} [dim](n={cell.runs})[/]"
@@ -188,8 +224,16 @@ def _cell_text(cell: Cell) -> str:
         text += f" [dim]({cell.noisy_left_out} noisy left out)[/]"
     if cell.rel_err is not None and cell.rel_err > UNFAITHFUL_REL_ERR:
         text += " [red]outputs differ[/]"
+    if tokens and cell.tokens_per_s is not None:
+        text += f"\n[dim]{cell.tokens_per_s:,.0f} tokens/s[/]"
     extra = " ".join(
-        x for x in (cell.precision or "", f"err {cell.rel_err:.1e}" if cell.rel_err is not None else "") if x
+        x
+        for x in (
+            cell.precision or "",
+            f"err {cell.rel_err:.1e}" if cell.rel_err is not None else "",
+            data_text(cell.data) if cell.data else "",
+        )
+        if x
     )
     return text + (f"\n[dim]{safe(extra)}[/]" if extra else "")
 
@@ -213,8 +257,9 @@ def _verdict_text(v: VerdictCell) -> str:
 def comparison(console: Console, cmp: Comparison) -> None:
     where = cmp.hosts[0] if len(cmp.hosts) == 1 else f"{len(cmp.hosts)} hosts"
     better = "higher is better" if cmp.higher_is_better else "lower is better"
+    with_dims = any(row.dims for row in cmp.rows)
     t = Table(
-        "batch",
+        "batch, dims" if with_dims else "batch",
         *(safe(label) + (" (baseline)" if label == cmp.baseline else "") for label in cmp.labels),
         title=f"{safe(cmp.model)}: {safe(cmp.metric)} ({better}), mean ± 95% half-width, on {safe(where)}",
     )
@@ -222,13 +267,17 @@ def comparison(console: Console, cmp: Comparison) -> None:
         cells = []
         for label in cmp.labels:
             cell = row.cells.get(label)
-            text = _cell_text(cell) if cell else ""
+            text = _cell_text(cell, cmp.metric == "throughput_sps") if cell else ""
             if label in row.verdicts:
                 text += "\n" + _verdict_text(row.verdicts[label])
             cells.append(text)
-        t.add_row(str(row.batch_size), *cells)
+        t.add_row(safe(row.point) if with_dims else str(row.batch_size), *cells)
     console.print(t)
     notes = ["err: max abs error on the reference batch relative to the reference's output range"]
+    if any(c.data for row in cmp.rows for c in row.cells.values()):
+        notes.append("data top-1: accuracy on the model's labelled samples, beside the fp32 reference's")
+    if with_dims:
+        notes.append("a row per batch size and value of the model's dimensions: never pooled across them")
     if cmp.baseline:
         notes.append(f"xR [low, high]: ratio to {cmp.baseline} and its 95% interval; verdict: {cmp.rule}")
     every = [c for row in cmp.rows for c in row.cells.values()]
@@ -286,9 +335,11 @@ def _pair(
     notes: list[str],
 ) -> None:
     better = "higher is better" if higher_is_better else "lower is better"
+    with_dims = any(row.dims for row in rows)
+    tokens = metric == "throughput_sps"
     t = Table(
         "configuration",
-        "batch",
+        "batch, dims" if with_dims else "batch",
         safe(old) + " (old)",
         safe(new) + " (new)",
         "new/old [95% interval], verdict",
@@ -297,9 +348,9 @@ def _pair(
     for row in rows:
         t.add_row(
             safe(row.label),
-            str(row.batch_size),
-            _cell_text(row.old) if row.old else "[dim]not measured[/]",
-            _cell_text(row.new) if row.new else "[dim]not measured[/]",
+            safe(row.point) if with_dims else str(row.batch_size),
+            _cell_text(row.old, tokens) if row.old else "[dim]not measured[/]",
+            _cell_text(row.new, tokens) if row.new else "[dim]not measured[/]",
             _verdict_text(row.verdict) if row.verdict else "",
         )
     console.print(t)
@@ -312,6 +363,7 @@ def run_lines(console: Console, results: Sequence[RunResult]) -> None:
     for r in results:
         style = STATUS_STYLE.get(r.status, "white")
         what = f"{r.spec.image} {r.spec.model}" + (f" [{store.variant(r)}]" if store.variant(r) else "")
+        what += dims_text(r.spec.dims, " ")
         rep = f" #{r.spec.repetition}" if r.spec.repetition else ""
         load = f" load {r.load_time_s:.2f}s" if r.load_time_s is not None else ""
         hit = next((p.cache_hit for p in r.phases if p.name == "compile"), None)
@@ -439,3 +491,18 @@ def colocated(console: Console, c: Colocated) -> None:
         "[dim]ensemble predictions/s: the slowest member co-located (each prediction needs every member); "
         "slowdown: throughput alone / co-located[/]"
     )
+
+
+def agreement_text(a: Accuracy) -> str:
+    """The reference check in words: the worst output's errors, top-1/top-5 where an output is
+    class scores, the lowest cosine similarity otherwise, and which output was worst."""
+    text = f"max abs err {a.max_abs_err:.3g} (rel {a.rel_err:.3g})"
+    if a.top1_agreement is not None:
+        text += f", top-1 {a.top1_agreement:.0%}"
+        if a.top5_agreement is not None:
+            text += f", top-5 {a.top5_agreement:.0%}"
+    elif a.cosine_min is not None:
+        text += f", cosine >= {a.cosine_min:.6f}"
+    if len(a.outputs) > 1 and a.worst_output:
+        text += f"; worst of {len(a.outputs)} outputs: {safe(a.worst_output)}"
+    return text

@@ -27,6 +27,7 @@ from schemas import (
     ServerScenario,
 )
 from schemas.devices import nvidia_gpu_present
+from schemas.limits import MAX_DIM
 from schemas.spec import MAX_TIMEOUT_S
 
 MAX_SWEEP_RUNS = 256
@@ -41,14 +42,17 @@ class Sets(NamedTuple):
     options: dict[str, Any]
     policy: dict[str, Any]
     scenario: dict[str, dict[str, Any]]  # scenario name -> its options
+    dims: dict[str, str]  # `dim.NAME=N`: a named dynamic dimension of the model's inputs
 
 
 def parse_sets(framework: str, sets: list[str]) -> Sets:
-    """`key=value` pairs -> (framework options, policy overrides, scenario options).
-    `policy.KEY=V` goes to the policy, `server.KEY=V` (`multi-stream.KEY=V`) to that scenario."""
+    """`key=value` pairs -> (framework options, policy overrides, scenario options, dimensions).
+    `policy.KEY=V` goes to the policy, `server.KEY=V` (`multi-stream.KEY=V`) to that scenario,
+    `dim.NAME=N` to the model's dimensions (checked against the model by `model_dims`)."""
     options: dict[str, Any] = {}
     policy: dict[str, Any] = {}
     scenario: dict[str, dict[str, Any]] = {}
+    dims: dict[str, str] = {}
     option_model = FRAMEWORK_OPTION_MODELS[framework]
     valid = [k for k in option_model.model_fields if k != "framework"]
     seen: set[str] = set()
@@ -64,6 +68,9 @@ def parse_sets(framework: str, sets: list[str]) -> Sets:
         seen.add(key)
         target, fields, prefix, what = options, option_model.model_fields, "", framework
         head, dot, rest = key.partition(".")
+        if dot and head == "dim":
+            dims[rest] = value.strip()
+            continue
         if dot and head == "policy":
             key, target, fields, prefix = rest, policy, MeasurementPolicy.model_fields, "policy."
         elif dot and head in SCENARIO_PREFIXES:
@@ -79,7 +86,7 @@ def parse_sets(framework: str, sets: list[str]) -> Sets:
             raise BenchError(
                 f"unknown option {prefix}{key!r} for {what}",
                 f"valid: {', '.join(names) or 'none'}; policy.KEY sets the measurement policy, "
-                "server.KEY (multi-stream.KEY) that scenario",
+                "server.KEY (multi-stream.KEY) that scenario, dim.NAME a dimension of the model",
             )
         target[key] = (
             None
@@ -88,7 +95,42 @@ def parse_sets(framework: str, sets: list[str]) -> Sets:
             and _accepts_none(fields[key])
             else value
         )
-    return Sets(options, policy, scenario)
+    return Sets(options, policy, scenario, dims)
+
+
+def model_dims(manifests: list[ModelManifest] | None, given: dict[str, str]) -> dict[str, int]:
+    """The value of every named dimension of the model for this run: `--set dim.NAME=N` where
+    given, else the manifest's default. Without manifests (a dry run before the models exist)
+    only the values are checked."""
+    values: dict[str, int] = {}
+    for name, text in given.items():
+        try:
+            values[name] = int(text)
+        except ValueError:
+            raise BenchError(
+                f"--set dim.{name}={text!r} is not a whole number", f"e.g. --set dim.{name}=128"
+            ) from None
+        if not 1 <= values[name] <= MAX_DIM:
+            raise BenchError(
+                f"--set dim.{name}={values[name]}: a dimension goes from 1 to {MAX_DIM:,}",
+                f"e.g. --set dim.{name}=128",
+            )
+    if manifests is None:
+        return values
+    manifest = manifests[0]
+    known = manifest.dim_names
+    for name in values:
+        if name not in known:
+            if not known:
+                raise BenchError(
+                    f"--set dim.{name}: model {manifest.name} has no dynamic dimension besides the batch",
+                    "its inputs are " + ", ".join(f"{t.name} {t.shape}" for t in manifest.inputs),
+                )
+            raise BenchError(
+                f"--set dim.{name}: model {manifest.name} has no dimension {name!r}",
+                did_you_mean(name, known),
+            )
+    return {**{k: manifest.dims[k] for k in known}, **values}
 
 
 def scenario_of(name: str, given: dict[str, dict[str, Any]], batch_sizes: list[int]) -> dict[str, Any]:
@@ -151,10 +193,15 @@ def new_group_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-group-{secrets.token_hex(3)}"
 
 
-def plan(req: RunRequest, paths: Paths, image: ImageInfo) -> RunSpec:
+def plan(
+    req: RunRequest, paths: Paths, image: ImageInfo, manifests: list[ModelManifest] | None = None
+) -> RunSpec:
     """Validate everything a user typed into one `RunSpec`; raise BenchError on the first problem.
-    Folders are this host's: a launcher translates them for its runner when it starts it."""
-    options, policy, scenario_sets = parse_sets(image.framework, req.sets)
+    Folders are this host's: a launcher translates them for its runner when it starts it.
+    `manifests`: the models' (their dimensions are checked and filled in); None in a dry run
+    before the models exist."""
+    options, policy, scenario_sets, dim_sets = parse_sets(image.framework, req.sets)
+    dims = model_dims(manifests, dim_sets)
     scenario = scenario_of(req.scenario, scenario_sets, req.batch_sizes)
     try:
         policy_model = MeasurementPolicy.model_validate(policy)
@@ -177,6 +224,8 @@ def plan(req: RunRequest, paths: Paths, image: ImageInfo) -> RunSpec:
                 "policy": policy_model,
                 "options": {"framework": image.framework, **options},
                 "scenario": scenario,
+                "dims": dims,
+                "sequence_dim": manifests[0].sequence_dim if manifests and not req.ensemble else None,
             }
         )
     except ValidationError as e:
@@ -330,7 +379,7 @@ def _prepare_one(req: RunRequest, paths: Paths, here: bool, read_models: bool) -
     if not models:
         raise BenchError("--model is empty", "e.g. --model resnet50, or --model resnet50,vgg19 --ensemble")
     if not read_models:
-        return [_planned(r, paths, image, here) for r in expand(req, image)]
+        return [_planned(r, paths, image, here, None) for r in expand(req, image)]
     manifests = [model_store.read_manifest(paths, m) for m in models]
     if req.ensemble and len({tuple(m.input_shape) for m in manifests}) > 1:
         shapes = ", ".join(f"{m.name} {m.input_shape}" for m in manifests)
@@ -339,7 +388,6 @@ def _prepare_one(req: RunRequest, paths: Paths, here: bool, read_models: bool) -
             "an ensemble feeds one batch to every member: choose models with the same input shape",
         )
     for m in manifests:
-        check_batch_memory(m, req.batch_sizes)
         model_store.verify(paths, m)
     if req.ensemble and len(models) < 2:
         raise BenchError(
@@ -347,17 +395,50 @@ def _prepare_one(req: RunRequest, paths: Paths, here: bool, read_models: bool) -
         )
     if len(set(models)) != len(models):
         raise BenchError(f"--model {req.model!r} names a model twice", "name each model once")
+    by_name = dict(zip(models, manifests, strict=True))
     per_model = [req] if req.ensemble else [req.model_copy(update={"model": m}) for m in models]
-    return [_planned(r, paths, image, here) for one in per_model for r in expand(one, image)]
+    return [
+        _planned(r, paths, image, here, manifests if req.ensemble else [by_name[one.model]])
+        for one in per_model
+        for r in expand(one, image)
+    ]
 
 
-def _planned(req: RunRequest, paths: Paths, image: ImageInfo, here: bool) -> PlannedRun:
-    return PlannedRun(req, image, plan(req, paths, image), preflight(image, req, here=here))
+def _planned(
+    req: RunRequest, paths: Paths, image: ImageInfo, here: bool, manifests: list[ModelManifest] | None
+) -> PlannedRun:
+    spec = plan(req, paths, image, manifests)
+    for m in manifests or []:
+        check_batch_memory(m, req.batch_sizes, spec.dims)
+    why = preflight(image, req, here=here) or (model_preflight(image, manifests) if manifests else None)
+    return PlannedRun(req, image, spec, why)
 
 
-def check_batch_memory(manifest: ModelManifest, batch_sizes: list[int]) -> None:
+# Frameworks that run the model's SavedModel (Keras exports have one), not its ONNX file.
+SAVEDMODEL_FRAMEWORKS = ("tensorflow", "litert")
+
+
+def model_preflight(image: ImageInfo, manifests: list[ModelManifest]) -> str | None:
+    """Why this image cannot run these models at all (recorded as unsupported before any process
+    starts), or None: TensorFlow and LiteRT run a SavedModel, which only the study's Keras
+    exports have (docs/decisions.md: no ONNX-to-TensorFlow conversion)."""
+    if image.framework not in SAVEDMODEL_FRAMEWORKS:
+        return None
+    for m in manifests:
+        if "savedmodel" not in m.files:
+            return (
+                f"image {image.name} runs a TensorFlow SavedModel; model {m.name} has none "
+                f"(it came from {m.source}, not a Keras export): use an ONNX image "
+                "(ort, openvino, iree, torch)"
+            )
+    return None
+
+
+def check_batch_memory(
+    manifest: ModelManifest, batch_sizes: list[int], dims: dict[str, int] | None = None
+) -> None:
     """Refuse batch sizes whose input batch alone could not fit in this host's memory."""
-    per_sample = 4 * math.prod(d or 1 for d in manifest.input_shape[1:])
+    per_sample = manifest.sample_bytes(dims)
     budget = psutil.virtual_memory().total * INPUT_MEMORY_FRACTION
     too_big = [b for b in batch_sizes if b * per_sample > budget]
     if too_big:

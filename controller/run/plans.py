@@ -213,6 +213,8 @@ def cell_key(spec: RunSpec, image: ImageInfo, host_key: str) -> str:
         "host": host_key,
         "lock": image.lock_hash,
     }
+    if spec.dims:  # models without named dimensions keep the keys they always had
+        what["dims"] = spec.dims
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
 
 

@@ -38,7 +38,7 @@ class NullRunner(Runner[NullOptions]):
         return f"python-{platform.python_version()}"
 
     def read_model(self) -> None:
-        self._outputs: dict[int, list[np.ndarray]] = {}
+        self._outputs: dict[tuple[Any, ...], list[np.ndarray]] = {}
 
     def compile(self) -> tuple[bool | None, str | None]:
         n = self.options.threads
@@ -57,10 +57,11 @@ class NullRunner(Runner[NullOptions]):
     def prepare(self, batch: Inputs) -> Any:
         n = batch_len(batch)
         fill = np.nan if self.options.fault == "bad-output" else 0.0
-        if n not in self._outputs:
-            # Each output at this batch and the run's dimensions (a name the inputs do not set: 1).
-            dims = self.run_dims
-            self._outputs[n] = [
+        dims = self.dims_of(batch)
+        key = (n, *sorted(dims.items()))
+        if key not in self._outputs:
+            # Each output at this batch's size and dimensions (a name the inputs do not set: 1).
+            self._outputs[key] = [
                 np.full(
                     [n if d is None else dims.get(d, 1) if isinstance(d, str) else d for d in o.shape],
                     fill,
@@ -68,7 +69,7 @@ class NullRunner(Runner[NullOptions]):
                 )
                 for o in self.manifest.outputs
             ]
-        return n
+        return key
 
     def run(self, prepared: Any) -> Any:
         fault = self.options.fault
@@ -83,7 +84,7 @@ class NullRunner(Runner[NullOptions]):
                 hoard = []
                 while True:
                     hoard.append(np.ones(16 << 20, dtype=np.uint8))
-        work_us = self.options.work_us + self.options.work_us_per_sample * prepared
+        work_us = self.options.work_us + self.options.work_us_per_sample * prepared[0]
         if work_us:
             others = (
                 [self._pool.submit(busy, work_us) for _ in range(self.options.threads - 1)]
