@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, Final
 
 from schemas.strict import Strict
 
@@ -25,3 +25,58 @@ class FrameworkOptions(Strict):
         if not isinstance(default, str):
             raise TypeError(f"{cls.__name__}.framework needs its name as default")
         return default
+
+
+# --------------------------------------------------------------------------- search spaces
+# A framework declares the values `bench-ctl tune` tries on the option's own field:
+# `Field(0, ..., json_schema_extra=tunable(1, 2, 4, CORES))`. CORES stands for the cores the
+# runner is given (a threads option); values above them are dropped for this host.
+CORES: Final = "cores"
+TUNE_KEY: Final = "tune"
+PRECISION_KEY: Final = "tune_changes_precision"
+
+
+def tunable(*values: Any, changes_precision: bool = False) -> dict[str, Any]:
+    """Field metadata: the values a search tries for this option (the default need not be
+    among them: it is always a candidate). `changes_precision`: the option changes what the
+    framework computes in (a search keeps it at its default unless `--precision any`)."""
+    if not values:
+        raise ValueError("a tunable option needs at least one value")
+    return {TUNE_KEY: list(values), PRECISION_KEY: changes_precision}
+
+
+def search_space(
+    model: type[FrameworkOptions], cores: int, allow_precision: bool = False
+) -> dict[str, list[Any]]:
+    """Option name -> the values to try on this host, each list starting with the default
+    (values above `cores` dropped from threads options, CORES resolved, duplicates removed)."""
+    space: dict[str, list[Any]] = {}
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra
+        if not isinstance(extra, dict) or TUNE_KEY not in extra:
+            continue
+        if extra.get(PRECISION_KEY) and not allow_precision:
+            continue
+        raw = extra[TUNE_KEY]
+        assert isinstance(raw, list)
+        values: list[Any] = [field.default]
+        threads = name == model.threads_option
+        # A threads option's default (0 or None) means the cores given: the same configuration.
+        same_as_default = {cores} if threads and field.default in (0, None) else set()
+        for v in raw:
+            v = cores if v == CORES else v
+            if threads and isinstance(v, int) and v > cores:
+                continue
+            if v not in values and v not in same_as_default:
+                values.append(v)
+        space[name] = values
+    return space
+
+
+def precision_options(model: type[FrameworkOptions]) -> list[str]:
+    """The options whose values change the precision the framework computes in."""
+    return [
+        name
+        for name, field in model.model_fields.items()
+        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get(PRECISION_KEY)
+    ]
