@@ -2,7 +2,10 @@
 
 `keras` runs in the tf image: a Keras application with seeded random weights (nothing downloaded),
 saved as SavedModel and ONNX (tf2onnx), with a reference batch and TensorFlow fp32 reference outputs.
-`onnx` runs in the ort image: a user's ONNX file, reference outputs from ONNX Runtime fp32.
+`onnx` runs in the ort image: a user's ONNX file, any inputs and outputs (runners/model_inputs.py),
+reference outputs from ONNX Runtime fp32, and optionally the user's labelled data. Bad input (a
+dimension without a value, data that does not fit) is refused in one line with a hint, written to
+EXPORT_REFUSAL_FILE, exit code 2.
 
 Random weights give nearly flat softmax outputs, on which top-1 agreement is a coin toss and an
 absolute error means nothing. So the classifier is calibrated at export: its bias centres the
@@ -28,6 +31,7 @@ import resource
 import shutil
 import sys
 import threading
+import zipfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,9 +39,26 @@ from typing import Any
 
 import numpy as np
 
+from runners.core.accuracy import top_k
+from runners.core.common import Inputs, batch_len, input_batch
+from runners.model_inputs import (
+    Data,
+    DimNames,
+    InputError,
+    Options,
+    dim_values,
+    fixed,
+    read_data,
+    read_inputs,
+    read_outputs,
+    scored_output,
+    sequence_dim,
+    with_values,
+)
 from schemas import ArtifactFile, ModelManifest
 from schemas.atomic import write_atomic
-from schemas.manifest import EXPORT_PROGRESS_FILE, KERAS_MODELS, InputValues, TensorInfo
+from schemas.manifest import EXPORT_PROGRESS_FILE, KERAS_MODELS, DataInfo, InputValues, TensorInfo
+from schemas.model_flags import EXPORT_REFUSAL_FILE
 
 REFERENCE_SAMPLES = 8
 TARGET_PEAK = 0.6  # mean top-1 probability wanted on the reference batch
@@ -429,78 +450,187 @@ def _check_onnx(path: Path, ref_in: np.ndarray, ref_out: np.ndarray) -> None:
         raise ExportError(f"ONNX conversion changed outputs: max abs err {err:.3g} vs spread {spread:.3g}")
 
 
-def export_onnx(name: str, source: Path, out: Path, seed: int) -> ModelManifest:
+def export_onnx(
+    name: str, source: Path, out: Path, seed: int, options: Options | None = None
+) -> ModelManifest:
+    """A user's ONNX file with every input and output it declares (runners/model_inputs.py), a
+    reference batch (the user's first samples, or made by the harness's own rule) and ONNX
+    Runtime fp32 outputs for it, and with labelled data, ONNX Runtime's accuracy on all of it."""
     import onnxruntime as ort
 
+    options = options or Options()
     step(f"reading {source} with ONNX Runtime")
     shutil.copyfile(source, out / "model.onnx")
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        sess = ort.InferenceSession(
-            str(out / "model.onnx"), sess_options=so, providers=["CPUExecutionProvider"]
-        )
-    except Exception as e:
-        raise ExportError(f"{source} is not a loadable ONNX model: {str(e).splitlines()[0]}") from None
-    inputs, outputs = sess.get_inputs(), sess.get_outputs()
-    if len(inputs) != 1:
-        raise ExportError(f"{source} has {len(inputs)} inputs; only single-input models are supported")
-    inp = inputs[0]
-    if inp.type != "tensor(float)":
-        raise ExportError(f"{source}: input {inp.name} is {inp.type}; only float32 inputs are supported")
-    dims = [d if isinstance(d, int) else None for d in inp.shape]
-    if any(d is None for d in dims[1:]):
-        raise ExportError(f"{source}: input {inp.name} has dynamic dimensions {inp.shape} beyond the batch")
-    sample_shape = [int(d) for d in dims[1:] if d is not None]
-    layout = None
-    if len(sample_shape) == 3:
-        layout = "NHWC" if sample_shape[-1] in (1, 3) else "NCHW" if sample_shape[0] in (1, 3) else None
-    rng = np.random.default_rng(seed)
-    ref_in = rng.random((REFERENCE_SAMPLES, *sample_shape), dtype=np.float32)
-    if dims[0] is not None and dims[0] != REFERENCE_SAMPLES:
-        raise ExportError(f"{source}: fixed batch dimension {dims[0]}; export it with a dynamic batch")
-    ref_out = sess.run([outputs[0].name], {inp.name: ref_in})[0]
-    if np.ndim(ref_out) < 2 or np.shape(ref_out)[0] != REFERENCE_SAMPLES:
-        raise ExportError(
-            f"{source}: output {outputs[0].name} has shape {list(np.shape(ref_out))} for a batch of "
-            f"{REFERENCE_SAMPLES}; one output row per sample is needed ([batch, ...])"
-        )
-    np.save(out / "reference_input.npy", ref_in)
-    np.save(out / "reference_output.npy", ref_out)
-    params = None
-    try:
-        import onnx
-
-        params = int(sum(np.prod(t.dims) for t in onnx.load(str(out / "model.onnx")).graph.initializer))
-    except ImportError:
-        pass
+    sess = _session(ort, source, out / "model.onnx")
+    names = DimNames()
+    inputs = read_inputs(sess.get_inputs(), names, REFERENCE_SAMPLES)
+    data = None
+    if options.data is not None:
+        step("checking the data")
+        data = read_data(options.data, inputs)
+        fixed_batch = any(fixed((list(t.shape) or [None])[0]) for t in sess.get_inputs())
+        if fixed_batch and data.samples < REFERENCE_SAMPLES:
+            raise InputError(
+                f"--data has {data.samples} samples; the model's batch is fixed at {REFERENCE_SAMPLES}",
+                f"give at least {REFERENCE_SAMPLES} samples",
+            )
+    dims = dim_values(inputs, options.dims, data.dims if data else {})
+    inputs = [_with_layout(t) for t in with_values(inputs, options.int_ranges)]
+    seq = sequence_dim(inputs, dims, options.seq_dim)
+    if data is not None:
+        ref_in = {n: a[:REFERENCE_SAMPLES] for n, a in data.arrays.items()}
+    else:
+        ref_in = _generated(inputs, dims, seed)
+    step(f"reference outputs from ONNX Runtime fp32 (batch {batch_len(ref_in)})")
+    ref_out = _run(sess, ref_in, inputs, generated=data is None)
+    outputs = read_outputs(sess.get_outputs(), names, ref_out, batch_len(ref_in))
+    files = _save_reference(out, inputs, outputs, ref_in, ref_out)
+    info = None
+    if data is not None:
+        assert options.data is not None
+        shutil.copyfile(options.data, out / "data.npz")
+        files["data"] = artifact(out, "data.npz")
+        info = _data_info(sess, data, inputs, outputs, batch_len(ref_in))
     return ModelManifest(
         name=name,
         source="onnx",
         created_at=datetime.now(UTC),
-        inputs=[
-            TensorInfo(
-                name=inp.name, shape=[None, *sample_shape], layout=layout, values=InputValues(kind="uniform")
-            )
-        ],
-        outputs=[
-            TensorInfo(
-                name=outputs[0].name,
-                shape=[None, *[d if isinstance(d, int) else None for d in outputs[0].shape[1:]]],
-            )
-        ],
-        parameters=params,
+        inputs=inputs,
+        outputs=outputs,
+        dims=dims,
+        sequence_dim=seq,
+        data=info,
+        parameters=_parameters(out / "model.onnx"),
         seed=seed,
         reference="onnxruntime-fp32",
-        reference_peak_mean=float(ref_out.max(axis=1).mean()) if ref_out.ndim == 2 else None,
+        reference_peak_mean=_peak_mean(outputs[0], ref_out[0]),
         export_peak_mem_mb=peak_rss_mb(),
-        files={
-            "onnx": artifact(out, "model.onnx"),
-            "reference_input": artifact(out, "reference_input.npy"),
-            "reference_output": artifact(out, "reference_output.npy"),
-        },
+        files={"onnx": artifact(out, "model.onnx"), **files},
         tools={"onnxruntime": ort.__version__},
     )
+
+
+def _peak_mean(output: TensorInfo, ref: np.ndarray) -> float | None:
+    """The reference batch's mean top-1 probability, for an output of class probabilities (rows
+    of non-negative scores summing to 1); None for others, logits included."""
+    if not output.class_scores:
+        return None
+    p = ref.astype(np.float64)
+    if p.min() < 0 or not np.allclose(p.sum(axis=1), 1, atol=1e-3):
+        return None
+    return float(p.max(axis=1).mean())
+
+
+def _session(ort: Any, source: Path, path: Path) -> Any:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise ExportError(f"{source} is not a loadable ONNX model: {str(e).splitlines()[0]}") from None
+
+
+def _with_layout(t: TensorInfo) -> TensorInfo:
+    """An image input's channel order, where its three fixed sample dimensions tell it."""
+    sample = t.shape[1:]
+    if not t.dtype.startswith("float") or len(sample) != 3 or not all(isinstance(d, int) for d in sample):
+        return t
+    layout = "NHWC" if sample[-1] in (1, 3) else "NCHW" if sample[0] in (1, 3) else None
+    return t.model_copy(update={"layout": layout})
+
+
+def _generated(inputs: list[TensorInfo], dims: dict[str, int], seed: int) -> Inputs:
+    """The reference batch by the harness's own rule (runners.core.common.input_batch), which
+    reads it from a manifest: a draft holding the inputs and dimensions."""
+    draft = ModelManifest(
+        name="draft",
+        source="onnx",
+        created_at=datetime.now(UTC),
+        inputs=inputs,
+        outputs=[TensorInfo(name="draft", shape=[None])],
+        dims=dims,
+        reference="draft",
+        files={},
+    )
+    return input_batch(draft, REFERENCE_SAMPLES, seed=seed)
+
+
+def _run(sess: Any, batch: Inputs, inputs: list[TensorInfo], generated: bool) -> list[np.ndarray]:
+    """Every output of the model on `batch`. A failure on generated integer inputs is most often
+    indices beyond a table (token ids past the vocabulary): the hint names their ranges."""
+    try:
+        return [np.asarray(o) for o in sess.run(None, batch)]
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        ints = [t for t in inputs if t.values is not None and t.values.kind == "integers"]
+        if generated and ints:
+            drawn = ", ".join(f"{t.name} from [{t.values.low}, {t.values.high})" for t in ints if t.values)
+            raise InputError(
+                f"ONNX Runtime failed on the reference batch: {first}",
+                f"integer inputs were drawn ({drawn}): give each its valid range with --int-range NAME=LO:HI",
+            ) from None
+        raise ExportError(f"ONNX Runtime failed on the reference batch: {first}") from None
+
+
+def _save_reference(
+    out: Path, inputs: list[TensorInfo], outputs: list[TensorInfo], ref_in: Inputs, ref_out: list[np.ndarray]
+) -> dict[str, ArtifactFile]:
+    """reference_input and reference_output: .npy for a model of one float32 input and one
+    output (as before models had several), else .npz of name -> array."""
+    if len(inputs) == 1 and inputs[0].dtype == "float32" and len(outputs) == 1:
+        np.save(out / "reference_input.npy", ref_in[inputs[0].name])
+        np.save(out / "reference_output.npy", ref_out[0])
+        suffix = ".npy"
+    else:
+        savez(out / "reference_input.npz", {t.name: ref_in[t.name] for t in inputs})
+        savez(out / "reference_output.npz", {t.name: a for t, a in zip(outputs, ref_out, strict=True)})
+        suffix = ".npz"
+    return {role: artifact(out, role + suffix) for role in ("reference_input", "reference_output")}
+
+
+def savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """numpy.savez for any tensor names: numpy.savez takes `file` and `allow_pickle` as its own
+    keywords, and ONNX names them freely. Same format (a zip of NAME.npy), read by numpy.load."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, a in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(a), allow_pickle=False)
+
+
+def _data_info(
+    sess: Any, data: Data, inputs: list[TensorInfo], outputs: list[TensorInfo], size: int
+) -> DataInfo:
+    """The data's record; with labels, ONNX Runtime fp32's top-1 and top-5 on every sample, in
+    batches of the reference batch's size as the harness scores a framework (the last one
+    padded with copies of its first sample)."""
+    if data.labels is None:
+        return DataInfo(samples=data.samples)
+    which, scored = scored_output(outputs, data.labels)
+    step(f"accuracy of ONNX Runtime fp32 on {data.samples} labelled samples")
+    scores = []
+    for start in range(0, data.samples, size):
+        part = {n: a[start : start + size] for n, a in data.arrays.items()}
+        got = batch_len(part)
+        if got < size:
+            part = {n: np.concatenate([a, np.repeat(a[:1], size - got, axis=0)]) for n, a in part.items()}
+        scores.append(_run(sess, part, inputs, generated=False)[which][:got])
+    top1, top5 = top_k(np.concatenate(scores), data.labels.astype(np.int64))
+    log(
+        f"fp32 accuracy on {data.samples} samples: top-1 {top1:.1%}"
+        + (f", top-5 {top5:.1%}" if top5 is not None else "")
+    )
+    return DataInfo(
+        samples=data.samples, labels=True, fp32_top1=top1, fp32_top5=top5, scored_output=scored.name
+    )
+
+
+def _parameters(path: Path) -> int | None:
+    """Weights in the initializers, where the onnx package is installed (the ort image has none)."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    return int(sum(np.prod(t.dims) for t in onnx.load(str(path)).graph.initializer))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -511,6 +641,14 @@ def main(argv: list[str] | None = None) -> int:
     o = sub.add_parser("onnx", help="register a user's ONNX file")
     o.add_argument("--name", required=True)
     o.add_argument("--onnx", required=True, type=Path)
+    o.add_argument("--dim", action="append", default=[], metavar="NAME=N", help="a named dimension's default")
+    o.add_argument(
+        "--int-range", action="append", default=[], metavar="NAME=LO:HI", help="an integer input's values"
+    )
+    o.add_argument(
+        "--data", type=Path, help="the user's samples: .npz of one array per input, optional labels"
+    )
+    o.add_argument("--seq-dim", help="the dimension that counts tokens")
     for p in (k, o):
         p.add_argument("--out", required=True, type=Path, help="empty folder to fill")
         p.add_argument("--seed", type=int, default=0)
@@ -523,7 +661,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.source == "keras":
                 manifest = export_keras(args.name, args.out, args.seed)
             else:
-                manifest = export_onnx(args.name, args.onnx, args.out, args.seed)
+                options = Options.parse(args.dim, args.int_range, args.data, args.seq_dim)
+                manifest = export_onnx(args.name, args.onnx, args.out, args.seed, options)
+        except InputError as e:
+            write_atomic(args.out / EXPORT_REFUSAL_FILE, json.dumps({"message": str(e), "hint": e.hint}))
+            print(f"error: {e} (hint: {e.hint})", file=sys.stderr)
+            return 2
         except ExportError as e:
             print(f"error: {e}", file=sys.stderr)
             return 3

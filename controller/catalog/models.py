@@ -11,7 +11,7 @@ import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ class ModelEntry(BaseModel):
     size_mb: float
     path: str
     export_peak_mem_mb: float | None = None
+    inputs: int = 1
+    data_samples: int | None = None
 
 
 def check_name(name: str) -> str:
@@ -201,6 +203,8 @@ def list_models(paths: Paths) -> list[ModelEntry]:
                 size_mb=size / 1e6,
                 path=str(paths.models / name),
                 export_peak_mem_mb=m.export_peak_mem_mb,
+                inputs=len(m.inputs),
+                data_samples=m.data.samples if m.data else None,
             )
         )
     return entries
@@ -249,6 +253,7 @@ def _build(
         if outcome.timed_out:
             raise BenchError(f"exporting {name} timed out", "retry; check memory and CPU load", exit_code=1)
         if outcome.exit_code != 0:
+            _raise_refusal(tmp, shown_as or {})
             last = [ln for ln in outcome.stderr_tail.splitlines() if ln.strip()]
             detail = last[-1] if last else f"exit code {outcome.exit_code}"
             oom = bool(getattr(outcome, "oom_killed", False))
@@ -288,6 +293,22 @@ def _build(
         if tmp.exists() and _keep_log(tmp) is None:
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _raise_refusal(tmp: Path, shown_as: dict[str, str]) -> None:
+    """The exporter refused its input (EXPORT_REFUSAL_FILE): that line and hint, exit code 2,
+    nothing kept (no log: the message is all there is to say)."""
+    from schemas.model_flags import EXPORT_REFUSAL_FILE
+
+    try:
+        doc = json.loads((tmp / EXPORT_REFUSAL_FILE).read_text())
+        message, hint = str(doc["message"]), str(doc["hint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    for inner, outer in shown_as.items():
+        message, hint = message.replace(inner, outer), hint.replace(inner, outer)
+    (tmp / "tool.log").unlink(missing_ok=True)
+    raise BenchError(message, hint)
 
 
 def _readable(folder: Path) -> None:
@@ -333,6 +354,7 @@ class Work:
 
     folder: Path
     staged: Path
+    staged_data: Path
 
 
 STAGING = "staging"
@@ -351,11 +373,15 @@ def writing(paths: Paths, name: str) -> Iterator[Work]:
     except OSError as e:
         raise claims.unwritable(paths.models, e) from None
     folder = claim.path.with_suffix("")
-    work = Work(folder=folder, staged=paths.home / STAGING / f"{folder.name}.onnx")
+    staging = paths.home / STAGING
+    work = Work(
+        folder=folder, staged=staging / f"{folder.name}.onnx", staged_data=staging / f"{folder.name}.npz"
+    )
     try:
         yield work
     finally:
         work.staged.unlink(missing_ok=True)
+        work.staged_data.unlink(missing_ok=True)
         shutil.rmtree(folder, ignore_errors=True)
         claim.release()
 
@@ -367,7 +393,7 @@ def clean_stale_work(paths: Paths) -> list[str]:
     for folder in (paths.models, paths.home / STAGING):
         with contextlib.suppress(OSError):
             for p in folder.iterdir():
-                stem = p.name.removesuffix(claims.LOCK_SUFFIX).removesuffix(".onnx")
+                stem = p.name.removesuffix(claims.LOCK_SUFFIX).removesuffix(".onnx").removesuffix(".npz")
                 if WORK_NAME_RE.fullmatch(stem):
                     stems.add(stem)
     removed = []
@@ -380,6 +406,7 @@ def clean_stale_work(paths: Paths) -> list[str]:
             continue
         shutil.rmtree(paths.models / stem, ignore_errors=True)
         (paths.home / STAGING / f"{stem}.onnx").unlink(missing_ok=True)
+        (paths.home / STAGING / f"{stem}.npz").unlink(missing_ok=True)
         claim.release()
         removed.append(stem)
     return removed
@@ -398,19 +425,85 @@ def export(
 def check_onnx_file(path: Path) -> Path:
     """A user's model file, refused before anything runs unless it is a regular file: a folder is
     no model, and reading a FIFO or device would wait for a writer or never end."""
-    hint = "give the path of an .onnx file"
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise BenchError(f"no such file: {path}", hint) from None
-    except OSError as e:
-        raise BenchError(f"cannot read {path}: {e.strerror or e}", hint) from None
-    if stat.S_ISDIR(mode):
-        raise BenchError(f"{path} is a folder, not an ONNX file", f"{hint}, e.g. {path / 'model.onnx'}")
-    if not stat.S_ISREG(mode):
-        kind = next((k for test, k in _SPECIAL_FILES if test(mode)), "special file")
-        raise BenchError(f"{path} is a {kind}, not a regular file", hint)
+    _check_regular(path, "an ONNX file", "give the path of an .onnx file", "model.onnx")
     return path
+
+
+def check_data_file(path: Path) -> Path:
+    """`--data`: a regular file of at most MAX_DATA_BYTES (its arrays are checked by the
+    exporter, which knows the model's inputs)."""
+    from schemas.model_flags import MAX_DATA_BYTES
+
+    hint = "give the path of an .npz file: numpy.savez(FILE, INPUT=array, ..., labels=labels)"
+    size = _check_regular(path, "a data file", hint, "data.npz", flag="--data ")
+    if size > MAX_DATA_BYTES:
+        raise BenchError(
+            f"--data {path} has {size / (1 << 30):.1f} GiB; at most {MAX_DATA_BYTES >> 30} GiB",
+            "a few thousand labelled samples are plenty for an accuracy check",
+        )
+    return path
+
+
+def _check_regular(path: Path, what: str, hint: str, example: str, flag: str = "") -> int:
+    """The size of a regular file; anything else is refused."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise BenchError(f"{flag}no such file: {path}", hint) from None
+    except OSError as e:
+        raise BenchError(f"{flag}cannot read {path}: {e.strerror or e}", hint) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise BenchError(f"{flag}{path} is a folder, not {what}", f"{hint}, e.g. {path / example}")
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((k for test, k in _SPECIAL_FILES if test(st.st_mode)), "special file")
+        raise BenchError(f"{flag}{path} is a {kind}, not a regular file", hint)
+    return st.st_size
+
+
+@dataclass(frozen=True)
+class AddOptions:
+    """What `models add` takes besides the ONNX file (docs/models.md), syntax checked: the
+    exporter checks them against the model."""
+
+    dims: dict[str, int] = field(default_factory=dict)
+    int_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
+    data: Path | None = None
+    seq_dim: str | None = None
+
+    @classmethod
+    def parse(
+        cls, dims: list[str], int_ranges: list[str], data: Path | None = None, seq_dim: str | None = None
+    ) -> AddOptions:
+        """Refuses bad syntax in one line with a hint (exit code 2), before anything runs."""
+        from schemas.manifest import DIM_NAME_RE
+        from schemas.model_flags import parse_dim, parse_int_range, unique
+
+        try:
+            parsed_dims = [parse_dim(d) for d in dims]
+            unique("--dim", [n for n, _ in parsed_dims])
+        except ValueError as e:
+            raise BenchError(str(e), "e.g. --dim seq=128") from None
+        try:
+            ranges = [parse_int_range(r) for r in int_ranges]
+            unique("--int-range", [n for n, _, _ in ranges])
+        except ValueError as e:
+            raise BenchError(str(e), "e.g. --int-range input_ids=0:30522 (HI exclusive)") from None
+        if seq_dim is not None and not DIM_NAME_RE.fullmatch(seq_dim):
+            raise BenchError(f"--seq-dim {seq_dim!r} is not a dimension name", "e.g. --seq-dim seq")
+        if data is not None:
+            check_data_file(data)
+        return cls(dict(parsed_dims), {n: (lo, hi) for n, lo, hi in ranges}, data, seq_dim)
+
+    def args(self, data_inside: str | None) -> list[str]:
+        """The exporter's arguments for these options (`data_inside`: the staged data's path as
+        the exporter sees it)."""
+        out = [a for n, v in self.dims.items() for a in ("--dim", f"{n}={v}")]
+        out += [a for n, (lo, hi) in self.int_ranges.items() for a in ("--int-range", f"{n}={lo}:{hi}")]
+        if data_inside is not None:
+            out += ["--data", data_inside]
+        if self.seq_dim is not None:
+            out += ["--seq-dim", self.seq_dim]
+        return out
 
 
 _SPECIAL_FILES = (
@@ -429,25 +522,46 @@ def add(
     log: LineSink,
     force: bool = False,
     seed: int = 0,
+    options: AddOptions | None = None,
 ) -> ModelManifest:
-    """Register a user's ONNX file; reference outputs come from ONNX Runtime fp32 (ort image)."""
+    """Register a user's ONNX file with its inputs and outputs, named dimensions at their
+    defaults and optionally the user's data; reference outputs come from ONNX Runtime fp32 (ort
+    image). Input the exporter refuses is a BenchError with exit code 2, and nothing is stored."""
+    options = options or AddOptions()
     check_name(name)
     check_onnx_file(onnx_file)
+    if options.data is not None:
+        check_data_file(options.data)
     src = onnx_file.resolve()
     _check_absent(paths, name, force)
     with writing(paths, name) as work:
-        # The exporter reads the file from inside the state folder: no extra mount for Docker.
+        # The exporter reads the files from inside the state folder: no extra mount for Docker.
         staged = work.staged
         staged.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, staged)
+        shown_as = {launcher.inside(staged): str(onnx_file)}
+        data_inside = None
+        if options.data is not None:
+            shutil.copyfile(options.data.resolve(), work.staged_data)
+            data_inside = launcher.inside(work.staged_data)
+            shown_as[data_inside] = str(options.data)
         return _build(
             paths,
             name,
             "ort",
             launcher,
-            ["onnx", "--name", name, "--onnx", launcher.inside(staged), "--seed", str(seed)],
+            [
+                "onnx",
+                "--name",
+                name,
+                "--onnx",
+                launcher.inside(staged),
+                "--seed",
+                str(seed),
+                *options.args(data_inside),
+            ],
             log,
             work,
             readable=[staged.parent],
-            shown_as={launcher.inside(staged): str(onnx_file)},
+            shown_as=shown_as,
         )

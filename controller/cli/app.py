@@ -51,7 +51,8 @@ if TYPE_CHECKING:
     from controller.run import colocate as colocate_service
     from controller.run import peak, pipeline, planning, rounds
     from controller.run import request as run_request
-    from schemas import RunResult
+    from schemas import ModelManifest, RunResult
+    from schemas.manifest import TensorInfo
 else:
     comparison = lazy("controller.analysis.comparison")
     model_store = lazy("controller.catalog.models")
@@ -570,20 +571,74 @@ def models_export(
 @handles_errors
 def models_add(
     name: Annotated[str, typer.Argument(help="name in the store")],
-    onnx_file: Annotated[Path, typer.Argument(help="your .onnx file (one float32 input, dynamic batch)")],
+    onnx_file: Annotated[Path, typer.Argument(help="your .onnx file (dynamic batch first in every input)")],
+    dim: Annotated[
+        list[str] | None,
+        typer.Option("--dim", metavar="NAME=N", help="default of a named dimension (repeatable)"),
+    ] = None,
+    int_range: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--int-range", metavar="NAME=LO:HI", help="values of an integer input, HI exclusive (repeatable)"
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", metavar="FILE.npz", help="your samples: one array per input, optional labels"),
+    ] = None,
+    seq_dim: Annotated[
+        str | None, typer.Option("--seq-dim", metavar="NAME", help="the dimension that counts tokens")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="replace if already in the store")] = False,
     launcher: LauncherOpt = "auto",
 ) -> None:
-    """Register your own ONNX model; reference outputs come from ONNX Runtime fp32."""
+    """Register your own ONNX model; reference outputs come from ONNX Runtime fp32 (docs/models.md)."""
     from controller.catalog.images import get_image
     from controller.launch.select import select_launcher
 
     paths = Paths.from_env()
     model_store.check_name(name)
     model_store.check_onnx_file(onnx_file)  # before a launcher is chosen (Docker asked)
+    options = model_store.AddOptions.parse(dim or [], int_range or [], data, seq_dim)
     chosen = select_launcher(launcher_choice(launcher), get_image("ort"), paths, info)
-    m = model_store.add(paths, name, onnx_file, chosen, runner_line, force=force)
-    out.print(f"added {m.name}: input {m.input_shape} ({m.input_layout or 'layout unknown'})")
+    m = model_store.add(paths, name, onnx_file, chosen, runner_line, force=force, options=options)
+    for line in _added_lines(m):
+        out.print(safe(line), soft_wrap=True)
+
+
+def _added_lines(m: ModelManifest) -> list[str]:
+    """What `models add` registered: inputs (dtype, shape, how samples are made), outputs, the
+    named dimensions' defaults, and the data with ONNX Runtime's accuracy on it."""
+
+    def shape(dims: list[int | str | None]) -> str:
+        return "[" + ", ".join("N" if d is None else str(d) for d in dims) + "]"
+
+    def rule(t: TensorInfo) -> str:
+        v = t.values
+        if v is None or v.kind == "uniform":
+            return "uniform in [0, 1)"
+        return "all ones" if v.kind == "ones" else f"integers in [{v.low}, {v.high})"
+
+    layout = f" {m.input_layout}" if m.input_layout else ""
+    lines = [f"added {m.name}: {len(m.inputs)} input(s), {len(m.outputs)} output(s), reference {m.reference}"]
+    lines += [
+        f"  input  {t.name} {t.dtype} {shape(t.shape)}{layout if i == 0 else ''}, {rule(t)}"
+        for i, t in enumerate(m.inputs)
+    ]
+    lines += [f"  output {t.name} {t.dtype} {shape(t.shape)}" for t in m.outputs]
+    if m.dims:
+        seq = f" ({m.sequence_dim} counts tokens)" if m.sequence_dim else ""
+        lines.append("  dims   " + ", ".join(f"{k}={v}" for k, v in m.dims.items()) + seq)
+    if m.data is not None:
+        d = m.data
+        line = f"  data   {d.samples:,} samples"
+        if d.labels and d.fp32_top1 is not None:
+            top5 = f", top-5 {d.fp32_top5:.1%}" if d.fp32_top5 is not None else ""
+            line += (
+                f" with labels: ONNX Runtime fp32 top-1 {d.fp32_top1:.1%}{top5} (output {d.scored_output})"
+            )
+        lines.append(line)
+    return lines
 
 
 @models_app.command("remove")
