@@ -20,6 +20,7 @@ from onnx import TensorProto, helper
 from runners.model_inputs import DimNames, InputError, read_inputs, read_outputs
 from schemas import ModelManifest, RunResult
 from schemas.manifest import InputValues
+from schemas.model_flags import MAX_DATA_BYTES
 from tests import onnx_models
 from tests.conftest import SHORT_POLICY, Bench, Cli
 
@@ -122,6 +123,23 @@ def test_bert_like_without_dimension_value_is_refused(
 ) -> None:
     r = add(cli, "bert", onnx_dir / "bert_like.onnx")
     refused(r, bench, "bert", "input input_ids has dimension 'seq' with no value: give --dim seq=N")
+
+
+@frameworks
+def test_int_range_of_a_mask_replaces_the_ones_and_seq_dim_is_chosen(
+    cli: Cli, bench: Bench, ort_env: Path, onnx_dir: Path
+) -> None:
+    r = add(
+        cli,
+        "bert",
+        onnx_dir / "bert_like.onnx",
+        *("--dim", "seq=4", "--seq-dim", "seq"),
+        *("--int-range", "attention_mask=0:2", "--int-range", "token_type_ids=0:2"),
+    )
+    assert r.exit_code == 0, r.output
+    m = manifest(bench, "bert")
+    assert m.inputs[1].values == InputValues(kind="integers", low=0, high=2)
+    assert m.sequence_dim == "seq" and m.dims == {"seq": 4}
 
 
 @frameworks
@@ -246,6 +264,13 @@ REFUSALS: list[tuple[str, str, list[str], dict[str, dict[str, Any]], str]] = [
         "--dim seq=7 disagrees with --data",
     ),
     ("data not npz", "classifier", [], {"junk": {}}, "--data: not a NumPy .npz file"),
+    (
+        "seq dim naming nothing",
+        "bert_like",
+        ["--dim", "seq=8", "--int-range", "token_type_ids=0:2", "--seq-dim", "length"],
+        {},
+        "--seq-dim length: the model has no dimension 'length'; its dimensions: seq",
+    ),
 ]
 
 
@@ -308,6 +333,7 @@ SYNTAX: list[tuple[list[str], str]] = [
     (["--seq-dim", "no such"], "is not a dimension name"),
     (["--data", "missing.npz"], "--data no such file"),
     (["--data", "."], "is a folder, not a data file"),
+    (["--data", "huge.npz"], "has 2.0 GiB; at most 2 GiB"),
 ]
 
 
@@ -316,7 +342,9 @@ def test_bad_flag_syntax_is_refused_before_the_exporter_runs(
     cli: Cli, bench: Bench, onnx_dir: Path, tmp_path: Path, flags: list[str], words: str
 ) -> None:
     """No environment is needed: the exporter never starts."""
-    flags = [str(tmp_path / f) if f in ("missing.npz", ".") else f for f in flags]
+    with (tmp_path / "huge.npz").open("wb") as f:
+        f.truncate(MAX_DATA_BYTES + 1)  # sparse: no disk taken
+    flags = [str(tmp_path / f) if f in ("missing.npz", ".", "huge.npz") else f for f in flags]
     r = add(cli, "mine", onnx_dir / "classifier.onnx", *flags)
     assert r.exit_code == 2, r.output
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
@@ -432,3 +460,18 @@ def test_dimension_names_from_onnx_symbols() -> None:
 def test_inputs_bench_ctl_cannot_make_are_refused(arg: Arg, words: str) -> None:
     with pytest.raises(InputError, match=words.replace("(", r"\(").replace(")", r"\)")):
         read_inputs([arg], DimNames(), 8)
+
+
+def test_a_killed_adds_staged_data_goes_with_its_work_folder(bench: Bench) -> None:
+    from controller.catalog import models as model_store
+    from controller.paths import Paths
+
+    paths = Paths.from_env()
+    stem = ".mine.k3x9q0ab"
+    (paths.models / stem).mkdir()
+    staging = paths.home / "staging"
+    staging.mkdir()
+    for suffix in (".onnx", ".npz"):
+        (staging / f"{stem}{suffix}").write_bytes(b"staged")
+    assert model_store.clean_stale_work(paths) == [stem]
+    assert list(staging.iterdir()) == [] and list(paths.models.iterdir()) == []
