@@ -50,12 +50,15 @@ def compiler_reason(stderr: str, limit: int = 3) -> str:
 def cache_key(
     onnx_sha256: str, version: str, target: dict[str, str], batch: int | None, options: IreeOptions
 ) -> str:
+    codegen = {"target_cpu", "opt_level"}
+    if options.ukernels != "default":  # so that modules compiled before the option keep their keys
+        codegen.add("ukernels")
     payload = {
         "onnx": onnx_sha256,
         "iree": version,
         "target": target,
         "batch": batch,
-        "options": options.model_dump(include={"target_cpu", "opt_level"}),
+        "options": options.model_dump(include=codegen),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -106,7 +109,13 @@ class IreeRunner(Runner[IreeOptions]):
             "--iree-hal-target-device=local",
             "--iree-hal-local-target-device-backends=llvm-cpu",
             f"--iree-llvmcpu-target-cpu={cpu}",
+            *self._ukernel_flags(),
         ]
+
+    def _ukernel_flags(self) -> list[str]:
+        """llvm-cpu's microkernels flag; none for "default" (iree-compile's own choice)."""
+        ukernels = self.options.ukernels
+        return [] if ukernels == "default" else [f"--iree-llvmcpu-enable-ukernels={ukernels}"]
 
     def _cuda_arch(self) -> str:
         nvml = gpu.load_nvml()

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from schemas.frameworks.base import FrameworkOptions
+from schemas.frameworks.base import CORES, FrameworkOptions, tunable
 
 
 class IreeOptions(FrameworkOptions):
@@ -19,14 +19,27 @@ class IreeOptions(FrameworkOptions):
         True,
         description="compile one module per batch size (in the compile phase) instead of a dynamic batch",
     )
+    # A search tries the optimization levels (not O0: no optimization), the target CPU, the
+    # microkernels and the threads.
     target_cpu: Literal["host", "generic"] = Field(
-        "host", description="llvm-cpu: code for this host's CPU features, or for a generic CPU of its kind"
+        "host",
+        description="llvm-cpu: code for this host's CPU features, or for a generic CPU of its kind",
+        json_schema_extra=tunable("generic"),
     )
-    opt_level: Literal["O0", "O1", "O2", "O3"] = Field("O2", description="iree-compile --iree-opt-level")
+    opt_level: Literal["O0", "O1", "O2", "O3"] = Field(
+        "O2", description="iree-compile --iree-opt-level", json_schema_extra=tunable("O1", "O3")
+    )
+    ukernels: Literal["default", "none", "all", "mmt4d"] = Field(
+        "default",
+        description="llvm-cpu: --iree-llvmcpu-enable-ukernels (microkernels for matmuls and "
+        "data-tiling ops instead of generated code); default passes no flag: iree-compile's choice",
+        json_schema_extra=tunable("all", "none"),
+    )
     threads_option: ClassVar[str | None] = "threads"
     threads: int | None = Field(
         None,
         ge=1,
         description="CPU: worker threads of the task executor; None: the cores the runner was given",
+        json_schema_extra=tunable(1, 2, 4, CORES),
     )
     cache: bool = Field(True, description="keep compiled modules (.vmfb) and reuse them")
