@@ -3,6 +3,9 @@
 `fault` makes it fail on purpose so the failure paths of the harness and controller are tested
 with the real entrypoint: raise (framework error), exit (process dies), hang (timeout),
 bad-output (NaN outputs), oom (allocates until out of memory).
+
+With `landscape=true` the work of an iteration is multiplied by
+`schemas.frameworks.null.null_landscape(knob_a, knob_b)`: a search problem whose answer is known.
 """
 
 from __future__ import annotations
@@ -42,9 +45,11 @@ class NullRunner(Runner[NullOptions]):
 
     def compile(self) -> tuple[bool | None, str | None]:
         n = self.options.threads
+        self._factor = self.options.work_factor()
         # The other threads' shares of each call's work; the calling thread does its own.
         self._pool = ThreadPoolExecutor(n - 1, thread_name_prefix="null-work") if n > 1 else None
-        return None, "nothing to compile" + (f", work on {n} threads" if n > 1 else "")
+        landscape = f", work x {self._factor:g} (landscape)" if self.options.landscape else ""
+        return None, "nothing to compile" + (f", work on {n} threads" if n > 1 else "") + landscape
 
     def threads_used(self) -> int | None:
         return self.options.threads
@@ -84,7 +89,7 @@ class NullRunner(Runner[NullOptions]):
                 hoard = []
                 while True:
                     hoard.append(np.ones(16 << 20, dtype=np.uint8))
-        work_us = self.options.work_us + self.options.work_us_per_sample * prepared[0]
+        work_us = (self.options.work_us + self.options.work_us_per_sample * prepared[0]) * self._factor
         if work_us:
             others = (
                 [self._pool.submit(busy, work_us) for _ in range(self.options.threads - 1)]
