@@ -63,6 +63,23 @@ def log(msg: str) -> None:
     print(f"[transformer] {msg}", file=sys.stderr, flush=True)
 
 
+class KeepLeading(torch.autograd.Function):  # type: ignore[misc]
+    """Reshape [batch, seq, ...] to [batch, seq, *tail], the last of `tail` -1. Traced as it is
+    written, the target shape is computed from the input's (Shape, Gather, Concat); exported here
+    as one Reshape to the constant [0, 0, *tail] (0: that dimension of the input), which every
+    importer reads, and which onnx2torch's module compiles under torch.compile (a computed shape
+    does not: torch.Size of a traced tensor). torch's own shape inference needs the -1."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, tail: tuple[int, ...]) -> torch.Tensor:
+        return x.reshape(x.shape[0], x.shape[1], *tail)
+
+    @staticmethod
+    def symbolic(g: Any, x: Any, tail: tuple[int, ...]) -> Any:
+        shape = g.op("Constant", value_t=torch.tensor([0, 0, *tail], dtype=torch.int64))
+        return g.op("Reshape", x, shape)
+
+
 class SelfAttention(nn.Module):  # type: ignore[misc]  # torch is untyped for mypy here
     def __init__(self, c: EncoderConfig) -> None:
         super().__init__()
@@ -77,7 +94,7 @@ class SelfAttention(nn.Module):  # type: ignore[misc]  # torch is untyped for my
 
     def split(self, x: torch.Tensor) -> torch.Tensor:
         """[batch, seq, hidden] -> [batch, heads, seq, head_dim]."""
-        return x.view(x.shape[0], x.shape[1], self.heads, self.head_dim).transpose(1, 2)
+        return KeepLeading.apply(x, (self.heads, -1)).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, mask_bias: torch.Tensor) -> torch.Tensor:
         q, k, v = self.split(self.query(x)), self.split(self.key(x)), self.split(self.value(x))
@@ -85,7 +102,7 @@ class SelfAttention(nn.Module):  # type: ignore[misc]  # torch is untyped for my
         probs = logits.softmax(dim=-1)
         if self.keep_probs:
             self.probs = probs
-        ctx = (probs @ v).transpose(1, 2).reshape(x.shape)
+        ctx = KeepLeading.apply((probs @ v).transpose(1, 2), (-1,))
         return self.norm(x + self.output(ctx))
 
 
