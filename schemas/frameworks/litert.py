@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from schemas.frameworks.base import FrameworkOptions
+from schemas.frameworks.base import CORES, FrameworkOptions, tunable
 
 
 class LiteRTOptions(FrameworkOptions):
@@ -19,10 +19,18 @@ class LiteRTOptions(FrameworkOptions):
         "fp32",
         description="converter option: fp32; fp16 weights (Optimize.DEFAULT, float16); dynamic-int8: "
         "int8 weights, activations quantized at run time (Optimize.DEFAULT, no calibration data)",
+        json_schema_extra=tunable("fp16", "dynamic-int8", changes_precision=True),
     )
-    xnnpack: bool = Field(True, description="apply the XNNPACK delegate (False: the built-in kernels only)")
+    xnnpack: bool = Field(
+        True,
+        description="apply the XNNPACK delegate (False: the built-in kernels only)",
+        json_schema_extra=tunable(False),
+    )
     threads_option: ClassVar[str | None] = "threads"
     threads: int | None = Field(
-        None, ge=1, description="interpreter threads; None: the cores the runner was given"
+        None,
+        ge=1,
+        description="interpreter threads; None: the cores the runner was given",
+        json_schema_extra=tunable(1, 2, 4, CORES),
     )
     cache: bool = Field(True, description="keep converted models (.tflite) and reuse them")
