@@ -359,10 +359,24 @@ def prepare(req: RunRequest, paths: Paths, here: bool = True, read_models: bool 
         raise BenchError("--image is empty", "e.g. --image ort, or --image ort,openvino")
     if len(set(names)) != len(names):
         raise BenchError(f"--image {req.image!r} names an image twice", "name each image once")
+    for item in [*req.sets, *req.sweeps]:
+        prefix = item.partition("=")[0].partition(":")
+        if prefix[1] and prefix[0].strip() not in names:
+            raise BenchError(
+                f"--set/--sweep {item!r} names image {prefix[0].strip()!r}, which this command does not run",
+                f"IMAGE:KEY=VALUE sets KEY for one of the images given: {', '.join(names)}",
+            )
     planned = [
         p
         for name in names
-        for p in _prepare_one(req.model_copy(update={"image": name}), paths, here, read_models)
+        for p in _prepare_one(
+            req.model_copy(
+                update={"image": name, "sets": sets_for(name, req.sets), "sweeps": sets_for(name, req.sweeps)}
+            ),
+            paths,
+            here,
+            read_models,
+        )
     ]
     if len(planned) > MAX_SWEEP_RUNS:
         raise BenchError(
@@ -370,6 +384,20 @@ def prepare(req: RunRequest, paths: Paths, here: bool = True, read_models: bool 
             "run fewer images, models or sweep values at a time",
         )
     return planned
+
+
+def sets_for(image: str, items: list[str]) -> list[str]:
+    """The `--set` (or `--sweep`) items that apply to one image of a command: those without an
+    image prefix, and `IMAGE:KEY=VALUE` ones of this image, prefix removed."""
+    mine = []
+    for item in items:
+        key, sep, rest = item.partition("=")
+        who, colon, bare = key.partition(":")
+        if not colon:
+            mine.append(item)
+        elif who.strip() == image:
+            mine.append(f"{bare.strip()}{sep}{rest}")
+    return mine
 
 
 def _prepare_one(req: RunRequest, paths: Paths, here: bool, read_models: bool) -> list[PlannedRun]:
