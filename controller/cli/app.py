@@ -16,6 +16,7 @@ from controller.cli import fleet as cli_fleet
 from controller.cli import report as cli_report
 from controller.cli import store as cli_store
 from controller.cli import sweep as cli_sweep
+from controller.cli import tune as cli_tune
 from controller.cli.console import (
     DbOpt,
     JsonOpt,
@@ -79,6 +80,7 @@ models_app = typer.Typer(no_args_is_help=True, help="The model store: export, ad
 app.add_typer(images_app, name="images")
 app.add_typer(models_app, name="models")
 app.add_typer(cli_sweep.commands)
+app.add_typer(cli_tune.commands)
 app.add_typer(cli_store.commands)
 app.add_typer(cli_doctor.commands)
 app.add_typer(cli_fleet.commands, name="fleet")
@@ -135,7 +137,8 @@ def run(
             help=(
                 "framework option KEY=VALUE (repeatable), e.g. --set precision=f32; "
                 "policy.KEY=VALUE sets the measurement policy, e.g. --set policy.max_time_s=10; "
-                "server.KEY=VALUE the server scenario, e.g. --set server.target_qps=200"
+                "server.KEY=VALUE the server scenario, e.g. --set server.target_qps=200; "
+                "dim.NAME=N a dimension of the model's inputs, e.g. --set dim.seq=128"
             ),
         ),
     ] = None,

@@ -1,0 +1,201 @@
+"""`bench-ctl tune`: every framework at its best for a model on this host, under a latency bound."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from controller.cli.console import (
+    DbOpt,
+    JsonOpt,
+    LauncherOpt,
+    handles_errors,
+    info,
+    launcher_choice,
+    out,
+    safe,
+)
+from controller.cli.lazy import lazy
+from controller.errors import BenchError
+from controller.paths import Paths
+
+if TYPE_CHECKING:
+    from controller.run import request as run_request
+    from controller.run import tune
+else:
+    tune = lazy("controller.run.tune")
+    run_request = lazy("controller.run.request")
+
+commands = typer.Typer()
+
+BUDGET_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(s|m|min|h)?\s*")
+BUDGET_UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_budget(text: str) -> float:
+    """`20m`, `90s`, `1.5h` (a bare number is minutes) -> seconds, above 0 and at most a week."""
+    m = BUDGET_RE.fullmatch(text)
+    if m is None:
+        raise BenchError(
+            f"--budget {text!r} is not a duration", "e.g. --budget 20m, --budget 90s, --budget 2h"
+        )
+    seconds = float(m.group(1)) * BUDGET_UNITS[m.group(2) or "m"]
+    if not 0 < seconds <= 7 * 86400:
+        raise BenchError(f"--budget {text!r}: a budget is above 0 and at most a week", "e.g. --budget 20m")
+    return seconds
+
+
+@commands.command("tune")
+@handles_errors
+def tune_command(
+    model: Annotated[str, typer.Option("--model", "-m", help="model from the model store")],
+    images: Annotated[
+        str, typer.Option("--images", "-i", help="comma-separated images, e.g. ort,openvino,iree")
+    ],
+    batch_sizes: Annotated[
+        str, typer.Option("--batch-sizes", "-b", help="batch sizes tried, e.g. 1,8 (each a candidate)")
+    ] = "1",
+    objective: Annotated[
+        str, typer.Option("--objective", help="throughput (samples/s, higher) or latency (mean ms, lower)")
+    ] = "throughput",
+    bound: Annotated[
+        str | None,
+        typer.Option(
+            "--bound", help="latency bound every answer must hold, e.g. p99<=20ms (p50, p90, p99, p999, mean)"
+        ),
+    ] = None,
+    precision: Annotated[
+        str, typer.Option("--precision", help="same: keep each framework's precision; any: search it too")
+    ] = "same",
+    min_agreement: Annotated[
+        float | None,
+        typer.Option(
+            "--min-agreement", help="with --precision any: lowest top-1 agreement with the reference"
+        ),
+    ] = None,
+    budget: Annotated[
+        str, typer.Option("--budget", help="time the search may take, e.g. 20m, 90s, 2h")
+    ] = "20m",
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="fix an option (not searched), e.g. --set policy.max_time_s=10; for one image: "
+            "--set ort:intra_op_threads=1",
+        ),
+    ] = None,
+    write_plan: Annotated[
+        Path | None,
+        typer.Option("--write-plan", help="write the winners as a plan (TOML) for sweep and rerun"),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="print each image's space, its size and a full grid's time; run nothing"
+        ),
+    ] = False,
+    launcher: LauncherOpt = "auto",
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find each image's best settings for MODEL on this host by racing its candidates (every
+    combination of the options its framework declares, at each batch size): short runs first,
+    candidates significantly worse than their image's leader dropped by the comparison rule that
+    decides `compare`, more runs for those left. Every trial is an ordinary stored run, so a
+    second call goes on from what is done. The answer: per image the best configuration with its
+    interval beside its defaults, the winner against the runner-up, the Pareto front."""
+    if objective not in ("throughput", "latency"):
+        raise BenchError(f"unknown objective {objective!r}", "--objective throughput or --objective latency")
+    if precision not in ("same", "any"):
+        raise BenchError(f"unknown --precision {precision!r}", "--precision same or --precision any")
+    req = tune.TuneRequest(
+        model=model,
+        images=[s.strip() for s in images.split(",") if s.strip()],
+        batch_sizes=run_request.parse_batch_sizes(batch_sizes),
+        objective=objective,
+        bound=bound,
+        precision=precision,
+        min_agreement=min_agreement,
+        budget_s=parse_budget(budget),
+        sets=sets or [],
+        launcher=launcher_choice(launcher),
+    )
+    paths = Paths.from_env(db)
+    tune.check(req)
+    if dry_run:
+        spaces = tune.dry_run(req, paths)
+        if as_json:
+            out.print_json(json.dumps([s.__dict__ for s in spaces], default=str))
+            return
+        _print_spaces(spaces, req.budget_s)
+        return
+    answer = tune.tune(req, paths, info, lambda line: None)
+    if write_plan is not None:
+        write_plan.write_text(tune.plan_text(answer, req))
+        info(f"wrote the winners as a plan: {write_plan} (bench-ctl sweep {write_plan})")
+    if as_json:
+        out.print_json(answer.model_dump_json())
+        return
+    _print_answer(answer)
+
+
+def _duration(seconds: float) -> str:
+    from controller.cli.sweep import duration
+
+    return duration(seconds)
+
+
+def _print_spaces(spaces: list[Any], budget_s: float) -> None:
+    t = Table("image", "framework", "options searched", "candidates", "full grid here")
+    for s in spaces:
+        opts = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in s.options.items())
+        t.add_row(safe(s.image), safe(s.framework), safe(opts), str(s.candidates), _duration(s.grid_s))
+    out.print(t)
+    total = sum(s.grid_s for s in spaces)
+    out.print(
+        f"a full grid ({tune.FINAL_RUNS} runs each) would take about {_duration(total)} here; "
+        f"the budget is {_duration(budget_s)}: the race drops candidates early"
+    )
+
+
+def _fig(f: Any) -> str:
+    if f is None:
+        return "-"
+    ci = f" [{f.low:.4g}, {f.high:.4g}]" if f.low is not None and f.high is not None else ""
+    return f"{f.mean:.4g}{ci} ({f.runs} runs)"
+
+
+def _print_answer(a: Any) -> None:
+    unit = "samples/s" if a.objective == "throughput" else "ms (mean latency)"
+    head = f"tune {a.model}: {a.objective} in {unit}" + (f", under {a.bound}" if a.bound else "")
+    out.print(safe(head))
+    t = Table("image", "best configuration", "best", "defaults", "best vs defaults", "trials", "dropped")
+    for im in a.images:
+        best = im.best.label.split(" ", 1)[1] if im.best else "-"
+        dropped = ", ".join(f"{n} {k}" for k, n in im.dropped.items()) or "-"
+        t.add_row(
+            safe(im.image), safe(best), _fig(im.best), _fig(im.default), safe(im.verdict or "-"),
+            f"{im.trials} of {im.candidates} cand.", safe(dropped),
+        )  # fmt: skip
+    out.print(t)
+    for im in a.images:
+        if im.ties:
+            out.print(safe(f"{im.image}: not significantly different from its best: {'; '.join(im.ties)}"))
+        for f in im.failed:
+            out.print(safe(f"{im.image}: failed: {f}"))
+    if a.winner is not None:
+        out.print(safe(f"winner: {a.winner.label}: {_fig(a.winner)}"))
+        if a.runner_up is not None:
+            out.print(safe(f"  against the runner-up {a.runner_up.label}: {a.winner_verdict}"))
+    front = "; ".join(f"{f.label} ({f.throughput_sps:.4g}/s, {f.latency_mean_ms:.3g} ms)" for f in a.pareto)
+    out.print(safe(f"Pareto front (throughput against mean latency): {front or '-'}"))
+    out.print(
+        f"{a.runs_made} run(s) made now, {a.runs_stored} in all, of a full grid's {a.full_grid_runs}; "
+        f"{_duration(a.seconds)} of a {_duration(a.budget_s)} budget"
+        + (f"; {a.stopped}" if a.stopped else "")
+    )

@@ -1,0 +1,745 @@
+"""`bench-ctl tune`: each framework at its best for one model on this host, found by racing.
+
+The candidates of an image are every combination of its options' declared values (the search
+space on its options model, `schemas.frameworks.base.search_space`) at each batch size, the
+framework's defaults among them. Every trial is an ordinary run of one candidate (stored, with
+the candidate's cell key, so that a second call reuses what is done), and the search spends its
+runs where they decide something:
+
+- Rounds: each live candidate gets one more run per round, the candidates of every image
+  interleaved, up to `FINAL_RUNS` runs.
+- After each round a candidate is dropped when it is significantly worse than its image's
+  leader (the best mean so far): with 4 or more runs on each side by the project's comparison
+  rule (`stats.verdict`: Mann-Whitney and the ratio's interval, the same rule as `compare`);
+  before that when their 95 % intervals do not overlap by more than the minimum effect (a
+  single run's interval is its within-run batch-means interval). Noisy runs are left out.
+- A candidate whose latency breaks the bound in most of its runs is dropped as infeasible.
+- The defaults are never dropped: they get `FINAL_RUNS` runs, so that tuned against default is
+  a verdict. An image is done when one candidate besides its defaults is left with its runs
+  made, or when every live one has them (a tie: reported as not significantly different).
+- The budget: a trial is started only while the time spent plus its estimate fits; when a round
+  would not fit, the lower half of the live candidates (by mean) is cut first.
+
+The answer per image is its leader with its interval, its defaults beside, and the verdict of
+one against the other; across images, the winner's verdict against the runner-up, and the
+latency-throughput Pareto front of every candidate measured."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from controller.analysis import stats
+from controller.catalog import hosts
+from controller.catalog.images import get_image
+from controller.errors import BenchError, did_you_mean
+from controller.launch.base import LauncherChoice, LineSink
+from controller.paths import Paths
+from controller.run import pipeline, planning, plans
+from controller.run.request import RunRequest
+from controller.store import db as store
+from schemas import FRAMEWORK_OPTION_MODELS
+from schemas.frameworks.base import search_space
+
+FINAL_RUNS = 5  # runs of a finalist and of the defaults: the rule needs 4 a side, one spare
+MAX_CANDIDATES = 256  # per image: a larger grid is refused (fix some options with --set)
+STARTUP_S = 15.0  # a trial's start-up when this host has no history
+# A trial is a short ordinary run unless the user sets these.
+TRIAL_POLICY = {"policy.min_time_s": "1", "policy.max_time_s": "5", "policy.warmup_min_s": "0.3"}
+BOUND_RE = re.compile(r"\s*(p50|p90|p99|p999|mean)\s*<=\s*([0-9]+(?:\.[0-9]+)?)\s*(us|ms|s)?\s*")
+BOUND_METRICS = {
+    "p50": "latency_p50_ms",
+    "p90": "latency_p90_ms",
+    "p99": "latency_p99_ms",
+    "p999": "latency_p999_ms",
+    "mean": "latency_mean_ms",
+}
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+Objective = Literal["throughput", "latency"]
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A latency bound, e.g. p99 <= 20 ms, on every run of a candidate."""
+
+    name: str  # p99
+    metric: str  # latency_p99_ms
+    limit_ms: float
+
+    @property
+    def text(self) -> str:
+        return f"{self.name} <= {self.limit_ms:g} ms"
+
+
+def parse_bound(text: str) -> Bound:
+    m = BOUND_RE.fullmatch(text)
+    if m is None:
+        name = text.partition("<")[0].strip()
+        if name and name not in BOUND_METRICS and re.fullmatch(r"[a-z0-9]+", name):
+            raise BenchError(
+                f"--bound {text!r}: no latency metric {name!r}", did_you_mean(name, list(BOUND_METRICS))
+            )
+        raise BenchError(
+            f"--bound {text!r} is not METRIC<=VALUE", "e.g. --bound p99<=20ms (p50, p90, p99, p999, mean)"
+        )
+    name, value, unit = m.group(1), float(m.group(2)), m.group(3) or "ms"
+    limit = value * UNIT_MS[unit]
+    if not limit > 0:
+        raise BenchError(f"--bound {text!r}: the bound must be above 0", "e.g. --bound p99<=20ms")
+    return Bound(name, BOUND_METRICS[name], limit)
+
+
+class TuneRequest(BaseModel):
+    """What `bench-ctl tune` was asked."""
+
+    model: str
+    images: list[str]
+    batch_sizes: list[int]
+    objective: Objective = "throughput"
+    bound: str | None = None
+    precision: Literal["same", "any"] = "same"
+    min_agreement: float | None = Field(None, gt=0, le=1)
+    budget_s: float = Field(gt=0)
+    sets: list[str] = Field(default_factory=list)
+    launcher: LauncherChoice = LauncherChoice.auto
+
+
+@dataclass
+class Trial:
+    run_id: str
+    value: float  # the objective's metric
+    throughput: float
+    latency_mean_ms: float
+    bound_value: float | None  # the bound's metric
+    within_rel: float | None
+    noisy: bool
+    top1: float | None
+
+
+@dataclass
+class Candidate:
+    image: str
+    options: dict[str, Any]  # the searched options' values
+    batch_size: int
+    planned: planning.PlannedRun
+    key: str
+    is_default: bool
+    trials: list[Trial] = field(default_factory=list)
+    dropped: str | None = None
+    failed: str | None = None
+
+    @property
+    def label(self) -> str:
+        changed = {k: v for k, v in self.options.items() if not self._is_default_value(k, v)}
+        text = " ".join(f"{k}={v}" for k, v in changed.items()) or "defaults"
+        return f"{self.image} b{self.batch_size} {text}"
+
+    def _is_default_value(self, key: str, value: Any) -> bool:
+        model = FRAMEWORK_OPTION_MODELS[self.planned.image.framework]
+        return bool(model.model_fields[key].default == value)
+
+    @property
+    def alive(self) -> bool:
+        return self.dropped is None and self.failed is None
+
+    def values(self) -> list[float]:
+        """The objective's value of each clean run (every run when none is clean)."""
+        return stats.clean_runs([t.value for t in self.trials], [t.noisy for t in self.trials])
+
+    def mean(self) -> float | None:
+        v = self.values()
+        return statistics.fmean(v) if v else None
+
+
+@dataclass
+class Search:
+    request: TuneRequest
+    candidates: list[Candidate]
+    bound: Bound | None
+    higher_is_better: bool
+    started: float = field(default_factory=time.monotonic)
+    runs_made: int = 0
+    seconds_per_trial: list[float] = field(default_factory=list)
+    stopped: str | None = None
+
+    @property
+    def images(self) -> list[str]:
+        return list(dict.fromkeys(c.image for c in self.candidates))
+
+    def of(self, image: str) -> list[Candidate]:
+        return [c for c in self.candidates if c.image == image]
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+# --------------------------------------------------------------------------- the candidates
+
+
+def candidates(req: TuneRequest, paths: Paths, host_key: str) -> list[Candidate]:
+    """Every candidate of every image, planned (checked) before anything runs."""
+    out: list[Candidate] = []
+    base_sets = [*req.sets, *(f"{k}={v}" for k, v in TRIAL_POLICY.items() if not _given(req.sets, k))]
+    cores = len(os.sched_getaffinity(0))  # what a runner here is given (Docker gets the same cpuset)
+    for name in req.images:
+        image = get_image(name)
+        planning.check_runnable(image)
+        model = FRAMEWORK_OPTION_MODELS[image.framework]
+        mine = planning.sets_for(name, base_sets)
+        fixed = {s.partition("=")[0].strip() for s in mine}
+        space = {
+            k: v
+            for k, v in search_space(model, cores, allow_precision=req.precision == "any").items()
+            if k not in fixed
+        }
+        if not space and not any(k in fixed for k in search_space(model, cores, True)):
+            raise BenchError(
+                f"image {name} ({image.framework}) declares no options to search",
+                "tune images whose options declare a search space (bench-ctl tune --dry-run lists them)",
+            )
+        combos = [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
+        size = len(combos) * len(req.batch_sizes)
+        if size > MAX_CANDIDATES:
+            raise BenchError(
+                f"image {name} has {size:,} candidates (more than {MAX_CANDIDATES})",
+                "fix some options with --set " + " ".join(f"{name}:{k}=..." for k in list(space)[:2]),
+            )
+        for combo in combos:
+            sets = [*mine, *(f"{k}={_text(v)}" for k, v in combo.items())]
+            for bs in req.batch_sizes:
+                one = RunRequest(
+                    image=name, model=req.model, batch_sizes=[bs], sets=sets, launcher=req.launcher
+                )
+                [planned] = pipeline.prepare(one, paths)
+                key = plans.cell_key(planned.spec, planned.image, host_key)
+                default = all(model.model_fields[k].default == v for k, v in combo.items())
+                out.append(Candidate(name, combo, bs, planned, key, default))
+    return out
+
+
+def _given(sets: list[str], key: str) -> bool:
+    return any(s.partition("=")[0].strip().split(":")[-1] == key for s in sets)
+
+
+def _text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+# --------------------------------------------------------------------------- stored trials
+
+
+def load_trials(db: Path, search: Search) -> None:
+    """The runs the store already holds of each candidate (a second call, or one after Ctrl-C,
+    goes on from them): ok ones as trials, the last failure as the candidate's."""
+    by_key = {c.key: c for c in search.candidates}
+    if not db.exists() or not by_key:
+        return
+    metric = "throughput_sps" if search.higher_is_better else "latency_mean_ms"
+    bound = search.bound.metric if search.bound else "NULL"
+    _, rows = store.read(
+        db,
+        f"SELECT cell, run_id, status, message, {metric}, throughput_sps, latency_mean_ms, {bound}, "
+        "within_run_ci_rel, coalesce(noisy, false), top1_agreement FROM results "
+        "WHERE cell IN (SELECT unnest(?)) ORDER BY started_at",
+        [list(by_key)],
+    )
+    for key, run_id, status, message, value, tput, lat, bval, within, noisy, top1 in rows:
+        c = by_key[key]
+        if status == "ok" and value is not None:
+            c.trials.append(
+                Trial(
+                    run_id, float(value), float(tput), float(lat), _f(bval), _f(within), bool(noisy), _f(top1)
+                )
+            )
+        elif status not in ("cancelled", "preempted", "node_fail"):
+            c.failed = f"{status}: {message}" if message else status
+
+
+def _f(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+def trial_of(result: Any, search: Search) -> Trial | None:
+    """The trial an ok result makes (None for a failure)."""
+    if result.status != "ok" or not result.measurements:
+        return None
+    m = result.measurements[0]
+    value = m.throughput_sps if search.higher_is_better else m.latency_mean_ms
+    bval = getattr(m, search.bound.metric) if search.bound else None
+    top1 = result.accuracy.top1_agreement if result.accuracy else None
+    return Trial(
+        result.run_id, value, m.throughput_sps, m.latency_mean_ms, bval, m.within_run_ci_rel, m.noisy, top1
+    )
+
+
+# --------------------------------------------------------------------------- the race
+
+
+def interval(c: Candidate) -> tuple[float, float] | None:
+    """The candidate's 95 % interval of the objective: Student-t over its clean runs, or with one
+    run its within-run batch-means interval (None when it has neither)."""
+    values = c.values()
+    if len(values) >= 2:
+        ci = stats.mean_ci(values)
+        return (ci.low, ci.high) if ci.low is not None and ci.high is not None else None
+    if len(values) == 1:
+        within = next((t.within_rel for t in c.trials if not t.noisy), c.trials[0].within_rel)
+        if within is None:
+            return None
+        return values[0] * (1 - within), values[0] * (1 + within)
+    return None
+
+
+def better(a: float, b: float, higher: bool) -> bool:
+    return a > b if higher else a < b
+
+
+def leader(cands: list[Candidate], higher: bool) -> Candidate | None:
+    """The live candidate with the best mean (the defaults included)."""
+    measured = [c for c in cands if c.alive and c.mean() is not None]
+    if not measured:
+        return None
+    best = measured[0]
+    for c in measured[1:]:
+        if better(c.mean() or 0.0, best.mean() or 0.0, higher):
+            best = c
+    return best
+
+
+def worse_than(c: Candidate, lead: Candidate, higher: bool) -> str | None:
+    """Why `c` is significantly worse than the leader, or None. With 4 runs a side (clean ones),
+    the comparison rule; before, intervals apart by more than the minimum effect."""
+    a, b = c.values(), lead.values()
+    if len(a) >= stats.min_repetitions() and len(b) >= stats.min_repetitions():
+        v = stats.verdict(b, a, higher)
+        return f"significantly worse than {lead.label}: {v.message}" if v.verdict == "faster" else None
+    mine, theirs = interval(c), interval(lead)
+    if mine is None or theirs is None:
+        return None
+    gap = (theirs[0] / mine[1]) if higher else (mine[0] / theirs[1])
+    if gap > 1 + stats.DEFAULT_MIN_EFFECT:
+        shown = f"[{mine[0]:.4g}, {mine[1]:.4g}] vs [{theirs[0]:.4g}, {theirs[1]:.4g}]"
+        return f"interval {shown} apart from {lead.label}'s"
+    return None
+
+
+def infeasible(c: Candidate, bound: Bound | None) -> str | None:
+    """Why `c` breaks the latency bound (in most of its runs), or None."""
+    if bound is None:
+        return None
+    values = [t.bound_value for t in c.trials if t.bound_value is not None]
+    over = [v for v in values if v > bound.limit_ms]
+    if values and len(over) * 2 > len(values):
+        typical = statistics.median(values)
+        return f"{bound.name} {typical:.3g} ms > {bound.limit_ms:g} ms in {len(over)} of {len(values)} runs"
+    return None
+
+
+def too_inaccurate(c: Candidate, floor: float | None) -> str | None:
+    if floor is None:
+        return None
+    tops = [t.top1 for t in c.trials if t.top1 is not None]
+    if tops and min(tops) < floor:
+        return f"top-1 agreement {min(tops):.1%} < --min-agreement {floor:.1%}"
+    return None
+
+
+def prune(search: Search) -> None:
+    """Drop, per image, the candidates that cannot be its answer."""
+    higher = search.higher_is_better
+    for image in search.images:
+        cands = search.of(image)
+        for c in cands:
+            if c.alive and not c.is_default:
+                c.dropped = infeasible(c, search.bound) or too_inaccurate(c, search.request.min_agreement)
+        lead = leader([c for c in cands if infeasible(c, search.bound) is None], higher)
+        if lead is None:
+            continue
+        for c in cands:
+            if c.alive and not c.is_default and c is not lead:
+                c.dropped = worse_than(c, lead, higher)
+
+
+def wants(c: Candidate, search: Search) -> int:
+    """How many runs the candidate should have by the end of this round's target."""
+    return FINAL_RUNS if c.is_default or c.alive else 0
+
+
+def image_done(search: Search, image: str) -> bool:
+    cands = search.of(image)
+    live = [c for c in cands if c.alive and not c.is_default]
+    defaults = [c for c in cands if c.is_default and c.failed is None]
+    made = all(len(c.trials) >= FINAL_RUNS for c in [*live, *defaults])
+    return made and (len(live) <= 1 or all(len(c.trials) >= FINAL_RUNS for c in live))
+
+
+def due(search: Search, target: int) -> list[Candidate]:
+    """This round's trials: every live candidate (and the defaults) short of `target` runs, the
+    images interleaved (A B C A B C ...)."""
+    per_image = [
+        [
+            c
+            for c in search.of(image)
+            if (c.alive or (c.is_default and c.failed is None)) and len(c.trials) < target
+        ]
+        for image in search.images
+        if not image_done(search, image)
+    ]
+    return [c for group in itertools.zip_longest(*per_image) for c in group if c is not None]
+
+
+def estimate_s(search: Search, past: float | None) -> float:
+    """Seconds a trial takes: this search's own median, else the host's history, else its policy."""
+    if search.seconds_per_trial:
+        return statistics.median(search.seconds_per_trial)
+    if past is not None:
+        return past
+    policy = search.candidates[0].planned.spec.policy
+    return STARTUP_S + policy.warmup_min_s + policy.max_time_s
+
+
+def halve(search: Search, images: list[str]) -> None:
+    """The budget cannot pay for this round: keep the better half (by mean) of each image's live
+    candidates besides its defaults."""
+    for image in images:
+        live = [c for c in search.of(image) if c.alive and not c.is_default and c.mean() is not None]
+        if len(live) <= 1:
+            continue
+        ranked = sorted(live, key=lambda c: c.mean() or 0.0, reverse=search.higher_is_better)
+        for c in ranked[(len(ranked) + 1) // 2 :]:
+            c.dropped = "cut for the budget (in the lower half after its runs)"
+
+
+def race(
+    search: Search,
+    execute: Callable[[Candidate, int], Any],
+    log: LineSink,
+    past_s: float | None = None,
+) -> None:
+    """Rounds of trials until every image is done or the budget is spent. `execute(candidate,
+    repetition)` makes one run and returns its result."""
+    budget = search.request.budget_s
+    prune(search)
+    for target in range(1, FINAL_RUNS + 1):
+        todo = due(search, target)
+        if not todo:
+            continue
+        est = estimate_s(search, past_s)
+        if search.elapsed() + est * len(todo) > budget and target > 1:
+            halve(search, search.images)
+            todo = due(search, target)
+        live = sum(c.alive for c in search.candidates)
+        log(f"round {target}: {len(todo)} trial(s), {live} candidate(s) live")
+        for c in todo:
+            est = estimate_s(search, past_s)
+            if search.elapsed() + est > budget:
+                search.stopped = f"budget spent ({search.elapsed():.0f} s of {budget:.0f} s)"
+                log(f"stopping: {search.stopped}")
+                return
+            t0 = time.monotonic()
+            result = execute(c, len(c.trials) + 1)
+            search.seconds_per_trial.append(time.monotonic() - t0)
+            search.runs_made += 1
+            trial = trial_of(result, search)
+            if trial is None:
+                c.failed = f"{result.status}: {result.message}" if result.message else result.status
+                log(f"  {c.label}: {c.failed}")
+                continue
+            c.trials.append(trial)
+        prune(search)
+        if all(image_done(search, image) for image in search.images):
+            return
+
+
+# --------------------------------------------------------------------------- the answer
+
+
+class Figure(BaseModel):
+    """A candidate's objective over its clean runs: mean and 95 % interval."""
+
+    label: str
+    image: str
+    batch_size: int
+    options: dict[str, Any]
+    runs: int
+    mean: float
+    low: float | None
+    high: float | None
+    throughput_sps: float
+    latency_mean_ms: float
+
+
+class ImageAnswer(BaseModel):
+    image: str
+    framework: str
+    candidates: int
+    trials: int
+    best: Figure | None
+    default: Figure | None
+    verdict: str | None = Field(None, description="best against its defaults, by the comparison rule")
+    ratio: float | None = None
+    ties: list[str] = Field(default_factory=list, description="live candidates not significantly different")
+    dropped: dict[str, int] = Field(default_factory=dict, description="why candidates were dropped: count")
+    failed: list[str] = Field(default_factory=list)
+
+
+class TuneAnswer(BaseModel):
+    model: str
+    objective: Objective
+    bound: str | None
+    runs_made: int
+    runs_stored: int
+    full_grid_runs: int
+    seconds: float
+    budget_s: float
+    stopped: str | None
+    images: list[ImageAnswer]
+    winner: Figure | None
+    runner_up: Figure | None
+    winner_verdict: str | None
+    pareto: list[Figure]
+
+
+def figure(c: Candidate) -> Figure | None:
+    values = c.values()
+    if not values:
+        return None
+    ci = stats.mean_ci(values) if len(values) >= 2 else None
+    clean = [t for t in c.trials if not t.noisy] or c.trials
+    return Figure(
+        label=c.label,
+        image=c.image,
+        batch_size=c.batch_size,
+        options=c.options,
+        runs=len(values),
+        mean=statistics.fmean(values),
+        low=ci.low if ci else None,
+        high=ci.high if ci else None,
+        throughput_sps=statistics.fmean(t.throughput for t in clean),
+        latency_mean_ms=statistics.fmean(t.latency_mean_ms for t in clean),
+    )
+
+
+def _verdict(a: Candidate, b: Candidate, higher: bool) -> tuple[str, float]:
+    v = stats.verdict_of_runs(
+        [t.value for t in a.trials],
+        [t.noisy for t in a.trials],
+        [t.value for t in b.trials],
+        [t.noisy for t in b.trials],
+        higher,
+    )
+    return v.message, v.ratio.estimate
+
+
+def answer(search: Search) -> TuneAnswer:
+    higher = search.higher_is_better
+    images: list[ImageAnswer] = []
+    leaders: list[Candidate] = []
+    for image in search.images:
+        cands = search.of(image)
+        feasible = [
+            c
+            for c in cands
+            if infeasible(c, search.bound) is None and too_inaccurate(c, search.request.min_agreement) is None
+        ]
+        lead = leader(feasible, higher)
+        defaults = [c for c in cands if c.is_default and c.trials]
+        default = leader(defaults, higher) if defaults else None
+        dropped: dict[str, int] = {}
+        for c in cands:
+            if c.dropped:
+                kind = c.dropped.split(":")[0].split(" (")[0]
+                kind = "significantly worse" if kind.startswith("significantly worse") else kind
+                kind = "intervals apart" if c.dropped.startswith("interval") else kind
+                dropped[kind] = dropped.get(kind, 0) + 1
+        verdict = ratio = None
+        if lead is not None and default is not None and lead is not default:
+            verdict, ratio = _verdict(lead, default, higher)
+        elif lead is not None and lead is default:
+            verdict = "the defaults are the best configuration found"
+        ties = [
+            c.label
+            for c in cands
+            if c.alive and lead is not None and c is not lead and not c.is_default and c.trials
+        ]
+        if lead is not None:
+            leaders.append(lead)
+        images.append(
+            ImageAnswer(
+                image=image,
+                framework=cands[0].planned.image.framework,
+                candidates=len(cands),
+                trials=sum(len(c.trials) for c in cands),
+                best=figure(lead) if lead else None,
+                default=figure(default) if default else None,
+                verdict=verdict,
+                ratio=ratio,
+                ties=ties,
+                dropped=dropped,
+                failed=[f"{c.label}: {c.failed}" for c in cands if c.failed],
+            )
+        )
+    ranked = sorted(leaders, key=lambda c: c.mean() or 0.0, reverse=higher)
+    winner = ranked[0] if ranked else None
+    runner = ranked[1] if len(ranked) > 1 else None
+    wv = _verdict(winner, runner, higher)[0] if winner and runner else None
+    measured = [
+        f for c in search.candidates if (f := figure(c)) is not None and infeasible(c, search.bound) is None
+    ]
+    return TuneAnswer(
+        model=search.request.model,
+        objective=search.request.objective,
+        bound=search.bound.text if search.bound else None,
+        runs_made=search.runs_made,
+        runs_stored=sum(len(c.trials) for c in search.candidates),
+        full_grid_runs=len(search.candidates) * FINAL_RUNS,
+        seconds=search.elapsed(),
+        budget_s=search.request.budget_s,
+        stopped=search.stopped,
+        images=images,
+        winner=figure(winner) if winner else None,
+        runner_up=figure(runner) if runner else None,
+        winner_verdict=wv,
+        pareto=pareto(measured),
+    )
+
+
+def pareto(figures: list[Figure]) -> list[Figure]:
+    """The candidates no other beats on both throughput (higher) and mean latency (lower)."""
+    front = [
+        f
+        for f in figures
+        if not any(
+            g.throughput_sps >= f.throughput_sps
+            and g.latency_mean_ms <= f.latency_mean_ms
+            and (g.throughput_sps > f.throughput_sps or g.latency_mean_ms < f.latency_mean_ms)
+            for g in figures
+        )
+    ]
+    return sorted(front, key=lambda f: f.latency_mean_ms)
+
+
+# --------------------------------------------------------------------------- the command
+
+
+@dataclass
+class Space:
+    image: str
+    framework: str
+    options: dict[str, list[Any]]
+    candidates: int
+    grid_s: float
+
+
+def dry_run(req: TuneRequest, paths: Paths) -> list[Space]:
+    """The space per image, its size, and what a full grid would take here."""
+    host = hosts.identity()
+    cands = candidates(req, paths, host.key)
+    past = _history(paths)
+    out = []
+    for image in dict.fromkeys(c.image for c in cands):
+        mine = [c for c in cands if c.image == image]
+        keys = list(mine[0].options)
+        options = {k: list(dict.fromkeys(c.options[k] for c in mine)) for k in keys}
+        per = past.get((image, req.model)) or (STARTUP_S + mine[0].planned.spec.policy.max_time_s)
+        out.append(
+            Space(image, mine[0].planned.image.framework, options, len(mine), len(mine) * FINAL_RUNS * per)
+        )
+    return out
+
+
+def _history(paths: Paths) -> dict[tuple[str, str], float]:
+    from controller.run import sweep
+
+    try:
+        return sweep.history(paths.db, hosts.identity().hostname) if paths.db.exists() else {}
+    except BenchError:
+        return {}  # a store older than this code (a dry run does not upgrade it): no history
+
+
+def check(req: TuneRequest) -> Bound | None:
+    if not req.images:
+        raise BenchError("--images is empty", "e.g. --images ort,openvino,iree")
+    if req.precision == "any" and req.min_agreement is None:
+        raise BenchError(
+            "--precision any needs an accuracy floor",
+            "e.g. --precision any --min-agreement 0.99 (top-1 agreement)",
+        )
+    return parse_bound(req.bound) if req.bound else None
+
+
+def tune(req: TuneRequest, paths: Paths, log: LineSink, on_line: LineSink) -> TuneAnswer:
+    """Plan every candidate (nothing runs if one is wrong), then race them; the answer."""
+    bound = check(req)
+    host = hosts.identity()
+    cands = candidates(req, paths, host.key)
+    store.ensure_store(paths.db)
+    pipeline.check_destinations(paths)
+    search = Search(req, cands, bound, req.objective == "throughput")
+    load_trials(paths.db, search)
+    reused = sum(len(c.trials) for c in cands)
+    grid = len(cands) * FINAL_RUNS
+    log(
+        f"{len(cands)} candidate(s) over {len(req.images)} image(s); a full grid is {grid} runs"
+        + (f"; {reused} run(s) already stored are reused" if reused else "")
+    )
+    here = pipeline.Here(paths, log, on_line, req.launcher)
+    group = planning.new_group_id()
+    past = statistics.median(list(_history(paths).values())) if _history(paths) else None
+
+    def execute(c: Candidate, repetition: int) -> Any:
+        log(f"trial: {c.label} (run {repetition})")
+        return pipeline.execute_here(c.planned, here, group=group, repetition=repetition, cell=c.key)
+
+    race(search, execute, log, past)
+    return answer(search)
+
+
+def plan_text(answer: TuneAnswer, req: TuneRequest) -> str:
+    """The winners of a search as a plan: one [[runs]] per image, its best configuration, so that
+    `bench-ctl sweep` (and `rerun --plan`) measure them on other hardware."""
+    lines = [
+        f'name = "tuned-{answer.model}"',
+        f'description = "the best configuration per image found by bench-ctl tune on '
+        f'{hosts.identity().hostname}"',
+        f"repetitions = {FINAL_RUNS}",
+    ]
+    for im in answer.images:
+        if im.best is None:
+            continue
+        sets = {**_plain_sets(req.sets, im.image), **{k: _text(v) for k, v in im.best.options.items()}}
+        table = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in sets.items())
+        lines += [
+            "",
+            "[[runs]]",
+            f'label = "{im.image}: tuned"',
+            f'images = ["{im.image}"]',
+            f'models = ["{answer.model}"]',
+            f"batch_sizes = [{im.best.batch_size}]",
+        ]
+        if table:
+            lines.append(f"set = {{ {table} }}")
+    return "\n".join(lines) + "\n"
+
+
+def _plain_sets(sets: list[str], image: str) -> dict[str, str]:
+    return {k.strip(): v for k, _, v in (s.partition("=") for s in planning.sets_for(image, sets))}
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else '"' + key.replace('"', '\\"') + '"'
+
+
+def _toml_value(text: str) -> str:
+    if text in ("true", "false") or re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
