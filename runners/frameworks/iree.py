@@ -3,7 +3,9 @@ iree-compile, for the CPU (llvm-cpu, with the host's CPU features) or CUDA; run 
 
 Import and compilation both happen in the compile phase. Compiled modules (.vmfb) are cached,
 keyed by the ONNX file's digest, IREE's version, the target (CPU model and features, or GPU
-architecture), the batch size and the options that change code generation.
+architecture), the input shapes and the options that change code generation. With static shapes
+(the default) there is one module per set of input shapes the run feeds: every dimension of every
+input fixed, the named ones (a sequence length) as well as the batch.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from probes.fingerprint import cpu_flags, cpu_model
 from runners.base import Runner, Unsupported
 from runners.core import cores
 from runners.core.common import Inputs
+from runners.core.shapes import ShapeKey, batch_shapes, output_shape, shape_dims, shape_key, shapes_note
 from schemas.atomic import write_atomic
 from schemas.devices import nvidia_gpu_present
 from schemas.frameworks.iree import IreeOptions
@@ -48,7 +52,11 @@ def compiler_reason(stderr: str, limit: int = 3) -> str:
 
 
 def cache_key(
-    onnx_sha256: str, version: str, target: dict[str, str], batch: int | None, options: IreeOptions
+    onnx_sha256: str,
+    version: str,
+    target: dict[str, str],
+    shapes: dict[str, list[int]] | None,
+    options: IreeOptions,
 ) -> str:
     codegen = {"target_cpu", "opt_level"}
     if options.ukernels != "default":  # so that modules compiled before the option keep their keys
@@ -57,7 +65,7 @@ def cache_key(
         "onnx": onnx_sha256,
         "iree": version,
         "target": target,
-        "batch": batch,
+        "shapes": shapes,
         "options": options.model_dump(include=codegen),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
@@ -91,6 +99,22 @@ class IreeRunner(Runner[IreeOptions]):
 
         self.onnx = onnx
         self.proto = onnx.load(str(self.model_path("onnx")))
+        graph = self.proto.graph
+        weights = {i.name for i in graph.initializer}
+        # The compiled function takes the graph's inputs (not its weights) in the graph's order,
+        # and returns its outputs in the graph's order.
+        self._order = [i.name for i in graph.input if i.name not in weights]
+        missing = [t.name for t in self.manifest.inputs if t.name not in self._order]
+        if missing or len(self._order) != len(self.manifest.inputs):
+            raise RuntimeError(f"the ONNX graph's inputs {self._order} are not the manifest's")
+        outputs = [o.name for o in graph.output]
+        if len(outputs) == 1 and len(self.manifest.outputs) == 1:
+            self._outputs = [0]
+        else:
+            absent = [t.name for t in self.manifest.outputs if t.name not in outputs]
+            if absent:
+                raise RuntimeError(f"the ONNX graph has no output {absent[0]!r} (it has {outputs})")
+            self._outputs = [outputs.index(t.name) for t in self.manifest.outputs]
 
     def _target(self, arch: str | None = None) -> tuple[dict[str, str], list[str]]:
         """The target description (for the cache key) and iree-compile's target flags."""
@@ -131,7 +155,7 @@ class IreeRunner(Runner[IreeOptions]):
         """The GPU's own architecture when this iree-compile knows it; else the newest older one it
         knows, as PTX that the driver compiles for the GPU when the module loads (CUDA's forward
         compatibility). iree-compile 3.13 knows sm_80..sm_89, not sm_90 (H100, H200)."""
-        probe = self._with_batch(1)
+        probe = self._with_shapes(self.compile_shapes()[0])
         for arch in [target["arch"], *(a for a in FALLBACK_CUDA_ARCHS if _sm(a) < _sm(target["arch"]))]:
             candidate, candidate_flags = self._target(arch)
             with tempfile.TemporaryDirectory(prefix="iree-probe-") as tmp:
@@ -149,22 +173,32 @@ class IreeRunner(Runner[IreeOptions]):
             return candidate, candidate_flags
         raise CompileError(f"iree-compile knows no CUDA target for {target['arch']} or older")
 
-    def _with_batch(self, batch: int | None) -> Any:
-        """The ONNX graph with its batch dimension fixed (None: left dynamic)."""
-        if batch is None:
+    def _with_shapes(self, shapes: dict[str, list[int]] | None) -> Any:
+        """The ONNX graph with every input's dimensions fixed to these shapes (None: left
+        dynamic), and its outputs' at what those fix (the batch, named dimensions); an output
+        dimension they do not fix is cleared, for the compiler to infer."""
+        if shapes is None:
             return self.proto
         proto = self.onnx.ModelProto()
         proto.CopyFrom(self.proto)
-        for value in [*proto.graph.input, *proto.graph.output]:
-            dims = value.type.tensor_type.shape.dim
-            if dims:
-                dims[0].Clear()
-                dims[0].dim_value = batch
+        for value in proto.graph.input:
+            if value.name in shapes:
+                _set_dims(value.type.tensor_type.shape.dim, shapes[value.name])
+        batch, dims = shape_dims(self.manifest, shapes)
+        infos = {t.name: t for t in self.manifest.outputs}
+        only = self.manifest.outputs[0] if len(proto.graph.output) == 1 else None
+        for value in proto.graph.output:
+            info = infos.get(value.name) or only
+            dim = value.type.tensor_type.shape.dim
+            if info is not None and len(info.shape) == len(dim):
+                _set_dims(dim, output_shape(info, batch, dims))
+            else:
+                _set_dims(dim, [d.dim_value if d.HasField("dim_value") else None for d in dim])
         return proto
 
-    def _build(self, batch: int | None, flags: list[str], work: Path) -> bytes:
+    def _build(self, shapes: dict[str, list[int]] | None, flags: list[str], work: Path) -> bytes:
         """Import (ONNX -> MLIR) and compile one module."""
-        return self._compile_mlir(self._import(self._with_batch(batch), work), flags)
+        return self._compile_mlir(self._import(self._with_shapes(shapes), work), flags)
 
     def _import(self, proto: Any, work: Path) -> Path:
         """ONNX -> MLIR (IREE's ONNX importer) in `work`."""
@@ -194,65 +228,75 @@ class IreeRunner(Runner[IreeOptions]):
         target, flags = self._target()
         if target.get("device") == "cuda":
             target, flags = self._supported_cuda_target(target, flags)
-        sizes: list[int | None] = [*self.compile_batch_sizes()] if o.static_shapes else [None]
+        planned = sorted(self.compile_shapes(), key=lambda one: shape_key(one, self._order))
+        plans: list[dict[str, list[int]] | None] = [*planned] if o.static_shapes else [None]
         cache = self.cache_dir / "iree"
         digest = self.manifest.files["onnx"].sha256
-        built: dict[int | None, Path] = {}
-        modules: dict[int | None, bytes] = {}
-        for n in sizes:
-            path = cache / f"{cache_key(digest, self.version(), target, n, o)}.vmfb"
+        built: dict[ShapeKey | None, Path] = {}
+        modules: dict[ShapeKey | None, bytes] = {}
+        for one in plans:
+            key = None if one is None else shape_key(one, self._order)
+            path = cache / f"{cache_key(digest, self.version(), target, one, o)}.vmfb"
             if o.cache and path.exists():
-                modules[n] = path.read_bytes()
+                modules[key] = path.read_bytes()
                 continue
             with tempfile.TemporaryDirectory(prefix="iree-") as tmp:
-                modules[n] = self._build(n, flags, Path(tmp))
-            built[n] = path
+                modules[key] = self._build(one, flags, Path(tmp))
+            built[key] = path
         self._load(modules)
         if o.cache:
             cache.mkdir(parents=True, exist_ok=True)
-            for n, path in built.items():
-                write_atomic(path, modules[n])
+            for key, path in built.items():
+                write_atomic(path, modules[key])
                 # What the module is, for people and tools (iree-benchmark-module) reading the cache.
-                about = {"batch": n, "function": self.function_name, "flags": flags, "iree": self.version()}
+                about = {
+                    "inputs": None if key is None else dict(zip(self._order, map(list, key), strict=True)),
+                    "function": self.function_name,
+                    "flags": flags,
+                    "iree": self.version(),
+                }
                 write_atomic(path.with_suffix(".json"), json.dumps(about, indent=1) + "\n")
         hit = not built if o.cache else None
         ptx = f" (PTX, compiled by the driver for {target['ptx_for']})" if "ptx_for" in target else ""
+        keys = [k for k in modules if k is not None]
         note = (
             f"target={' '.join(flags[1:])}{ptx}, opt={o.opt_level}, "
-            f"shapes={'static ' + str(sizes) if o.static_shapes else 'dynamic batch'}"
+            f"shapes={'static ' + shapes_note(keys) if o.static_shapes else 'dynamic'}"
         )
         return hit, note
 
-    def _load(self, modules: dict[int | None, bytes]) -> None:
+    def _load(self, modules: dict[ShapeKey | None, bytes]) -> None:
         rt = self.rt
         if self.spec.device.startswith("cuda"):
             device = rt.get_device(f"cuda://{gpu.physical_index(self.spec.device)}")
             self.config = rt.Config(device=device)
         else:
             self.config = rt.Config("local-task")
-        self.functions: dict[int | None, Any] = {}
+        self.functions: dict[ShapeKey | None, Any] = {}
         self.contexts = []
-        for n, vmfb in modules.items():
+        for key, vmfb in modules.items():
             module = rt.VmModule.copy_buffer(self.config.vm_instance, vmfb)
             context = rt.SystemContext(config=self.config)
             context.add_vm_module(module)
             name = next(f for f in module.function_names if f != "__init" and not f.endswith("$async"))
-            self.functions[n] = context.modules[module.name][name]
+            self.functions[key] = context.modules[module.name][name]
             self.contexts.append(context)
         self.function_name = name
 
     def prepare(self, inputs: Inputs) -> Any:
-        batch = self.single(inputs)
-        key = len(batch) if self.options.static_shapes else None
+        key = shape_key(batch_shapes(inputs), self._order) if self.options.static_shapes else None
         function = self.functions.get(key)
         if function is None:
-            raise RuntimeError(f"no compiled module for batch {len(batch)}")
-        return function, np.ascontiguousarray(batch, dtype=np.float32)
+            raise RuntimeError(f"no compiled module for input shapes {batch_shapes(inputs)}")
+        # In the graph's order, each in its own dtype (integer ids stay integers).
+        return function, [np.ascontiguousarray(inputs[n]) for n in self._order]
 
     def run(self, prepared: Any) -> Any:
-        # Host input in, host output out: the copies are part of what an application sees.
-        function, array = prepared
-        return function(array).to_host()
+        # Host inputs in, host outputs out: the copies are part of what an application sees.
+        function, arrays = prepared
+        result = function(*arrays)
+        results = result if isinstance(result, list | tuple) else [result]
+        return [results[i].to_host() for i in self._outputs]
 
     def threads_used(self) -> int | None:
         return self._threads
@@ -263,3 +307,11 @@ class IreeRunner(Runner[IreeOptions]):
     def close(self) -> None:
         self.functions = {}
         self.contexts = []
+
+
+def _set_dims(dims: Any, values: Sequence[int | None]) -> None:
+    """Set an ONNX shape's dimensions: a value fixes one, None clears it (unknown)."""
+    for dim, value in zip(dims, values, strict=True):
+        dim.Clear()
+        if value is not None:
+            dim.dim_value = value
