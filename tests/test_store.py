@@ -35,6 +35,15 @@ RESULTS_COLUMNS = [
     "precision",
     "stable",
     "status",
+    "dims",
+    "sequence_dim",
+    "sequence_length",
+    "tokens_per_s",
+    "cosine_min",
+    "worst_output",
+    "accuracy_outputs",
+    "data_top1",
+    "data_fp32_top1",
 ]
 
 
@@ -292,7 +301,24 @@ def test_bulk_ingest_stores_exactly_the_rows(bench: Bench, make_result: MakeResu
     with_gpu = ok.model_copy(
         update={"measurements": [m.model_copy(update={"gpu": gpu}) for m in ok.measurements]}
     )
-    results = [*(make_result() for _ in range(3)), with_gpu, make_result(status="error"), make_result()]
+    doc = make_result().model_dump(mode="json")
+    doc["spec"].update(dims={"seq": 64, "heads": 2}, sequence_dim="seq")
+    for m in doc["measurements"]:
+        m["tokens_per_s"] = m["throughput_sps"] * 64
+    doc["accuracy"].update(
+        cosine_min=0.99,
+        worst_output="hidden",
+        outputs=[{"name": "hidden", "max_abs_err": 0.0, "rel_err": 0.0, "cosine_min": 0.99}],
+        data={"samples": 9, "output": "hidden", "top1": 0.5, "fp32_top1": 0.6},
+    )
+    with_dims = RunResult.model_validate(doc)
+    results = [
+        *(make_result() for _ in range(3)),
+        with_gpu,
+        make_result(status="error"),
+        with_dims,
+        make_result(),
+    ]
     with store.connect(bench.db) as con:
         store.ingest_many(con, [(r, Path("/r") / r.run_id) for r in results])
     for r in results:

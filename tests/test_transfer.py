@@ -161,19 +161,39 @@ def test_import_stores_what_ingest_stores(
     cli: Cli, bench: Bench, make_result: MakeResult, tmp_path: Path
 ) -> None:
     """Imported runs are rebuilt into results and stored as ingest stores them: every column of
-    a result with GPU telemetry and a server's batch histogram comes back the same."""
-    from schemas import GpuTelemetry
+    a result with GPU telemetry, a server's batch histogram, the model's named dimensions with
+    tokens/s, agreement per output and accuracy on labelled data comes back the same."""
+    from schemas import Accuracy, GpuTelemetry
+    from schemas.result import DataAccuracy, OutputAgreement
 
     gpu = GpuTelemetry(
         device_index=0, name="H100", samples=9, duration_s=1.0, peak_process_mem_mb=812.0, energy_j=3.5
     )
     r = make_result(batch_sizes=(1, 8), repetition=2, within_rel=0.01)
+    outputs = [
+        OutputAgreement(name="logits", max_abs_err=0.01, rel_err=0.001, top1_agreement=1.0, cosine_min=0.999),
+        OutputAgreement(name="hidden", max_abs_err=0.02, rel_err=0.002, cosine_min=0.998),
+    ]
+    data = DataAccuracy(samples=50, output="logits", top1=0.7, top5=0.9, fp32_top1=0.72, fp32_top5=0.91)
+    accuracy = Accuracy(
+        reference="test-fp32", samples=8, max_abs_err=0.02, rel_err=0.002, top1_agreement=1.0,
+        cosine_min=0.998, worst_output="hidden", outputs=outputs, data=data,
+    )  # fmt: skip
     rich = r.model_copy(
         update={
             "threads": 4,
             "warnings": ["8 threads on 2 cores"],
+            "spec": r.spec.model_copy(update={"dims": {"seq": 32, "heads": 2}, "sequence_dim": "seq"}),
+            "accuracy": accuracy,
             "measurements": [
-                m.model_copy(update={"gpu": gpu, "batch_histogram": {"1": 3, "8": 1}}) for m in r.measurements
+                m.model_copy(
+                    update={
+                        "gpu": gpu,
+                        "batch_histogram": {"1": 3, "8": 1},
+                        "tokens_per_s": m.throughput_sps * 32,
+                    }
+                )
+                for m in r.measurements
             ],
         }
     )
@@ -185,6 +205,12 @@ def test_import_stores_what_ingest_stores(
     other = tmp_path / "other.duckdb"
     assert cli("import", out, "--db", other).exit_code == 0
     assert fingerprints(other) == fingerprints(bench.db)
+    _, rows = store.query(
+        other,
+        "SELECT DISTINCT dims, sequence_length, worst_output, data_top1, data_fp32_top1 FROM results "
+        "WHERE tokens_per_s = throughput_sps * 32",
+    )
+    assert rows == [({"heads": 2, "seq": 32}, 32, "hidden", 0.7, 0.72)]
 
 
 ERROR_RUN = "CASE WHEN status = 'error' THEN {new} ELSE {old} END"

@@ -1,9 +1,10 @@
 """`bench-ctl compare`: configurations side by side on one host, with intervals and verdicts.
 
 A cell is the mean over a configuration's runs (repetitions) with its 95 % Student-t interval,
-exactly as the `summary` view computes it; with one run, throughput gets the within-run
-batch-means interval and says so. `--baseline` adds, per cell, the ratio to the baseline and the
-verdict of the one comparison rule of `controller/analysis/stats.py`.
+exactly as the `summary` view computes it, at one batch size and one value of the model's named
+dimensions (runs at seq=16 and seq=64 are two rows, never one mean); with one run, throughput
+gets the within-run batch-means interval and says so. `--baseline` adds, per cell, the ratio to
+the baseline and the verdict of the one comparison rule of `controller/analysis/stats.py`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from controller.analysis.reports import (
     Cell,
     CompareRow,
     Comparison,
+    DataScore,
     HostPair,
     HostPairRow,
     VerdictCell,
+    point_label,
 )
 from controller.errors import BenchError, did_you_mean
 from controller.store import db as store
@@ -69,6 +72,37 @@ def _noisy(rows: list[dict[str, Any]]) -> list[bool]:
     return [bool(r["noisy"]) for r in rows]
 
 
+Dims = tuple[tuple[str, int], ...]
+
+
+def _dims(row: dict[str, Any]) -> Dims:
+    """A row's named dimensions as a sortable key (none for results stored before they existed)."""
+    return tuple(sorted((row.get("dims") or {}).items()))
+
+
+def _tokens(used: list[dict[str, Any]]) -> float | None:
+    """The mean tokens/s of the runs a cell is made of, where every one has it."""
+    values = [r["tokens_per_s"] for r in used]
+    if not values or any(v is None for v in values):
+        return None
+    return sum(float(v) for v in values) / len(values)
+
+
+def _data_score(rows: list[dict[str, Any]]) -> DataScore | None:
+    """Accuracy on the labelled data of the worst run, beside the fp32 reference's."""
+    scored = [r for r in rows if r["data_top1"] is not None]
+    if not scored:
+        return None
+    worst = min(scored, key=lambda r: float(r["data_top1"]))
+    return DataScore(
+        samples=worst["data_samples"],
+        top1=worst["data_top1"],
+        top5=worst["data_top5"],
+        fp32_top1=worst["data_fp32_top1"],
+        fp32_top5=worst["data_fp32_top5"],
+    )
+
+
 def _cell(rows: list[dict[str, Any]], metric: str, include_noisy: bool = False) -> Cell:
     """A configuration's runs at one batch size as a cell: the mean of its clean runs (every run
     when none is clean, or with `include_noisy`) with its interval, as `verdict_cell` judges them."""
@@ -83,14 +117,17 @@ def _cell(rows: list[dict[str, Any]], metric: str, include_noisy: bool = False) 
         "noisy_left_out": left_out,
         "precision": precision,
         "rel_err": rel,
+        "tokens_per_s": _tokens(used),
+        "data": _data_score(rows),
     }
     if len(values) >= 2:
         ci = stats.mean_ci(values)
         return Cell(value=ci.estimate, low=ci.low, high=ci.high, runs=len(values), method="t", **common)
     value = values[0]
     within = used[0]["within_run_ci_rel"]
-    if metric == "throughput_sps" and within is not None and within < 1:
-        # Throughput is batch / mean iteration time: the interval of the time, inverted.
+    if metric in HIGHER_IS_BETTER and within is not None and within < 1:
+        # Throughput (and tokens/s, its multiple) is batch / mean iteration time: the interval of
+        # the time, inverted.
         return Cell(
             value=value, low=value / (1 + within), high=value / (1 - within), runs=1,
             method="batch-means", **common,
@@ -123,12 +160,20 @@ def _results(
         params.append(run_ids)
     cols, raw = store.read(
         db,
-        f"""SELECT run_id, host, image, variant, device, batch_size, {metric} AS value, within_run_ci_rel,
-                   noisy, precision, rel_err, started_at, lock_hash, framework, framework_version
+        f"""SELECT run_id, host, image, variant, device, batch_size, dims, {metric} AS value,
+                   within_run_ci_rel, noisy, precision, rel_err, started_at, lock_hash, framework,
+                   framework_version, tokens_per_s, data_samples, data_top1, data_top5, data_fp32_top1,
+                   data_fp32_top5
             FROM results WHERE {where} AND {metric} IS NOT NULL ORDER BY started_at""",
         params,
     )
     rows = store.rows_as_dicts(cols, raw)
+    if not rows and metric == "tokens_per_s":
+        raise BenchError(
+            f"no results of model {model!r} with tokens/s" + (f" on {device}" if device else ""),
+            "tokens/s is measured for models whose manifest names a sequence dimension (sequence_dim); "
+            "compare samples/s with --metric throughput_sps",
+        )
     if not rows:
         raise BenchError(
             f"no successful results for model {model!r}"
@@ -209,22 +254,24 @@ def _pair_rows(
     metric: str,
     include_noisy: bool = False,
 ) -> list[HostPairRow]:
-    """Each configuration (image, options, device) at each batch size on both sides (`side` of a
-    row: its host, or its build): the old side's cell, the new side's, and new/old with its
-    interval and verdict by the one comparison rule."""
-    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = defaultdict(list)
+    """Each configuration (image, options, device) at each batch size and value of the model's
+    dimensions on both sides (`side` of a row: its host, or its build): the old side's cell, the
+    new side's, and new/old with its interval and verdict by the one comparison rule."""
+    groups: dict[tuple[str, int, Dims, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         if side(r) in (old, new):
             label = _label(r["image"], r["variant"], r["device"], None)
-            groups[(label, int(r["batch_size"]), side(r))].append(r)
+            groups[(label, int(r["batch_size"]), _dims(r), side(r))].append(r)
     out = []
     higher = metric in HIGHER_IS_BETTER
-    for label, bs in sorted({(label, bs) for label, bs, _ in groups}):
-        a, b = groups.get((label, bs, old), []), groups.get((label, bs, new), [])
+    for label, bs, dims in sorted({(label, bs, dims) for label, bs, dims, _ in groups}):
+        a, b = groups.get((label, bs, dims, old), []), groups.get((label, bs, dims, new), [])
         out.append(
             HostPairRow(
                 label=label,
                 batch_size=bs,
+                dims=dict(dims),
+                point=point_label(bs, dict(dims)),
                 old=_cell(a, metric, include_noisy) if a else None,
                 new=_cell(b, metric, include_noisy) if b else None,
                 verdict=verdict_cell(b, a, higher, include_noisy) if a and b else None,
@@ -334,25 +381,26 @@ def compare(
     include_noisy: bool = False,
 ) -> Comparison:
     """Every configuration of `model` measured on the chosen host(s) in `scenario`, per batch size
-    (only the runs `run_ids` when given: one command's runs)."""
+    and value of the model's named dimensions (only the runs `run_ids` when given: one command's
+    runs)."""
     if host is not None and across_hosts:
         raise BenchError("--host and --across-hosts exclude each other", "choose one")
     rows, left_out = newest_builds(_results(db, model, metric, device, scenario, run_ids))
     hosts = _choose_hosts(sorted({str(r["host"]) for r in rows}), host, across_hosts, model)
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, int, Dims], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         if r["host"] in hosts:
             label = _label(r["image"], r["variant"], r["device"], r["host"] if across_hosts else None)
-            groups[(label, int(r["batch_size"]))].append(r)
-    labels = sorted({label for label, _ in groups})
+            groups[(label, int(r["batch_size"]), _dims(r))].append(r)
+    labels = sorted({label for label, _, _ in groups})
     if baseline is not None and baseline not in labels:
         raise BenchError(
             f"--baseline {baseline!r} is not a column of this comparison", did_you_mean(baseline, labels)
         )
     higher = metric in HIGHER_IS_BETTER
     out_rows = []
-    for bs in sorted({b for _, b in groups}):
-        members = {label: groups[(label, bs)] for label in labels if groups.get((label, bs))}
+    for bs, dims in sorted({(b, d) for _, b, d in groups}):
+        members = {label: groups[(label, bs, dims)] for label in labels if groups.get((label, bs, dims))}
         cells = {label: _cell(runs, metric, include_noisy) for label, runs in members.items()}
         verdicts: dict[str, VerdictCell] = {}
         if baseline is not None and baseline in members:
@@ -364,7 +412,15 @@ def compare(
                 )
                 if cell is not None:
                     verdicts[label] = cell
-        out_rows.append(CompareRow(batch_size=bs, cells=cells, verdicts=verdicts))
+        out_rows.append(
+            CompareRow(
+                batch_size=bs,
+                dims=dict(dims),
+                point=point_label(bs, dict(dims)),
+                cells=cells,
+                verdicts=verdicts,
+            )
+        )
     return Comparison(
         model=model,
         metric=metric,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 COMPARABLE = (
     "throughput_sps",
+    "tokens_per_s",
     "latency_p50_ms",
     "latency_p90_ms",
     "latency_p99_ms",
@@ -11,4 +12,4 @@ COMPARABLE = (
     "peak_host_mem_mb",
     "load_time_s",
 )
-HIGHER_IS_BETTER = {"throughput_sps"}
+HIGHER_IS_BETTER = {"throughput_sps", "tokens_per_s"}

@@ -10,6 +10,22 @@ IntervalMethod = Literal["t", "batch-means", "none"]
 VerdictKind = Literal["faster", "slower", "no significant difference", "insufficient data"]
 
 
+def point_label(batch_size: int, dims: dict[str, int]) -> str:
+    """Where a row was measured: `b8`, or `b8 seq=64` for a model with named dimensions."""
+    return " ".join([f"b{batch_size}", *(f"{k}={v}" for k, v in sorted(dims.items()))])
+
+
+class DataScore(BaseModel):
+    """Accuracy on the user's labelled samples beside the fp32 reference's on the same samples
+    (the worst run of a cell)."""
+
+    samples: int | None
+    top1: float
+    top5: float | None = None
+    fp32_top1: float | None = None
+    fp32_top5: float | None = None
+
+
 class Cell(BaseModel):
     """One configuration at one batch size: the mean over its runs and its 95 % interval."""
 
@@ -22,6 +38,8 @@ class Cell(BaseModel):
     noisy_left_out: int = 0  # runs flagged noisy that the value leaves out
     precision: str | None = None
     rel_err: float | None = None
+    tokens_per_s: float | None = None  # models with a sequence dimension: mean over the runs used
+    data: DataScore | None = None
 
     @property
     def half_width(self) -> float | None:
@@ -43,7 +61,11 @@ class VerdictCell(BaseModel):
 
 
 class CompareRow(BaseModel):
+    """One batch size at one value of the model's dimensions: runs at other values are other rows."""
+
     batch_size: int
+    dims: dict[str, int] = {}
+    point: str  # point_label(batch_size, dims)
     cells: dict[str, Cell]
     verdicts: dict[str, VerdictCell]
 
@@ -61,10 +83,13 @@ class Comparison(BaseModel):
 
 
 class HostPairRow(BaseModel):
-    """One configuration at one batch size on two hosts: each side, and new against old."""
+    """One configuration at one batch size (and value of the model's dimensions) on two sides: each
+    side, and new against old."""
 
     label: str
     batch_size: int
+    dims: dict[str, int] = {}
+    point: str  # point_label(batch_size, dims)
     old: Cell | None
     new: Cell | None
     verdict: VerdictCell | None

@@ -175,10 +175,7 @@ def _pct(share: float | None) -> str:
 
 def data_text(d: DataScore) -> str:
     """Accuracy on the user's labelled data beside the fp32 reference's on the same samples."""
-    text = f"data top-1 {_pct(d.top1)}" + (f" vs fp32 {_pct(d.fp32_top1)}" if d.fp32_top1 is not None else "")
-    if d.top5 is not None:
-        text += f", top-5 {_pct(d.top5)}" + (f" vs {_pct(d.fp32_top5)}" if d.fp32_top5 is not None else "")
-    return text
+    return f"data top-1 {_pct(d.top1)}" + (f" vs fp32 {_pct(d.fp32_top1)}" if d.fp32_top1 is not None else "")
 
 
 def noise_text(m: Measurement) -> str:
@@ -227,15 +224,10 @@ def _cell_text(cell: Cell, tokens: bool = False) -> str:
     if tokens and cell.tokens_per_s is not None:
         text += f"\n[dim]{cell.tokens_per_s:,.0f} tokens/s[/]"
     extra = " ".join(
-        x
-        for x in (
-            cell.precision or "",
-            f"err {cell.rel_err:.1e}" if cell.rel_err is not None else "",
-            data_text(cell.data) if cell.data else "",
-        )
-        if x
+        x for x in (cell.precision or "", f"err {cell.rel_err:.1e}" if cell.rel_err is not None else "") if x
     )
-    return text + (f"\n[dim]{safe(extra)}[/]" if extra else "")
+    text += f"\n[dim]{safe(extra)}[/]" if extra else ""
+    return text + (f"\n{data_text(cell.data)}" if cell.data else "")
 
 
 VERDICT_STYLE = {

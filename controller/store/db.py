@@ -200,6 +200,30 @@ MIGRATIONS: list[str | Callable[[], str]] = [
     ALTER TABLE runs ADD COLUMN threads INTEGER;
     ALTER TABLE runs ADD COLUMN warnings VARCHAR[];
     """,
+    # 15: the model's named dimensions (seq=128) and tokens/s; agreement per output; accuracy on the
+    # user's labelled data. A run stored before keeps the dimensions its spec holds (none for a spec
+    # of version 1), and its tokens/s is the runner's: samples/s x the sequence dimension's value.
+    """
+    ALTER TABLE runs ADD COLUMN dims MAP(VARCHAR, BIGINT);
+    ALTER TABLE runs ADD COLUMN sequence_dim VARCHAR;
+    ALTER TABLE runs ADD COLUMN cosine_min DOUBLE;
+    ALTER TABLE runs ADD COLUMN worst_output VARCHAR;
+    ALTER TABLE runs ADD COLUMN accuracy_outputs JSON;
+    ALTER TABLE runs ADD COLUMN data_output VARCHAR;
+    ALTER TABLE runs ADD COLUMN data_samples INTEGER;
+    ALTER TABLE runs ADD COLUMN data_top1 DOUBLE;
+    ALTER TABLE runs ADD COLUMN data_top5 DOUBLE;
+    ALTER TABLE runs ADD COLUMN data_fp32_top1 DOUBLE;
+    ALTER TABLE runs ADD COLUMN data_fp32_top5 DOUBLE;
+    ALTER TABLE measurements ADD COLUMN tokens_per_s DOUBLE;
+    UPDATE runs SET
+        dims = coalesce(
+            map_from_entries(list_sort(map_entries(CAST(spec -> '$.dims' AS MAP(VARCHAR, BIGINT))))), MAP {}
+        ),
+        sequence_dim = spec ->> '$.sequence_dim';
+    UPDATE measurements SET tokens_per_s = measurements.throughput_sps * r.dims[r.sequence_dim]
+        FROM runs r WHERE r.run_id = measurements.run_id AND r.dims[r.sequence_dim] IS NOT NULL;
+    """,
 ]
 
 
@@ -215,14 +239,17 @@ CREATE OR REPLACE VIEW results AS
 SELECT
     r.run_id, r.started_at, r.host, r.image, r.framework, r.framework_version, r.model, r.device, r.variant,
     coalesce(m.scenario, r.scenario, 'offline') AS scenario,
-    m.batch_size, m.throughput_sps, m.latency_p50_ms, m.latency_p90_ms, m.latency_p99_ms,
+    m.batch_size, r.dims, r.sequence_dim, r.dims[r.sequence_dim] AS sequence_length,
+    m.throughput_sps, m.tokens_per_s, m.latency_p50_ms, m.latency_p90_ms, m.latency_p99_ms,
     m.latency_p999_ms, m.latency_early_stop_ms, m.latency_mean_ms, m.latency_stdev_ms, m.iterations,
     m.in_flight,
     m.target_qps, m.offered_qps, m.achieved_qps, m.queueing_mean_ms, m.compute_mean_ms,
     m.mean_batch, m.batch_histogram, m.padding_waste, m.valid, m.invalid_reason, r.scenario_options,
     r.load_time_s, r.compile_s, r.compile_cache_hit,
     coalesce(m.peak_host_mem_mb, r.peak_host_mem_mb) AS peak_host_mem_mb,
-    r.max_abs_err, r.rel_err, r.top1_agreement, r.top5_agreement, r.precision,
+    r.max_abs_err, r.rel_err, r.top1_agreement, r.top5_agreement, r.cosine_min, r.worst_output,
+    r.accuracy_outputs, r.data_output, r.data_samples, r.data_top1, r.data_top5, r.data_fp32_top1,
+    r.data_fp32_top5, r.precision,
     m.peak_device_mem_mb, m.energy_j_per_4096, m.energy_j_per_4096_net, m.energy_source, m.cpu_energy_j,
     m.avg_power_w, m.throttled,
     m.members AS ensemble_members,
@@ -234,14 +261,18 @@ FROM runs r LEFT JOIN measurements m USING (run_id)
 """
 
 # One row per group of repetitions: the unit of an answer (one build of an image: runs of two
-# locks are never pooled; `compare` and `report` show the newest). Intervals are Student-t over the
+# locks are never pooled; `compare` and `report` show the newest; runs at other values of the
+# model's dimensions, e.g. seq=16 and seq=64, are other groups). Intervals are Student-t over the
 # repetitions' values (as controller/analysis/stats.py computes them); a group of one repetition gets the
 # within-run batch-means interval for throughput, labelled so. Keep in step with docs/results.md.
 _SUMMARY_SELECT = """WITH g AS (
     SELECT
         host, image, framework, framework_version, lock_hash, variant, model, device, scenario, batch_size,
+        dims, sequence_dim,
         count(*) AS repetitions,
         avg(throughput_sps) AS throughput_sps,
+        avg(tokens_per_s) AS tokens_per_s,
+        any_value(sequence_length) AS sequence_length,
         stddev_samp(throughput_sps) AS throughput_sd,
         avg(latency_p50_ms) AS latency_p50_ms,
         stddev_samp(latency_p50_ms) AS p50_sd,
@@ -260,12 +291,12 @@ _SUMMARY_SELECT = """WITH g AS (
     FROM results
     WHERE status = 'ok' AND batch_size IS NOT NULL{condition}
     GROUP BY host, image, framework, framework_version, lock_hash, variant, model, device, scenario,
-        batch_size
+        batch_size, dims, sequence_dim
 )
 SELECT
     g.host, g.image, g.framework, g.framework_version, g.lock_hash, g.variant, g.model, g.device, g.scenario,
-    g.batch_size, g.repetitions,
-    g.throughput_sps,
+    g.batch_size, g.dims, g.sequence_dim, g.sequence_length, g.repetitions,
+    g.throughput_sps, g.tokens_per_s,
     CASE WHEN g.repetitions > 1 THEN g.throughput_sps - h.t * g.throughput_sd / sqrt(g.repetitions)
          WHEN g.within_rel IS NOT NULL THEN g.throughput_sps / (1 + g.within_rel) END AS throughput_ci_low,
     CASE WHEN g.repetitions > 1 THEN g.throughput_sps + h.t * g.throughput_sd / sqrt(g.repetitions)
@@ -462,6 +493,9 @@ def run_row(result: RunResult, result_path: Path | None) -> dict[str, Any]:
         "rel_err": acc.rel_err if acc else None,
         "top1_agreement": acc.top1_agreement if acc else None,
         "top5_agreement": acc.top5_agreement if acc else None,
+        **_accuracy_extras(result),
+        "dims": dims_of(result),
+        "sequence_dim": spec.sequence_dim,
         "peak_host_mem_mb": result.peak_host_mem_mb,
         "cpu_model": fp.cpu_model if fp else None,
         "cpu_limit": fp.cpu_limit if fp else None,
@@ -472,6 +506,30 @@ def run_row(result: RunResult, result_path: Path | None) -> dict[str, Any]:
         "node": launch.node if launch else None,
         "fingerprint": fp.model_dump_json() if fp else None,
         "result_path": str(result_path) if result_path else None,
+    }
+
+
+def dims_of(result: RunResult) -> dict[str, int]:
+    """The run's named dimensions, by name: a MAP compares its entries in order, so runs with the
+    same dimensions group together only when every map lists them alike."""
+    return dict(sorted(result.spec.dims.items()))
+
+
+def _accuracy_extras(result: RunResult) -> dict[str, Any]:
+    """Columns of the agreement per output and of the accuracy on the user's labelled data."""
+    acc = result.accuracy
+    data = acc.data if acc else None
+    outputs = [o.model_dump() for o in acc.outputs] if acc else []
+    return {
+        "cosine_min": acc.cosine_min if acc else None,
+        "worst_output": acc.worst_output if acc else None,
+        "accuracy_outputs": json.dumps(outputs) if outputs else None,
+        "data_output": data.output if data else None,
+        "data_samples": data.samples if data else None,
+        "data_top1": data.top1 if data else None,
+        "data_top5": data.top5 if data else None,
+        "data_fp32_top1": data.fp32_top1 if data else None,
+        "data_fp32_top5": data.fp32_top5 if data else None,
     }
 
 
@@ -527,6 +585,7 @@ MEASUREMENT_COLUMNS = [
     "discarded_iterations",
     "discarded_s",
     "quiet_wait_s",
+    "tokens_per_s",
 ]
 
 

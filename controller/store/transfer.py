@@ -336,7 +336,9 @@ def result_of(run: dict[str, Any], measurements: list[dict[str, Any]]) -> RunRes
         accuracy = {
             "reference": g("accuracy_reference"),
             "samples": 1,
-            **{k: g(k) for k in ("max_abs_err", "rel_err", "top1_agreement", "top5_agreement")},
+            **{k: g(k) for k in ACCURACY_COLUMNS},
+            "outputs": _json(g("accuracy_outputs")) or [],
+            "data": _data_accuracy(run),
         }
     launch = None
     if g("launcher") is not None:
@@ -356,6 +358,22 @@ def result_of(run: dict[str, Any], measurements: list[dict[str, Any]]) -> RunRes
 
 
 _MEASUREMENT_JSON = ("gpu", "members", "batch_histogram")
+ACCURACY_COLUMNS = (
+    "max_abs_err",
+    "rel_err",
+    "top1_agreement",
+    "top5_agreement",
+    "cosine_min",
+    "worst_output",
+)
+
+
+def _data_accuracy(run: dict[str, Any]) -> dict[str, Any] | None:
+    """The accuracy on the user's labelled data, from its `data_*` columns (None: not measured)."""
+    if run.get("data_top1") is None:
+        return None
+    keys = ("output", "samples", "top1", "top5", "fp32_top1", "fp32_top5")
+    return {k: run.get(f"data_{k}") for k in keys}
 
 
 def _json(text: Any) -> Any:
