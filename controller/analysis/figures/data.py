@@ -8,7 +8,7 @@ selection left out. Everything else reads `results` (or `runs` for the per-run p
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 import duckdb
@@ -17,18 +17,31 @@ from controller.analysis.figures.selection import Selection
 from controller.store import db as store
 
 
+def dims_label(dims: dict[str, int] | None) -> str:
+    """The model's named dimensions of a point, `seq=64 heads=12` ('' when it has none)."""
+    return " ".join(f"{k}={v}" for k, v in sorted((dims or {}).items()))
+
+
 @dataclass(frozen=True)
 class Line:
-    """What a line of a figure stands for: a configuration on a host."""
+    """What a line of a figure stands for: a configuration on a host (at the model's dimensions,
+    `dims`, or at a batch size, where a figure draws against a dimension)."""
 
     model: str
     image: str
     variant: str
     host: str
+    dims: str = ""
 
     def label(self, with_host: bool) -> str:
         text = self.image + (f" [{self.variant}]" if self.variant else "")
+        text += f" {self.dims}" if self.dims else ""
         return f"{text} @ {self.host}" if with_host else text
+
+    @property
+    def configuration(self) -> Line:
+        """The line without its dimensions: the configuration it measures."""
+        return Line(self.model, self.image, self.variant, self.host)
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,9 @@ class ThroughputPoint:
     ci_method: str
     precision: str | None
     noisy: bool | None
+    dims: dict[str, int] = field(default_factory=dict)  # the model's named dimensions
+    sequence_dim: str | None = None
+    tokens_per_s: float | None = None  # models with a sequence dimension
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,7 @@ class FailedRun:
     status: str
     message: str
     measured: list[int]
+    dims: dict[str, int] = field(default_factory=dict)  # the model's named dimensions
 
 
 @dataclass(frozen=True)
@@ -69,6 +86,7 @@ class MemoryPoint:
     runs: int
     host_mem_mb: float | None
     device_mem_mb: float | None
+    dims: dict[str, int] = field(default_factory=dict)  # the model's named dimensions
 
 
 @dataclass(frozen=True)
@@ -82,6 +100,7 @@ class EnergyPoint:
     runs: int
     throughput_sps: float
     energy_j_per_4096: float
+    dims: dict[str, int] = field(default_factory=dict)  # the model's named dimensions
 
 
 @dataclass(frozen=True)
@@ -96,6 +115,7 @@ class LoadPhases:
     model_read_s: float
     compile_s: float
     first_inference_s: float
+    dims: dict[str, int] = field(default_factory=dict)  # the model's named dimensions
 
 
 @dataclass(frozen=True)
@@ -112,10 +132,14 @@ class ServerPoint:
     invalid_reason: str | None
     latency_bound_ms: float | None
     noisy: bool | None
+    dims: dict[str, int] = field(default_factory=dict)  # the model's named dimensions
 
 
 @dataclass(frozen=True)
 class AccuracyRow:
+    """A configuration's outputs against the reference (its worst run), and its accuracy on the
+    user's labelled data beside the fp32 reference's."""
+
     model: str
     image: str
     variant: str
@@ -128,6 +152,15 @@ class AccuracyRow:
     rel_err: float | None
     top1_agreement: float | None
     top5_agreement: float | None
+    cosine_min: float | None
+    worst_output: str | None
+    outputs: str | None  # JSON: the worst run's agreement per output
+    data_samples: int | None
+    data_top1: float | None
+    data_fp32_top1: float | None
+    data_top5: float | None
+    data_fp32_top5: float | None
+    dims: dict[str, int] = field(default_factory=dict)  # the model's named dimensions
 
 
 @dataclass(frozen=True)
@@ -163,7 +196,9 @@ class Query:
 
 
 def _key(prefix: str = "") -> str:
-    """The columns that name a line; results older than variants (or hosts) read as ''."""
+    """The columns that name a line; results older than variants (or hosts) read as ''. Each
+    figure's SQL also groups by the model's named dimensions, `dims` (its last column): runs at
+    seq=16 and seq=64 are never one point."""
     return (
         f"{prefix}model, {prefix}image, coalesce({prefix}variant, '') AS variant, "
         f"coalesce({prefix}host, '') AS host"
@@ -201,19 +236,21 @@ def throughput_sql(selection: Selection) -> str:
         head = f"WITH summary AS (\n    {inner}\n)\n"
     return (
         head + f"SELECT {_key()}, batch_size, repetitions, throughput_sps,\n"
-        "       throughput_ci_low, throughput_ci_high, ci_method, precision, noisy\n"
+        "       throughput_ci_low, throughput_ci_high, ci_method, precision, noisy,\n"
+        "       dims, sequence_dim, tokens_per_s\n"
         f"FROM summary\nWHERE scenario = 'offline' AND {selection.condition(with_where=False)}\n"
         f"{newest_build('last_run_at')}\n"
-        "ORDER BY model, image, variant, host, batch_size"
+        "ORDER BY model, image, variant, host, batch_size, dims"
     )
 
 
 def failed_sql(selection: Selection) -> str:
     return (
         _selected(selection) + f"SELECT {_key()}, run_id, status, coalesce(message, status),\n"
-        "       coalesce(list(batch_size ORDER BY batch_size) FILTER (WHERE batch_size IS NOT NULL), [])\n"
+        "       coalesce(list(batch_size ORDER BY batch_size) FILTER (WHERE batch_size IS NOT NULL), []),\n"
+        "       dims\n"
         "FROM selected\nWHERE status <> 'ok' AND scenario = 'offline'\n"
-        "GROUP BY model, image, variant, host, run_id, status, message\n"
+        "GROUP BY model, image, variant, host, dims, run_id, status, message\n"
         "ORDER BY model, image, variant, host, run_id"
     )
 
@@ -221,11 +258,11 @@ def failed_sql(selection: Selection) -> str:
 def memory_sql(selection: Selection) -> str:
     return (
         _selected(selection) + f"SELECT {_key()}, batch_size, count(*) AS runs,\n"
-        "       avg(peak_host_mem_mb) AS host_mem_mb, avg(peak_device_mem_mb) AS device_mem_mb\n"
+        "       avg(peak_host_mem_mb) AS host_mem_mb, avg(peak_device_mem_mb) AS device_mem_mb, dims\n"
         "FROM selected\n"
         "WHERE status = 'ok' AND scenario = 'offline' AND ensemble_members IS NOT NULL\n"
-        "GROUP BY model, image, variant, host, batch_size\n"
-        "ORDER BY model, image, variant, host, batch_size"
+        "GROUP BY model, image, variant, host, dims, batch_size\n"
+        "ORDER BY model, image, variant, host, batch_size, dims"
     )
 
 
@@ -234,7 +271,7 @@ def energy_sql(selection: Selection) -> str:
         _selected(selection) + f"SELECT {_key('s.')},\n"
         "       coalesce(json_extract_string(m.gpu, '$.name'), s.device) AS gpu, s.batch_size,\n"
         "       count(*) AS runs, avg(s.throughput_sps) AS throughput_sps,\n"
-        "       avg(s.energy_j_per_4096) AS energy_j_per_4096\n"
+        "       avg(s.energy_j_per_4096) AS energy_j_per_4096, s.dims\n"
         "FROM selected s JOIN measurements m ON m.run_id = s.run_id AND m.batch_size = s.batch_size\n"
         "WHERE s.status = 'ok' AND s.energy_j_per_4096 IS NOT NULL\n"
         "GROUP BY ALL\nORDER BY ALL"
@@ -244,9 +281,9 @@ def energy_sql(selection: Selection) -> str:
 def load_sql(selection: Selection) -> str:
     return (
         f"SELECT {_key()}, coalesce(compile_cache_hit, false) AS warm, count(*) AS runs,\n"
-        "       avg(import_s), avg(model_read_s), avg(compile_s), avg(first_inference_s)\n"
+        "       avg(import_s), avg(model_read_s), avg(compile_s), avg(first_inference_s), dims\n"
         f"FROM runs\nWHERE status = 'ok' AND import_s IS NOT NULL\n  AND {_selected_runs(selection)}\n"
-        "GROUP BY ALL\nORDER BY model, image, variant, host, warm"
+        "GROUP BY ALL\nORDER BY model, image, variant, host, dims, warm"
     )
 
 
@@ -255,10 +292,10 @@ def server_sql(selection: Selection) -> str:
         _selected(selection) + f"SELECT {_key()}, run_id, target_qps, achieved_qps,\n"
         "       latency_p99_ms, valid, invalid_reason,\n"
         "       CAST(json_extract(scenario_options, '$.latency_bound_ms') AS DOUBLE) AS latency_bound_ms,\n"
-        "       noisy\n"
+        "       noisy, dims\n"
         "FROM selected\n"
         "WHERE status = 'ok' AND scenario = 'server' AND achieved_qps IS NOT NULL\n"
-        "ORDER BY model, image, variant, host, achieved_qps"
+        "ORDER BY model, image, variant, host, dims, achieved_qps"
     )
 
 
@@ -266,9 +303,12 @@ def accuracy_sql(selection: Selection) -> str:
     return (
         f"SELECT {_key()}, framework, string_agg(DISTINCT precision, ',') AS precision,\n"
         "       any_value(accuracy_reference) AS reference, count(*) AS runs,\n"
-        "       max(max_abs_err), max(rel_err), min(top1_agreement), min(top5_agreement)\n"
+        "       max(max_abs_err), max(rel_err), min(top1_agreement), min(top5_agreement), min(cosine_min),\n"
+        "       arg_max(worst_output, rel_err), arg_max(accuracy_outputs, rel_err),\n"
+        "       max(data_samples), min(data_top1), arg_min(data_fp32_top1, data_top1),\n"
+        "       min(data_top5), arg_min(data_fp32_top5, data_top5), dims\n"
         f"FROM runs\nWHERE status = 'ok' AND {_selected_runs(selection)}\n"
-        "GROUP BY model, image, variant, host, framework\nORDER BY model, image, variant, host"
+        "GROUP BY model, image, variant, host, dims, framework\nORDER BY model, image, variant, host, dims"
     )
 
 

@@ -9,13 +9,14 @@ loaded and whether any script error happened: what the browser check reads.
 from __future__ import annotations
 
 import html
+import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.analysis.figures.data import FailedRun, Line, Query, ReportData
+from controller.analysis.figures.data import AccuracyRow, FailedRun, Line, Query, ReportData, dims_label
 from controller.analysis.figures.plots import Drawn, failure_reason, precisions, unfair
 
 GENERATOR = "bench-ctl report"
@@ -116,6 +117,8 @@ def _cell(value: Any) -> str:
         return f"{value:.4g}" if abs(value) < 100 else f"{value:,.1f}"
     if isinstance(value, list):
         return ",".join(map(str, value))
+    if isinstance(value, dict):  # the model's named dimensions
+        return dims_label(value)
     return str(value)
 
 
@@ -164,7 +167,11 @@ INTRO = {
     "a": "Mean over repetitions with its 95 % Student-t interval (error bars) where a configuration ran "
     "more than once (n: runs per point), from the <code>summary</code> view; a panel per model and "
     "host. An x at the foot of a panel is a point missing because its run failed, with the reason. "
-    "A dashed line computed in another precision than the fp32 lines beside it: not a fair pair.",
+    "A dashed line computed in another precision than the fp32 lines beside it: not a fair pair. "
+    "Where a panel's points differ in one of the model's named dimensions (a sweep over "
+    "<code>dim.seq</code>), it is drawn against that dimension, a line per batch size: runs at other "
+    "values of a dimension are never one point. Models with a sequence dimension have their tokens/s "
+    "(samples/s x the sequence length) in the numbers.",
     "b": "Peak host (RSS) and device memory of each ensemble against batch size, mean over runs.",
     "c": "GPU energy for D = 4096 predictions against throughput, log-log, with a power law "
     "E = c T<sup>k</sup> fitted per device (least squares on the logarithms).",
@@ -173,7 +180,9 @@ INTRO = {
     "e": "p99 latency against the achieved rate; each point is one run; the dashed line is the run's "
     "<code>server.latency_bound_ms</code>; hollow points are INVALID.",
     "f": "Outputs on the reference batch against the reference (TensorFlow fp32 for exported models), "
-    "and the precision each framework really computed in (worst run of each configuration).",
+    "and the precision each framework really computed in (worst run of each configuration): top-1/top-5 "
+    "agreement for a class-score output, else the lowest cosine similarity, and the output that agreed "
+    "least. Where the model has labelled data, the accuracy on it beside the fp32 reference's.",
 }
 EMPTY = {
     "a": "No offline results.",
@@ -266,23 +275,37 @@ def _accuracy(data: ReportData) -> str:
     same model and host is marked, as in figure A."""
     if not data.accuracy:
         return '<p class="empty">No run checked its outputs.</p>'
-    used = {Line(r.model, r.image, r.variant, r.host): precisions([r.precision]) for r in data.accuracy}
+    used = {_accuracy_line(r): precisions([r.precision]) for r in data.accuracy}
     marked: dict[Line, str] = {}
     for key in {(line.model, line.host) for line in used}:
         marked.update(unfair({line: ps for line, ps in used.items() if (line.model, line.host) == key}))
+    with_dims = any(r.dims for r in data.accuracy)
     head = "".join(
         f"<th>{h}</th>"
         for h in (
-            *("model", "image", "variant", "host", "framework", "precision used", "reference", "runs"),
-            *("max abs err", "rel err", "top-1 agreement", "top-5 agreement"),
+            *("model", "image", "variant", "host", *(["dims"] if with_dims else [])),
+            *("framework", "precision used", "reference", "worst output", "runs"),
+            *("max abs err", "rel err", "top-1 agreement", "top-5 agreement", "cosine min"),
+            *("data top-1 (fp32)", "data top-5 (fp32)"),
         )
     )
     rows = []
     for r in data.accuracy:
-        line = Line(r.model, r.image, r.variant, r.host)
+        line = _accuracy_line(r)
         flag = f" ({marked[line]} beside fp32: unfair)" if line in marked else ""
-        cells = [r.model, r.image, r.variant, r.host, r.framework, f"{r.precision or ''}{flag}", r.reference]
-        measured = [r.runs, r.max_abs_err, r.rel_err, r.top1_agreement, r.top5_agreement]
+        cells = [
+            *(r.model, r.image, r.variant, r.host, *([dims_label(r.dims)] if with_dims else [])),
+            *(r.framework, f"{r.precision or ''}{flag}", r.reference, r.worst_output),
+        ]
+        measured: list[Any] = [
+            r.runs,
+            r.max_abs_err,
+            r.rel_err,
+            r.top1_agreement,
+            r.top5_agreement,
+            r.cosine_min,
+        ]
+        measured += [_beside(r.data_top1, r.data_fp32_top1), _beside(r.data_top5, r.data_fp32_top5)]
         rows.append(
             f"<tr{' class=unfair' if flag else ''}>"
             + "".join(f"<td>{esc(c)}</td>" for c in cells)
@@ -290,7 +313,44 @@ def _accuracy(data: ReportData) -> str:
             + "</tr>"
         )
     note = "<p>Error and agreement are of the worst run of each configuration.</p>"
-    return note + f"<table><thead><tr>{head}</tr></thead><tbody>" + "\n".join(rows) + "</tbody></table>"
+    table_html = f"<table><thead><tr>{head}</tr></thead><tbody>" + "\n".join(rows) + "</tbody></table>"
+    return note + table_html + _per_output(data.accuracy)
+
+
+def _accuracy_line(r: AccuracyRow) -> Line:
+    return Line(r.model, r.image, r.variant, r.host, dims_label(r.dims))
+
+
+def _beside(value: float | None, fp32: float | None) -> str:
+    """An accuracy on the labelled data beside the fp32 reference's: `76.0 % (fp32 76.1 %)`."""
+    if value is None:
+        return ""
+    return f"{100 * value:.1f} %" + (f" (fp32 {100 * fp32:.1f} %)" if fp32 is not None else "")
+
+
+def _per_output(rows: Sequence[AccuracyRow]) -> str:
+    """Agreement per output of the worst run of each configuration with more than one output."""
+    lines = []
+    for r in rows:
+        try:
+            outputs = json.loads(r.outputs) if r.outputs else []
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(outputs, list) or len(outputs) < 2:
+            continue
+        for o in outputs:
+            if isinstance(o, dict):
+                lines.append(
+                    [_accuracy_line(r).label(True), o.get("name")]
+                    + [_cell(o.get(k)) for k in ("max_abs_err", "rel_err", "top1_agreement")]
+                    + [_cell(o.get(k)) for k in ("top5_agreement", "cosine_min")]
+                )
+    if not lines:
+        return ""
+    heads = ["configuration", "output", "max abs err", "rel err", "top-1 agreement", "top-5 agreement"]
+    return data_block(
+        f"Agreement per output ({len(lines)} rows)", table([*heads, "cosine min"], lines, [2, 3, 4, 5, 6])
+    )
 
 
 def _environment(data: ReportData) -> str:

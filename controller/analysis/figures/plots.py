@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import textwrap
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from controller.analysis.figures.data import (
     MemoryPoint,
     ServerPoint,
     ThroughputPoint,
+    dims_label,
 )
 
 DPI = 100
@@ -196,14 +197,14 @@ def _plain(value: float, _pos: object = None) -> str:
     return f"{value:,.0f}" if value >= 10 else f"{value:g}"
 
 
-def _log2_batch_axis(ax: Axes, sizes: Sequence[int]) -> None:
+def _log2_batch_axis(ax: Axes, sizes: Sequence[int], label: str = "batch size") -> None:
     ax.set_xscale("log", base=2)
     ticks = sorted(set(sizes))
     ax.set_xticks(ticks, [str(t) for t in ticks], fontsize=8)
     ax.xaxis.set_minor_locator(NullLocator())
     if ticks:
         ax.set_xlim(ticks[0] / 1.4, ticks[-1] * 1.4)
-    ax.set_xlabel("batch size")
+    ax.set_xlabel(label)
 
 
 def _log_y(ax: Axes, values: Iterable[float], base: int = 2) -> None:
@@ -259,35 +260,102 @@ def _missing_x(failed: FailedRun, panel_sizes: Sequence[int]) -> int:
     return min(later) if later else last * 2
 
 
+def axis_dim(points: Sequence[ThroughputPoint]) -> str | None:
+    """The dimension a panel is drawn against: one whose value differs between its points (the
+    model's sequence dimension first); None when every point has the same dimensions."""
+    values: dict[str, set[int]] = defaultdict(set)
+    for p in points:
+        for k, v in (p.dims or {}).items():
+            values[k].add(v)
+    varying = sorted(k for k, vs in values.items() if len(vs) > 1)
+    if not varying:
+        return None
+    first = sorted({p.sequence_dim for p in points if p.sequence_dim in varying} - {None})
+    return str(first[0]) if first else varying[0]
+
+
+@dataclass(frozen=True)
+class Panel:
+    """How a panel of figure A is drawn: against batch size (`axis` None), a line per
+    configuration; or against the dimension `axis`, a line per configuration and batch size. The
+    dimensions every point shares go in the title; others that vary, in the line's label."""
+
+    axis: str | None
+    shared: str
+
+    def x(self, p: ThroughputPoint) -> int | None:
+        return p.batch_size if self.axis is None else (p.dims or {}).get(self.axis)
+
+    def line(self, p: ThroughputPoint | FailedRun, batch_size: int | None = None) -> Line:
+        other = {k: v for k, v in (p.dims or {}).items() if k != self.axis and k not in self.shared_names}
+        parts = ([f"b{batch_size}"] if self.axis is not None and batch_size is not None else []) + [
+            dims_label(other)
+        ]
+        return Line(p.model, p.image, p.variant, p.host, " ".join(x for x in parts if x))
+
+    @property
+    def shared_names(self) -> set[str]:
+        return {pair.split("=")[0] for pair in self.shared.split()}
+
+
+def panel_of(points: Sequence[ThroughputPoint]) -> Panel:
+    axis = axis_dim(points)
+    values: dict[str, set[int | None]] = defaultdict(set)
+    for p in points:
+        for k in {k for q in points for k in (q.dims or {})}:
+            values[k].add((p.dims or {}).get(k))
+    shared = {k: next(iter(vs)) for k, vs in values.items() if len(vs) == 1 and None not in vs}
+    return Panel(axis, dims_label({k: v for k, v in shared.items() if v is not None}))
+
+
 def throughput(
     points: list[ThroughputPoint], failed: list[FailedRun], palette: Palette, folder: Path
 ) -> Drawn | None:
     """A: throughput against batch size, log2 axes, a panel per model (and host: hosts are never
-    mixed in a panel), a line per image and variant."""
+    mixed in a panel), a line per image and variant. Where a panel's points differ in one of the
+    model's dimensions (a sweep over dim.seq), it is drawn against that dimension instead, a line
+    per configuration and batch size: runs at other values of a dimension are never one point."""
     panels, cols = _panels([(p.model, p.host) for p in points] + [(f.model, f.host) for f in failed])
     if not panels:
         return None
     fig, axes = _figure(len(panels), cols)
     notes: list[str] = []
+    against: set[str] = set()  # the dimensions panels are drawn against
+    by_batch = False  # a panel is drawn against batch size
     for ax, (model, host) in zip(axes, panels, strict=True):
+        mine = [p for p in points if (p.model, p.host) == (model, host)]
+        panel = panel_of(mine)
         lines: dict[Line, list[ThroughputPoint]] = defaultdict(list)
-        for p in points:
-            if (p.model, p.host) == (model, host):
-                lines[Line(p.model, p.image, p.variant, p.host)].append(p)
+        off_axis = 0
+        for p in mine:
+            if panel.x(p) is None:
+                off_axis += 1
+                continue
+            lines[panel.line(p, p.batch_size)].append(p)
         fails = [f for f in failed if (f.model, f.host) == (model, host)]
+        by_batch |= panel.axis is None
+        if panel.axis is not None:
+            against.add(panel.axis)
+            fails = [f for f in fails if (f.dims or {}).get(panel.axis) is not None]
+        drawn = {line.configuration for line, pts in lines.items() if pts}
         for f in fails:
-            lines.setdefault(Line(f.model, f.image, f.variant, f.host), [])
+            if Line(f.model, f.image, f.variant, f.host) not in drawn:
+                lines.setdefault(panel.line(f), [])
         marked = unfair({line: precisions(p.precision for p in pts) for line, pts in lines.items()})
         sizes = sorted({p.batch_size for pts in lines.values() for p in pts})
         for line, pts in sorted(lines.items(), key=lambda kv: kv[0].label(True)):
             label = line.label(False)
             if line in marked:
                 label += f" ({marked[line]}!)"
-            color, marker = palette.color(line.image), palette.marker(line.variant)
+            color = palette.color(line.image)
+            marker = palette.marker(line.variant)
+            if panel.axis is not None and pts:
+                marker = MARKERS[sizes.index(pts[0].batch_size) % len(MARKERS)]
             if not pts:
                 ax.plot([], [], color=color, marker="x", linestyle="none", label=f"{label}: no result")
                 continue
-            x = np.array([p.batch_size for p in pts])
+            pts = sorted(pts, key=lambda p: panel.x(p) or 0)
+            x = np.array([panel.x(p) for p in pts])
             y = np.array([p.throughput_sps for p in pts])
             low = np.array([p.ci_low if p.ci_method == "t" and p.ci_low else p.throughput_sps for p in pts])
             high = np.array(
@@ -306,11 +374,18 @@ def throughput(
                 label=f"{label} {_runs_label(p.repetitions for p in pts)}",
             )
             _ring_noisy(ax, list(x), list(y), [p.noisy for p in pts])
-        _draw_missing(ax, fails, sizes, palette)
-        _log2_batch_axis(ax, sizes + [_missing_x(f, sizes) for f in fails])
+        if panel.axis is None:
+            missing = {f.run_id: _missing_x(f, sizes) for f in fails}
+            _draw_missing(ax, fails, missing, panel.line, palette)
+            _log2_batch_axis(ax, sizes + list(missing.values()))
+        else:
+            values = sorted({int(v) for pts in lines.values() for p in pts if (v := panel.x(p)) is not None})
+            missing = {f.run_id: int((f.dims or {})[panel.axis]) for f in fails}
+            _draw_missing(ax, fails, missing, panel.line, palette)
+            _log2_batch_axis(ax, values + list(missing.values()), panel.axis)
         _log_y(ax, [p.throughput_sps for pts in lines.values() for p in pts])
         ax.set_ylabel("samples / s")
-        title = _title(model, host)
+        title = _title(model, host) + (f" ({panel.shared})" if panel.shared else "")
         if marked:
             title += "\nunfair: " + ", ".join(sorted({f"{line.image} {p}" for line, p in marked.items()}))
             title += " beside fp32 (dashed)"
@@ -318,25 +393,33 @@ def throughput(
             notes.append(
                 f"{model} @ {host}: {what} computed in another precision than the fp32 lines beside it"
             )
+        if off_axis:
+            notes.append(
+                f"{model} @ {host}: {off_axis} point(s) without a value of {panel.axis} left out of "
+                "the figure (see the numbers)"
+            )
         title += _noisy(p.noisy for pts in lines.values() for p in pts)
         ax.set_title(title, fontsize=9, color="#b00000" if marked else "black")
         ax.grid(True, which="major", alpha=0.3)
         _legend(ax)
-    _suptitle(fig, "Throughput against batch size (n runs per point, bars: 95 % interval, x: missing point)")
+    drawn_against = sorted(against) + (["batch size"] if by_batch else [])
+    what = " or ".join(drawn_against)
+    _suptitle(fig, f"Throughput against {what} (n runs per point, bars: 95 % interval, x: missing point)")
     return _save(fig, folder, FIGURE_NAMES["a"], notes)
 
 
-def _draw_missing(ax: Axes, fails: list[FailedRun], sizes: Sequence[int], palette: Palette) -> None:
-    """An x at the foot of the panel where a point is missing, with why (and how many runs)."""
+def _draw_missing(
+    ax: Axes,
+    fails: list[FailedRun],
+    x_of: dict[str, int],
+    line_of: Callable[[FailedRun], Line],
+    palette: Palette,
+) -> None:
+    """An x at the foot of the panel where a point is missing (`x_of` each run), with why (and how
+    many runs)."""
     where: dict[tuple[Line, int, str], int] = defaultdict(int)
     for f in fails:
-        where[
-            (
-                Line(f.model, f.image, f.variant, f.host),
-                _missing_x(f, sizes),
-                failure_reason(f.status, f.message),
-            )
-        ] += 1
+        where[(line_of(f), x_of[f.run_id], failure_reason(f.status, f.message))] += 1
     rows = sorted({line for line, _, _ in where}, key=lambda line: line.label(True))
     for (line, x, reason), count in sorted(where.items(), key=lambda kv: (kv[0][0].label(True), kv[0][1])):
         y = 0.04 + 0.07 * rows.index(line)
@@ -365,7 +448,7 @@ def memory(points: list[MemoryPoint], palette: Palette, folder: Path) -> Drawn |
         lines: dict[Line, list[MemoryPoint]] = defaultdict(list)
         for p in points:
             if (p.model, p.host) == (model, host):
-                lines[Line(p.model, p.image, p.variant, p.host)].append(p)
+                lines[Line(p.model, p.image, p.variant, p.host, dims_label(p.dims))].append(p)
         sizes = sorted({p.batch_size for pts in lines.values() for p in pts})
         for ax, what in zip(axes[2 * i : 2 * i + 2], ("host", "device"), strict=True):
             plotted: list[float] = []
@@ -477,14 +560,13 @@ def load_times(rows: list[LoadPhases], folder: Path) -> Drawn | None:
     if not models:
         return None
     with_host = len({r.host for r in rows}) > 1
-    widest = max(len({(r.image, r.variant, r.host) for r in rows if r.model == m}) for m in models)
-    longest = max(
-        len(line.label(with_host)) for line in {Line(r.model, r.image, r.variant, r.host) for r in rows}
-    )
-    layout = Layout(panel=(max(4.3, 0.45 * widest), 2.6), legend=1.6, bottom=0.45 + 0.055 * longest)
+    widest = max(len({_load_line(r) for r in rows if r.model == m}) for m in models)
+    longest = max(len(line.label(with_host)) for line in {_load_line(r) for r in rows})
+    # A tick label is the line's label and its runs, "  n=cold/warm".
+    layout = Layout(panel=(max(4.3, 0.45 * widest), 2.6), legend=1.6, bottom=0.45 + 0.055 * (longest + 9))
     fig, axes = _figure(len(models), 1, layout)
     for ax, model in zip(axes, models, strict=True):
-        mine = {(Line(r.model, r.image, r.variant, r.host), r.warm): r for r in rows if r.model == model}
+        mine = {(_load_line(r), r.warm): r for r in rows if r.model == model}
         lines = sorted({line for line, _ in mine}, key=lambda x: x.label(True))
         for warm, dx in ((False, -0.2), (True, 0.2)):
             bars = [(i, mine[(line, warm)]) for i, line in enumerate(lines) if (line, warm) in mine]
@@ -523,6 +605,10 @@ def load_times(rows: list[LoadPhases], folder: Path) -> Drawn | None:
     return _save(fig, folder, FIGURE_NAMES["d"], [])
 
 
+def _load_line(row: LoadPhases) -> Line:
+    return Line(row.model, row.image, row.variant, row.host, dims_label(row.dims))
+
+
 def _phase_s(row: LoadPhases, phase: str) -> float:
     value = {
         "import": row.import_s,
@@ -544,7 +630,7 @@ def server(points: list[ServerPoint], palette: Palette, folder: Path) -> Drawn |
         mine = [p for p in points if (p.model, p.host) == (model, host)]
         lines: dict[Line, list[ServerPoint]] = defaultdict(list)
         for p in mine:
-            lines[Line(p.model, p.image, p.variant, p.host)].append(p)
+            lines[Line(p.model, p.image, p.variant, p.host, dims_label(p.dims))].append(p)
         for line, pts in sorted(lines.items(), key=lambda kv: kv[0].label(True)):
             pts = sorted(pts, key=lambda p: p.achieved_qps)
             color = palette.color(line.image)
