@@ -44,7 +44,7 @@ from controller.catalog.images import get_image
 from controller.errors import BenchError, did_you_mean
 from controller.launch.base import LauncherChoice, LineSink
 from controller.paths import Paths
-from controller.run import pipeline, planning, plans
+from controller.run import pipeline, planning, plans, rounds
 from controller.run.request import RunRequest
 from controller.store import db as store
 from schemas import FRAMEWORK_OPTION_MODELS
@@ -53,6 +53,9 @@ from schemas.frameworks.base import search_space
 FINAL_RUNS = 5  # runs of a finalist and of the defaults: the rule needs 4 a side, one spare
 MAX_CANDIDATES = 256  # per image: a larger grid is refused (fix some options with --set)
 STARTUP_S = 15.0  # a trial's start-up when this host has no history
+# The least relative half-width given to a single run's interval: runs of one configuration in
+# fresh processes differ by a few per cent (docs/statistics.md), more than a run's own interval.
+SINGLE_RUN_FLOOR = 0.03
 # A trial is a short ordinary run unless the user sets these.
 TRIAL_POLICY = {"policy.min_time_s": "1", "policy.max_time_s": "5", "policy.warmup_min_s": "0.3"}
 BOUND_RE = re.compile(r"\s*(p50|p90|p99|p999|mean)\s*<=\s*([0-9]+(?:\.[0-9]+)?)\s*(us|ms|s)?\s*")
@@ -128,24 +131,22 @@ class Trial:
 @dataclass
 class Candidate:
     image: str
+    framework: str
     options: dict[str, Any]  # the searched options' values
     batch_size: int
-    planned: planning.PlannedRun
+    planned: planning.PlannedRun | None  # None: a simulated candidate (benchmarks/tune_search.py)
     key: str
     is_default: bool
+    defaults: dict[str, Any] = field(default_factory=dict)  # the searched options' defaults
     trials: list[Trial] = field(default_factory=list)
     dropped: str | None = None
     failed: str | None = None
 
     @property
     def label(self) -> str:
-        changed = {k: v for k, v in self.options.items() if not self._is_default_value(k, v)}
+        changed = {k: v for k, v in self.options.items() if self.defaults.get(k) != v}
         text = " ".join(f"{k}={v}" for k, v in changed.items()) or "defaults"
         return f"{self.image} b{self.batch_size} {text}"
-
-    def _is_default_value(self, key: str, value: Any) -> bool:
-        model = FRAMEWORK_OPTION_MODELS[self.planned.image.framework]
-        return bool(model.model_fields[key].default == value)
 
     @property
     def alive(self) -> bool:
@@ -221,8 +222,10 @@ def candidates(req: TuneRequest, paths: Paths, host_key: str) -> list[Candidate]
                 )
                 [planned] = pipeline.prepare(one, paths)
                 key = plans.cell_key(planned.spec, planned.image, host_key)
-                default = all(model.model_fields[k].default == v for k, v in combo.items())
-                out.append(Candidate(name, combo, bs, planned, key, default))
+                defaults = {k: model.model_fields[k].default for k in combo}
+                out.append(
+                    Candidate(name, image.framework, combo, bs, planned, key, combo == defaults, defaults)
+                )
     return out
 
 
@@ -285,17 +288,17 @@ def trial_of(result: Any, search: Search) -> Trial | None:
 
 
 def interval(c: Candidate) -> tuple[float, float] | None:
-    """The candidate's 95 % interval of the objective: Student-t over its clean runs, or with one
-    run its within-run batch-means interval (None when it has neither)."""
-    values = c.values()
-    if len(values) >= 2:
-        ci = stats.mean_ci(values)
+    """The candidate's 95 % interval of the objective from its clean runs: Student-t over them,
+    or with one its within-run batch-means interval widened to at least SINGLE_RUN_FLOOR (one
+    run says nothing of how much the next process differs). None without a clean run: noisy runs
+    decide nothing, so a candidate with only noisy runs stays in the race."""
+    clean = [t for t in c.trials if not t.noisy]
+    if len(clean) >= 2:
+        ci = stats.mean_ci([t.value for t in clean])
         return (ci.low, ci.high) if ci.low is not None and ci.high is not None else None
-    if len(values) == 1:
-        within = next((t.within_rel for t in c.trials if not t.noisy), c.trials[0].within_rel)
-        if within is None:
-            return None
-        return values[0] * (1 - within), values[0] * (1 + within)
+    if len(clean) == 1:
+        half = max(clean[0].within_rel or 0.0, SINGLE_RUN_FLOOR)
+        return clean[0].value * (1 - half), clean[0].value * (1 + half)
     return None
 
 
@@ -319,7 +322,9 @@ def worse_than(c: Candidate, lead: Candidate, higher: bool) -> str | None:
     """Why `c` is significantly worse than the leader, or None. With 4 runs a side (clean ones),
     the comparison rule; before, intervals apart by more than the minimum effect."""
     a, b = c.values(), lead.values()
-    if len(a) >= stats.min_repetitions() and len(b) >= stats.min_repetitions():
+    clean_a = [t for t in c.trials if not t.noisy]
+    clean_b = [t for t in lead.trials if not t.noisy]
+    if len(clean_a) >= stats.min_repetitions() and len(clean_b) >= stats.min_repetitions():
         v = stats.verdict(b, a, higher)
         return f"significantly worse than {lead.label}: {v.message}" if v.verdict == "faster" else None
     mine, theirs = interval(c), interval(lead)
@@ -403,8 +408,10 @@ def estimate_s(search: Search, past: float | None) -> float:
         return statistics.median(search.seconds_per_trial)
     if past is not None:
         return past
-    policy = search.candidates[0].planned.spec.policy
-    return STARTUP_S + policy.warmup_min_s + policy.max_time_s
+    planned = search.candidates[0].planned
+    if planned is None:
+        return 0.0
+    return STARTUP_S + planned.spec.policy.warmup_min_s + planned.spec.policy.max_time_s
 
 
 def halve(search: Search, images: list[str]) -> None:
@@ -421,12 +428,12 @@ def halve(search: Search, images: list[str]) -> None:
 
 def race(
     search: Search,
-    execute: Callable[[Candidate, int], Any],
+    execute: Callable[[Candidate, int], Trial | str],
     log: LineSink,
     past_s: float | None = None,
 ) -> None:
     """Rounds of trials until every image is done or the budget is spent. `execute(candidate,
-    repetition)` makes one run and returns its result."""
+    repetition)` makes one trial: its Trial, or why it failed."""
     budget = search.request.budget_s
     prune(search)
     for target in range(1, FINAL_RUNS + 1):
@@ -446,12 +453,11 @@ def race(
                 log(f"stopping: {search.stopped}")
                 return
             t0 = time.monotonic()
-            result = execute(c, len(c.trials) + 1)
+            trial = execute(c, len(c.trials) + 1)
             search.seconds_per_trial.append(time.monotonic() - t0)
             search.runs_made += 1
-            trial = trial_of(result, search)
-            if trial is None:
-                c.failed = f"{result.status}: {result.message}" if result.message else result.status
+            if isinstance(trial, str):
+                c.failed = trial
                 log(f"  {c.label}: {c.failed}")
                 continue
             c.trials.append(trial)
@@ -576,7 +582,7 @@ def answer(search: Search) -> TuneAnswer:
         images.append(
             ImageAnswer(
                 image=image,
-                framework=cands[0].planned.image.framework,
+                framework=cands[0].framework,
                 candidates=len(cands),
                 trials=sum(len(c.trials) for c in cands),
                 best=figure(lead) if lead else None,
@@ -650,10 +656,10 @@ def dry_run(req: TuneRequest, paths: Paths) -> list[Space]:
         mine = [c for c in cands if c.image == image]
         keys = list(mine[0].options)
         options = {k: list(dict.fromkeys(c.options[k] for c in mine)) for k in keys}
-        per = past.get((image, req.model)) or (STARTUP_S + mine[0].planned.spec.policy.max_time_s)
-        out.append(
-            Space(image, mine[0].planned.image.framework, options, len(mine), len(mine) * FINAL_RUNS * per)
-        )
+        first = mine[0].planned
+        assert first is not None
+        per = past.get((image, req.model)) or (STARTUP_S + first.spec.policy.max_time_s)
+        out.append(Space(image, mine[0].framework, options, len(mine), len(mine) * FINAL_RUNS * per))
     return out
 
 
@@ -696,9 +702,25 @@ def tune(req: TuneRequest, paths: Paths, log: LineSink, on_line: LineSink) -> Tu
     group = planning.new_group_id()
     past = statistics.median(list(_history(paths).values())) if _history(paths) else None
 
-    def execute(c: Candidate, repetition: int) -> Any:
+    def execute(c: Candidate, repetition: int) -> Trial | str:
+        """One trial: a run, made again while it is noisy (policy.noisy_reruns), as run --repeat
+        does; every run is stored, the last one is the trial."""
         log(f"trial: {c.label} (run {repetition})")
-        return pipeline.execute_here(c.planned, here, group=group, repetition=repetition, cell=c.key)
+        planned = c.planned
+        assert planned is not None
+
+        def attempt() -> Any:
+            return pipeline.execute_here(planned, here, group=group, repetition=repetition, cell=c.key)
+
+        reruns = planned.spec.policy.noisy_reruns
+
+        runs = rounds.run_clean(attempt, log, reruns)
+        search.runs_made += len(runs) - 1
+        result = runs[-1]
+        trial = trial_of(result, search)
+        if trial is None:
+            return f"{result.status}: {result.message}" if result.message else str(result.status)
+        return trial
 
     race(search, execute, log, past)
     return answer(search)

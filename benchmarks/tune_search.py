@@ -1,0 +1,177 @@
+"""`bench-ctl tune`'s search against a known answer: the null runner's landscape.
+
+The null runner with `landscape=true` multiplies its work by `null_landscape(knob_a, knob_b)`
+(schemas/frameworks/null.py): one optimum (factor 1.0), a near-tie 0.8 % from it far away in
+the grid, a bowl elsewhere and a cliff. A search must return the optimum or the near-tie (then
+reported as not significantly different from the other), never a candidate significantly worse
+(a factor above 1 + the minimum effect), and use at most a third of the runs of the full grid
+(every candidate `FINAL_RUNS` times).
+
+Two modes, printed side by side when both run:
+
+- simulated (default 20 seeded trials, seconds): the race itself (`controller.run.tune.race`)
+  on candidates whose runs are drawn from the truth with run-to-run noise (`--noise`, lognormal,
+  default 3 %) and a within-run interval (`--within`, default 1 %);
+- real (`--real N`): N calls of `bench-ctl tune --images null --set landscape=true` in a scratch
+  store, each a few minutes on a 2-core host.
+
+    .venv/bin/python benchmarks/tune_search.py [--trials 20] [--noise 0.03] [--real 1]
+
+Exit codes: 0 every goal met, 1 a goal missed, 2 a precondition is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _common import EXIT_FAIL, REPO, ScratchHome, bench_ctl, ensure_local_env, say
+
+from controller.analysis import stats
+from controller.run import tune
+from schemas.frameworks.null import NULL_NEAR_TIE, NULL_OPTIMUM, NullOptions, null_landscape
+
+WORK_US = 2000.0
+
+
+def simulated_candidates() -> list[tune.Candidate]:
+    space = tune.search_space(NullOptions, cores=2)
+    defaults = {k: NullOptions.model_fields[k].default for k in space}
+    out = []
+    for a in space["knob_a"]:
+        for b in space["knob_b"]:
+            combo = {"knob_a": a, "knob_b": b}
+            out.append(
+                tune.Candidate("null", "null", combo, 1, None, f"{a}-{b}", combo == defaults, defaults)
+            )
+    return out
+
+
+def simulate(seed: int, noise: float, within: float) -> tuple[tuple[int, int], int, int, bool]:
+    """One seeded search: (the answer's knobs, runs used, full-grid runs, whether the answer's
+    ties include the optimum or the near-tie)."""
+    rng = np.random.default_rng(seed)
+    cands = simulated_candidates()
+    req = tune.TuneRequest(model="fake", images=["null"], batch_sizes=[1], budget_s=1e9)
+    search = tune.Search(req, cands, None, True)
+
+    def execute(c: tune.Candidate, repetition: int) -> tune.Trial | str:
+        factor = null_landscape(c.options["knob_a"], c.options["knob_b"])
+        value = 1e6 / (WORK_US * factor) * math.exp(rng.normal(0, noise))
+        return tune.Trial(f"{c.key}-{repetition}", value, value, 1000 / value, None, within, False, None)
+
+    tune.race(search, execute, lambda _: None)
+    answer = tune.answer(search)
+    best = answer.images[0].best
+    assert best is not None
+    found = (int(best.options["knob_a"]), int(best.options["knob_b"]))
+    tied = {found} | {_knobs(label) for label in answer.images[0].ties}
+    return found, search.runs_made, answer.full_grid_runs, bool(tied & {NULL_OPTIMUM, NULL_NEAR_TIE})
+
+
+def _knobs(label: str) -> tuple[int, int]:
+    knobs = {"knob_a": 0, "knob_b": 0}
+    for part in label.split():
+        k, _, v = part.partition("=")
+        if k in knobs:
+            knobs[k] = int(v)
+    return knobs["knob_a"], knobs["knob_b"]
+
+
+def worse(found: tuple[int, int]) -> bool:
+    """Significantly worse than the optimum: a factor above 1 + the minimum effect."""
+    return null_landscape(*found) > 1 + stats.DEFAULT_MIN_EFFECT
+
+
+def real(n: int, budget: str) -> list[tuple[tuple[int, int], int, int, float]]:
+    ctl = bench_ctl()
+    ensure_local_env(ctl, "null")
+    out = []
+    with ScratchHome(envs=["null"]) as home:
+        from tests.conftest import write_fake_model
+
+        write_fake_model(home.models / "fake")
+        for i in range(n):
+            db = home.root / f"tune-{i}.duckdb"
+            t0 = time.monotonic()
+            proc = subprocess.run(
+                [ctl, "tune", "-m", "fake", "-i", "null", "--set", "landscape=true",
+                 "--set", f"work_us={WORK_US}", "--set", "policy.max_time_s=1",
+                 "--set", "policy.min_time_s=0.3", "--launcher", "local", "--budget", budget, "--json"],
+                capture_output=True, text=True, env={**home.env(), "BENCH_DB": str(db)}, cwd=REPO,
+            )  # fmt: skip
+            seconds = time.monotonic() - t0
+            if proc.returncode != 0:
+                tail = proc.stderr[-400:]
+                say(f"  real trial {i + 1}: bench-ctl tune failed (exit {proc.returncode}): {tail}")
+                continue
+            doc = json.loads(proc.stdout)
+            best = doc["images"][0]["best"]
+            found = (int(best["options"]["knob_a"]), int(best["options"]["knob_b"]))
+            out.append((found, int(doc["runs_made"]), int(doc["full_grid_runs"]), seconds))
+            factor = null_landscape(*found)
+            say(f"  real trial {i + 1}: found {found} (factor {factor:.3f}), {doc['runs_made']} runs")
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trials", type=int, default=20, help="simulated seeded searches (default 20)")
+    p.add_argument(
+        "--noise", type=float, default=0.03, help="run-to-run noise, lognormal sigma (default 0.03)"
+    )
+    p.add_argument("--within", type=float, default=0.01, help="a run's own relative interval (default 0.01)")
+    p.add_argument("--real", type=int, default=0, help="real searches with the null runner (default 0)")
+    p.add_argument("--budget", default="15m", help="budget of a real search (default 15m)")
+    args = p.parse_args()
+    if args.trials < 0 or args.real < 0 or not 0 <= args.noise < 1:
+        p.error("--trials and --real >= 0, --noise in [0, 1)")
+    ok = True
+    near_factor = null_landscape(*NULL_NEAR_TIE)
+    say(f"truth: optimum {NULL_OPTIMUM} (factor 1.0), near-tie {NULL_NEAR_TIE} (factor {near_factor})")
+    if args.trials:
+        sims = [simulate(seed, args.noise, args.within) for seed in range(args.trials)]
+        hits = sum(f in (NULL_OPTIMUM, NULL_NEAR_TIE) for f, *_ in sims)
+        bad = sum(worse(f) for f, *_ in sims)
+        used = [r / g for _, r, g, _ in sims]
+        say(f"\nsimulated, {args.trials} seeded searches, noise {args.noise:.0%}, within {args.within:.0%}:")
+        said_tie = sum(tied for f, _, _, tied in sims if f == NULL_NEAR_TIE)
+        near = sum(f == NULL_NEAR_TIE for f, *_ in sims)
+        say(f"  found the optimum or the near-tie: {hits}/{args.trials}   (goal: all)")
+        say(f"  near-tie answers that name the optimum as not significantly different: {said_tie}/{near}")
+        say(f"  answer significantly worse than the optimum: {bad}/{args.trials}   (goal: 0)")
+        mid, top = statistics.median(used), max(used)
+        say(f"  runs used / full grid: median {mid:.1%}, worst {top:.1%}   (goal: <= 33.3%)")
+        found = {}
+        for f, *_ in sims:
+            found[f] = found.get(f, 0) + 1
+        say(
+            "  answers: "
+            + ", ".join(f"{k} x{v} (factor {null_landscape(*k):.3f})" for k, v in sorted(found.items()))
+        )
+        ok &= bad == 0 and hits == args.trials and max(used) <= 1 / 3 + 1e-9
+    if args.real:
+        reals = real(args.real, args.budget)
+        say(f"\nreal, {len(reals)} search(es) with the null runner ({WORK_US:g} us of work x the landscape):")
+        for found_r, runs, grid, seconds in reals:
+            say(
+                f"  found {found_r} (factor {null_landscape(*found_r):.3f}), {runs} runs of a {grid}-run grid "
+                f"({runs / grid:.1%}), {seconds:.0f} s"
+            )
+            ok &= not worse(found_r) and runs <= grid / 3
+    return 0 if ok else EXIT_FAIL
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
