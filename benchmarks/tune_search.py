@@ -165,8 +165,9 @@ def main() -> int:
         reals = real(args.real, args.budget)
         say(f"\nreal, {len(reals)} search(es) with the null runner ({WORK_US:g} us of work x the landscape):")
         for found_r, runs, grid, seconds in reals:
+            factor = null_landscape(*found_r)
             say(
-                f"  found {found_r} (factor {null_landscape(*found_r):.3f}), {runs} runs of a {grid}-run grid "
+                f"  found {found_r} (factor {factor:.3f}), {runs} runs of a {grid}-run grid "
                 f"({runs / grid:.1%}), {seconds:.0f} s"
             )
             ok &= not worse(found_r) and runs <= grid / 3
