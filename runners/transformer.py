@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import resource
 import sys
 import time
 import warnings
@@ -283,6 +284,8 @@ def run(name: str, out: Path, seed: int) -> dict[str, Any]:
         ),
         "reference_stats": stats,
         "export_s": round(time.monotonic() - started, 2),
+        # ru_maxrss is in KiB on Linux: this process's high-water mark, in MiB.
+        "peak_mem_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     (out / TRANSFORMER_REPORT).write_text(json.dumps(report, indent=1) + "\n")
     log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {params:,} parameters) in {report['export_s']} s")

@@ -9,7 +9,7 @@ import json
 import re
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +24,12 @@ from controller.launch.base import Launcher, LineSink
 from controller.paths import Paths
 from schemas import MODEL_NAME_RE, ModelManifest
 from schemas.atomic import write_atomic
+from schemas.encoders import TRANSFORMER_MODELS
 from schemas.manifest import KERAS_MODELS
 
 EXPORT_TIMEOUT_S = 3600.0
+# What `models export` builds: the study's Keras applications and the transformer encoders.
+EXPORTABLE = [*KERAS_MODELS, *TRANSFORMER_MODELS]
 
 
 class ModelEntry(BaseModel):
@@ -62,8 +65,8 @@ def read_manifest(paths: Paths, name: str) -> ModelManifest:
     except FileNotFoundError:
         known = list_names(paths)
         hint = did_you_mean(name, known)
-        study = difflib.get_close_matches(name, KERAS_MODELS, n=1)
-        if name in KERAS_MODELS:
+        study = difflib.get_close_matches(name, EXPORTABLE, n=1)
+        if name in EXPORTABLE:
             hint = f"export it first: bench-ctl models export {name}"
         elif study and not difflib.get_close_matches(name, known, n=1):
             hint = f"did you mean {study[0]!r}? export it: bench-ctl models export {study[0]}"
@@ -133,7 +136,7 @@ def verify(paths: Paths, manifest: ModelManifest) -> None:
     cache = DigestCache(paths.cache / "model-digests.json")
     hint = (
         f"re-export it: bench-ctl models export {manifest.name} --force"
-        if manifest.source == "keras"
+        if manifest.source in ("keras", "pytorch")
         else f"register it again: bench-ctl models add {manifest.name} FILE.onnx --force"
     )
     try:
@@ -225,12 +228,15 @@ def _build(
     work: Work,
     readable: list[Path] | None = None,
     shown_as: dict[str, str] | None = None,
+    amend: Callable[[ModelManifest], ModelManifest] | None = None,
 ) -> ModelManifest:
     """Run the exporter into the work folder, then move it into place.
 
     `shown_as` maps paths the exporter sees to what the user typed, for error messages. An
     exporter killed by a signal (the OOM killer's SIGKILL) is named as such, with the step it was
-    in and the peak memory it had reached, from the progress file it keeps while it runs."""
+    in and the peak memory it had reached, from the progress file it keeps while it runs.
+    `amend` changes the exporter's manifest before it is stored: what the caller knows of how the
+    model was made (a transformer built in the torch image)."""
     from controller.launch import deaths
     from schemas.manifest import EXPORT_PROGRESS_FILE
 
@@ -284,6 +290,9 @@ def _build(
         (tmp / "tool.log").unlink(missing_ok=True)
         (tmp / EXPORT_PROGRESS_FILE).unlink(missing_ok=True)
         manifest = ModelManifest.model_validate_json((tmp / "manifest.json").read_text())
+        if amend is not None:
+            manifest = ModelManifest.model_validate(amend(manifest).model_dump())
+            (tmp / "manifest.json").write_text(manifest.model_dump_json(indent=1) + "\n")
         _readable(tmp)
         if final.exists():
             shutil.rmtree(final)
@@ -338,13 +347,17 @@ def _keep_log(tmp: Path, note: str | None = None) -> Path | None:
 def check_export_name(name: str) -> str:
     """A name `models export` can build, checked before any environment or image is touched."""
     check_name(name)
-    if name not in KERAS_MODELS:
+    if name not in EXPORTABLE:
         raise BenchError(
-            f"unknown Keras model {name!r}",
-            did_you_mean(name, list(KERAS_MODELS))
-            + "; register your own ONNX file with `bench-ctl models add`",
+            f"unknown model {name!r} to export",
+            did_you_mean(name, EXPORTABLE) + "; register your own ONNX file with `bench-ctl models add`",
         )
     return name
+
+
+def export_image(name: str) -> str:
+    """The image `export` builds `name` in, that a launcher is chosen for."""
+    return "torch" if name in TRANSFORMER_MODELS else "tf"
 
 
 @dataclass(frozen=True)
@@ -415,8 +428,14 @@ def clean_stale_work(paths: Paths) -> list[str]:
 def export(
     paths: Paths, name: str, launcher: Launcher, log: LineSink, force: bool = False, seed: int = 0
 ) -> ModelManifest:
-    """Export one of the study's Keras applications with seeded random weights (tf image)."""
+    """Export one of the study's Keras applications (tf image) or a transformer encoder (torch
+    image, then registered as `add` does: controller/catalog/transformers.py), with seeded
+    random weights."""
     check_export_name(name)
+    if name in TRANSFORMER_MODELS:
+        from controller.catalog import transformers
+
+        return transformers.export(paths, name, launcher, log, force, seed)
     _check_absent(paths, name, force)
     with writing(paths, name) as work:
         return _build(paths, name, "tf", launcher, ["keras", "--name", name, "--seed", str(seed)], log, work)
@@ -523,6 +542,7 @@ def add(
     force: bool = False,
     seed: int = 0,
     options: AddOptions | None = None,
+    amend: Callable[[ModelManifest], ModelManifest] | None = None,
 ) -> ModelManifest:
     """Register a user's ONNX file with its inputs and outputs, named dimensions at their
     defaults and optionally the user's data; reference outputs come from ONNX Runtime fp32 (ort
@@ -564,4 +584,5 @@ def add(
             work,
             readable=[staged.parent],
             shown_as=shown_as,
+            amend=amend,
         )

@@ -42,6 +42,7 @@ from controller.cli.fleet import (
 from controller.cli.lazy import lazy
 from controller.errors import BenchError, Terminated
 from controller.paths import Paths
+from schemas.encoders import TRANSFORMER_MODELS
 from schemas.limits import KERAS_MODELS
 
 if TYPE_CHECKING:
@@ -544,12 +545,13 @@ def images_build(
 @models_app.command("export")
 @handles_errors
 def models_export(
-    names: Annotated[list[str], typer.Argument(help=", ".join(KERAS_MODELS))],
+    names: Annotated[list[str], typer.Argument(help=", ".join([*KERAS_MODELS, *TRANSFORMER_MODELS]))],
     force: Annotated[bool, typer.Option("--force", help="rebuild if already in the store")] = False,
     launcher: LauncherOpt = "auto",
     seed: Annotated[int, typer.Option("--seed", help="seed of the random weights")] = 0,
 ) -> None:
-    """Export Keras applications with seeded random weights (no download) into the model store."""
+    """Export the study's Keras applications, or transformer encoders built in PyTorch (bert-tiny,
+    bert-base), with seeded random weights (no download) into the model store."""
     from controller.catalog.images import get_image
     from controller.launch.select import select_launcher
 
@@ -560,8 +562,9 @@ def models_export(
         if (paths.models / name / "manifest.json").exists() and not force:
             info(f"{name}: already in the store (use --force to rebuild)")
             continue
-        chosen = select_launcher(launcher_choice(launcher), get_image("tf"), paths, info)
-        info(f"exporting {name} (tf image)")
+        image = model_store.export_image(name)
+        chosen = select_launcher(launcher_choice(launcher), get_image(image), paths, info)
+        info(f"exporting {name} ({image} image)")
         m = model_store.export(paths, name, chosen, runner_line, force=force, seed=seed)
         peak = "" if m.export_peak_mem_mb is None else f", peak memory {m.export_peak_mem_mb / 1024:.1f} GB"
         out.print(

@@ -23,6 +23,7 @@ from controller.errors import BenchError, did_you_mean
 from controller.paths import Paths
 from controller.run import planning
 from schemas import RunSpec
+from schemas.encoders import TRANSFORMER_MODELS
 from schemas.manifest import KERAS_MODELS
 from schemas.plan import Plan, PlanRuns
 
@@ -196,12 +197,12 @@ def models_of(plan: Plan) -> list[str]:
 def missing_models(plan: Plan, paths: Paths) -> list[str]:
     """Models of the plan not in the store; refuses (one line) those that cannot be exported."""
     missing = [m for m in models_of(plan) if not (paths.models / m / "manifest.json").exists()]
-    foreign = [m for m in missing if m not in KERAS_MODELS]
+    foreign = [m for m in missing if m not in KERAS_MODELS and m not in TRANSFORMER_MODELS]
     if foreign:
         raise BenchError(
             f"the plan names model {foreign[0]!r}, which is not in the store ({paths.models})",
             "add it with `bench-ctl models add NAME FILE.onnx`, or export one of the study's models: "
-            + ", ".join(KERAS_MODELS),
+            + ", ".join([*KERAS_MODELS, *TRANSFORMER_MODELS]),
         )
     return missing
 

@@ -387,7 +387,7 @@ def refuse_foreign(folder: Path, spec: RunSpec, paths: Paths, log: LineSink) -> 
 def export_missing(sp: SweepPlan, paths: Paths, log: LineSink, on_line: LineSink) -> None:
     for name in sp.missing_models:
         log(f"model {name} is not in the store: exporting it (bench-ctl models export {name})")
-        launcher = select_launcher(LauncherChoice.auto, get_image("tf"), paths, log)
+        launcher = select_launcher(LauncherChoice.auto, get_image(model_store.export_image(name)), paths, log)
         model_store.export(paths, name, launcher, on_line)
 
 
