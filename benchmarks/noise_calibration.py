@@ -26,6 +26,17 @@ the Wilson intervals say how sure each figure is. The default is short (a few mi
 
     .venv/bin/python benchmarks/noise_calibration.py [--trials 3] [--repeat 5] [--conditions quiet,loaded]
 
+A real pair (`--real ort,openvino`): two frameworks on one model, where the truth is not known.
+Each trial measures the pair quiet, then loaded (`run --image A,B --repeat N`, then `compare
+--baseline A --json`), and the loaded verdict must agree with the quiet one or say it could not
+decide (no significant difference, withheld for noisy runs, or too little data): a call of faster
+or slower that the quiet trial did not make is a failure. A trial whose quiet half could not
+decide checks nothing, and is counted apart. `--model` is a model of the store
+(linked, not copied), or `small-cnn` (default), a small seeded CNN made here (a few ms per batch on
+a CPU core) and registered with `bench-ctl models add`.
+
+    .venv/bin/python benchmarks/noise_calibration.py --real ort,openvino [--model small-cnn] [--trials 2]
+
 Exit codes: 0 every goal met, 1 a goal missed (or a run failed), 2 a precondition is missing.
 """
 
@@ -46,7 +57,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import EXIT_FAIL, REPO, ScratchHome, bench_ctl, die, ensure_local_env, say
+from _common import (
+    EXIT_FAIL,
+    REPO,
+    ScratchHome,
+    bench_ctl,
+    die,
+    ensure_local_env,
+    real_home,
+    require_model,
+    say,
+)
 from compare_calibration import ctl, wilson
 from harness_overhead import FAKE_MODEL, make_fake_model
 
@@ -59,6 +80,47 @@ POLICY = [
 ]
 # --raw: measure as before noise was measured through (every window kept, no wait, no rerun).
 RAW = ["policy.starved_share=1", "policy.quiet_wait_s=0", "policy.noisy_reruns=0"]
+SMALL_CNN = "small-cnn"
+# The small CNN: 3x64x64 in, three 3x3 convolutions (32, 64, 64 channels, the last two strided),
+# global pooling, 10 classes; seeded He weights, about 64 MFLOP per sample. Needs onnx (the
+# controller's environment has none: it runs in an image's local environment that has it).
+MAKE_CNN = """
+import sys
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+rng = np.random.default_rng(0)
+def he(shape, fan_in):
+    return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+w = {
+    "w1": he((32, 3, 3, 3), 27), "b1": np.zeros(32, np.float32),
+    "w2": he((64, 32, 3, 3), 288), "b2": np.zeros(64, np.float32),
+    "w3": he((64, 64, 3, 3), 576), "b3": np.zeros(64, np.float32),
+    "w4": he((64, 10), 64), "b4": np.zeros(10, np.float32),
+}
+nodes = [
+    helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+    helper.make_node("Relu", ["c1"], ["r1"]),
+    helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+    helper.make_node("Relu", ["c2"], ["r2"]),
+    helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], pads=[1, 1, 1, 1], strides=[2, 2]),
+    helper.make_node("Relu", ["c3"], ["r3"]),
+    helper.make_node("GlobalAveragePool", ["r3"], ["g"]),
+    helper.make_node("Flatten", ["g"], ["f"]),
+    helper.make_node("Gemm", ["f", "w4", "b4"], ["logits"]),
+    helper.make_node("Softmax", ["logits"], ["y"], axis=-1),
+]
+graph = helper.make_graph(
+    nodes, "small_cnn",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 64, 64])],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 10])],
+    [numpy_helper.from_array(v, k) for k, v in w.items()],
+)
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+onnx.checker.check_model(model)
+onnx.save(model, sys.argv[1])
+"""
 LOAD = """
 import os, sys, time
 core, duty, period, limit = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
@@ -226,6 +288,159 @@ def report(tallies: list[Tally], truth: float, repeat: int) -> bool:
     return goals_met
 
 
+def add_model(ctl_path: str, home: ScratchHome, name: str) -> None:
+    """The real pair's model in the scratch home: linked from the store, or `small-cnn` made here
+    and registered as a user's ONNX file would be (`bench-ctl models add`, reference from ONNX
+    Runtime fp32)."""
+    stored = real_home() / "models" / name
+    if (stored / "manifest.json").exists():
+        (home.models / name).symlink_to(stored.resolve(), target_is_directory=True)
+        return
+    if name != SMALL_CNN:
+        require_model(name)  # says how to export it, and exits
+    pythons = [real_home() / "envs" / e / "bin" / "python" for e in ("torch", "iree", "tf", "ort")]
+    made = home.root / f"{SMALL_CNN}.onnx"
+    for python in (p for p in pythons if p.exists()):
+        if subprocess.run([str(python), "-c", MAKE_CNN, str(made)], capture_output=True).returncode == 0:
+            break
+    else:
+        die(
+            f"no local environment with onnx to make {SMALL_CNN} (tried {', '.join(map(str, pythons))})",
+            "bench-ctl images build --local torch, or give --model NAME of a model in the store",
+        )
+    cmd = [ctl_path, "models", "add", SMALL_CNN, str(made), "--launcher", "local"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=home.env(), cwd=REPO)
+    if proc.returncode != 0:
+        die(f"`bench-ctl models add` failed (exit {proc.returncode}): {proc.stderr[-600:]}", code=EXIT_FAIL)
+
+
+def real_trial(
+    ctl_path: str, home: ScratchHome, db: Path, images: list[str], model: str, repeat: int, sets: list[str]
+) -> dict[str, Any]:
+    """One interleaved `run --image A,B --repeat N` and compare's verdict of B against A. A run
+    that failed stops the benchmark with its status and message (kept with --keep)."""
+    cmd = [
+        ctl_path, "run", "--image", ",".join(images), "--model", model, "-b", "1", "--launcher", "local",
+        "--repeat", str(repeat), *[x for s in sets for x in ("--set", s)], "--json",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env={**home.env(), "BENCH_DB": str(db)}, cwd=REPO
+    )
+    if proc.returncode != 0:
+        try:
+            failed = [
+                f"{r['spec']['image']} run {r['run_id']}: {r['status']}: {r.get('message')}"
+                for r in json.loads(proc.stdout)
+                if r["status"] != "ok"
+            ]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            failed = [proc.stderr[-600:]]
+        die(
+            f"`bench-ctl {' '.join(cmd[1:])}` failed (exit {proc.returncode}): {'; '.join(failed)}",
+            code=EXIT_FAIL,
+        )
+    listing = ctl(ctl_path, home, db, "compare", "--model", model)
+    assert isinstance(listing, dict)
+    labels = sorted(listing["labels"], key=lambda label: label.split()[0] != images[0])  # A first
+    doc = ctl(ctl_path, home, db, "compare", "--model", model, "--baseline", labels[0])
+    assert isinstance(doc, dict)
+    verdict: dict[str, Any] = doc["rows"][0]["verdicts"][labels[1]]
+    return verdict
+
+
+def undecided(v: dict[str, Any]) -> bool:
+    """No call of faster or slower: no significant difference, withheld, or too little data."""
+    return v["verdict"] not in ("faster", "slower")
+
+
+def withheld(v: dict[str, Any]) -> bool:
+    """No verdict at all: the runs left after the noisy ones could not decide, or too few runs."""
+    return bool(v.get("note")) or v["verdict"] == "insufficient data"
+
+
+AGREE, LOADED_UNDECIDED, NEITHER, UNCHECKED, DISAGREE = (
+    "agree",
+    "loaded could not decide",
+    "neither could decide",
+    "unchecked: quiet could not decide",
+    "DISAGREE",
+)
+
+
+def agreement(quiet: dict[str, Any], loaded: dict[str, Any]) -> str:
+    """The loaded verdict against the quiet one: it must agree or not decide. Where the quiet
+    trial could not decide either, there is nothing to check the loaded one against."""
+    if withheld(loaded):
+        return NEITHER if withheld(quiet) else LOADED_UNDECIDED
+    if withheld(quiet):
+        return UNCHECKED
+    if loaded["verdict"] == quiet["verdict"]:
+        return AGREE
+    return LOADED_UNDECIDED if undecided(loaded) else DISAGREE
+
+
+def shown(v: dict[str, Any]) -> str:
+    """A verdict with its ratio (B's throughput over A's) and interval."""
+    lo, hi = v.get("ratio_low"), v.get("ratio_high")
+    interval = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""
+    return f"{said(v)}, x{v['ratio']:.3f}{interval}"
+
+
+def run_real(args: argparse.Namespace, ctl_path: str) -> int:
+    """--real A,B: each trial quiet, then loaded; the verdicts side by side, and whether they agree."""
+    images = [x.strip() for x in args.real.split(",") if x.strip()]
+    for image in images:
+        ensure_local_env(ctl_path, image)
+    sets = [*POLICY, *(RAW if args.raw else [])]
+    quiet, loaded = Tally("quiet"), Tally("loaded")
+    outcomes: list[str] = []
+    with ScratchHome(envs=images, keep=args.keep) as home:
+        add_model(ctl_path, home, args.model)
+        say(f"{images[1]} against {images[0]} on {args.model}, batch 1, {args.repeat} repetitions each")
+        say(f"host: {os.cpu_count()} cores, load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        rows = []
+        for t in range(args.trials):
+            started = time.monotonic()
+            db = home.root / f"real-quiet-{t}.duckdb"
+            q = real_trial(ctl_path, home, db, images, args.model, args.repeat, sets)
+            left_out(ctl_path, home, db, quiet)
+            quiet.seconds += time.monotonic() - started
+            say(f"  trial {t + 1}/{args.trials}, quiet: {shown(q)}")
+            started = time.monotonic()
+            with background_load(args.duty, args.period_ms / 1000, 3600.0) as core:
+                db = home.root / f"real-loaded-{t}.duckdb"
+                w = real_trial(ctl_path, home, db, images, args.model, args.repeat, sets)
+            left_out(ctl_path, home, db, loaded)
+            loaded.seconds += time.monotonic() - started
+            outcomes.append(agreement(q, w))
+            rows.append((t + 1, shown(q), shown(w), outcomes[-1]))
+            say(f"  trial {t + 1}/{args.trials}, loaded: {shown(w)}: {outcomes[-1]}")
+        say(
+            f"\nloaded: one process busy {args.duty:.0%} of every {args.period_ms:g} ms on core {core}; "
+            f"ratio: {images[1]}'s throughput over {images[0]}'s, with its 95% interval"
+        )
+        width = max(len(r[c]) for r in rows for c in (1, 2))
+        say(f"{'trial':5}  {'quiet':{width}}  {'loaded':{width}}  outcome")
+        for n, qs, ws, outcome in rows:
+            say(f"{n:<5}  {qs:{width}}  {ws:{width}}  {outcome}")
+        for tally in (quiet, loaded):
+            measured = tally.kept_s + tally.discarded_s
+            starved = f"{tally.discarded_s / measured:.0%} of {measured:.0f} s" if measured else "-"
+            say(
+                f"{tally.name}: runs noisy {rate(tally.noisy_runs, tally.runs)}, time in starved windows "
+                f"{starved}, waited for quiet {tally.waited_s:.0f} s, wall time {tally.seconds:.0f} s"
+            )
+        failed = outcomes.count(DISAGREE)
+        checked = len(outcomes) - outcomes.count(NEITHER) - outcomes.count(UNCHECKED)
+        say(
+            f"{checked} of {len(outcomes)} trials checked (the quiet one decided): "
+            f"{outcomes.count(AGREE)} agree, {outcomes.count(LOADED_UNDECIDED)} loaded could not decide, "
+            f"{failed} disagree"
+        )
+        say(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return EXIT_FAIL if failed else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -243,7 +458,20 @@ def main() -> int:
         "no wait for quiet, no rerun): the figures before the mechanism, for comparison",
     )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    parser.add_argument(
+        "--real", metavar="A,B", help="a real pair instead of the null runner, e.g. ort,openvino: each "
+        "trial quiet and loaded, the verdicts side by side (--conditions is not used)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--model", default=SMALL_CNN, help=f"--real: a model in the store, or {SMALL_CNN} (made here)"
+    )
     args = parser.parse_args()
+    if args.real is not None:
+        if len([x for x in args.real.split(",") if x.strip()]) != 2 or args.trials < 1 or args.repeat < 4:
+            parser.error("--real takes two images, e.g. ort,openvino; --trials >= 1, --repeat >= 4")
+        if not 0 < args.duty < 1 or args.period_ms <= 0:
+            parser.error("--duty between 0 and 1, --period-ms > 0")
+        return run_real(args, bench_ctl())
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
     if args.trials < 1 or args.repeat < 4 or not conditions or set(conditions) - {"quiet", "loaded"}:
         parser.error(
