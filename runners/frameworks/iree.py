@@ -293,10 +293,12 @@ class IreeRunner(Runner[IreeOptions]):
 
     def run(self, prepared: Any) -> Any:
         # Host inputs in, host outputs out: the copies are part of what an application sees.
+        # On the CPU, to_host maps the result's buffer, which a later call may reuse once the
+        # result is dropped: each output is copied out, as an application keeping it must.
         function, arrays = prepared
         result = function(*arrays)
         results = result if isinstance(result, list | tuple) else [result]
-        return [results[i].to_host() for i in self._outputs]
+        return [np.array(results[i].to_host(), copy=True) for i in self._outputs]
 
     def threads_used(self) -> int | None:
         return self._threads
