@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import numpy as np
 import pytest
 
-from runners.frameworks.trt import engine_cache_key, profile_shapes
+from runners.frameworks.trt import engine_cache_key, input_profiles, profile_shapes
 from schemas import RunResult, TensorRTOptions
 from schemas.devices import nvidia_gpu_present
 
@@ -99,3 +103,188 @@ def test_int8_without_calibration_is_refused() -> None:
     with pytest.raises(ValidationError, match="int8 needs calibration"):
         TensorRTOptions(precision="int8")
     assert TensorRTOptions(precision="int8", calibration="/data/calib.npy").calibration
+
+
+def test_input_profiles_cover_every_planned_shape_of_every_input() -> None:
+    """min: the smallest of each axis over the planned shapes, max: the largest, opt as given."""
+    planned = [
+        {"input_ids": [8, 8], "mask": [8, 8]},  # the reference batch at the manifest's seq
+        {"input_ids": [1, 64], "mask": [1, 64]},
+        {"input_ids": [4, 64], "mask": [4, 64]},
+    ]
+    p = input_profiles(planned, {"input_ids": [4, 64], "mask": [4, 64]})
+    assert p["input_ids"] == p["mask"] == {"min": [1, 8], "opt": [4, 64], "max": [8, 64]}
+
+
+# --------------------------------------------------------------------------- buffers, no GPU
+#
+# The runner's buffers, shapes and dtypes through a stand-in for TensorRT and the CUDA runtime:
+# device memory is host memory, copies are memmove, and the "engine" computes its outputs with
+# NumPy. The engine narrowed input_ids to int32 (as TensorRT 8.6 does with int64) and lists its
+# inputs and outputs in another order than the manifest.
+
+ENGINE_TENSORS = [
+    ("attention_mask", "INPUT", "INT64"),
+    ("input_ids", "INPUT", "INT32"),
+    ("pooled", "OUTPUT", "HALF"),
+    ("hidden", "OUTPUT", "FLOAT"),
+]
+NP = {"INT64": np.int64, "INT32": np.int32, "HALF": np.float16, "FLOAT": np.float32}
+HIDDEN = 4
+
+
+def engine_outputs(ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    hidden = (ids * mask)[..., None] * np.arange(1, HIDDEN + 1, dtype=np.float32)
+    return {"hidden": hidden.astype(np.float32), "pooled": hidden.sum(axis=1).astype(np.float16)}
+
+
+class FakeRuntimeApi:
+    """cudart calls as cuda-python returns them: (error, value...)."""
+
+    cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+
+    def __init__(self) -> None:
+        self.held: dict[int, Any] = {}
+
+    def _alloc(self, n: int) -> tuple[int, int]:
+        buf = (ctypes.c_uint8 * n)()
+        self.held[ctypes.addressof(buf)] = buf
+        return 0, ctypes.addressof(buf)
+
+    cudaMalloc = cudaMallocHost = _alloc
+
+    def cudaFree(self, ptr: int) -> tuple[int]:
+        self.held.pop(ptr)
+        return (0,)
+
+    cudaFreeHost = cudaFree
+
+    def cudaMemcpyAsync(self, dst: int, src: int, n: int, kind: int, stream: int) -> tuple[int]:
+        ctypes.memmove(dst, src, n)
+        return (0,)
+
+    def cudaStreamCreate(self) -> tuple[int, int]:
+        return 0, 7
+
+    def cudaStreamSynchronize(self, stream: int) -> tuple[int]:
+        return (0,)
+
+    def cudaStreamDestroy(self, stream: int) -> tuple[int]:
+        return (0,)
+
+
+def _view(ptr: int, dtype: Any, shape: list[int]) -> np.ndarray:
+    n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    return np.frombuffer((ctypes.c_uint8 * n).from_address(ptr), dtype=dtype).reshape(shape)
+
+
+class FakeContext:
+    def __init__(self) -> None:
+        self.shapes: dict[str, list[int]] = {}
+        self.addresses: dict[str, int] = {}
+
+    def set_input_shape(self, name: str, shape: list[int]) -> bool:
+        self.shapes[name] = list(shape)
+        return True
+
+    def get_tensor_shape(self, name: str) -> list[int]:
+        b, s = self.shapes["input_ids"]
+        return [b, s, HIDDEN] if name == "hidden" else [b, HIDDEN]
+
+    def set_tensor_address(self, name: str, ptr: int) -> None:
+        self.addresses[name] = ptr
+
+    def execute_async_v3(self, stream: int) -> bool:
+        ids = _view(self.addresses["input_ids"], np.int32, self.shapes["input_ids"])
+        mask = _view(self.addresses["attention_mask"], np.int64, self.shapes["attention_mask"])
+        for name, out in engine_outputs(ids, mask).items():
+            ctypes.memmove(self.addresses[name], out.ctypes.data, out.nbytes)
+        return True
+
+
+class FakeEngine:
+    num_io_tensors = len(ENGINE_TENSORS)
+
+    def get_tensor_name(self, i: int) -> str:
+        return ENGINE_TENSORS[i][0]
+
+    def get_tensor_mode(self, name: str) -> str:
+        return next(mode for n, mode, _ in ENGINE_TENSORS if n == name)
+
+    def get_tensor_dtype(self, name: str) -> str:
+        return next(dtype for n, _, dtype in ENGINE_TENSORS if n == name)
+
+    def create_execution_context(self) -> FakeContext:
+        return FakeContext()
+
+
+FAKE_TRT = SimpleNamespace(
+    __version__="10.16.1.11",
+    TensorIOMode=SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT"),
+    nptype=lambda dtype: NP[dtype],
+    Runtime=lambda logger: SimpleNamespace(deserialize_cuda_engine=lambda data: FakeEngine()),
+)
+
+
+def test_every_input_and_output_has_its_buffers_in_the_engines_dtypes(tmp_path: Path) -> None:
+    from runners.frameworks.trt import TensorRTRunner, _Cuda
+    from schemas import ModelManifest, RunSpec
+    from schemas.manifest import TensorInfo
+    from tests.conftest import write_seq_model
+
+    folder = write_seq_model(tmp_path / "seqfake", hidden=HIDDEN)
+    manifest = ModelManifest.model_validate_json((folder / "manifest.json").read_text())
+    manifest = manifest.model_copy(
+        update={"outputs": [*manifest.outputs, TensorInfo(name="pooled", shape=[None, HIDDEN])]}
+    )
+    assert [t.name for t in manifest.outputs] == ["hidden", "pooled"]
+    spec = RunSpec(
+        run_id="trt-fake",
+        image="trt10",
+        model="seqfake",
+        model_dir=str(folder),
+        cache_dir=str(tmp_path / "cache"),
+        device="cuda:0",
+        batch_sizes=[1, 2],
+        dims={"seq": 16},
+        options={"framework": "tensorrt"},
+    )
+    built: list[dict[str, dict[str, list[int]]]] = []
+
+    def compiled() -> TensorRTRunner:
+        runner = TensorRTRunner(spec, manifest, folder, tmp_path / "cache")
+        cuda = _Cuda.__new__(_Cuda)
+        cuda.rt = FakeRuntimeApi()
+        runner.trt, runner.cuda, runner.logger = FAKE_TRT, cuda, None
+        runner._gpu = lambda: ("Fake GPU", "9.0")  # type: ignore[method-assign]
+        runner._build = lambda profile: built.append(profile) or b"engine"  # type: ignore[method-assign,func-returns-value]
+        runner.read_model()
+        _, note = runner.compile()
+        assert note is not None and "key=" in note
+        return runner
+
+    runner = compiled()
+    # One profile from the planned shapes: the reference batch (8 at seq 8) and 1, 2 at seq 16.
+    assert built == [
+        {n: {"min": [1, 8], "opt": [2, 16], "max": [8, 16]} for n in ("input_ids", "attention_mask")}
+    ]
+    rng = np.random.default_rng(0)
+
+    def batch(n: int, seq: int) -> dict[str, np.ndarray]:
+        return {"input_ids": rng.integers(0, 100, (n, seq)), "attention_mask": rng.integers(0, 2, (n, seq))}
+
+    a, b, ref = batch(2, 16), batch(1, 16), batch(8, 8)
+    prepared = {"a": runner.prepare(a), "b": runner.prepare(b), "ref": runner.prepare(ref)}
+    for name in ("a", "ref", "b", "a"):  # another batch's shapes set since its prepare
+        x = {"a": a, "b": b, "ref": ref}[name]
+        got = runner.to_numpy(runner.run(prepared[name]))
+        want = engine_outputs(x["input_ids"].astype(np.int32), x["attention_mask"])
+        assert [g.dtype for g in got] == [np.float32, np.float16]  # the engine's, manifest order
+        np.testing.assert_array_equal(got[0], want["hidden"])
+        np.testing.assert_array_equal(got[1], want["pooled"])
+    runner.close()
+    assert runner.cuda.rt.held == {}, "every buffer is freed"
+    # The same planned shapes: the cached engine, not a second build.
+    again = compiled()
+    assert len(built) == 1
+    again.close()

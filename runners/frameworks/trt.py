@@ -1,9 +1,11 @@
 """TensorRT (8.6 and 10.x): an engine built from the ONNX artifact, run on one CUDA stream.
 
 Done the way TensorRT's documentation recommends, and unlike the reference study: one execution
-context reused for every batch size (an optimization profile covers them all), pinned host
-buffers with asynchronous copies on one stream, FP16 enabled by default, optional CUDA graphs,
-and the serialized engine cached under a key of everything that makes an engine valid.
+context reused for every batch size (an optimization profile covers every input shape the run
+feeds: batch sizes and named dimensions), pinned host buffers with asynchronous copies on one
+stream, FP16 enabled by default, optional CUDA graphs, and the serialized engine cached under a
+key of everything that makes an engine valid. Every input and output has its own buffers, in
+the dtype the engine gives the tensor (TensorRT may narrow int64 to int32).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import ctypes
 import hashlib
 import json
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ import numpy as np
 from probes import gpu
 from runners.base import Runner, Unsupported
 from runners.core.common import Inputs
+from runners.core.shapes import ShapeKey, batch_shapes, shape_key
 from schemas import TensorRTOptions
 from schemas.atomic import write_atomic
 from schemas.devices import nvidia_gpu_present
@@ -31,7 +36,7 @@ def engine_cache_key(
     gpu_name: str,
     compute_capability: str,
     options: dict[str, Any],
-    profile: dict[str, list[int]],
+    profile: dict[str, Any],
 ) -> str:
     """Digest of everything an engine depends on; any change means a new engine."""
     material = {
@@ -48,10 +53,48 @@ def engine_cache_key(
 def profile_shapes(
     sample_shape: list[int], batch_sizes: list[int], reference_batch: int, opt_batch: int | None
 ) -> dict[str, list[int]]:
-    """One optimization profile covering the spec's batch sizes and the reference batch."""
-    sizes = sorted({*batch_sizes, reference_batch})
-    opt = opt_batch or max(batch_sizes)
-    return {"min": [sizes[0], *sample_shape], "opt": [opt, *sample_shape], "max": [sizes[-1], *sample_shape]}
+    """The profile of a model's one input of a fixed sample shape, covering the spec's batch
+    sizes and the reference batch."""
+    planned = [[n, *sample_shape] for n in sorted({*batch_sizes, reference_batch})]
+    return axis_profile(planned, [opt_batch or max(batch_sizes), *sample_shape])
+
+
+def axis_profile(planned: list[list[int]], opt: list[int]) -> dict[str, list[int]]:
+    """One input's profile: min the smallest of every axis over the planned shapes, max the
+    largest, opt as given."""
+    return {
+        "min": [min(axis) for axis in zip(*planned, strict=True)],
+        "opt": list(opt),
+        "max": [max(axis) for axis in zip(*planned, strict=True)],
+    }
+
+
+def input_profiles(
+    planned: list[dict[str, list[int]]], opt: dict[str, list[int]]
+) -> dict[str, dict[str, list[int]]]:
+    """The optimization profile of every input (input name -> min, opt, max) covering every
+    planned set of input shapes (`Runner.compile_shapes`)."""
+    return {name: axis_profile([one[name] for one in planned], opt[name]) for name in opt}
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """A set of input shapes set on the context: the bytes each input and output moves."""
+
+    key: ShapeKey
+    in_bytes: list[int]  # in the engine's input order
+    out_shapes: dict[str, list[int]]
+    out_bytes: dict[str, int]
+
+
+def _in_manifest_order(engine_outputs: list[str], manifest_outputs: list[str]) -> list[str]:
+    """The engine's output tensors in the manifest's order (TensorRT keeps the ONNX names)."""
+    if len(engine_outputs) == 1 and len(manifest_outputs) == 1:
+        return engine_outputs
+    missing = [n for n in manifest_outputs if n not in engine_outputs]
+    if missing:
+        raise RuntimeError(f"the engine has no output {missing[0]!r} (it has {engine_outputs})")
+    return list(manifest_outputs)
 
 
 class _Cuda:
@@ -85,6 +128,11 @@ class TensorRTRunner(Runner[TensorRTOptions]):
                 "int8 needs calibration data: --set calibration=FILE.npy "
                 "(representative inputs in the model's input shape)"
             )
+        if self.options.precision == "int8" and len(self.manifest.inputs) != 1:
+            raise Unsupported(
+                f"int8 calibration takes one input's samples; {self.manifest.name} has "
+                f"{len(self.manifest.inputs)} inputs: use precision=fp16 or fp32"
+            )
 
     def import_framework(self) -> None:
         import tensorrt
@@ -115,12 +163,12 @@ class TensorRTRunner(Runner[TensorRTOptions]):
 
     def compile(self) -> tuple[bool | None, str | None]:
         trt, o = self.trt, self.options
-        sample = [int(d) for d in self.manifest.input_shape[1:] if d is not None]
-        ref_n = len(np.load(self.model_path("reference_input"), mmap_mode="r"))
-        profile = profile_shapes(sample, list(self.spec.batch_sizes), ref_n, o.opt_batch)
+        profile = self._profile()
         gpu_name, cc = self._gpu()
+        # A one-input model's key material is that input's profile, as before models had several.
+        material = next(iter(profile.values())) if len(profile) == 1 else profile
         key = engine_cache_key(
-            self.manifest.files["onnx"].sha256, self.version(), gpu_name, cc, o.model_dump(), profile
+            self.manifest.files["onnx"].sha256, self.version(), gpu_name, cc, o.model_dump(), material
         )
         path = self.cache_dir / "tensorrt" / f"{self.manifest.name}-{key[:24]}.engine"
         runtime = trt.Runtime(self.logger)
@@ -142,16 +190,23 @@ class TensorRTRunner(Runner[TensorRTOptions]):
             raise RuntimeError("TensorRT could not deserialize the engine")
         self.engine = engine
         self.context = engine.create_execution_context()
-        self._allocate(profile)
+        self._allocate()
         how = "deserialized cached engine" if hit else "built engine"
         note = (
-            f"{how} in {time.perf_counter() - t0:.2f}s; precision={o.precision}, profile={profile}, "
+            f"{how} in {time.perf_counter() - t0:.2f}s; precision={o.precision}, profile={material}, "
             f"gpu={gpu_name} (sm {cc}), key={key[:12]}, cuda_graph={o.cuda_graph}"
         )
         del self._onnx
         return hit, note
 
-    def _build(self, profile: dict[str, list[int]]) -> bytes:
+    def _profile(self) -> dict[str, dict[str, list[int]]]:
+        """One optimization profile over every set of input shapes the run feeds; opt at the
+        spec's largest batch (or `opt_batch`) and the run's dimensions."""
+        opt_n = self.options.opt_batch or max(self.spec.batch_sizes)
+        opt = {t.name: t.concrete(opt_n, self.run_dims) for t in self.manifest.inputs}
+        return input_profiles(self.compile_shapes(), opt)
+
+    def _build(self, profile: dict[str, dict[str, list[int]]]) -> bytes:
         trt, o = self.trt, self.options
         builder = trt.Builder(self.logger)
         explicit = 0
@@ -175,45 +230,105 @@ class TensorRTRunner(Runner[TensorRTOptions]):
             config.set_flag(trt.BuilderFlag.INT8)
             config.int8_calibrator = _calibrator(trt, self.cuda, Path(o.calibration or ""), self.cache_dir)
         opt_profile = builder.create_optimization_profile()
-        name = network.get_input(0).name
-        opt_profile.set_shape(name, profile["min"], profile["opt"], profile["max"])
+        names = [network.get_input(i).name for i in range(network.num_inputs)]
+        if sorted(names) != sorted(profile):
+            raise RuntimeError(f"the ONNX graph's inputs {names} are not the manifest's {list(profile)}")
+        for name in names:
+            p = profile[name]
+            opt_profile.set_shape(name, p["min"], p["opt"], p["max"])
         config.add_optimization_profile(opt_profile)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise RuntimeError("TensorRT engine build failed (see the runner log)")
         return bytes(serialized)
 
-    def _allocate(self, profile: dict[str, list[int]]) -> None:
-        """Device and pinned host buffers sized for the largest batch; one stream."""
+    def _allocate(self) -> None:
+        """Device and pinned host buffers for every input and output, each sized for the largest
+        of the planned shapes (the outputs' as the engine computes them from the inputs'); one
+        stream. A batch's inputs get pinned host buffers of their own shapes on first use."""
         trt, cuda = self.trt, self.cuda
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
-        max_n = profile["max"][0]
-        self.sample_in = int(np.prod(profile["max"][1:]))
-        out_shape = [int(d) for d in self.manifest.output_shape[1:] if isinstance(d, int)]
-        self.sample_out = int(np.prod(out_shape))
-        self.out_shape = out_shape
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if sorted(self.inputs) != sorted(t.name for t in self.manifest.inputs):
+            raise RuntimeError(f"the engine's inputs {self.inputs} are not the manifest's")
+        self.outputs = _in_manifest_order(outputs, [t.name for t in self.manifest.outputs])
+        self.dtypes = {n: self._dtype(n) for n in names}
         self.stream = cuda.check(cuda.rt.cudaStreamCreate())
-        nbytes_in, nbytes_out = max_n * self.sample_in * 4, max_n * self.sample_out * 4
-        self.d_in = cuda.check(cuda.rt.cudaMalloc(nbytes_in))
-        self.d_out = cuda.check(cuda.rt.cudaMalloc(nbytes_out))
-        self.h_in_ptr = cuda.check(cuda.rt.cudaMallocHost(nbytes_in))
-        self.h_out_ptr = cuda.check(cuda.rt.cudaMallocHost(nbytes_out))
-        self.h_in = np.ctypeslib.as_array((ctypes.c_float * (nbytes_in // 4)).from_address(self.h_in_ptr))
-        self.h_out = np.ctypeslib.as_array((ctypes.c_float * (nbytes_out // 4)).from_address(self.h_out_ptr))
-        self.context.set_tensor_address(self.input_name, self.d_in)
-        self.context.set_tensor_address(self.output_name, self.d_out)
-        self.graphs: dict[int, Any] = {}
+        self.device: dict[str, int] = {}
+        self.host_out: dict[str, tuple[int, np.ndarray]] = {}
+        self.host_in: dict[ShapeKey, list[tuple[int, np.ndarray]]] = {}
+        self.batches: dict[ShapeKey, _Batch] = {}
+        self.graphs: dict[ShapeKey, Any] = {}
+        self._current: ShapeKey | None = None
+        largest = dict.fromkeys(names, 0)
+        for one in self.compile_shapes():
+            batch = self._shapes(shape_key(one, self.inputs))
+            for n, nbytes in [*zip(self.inputs, batch.in_bytes, strict=True), *batch.out_bytes.items()]:
+                largest[n] = max(largest[n], nbytes)
+        for n in names:
+            self.device[n] = cuda.check(cuda.rt.cudaMalloc(max(largest[n], 1)))
+            self.context.set_tensor_address(n, self.device[n])
+        for n in self.outputs:
+            self.host_out[n] = self._pinned(largest[n], self.dtypes[n])
+
+    def _dtype(self, name: str) -> np.dtype[Any]:
+        dtype = self.engine.get_tensor_dtype(name)
+        try:
+            found: np.dtype[Any] = np.dtype(self.trt.nptype(dtype))
+        except TypeError:
+            raise Unsupported(
+                f"tensor {name} is {dtype} in the engine, which NumPy has no type for"
+            ) from None
+        return found
+
+    def _pinned(self, nbytes: int, dtype: np.dtype[Any]) -> tuple[int, np.ndarray]:
+        """Page-locked host memory, and a flat array of `dtype` over it."""
+        ptr = self.cuda.check(self.cuda.rt.cudaMallocHost(max(nbytes, 1)))
+        raw = np.ctypeslib.as_array((ctypes.c_uint8 * max(nbytes, 1)).from_address(ptr))
+        return ptr, raw[:nbytes].view(dtype)
+
+    def _shapes(self, key: ShapeKey) -> _Batch:
+        """Set these input shapes on the context; the outputs' shapes and the bytes moved."""
+        for name, shape in zip(self.inputs, key, strict=True):
+            if not self.context.set_input_shape(name, list(shape)):
+                raise RuntimeError(
+                    f"TensorRT refused shape {list(shape)} for input {name} (outside the profile?)"
+                )
+        self._current = key
+        batch = self.batches.get(key)
+        if batch is not None:
+            return batch
+        out_shapes = {n: [int(d) for d in self.context.get_tensor_shape(n)] for n in self.outputs}
+        dynamic = [n for n, shape in out_shapes.items() if any(d < 0 for d in shape)]
+        if dynamic:
+            raise Unsupported(f"output {dynamic[0]} has a shape that depends on the data; not supported")
+        batch = _Batch(
+            key=key,
+            in_bytes=[self._nbytes(n, s) for n, s in zip(self.inputs, key, strict=True)],
+            out_shapes=out_shapes,
+            out_bytes={n: self._nbytes(n, s) for n, s in out_shapes.items()},
+        )
+        self.batches[key] = batch
+        return batch
+
+    def _nbytes(self, name: str, shape: Sequence[int]) -> int:
+        return int(np.prod(shape, dtype=np.int64)) * self.dtypes[name].itemsize
 
     def prepare(self, inputs: Inputs) -> Any:
-        """Copy into pinned memory and set the shape (not timed); capture a CUDA graph if asked."""
-        batch = self.single(inputs)
-        n = len(batch)
-        self.h_in[: n * self.sample_in] = batch.reshape(-1)
-        self.context.set_input_shape(self.input_name, list(batch.shape))
-        if self.options.cuda_graph and n not in self.graphs:
-            self._enqueue(n)  # an uncaptured run first lets TensorRT finish its lazy allocations
+        """Copy every input into pinned memory of its batch's shapes, in the engine's dtype, and
+        set the shapes (not timed); capture a CUDA graph if asked."""
+        key = shape_key(batch_shapes(inputs), self.inputs)
+        batch = self._shapes(key)
+        if key not in self.host_in:
+            self.host_in[key] = [
+                self._pinned(nbytes, self.dtypes[n])
+                for n, nbytes in zip(self.inputs, batch.in_bytes, strict=True)
+            ]
+        for name, (_, host) in zip(self.inputs, self.host_in[key], strict=True):
+            host[:] = np.asarray(inputs[name]).astype(self.dtypes[name], copy=False).reshape(-1)
+        if self.options.cuda_graph and key not in self.graphs:
+            self._enqueue(batch)  # an uncaptured run first lets TensorRT finish its lazy allocations
             self.cuda.check(self.cuda.rt.cudaStreamSynchronize(self.stream))
             rt = self.cuda.rt
             self.cuda.check(
@@ -221,42 +336,45 @@ class TensorRTRunner(Runner[TensorRTOptions]):
                     self.stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
                 )
             )
-            self._enqueue(n)
+            self._enqueue(batch)
             graph = self.cuda.check(rt.cudaStreamEndCapture(self.stream))
-            self.graphs[n] = self.cuda.check(rt.cudaGraphInstantiate(graph, 0))
-        return n
+            self.graphs[key] = self.cuda.check(rt.cudaGraphInstantiate(graph, 0))
+        return batch
 
-    def _enqueue(self, n: int) -> None:
+    def _enqueue(self, batch: _Batch) -> None:
         rt = self.cuda.rt
-        rt.cudaMemcpyAsync(
-            self.d_in,
-            self.h_in_ptr,
-            n * self.sample_in * 4,
-            rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
-            self.stream,
-        )
+        for name, (ptr, _), nbytes in zip(self.inputs, self.host_in[batch.key], batch.in_bytes, strict=True):
+            rt.cudaMemcpyAsync(
+                self.device[name], ptr, nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream
+            )
         self.context.execute_async_v3(int(self.stream))
-        rt.cudaMemcpyAsync(
-            self.h_out_ptr,
-            self.d_out,
-            n * self.sample_out * 4,
-            rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
-            self.stream,
-        )
+        for name in self.outputs:
+            rt.cudaMemcpyAsync(
+                self.host_out[name][0],
+                self.device[name],
+                batch.out_bytes[name],
+                rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+                self.stream,
+            )
 
     def run(self, prepared: Any) -> Any:
-        n = prepared
-        graph = self.graphs.get(n)
+        batch: _Batch = prepared
+        graph = self.graphs.get(batch.key)
         if graph is not None:
             self.cuda.rt.cudaGraphLaunch(graph, self.stream)
         else:
-            self._enqueue(n)
+            if self._current != batch.key:  # another batch was prepared since: its shapes are set
+                self._shapes(batch.key)
+            self._enqueue(batch)
         self.cuda.check(self.cuda.rt.cudaStreamSynchronize(self.stream))
-        return n
+        return batch
 
     def to_numpy(self, outputs: Any) -> list[np.ndarray]:
-        n = outputs
-        return [np.array(self.h_out[: n * self.sample_out]).reshape(n, *self.out_shape)]
+        batch: _Batch = outputs
+        return [
+            np.array(self.host_out[n][1][: int(np.prod(batch.out_shapes[n]))]).reshape(batch.out_shapes[n])
+            for n in self.outputs
+        ]
 
     def effective_precision(self) -> str:
         return {"fp32": "fp32", "fp16": "fp16 (mixed)", "int8": "int8 (mixed)"}[self.options.precision]
@@ -266,9 +384,10 @@ class TensorRTRunner(Runner[TensorRTOptions]):
         if cuda is None or not hasattr(self, "stream"):
             return
         rt = cuda.rt
-        for ptr in (self.d_in, self.d_out):
+        for ptr in self.device.values():
             rt.cudaFree(ptr)
-        for ptr in (self.h_in_ptr, self.h_out_ptr):
+        pinned = [*self.host_out.values(), *(h for hosts in self.host_in.values() for h in hosts)]
+        for ptr, _ in pinned:
             rt.cudaFreeHost(ptr)
         rt.cudaStreamDestroy(self.stream)
 
