@@ -19,6 +19,7 @@ import numpy as np
 from runners.base import Runner
 from runners.core import cores
 from runners.core.common import Inputs
+from runners.frameworks.tf import check_savedmodel
 from schemas.atomic import write_atomic
 from schemas.frameworks.litert import LiteRTOptions
 
@@ -37,6 +38,7 @@ class LiteRTRunner(Runner[LiteRTOptions]):
         return metadata.version("ai-edge-litert")
 
     def read_model(self) -> None:
+        check_savedmodel(self.name, self.manifest)
         self.saved_model = self.model_path("savedmodel")
 
     def _cache_key(self) -> str:

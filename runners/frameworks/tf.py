@@ -14,7 +14,21 @@ from probes import gpu
 from runners.base import Runner, Unsupported
 from runners.core import cores
 from runners.core.common import Inputs
-from schemas import TensorflowOptions
+from schemas import ModelManifest, TensorflowOptions
+
+
+def check_savedmodel(framework: str, manifest: ModelManifest) -> None:
+    """Refuse, as unsupported, a model this runner cannot feed: it runs the SavedModel of a Keras
+    export, with one float32 input. (Planning already refuses a model without a SavedModel
+    before any process starts; this holds for a spec written by hand.)"""
+    if "savedmodel" not in manifest.files:
+        raise Unsupported(
+            f"{framework} runs a TensorFlow SavedModel; model {manifest.name} has none "
+            f"(it came from {manifest.source}): use an ONNX image (ort, openvino, iree, torch)"
+        )
+    if len(manifest.inputs) != 1 or manifest.inputs[0].dtype != "float32":
+        inputs = ", ".join(f"{t.name} ({t.dtype})" for t in manifest.inputs)
+        raise Unsupported(f"{framework} runs models of one float32 input; {manifest.name} has {inputs}")
 
 
 class TensorflowRunner(Runner[TensorflowOptions]):
@@ -49,6 +63,7 @@ class TensorflowRunner(Runner[TensorflowOptions]):
         return self.options.xla
 
     def read_model(self) -> None:
+        check_savedmodel(self.name, self.manifest)
         with self.tf.device(self._device):
             self.loaded = self.tf.saved_model.load(str(self.model_path("savedmodel")))
 
