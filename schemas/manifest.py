@@ -228,10 +228,13 @@ def upgrade_manifest(doc: dict[str, Any]) -> dict[str, Any]:
 def default_values(name: str, dtype: str, int_range: tuple[int, int] | None = None) -> InputValues:
     """The rule for an input's samples when the user gives no data: an input whose name holds
     `mask` is all ones; floats are uniform in [0, 1); integers uniform in `int_range` (default
-    [0, 100)); booleans 0 or 1."""
-    if "mask" in name.lower():
+    [0, 100), and [0, 2) for segment ids: a name holding `token_type` or `segment`, as BERT's
+    two-row type table takes); booleans 0 or 1."""
+    lowered = name.lower()
+    if "mask" in lowered:
         return InputValues(kind="ones")
     if dtype.startswith("float"):
         return InputValues(kind="uniform")
-    low, high = int_range or ((0, 2) if dtype == "bool" else DEFAULT_INT_RANGE)
+    segments = "token_type" in lowered or "segment" in lowered
+    low, high = int_range or ((0, 2) if dtype == "bool" or segments else DEFAULT_INT_RANGE)
     return InputValues(kind="integers", low=low, high=high)
