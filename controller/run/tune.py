@@ -87,7 +87,7 @@ def parse_bound(text: str) -> Bound:
     m = BOUND_RE.fullmatch(text)
     if m is None:
         name = text.partition("<")[0].strip()
-        if name and name not in BOUND_METRICS and re.fullmatch(r"[a-z0-9]+", name):
+        if "<=" in text and name not in BOUND_METRICS and re.fullmatch(r"[a-z0-9]+", name):
             raise BenchError(
                 f"--bound {text!r}: no latency metric {name!r}", did_you_mean(name, list(BOUND_METRICS))
             )
@@ -675,12 +675,28 @@ def _history(paths: Paths) -> dict[tuple[str, str], float]:
 def check(req: TuneRequest) -> Bound | None:
     if not req.images:
         raise BenchError("--images is empty", "e.g. --images ort,openvino,iree")
+    for item in req.sets:
+        who, colon, _ = item.partition("=")[0].partition(":")
+        if colon and who.strip() not in req.images:
+            raise BenchError(
+                f"--set {item!r} names image {who.strip()!r}, which this search does not tune",
+                f"IMAGE:KEY=VALUE sets KEY for one of: {', '.join(req.images)}",
+            )
     if req.precision == "any" and req.min_agreement is None:
         raise BenchError(
             "--precision any needs an accuracy floor",
             "e.g. --precision any --min-agreement 0.99 (top-1 agreement)",
         )
     return parse_bound(req.bound) if req.bound else None
+
+
+TUNE_GROUP_MARK = "-tune-"
+
+
+def tune_group_id() -> str:
+    """The group id of one `tune` call's trials: a group id with `-tune-` in it, so the store
+    and the report know a search's trials (`group_id LIKE '%-tune-%'`)."""
+    return planning.new_group_id().replace("-group-", TUNE_GROUP_MARK)
 
 
 def tune(req: TuneRequest, paths: Paths, log: LineSink, on_line: LineSink) -> TuneAnswer:
@@ -699,7 +715,7 @@ def tune(req: TuneRequest, paths: Paths, log: LineSink, on_line: LineSink) -> Tu
         + (f"; {reused} run(s) already stored are reused" if reused else "")
     )
     here = pipeline.Here(paths, log, on_line, req.launcher)
-    group = planning.new_group_id()
+    group = tune_group_id()
     past = statistics.median(list(_history(paths).values())) if _history(paths) else None
 
     def execute(c: Candidate, repetition: int) -> Trial | str:
