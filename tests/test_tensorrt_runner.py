@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from runners.frameworks.trt import engine_cache_key, input_profiles, profile_shapes
-from schemas import RunResult, TensorRTOptions
+from schemas import ModelManifest, RunResult, RunSpec, TensorRTOptions
 from schemas.devices import nvidia_gpu_present
+from tests.conftest import Bench, Cli, write_seq_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,12 +98,38 @@ def test_runner_reports_unsupported_without_gpu(fake_model: Path, tmp_path: Path
     assert "Traceback" not in proc.stderr
 
 
-def test_int8_without_calibration_is_refused() -> None:
-    from pydantic import ValidationError
+def test_int8_without_calibration_data_is_refused_at_planning(
+    cli: Cli, bench: Bench, fake_model: Path
+) -> None:
+    """int8 calibrates on the `calibration` file, else the model's own data (models add --data):
+    a model with neither is one line with a hint, before anything runs."""
+    r = cli("run", "-i", "trt10", "-m", "fake", "--gpu", "0", "--set", "precision=int8")
+    assert r.exit_code == 2 and "int8 needs calibration data" in r.stderr and "--data" in r.stderr
+    assert bench.run_dirs() == []
+    assert TensorRTOptions(precision="int8").calibration is None  # the model's data, when it has some
 
-    with pytest.raises(ValidationError, match="int8 needs calibration"):
-        TensorRTOptions(precision="int8")
-    assert TensorRTOptions(precision="int8", calibration="/data/calib.npy").calibration
+
+def test_int8_calibrates_on_the_models_data(tmp_path: Path) -> None:
+    """Without a calibration file the runner reads the model's data.npz, every input by name, in
+    the input's dtype; the labels are no input."""
+    from runners.frameworks.trt import TensorRTRunner
+
+    folder = write_seq_model(tmp_path / "m")
+    ids = np.arange(24, dtype=np.int32).reshape(3, 8)
+    np.savez(folder / "data.npz", input_ids=ids, attention_mask=np.ones_like(ids), labels=np.zeros(3))
+    doc = json.loads((folder / "manifest.json").read_text())
+    doc["files"]["data"] = {"path": "data.npz", "sha256": "0" * 64, "bytes": 1}
+    manifest = ModelManifest.model_validate(doc)
+    spec = RunSpec.model_validate(
+        {
+            "run_id": "r", "image": "trt10", "model": "seqfake", "model_dir": str(folder),
+            "cache_dir": str(tmp_path), "device": "cuda:0",
+            "options": {"framework": "tensorrt", "precision": "int8"},
+        }
+    )  # fmt: skip
+    samples = TensorRTRunner(spec, manifest, folder, tmp_path).calibration_inputs()
+    assert sorted(samples) == ["attention_mask", "input_ids"]
+    assert samples["input_ids"].dtype == np.int64 and samples["input_ids"].shape == (3, 8)
 
 
 def test_input_profiles_cover_every_planned_shape_of_every_input() -> None:

@@ -17,6 +17,7 @@ from controller.catalog.images import ImageInfo, get_image, images
 from controller.errors import BenchError, did_you_mean
 from controller.paths import Paths
 from controller.run.request import RunRequest as RunRequest  # re-exported: planning's input
+from probes import fingerprint
 from schemas import (
     FRAMEWORK_OPTION_MODELS,
     SCENARIO_MODELS,
@@ -27,6 +28,7 @@ from schemas import (
     ServerScenario,
 )
 from schemas.devices import nvidia_gpu_present
+from schemas.frameworks.base import whole_cores
 from schemas.limits import MAX_DIM
 from schemas.spec import MAX_TIMEOUT_S
 
@@ -182,6 +184,13 @@ def _validation_message(e: ValidationError, what: str) -> str:
     sep = "" if what.endswith(".") else " "
     msg = str(err["msg"]).removeprefix("Value error, ")
     return f"{what}{sep}{loc}={got!r}: {msg}" if loc else f"{what.rstrip('.')}: {msg}"
+
+
+def cores_given() -> int | None:
+    """The whole cores a runner started here computes on: this process's affinity within its CPU
+    quota, which a local runner inherits (Docker gets the same cpuset); None when neither is
+    readable. A threads option at this number is the same configuration as its default here."""
+    return whole_cores(fingerprint.cpu_limit())
 
 
 def new_run_id(image: str, model: str) -> str:
@@ -438,8 +447,26 @@ def _planned(
     spec = plan(req, paths, image, manifests)
     for m in manifests or []:
         check_batch_memory(m, req.batch_sizes, spec.dims)
+        check_calibration(spec, m)
     why = preflight(image, req, here=here) or (model_preflight(image, manifests) if manifests else None)
     return PlannedRun(req, image, spec, why)
+
+
+def check_calibration(spec: RunSpec, manifest: ModelManifest) -> None:
+    """int8 (TensorRT) calibrates on samples: the `calibration` file given, else the model's
+    own data; a model with neither is refused before anything runs."""
+    o = spec.options.model_dump()
+    if (
+        o.get("precision") == "int8"
+        and "calibration" in o
+        and not o["calibration"]
+        and "data" not in manifest.files
+    ):
+        raise BenchError(
+            f"int8 needs calibration data, and model {manifest.name} has none",
+            f"--set calibration=FILE.npz (input name -> samples), or add the model with its samples: "
+            f"bench-ctl models add {manifest.name} FILE.onnx --data FILE.npz --force",
+        )
 
 
 # Frameworks that run the model's SavedModel (Keras exports have one), not its ONNX file.

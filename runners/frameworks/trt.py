@@ -23,7 +23,7 @@ import numpy as np
 
 from probes import gpu
 from runners.base import Runner, Unsupported
-from runners.core.common import Inputs
+from runners.core.common import Inputs, load_arrays
 from runners.core.shapes import ShapeKey, batch_shapes, shape_key
 from schemas import TensorRTOptions
 from schemas.atomic import write_atomic
@@ -123,16 +123,32 @@ class TensorRTRunner(Runner[TensorRTOptions]):
             raise Unsupported("TensorRT needs an NVIDIA GPU: run with --gpu N")
         if not nvidia_gpu_present():
             raise Unsupported("TensorRT needs an NVIDIA GPU; this machine has none (no /dev/nvidia* devices)")
-        if self.options.precision == "int8" and not self.options.calibration:
+        if (
+            self.options.precision == "int8"
+            and not self.options.calibration
+            and "data" not in self.manifest.files
+        ):
             raise Unsupported(
-                "int8 needs calibration data: --set calibration=FILE.npy "
-                "(representative inputs in the model's input shape)"
+                "int8 needs calibration data: --set calibration=FILE (.npy of one input's samples, "
+                ".npz of input name -> samples), or the model's own (models add ... --data FILE.npz)"
             )
-        if self.options.precision == "int8" and len(self.manifest.inputs) != 1:
-            raise Unsupported(
-                f"int8 calibration takes one input's samples; {self.manifest.name} has "
-                f"{len(self.manifest.inputs)} inputs: use precision=fp16 or fp32"
-            )
+
+    def calibration_inputs(self) -> Inputs:
+        """The samples int8 calibration reads, input name -> [N, ...]: the `calibration` file
+        given, else the model's data (`models add --data`, its labels unused)."""
+        names = [t.name for t in self.manifest.inputs]
+        if self.options.calibration:
+            path = Path(self.options.calibration)
+            if not path.is_file():
+                raise Unsupported(f"calibration data {path} not found (it must be visible to the runner)")
+        else:
+            path = self.model_path("data")
+        try:
+            arrays = load_arrays(path, names)
+        except ValueError as e:
+            raise Unsupported(f"calibration data {path.name}: {e}") from None
+        wanted = {t.name: t.dtype for t in self.manifest.inputs}
+        return {n: np.ascontiguousarray(a.astype(wanted[n], copy=False)) for n, a in arrays.items()}
 
     def import_framework(self) -> None:
         import tensorrt
@@ -228,7 +244,7 @@ class TensorRTRunner(Runner[TensorRTOptions]):
             config.set_flag(trt.BuilderFlag.FP16)
         if o.precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)
-            config.int8_calibrator = _calibrator(trt, self.cuda, Path(o.calibration or ""), self.cache_dir)
+            config.int8_calibrator = _calibrator(trt, self.cuda, self.calibration_inputs(), self.cache_dir)
         opt_profile = builder.create_optimization_profile()
         names = [network.get_input(i).name for i in range(network.num_inputs)]
         if sorted(names) != sorted(profile):
@@ -237,6 +253,8 @@ class TensorRTRunner(Runner[TensorRTOptions]):
             p = profile[name]
             opt_profile.set_shape(name, p["min"], p["opt"], p["max"])
         config.add_optimization_profile(opt_profile)
+        if o.precision == "int8" and hasattr(config, "set_calibration_profile"):
+            config.set_calibration_profile(opt_profile)  # dynamic shapes: calibrate within the profile
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise RuntimeError("TensorRT engine build failed (see the runner log)")
@@ -392,35 +410,44 @@ class TensorRTRunner(Runner[TensorRTOptions]):
         rt.cudaStreamDestroy(self.stream)
 
 
-def _calibrator(trt: Any, cuda: _Cuda, data: Path, cache_dir: Path) -> Any:
-    """Entropy calibrator over a .npy file of representative inputs (N, *input shape)."""
-    if not data.is_file():
-        raise Unsupported(f"calibration data {data} not found (it must be visible to the runner)")
-    batches = np.load(data).astype(np.float32)
+def _calibrator(trt: Any, cuda: _Cuda, samples: Inputs, cache_dir: Path) -> Any:
+    """Entropy calibrator over representative samples of every input (name -> [N, ...]), fed
+    in batches of up to 8; its cache is keyed by the samples' bytes."""
+    counts = {len(a) for a in samples.values()}
+    if len(counts) != 1 or not min(counts):
+        raise Unsupported("calibration data: every input needs the same number of samples, at least one")
+    total = counts.pop()
+    digest = hashlib.sha256()
+    for name in sorted(samples):
+        digest.update(name.encode() + b"\0" + samples[name].tobytes())
 
     class Calibrator(trt.IInt8EntropyCalibrator2):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
-            self.i, self.n = 0, min(8, len(batches))
-            self.dev = cuda.check(cuda.rt.cudaMalloc(self.n * batches[0].size * 4))
-            self.cache = (
-                cache_dir / "tensorrt" / f"calib-{hashlib.sha256(batches.tobytes()).hexdigest()[:16]}"
-            )
+            self.i, self.n = 0, min(8, total)
+            self.dev = {
+                name: cuda.check(cuda.rt.cudaMalloc(self.n * a[0].nbytes)) for name, a in samples.items()
+            }
+            self.cache = cache_dir / "tensorrt" / f"calib-{digest.hexdigest()[:16]}"
 
         def get_batch_size(self) -> int:
             return self.n
 
         def get_batch(self, names: list[str]) -> list[int] | None:
-            if self.i + self.n > len(batches):
+            if self.i + self.n > total:
                 return None
-            chunk = np.ascontiguousarray(batches[self.i : self.i + self.n])
-            cuda.check(
-                cuda.rt.cudaMemcpy(
-                    self.dev, chunk.ctypes.data, chunk.nbytes, cuda.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+            for name in names:
+                chunk = np.ascontiguousarray(samples[name][self.i : self.i + self.n])
+                cuda.check(
+                    cuda.rt.cudaMemcpy(
+                        self.dev[name],
+                        chunk.ctypes.data,
+                        chunk.nbytes,
+                        cuda.rt.cudaMemcpyKind.cudaMemcpyHostToDevice,
+                    )
                 )
-            )
             self.i += self.n
-            return [int(self.dev)]
+            return [int(self.dev[name]) for name in names]
 
         def read_calibration_cache(self) -> bytes | None:
             return self.cache.read_bytes() if self.cache.exists() else None

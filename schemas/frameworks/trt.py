@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from schemas.frameworks.base import FrameworkOptions, tunable
 
@@ -34,11 +34,9 @@ class TensorRTOptions(FrameworkOptions):
         description="replay each batch size from a captured CUDA graph",
         json_schema_extra=tunable(True),
     )
-    calibration: str | None = Field(None, description="int8: .npy of representative inputs")
+    calibration: str | None = Field(
+        None,
+        description="int8: representative samples, .npy of one input's or .npz of input name -> "
+        "samples; None: the model's own data (models add --data)",
+    )
     cache: bool = Field(True, description="cache serialized engines")
-
-    @model_validator(mode="after")
-    def _int8_needs_calibration(self) -> TensorRTOptions:
-        if self.precision == "int8" and self.calibration is None:
-            raise ValueError("int8 needs calibration=FILE.npy (representative inputs)")
-        return self
