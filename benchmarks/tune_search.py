@@ -40,13 +40,14 @@ from _common import EXIT_FAIL, REPO, ScratchHome, bench_ctl, ensure_local_env, s
 
 from controller.analysis import stats
 from controller.run import tune
+from schemas.frameworks.base import search_space
 from schemas.frameworks.null import NULL_NEAR_TIE, NULL_OPTIMUM, NullOptions, null_landscape
 
 WORK_US = 2000.0
 
 
 def simulated_candidates() -> list[tune.Candidate]:
-    space = tune.search_space(NullOptions, cores=2)
+    space = search_space(NullOptions, cores=2)
     defaults = {k: NullOptions.model_fields[k].default for k in space}
     out = []
     for a in space["knob_a"]:

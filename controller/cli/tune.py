@@ -180,7 +180,7 @@ def _print_answer(a: Any) -> None:
         dropped = ", ".join(f"{n} {k}" for k, n in im.dropped.items()) or "-"
         t.add_row(
             safe(im.image), safe(best), _fig(im.best), _fig(im.default), safe(im.verdict or "-"),
-            f"{im.trials} of {im.candidates} cand.", safe(dropped),
+            f"{im.trials} trials, {im.candidates} candidates", safe(dropped),
         )  # fmt: skip
     out.print(t)
     for im in a.images:
@@ -195,7 +195,8 @@ def _print_answer(a: Any) -> None:
     front = "; ".join(f"{f.label} ({f.throughput_sps:.4g}/s, {f.latency_mean_ms:.3g} ms)" for f in a.pareto)
     out.print(safe(f"Pareto front (throughput against mean latency): {front or '-'}"))
     out.print(
-        f"{a.runs_made} run(s) made now, {a.runs_stored} in all, of a full grid's {a.full_grid_runs}; "
+        f"{a.trials_made} trial(s) made now ({a.runs_made} runs, noisy ones made again included), "
+        f"{a.runs_stored} in all, of a full grid's {a.full_grid_runs}; "
         f"{_duration(a.seconds)} of a {_duration(a.budget_s)} budget"
         + (f"; {a.stopped}" if a.stopped else "")
     )

@@ -168,7 +168,8 @@ class Search:
     bound: Bound | None
     higher_is_better: bool
     started: float = field(default_factory=time.monotonic)
-    runs_made: int = 0
+    runs_made: int = 0  # every run started, noisy ones made again included
+    trials_made: int = 0  # the trials those runs made
     seconds_per_trial: list[float] = field(default_factory=list)
     stopped: str | None = None
 
@@ -456,6 +457,7 @@ def race(
             trial = execute(c, len(c.trials) + 1)
             search.seconds_per_trial.append(time.monotonic() - t0)
             search.runs_made += 1
+            search.trials_made += 1
             if isinstance(trial, str):
                 c.failed = trial
                 log(f"  {c.label}: {c.failed}")
@@ -503,6 +505,7 @@ class TuneAnswer(BaseModel):
     objective: Objective
     bound: str | None
     runs_made: int
+    trials_made: int
     runs_stored: int
     full_grid_runs: int
     seconds: float
@@ -606,6 +609,7 @@ def answer(search: Search) -> TuneAnswer:
         objective=search.request.objective,
         bound=search.bound.text if search.bound else None,
         runs_made=search.runs_made,
+        trials_made=search.trials_made,
         runs_stored=sum(len(c.trials) for c in search.candidates),
         full_grid_runs=len(search.candidates) * FINAL_RUNS,
         seconds=search.elapsed(),
