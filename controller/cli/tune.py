@@ -140,8 +140,10 @@ def tune_command(
         info(f"wrote the winners as a plan: {write_plan} (bench-ctl sweep {write_plan})")
     if as_json:
         out.print_json(answer.model_dump_json())
-        return
-    _print_answer(answer)
+    else:
+        _print_answer(answer)
+    if answer.winner is None:  # every candidate failed, or none holds the bound
+        raise typer.Exit(1)
 
 
 def _duration(seconds: float) -> str:
