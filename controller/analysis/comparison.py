@@ -9,14 +9,15 @@ the baseline and the verdict of the one comparison rule of `controller/analysis/
 
 from __future__ import annotations
 
+import math
 import socket
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from controller.analysis import stats
-from controller.analysis.metrics import COMPARABLE, HIGHER_IS_BETTER
+from controller.analysis import metrics, stats
+from controller.analysis.metrics import COMPARABLE, HIGHER_IS_BETTER, MEAN_TIME
 from controller.analysis.reports import (
     BuildPair,
     Cell,
@@ -132,7 +133,7 @@ def _cell(rows: list[dict[str, Any]], metric: str, include_noisy: bool = False) 
             value=value, low=value / (1 + within), high=value / (1 - within), runs=1,
             method="batch-means", **common,
         )  # fmt: skip
-    if metric == "latency_mean_ms" and within is not None:
+    if metric in MEAN_TIME and within is not None:
         return Cell(
             value=value, low=value * (1 - within), high=value * (1 + within), runs=1,
             method="batch-means", **common,
@@ -140,18 +141,34 @@ def _cell(rows: list[dict[str, Any]], metric: str, include_noisy: bool = False) 
     return Cell(value=value, low=None, high=None, runs=1, method="none", **common)
 
 
-def _check(metric: str, scenario: str) -> None:
+def _check(metric: str, scenario: str, price_per_hour: float | None = None) -> None:
     if metric not in COMPARABLE:
         raise BenchError(f"unknown metric {metric!r}", did_you_mean(metric, list(COMPARABLE)))
+    if metric == metrics.COST and price_per_hour is None:
+        raise BenchError(
+            f"--metric {metrics.COST} needs the host's price",
+            f"e.g. --metric {metrics.COST} --price-per-hour 2.5 (dollars per hour of the host)",
+        )
+    if price_per_hour is not None and metric != metrics.COST:
+        raise BenchError("--price-per-hour prices one metric", f"add --metric {metrics.COST}")
+    if price_per_hour is not None and not (math.isfinite(price_per_hour) and price_per_hour > 0):
+        raise BenchError(f"--price-per-hour {price_per_hour:g} is not a price", "dollars per hour, above 0")
     if scenario not in SCENARIO_MODELS:
         raise BenchError(f"unknown scenario {scenario!r}", did_you_mean(scenario, list(SCENARIO_MODELS)))
 
 
 def _results(
-    db: Path, model: str, metric: str, device: str | None, scenario: str, run_ids: list[str] | None = None
+    db: Path,
+    model: str,
+    metric: str,
+    device: str | None,
+    scenario: str,
+    run_ids: list[str] | None = None,
+    price_per_hour: float | None = None,
 ) -> list[dict[str, Any]]:
     """The successful results of `model` in `scenario` with a value of `metric`, oldest first."""
-    _check(metric, scenario)
+    _check(metric, scenario, price_per_hour)
+    value = metrics.value_sql(metric, price_per_hour)
     where = "status = 'ok' AND batch_size IS NOT NULL AND scenario = ? AND model = ?"
     where += " AND device = ?" if device else ""
     params: list[Any] = [scenario, model, device] if device else [scenario, model]
@@ -160,11 +177,11 @@ def _results(
         params.append(run_ids)
     cols, raw = store.read(
         db,
-        f"""SELECT run_id, host, image, variant, device, batch_size, dims, {metric} AS value,
+        f"""SELECT run_id, host, image, variant, device, batch_size, dims, {value} AS value,
                    within_run_ci_rel, noisy, precision, rel_err, started_at, lock_hash, framework,
                    framework_version, tokens_per_s, data_samples, data_top1, data_top5, data_fp32_top1,
                    data_fp32_top5
-            FROM results WHERE {where} AND {metric} IS NOT NULL ORDER BY started_at""",
+            FROM results WHERE {where} AND {value} IS NOT NULL ORDER BY started_at""",
         params,
     )
     rows = store.rows_as_dicts(cols, raw)
@@ -173,6 +190,11 @@ def _results(
             f"no results of model {model!r} with tokens/s" + (f" on {device}" if device else ""),
             "tokens/s is measured for models whose manifest names a sequence dimension (sequence_dim); "
             "compare samples/s with --metric throughput_sps",
+        )
+    if not rows and metric.startswith("energy_"):
+        raise BenchError(
+            f"no results of model {model!r} with {metric}" + (f" on {device}" if device else ""),
+            "energy is read on NVIDIA GPUs (NVML) and on CPUs whose host exposes RAPL (bench-ctl doctor)",
         )
     if not rows:
         raise BenchError(
@@ -238,10 +260,12 @@ def verdict_cell(
     )
 
 
-def hosts_of(db: Path, model: str, metric: str, device: str | None, scenario: str) -> list[str]:
+def hosts_of(
+    db: Path, model: str, metric: str, device: str | None, scenario: str, price_per_hour: float | None = None
+) -> list[str]:
     """The hosts with results of `model`, in the order their first result was made."""
     first: dict[str, Any] = {}
-    for r in _results(db, model, metric, device, scenario):
+    for r in _results(db, model, metric, device, scenario, None, price_per_hour):
         first.setdefault(str(r["host"]), r["started_at"])
     return list(first)
 
@@ -295,11 +319,12 @@ def compare_builds(
     scenario: str = "offline",
     host: str | None = None,
     include_noisy: bool = False,
+    price_per_hour: float | None = None,
 ) -> BuildPair:
     """The newest build of `image` (the last lock it was built from, by first use) against the
     build before it, on one host: each configuration of `model` at each batch size, and new/old
     with its interval and verdict. The question a framework upgrade asks."""
-    every = _results(db, model, metric, device, scenario)
+    every = _results(db, model, metric, device, scenario, None, price_per_hour)
     rows = [r for r in every if r["image"] == image]
     if not rows:
         images = sorted({str(r["image"]) for r in every})
@@ -332,6 +357,7 @@ def compare_builds(
         rule=RULE,
         rows=_pair_rows(rows, lock, old, new, metric, include_noisy),
         left_out=[f"earlier build left out: {build_name(first[b])}" for b in earlier],
+        price_per_hour=price_per_hour,
     )
 
 
@@ -344,10 +370,11 @@ def compare_hosts(
     device: str | None = None,
     scenario: str = "offline",
     include_noisy: bool = False,
+    price_per_hour: float | None = None,
 ) -> HostPair:
     """Each configuration of `model` that either host measured, per batch size: the old host's
     cell, the new host's, and new/old with its interval and verdict (the one comparison rule)."""
-    rows, left_out = newest_builds(_results(db, model, metric, device, scenario))
+    rows, left_out = newest_builds(_results(db, model, metric, device, scenario, None, price_per_hour))
     stored = sorted({str(r["host"]) for r in rows})
     for h in (old, new):
         if h not in stored:
@@ -365,6 +392,7 @@ def compare_hosts(
         rule=RULE,
         rows=out,
         left_out=left_out_notes(left_out, [old, new]),
+        price_per_hour=price_per_hour,
     )
 
 
@@ -379,13 +407,14 @@ def compare(
     run_ids: list[str] | None = None,
     scenario: str = "offline",
     include_noisy: bool = False,
+    price_per_hour: float | None = None,
 ) -> Comparison:
     """Every configuration of `model` measured on the chosen host(s) in `scenario`, per batch size
     and value of the model's named dimensions (only the runs `run_ids` when given: one command's
     runs)."""
     if host is not None and across_hosts:
         raise BenchError("--host and --across-hosts exclude each other", "choose one")
-    rows, left_out = newest_builds(_results(db, model, metric, device, scenario, run_ids))
+    rows, left_out = newest_builds(_results(db, model, metric, device, scenario, run_ids, price_per_hour))
     hosts = _choose_hosts(sorted({str(r["host"]) for r in rows}), host, across_hosts, model)
     groups: dict[tuple[str, int, Dims], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -431,4 +460,5 @@ def compare(
         rule=RULE,
         rows=out_rows,
         left_out=left_out_notes(left_out, hosts),
+        price_per_hour=price_per_hour,
     )

@@ -80,6 +80,7 @@ class Comparison(BaseModel):
     rule: str
     rows: list[CompareRow]
     left_out: list[str] = []  # runs of earlier builds, not pooled with the newest
+    price_per_hour: float | None = None  # the host's, for cost_per_million
 
 
 class HostPairRow(BaseModel):
@@ -106,6 +107,7 @@ class HostPair(BaseModel):
     rule: str
     rows: list[HostPairRow]
     left_out: list[str] = []  # runs of earlier builds, not pooled with the newest
+    price_per_hour: float | None = None  # the hosts', for cost_per_million
 
 
 class BuildPair(BaseModel):
@@ -122,3 +124,4 @@ class BuildPair(BaseModel):
     rule: str
     rows: list[HostPairRow]
     left_out: list[str] = []  # builds older than old_build
+    price_per_hour: float | None = None  # the host's, for cost_per_million

@@ -412,6 +412,14 @@ def compare(
             "they are left out, and a verdict that would rest on them says so",
         ),
     ] = False,
+    price_per_hour: Annotated[
+        float | None,
+        typer.Option(
+            "--price-per-hour",
+            help="dollars per hour of the host, for --metric cost_per_million "
+            "(price / 3600 / samples per second x 1e6)",
+        ),
+    ] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -431,7 +439,7 @@ def compare(
                 "drop --hosts, --across-hosts and --baseline (--host H picks the host)",
             )
         build_pair = comparison.compare_builds(
-            path, model, builds, metric, device, scenario, host, include_noisy
+            path, model, builds, metric, device, scenario, host, include_noisy, price_per_hour
         )
         if as_json:
             print(build_pair.model_dump_json(indent=1))
@@ -439,8 +447,9 @@ def compare(
             render.build_pair(out, build_pair)
         return
     pair = _host_pair(
-        path, model, metric, device, scenario, hosts, across_hosts, host, baseline, include_noisy
-    )
+        path, model, metric, device, scenario, hosts, across_hosts, host, baseline, include_noisy,
+        price_per_hour,
+    )  # fmt: skip
     if pair is not None:
         if as_json:
             print(pair.model_dump_json(indent=1))
@@ -448,8 +457,9 @@ def compare(
             render.host_pair(out, pair)
         return
     cmp = comparison.compare(
-        path, model, metric, device, baseline, host, across_hosts, None, scenario, include_noisy
-    )
+        path, model, metric, device, baseline, host, across_hosts, None, scenario, include_noisy,
+        price_per_hour,
+    )  # fmt: skip
     if as_json:
         print(cmp.model_dump_json(indent=1))
     else:
@@ -467,6 +477,7 @@ def _host_pair(
     host: str | None,
     baseline: str | None,
     include_noisy: bool = False,
+    price_per_hour: float | None = None,
 ) -> HostPair | None:
     """The two-host view, when --hosts names two or --across-hosts finds exactly two."""
     if hosts is None and not across_hosts:
@@ -479,7 +490,7 @@ def _host_pair(
             raise BenchError(f"--hosts {hosts!r} is not OLD,NEW", "e.g. --hosts gpu-old,gpu-new")
         old, new = names
     else:
-        found = comparison.hosts_of(db, model, metric, device, scenario)
+        found = comparison.hosts_of(db, model, metric, device, scenario, price_per_hour)
         if len(found) != 2:
             return None
         old, new = found
@@ -487,7 +498,9 @@ def _host_pair(
         raise BenchError(
             "--baseline compares configurations on one host", "drop it: new/old is the ratio here"
         )
-    return comparison.compare_hosts(db, model, old, new, metric, device, scenario, include_noisy)
+    return comparison.compare_hosts(
+        db, model, old, new, metric, device, scenario, include_noisy, price_per_hour
+    )
 
 
 @app.command()

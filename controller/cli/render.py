@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from controller.analysis import stats
+from controller.analysis.metrics import describe
 from controller.analysis.reports import (
     BuildPair,
     Cell,
@@ -253,7 +254,8 @@ def comparison(console: Console, cmp: Comparison) -> None:
     t = Table(
         "batch, dims" if with_dims else "batch",
         *(safe(label) + (" (baseline)" if label == cmp.baseline else "") for label in cmp.labels),
-        title=f"{safe(cmp.model)}: {safe(cmp.metric)} ({better}), mean ± 95% half-width, on {safe(where)}",
+        title=f"{safe(cmp.model)}: {safe(describe(cmp.metric, cmp.price_per_hour))} ({better}), "
+        f"mean ± 95% half-width, on {safe(where)}",
     )
     for row in cmp.rows:
         cells = []
@@ -303,16 +305,16 @@ def comparison(console: Console, cmp: Comparison) -> None:
 def host_pair(console: Console, pair: HostPair) -> None:
     """One row per configuration and batch size: the old host, the new one, and new/old."""
     title = f"{safe(pair.new_host)} against {safe(pair.old_host)}"
-    _pair(console, pair.model, pair.metric, pair.higher_is_better, title, pair.old_host, pair.new_host,
-          pair.rows, [f"verdict: {pair.rule}", *pair.left_out])  # fmt: skip
+    _pair(console, pair.model, describe(pair.metric, pair.price_per_hour), pair.higher_is_better, title,
+          pair.old_host, pair.new_host, pair.rows, [f"verdict: {pair.rule}", *pair.left_out])  # fmt: skip
 
 
 def build_pair(console: Console, pair: BuildPair) -> None:
     """One row per configuration and batch size: the old build, the new one, and new/old."""
     title = f"two builds of {safe(pair.image)} on {safe(pair.host)}"
     notes = [f"old: {pair.old_build}", f"new: {pair.new_build}", f"verdict: {pair.rule}", *pair.left_out]
-    _pair(console, pair.model, pair.metric, pair.higher_is_better, title, pair.old_build, pair.new_build,
-          pair.rows, notes)  # fmt: skip
+    _pair(console, pair.model, describe(pair.metric, pair.price_per_hour), pair.higher_is_better, title,
+          pair.old_build, pair.new_build, pair.rows, notes)  # fmt: skip
 
 
 def _pair(
