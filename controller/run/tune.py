@@ -27,6 +27,7 @@ latency-throughput Pareto front of every candidate measured."""
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 import statistics
@@ -53,9 +54,11 @@ from schemas.frameworks.base import search_space
 FINAL_RUNS = 5  # runs of a finalist and of the defaults: the rule needs 4 a side, one spare
 MAX_CANDIDATES = 256  # per image: a larger grid is refused (fix some options with --set)
 STARTUP_S = 15.0  # a trial's start-up when this host has no history
-# The least relative half-width given to a single run's interval: runs of one configuration in
-# fresh processes differ by a few per cent (docs/statistics.md), more than a run's own interval.
-SINGLE_RUN_FLOOR = 0.03
+# Early rounds judge a candidate by its runs' mean against the run-to-run spread pooled over the
+# image's candidates (`run_spread`); before any has two runs, a busy host's spread is assumed.
+FIRST_ROUND_SPREAD = 0.05
+SPREAD_FLOOR = 0.01  # the least spread assumed, however alike the runs came out
+Z = 1.96  # two-sided 95 %, the final rule's own level
 # A trial is a short ordinary run unless the user sets these.
 TRIAL_POLICY = {"policy.min_time_s": "1", "policy.max_time_s": "5", "policy.warmup_min_s": "0.3"}
 BOUND_RE = re.compile(r"\s*(p50|p90|p99|p999|mean)\s*<=\s*([0-9]+(?:\.[0-9]+)?)\s*(us|ms|s)?\s*")
@@ -288,19 +291,41 @@ def trial_of(result: Any, search: Search) -> Trial | None:
 # --------------------------------------------------------------------------- the race
 
 
-def interval(c: Candidate) -> tuple[float, float] | None:
-    """The candidate's 95 % interval of the objective from its clean runs: Student-t over them,
-    or with one its within-run batch-means interval widened to at least SINGLE_RUN_FLOOR (one
-    run says nothing of how much the next process differs). None without a clean run: noisy runs
-    decide nothing, so a candidate with only noisy runs stays in the race."""
-    clean = [t for t in c.trials if not t.noisy]
-    if len(clean) >= 2:
-        ci = stats.mean_ci([t.value for t in clean])
-        return (ci.low, ci.high) if ci.low is not None and ci.high is not None else None
-    if len(clean) == 1:
-        half = max(clean[0].within_rel or 0.0, SINGLE_RUN_FLOOR)
-        return clean[0].value * (1 - half), clean[0].value * (1 + half)
-    return None
+def run_spread(cands: list[Candidate]) -> float:
+    """The relative run-to-run spread of one image's runs (a standard deviation of log values),
+    pooled over its candidates with two clean runs or more: how much a fresh process differs is
+    mostly the host's, alike for every candidate, so all of them estimate it together. Before
+    any candidate has two runs, FIRST_ROUND_SPREAD (a busy host's)."""
+    ss, df = 0.0, 0
+    for c in cands:
+        logs = [math.log(t.value) for t in c.trials if not t.noisy and t.value > 0]
+        if len(logs) >= 2:
+            mean = statistics.fmean(logs)
+            ss += sum((x - mean) ** 2 for x in logs)
+            df += len(logs) - 1
+    return max(math.sqrt(ss / df), SPREAD_FLOOR) if df else FIRST_ROUND_SPREAD
+
+
+def log_mean(c: Candidate) -> tuple[float, int, float] | None:
+    """The mean log value of the candidate's clean runs, their number and the widest within-run
+    interval among them. None without a clean run: noisy runs decide nothing, so a candidate
+    with only noisy runs stays in the race."""
+    clean = [t for t in c.trials if not t.noisy and t.value > 0]
+    if not clean:
+        return None
+    within = max((t.within_rel or 0.0) for t in clean)
+    return statistics.fmean(math.log(t.value) for t in clean), len(clean), within
+
+
+def interval(c: Candidate, spread: float = 0.0) -> tuple[float, float] | None:
+    """The candidate's interval before the rule applies, as printed: its clean runs' geometric
+    mean +- Z standard errors of the pooled run-to-run `spread` (or its within-run interval)."""
+    lm = log_mean(c)
+    if lm is None:
+        return None
+    centre, n, within = lm
+    half = max(Z * spread / math.sqrt(n), within)
+    return math.exp(centre - half), math.exp(centre + half)
 
 
 def better(a: float, b: float, higher: bool) -> bool:
@@ -319,7 +344,7 @@ def leader(cands: list[Candidate], higher: bool) -> Candidate | None:
     return best
 
 
-def worse_than(c: Candidate, lead: Candidate, higher: bool) -> str | None:
+def worse_than(c: Candidate, lead: Candidate, higher: bool, spread: float = FIRST_ROUND_SPREAD) -> str | None:
     """Why `c` is significantly worse than the leader, or None. With 4 runs a side (clean ones),
     the comparison rule; before, intervals apart by more than the minimum effect."""
     a, b = c.values(), lead.values()
@@ -328,13 +353,20 @@ def worse_than(c: Candidate, lead: Candidate, higher: bool) -> str | None:
     if len(clean_a) >= stats.min_repetitions() and len(clean_b) >= stats.min_repetitions():
         v = stats.verdict(b, a, higher)
         return f"significantly worse than {lead.label}: {v.message}" if v.verdict == "faster" else None
-    mine, theirs = interval(c), interval(lead)
+    mine, theirs = log_mean(c), log_mean(lead)
     if mine is None or theirs is None:
         return None
-    gap = (theirs[0] / mine[1]) if higher else (mine[0] / theirs[1])
-    if gap > 1 + stats.DEFAULT_MIN_EFFECT:
-        shown = f"[{mine[0]:.4g}, {mine[1]:.4g}] vs [{theirs[0]:.4g}, {theirs[1]:.4g}]"
-        return f"interval {shown} apart from {lead.label}'s"
+    # The difference of log means against its standard error from the pooled spread (each
+    # side's own within-run interval counted when wider): surer than 99 % and beyond the
+    # minimum effect, or the candidate stays.
+    (mc, n, wc), (ml, k, wl) = mine, theirs
+    se = math.sqrt(max(spread / math.sqrt(n), wc / Z) ** 2 + max(spread / math.sqrt(k), wl / Z) ** 2)
+    gap = (ml - mc) if higher else (mc - ml)
+    if gap - Z * se > math.log1p(stats.DEFAULT_MIN_EFFECT):
+        return (
+            f"{math.exp(gap):.3g}x behind {lead.label} ({n} and {k} runs, run-to-run spread "
+            f"{spread:.1%}: beyond the 99 % margin)"
+        )
     return None
 
 
@@ -370,9 +402,10 @@ def prune(search: Search) -> None:
         lead = leader([c for c in cands if infeasible(c, search.bound) is None], higher)
         if lead is None:
             continue
+        spread = run_spread(cands)
         for c in cands:
             if c.alive and not c.is_default and c is not lead:
-                c.dropped = worse_than(c, lead, higher)
+                c.dropped = worse_than(c, lead, higher, spread)
 
 
 def wants(c: Candidate, search: Search) -> int:
@@ -568,7 +601,7 @@ def answer(search: Search) -> TuneAnswer:
             if c.dropped:
                 kind = c.dropped.split(":")[0].split(" (")[0]
                 kind = "significantly worse" if kind.startswith("significantly worse") else kind
-                kind = "intervals apart" if c.dropped.startswith("interval") else kind
+                kind = "behind beyond the margin" if "behind" in c.dropped.split("(")[0] else kind
                 dropped[kind] = dropped.get(kind, 0) + 1
         verdict = ratio = None
         if lead is not None and default is not None and lead is not default:
