@@ -391,7 +391,7 @@ def run_real(args: argparse.Namespace, ctl_path: str) -> int:
     images = [x.strip() for x in args.real.split(",") if x.strip()]
     for image in images:
         ensure_local_env(ctl_path, image)
-    sets = [*POLICY, *(RAW if args.raw else [])]
+    sets = [*POLICY, *(RAW if args.raw else []), *args.set]
     quiet, loaded = Tally("quiet"), Tally("loaded")
     outcomes: list[str] = []
     with ScratchHome(envs=images, keep=args.keep) as home:
@@ -461,6 +461,10 @@ def main() -> int:
     parser.add_argument(
         "--real", metavar="A,B", help="a real pair instead of the null runner, e.g. ort,openvino: each "
         "trial quiet and loaded, the verdicts side by side (--conditions is not used)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="--real: an option for the runs (repeatable), e.g. --set ort:intra_op_threads=1",
     )  # fmt: skip
     parser.add_argument(
         "--model", default=SMALL_CNN, help=f"--real: a model in the store, or {SMALL_CNN} (made here)"
