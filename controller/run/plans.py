@@ -15,6 +15,7 @@ import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final, Literal
 
 from pydantic import ValidationError
 
@@ -24,6 +25,7 @@ from controller.paths import Paths
 from controller.run import planning
 from schemas import RunSpec
 from schemas.encoders import TRANSFORMER_MODELS
+from schemas.frameworks.base import configuration
 from schemas.manifest import KERAS_MODELS
 from schemas.plan import Plan, PlanRuns
 
@@ -207,16 +209,25 @@ def missing_models(plan: Plan, paths: Paths) -> list[str]:
     return missing
 
 
-def cell_key(spec: RunSpec, image: ImageInfo, host_key: str) -> str:
+HERE: Final = "here"  # cell_key's cores: those a runner started on this host is given
+Cores = int | Literal["here"] | None
+
+
+def cell_key(spec: RunSpec, image: ImageInfo, host_key: str, cores: Cores = HERE) -> str:
     """What the cell measures (its planned spec, every option spelled out, so a default given or
-    left out is the same cell), where, with which locked packages: its identity across sweeps."""
+    left out is the same cell), where, with which locked packages: its identity across sweeps.
+
+    A threads option at the `cores` its runner is given is the same cell as its default (0 or
+    None mean them): `here`, a runner started on this host (`planning.cores_given`); None, not
+    known when planning (a Slurm node's), the options as planned. Other cells keep their keys."""
+    given = planning.cores_given() if isinstance(cores, str) else cores
     what = {
         "image": image.name,
         "model": spec.model,
         "members": [m.model for m in spec.members],
         "batch_sizes": spec.batch_sizes,
         "device": spec.device,
-        "options": spec.options.model_dump(),
+        "options": configuration(spec.options, given),
         "policy": spec.policy.model_dump(exclude=set(RUN_COUNT_KEYS)),
         "scenario": spec.scenario.model_dump(),
         "host": host_key,
@@ -227,13 +238,20 @@ def cell_key(spec: RunSpec, image: ImageInfo, host_key: str) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def planned_cell(index: int, runs_index: int, planned: planning.PlannedRun, reps: int, host_key: str) -> Cell:
+def planned_cell(
+    index: int,
+    runs_index: int,
+    planned: planning.PlannedRun,
+    reps: int,
+    host_key: str,
+    cores: Cores = HERE,
+) -> Cell:
     return Cell(
         index=index,
         runs_index=runs_index,
         planned=planned,
         repetitions=reps,
-        key=cell_key(planned.spec, planned.image, host_key),
+        key=cell_key(planned.spec, planned.image, host_key, cores),
     )
 
 
@@ -241,33 +259,50 @@ def cells(
     plan: Plan, paths: Paths, host_key: str, check_models: bool = True, here: bool = True
 ) -> list[Cell]:
     """The plan's cells in plan order, each checked as `bench-ctl run` would check it.
-    `here=False`: they run elsewhere (Slurm nodes), so this host's devices do not matter.
+    `here=False`: they run elsewhere (Slurm nodes), so this host's devices do not matter, nor its
+    cores (`cell_key`).
 
     With `check_models` the models must be in the store (they are read and verified); without it
-    (a dry run before export) only the options, scenario and images are checked."""
+    (a dry run before export) only the options, scenario and images are checked.
+
+    A [[runs]] table whose values give one configuration twice on this host (a thread count at the
+    cores a runner here is given, beside the default) gives it one cell, the first; a plan that
+    names one configuration twice as it is written is refused."""
     out: list[Cell] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[int, str]] = {}  # cell key -> its [[runs]] table, its key as written
+    cores = planning.cores_given() if here else None
     for runs_index, req, reps in requests_of(plan):
         try:
             # Without the models (a dry run before export) only options and images are checked.
             each = planning.prepare(req, paths, here, read_models=check_models)
-            planned = [planned_cell(0, runs_index, p, reps, host_key) for p in each]
+            planned = [planned_cell(0, runs_index, p, reps, host_key, cores) for p in each]
         except BenchError as e:
             raise BenchError(
                 f"[[runs]] #{runs_index} ({req.image}, {req.model}): {e.message}", e.hint
             ) from None
         for cell in planned:
             r, key = cell.request, cell.key
+            written = cell_key(cell.spec, cell.image, host_key, None)
             if key in seen:
+                first, first_written = seen[key]
+                if first == runs_index and first_written != written:
+                    continue  # another spelling of a configuration of this table here: one cell
                 raise BenchError(
-                    f"[[runs]] #{runs_index} repeats a configuration of [[runs]] #{seen[key]}: "
-                    f"{r.image} {r.model}",
+                    f"[[runs]] #{runs_index} repeats a configuration of [[runs]] #{first}: "
+                    f"{r.image} {r.model}"
+                    + ("" if first_written == written else f" ({_same_as(cell, cores)})"),
                     "name each configuration once: raise `repetitions` to measure it more",
                 )
-            seen[key] = runs_index
+            seen[key] = (runs_index, written)
             out.append(dataclasses.replace(cell, index=len(out) + 1))
             if len(out) > MAX_CELLS:
                 raise BenchError(f"the plan has more than {MAX_CELLS:,} cells", "split it into smaller plans")
     if not out:
         raise BenchError("the plan has no cells", "give [[runs]] with images, models and batch_sizes")
     return out
+
+
+def _same_as(cell: Cell, cores: int | None) -> str:
+    """Why a cell written otherwise is a configuration already planned: its threads option."""
+    option = type(cell.spec.options).threads_option
+    return f"{option}={cores} is the cores a runner here is given, as the default"

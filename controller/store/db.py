@@ -26,7 +26,7 @@ from controller.store import QUERY_TIMEOUT_S, stopping
 from controller.store import file as storefile
 from controller.store.file import READ_CONFIG, first_line, open_error
 from schemas import FRAMEWORK_OPTION_MODELS, Measurement, RunResult
-from schemas.frameworks.base import FrameworkOptions
+from schemas.frameworks.base import FrameworkOptions, configuration, whole_cores
 
 # Each migration takes the store from version i to i+1. Never edit one that has shipped: append.
 MIGRATIONS: list[str | Callable[[], str]] = [
@@ -607,14 +607,19 @@ def _measurement_extras(m: Measurement) -> dict[str, Any]:
 
 def variant(result: RunResult) -> str:
     """Options that differ from the framework's defaults, as `k=v,k=v` ('' when none); an option
-    left to the framework (None) reads `auto`, as `--set k=auto` gives it."""
-    return options_variant(result.spec.options)
+    left to the framework (None) reads `auto`, as `--set k=auto` gives it. A threads option at the
+    cores the runner was given (`fingerprint.cpu_limit`) is its default: 0 and None mean them."""
+    fp = result.fingerprint
+    return options_variant(result.spec.options, whole_cores(fp.cpu_limit if fp else None))
 
 
-def options_variant(options: FrameworkOptions) -> str:
+def options_variant(options: FrameworkOptions, cores: int | None = None) -> str:
+    """The variant of these options on a runner given `cores` whole cores (None: not known)."""
     defaults = option_defaults(options.framework)
     return ",".join(
-        f"{k}={'auto' if v is None else v}" for k, v in options.model_dump().items() if defaults.get(k) != v
+        f"{k}={'auto' if v is None else v}"
+        for k, v in configuration(options, cores).items()
+        if defaults.get(k) != v
     )
 
 
@@ -624,27 +629,35 @@ def option_defaults(framework: str) -> dict[str, Any]:
     return FRAMEWORK_OPTION_MODELS[framework](framework=framework).model_dump()
 
 
+# How a variant is made from a run's options: 1, the options that differ from the defaults; 2,
+# and a threads option at the cores the runner was given reads as its default (0 or None).
+VARIANT_RULE = 2
+
+
 @functools.cache
 def _defaults_hash() -> str:
-    """The frameworks' option defaults, hashed: the stored variants are relative to them."""
+    """The frameworks' option defaults and the variant rule, hashed: the stored variants are
+    relative to them, and are made again when either changes (`refresh_variants`)."""
     defaults = {name: option_defaults(name) for name in FRAMEWORK_OPTION_MODELS}
-    return hashlib.sha256(json.dumps(defaults, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    made = {"defaults": defaults, "variant_rule": VARIANT_RULE}
+    return hashlib.sha256(json.dumps(made, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def refresh_variants(con: duckdb.DuckDBPyConnection) -> None:
-    """Recompute every run's `variant` from its stored options against today's defaults, inside
-    the caller's transaction. A default changed, or runs came from a store written by other code:
-    runs made before keep saying what they ran with, and do not merge with runs that now have no
-    variant. Options this code cannot read keep their variant."""
+    """Recompute every run's `variant` from its stored options and the cores its runner was given
+    (`cpu_limit`) against today's defaults and rule, inside the caller's transaction. A default
+    changed, the rule did, or runs came from a store written by other code: runs made before keep
+    saying what they ran with, and do not merge with runs that now have no variant (or stay apart
+    from those they now are). Options this code cannot read keep their variant."""
     changed = []
-    for run_id, framework, options, stored in con.execute(
-        "SELECT run_id, framework, options, variant FROM runs WHERE options IS NOT NULL"
+    for run_id, framework, options, cpu_limit, stored in con.execute(
+        "SELECT run_id, framework, options, cpu_limit, variant FROM runs WHERE options IS NOT NULL"
     ).fetchall():
         model = FRAMEWORK_OPTION_MODELS.get(framework)
         if model is None:
             continue
         try:
-            now = options_variant(model.model_validate_json(options))
+            now = options_variant(model.model_validate_json(options), whole_cores(cpu_limit))
         except ValueError:
             continue
         if now != (stored or ""):
@@ -889,7 +902,8 @@ def _check_readable(con: duckdb.DuckDBPyConnection, db: Path) -> None:
         0,
     ):
         raise BenchError(
-            f"the store {db} names its runs' variants after option defaults older than this code",
+            f"the store {db} names its runs' variants after option defaults older than this code "
+            "(or by an older rule)",
             "any `bench-ctl run` or `bench-ctl ingest` with this --db renames them",
         )
 

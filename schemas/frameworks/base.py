@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Final
 
 from schemas.strict import Strict
@@ -61,16 +62,54 @@ def search_space(
         assert isinstance(raw, list)
         values: list[Any] = [field.default]
         threads = name == model.threads_option
-        # A threads option's default (0 or None) means the cores given: the same configuration.
-        same_as_default = {cores} if threads and field.default in (0, None) else set()
         for v in raw:
             v = cores if v == CORES else v
             if threads and isinstance(v, int) and v > cores:
                 continue
-            if v not in values and v not in same_as_default:
+            if v not in values and not same_as_default(model, name, v, cores):
                 values.append(v)
         space[name] = values
     return space
+
+
+# --------------------------------------------------------------------------- configurations
+
+
+def whole_cores(cpu_limit: float | None) -> int | None:
+    """The whole cores a runner computes on, from the cores it may use (its affinity within its
+    CPU quota, which may be fractional), as `runners/core/cores.py` counts them; None: unknown."""
+    return None if cpu_limit is None else max(1, math.floor(cpu_limit))
+
+
+def same_as_default(model: type[FrameworkOptions], name: str, value: Any, cores: int | None) -> bool:
+    """Whether option `name` at `value` is the configuration its default is: the default itself,
+    or, for a threads option whose default (0 or None) means the cores the runner is given, that
+    number when it is known (`cores`)."""
+    default = model.model_fields[name].default
+    if value == default:
+        return True
+    return (
+        name == model.threads_option
+        and default in (0, None)
+        and cores is not None
+        and isinstance(value, int)
+        and not isinstance(value, bool)
+        and value == cores
+    )
+
+
+def configuration(options: FrameworkOptions, cores: int | None) -> dict[str, Any]:
+    """The options as the configuration they make (what names a variant and keys a sweep cell):
+    every option spelled out, those at a value the same as their default (`same_as_default`) at
+    the default. The spec keeps what the user gave: on another host the same number of threads
+    may not be all the cores."""
+    model = type(options)
+    return {
+        k: model.model_fields[k].default
+        if k in model.model_fields and same_as_default(model, k, v, cores)
+        else v
+        for k, v in options.model_dump().items()
+    }
 
 
 def precision_options(model: type[FrameworkOptions]) -> list[str]:
