@@ -1,4 +1,5 @@
-"""One configuration, one name: options at their defaults, threads at the cores given.
+"""One configuration, one name: options at their defaults, threads at the cores given, and
+`compare` with many configurations (`--only`, `--top`, labels never cut).
 
 Truths by construction: an ONNX Runtime run with `intra_op_threads` at the cores its runner was
 given computes as the default (0: those cores) does, so its runs pool with the default's in one
@@ -9,15 +10,20 @@ configuration. Synthetic results have throughputs set by their scale.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import re
 import socket
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+from rich.console import Console
 
+from controller.analysis import comparison
 from controller.catalog import hosts
+from controller.cli import render
 from controller.errors import BenchError
 from controller.paths import Paths
 from controller.run import planning, plans
@@ -193,3 +199,117 @@ def test_cells_without_such_options_keep_their_keys(bench: Bench, fake_model: Pa
             "lock": cell.image.lock_hash,
         }
         assert cell.key == hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]
+
+
+# --------------------------------------------------------------------------- many configurations
+
+
+def _many(bench: Bench, make_result: MakeResult, n: int = 12) -> list[str]:
+    """`n` configurations of the null runner told apart by their tag, the k-th taking k times
+    the time of the first: throughput falls with k. Two runs each at batch 1 and 2."""
+    labels = []
+    with store.connect(bench.db) as con:
+        for k in range(1, n + 1):
+            options = NullOptions(tag=f"a-rather-long-configuration-name-{k:02d}")
+            for rep in (1, 2):
+                r = make_result(image="null", scale=float(k) * (1 + rep / 1000), host=HERE, repetition=rep)
+                store.ingest(
+                    con, r.model_copy(update={"spec": r.spec.model_copy(update={"options": options})})
+                )
+            labels.append(f"null [tag=a-rather-long-configuration-name-{k:02d}]")
+    return labels
+
+
+@pytest.mark.parametrize("width", [60, 80, 120, 200])
+def test_labels_are_never_cut(bench: Bench, make_result: MakeResult, width: int) -> None:
+    """Twelve configurations on any terminal: every label whole (folded onto lines at most), no
+    ellipsis; the configurations are the rows, as a column each would not fit."""
+    labels = _many(bench, make_result)
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, highlight=False, emoji=False)
+    render.comparison(console, comparison.compare(bench.db, "fake", baseline=labels[0]))
+    text = buffer.getvalue()
+    table = [line for line in text.splitlines() if re.search("[│┃┏└]", line)]
+    assert "…" not in text and max(len(line) for line in table) <= width
+    # The first column, line after line: a label folded onto lines reads whole without the frame.
+    first = "".join(line.split("│")[1].strip() for line in table if line.startswith("│"))
+    for label in labels:
+        assert label.replace(" ", "") in first.replace(" ", ""), label
+    assert "a row per configuration" in text
+    cli_text = _many_text(bench)
+    assert "a row per configuration" in cli_text and all(label in cli_text for label in labels)
+
+
+def _many_text(bench: Bench) -> str:
+    """What `bench-ctl compare` prints off a terminal (160 columns)."""
+    from typer.testing import CliRunner
+
+    from controller.cli.app import app
+
+    return CliRunner().invoke(app, ["compare", "--model", "fake", "--db", str(bench.db)]).stdout
+
+
+def test_few_configurations_stay_columns(cli: Cli, bench: Bench, make_result: MakeResult) -> None:
+    _many(bench, make_result, n=2)
+    text = cli("compare", "--model", "fake", env={"COLUMNS": "200"}).stdout
+    assert "a row per configuration" not in text and "┃ batch" in text
+
+
+def test_top_keeps_the_best_at_the_largest_batch(cli: Cli, bench: Bench, make_result: MakeResult) -> None:
+    labels = _many(bench, make_result)
+    doc = _compare(cli, "--top", "3")
+    assert doc["labels"] == labels[:3]  # the fastest: least work
+    assert all(set(row["cells"]) == set(labels[:3]) for row in doc["rows"])
+    assert doc["not_shown"] == ["--top 3: the 3 best of 12 by throughput_sps at b2"]
+    slowest = _compare(cli, "--top", "2", "--metric", "latency_p50_ms")  # lower is better
+    assert slowest["labels"] == labels[:2]
+    with_base = _compare(cli, "--top", "2", "--baseline", labels[-1])
+    assert with_base["labels"] == [*labels[:2], labels[-1]]
+    assert with_base["rows"][0]["verdicts"][labels[0]]["verdict"] == "insufficient data"  # 2 runs each
+    text = cli("compare", "--model", "fake", "--top", "3", env={"COLUMNS": "200"}).stdout
+    assert "--top 3: the 3 best of 12" in text and labels[3] not in text
+    for bad in ("0", "-1"):
+        r = cli("compare", "--model", "fake", "--top", bad)
+        assert r.exit_code == 2 and "--top" in r.stderr and "hint" in r.stderr
+
+
+def test_top_leaves_out_what_the_largest_batch_did_not_measure(
+    cli: Cli, bench: Bench, make_result: MakeResult
+) -> None:
+    """The fastest configuration measured batch 1 only: it cannot rank at batch 2."""
+    labels = _many(bench, make_result, n=3)
+    with store.connect(bench.db) as con:
+        r = make_result(image="fast", scale=0.1, host=HERE, batch_sizes=(1,))
+        store.ingest(con, r)
+    doc = _compare(cli, "--top", "2")
+    assert doc["labels"] == labels[:2]
+    assert doc["not_shown"] == [
+        "--top 2: the 2 best of 3 by throughput_sps at b2; 1 not measured at b2 left out"
+    ]
+
+
+def test_only_keeps_the_labels_holding_a_text(cli: Cli, bench: Bench, make_result: MakeResult) -> None:
+    labels = _many(bench, make_result)
+    doc = _compare(cli, "--only", "name-1")
+    assert doc["labels"] == labels[9:12]  # 10, 11, 12
+    assert doc["not_shown"] == ["9 of 12 configuration(s) left out by --only 'name-1'"]
+    either = _compare(cli, "--only", "name-03", "--only", "name-07", "--top", "1")
+    assert either["labels"] == [labels[2]]
+    kept = _compare(cli, "--only", "name-05", "--baseline", labels[0])
+    assert kept["labels"] == [labels[0], labels[4]]
+    r = cli("compare", "--model", "fake", "--only", "nothing-like-it")
+    assert r.exit_code == 2 and "matches no configuration" in r.stderr and "hint" in r.stderr
+    plain = _compare(cli)
+    assert plain["labels"] == labels and plain["not_shown"] == []
+
+
+def test_only_in_two_host_views_and_top_refused(cli: Cli, bench: Bench, make_result: MakeResult) -> None:
+    with store.connect(bench.db) as con:
+        for host in ("old-node", "new-node"):
+            for image in ("ort", "openvino"):
+                store.ingest(con, make_result(image=image, host=host))
+    doc = _compare(cli, "--hosts", "old-node,new-node", "--only", "openvino")
+    assert {row["label"] for row in doc["rows"]} == {"openvino"}
+    assert doc["left_out"] == ["1 of 2 configuration(s) left out by --only 'openvino'"]
+    r = cli("compare", "--model", "fake", "--hosts", "old-node,new-node", "--top", "1")
+    assert r.exit_code == 2 and "--top" in r.stderr and "hint" in r.stderr

@@ -81,6 +81,7 @@ class Comparison(BaseModel):
     rows: list[CompareRow]
     left_out: list[str] = []  # runs of earlier builds, not pooled with the newest
     price_per_hour: float | None = None  # the host's, for cost_per_million
+    not_shown: list[str] = []  # configurations `--only` and `--top` left out, in words
 
 
 class HostPairRow(BaseModel):

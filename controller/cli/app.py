@@ -46,7 +46,7 @@ from schemas.encoders import TRANSFORMER_MODELS
 from schemas.limits import KERAS_MODELS
 
 if TYPE_CHECKING:
-    from controller.analysis import comparison
+    from controller.analysis import comparison, configurations
     from controller.analysis.reports import HostPair
     from controller.catalog import models as model_store
     from controller.cli import render
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from schemas.manifest import TensorInfo
 else:
     comparison = lazy("controller.analysis.comparison")
+    configurations = lazy("controller.analysis.configurations")
     model_store = lazy("controller.catalog.models")
     render = lazy("controller.cli.render")
     colocate_service = lazy("controller.run.colocate")
@@ -420,10 +421,27 @@ def compare(
             "(price / 3600 / samples per second x 1e6)",
         ),
     ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only",
+            help="only the configurations whose label holds TEXT, as the table names them (e.g. "
+            "ort, or intra_op_threads=); repeated: those holding any (the baseline is kept)",
+        ),
+    ] = None,
+    top: Annotated[
+        int | None,
+        typer.Option(
+            "--top",
+            help="only the N best configurations by the metric at the largest batch size (the "
+            "table's last row); those not measured there are left out (the baseline is kept)",
+        ),
+    ] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compare configurations of one model on one host: rows are batch sizes, columns images.
+    """Compare configurations of one model on one host: rows are batch sizes, columns configurations
+    (the other way round when there are too many for a column each; --only and --top pick some).
 
     A cell is the mean over the clean runs (repetitions) with its 95% interval; a cell of one run
     says so, and runs flagged noisy are left out (--include-noisy counts them). With --baseline,
@@ -432,15 +450,19 @@ def compare(
     difference.
     """
     path = Paths.from_env(db).db
+    only = only or []
+    configurations.check(top)
     if builds is not None:
         if hosts is not None or across_hosts or baseline is not None:
             raise BenchError(
                 "--builds compares two builds of one image on one host",
                 "drop --hosts, --across-hosts and --baseline (--host H picks the host)",
             )
+        _no_top(top)
         build_pair = comparison.compare_builds(
             path, model, builds, metric, device, scenario, host, include_noisy, price_per_hour
         )
+        build_pair = configurations.only_pairs(build_pair, only)
         if as_json:
             print(build_pair.model_dump_json(indent=1))
         else:
@@ -451,6 +473,8 @@ def compare(
         price_per_hour,
     )  # fmt: skip
     if pair is not None:
+        _no_top(top)
+        pair = configurations.only_pairs(pair, only)
         if as_json:
             print(pair.model_dump_json(indent=1))
         else:
@@ -460,10 +484,18 @@ def compare(
         path, model, metric, device, baseline, host, across_hosts, None, scenario, include_noisy,
         price_per_hour,
     )  # fmt: skip
+    cmp = configurations.choose(cmp, only, top)
     if as_json:
         print(cmp.model_dump_json(indent=1))
     else:
         render.comparison(out, cmp)
+
+
+def _no_top(top: int | None) -> None:
+    if top is not None:
+        raise BenchError(
+            "--top ranks the columns of one host's table", "drop it here: --only TEXT picks configurations"
+        )
 
 
 def _host_pair(

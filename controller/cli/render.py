@@ -17,6 +17,7 @@ from controller.analysis.metrics import describe
 from controller.analysis.reports import (
     BuildPair,
     Cell,
+    CompareRow,
     Comparison,
     DataScore,
     HostPair,
@@ -251,23 +252,25 @@ def comparison(console: Console, cmp: Comparison) -> None:
     where = cmp.hosts[0] if len(cmp.hosts) == 1 else f"{len(cmp.hosts)} hosts"
     better = "higher is better" if cmp.higher_is_better else "lower is better"
     with_dims = any(row.dims for row in cmp.rows)
-    t = Table(
-        "batch, dims" if with_dims else "batch",
-        *(safe(label) + (" (baseline)" if label == cmp.baseline else "") for label in cmp.labels),
-        title=f"{safe(cmp.model)}: {safe(describe(cmp.metric, cmp.price_per_hour))} ({better}), "
-        f"mean ± 95% half-width, on {safe(where)}",
+    title = (
+        f"{safe(cmp.model)}: {safe(describe(cmp.metric, cmp.price_per_hour))} ({better}), "
+        f"mean ± 95% half-width, on {safe(where)}"
     )
-    for row in cmp.rows:
-        cells = []
-        for label in cmp.labels:
-            cell = row.cells.get(label)
-            text = _cell_text(cell, cmp.metric == "throughput_sps") if cell else ""
-            if label in row.verdicts:
-                text += "\n" + _verdict_text(row.verdicts[label])
-            cells.append(text)
-        t.add_row(safe(row.point) if with_dims else str(row.batch_size), *cells)
+    names = [safe(label) + (" (baseline)" if label == cmp.baseline else "") for label in cmp.labels]
+    points = [safe(row.point) if with_dims else str(row.batch_size) for row in cmp.rows]
+    texts = [[_compare_text(cmp, row, label) for label in cmp.labels] for row in cmp.rows]
+    t = _grid(title, "batch, dims" if with_dims else "batch", names, points, texts)
+    # Configurations become the rows when there are more of them than points and a column each
+    # would not fit: cells squeezed to a few characters each say nothing.
+    unbounded = console.options.update(max_width=UNBOUNDED)
+    as_rows = len(names) > len(points) and console.measure(t, options=unbounded).maximum > console.width
+    if as_rows:
+        heads = [safe(row.point) for row in cmp.rows]  # b8, b8 seq=64
+        t = _grid(title, "configuration", heads, names, [list(col) for col in zip(*texts, strict=True)])
     console.print(t)
     notes = ["err: max abs error on the reference batch relative to the reference's output range"]
+    if as_rows:
+        notes.append("a row per configuration: too many for a column each at this width")
     if any(c.data for row in cmp.rows for c in row.cells.values()):
         notes.append("data top-1: accuracy on the model's labelled samples, beside the fp32 reference's")
     if with_dims:
@@ -298,8 +301,31 @@ def comparison(console: Console, cmp: Comparison) -> None:
             f"{len(wide)} with an interval wider than ±10%: rerun on a quiet host for a sharper answer",
             soft_wrap=True,
         )
-    for note in [*notes, *cmp.left_out]:
+    for note in [*notes, *cmp.left_out, *cmp.not_shown]:
         console.print(f"[dim]{safe(note)}[/]", soft_wrap=True)
+
+
+UNBOUNDED = 10**5  # characters: a table measured without the terminal's width, as wide as it would be
+
+
+def _compare_text(cmp: Comparison, row: CompareRow, label: str) -> str:
+    """One configuration's cell of a comparison at one point, with its verdict under it."""
+    cell = row.cells.get(label)
+    text = _cell_text(cell, cmp.metric == "throughput_sps") if cell else ""
+    if label in row.verdicts:
+        text += "\n" + _verdict_text(row.verdicts[label])
+    return text
+
+
+def _grid(title: str, corner: str, heads: list[str], names: list[str], cells: list[list[str]]) -> Table:
+    """A table of a column per head and a row per name. Headers and names fold onto more lines
+    where they must, never cut to an ellipsis: a label is the configuration it names."""
+    t = Table(title=title)
+    for head in [corner, *heads]:
+        t.add_column(head, overflow="fold")
+    for name, row in zip(names, cells, strict=True):
+        t.add_row(name, *row)
+    return t
 
 
 def host_pair(console: Console, pair: HostPair) -> None:
