@@ -162,3 +162,10 @@ class Plan(Strict):
     )
     runs: list[PlanRuns] = Field(min_length=1)
     slurm: SlurmOptions | None = Field(None, description="with --launcher slurm: partition, account, ...")
+    price_per_hour: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="dollars per hour of the host measuring the plan: the report's cost per 1M inferences "
+        "(bench-ctl report --plan PLAN)",
+    )

@@ -140,13 +140,13 @@ def test_report_page_names_sql_fingerprints_and_failures(cli: Cli, null_store: P
     result = report(cli, null_store, out, "--json")
     assert result.exit_code == 0, result.output
     outcome = json.loads(result.stdout)
-    assert outcome["runs"] == 5 and outcome["empty"] == ["B", "C"]
+    assert outcome["runs"] == 5 and outcome["empty"] == ["B", "C", "G"]  # G: no tune search
     page = (out / "index.html").read_text()
     assert 'src="a_throughput.png"' in page and 'href="a_throughput.svg"' in page
     assert "http://" not in page and "https://" not in page  # nothing from a network
     # Every figure shows the SQL that produced it, and that SQL runs as it is in `bench-ctl query`.
     sqls = [html.unescape(s) for s in re.findall(r"<pre>(.*?)</pre>", page, re.S)]
-    assert len(sqls) == 9
+    assert len(sqls) == 11
     throughput_sql = next(s for s in sqls if "FROM summary" in s)
     query = cli("query", throughput_sql, "--db", str(null_store), "--format", "json")
     assert query.exit_code == 0, query.output
@@ -166,6 +166,10 @@ def test_report_page_names_sql_fingerprints_and_failures(cli: Cli, null_store: P
     server = json.loads(cli("query", server_sql, "--db", str(null_store), "--format", "json").stdout)
     assert sorted(r["target_qps"] for r in server) == [50.0, 100.0]
     assert all(r["latency_bound_ms"] == 100.0 for r in server)
+    # The page opens with the fastest configuration per batch size: real runs of one configuration.
+    summary = page[page.index('<section id="summary">') : page.index('<section id="a">')]
+    assert summary.count("<b>null") == 3, summary
+    assert summary.count("the only configuration measured here") == 3 and "(n=2)" in summary
 
 
 def test_report_where_and_model_select(cli: Cli, null_store: Path, tmp_path: Path) -> None:
@@ -286,7 +290,7 @@ def test_unfair_pairs_and_power_laws_on_synthetic_results(cli: Cli, bench: Bench
     result = report(cli, bench.db, out, "--host", "synthetic-gpu-a100", "--json")
     assert result.exit_code == 0, result.output
     outcome = json.loads(result.stdout)
-    assert outcome["empty"] == [] and len(outcome["figures"]) == 5
+    assert outcome["empty"] == ["G"] and len(outcome["figures"]) == 5
     notes = "\n".join(outcome["notes"])
     # OpenVINO's bf16 and TensorRT's fp16 beside fp32 lines are marked, per model and host.
     assert (

@@ -10,12 +10,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 from pydantic import BaseModel
 
-from controller.analysis.figures import data, page, plots
+from controller.analysis.figures import data, page, plots, summary
 from controller.analysis.figures import folder as report_folder
 from controller.analysis.figures.selection import Selection, check
 from controller.errors import BenchError
@@ -44,11 +45,11 @@ def check_out(out: Path) -> None:
     report_folder.ours(out)
 
 
-FIGURES = ("a", "e", "d", "b", "c")  # the slowest first: they start first when drawn in parallel
+FIGURES = ("a", "e", "d", "g", "b", "c")  # the slowest first: they start first when drawn in parallel
 
 
 def _draw(name: str, rows: data.ReportData, palette: plots.Palette, folder: Path) -> plots.Drawn | None:
-    """One figure: A throughput, B ensemble memory, C energy, D load time, E server."""
+    """One figure: A throughput, B ensemble memory, C energy, D load time, E server, G tune."""
     if name == "a":
         return plots.throughput(rows.throughput, rows.failed, palette, folder)
     if name == "b":
@@ -57,29 +58,43 @@ def _draw(name: str, rows: data.ReportData, palette: plots.Palette, folder: Path
         return plots.energy(rows.energy, palette, folder)
     if name == "d":
         return plots.load_times(rows.load, folder)
+    if name == "g":
+        return plots.tune(rows.tune, palette, folder)
     return plots.server(rows.server, palette, folder)
 
 
-def draw_all(rows: data.ReportData, folder: Path) -> dict[str, plots.Drawn | None]:
+Drawings = dict[str, plots.Drawn | None]
+
+
+def draw_all(
+    rows: data.ReportData, folder: Path, price_per_hour: float | None = None
+) -> tuple[Drawings, list[summary.SummaryRow]]:
     """Every figure, on as many cores as this process may use (drawing is CPU-bound and each
-    figure is independent); workers are forked, so they start at once with matplotlib loaded."""
+    figure is independent); workers are forked, so they start at once with matplotlib loaded.
+    The summary's verdicts are worked out here meanwhile."""
     images = [
         x.image
-        for group in (rows.throughput, rows.failed, rows.memory, rows.energy, rows.server)
+        for group in (rows.throughput, rows.failed, rows.memory, rows.energy, rows.server, rows.tune)
         for x in group
     ]
     variants = [x.variant for group in (rows.throughput, rows.failed, rows.memory) for x in group]
     palette = plots.Palette(images, variants)
     workers = min(len(FIGURES), len(os.sched_getaffinity(0)))
     if workers < 2:
-        return {name: _draw(name, rows, palette, folder) for name in FIGURES}
+        figures = {name: _draw(name, rows, palette, folder) for name in FIGURES}
+        return figures, summary.fastest(rows.offline_runs, price_per_hour)
+    drawn = dataclasses.replace(rows, offline_runs=[])  # the summary's runs are no figure's: not sent
     with worker_pool(workers) as pool:  # workers that do not outlive a killed bench-ctl
-        futures = {name: pool.submit(_draw, name, rows, palette, folder) for name in FIGURES}
-        return {name: futures[name].result() for name in sorted(futures)}
+        futures = {name: pool.submit(_draw, name, drawn, palette, folder) for name in FIGURES}
+        fastest = summary.fastest(rows.offline_runs, price_per_hour)
+        return {name: futures[name].result() for name in sorted(futures)}, fastest
 
 
-def build_report(db: Path, selection: Selection, out: Path) -> ReportOutcome:
-    """Read the selected results, draw figures A-E, write `out/index.html` beside them.
+def build_report(
+    db: Path, selection: Selection, out: Path, price_per_hour: float | None = None
+) -> ReportOutcome:
+    """Read the selected results, draw figures A-G, write `out/index.html` beside them (with
+    `price_per_hour`, the host's dollars per hour, the summary's cost per 1M inferences).
 
     Input is checked first (a --where that is not a read-only SQL condition, a model or host with
     no results, an empty store: one error, nothing written); the folder is built beside `out` and
@@ -91,11 +106,13 @@ def build_report(db: Path, selection: Selection, out: Path) -> ReportOutcome:
     with store.reader(db) as con:
         runs = check(con, selection)
         rows = data.read_all(con, selection, runs)
-    drawn: dict[str, plots.Drawn | None] = {}
+    drawn: Drawings = {}
 
     def fill(into: Path) -> None:
-        drawn.update(draw_all(rows, into))
-        (into / report_folder.INDEX).write_text(page.render(rows, drawn, str(db)))
+        figures, fastest = draw_all(rows, into, price_per_hour)
+        drawn.update(figures)
+        html = page.render(rows, drawn, str(db), fastest, price_per_hour)
+        (into / report_folder.INDEX).write_text(html)
 
     try:
         report_folder.write(out, fill)

@@ -99,7 +99,8 @@ class EnergyPoint:
     batch_size: int
     runs: int
     throughput_sps: float
-    energy_j_per_4096: float
+    energy_j_per_4096: float  # gross: idle power included
+    energy_j_per_4096_net: float | None  # idle power subtracted
     dims: dict[str, int] = field(default_factory=dict)  # the model's named dimensions
 
 
@@ -160,6 +161,48 @@ class AccuracyRow:
     data_fp32_top1: float | None
     data_top5: float | None
     data_fp32_top5: float | None
+    dims: dict[str, int] = field(default_factory=dict)  # the model's named dimensions
+
+
+@dataclass(frozen=True)
+class RunPoint:
+    """One offline run at one batch size: what the summary's cells and verdicts are made of (the
+    comparison rule takes each run's value, never the group's mean)."""
+
+    model: str
+    image: str
+    variant: str
+    host: str
+    device: str
+    batch_size: int
+    run_id: str
+    throughput_sps: float
+    latency_mean_ms: float | None
+    within_run_ci_rel: float | None
+    noisy: bool
+    precision: str | None
+    energy_j_per_4096: float | None  # gross: idle power included
+    energy_j_per_4096_net: float | None  # idle power subtracted
+    dims: dict[str, int] = field(default_factory=dict)  # the model's named dimensions
+
+
+@dataclass(frozen=True)
+class TuneTrial:
+    """A run of a `bench-ctl tune` search (its group id holds TUNE_GROUP_MARK): one candidate's
+    options (JSON, every option of the framework) at one batch size."""
+
+    model: str
+    image: str
+    variant: str
+    host: str
+    framework: str
+    group_id: str
+    batch_size: int
+    run_id: str
+    options: str
+    throughput_sps: float
+    latency_mean_ms: float
+    noisy: bool
     dims: dict[str, int] = field(default_factory=dict)  # the model's named dimensions
 
 
@@ -271,10 +314,39 @@ def energy_sql(selection: Selection) -> str:
         _selected(selection) + f"SELECT {_key('s.')},\n"
         "       coalesce(json_extract_string(m.gpu, '$.name'), s.device) AS gpu, s.batch_size,\n"
         "       count(*) AS runs, avg(s.throughput_sps) AS throughput_sps,\n"
-        "       avg(s.energy_j_per_4096) AS energy_j_per_4096, s.dims\n"
+        "       avg(s.energy_j_per_4096) AS energy_j_per_4096,\n"
+        "       avg(s.energy_j_per_4096_net) AS energy_j_per_4096_net, s.dims\n"
         "FROM selected s JOIN measurements m ON m.run_id = s.run_id AND m.batch_size = s.batch_size\n"
         "WHERE s.status = 'ok' AND s.energy_j_per_4096 IS NOT NULL\n"
         "GROUP BY ALL\nORDER BY ALL"
+    )
+
+
+def runs_sql(selection: Selection) -> str:
+    return (
+        _selected(selection) + f"SELECT {_key()}, device, batch_size, run_id, throughput_sps,\n"
+        "       latency_mean_ms, within_run_ci_rel, coalesce(noisy, false), precision,\n"
+        "       energy_j_per_4096, energy_j_per_4096_net, dims\n"
+        "FROM selected\n"
+        "WHERE status = 'ok' AND scenario = 'offline' AND throughput_sps > 0\n"
+        "ORDER BY model, host, batch_size, dims, image, variant, device, started_at"
+    )
+
+
+# The mark in the group id of a `bench-ctl tune` search's trials (controller.run.tune.TUNE_GROUP_MARK;
+# not imported: the report does not load the run pipeline).
+TUNE_GROUP_MARK = "-tune-"
+
+
+def tune_sql(selection: Selection) -> str:
+    """A search's trials as they were made (not only the newest build's: a search is one group)."""
+    return (
+        f"SELECT {_key()}, framework, group_id, batch_size, run_id, CAST(options AS VARCHAR),\n"
+        "       throughput_sps, latency_mean_ms, coalesce(noisy, false), dims\n"
+        "FROM results\nWHERE status = 'ok' AND scenario = 'offline'\n"
+        f"  AND group_id LIKE '%{TUNE_GROUP_MARK}%' AND throughput_sps > 0 AND latency_mean_ms > 0\n"
+        f"  AND {selection.condition()}\n"
+        "ORDER BY model, group_id, image, batch_size, started_at"
     )
 
 
@@ -377,6 +449,8 @@ class ReportData:
     accuracy: list[AccuracyRow]
     hosts: list[HostRow]
     images: list[ImageRow]
+    offline_runs: list[RunPoint] = field(default_factory=list)
+    tune: list[TuneTrial] = field(default_factory=list)
 
 
 def read_all(con: duckdb.DuckDBPyConnection, selection: Selection, runs: int) -> ReportData:
@@ -391,6 +465,8 @@ def read_all(con: duckdb.DuckDBPyConnection, selection: Selection, runs: int) ->
         "accuracy": accuracy_sql(selection),
         "hosts": hosts_sql(selection),
         "images": images_sql(selection),
+        "runs": runs_sql(selection),
+        "tune": tune_sql(selection),
     }
     hosts = [
         HostRow(*r[:6], gpus=_gpus(str(r[6] or "")), runs=r[7])  # type: ignore[misc]
@@ -409,4 +485,6 @@ def read_all(con: duckdb.DuckDBPyConnection, selection: Selection, runs: int) ->
         accuracy=_typed(con, sql["accuracy"], AccuracyRow),
         hosts=hosts,
         images=_typed(con, sql["images"], ImageRow),
+        offline_runs=_typed(con, sql["runs"], RunPoint),
+        tune=_typed(con, sql["tune"], TuneTrial),
     )

@@ -16,8 +16,10 @@ from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
+from controller.analysis import stats
 from controller.analysis.figures.data import AccuracyRow, FailedRun, Line, Query, ReportData, dims_label
 from controller.analysis.figures.plots import Drawn, failure_reason, precisions, unfair
+from controller.analysis.figures.summary import Estimate, SummaryRow, searches
 
 GENERATOR = "bench-ctl report"
 
@@ -32,6 +34,7 @@ pre { background: #f7f7f7; border: 1px solid #ddd; padding: 0.6em; overflow-x: a
       user-select: all; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
 .empty { color: #666; font-style: italic; } .unfair { color: #b00000; } .meta { color: #555; }
+.faster { color: #006400; } .insufficient { color: #8a6d00; }
 details { margin: 0.4em 0; } summary { cursor: pointer; }
 """
 
@@ -174,11 +177,20 @@ INTRO = {
     "(samples/s x the sequence length) in the numbers.",
     "b": "Peak host (RSS) and device memory of each ensemble against batch size, mean over runs.",
     "c": "GPU energy for D = 4096 predictions against throughput, log-log, with a power law "
-    "E = c T<sup>k</sup> fitted per device (least squares on the logarithms).",
+    "E = c T<sup>k</sup> fitted per device (least squares on the logarithms). The energy drawn is "
+    "gross (<code>energy_j_per_4096</code>: idle power included); the numbers give the net energy "
+    "beside it (<code>energy_j_per_4096_net</code>: idle power subtracted).",
     "d": "Import, model read, compile/optimize and first inference, stacked; cold (the compile cache "
     "missed or was not used) beside warm (it hit). Mean over runs.",
     "e": "p99 latency against the achieved rate; each point is one run; the dashed line is the run's "
     "<code>server.latency_bound_ms</code>; hollow points are INVALID.",
+    "g": "Each <code>bench-ctl tune</code> search (its trials share a group id holding "
+    "<code>-tune-</code>): every trial is a point, mean latency against throughput, a colour per image "
+    "and a marker per batch size; ringed points are noisy. A candidate is an image's options at a batch "
+    "size; the dashed line is the Pareto front of the candidates' means (clean runs), the square an "
+    "image's defaults (its varied options all at the framework's defaults) and the star its best: the "
+    "highest mean throughput (the objective and latency bound a search used are not stored with its "
+    "runs, so a latency-bound search's answer may differ; <code>bench-ctl tune</code> prints it).",
     "f": "Outputs on the reference batch against the reference (TensorFlow fp32 for exported models), "
     "and the precision each framework really computed in (worst run of each configuration): top-1/top-5 "
     "agreement for a class-score output, else the lowest cosine similarity, and the output that agreed "
@@ -190,13 +202,34 @@ EMPTY = {
     "c": "No energy readings: energy is measured on NVIDIA GPUs (NVML), e.g. <code>--gpu 0</code>.",
     "d": "No load timings.",
     "e": "No server runs: <code>bench-ctl run ... --scenario server --sweep server.target_qps=50,100</code>.",
+    "g": "No tune searches: <code>bench-ctl tune --model M --images ort,openvino -b 1,8</code>.",
 }
+SUMMARY_INTRO = (
+    "Per model, host, batch size and value of the model's dimensions: the fastest configuration (the "
+    "highest mean throughput over its clean runs, offline, the newest build of each) with its 95 % "
+    "interval, as <code>bench-ctl compare</code> makes a cell, and its verdict against the runner-up by "
+    "the comparison rule: {rule}. Noisy runs are left out; a difference whose interval includes 1 is "
+    "never called."
+)
 
 
-def render(data: ReportData, figures: dict[str, Drawn | None], db: str) -> str:
-    """The whole page."""
+def render(
+    data: ReportData,
+    figures: dict[str, Drawn | None],
+    db: str,
+    fastest: list[SummaryRow],
+    price_per_hour: float | None = None,
+) -> str:
+    """The whole page; `fastest`: the summary (`summary.fastest`)."""
     q = data.queries
     sections = [
+        section(
+            "summary",
+            "Fastest configuration per model and batch size",
+            SUMMARY_INTRO.format(rule=esc(stats.RULE)),
+            _summary(fastest, price_per_hour, len(data.hosts)),
+            [q["runs"]],
+        ),
         section(
             "a",
             "A. Throughput against batch size",
@@ -237,6 +270,15 @@ def render(data: ReportData, figures: dict[str, Drawn | None], db: str) -> str:
         ),
         section("f", "F. Accuracy and precision", INTRO["f"], _accuracy(data), [q["accuracy"]]),
         section(
+            "g",
+            "G. Tune searches",
+            INTRO["g"],
+            figure(figures.get("g"), "tune searches: mean latency against throughput", EMPTY["g"])
+            + _candidates(data)
+            + numbers("Trials", data.tune),
+            [q["tune"]],
+        ),
+        section(
             "environment",
             "Hosts, fingerprints and images",
             "Where and with what the results were measured.",
@@ -248,12 +290,14 @@ def render(data: ReportData, figures: dict[str, Drawn | None], db: str) -> str:
     nav = " · ".join(
         f'<a href="#{a}">{esc(n)}</a>'
         for a, n in [
+            ("summary", "fastest"),
             ("a", "A throughput"),
             ("b", "B memory"),
             ("c", "C energy"),
             ("d", "D load time"),
             ("e", "E server"),
             ("f", "F accuracy"),
+            ("g", "G tune"),
             ("environment", "hosts"),
         ]
     )
@@ -268,6 +312,96 @@ def render(data: ReportData, figures: dict[str, Drawn | None], db: str) -> str:
         f"{len(data.hosts)} host(s). Selection: {esc(data.selection.describe())}.</p>"
         f"<nav>{nav}</nav>\n" + "\n".join(sections) + "\n</body></html>\n"
     )
+
+
+def _estimate(e: Estimate | None) -> str:
+    """`1,234 [1,200, 1,270] (n=5)`: a mean, its 95 % interval and what it rests on."""
+    if e is None:
+        return ""
+    text = _cell(e.value)
+    if e.low is not None and e.high is not None:
+        text += f" [{_cell(e.low)}, {_cell(e.high)}]"
+    if e.method == "t":
+        return text + f" (n={e.runs})"
+    return text + (" (1 run: within-run interval)" if e.method == "batch-means" else " (1 run: no interval)")
+
+
+VERDICT_CLASS = {"faster": "faster", "slower": "unfair", "insufficient data": "insufficient"}
+
+
+def _summary(rows: list[SummaryRow], price_per_hour: float | None, hosts: int) -> str:
+    """The summary: a row per model, host and point; cost and energy where known."""
+    if not rows:
+        return '<p class="empty">No offline results.</p>'
+    with_energy = any(r.energy_j is not None or r.energy_net_j is not None for r in rows)
+    heads = ["model", "host", "batch", "configurations", "fastest", "precision", "samples/s [95 % interval]"]
+    heads += ["runner-up", "runner-up samples/s", "verdict against the runner-up"]
+    if price_per_hour is not None:
+        heads.append(f"$ per 1M inferences at ${price_per_hour:g}/h [95 % interval]")
+    if with_energy:
+        heads.append("J per inference: net (idle power subtracted) / gross")
+    body = []
+    for r in rows:
+        cells = [
+            esc(r.model), esc(r.host), esc(r.point), f"<span class=num>{r.configurations}</span>",
+            f"<b>{esc(r.fastest)}</b>", esc(r.precision), esc(_estimate(r.throughput)),
+            esc(r.runner_up or ""), esc(_estimate(r.runner_up_throughput)),
+            f'<span class="{VERDICT_CLASS.get(r.verdict or "", "")}">{esc(r.message)}</span>',
+        ]  # fmt: skip
+        if price_per_hour is not None:
+            cells.append(esc(_estimate(r.cost)))
+        if with_energy:
+            net = _cell(r.energy_net_j) if r.energy_net_j is not None else "-"
+            gross = _cell(r.energy_j) if r.energy_j is not None else "-"
+            cells.append(esc(f"{net} / {gross}"))
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th>{esc(h)}</th>" for h in heads)
+    note = ""
+    if price_per_hour is not None:
+        note = (
+            f"<p>Cost: ${price_per_hour:g} per hour / 3600 / samples per second x 10<sup>6</sup>, the "
+            "mean of each run's own, as <code>bench-ctl compare --metric cost_per_million</code> gives it."
+            + (
+                " One price for every host of this report: give <code>--host</code> to price one."
+                if hosts > 1
+                else ""
+            )
+            + "</p>"
+        )
+    return note + f"<table><thead><tr>{head}</tr></thead><tbody>" + "\n".join(body) + "</tbody></table>"
+
+
+def _candidates(data: ReportData) -> str:
+    """G's numbers: each search's candidates, their means over clean runs, which is marked."""
+    rows = []
+    for s in searches(data.tune):
+        front = {c.label for c in s.front}
+        best = {c.label for c in s.best}
+        for c in s.candidates:
+            marks = ", ".join(
+                m
+                for m, on in (
+                    ("defaults", c.is_default),
+                    ("best", c.label in best),
+                    ("front", c.label in front),
+                )
+                if on
+            )
+            rows.append(
+                [
+                    s.model,
+                    s.group_id,
+                    c.label,
+                    len(c.trials),
+                    _cell(c.throughput_sps),
+                    _cell(c.latency_mean_ms),
+                    marks,
+                ]
+            )
+    if not rows:
+        return ""
+    heads = ["model", "search", "candidate", "trials", "samples/s", "mean latency ms", "marked"]
+    return data_block(f"Candidates ({len(rows)} rows)", table(heads, rows, [3, 4, 5]))
 
 
 def _accuracy(data: ReportData) -> str:

@@ -33,8 +33,10 @@ from controller.analysis.figures.data import (
     MemoryPoint,
     ServerPoint,
     ThroughputPoint,
+    TuneTrial,
     dims_label,
 )
+from controller.analysis.figures.summary import searches
 
 DPI = 100
 MIN_WIDTH = 8.0  # inches: room for a figure's title above a single panel and its legend
@@ -60,7 +62,14 @@ PHASE_COLORS = {
     "first inference": "#74c476",
 }
 # Each figure's files, NAME.png and NAME.svg: the names a report folder may hold of ours.
-FIGURE_NAMES = {"a": "a_throughput", "b": "b_memory", "c": "c_energy", "d": "d_load_time", "e": "e_server"}
+FIGURE_NAMES = {
+    "a": "a_throughput",
+    "b": "b_memory",
+    "c": "c_energy",
+    "d": "d_load_time",
+    "e": "e_server",
+    "g": "g_tune",
+}
 FAIR_PRECISION = "fp32"  # the reference's precision; "none" (the null runner) compares with anything
 
 
@@ -543,10 +552,10 @@ def energy(points: list[EnergyPoint], palette: Palette, folder: Path) -> Drawn |
     ax.xaxis.set_major_formatter(FuncFormatter(_plain))
     ax.yaxis.set_major_formatter(FuncFormatter(_plain))
     ax.set_xlabel("throughput (samples / s)")
-    ax.set_ylabel("energy for 4096 predictions (J)")
+    ax.set_ylabel("energy for 4096 predictions (J, gross)")
     ax.grid(True, which="both", alpha=0.25)
     _legend(ax)
-    _suptitle(fig, "Energy per 4096 predictions against throughput, power law per device")
+    _suptitle(fig, "Energy per 4096 predictions (gross: idle power included) against throughput")
     return _save(fig, folder, FIGURE_NAMES["c"], notes)
 
 
@@ -674,3 +683,75 @@ def server(points: list[ServerPoint], palette: Palette, folder: Path) -> Drawn |
         _legend(ax)
     _suptitle(fig, "Server scenario: p99 latency against achieved rate")
     return _save(fig, folder, FIGURE_NAMES["e"], [])
+
+
+def _log_x(ax: Axes, values: Iterable[float]) -> None:
+    """A log x axis with plain numbers where the values span a factor of 4 or more."""
+    positive = [v for v in values if v > 0]
+    if positive and max(positive) / min(positive) >= 4:
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(_plain))
+
+
+def tune(trials: list[TuneTrial], palette: Palette, folder: Path) -> Drawn | None:
+    """G: each `bench-ctl tune` search, a panel per model and search: every trial a point (mean
+    latency against throughput, a colour per image, a marker per batch size), the Pareto front of
+    the candidates' means, each image's defaults (square) and best (star) at their means."""
+    found = searches(trials)
+    if not found:
+        return None
+    fig, axes = _figure(len(found), 2, Layout(legend=2.8))
+    notes: list[str] = []
+    for ax, search in zip(axes, found, strict=True):
+        sizes = sorted({c.batch_size for c in search.candidates})
+        marker = {bs: MARKERS[i % len(MARKERS)] for i, bs in enumerate(sizes)}
+        for image in sorted({c.image for c in search.candidates}):
+            mine = [t for c in search.candidates if c.image == image for t in c.trials]
+            color = palette.color(image)
+            for bs in sizes:
+                pts = [t for t in mine if t.batch_size == bs]
+                if not pts:
+                    continue
+                ax.scatter(
+                    [t.throughput_sps for t in pts], [t.latency_mean_ms for t in pts], color=color,
+                    marker=marker[bs], s=14, alpha=0.55,
+                    label=f"{image}{f' b{bs}' if len(sizes) > 1 else ''} ({len(pts)} trials)",
+                )  # fmt: skip
+            _ring_noisy(
+                ax,
+                [t.throughput_sps for t in mine],
+                [t.latency_mean_ms for t in mine],
+                [t.noisy for t in mine],
+            )
+        front = list(search.front)
+        ax.plot(
+            [c.throughput_sps for c in front], [c.latency_mean_ms for c in front], color="black",
+            linestyle="--", linewidth=1.0, marker=".", markersize=5, label="Pareto front (candidate means)",
+        )  # fmt: skip
+        for c in search.candidates:
+            if c.is_default:
+                ax.scatter(
+                    [c.throughput_sps], [c.latency_mean_ms], marker="s", s=70, facecolors="none",
+                    edgecolors=palette.color(c.image), linewidths=1.6, zorder=6,
+                    label=f"{c.image} b{c.batch_size} defaults",
+                )  # fmt: skip
+        for c in search.best:
+            ax.scatter(
+                [c.throughput_sps], [c.latency_mean_ms], marker="*", s=160, color=palette.color(c.image),
+                edgecolors="black", linewidths=0.6, zorder=7, label=f"best: {c.label}",
+            )  # fmt: skip
+            notes.append(f"{search.model} ({search.group_id}): {c.image} best {c.label}")
+        _log_x(ax, [t.throughput_sps for t in search.trials])
+        _log_y(ax, [t.latency_mean_ms for t in search.trials], 10)
+        ax.set_xlabel("throughput (samples / s)")
+        ax.set_ylabel("mean latency (ms)")
+        title = _title(search.model, search.host) + (f" ({search.dims})" if search.dims else "")
+        title += f"\n{search.group_id}" + _noisy(t.noisy for t in search.trials)
+        ax.set_title(title, fontsize=9)
+        ax.grid(True, which="major", alpha=0.3)
+        _legend(ax)
+    _suptitle(
+        fig, "Tune searches: every trial, mean latency against throughput (star: best, square: defaults)"
+    )
+    return _save(fig, folder, FIGURE_NAMES["g"], notes)
