@@ -40,6 +40,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from controller.analysis import stats
+from controller.analysis.metrics import cost_per_million
 from controller.catalog import hosts
 from controller.catalog.images import get_image
 from controller.errors import BenchError, did_you_mean
@@ -117,6 +118,9 @@ class TuneRequest(BaseModel):
     budget_s: float = Field(gt=0)
     sets: list[str] = Field(default_factory=list)
     launcher: LauncherChoice = LauncherChoice.auto
+    price_per_hour: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="the host's, in dollars"
+    )
 
 
 @dataclass
@@ -194,7 +198,7 @@ def candidates(req: TuneRequest, paths: Paths, host_key: str) -> list[Candidate]
     """Every candidate of every image, planned (checked) before anything runs."""
     out: list[Candidate] = []
     base_sets = [*req.sets, *(f"{k}={v}" for k, v in TRIAL_POLICY.items() if not _given(req.sets, k))]
-    cores = len(os.sched_getaffinity(0))  # what a runner here is given (Docker gets the same cpuset)
+    cores = planning.cores_given() or len(os.sched_getaffinity(0))  # what a runner here is given
     for name in req.images:
         image = get_image(name)
         planning.check_runnable(image)
@@ -481,9 +485,13 @@ def race(
         live = sum(c.alive for c in search.candidates)
         log(f"round {target}: {len(todo)} trial(s), {live} candidate(s) live")
         for c in todo:
-            est = estimate_s(search, past_s)
+            # The first trial always starts (an estimate before any trial here is a guess).
+            est = estimate_s(search, past_s) if search.seconds_per_trial else 0.0
             if search.elapsed() + est > budget:
-                search.stopped = f"budget spent ({search.elapsed():.0f} s of {budget:.0f} s)"
+                search.stopped = (
+                    f"budget spent: {search.elapsed():.0f} s of {budget:.0f} s, "
+                    f"and a trial takes about {est:.0f} s"
+                )
                 log(f"stopping: {search.stopped}")
                 return
             t0 = time.monotonic()
@@ -517,6 +525,9 @@ class Figure(BaseModel):
     high: float | None
     throughput_sps: float
     latency_mean_ms: float
+    cost_per_million: float | None = Field(
+        None, description="dollars per 1M inferences at the mean throughput (with a price per hour)"
+    )
 
 
 class ImageAnswer(BaseModel):
@@ -549,6 +560,7 @@ class TuneAnswer(BaseModel):
     runner_up: Figure | None
     winner_verdict: str | None
     pareto: list[Figure]
+    price_per_hour: float | None = None
 
 
 def figure(c: Candidate) -> Figure | None:
@@ -654,6 +666,18 @@ def answer(search: Search) -> TuneAnswer:
         winner_verdict=wv,
         pareto=pareto(measured),
     )
+
+
+def priced(answer: TuneAnswer, price_per_hour: float | None) -> TuneAnswer:
+    """The answer with each figure's cost per 1M inferences on a host at `price_per_hour`."""
+    if price_per_hour is None:
+        return answer
+    answer.price_per_hour = price_per_hour
+    figures = [answer.winner, answer.runner_up, *answer.pareto]
+    for f in [*figures, *(x for im in answer.images for x in (im.best, im.default))]:
+        if f is not None:
+            f.cost_per_million = cost_per_million(price_per_hour, f.throughput_sps)
+    return answer
 
 
 def pareto(figures: list[Figure]) -> list[Figure]:
@@ -776,7 +800,7 @@ def tune(req: TuneRequest, paths: Paths, log: LineSink, on_line: LineSink) -> Tu
         return trial
 
     race(search, execute, log, past)
-    return answer(search)
+    return priced(answer(search), req.price_per_hour)
 
 
 def plan_text(answer: TuneAnswer, req: TuneRequest) -> str:
