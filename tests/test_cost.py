@@ -120,3 +120,52 @@ def test_energy_compares_gross_and_net_by_name(cli: Cli, bench: Bench, make_resu
         assert doc["rows"][0]["cells"]["gpu"]["value"] == pytest.approx(mean)
     assert "net (idle power subtracted)" in _text(cli, "--metric", "energy_j_per_4096_net")
     assert "gross (idle power included)" in _text(cli, "--metric", "energy_j_per_4096")
+
+
+# --------------------------------------------------------------------------- tune
+
+
+def test_tune_prices_each_images_best_and_defaults(cli: Cli, bench: Bench, fake_model: Path) -> None:
+    """One candidate (both knobs fixed): its five trials are real null runs; the answer's cost is
+    the price over the mean throughput the answer gives."""
+    args = [
+        "tune",
+        "-m",
+        "fake",
+        "-i",
+        "null",
+        "--launcher",
+        "local",
+        "--set",
+        "knob_a=5",
+        "--set",
+        "knob_b=1",
+    ]
+    args += [
+        "--set",
+        "policy.min_time_s=0.2",
+        "--set",
+        "policy.max_time_s=0.4",
+        "--set",
+        "policy.warmup_min_s=0.05",
+    ]
+    r = cli(*args, "--price-per-hour", "7.2", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    [im] = doc["images"]
+    assert doc["price_per_hour"] == 7.2
+    for f in (im["best"], im["default"], doc["winner"], *doc["pareto"]):
+        assert f["cost_per_million"] == pytest.approx(7.2 / 3600 / f["throughput_sps"] * 1e6)
+    text = cli(*args, "--price-per-hour", "7.2", env={"COLUMNS": "200"})  # the trials are stored: no run
+    assert text.exit_code == 0 and "$ per 1M inferences at $7.2/h" in text.stdout
+    assert f"null: best ${im['best']['cost_per_million']:.4g}, defaults $" in text.stdout
+    plain = json.loads(cli(*args, "--json").stdout)
+    assert plain["price_per_hour"] is None and plain["images"][0]["best"]["cost_per_million"] is None
+
+
+@pytest.mark.parametrize("price", ["0", "-2", "nan"])
+def test_tune_refuses_a_price_that_is_not_one(cli: Cli, bench: Bench, fake_model: Path, price: str) -> None:
+    r = cli("tune", "-m", "fake", "-i", "null", "--launcher", "local", "--price-per-hour", price)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.exit_code == 2 and len(lines) == 1 and "is not a price" in lines[0] and "hint" in lines[0]
+    assert bench.run_dirs() == [] and bench.count("runs") == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -99,6 +100,13 @@ def tune_command(
             "--dry-run", help="print each image's space, its size and a full grid's time; run nothing"
         ),
     ] = False,
+    price_per_hour: Annotated[
+        float | None,
+        typer.Option(
+            "--price-per-hour",
+            help="dollars per hour of this host: the answer gives each image's cost per 1M inferences",
+        ),
+    ] = None,
     launcher: LauncherOpt = "auto",
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -113,6 +121,8 @@ def tune_command(
         raise BenchError(f"unknown objective {objective!r}", "--objective throughput or --objective latency")
     if precision not in ("same", "any"):
         raise BenchError(f"unknown --precision {precision!r}", "--precision same or --precision any")
+    if price_per_hour is not None and not (math.isfinite(price_per_hour) and price_per_hour > 0):
+        raise BenchError(f"--price-per-hour {price_per_hour:g} is not a price", "dollars per hour, above 0")
     req = tune.TuneRequest(
         model=model,
         images=[s.strip() for s in images.split(",") if s.strip()],
@@ -124,6 +134,7 @@ def tune_command(
         budget_s=parse_budget(budget),
         sets=sets or [],
         launcher=launcher_choice(launcher),
+        price_per_hour=price_per_hour,
     )
     paths = Paths.from_env(db)
     tune.check(req)
@@ -172,6 +183,10 @@ def _fig(f: Any) -> str:
     return f"{f.mean:.4g}{ci} ({f.runs} runs)"
 
 
+def _cost(f: Any) -> str:
+    return "-" if f is None or f.cost_per_million is None else f"${f.cost_per_million:.4g}"
+
+
 def _print_answer(a: Any) -> None:
     unit = "samples/s" if a.objective == "throughput" else "ms (mean latency)"
     head = f"tune {a.model}: {a.objective} in {unit}" + (f", under {a.bound}" if a.bound else "")
@@ -185,6 +200,10 @@ def _print_answer(a: Any) -> None:
             f"{im.trials} trials, {im.candidates} candidates", safe(dropped),
         )  # fmt: skip
     out.print(t)
+    if a.price_per_hour is not None:
+        out.print(f"$ per 1M inferences at ${a.price_per_hour:g}/h, at the mean throughput:")
+        for im in a.images:
+            out.print(safe(f"  {im.image}: best {_cost(im.best)}, defaults {_cost(im.default)}"))
     for im in a.images:
         if im.ties:
             out.print(safe(f"{im.image}: not significantly different from its best: {'; '.join(im.ties)}"))
