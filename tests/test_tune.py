@@ -158,3 +158,33 @@ def test_the_budget_ends_the_search(cli: Cli, bench: Bench, fake_model: Path) ->
     assert doc["stopped"] and "budget" in doc["stopped"]
     assert doc["seconds"] <= 8 * 1.1 + 5  # a trial started in budget may end after it
     assert doc["runs_made"] < doc["full_grid_runs"]
+
+
+def test_a_small_budget_screens_one_option_at_a_time_then_combines_the_best() -> None:
+    """When a run of every candidate does not fit, the defaults and one-option changes are
+    measured first, and the combination of each option's best value is added: on the null
+    landscape that combination is the optimum."""
+    space = search_space(NullOptions, cores=2)
+    defaults = {k: NullOptions.model_fields[k].default for k in space}
+    cands = [
+        tune.Candidate(
+            "null", "null", {"knob_a": a, "knob_b": b}, 1, None, f"{a}-{b}", (a, b) == (0, 0), defaults
+        )
+        for a in space["knob_a"]
+        for b in space["knob_b"]
+    ]
+    search = tune.Search(
+        tune.TuneRequest(model="m", images=["null"], batch_sizes=[1], budget_s=300), cands, None, True
+    )
+    search.seconds_per_trial = [10.0]  # 32 candidates and the finalists' runs do not fit in 300 s
+    assert not tune.affordable(search, None)
+    lines: list[str] = []
+    tune.screen(search, lines.append)
+    kept = [c for c in cands if c.alive]
+    assert len(kept) == 1 + 7 + 3  # the defaults, knob_a alone, knob_b alone
+    for c in kept:
+        v = 500 / null_landscape(c.options["knob_a"], c.options["knob_b"])
+        c.trials.append(tune.Trial(c.key, v, v, 1000 / v, None, 0.01, False, None))
+    tune.combine(search, lines.append)
+    assert [c.options for c in cands if c.alive and not c.trials] == [{"knob_a": 5, "knob_b": 1}]
+    assert any("combining" in line for line in lines)

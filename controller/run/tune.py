@@ -179,6 +179,8 @@ class Search:
     trials_made: int = 0  # the trials those runs made
     seconds_per_trial: list[float] = field(default_factory=list)
     stopped: str | None = None
+    screened: bool = False  # the budget allowed one-option changes from the defaults only
+    decided: bool = False  # whether the budget was weighed, once every image had a run
 
     @property
     def images(self) -> list[str]:
@@ -485,6 +487,13 @@ def race(
         live = sum(c.alive for c in search.candidates)
         log(f"round {target}: {len(todo)} trial(s), {live} candidate(s) live")
         for c in todo:
+            if not c.alive and not c.is_default:
+                continue  # screened out during this round
+            if target == 1 and not search.screened and search.decided is False and _first_runs_made(search):
+                search.decided = True
+                if not affordable(search, past_s):
+                    screen(search, log)
+                    continue
             # The first trial always starts (an estimate before any trial here is a guess).
             est = estimate_s(search, past_s) if search.seconds_per_trial else 0.0
             if search.elapsed() + est > budget:
@@ -504,9 +513,69 @@ def race(
                 log(f"  {c.label}: {c.failed}")
                 continue
             c.trials.append(trial)
+        if target == 1 and search.screened:
+            combine(search, log)
         prune(search)
         if all(image_done(search, image) for image in search.images):
             return
+
+
+SCREENED = "not screened: the budget pays for changes of one option at a time from the defaults"
+
+
+def _first_runs_made(search: Search) -> bool:
+    """Every image has a run (its defaults come first): trial times are known."""
+    return all(any(c.trials or c.failed for c in search.of(image)) for image in search.images)
+
+
+def affordable(search: Search, past_s: float | None) -> bool:
+    """Whether the budget pays for a run of every candidate and the finalists' runs (the
+    defaults, the best and one tied with it, per image, to five runs each)."""
+    runs = len(search.candidates) + 3 * (FINAL_RUNS - 1) * len(search.images)
+    return search.elapsed() + estimate_s(search, past_s) * runs <= search.request.budget_s
+
+
+def _changes(c: Candidate) -> list[str]:
+    return [k for k, v in c.options.items() if c.defaults.get(k) != v]
+
+
+def screen(search: Search, log: LineSink) -> None:
+    """The budget cannot pay for every candidate: keep, per image, the defaults and the
+    candidates that change one option from them (at each batch size); the combination of the
+    best values found is added after the first round (`combine`)."""
+    kept = 0
+    for c in search.candidates:
+        if c.alive and not c.is_default and len(_changes(c)) > 1:
+            c.dropped = SCREENED
+        elif c.alive:
+            kept += 1
+    search.screened = True
+    log(
+        f"the budget pays for {kept} of {len(search.candidates)} candidates: each option is changed "
+        "alone from the defaults first, then the best values are tried together"
+    )
+
+
+def combine(search: Search, log: LineSink) -> None:
+    """After a screened first round: per image and batch size, each option at the value whose
+    one-option candidate measured best (the default where none beat it), as one more candidate."""
+    higher = search.higher_is_better
+    for image in search.images:
+        for bs in sorted({c.batch_size for c in search.of(image)}):
+            cands = [c for c in search.of(image) if c.batch_size == bs]
+            base = next((c for c in cands if not _changes(c)), None)
+            if base is None or base.mean() is None:
+                continue
+            best = dict(base.options)
+            for key in best:
+                tried = [c for c in cands if _changes(c) == [key] and c.mean() is not None]
+                top = leader(tried, higher)
+                if top is not None and better(top.mean() or 0.0, base.mean() or 0.0, higher):
+                    best[key] = top.options[key]
+            combo = next((c for c in cands if c.options == best), None)
+            if combo is not None and combo.dropped == SCREENED:
+                combo.dropped = None
+                log(f"combining the best values found: {combo.label}")
 
 
 # --------------------------------------------------------------------------- the answer
