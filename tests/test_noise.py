@@ -22,16 +22,18 @@ from tests.test_measure import MS, FakeClock, policy
 
 class FakeProbe:
     """Samples as the kernel would give them on the fake clock: one thread, runnable all the
-    time, waiting for a CPU `starved(t)` of it; other processes keep `other(t)` cores busy."""
+    time, waiting for a CPU `starved(t)` of it; other processes keep `other(t)` cores busy (by
+    default what the runner waited for: the other load took it)."""
 
     def __init__(
         self,
         clock: FakeClock,
         starved: Callable[[int], float],
-        other: Callable[[int], float] = lambda t: 0.0,
+        other: Callable[[int], float] | None = None,
         schedstat: bool = True,
     ) -> None:
-        self.clock, self.starved, self.other, self.schedstat = clock, starved, other, schedstat
+        self.clock, self.starved, self.schedstat = clock, starved, schedstat
+        self.other = starved if other is None else other
         self.cores = 2
         self.ran = self.waited = self.busy = 0.0
         self.at = 0
@@ -59,6 +61,17 @@ def test_between_two_samples() -> None:
     assert r.wall_ns == 100 and r.other_cores == pytest.approx(0.9)  # (150 - 60) / 100
     assert r.starved_share == pytest.approx(20 / 60) and r.runnable_ns == 60
     assert noise.between(a, noise.Sample(100, None, 60, {})) == noise.Reading(100, None, None)
+
+
+def test_a_runner_that_starves_itself_is_not_noisy() -> None:
+    """Its threads outnumber the cores (ONNX Runtime's parallel mode) while nothing else runs: the
+    wait is the configuration's own cost, measured, not other load to leave out."""
+    fc = FakeClock(lambda i: MS)
+    p = policy(min_time_s=0.3, max_time_s=1.0)
+    probe = FakeProbe(fc, lambda t: 0.34, other=lambda t: 0.01)
+    m = summarize(1, steady_state(fc.step, p, fc.clock, probe=probe), p)
+    assert not m.noisy and not m.windows_discarded
+    assert m.starved_share == pytest.approx(0.34)
 
 
 def test_proc_stat_lines_of_the_cores_given() -> None:

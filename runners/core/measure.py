@@ -117,7 +117,7 @@ class _Windows:
 
     def _clean(self, r: noise.Reading) -> bool:
         if r.starved_share is not None:
-            return r.starved_share <= self.policy.starved_share
+            return not noise.starved_by_others(r, self.policy.starved_share)
         return r.other_cores is None or r.other_cores <= self.policy.noise_cores
 
     def enough(self) -> bool:

@@ -27,6 +27,18 @@ from pathlib import Path
 TASKS = Path("/proc/self/task")
 PROC_STAT = Path("/proc/stat")
 QUIET_SAMPLE_S = 0.1  # how long each look at the host lasts while waiting for it to calm down
+# A runner starved while the other processes together kept less than this busy starved itself:
+# its own threads outnumber the cores (ONNX Runtime's parallel mode, a framework's helper
+# threads). That is the configuration's cost, measured like any other, not noise.
+SELF_ONLY_CORES = 0.05
+
+
+def starved_by_others(r: Reading, starved_share: float) -> bool:
+    """Whether the reading's wait for a CPU is other load's doing: starved beyond the share
+    allowed while other processes kept at least SELF_ONLY_CORES busy."""
+    if r.starved_share is None or r.starved_share <= starved_share:
+        return False
+    return r.other_cores is None or r.other_cores >= SELF_ONLY_CORES
 
 
 @dataclass(frozen=True)

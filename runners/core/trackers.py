@@ -169,7 +169,7 @@ class HostTrackers:
 def whole_block_noise(r: noise.Reading, policy: MeasurementPolicy) -> dict[str, object]:
     """Noise fields of a timed part judged as one block (no windows: server, multi-stream)."""
     if r.starved_share is not None:
-        noisy: bool | None = r.starved_share > policy.starved_share
+        noisy: bool | None = noise.starved_by_others(r, policy.starved_share)
     else:
         noisy = None if r.other_cores is None else r.other_cores > policy.noise_cores
     return {"other_cpu_cores": r.other_cores, "starved_share": r.starved_share, "noisy": noisy}
