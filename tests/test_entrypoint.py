@@ -58,7 +58,7 @@ def entrypoint(tmp_path: Path, spec: dict[str, Any] | str) -> tuple[subprocess.C
         ({"batch_sizes": [0]}, "batch_sizes"),
         ({"model": "../x"}, "model"),
         ({"options": {"framework": "null", "fault": "nope"}}, "options"),
-        ({"schema_version": 2}, "schema_version"),
+        ({"schema_version": 3}, "schema_version"),
     ],
 )
 def test_invalid_spec_exits_2_and_writes_nothing(
