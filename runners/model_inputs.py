@@ -21,10 +21,9 @@ from schemas.manifest import DIM_NAME_RE, DTYPES, DType, InputValues, TensorInfo
 from schemas.model_flags import (
     LABELS,
     MAX_DATA_SAMPLES,
+    FlagError,
     check_int_range,
-    parse_dim,
-    parse_int_range,
-    unique,
+    parse_flags,
 )
 
 ORT_DTYPES: Final[dict[str, DType]] = {
@@ -74,16 +73,10 @@ class Options:
         cls, dims: list[str], int_ranges: list[str], data: Path | None = None, seq_dim: str | None = None
     ) -> Options:
         try:
-            parsed_dims = [parse_dim(d) for d in dims]
-            unique("--dim", [n for n, _ in parsed_dims])
-        except ValueError as e:
-            raise InputError(str(e), "e.g. --dim seq=128") from None
-        try:
-            ranges = [parse_int_range(r) for r in int_ranges]
-            unique("--int-range", [n for n, _, _ in ranges])
-        except ValueError as e:
-            raise InputError(str(e), "e.g. --int-range input_ids=0:30522 (HI exclusive)") from None
-        return cls(dict(parsed_dims), {n: (lo, hi) for n, lo, hi in ranges}, data, seq_dim)
+            parsed_dims, ranges = parse_flags(dims, int_ranges)
+        except FlagError as e:
+            raise InputError(str(e), e.hint) from None
+        return cls(parsed_dims, ranges, data, seq_dim)
 
 
 def dtype_of(t: Declared, what: str) -> DType:

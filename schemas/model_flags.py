@@ -67,3 +67,26 @@ def unique(flag: str, names: list[str]) -> None:
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ValueError(f"{flag} {twice[0]} is given twice")
+
+
+class FlagError(ValueError):
+    """A flag of `models add` given wrongly: the line and its hint."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def parse_flags(dims: list[str], int_ranges: list[str]) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
+    """Every `--dim` and `--int-range` given: name -> value, name -> [LO, HI). Raises FlagError."""
+    try:
+        parsed_dims = [parse_dim(d) for d in dims]
+        unique("--dim", [n for n, _ in parsed_dims])
+    except ValueError as e:
+        raise FlagError(str(e), "e.g. --dim seq=128") from None
+    try:
+        ranges = [parse_int_range(r) for r in int_ranges]
+        unique("--int-range", [n for n, _, _ in ranges])
+    except ValueError as e:
+        raise FlagError(str(e), "e.g. --int-range input_ids=0:30522 (HI exclusive)") from None
+    return dict(parsed_dims), {n: (lo, hi) for n, lo, hi in ranges}

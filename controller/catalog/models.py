@@ -495,23 +495,17 @@ class AddOptions:
     ) -> AddOptions:
         """Refuses bad syntax in one line with a hint (exit code 2), before anything runs."""
         from schemas.manifest import DIM_NAME_RE
-        from schemas.model_flags import parse_dim, parse_int_range, unique
+        from schemas.model_flags import FlagError, parse_flags
 
         try:
-            parsed_dims = [parse_dim(d) for d in dims]
-            unique("--dim", [n for n, _ in parsed_dims])
-        except ValueError as e:
-            raise BenchError(str(e), "e.g. --dim seq=128") from None
-        try:
-            ranges = [parse_int_range(r) for r in int_ranges]
-            unique("--int-range", [n for n, _, _ in ranges])
-        except ValueError as e:
-            raise BenchError(str(e), "e.g. --int-range input_ids=0:30522 (HI exclusive)") from None
+            parsed_dims, ranges = parse_flags(dims, int_ranges)
+        except FlagError as e:
+            raise BenchError(str(e), e.hint) from None
         if seq_dim is not None and not DIM_NAME_RE.fullmatch(seq_dim):
             raise BenchError(f"--seq-dim {seq_dim!r} is not a dimension name", "e.g. --seq-dim seq")
         if data is not None:
             check_data_file(data)
-        return cls(dict(parsed_dims), {n: (lo, hi) for n, lo, hi in ranges}, data, seq_dim)
+        return cls(parsed_dims, ranges, data, seq_dim)
 
     def args(self, data_inside: str | None) -> list[str]:
         """The exporter's arguments for these options (`data_inside`: the staged data's path as
