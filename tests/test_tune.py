@@ -28,8 +28,8 @@ FAST = [
 ]
 
 
-def _simulated(seed: int, noise: float = 0.03) -> tuple[tune.Search, tune.TuneAnswer]:
-    rng = np.random.default_rng(seed)
+def _null_search(budget_s: float) -> tuple[tune.Search, list[tune.Candidate]]:
+    """A search of the null landscape's 32 candidates, nothing planned (simulated trials)."""
     space = search_space(NullOptions, cores=2)
     defaults = {k: NullOptions.model_fields[k].default for k in space}
     cands = [
@@ -40,8 +40,14 @@ def _simulated(seed: int, noise: float = 0.03) -> tuple[tune.Search, tune.TuneAn
         for b in space["knob_b"]
     ]
     search = tune.Search(
-        tune.TuneRequest(model="m", images=["null"], batch_sizes=[1], budget_s=1e9), cands, None, True
+        tune.TuneRequest(model="m", images=["null"], batch_sizes=[1], budget_s=budget_s), cands, None, True
     )
+    return search, cands
+
+
+def _simulated(seed: int, noise: float = 0.03) -> tuple[tune.Search, tune.TuneAnswer]:
+    rng = np.random.default_rng(seed)
+    search, _ = _null_search(1e9)
 
     def execute(c: tune.Candidate, rep: int) -> tune.Trial:
         value = (
@@ -164,18 +170,7 @@ def test_a_small_budget_screens_one_option_at_a_time_then_combines_the_best() ->
     """When a run of every candidate does not fit, the defaults and one-option changes are
     measured first, and the combination of each option's best value is added: on the null
     landscape that combination is the optimum."""
-    space = search_space(NullOptions, cores=2)
-    defaults = {k: NullOptions.model_fields[k].default for k in space}
-    cands = [
-        tune.Candidate(
-            "null", "null", {"knob_a": a, "knob_b": b}, 1, None, f"{a}-{b}", (a, b) == (0, 0), defaults
-        )
-        for a in space["knob_a"]
-        for b in space["knob_b"]
-    ]
-    search = tune.Search(
-        tune.TuneRequest(model="m", images=["null"], batch_sizes=[1], budget_s=300), cands, None, True
-    )
+    search, cands = _null_search(300)
     search.seconds_per_trial = [10.0]  # 32 candidates and the finalists' runs do not fit in 300 s
     assert not tune.affordable(search, None)
     lines: list[str] = []
