@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -126,3 +127,29 @@ class BuildPair(BaseModel):
     rows: list[HostPairRow]
     left_out: list[str] = []  # builds older than old_build
     price_per_hour: float | None = None  # the host's, for cost_per_million
+
+
+class LatencyThroughput(Protocol):
+    @property
+    def throughput_sps(self) -> float: ...
+    @property
+    def latency_mean_ms(self) -> float: ...
+
+
+P = TypeVar("P", bound=LatencyThroughput)
+
+
+def pareto(points: Sequence[P]) -> list[P]:
+    """The points no other beats on both throughput (higher) and mean latency (lower), by
+    latency: the front `tune` answers with and the report draws."""
+    front = [
+        p
+        for p in points
+        if not any(
+            o.throughput_sps >= p.throughput_sps
+            and o.latency_mean_ms <= p.latency_mean_ms
+            and (o.throughput_sps > p.throughput_sps or o.latency_mean_ms < p.latency_mean_ms)
+            for o in points
+        )
+    ]
+    return sorted(front, key=lambda p: p.latency_mean_ms)

@@ -41,6 +41,7 @@ from pydantic import BaseModel, Field
 
 from controller.analysis import stats
 from controller.analysis.metrics import cost_per_million
+from controller.analysis.reports import pareto as pareto_front
 from controller.catalog import hosts
 from controller.catalog.images import get_image
 from controller.errors import BenchError, did_you_mean
@@ -733,7 +734,7 @@ def answer(search: Search) -> TuneAnswer:
         winner=figure(winner) if winner else None,
         runner_up=figure(runner) if runner else None,
         winner_verdict=wv,
-        pareto=pareto(measured),
+        pareto=pareto_front(measured),
     )
 
 
@@ -747,21 +748,6 @@ def priced(answer: TuneAnswer, price_per_hour: float | None) -> TuneAnswer:
         if f is not None:
             f.cost_per_million = cost_per_million(price_per_hour, f.throughput_sps)
     return answer
-
-
-def pareto(figures: list[Figure]) -> list[Figure]:
-    """The candidates no other beats on both throughput (higher) and mean latency (lower)."""
-    front = [
-        f
-        for f in figures
-        if not any(
-            g.throughput_sps >= f.throughput_sps
-            and g.latency_mean_ms <= f.latency_mean_ms
-            and (g.throughput_sps > f.throughput_sps or g.latency_mean_ms < f.latency_mean_ms)
-            for g in figures
-        )
-    ]
-    return sorted(front, key=lambda f: f.latency_mean_ms)
 
 
 # --------------------------------------------------------------------------- the command

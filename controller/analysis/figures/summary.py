@@ -25,6 +25,7 @@ from typing import Any
 from controller.analysis import stats
 from controller.analysis.figures.data import RunPoint, TuneTrial, dims_label
 from controller.analysis.metrics import cost_per_million
+from controller.analysis.reports import pareto as pareto_front
 from controller.analysis.reports import point_label
 from schemas import FRAMEWORK_OPTION_MODELS
 
@@ -244,22 +245,6 @@ def _candidates(trials: list[TuneTrial]) -> list[Candidate]:
     return out
 
 
-def pareto(cands: Sequence[Candidate]) -> list[Candidate]:
-    """The candidates no other beats on both throughput (higher) and mean latency (lower), by
-    their means, as `tune` answers; by latency."""
-    front = [
-        c
-        for c in cands
-        if not any(
-            o.throughput_sps >= c.throughput_sps
-            and o.latency_mean_ms <= c.latency_mean_ms
-            and (o.throughput_sps > c.throughput_sps or o.latency_mean_ms < c.latency_mean_ms)
-            for o in cands
-        )
-    ]
-    return sorted(front, key=lambda c: c.latency_mean_ms)
-
-
 def searches(trials: Sequence[TuneTrial]) -> list[Search]:
     """Each search (model, group, host and dimensions) with its candidates, best and front."""
     groups: dict[tuple[str, str, str, str], list[TuneTrial]] = defaultdict(list)
@@ -275,5 +260,5 @@ def searches(trials: Sequence[TuneTrial]) -> list[Search]:
             max((c for c in cands if c.image == image), key=lambda c: c.throughput_sps)
             for image in sorted(by_image)
         ]
-        out.append(Search(model, host, group, dims, tuple(cands), tuple(best), tuple(pareto(cands))))
+        out.append(Search(model, host, group, dims, tuple(cands), tuple(best), tuple(pareto_front(cands))))
     return out
