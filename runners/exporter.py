@@ -661,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.source == "keras":
                 manifest = export_keras(args.name, args.out, args.seed)
             else:
-                options = Options.parse(args.dim, args.int_range, args.data, args.seq_dim)
+                options = Options.read(args.dim, args.int_range, args.data, args.seq_dim)
                 manifest = export_onnx(args.name, args.onnx, args.out, args.seed, options)
         except InputError as e:
             write_atomic(args.out / EXPORT_REFUSAL_FILE, json.dumps({"message": str(e), "hint": e.hint}))

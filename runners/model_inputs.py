@@ -11,7 +11,7 @@ Nothing here runs the model: the functions take what a session declares (name, t
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol, cast
 
@@ -22,8 +22,8 @@ from schemas.model_flags import (
     LABELS,
     MAX_DATA_SAMPLES,
     FlagError,
+    ModelFlags,
     check_int_range,
-    parse_flags,
 )
 
 ORT_DTYPES: Final[dict[str, DType]] = {
@@ -59,24 +59,18 @@ class Declared(Protocol):
     def shape(self) -> Any: ...
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(ModelFlags):
     """The user's options of `models add`, parsed."""
 
-    dims: dict[str, int] = field(default_factory=dict)
-    int_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
-    data: Path | None = None
-    seq_dim: str | None = None
-
     @classmethod
-    def parse(
+    def read(
         cls, dims: list[str], int_ranges: list[str], data: Path | None = None, seq_dim: str | None = None
     ) -> Options:
+        """`parse`, its refusal an InputError."""
         try:
-            parsed_dims, ranges = parse_flags(dims, int_ranges)
+            return cls.parse(dims, int_ranges, data, seq_dim)
         except FlagError as e:
             raise InputError(str(e), e.hint) from None
-        return cls(parsed_dims, ranges, data, seq_dim)
 
 
 def dtype_of(t: Declared, what: str) -> DType:

@@ -7,7 +7,9 @@ so that both refuse in the same words."""
 
 from __future__ import annotations
 
-from typing import Final
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Self
 
 from schemas.limits import MAX_DIM
 from schemas.manifest import DIM_NAME_RE, DTYPE_RANGES
@@ -90,3 +92,24 @@ def parse_flags(dims: list[str], int_ranges: list[str]) -> tuple[dict[str, int],
     except ValueError as e:
         raise FlagError(str(e), "e.g. --int-range input_ids=0:30522 (HI exclusive)") from None
     return dict(parsed_dims), {n: (lo, hi) for n, lo, hi in ranges}
+
+
+@dataclass(frozen=True)
+class ModelFlags:
+    """What `models add` takes besides the ONNX file (docs/models.md), as bench-ctl and the
+    exporter both parse it."""
+
+    dims: dict[str, int] = field(default_factory=dict)
+    int_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
+    data: Path | None = None
+    seq_dim: str | None = None
+
+    @classmethod
+    def parse(
+        cls, dims: list[str], int_ranges: list[str], data: Path | None = None, seq_dim: str | None = None
+    ) -> Self:
+        """The flags' syntax checked (the model is not known here). Raises FlagError."""
+        parsed_dims, ranges = parse_flags(dims, int_ranges)
+        if seq_dim is not None and not DIM_NAME_RE.fullmatch(seq_dim):
+            raise FlagError(f"--seq-dim {seq_dim!r} is not a dimension name", "e.g. --seq-dim seq")
+        return cls(parsed_dims, ranges, data, seq_dim)

@@ -11,7 +11,7 @@ import shutil
 import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from schemas import MODEL_NAME_RE, ModelManifest
 from schemas.atomic import write_atomic
 from schemas.encoders import TRANSFORMER_MODELS
 from schemas.manifest import KERAS_MODELS
+from schemas.model_flags import FlagError, ModelFlags
 
 EXPORT_TIMEOUT_S = 3600.0
 # What `models export` builds: the study's Keras applications and the transformer encoders.
@@ -479,33 +480,22 @@ def _check_regular(path: Path, what: str, hint: str, example: str, flag: str = "
     return st.st_size
 
 
-@dataclass(frozen=True)
-class AddOptions:
+class AddOptions(ModelFlags):
     """What `models add` takes besides the ONNX file (docs/models.md), syntax checked: the
     exporter checks them against the model."""
 
-    dims: dict[str, int] = field(default_factory=dict)
-    int_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
-    data: Path | None = None
-    seq_dim: str | None = None
-
     @classmethod
-    def parse(
+    def read(
         cls, dims: list[str], int_ranges: list[str], data: Path | None = None, seq_dim: str | None = None
     ) -> AddOptions:
         """Refuses bad syntax in one line with a hint (exit code 2), before anything runs."""
-        from schemas.manifest import DIM_NAME_RE
-        from schemas.model_flags import FlagError, parse_flags
-
         try:
-            parsed_dims, ranges = parse_flags(dims, int_ranges)
+            options = cls.parse(dims, int_ranges, data, seq_dim)
         except FlagError as e:
             raise BenchError(str(e), e.hint) from None
-        if seq_dim is not None and not DIM_NAME_RE.fullmatch(seq_dim):
-            raise BenchError(f"--seq-dim {seq_dim!r} is not a dimension name", "e.g. --seq-dim seq")
         if data is not None:
             check_data_file(data)
-        return cls(parsed_dims, ranges, data, seq_dim)
+        return options
 
     def args(self, data_inside: str | None) -> list[str]:
         """The exporter's arguments for these options (`data_inside`: the staged data's path as

@@ -650,7 +650,7 @@ def models_add(
     paths = Paths.from_env()
     model_store.check_name(name)
     model_store.check_onnx_file(onnx_file)  # before a launcher is chosen (Docker asked)
-    options = model_store.AddOptions.parse(dim or [], int_range or [], data, seq_dim)
+    options = model_store.AddOptions.read(dim or [], int_range or [], data, seq_dim)
     chosen = select_launcher(launcher_choice(launcher), get_image("ort"), paths, info)
     m = model_store.add(paths, name, onnx_file, chosen, runner_line, force=force, options=options)
     for line in _added_lines(m):
