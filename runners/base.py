@@ -136,6 +136,21 @@ class Runner(Generic[OptionsT]):
                 shapes.append(one)
         return shapes
 
+    def onnx_io(self, graph: Any) -> tuple[list[str], list[int]]:
+        """An ONNX graph's inputs (its weights left out) in the graph's order, which a compiled
+        function takes them in, and for each manifest output its index among the graph's."""
+        weights = {i.name for i in graph.initializer}
+        order = [i.name for i in graph.input if i.name not in weights]
+        if sorted(order) != sorted(t.name for t in self.manifest.inputs):
+            raise RuntimeError(f"the ONNX graph's inputs {order} are not the manifest's")
+        outputs = [o.name for o in graph.output]
+        if len(outputs) == 1 and len(self.manifest.outputs) == 1:
+            return order, [0]
+        absent = [t.name for t in self.manifest.outputs if t.name not in outputs]
+        if absent:
+            raise RuntimeError(f"the ONNX graph has no output {absent[0]!r} (it has {outputs})")
+        return order, [outputs.index(t.name) for t in self.manifest.outputs]
+
     def dims_of(self, batch: Inputs) -> dict[str, int]:
         """The value of each named dimension in this batch (the reference batch has the
         manifest's, a steady-state batch the spec's)."""

@@ -99,22 +99,9 @@ class IreeRunner(Runner[IreeOptions]):
 
         self.onnx = onnx
         self.proto = onnx.load(str(self.model_path("onnx")))
-        graph = self.proto.graph
-        weights = {i.name for i in graph.initializer}
         # The compiled function takes the graph's inputs (not its weights) in the graph's order,
         # and returns its outputs in the graph's order.
-        self._order = [i.name for i in graph.input if i.name not in weights]
-        missing = [t.name for t in self.manifest.inputs if t.name not in self._order]
-        if missing or len(self._order) != len(self.manifest.inputs):
-            raise RuntimeError(f"the ONNX graph's inputs {self._order} are not the manifest's")
-        outputs = [o.name for o in graph.output]
-        if len(outputs) == 1 and len(self.manifest.outputs) == 1:
-            self._outputs = [0]
-        else:
-            absent = [t.name for t in self.manifest.outputs if t.name not in outputs]
-            if absent:
-                raise RuntimeError(f"the ONNX graph has no output {absent[0]!r} (it has {outputs})")
-            self._outputs = [outputs.index(t.name) for t in self.manifest.outputs]
+        self._order, self._outputs = self.onnx_io(self.proto.graph)
 
     def _target(self, arch: str | None = None) -> tuple[dict[str, str], list[str]]:
         """The target description (for the cache key) and iree-compile's target flags."""

@@ -55,19 +55,7 @@ class TorchRunner(Runner[TorchOptions]):
 
     def read_model(self) -> None:
         self._onnx = self.onnx.load(str(self.model_path("onnx")))
-        graph = self._onnx.graph
-        weights = {i.name for i in graph.initializer}
-        self._order = [i.name for i in graph.input if i.name not in weights]
-        if sorted(self._order) != sorted(t.name for t in self.manifest.inputs):
-            raise RuntimeError(f"the ONNX graph's inputs {self._order} are not the manifest's")
-        outputs = [o.name for o in graph.output]
-        if len(outputs) == 1 and len(self.manifest.outputs) == 1:
-            self._outputs = [0]
-        else:
-            absent = [t.name for t in self.manifest.outputs if t.name not in outputs]
-            if absent:
-                raise RuntimeError(f"the ONNX graph has no output {absent[0]!r} (it has {outputs})")
-            self._outputs = [outputs.index(t.name) for t in self.manifest.outputs]
+        self._order, self._outputs = self.onnx_io(self._onnx.graph)
 
     def compile(self) -> tuple[bool | None, str | None]:
         torch, o = self.torch, self.options
