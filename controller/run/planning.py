@@ -368,13 +368,12 @@ def prepare(req: RunRequest, paths: Paths, here: bool = True, read_models: bool 
         raise BenchError("--image is empty", "e.g. --image ort, or --image ort,openvino")
     if len(set(names)) != len(names):
         raise BenchError(f"--image {req.image!r} names an image twice", "name each image once")
-    for item in [*req.sets, *req.sweeps]:
-        prefix = item.partition("=")[0].partition(":")
-        if prefix[1] and prefix[0].strip() not in names:
-            raise BenchError(
-                f"--set/--sweep {item!r} names image {prefix[0].strip()!r}, which this command does not run",
-                f"IMAGE:KEY=VALUE sets KEY for one of the images given: {', '.join(names)}",
-            )
+    if (other := foreign_prefix([*req.sets, *req.sweeps], names)) is not None:
+        item, who = other
+        raise BenchError(
+            f"--set/--sweep {item!r} names image {who!r}, which this command does not run",
+            f"IMAGE:KEY=VALUE sets KEY for one of the images given: {', '.join(names)}",
+        )
     planned = [
         p
         for name in names
@@ -393,6 +392,15 @@ def prepare(req: RunRequest, paths: Paths, here: bool = True, read_models: bool 
             "run fewer images, models or sweep values at a time",
         )
     return planned
+
+
+def foreign_prefix(items: list[str], images: list[str]) -> tuple[str, str] | None:
+    """The first `IMAGE:KEY=VALUE` item whose IMAGE is none of `images`, with that name."""
+    for item in items:
+        who, colon, _ = item.partition("=")[0].partition(":")
+        if colon and who.strip() not in images:
+            return item, who.strip()
+    return None
 
 
 def sets_for(image: str, items: list[str]) -> list[str]:

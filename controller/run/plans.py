@@ -161,14 +161,12 @@ def requests_of(plan: Plan) -> list[tuple[int, planning.RunRequest, int]]:
         targets = [(m, False) for m in runs.models] + [(",".join(e), True) for e in runs.ensembles]
         # Model-major: the images (the candidates) of one model are neighbours, so a round of a
         # sweep measures them one after another, as `run --image a,b` interleaves them.
-        for item in [*sets, *sweeps]:
-            who, colon, _ = item.partition("=")[0].partition(":")
-            if colon and who.strip() not in runs.images:
-                raise BenchError(
-                    f"[[runs]] #{i}: {item.partition('=')[0]!r} names image {who.strip()!r}, "
-                    "not one of its images",
-                    f"IMAGE:KEY sets KEY for one of: {', '.join(runs.images)}",
-                )
+        if (other := planning.foreign_prefix([*sets, *sweeps], runs.images)) is not None:
+            item, who = other
+            raise BenchError(
+                f"[[runs]] #{i}: {item.partition('=')[0]!r} names image {who!r}, not one of its images",
+                f"IMAGE:KEY sets KEY for one of: {', '.join(runs.images)}",
+            )
         for model, ensemble in targets:
             for image in runs.images:
                 device = None if runs.device is None else ("cpu" if runs.device == "cpu" else "cuda:0")

@@ -791,13 +791,12 @@ def _history(paths: Paths) -> dict[tuple[str, str], float]:
 def check(req: TuneRequest) -> Bound | None:
     if not req.images:
         raise BenchError("--images is empty", "e.g. --images ort,openvino,iree")
-    for item in req.sets:
-        who, colon, _ = item.partition("=")[0].partition(":")
-        if colon and who.strip() not in req.images:
-            raise BenchError(
-                f"--set {item!r} names image {who.strip()!r}, which this search does not tune",
-                f"IMAGE:KEY=VALUE sets KEY for one of: {', '.join(req.images)}",
-            )
+    if (other := planning.foreign_prefix(req.sets, req.images)) is not None:
+        item, who = other
+        raise BenchError(
+            f"--set {item!r} names image {who!r}, which this search does not tune",
+            f"IMAGE:KEY=VALUE sets KEY for one of: {', '.join(req.images)}",
+        )
     if req.precision == "any" and req.min_agreement is None:
         raise BenchError(
             "--precision any needs an accuracy floor",
