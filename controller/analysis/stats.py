@@ -57,26 +57,19 @@ empty, non-finite or (for ratios) non-positive input. Results are frozen datacla
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-if TYPE_CHECKING:
-    from types import ModuleType
-
-
-def _st() -> ModuleType:
-    """scipy.stats, imported when a statistic is first computed (half a second that `compare`'s
-    start-up and every command rendering a table would otherwise pay)."""
-    from scipy import stats
-
-    module: ModuleType = stats
-    return module
+# scipy.stats is never imported here: its half a second of import would be paid by every process
+# that renders a table or a report. The distributions below are written out on numpy, with the
+# few special functions (t quantile, normal tail) taken from scipy.special, imported where used.
 
 
 Values = Sequence[float] | npt.NDArray[np.floating[Any]] | npt.NDArray[np.integer[Any]]
@@ -252,14 +245,30 @@ def ratio_ci(candidate: Values, baseline: Values, confidence: float = DEFAULT_CO
         return Interval(estimate, None, None, n, "none", confidence)
     if np.ptp(a) == 0 and np.ptp(b) == 0:
         return Interval(estimate, estimate, estimate, n, "t", confidence)
-    with warnings.catch_warnings():
-        # Nearly identical values make scipy warn about precision; the interval is then nearly
-        # empty, which is the right answer for such data.
-        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
-        ci = _st().ttest_ind(a, b, equal_var=False).confidence_interval(confidence)
-    low = min(math.exp(float(ci.low)), estimate)
-    high = max(math.exp(float(ci.high)), estimate)
+    ci_low, ci_high = _welch_interval(a, b, confidence)
+    low = min(math.exp(ci_low), estimate)
+    high = max(math.exp(ci_high), estimate)
     return Interval(estimate, low, high, n, "t", confidence)
+
+
+def _welch_interval(
+    a: npt.NDArray[np.float64], b: npt.NDArray[np.float64], confidence: float
+) -> tuple[float, float]:
+    """Welch's t interval for mean(a) - mean(b): unequal variances, Welch-Satterthwaite degrees of
+    freedom (the interval of scipy.stats.ttest_ind(a, b, equal_var=False)). Both groups need at
+    least two values."""
+    from scipy.special import stdtrit
+
+    va = np.var(a, ddof=1) / a.size
+    vb = np.var(b, ddof=1) / b.size
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = float((va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1)))
+    if math.isnan(df):  # both variances zero: the interval has zero width whatever df is
+        df = 1.0
+    se = math.sqrt(float(va + vb))
+    diff = float(a.mean() - b.mean())
+    tail = (1 - confidence) / 2
+    return diff + float(stdtrit(df, tail)) * se, diff + float(stdtrit(df, 1 - tail)) * se
 
 
 def min_attainable_p(n: int, m: int) -> float:
@@ -282,31 +291,110 @@ def min_repetitions(alpha: float = DEFAULT_ALPHA) -> int:
     return k
 
 
+def _midranks2(x: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Twice the midranks of `x` (ranks from 1, tied values sharing the mean of their ranks), as
+    integers so that rank sums are exact, and the size of each group of equal values."""
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    doubled = (ends - counts) + ends + 1  # (first rank + last rank) of each group of equal values
+    return doubled[inverse].astype(np.int64), counts.astype(np.int64)
+
+
+@functools.lru_cache(maxsize=128)
+def _u_null_cumulative(n: int, m: int) -> npt.NDArray[Any]:
+    """Entry u: how many of the C(n + m, n) equally likely labellings give a Mann-Whitney U <= u,
+    for groups of n <= m values without ties.
+
+    The counts of U are the coefficients of the Gaussian binomial [n + m choose n](q), the
+    product over i = 1..n of (1 - q^(m + i)) / (1 - q^i), built up one factor at a time as power
+    series cut at degree n * m (the largest U): after factor i they are the counts for groups of
+    i and m. Multiplying by 1 - q^k subtracts the series shifted by k; dividing by 1 - q^i is a
+    running sum over every i-th coefficient. Integers throughout (Python integers once the
+    counts could overflow 64 bits), so the p-value is exact up to its final division.
+    """
+    top = n * m
+    dtype: Any = np.int64 if math.comb(n + m, n) < 2**62 else object
+    counts = np.zeros(top + 1, dtype=dtype)
+    counts[0] = 1
+    for i in range(1, n + 1):
+        k = m + i
+        if k <= top:
+            counts[k:] = counts[k:] - counts[: top + 1 - k]
+        rows = -(-(top + 1) // i)
+        padded = np.zeros(rows * i, dtype=dtype)
+        padded[: top + 1] = counts
+        counts = np.cumsum(padded.reshape(rows, i), axis=0).reshape(-1)[: top + 1]
+    cumulative = np.cumsum(counts)
+    cumulative.flags.writeable = False
+    return cumulative
+
+
+def _mann_whitney_exact_p(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float:
+    """Two-sided exact Mann-Whitney U p-value for values without ties: twice the probability of a
+    U at most the smaller of U(a) and U(b) under the null distribution, capped at 1 (the p-value
+    of scipy.stats.mannwhitneyu with method="exact")."""
+    n, m = int(a.size), int(b.size)
+    ranks2, _ = _midranks2(np.concatenate([a, b]))
+    u = (int(ranks2[:n].sum()) - n * (n + 1)) // 2
+    u = min(u, n * m - u)
+    at_most = int(_u_null_cumulative(min(n, m), max(n, m))[u])
+    return min(1.0, 2 * at_most / math.comb(n + m, n))
+
+
+def _mann_whitney_permutation_p(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float:
+    """Two-sided exact permutation test of the midrank sum, for values with ties.
+
+    Every one of the C(n + m, n) relabellings of the pooled values into groups of the original
+    sizes is equally likely under the null hypothesis, and the pooled midranks are the same under
+    each, so the null distribution is the rank sum of every subset of n midranks. The p-value is
+    twice the smaller of the fractions of relabellings with a rank sum at most and at least the
+    observed one, capped at 1 (the definition of scipy.stats.permutation_test with
+    alternative="two-sided"; its relative tolerance for equal values is not needed here, as
+    twice the midranks are integers and the sums are exact). Enumerating the subsets of the
+    smaller group gives the same p-value, since its rank sum is the total less the other's.
+    """
+    ranks2, _ = _midranks2(np.concatenate([a, b]))
+    total = int(ranks2.size)
+    k = int(min(a.size, b.size))
+    observed = int((ranks2[: a.size] if a.size == k else ranks2[a.size :]).sum())
+    subsets = math.comb(total, k)
+    chosen = np.fromiter(
+        itertools.chain.from_iterable(itertools.combinations(range(total), k)),
+        dtype=np.intp,
+        count=subsets * k,
+    ).reshape(subsets, k)
+    sums = ranks2[chosen].sum(axis=1)
+    extreme = min(int(np.count_nonzero(sums <= observed)), int(np.count_nonzero(sums >= observed)))
+    return min(1.0, 2 * extreme / subsets)
+
+
+def _mann_whitney_asymptotic_p(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float:
+    """Two-sided Mann-Whitney U p-value by the normal approximation, with the tie correction of the
+    variance and a continuity correction of 1/2 (scipy.stats.mannwhitneyu with
+    method="asymptotic"). Needs at least two distinct values."""
+    from scipy.special import ndtr
+
+    n, m = int(a.size), int(b.size)
+    ranks2, ties = _midranks2(np.concatenate([a, b]))
+    u1 = float(ranks2[:n].sum()) / 2 - n * (n + 1) / 2
+    u = max(u1, n * m - u1)
+    pooled = n + m
+    tie_term = float(np.sum(ties.astype(np.float64) ** 3 - ties))
+    sd = math.sqrt(n * m / 12 * ((pooled + 1) - tie_term / (pooled * (pooled - 1))))
+    z = (u - n * m / 2 - 0.5) / sd
+    return min(1.0, max(0.0, 2 * float(ndtr(-z))))
+
+
 def _mann_whitney_p(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> float:
     """Two-sided Mann-Whitney U p-value: exact without ties, exact permutation test with ties."""
-    if np.unique(np.concatenate([a, b])).size == a.size + b.size:
-        return float(_st().mannwhitneyu(a, b, alternative="two-sided", method="exact").pvalue)
-    if np.ptp(np.concatenate([a, b])) == 0:
+    pooled = np.concatenate([a, b])
+    if np.unique(pooled).size == pooled.size:
+        return _mann_whitney_exact_p(a, b)
+    if np.ptp(pooled) == 0:
         return 1.0
     if math.comb(a.size + b.size, a.size) > _MAX_EXACT_PERMUTATIONS:
-        return float(_st().mannwhitneyu(a, b, alternative="two-sided", method="asymptotic").pvalue)
-
-    # U of the candidate is its rank sum minus a constant, and the pooled midranks are the same
-    # under every relabelling: permuting the ranks and summing them is the exact tied U test.
-    ranks = _st().rankdata(np.concatenate([a, b]))
-
-    def rank_sum(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], axis: int) -> Any:
-        return np.sum(x, axis=axis)
-
-    result = _st().permutation_test(
-        (ranks[: a.size], ranks[a.size :]),
-        rank_sum,
-        permutation_type="independent",
-        alternative="two-sided",
-        n_resamples=np.inf,
-        vectorized=True,
-    )
-    return min(1.0, float(result.pvalue))
+        return _mann_whitney_asymptotic_p(a, b)
+    return _mann_whitney_permutation_p(a, b)
 
 
 RULE = (
@@ -443,4 +531,4 @@ def cv(values: Values) -> float | None:
     x = _as_array(values)
     if x.size < 2 or x.mean() == 0:
         return None
-    return float(_st().variation(x, ddof=1))
+    return float(np.std(x, ddof=1) / x.mean())
