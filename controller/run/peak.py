@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
 from functools import partial
 
 from controller.errors import BenchError
@@ -15,11 +17,62 @@ from schemas import RunResult
 PEAK_MAX_PROBES = 12
 PEAK_PRECISION = 0.05  # bisection stops once the bracket is within 5 % of its lower end
 PEAK_START_QPS = 10.0
+PEAK_STEP = 2.0  # a search from a guess doubles (halves) the rate until the bound is crossed
 
 
 def probe_ok(result: RunResult) -> bool:
     """A probed rate holds: the server run is VALID (which includes p99 within the bound)."""
     return result.status == "ok" and all(m.valid for m in result.measurements)
+
+
+@dataclass
+class Bracket:
+    """A peak search's state: the rates probed, and whether each held. From `start`, the rate is
+    multiplied by `step` while it holds (divided while it does not) until the bound is crossed,
+    then the bracket [highest that held, lowest that did not] is bisected (its ratio while it
+    spans more than a factor 2, its width after) until it is within
+    PEAK_PRECISION of its lower end. A search from a known peak takes a small step (1.1: the
+    bracket is made in two probes). The next rate depends on the outcomes alone, so probes
+    stored by an interrupted search continue it (`record` each, in order, then `next_rate`)."""
+
+    start: float
+    step: float = PEAK_STEP
+    max_probes: int = PEAK_MAX_PROBES
+    rates: list[float] = field(default_factory=list)
+    low: float | None = None  # highest rate that held
+    high: float | None = None  # lowest rate that did not
+    noisy: bool = False  # a probe stayed noisy: neither bound is known at its rate
+
+    def record(self, rate: float, held: bool, noisy: bool = False) -> None:
+        self.rates.append(rate)
+        if noisy:
+            self.noisy = True
+        elif held:
+            self.low = rate if self.low is None else max(self.low, rate)
+        else:
+            self.high = rate if self.high is None else min(self.high, rate)
+
+    @property
+    def narrow(self) -> bool:
+        low, high = self.low, self.high
+        return low is not None and high is not None and (high - low) / low <= PEAK_PRECISION
+
+    @property
+    def done(self) -> bool:
+        return self.noisy or self.narrow or len(self.rates) >= self.max_probes
+
+    def next_rate(self) -> float:
+        if not self.rates:
+            return self.start
+        if self.low is not None and self.high is not None:
+            # Halve the bracket's ratio while it is wide (a bracket from 10 to 2560 queries/s is
+            # narrowed in as many probes as one from 10 to 20), its width once it is narrow.
+            if self.high > 2 * self.low:
+                return math.sqrt(self.low * self.high)
+            return (self.low + self.high) / 2
+        if self.high is None:
+            return self.rates[-1] * self.step
+        return self.rates[-1] / self.step
 
 
 def find_peak(
@@ -47,9 +100,9 @@ def find_peak(
     group = new_group_id()
     reruns = planned[0].spec.policy.noisy_reruns
     probes: list[RunResult] = []
-    low: float | None = None  # highest rate that held
-    high: float | None = None  # lowest rate that did not
-    while len(probes) < PEAK_MAX_PROBES:
+    bracket = Bracket(rate)
+    while not bracket.done:
+        rate = bracket.next_rate()
         [probe] = prepare(one.model_copy(update={"sets": [*base, f"server.target_qps={rate:.6g}"]}), paths)
         log(f"peak search, probe {len(probes) + 1}: {rate:.6g} queries/s")
         runs = run_clean(partial(execute_here, probe, here, group=group), log, reruns)
@@ -64,23 +117,11 @@ def find_peak(
             + ("VALID" if held else f"INVALID ({m.invalid_reason})")
             + (" but noisy" if m.noisy else "")
         )
+        bracket.record(rate, held, bool(m.noisy))
         if m.noisy:
             # Other load decided this probe, VALID or not: neither bound is known at this rate.
             log(
                 f"  peak search stopped: the probe at {rate:.6g} queries/s stayed noisy after "
                 f"{reruns} more runs; the peak is of the clean probes below it, if any"
             )
-            break
-        if held:
-            low = rate if low is None else max(low, rate)
-        else:
-            high = rate if high is None else min(high, rate)
-        if low is not None and high is not None:
-            if (high - low) / low <= PEAK_PRECISION:
-                break
-            rate = (low + high) / 2
-        elif high is None:
-            rate *= 2
-        else:
-            rate /= 2
-    return probes, low
+    return probes, bracket.low
