@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Final, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from schemas.frameworks import OPTION_MODELS, FrameworkOptions
+from schemas.frameworks.base import BATCH_SIZES, tunable
 from schemas.limits import DEVICE_RE as DEVICE_RE
 from schemas.limits import MAX_BATCH_SIZE as MAX_BATCH_SIZE
 from schemas.limits import MAX_DIM, check_batch_sizes
@@ -176,9 +177,14 @@ class ServerScenario(Strict):
         ge=1,
         le=MAX_BATCH_SIZE,
         description="largest group the batcher forms; None: the largest -b size",
+        json_schema_extra=tunable(BATCH_SIZES),
     )
     max_delay_ms: float = Field(
-        2.0, ge=0, le=60_000, description="the oldest waiting sample is sent after this long at most"
+        2.0,
+        ge=0,
+        le=60_000,
+        description="the oldest waiting sample is sent after this long at most",
+        json_schema_extra=tunable(0.5, 5.0),
     )
     min_duration_s: float = Field(
         10.0, gt=0, le=86_400, description="the arrival schedule lasts at least this"

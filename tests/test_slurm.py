@@ -475,3 +475,34 @@ def test_smoke_plan_on_slurm_every_cell_once_with_its_job(
     third = cli("sweep", plan, "--launcher", "slurm", "--cpus-per-task", "1", "--node-launcher", "local")
     assert third.exit_code == 0 and "6 of 6 already done" in third.stderr, third.output
     assert len(jobs_of(bench)) == 9
+
+
+def test_tune_spreads_each_round_over_the_cluster(
+    cli: Cli, bench: Bench, fake_model: Path, short_policy: list[str], slurm: slurm_cluster.SlurmCluster
+) -> None:
+    """knob_a fixed at the optimum's, knob_b searched (four candidates, knob_b = 1 the optimum 10 %
+    ahead): each round's trials are jobs submitted together, every trial lands once with its job,
+    the answer is the optimum, and a second call submits nothing."""
+    args = ["tune", "-m", "fake", "-i", "null", "--launcher", "slurm", "--cpus-per-task", "1"]
+    args += ["--node-launcher", "local", "--set", "landscape=true", "--set", "knob_a=5"]
+    args += ["--set", "work_us=3000", *short_policy, "--budget", "10m", "--json"]
+    r = cli(*args)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    [im] = doc["images"]
+    assert im["best"]["options"]["knob_b"] == 1, im
+    assert "the defaults first" in r.stderr and "job(s) submitted" in r.stderr
+    runs = bench.rows("SELECT count(*), count(DISTINCT job_id), count(DISTINCT cell) FROM runs")[0]
+    assert runs[0] == runs[1] == doc["runs_made"] and runs[2] == 4
+    assert bench.rows("SELECT count(*) FROM jobs WHERE stored_at IS NULL") == [(0,)]
+    host = bench.rows("SELECT host FROM searches")[0][0]
+    assert host.startswith("slurm:")
+    again = cli(*args)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["runs_made"] == 0 and bench.count("runs") == runs[0]
+
+
+def test_tune_refuses_a_server_search_on_slurm(cli: Cli, bench: Bench, fake_model: Path) -> None:
+    r = cli("tune", "-m", "fake", "-i", "null", "--launcher", "slurm", "--scenario", "server",
+            "--bound", "p99<=50ms")  # fmt: skip
+    assert r.exit_code == 2 and "one rate after another" in r.stderr and bench.count("runs") == 0

@@ -16,7 +16,7 @@ from controller.analysis import stats
 from controller.run import tune
 from schemas.frameworks.base import search_space
 from schemas.frameworks.null import NULL_NEAR_TIE, NULL_OPTIMUM, NullOptions, null_landscape
-from tests.conftest import Bench, Cli
+from tests.conftest import SHORT_POLICY, Bench, Cli
 
 FAST = [
     "--set",
@@ -183,3 +183,60 @@ def test_a_small_budget_screens_one_option_at_a_time_then_combines_the_best() ->
     tune.combine(search, lines.append)
     assert [c.options for c in cands if c.alive and not c.trials] == [{"knob_a": 5, "knob_b": 1}]
     assert any("combining" in line for line in lines)
+
+
+# --------------------------------------------------------------------------- the server scenario
+
+SERVER_WORK = ["--set", "work_us=20000", "--set", "work_us_per_sample=2000", "--set", "landscape=true"]
+# SHORT_POLICY: a probe on this shared test host is not refused as noisy (noise is tested apart).
+SERVER_FAST = [*SHORT_POLICY, "--set", "server.min_duration_s=0.5", "--set", "server.min_queries=24"]
+
+
+def test_a_server_search_finds_the_batcher_that_holds_the_bound_at_the_highest_rate(
+    cli: Cli, bench: Bench, fake_model: Path
+) -> None:
+    """An iteration of b samples takes 20 + 2 b ms: batch 1 serves at most 45 queries/s, batch 4
+    at most 143. A trial is a peak search (every probe a stored run); max_batch=4 must win, each
+    candidate's answer must be a rate that held (VALID, p99 under the bound), and the search's
+    question is stored with its answer. A second call makes no runs."""
+    args = ["tune", "-m", "fake", "-i", "null", "--launcher", "local", "--scenario", "server", "-b", "1,4"]
+    args += ["--bound", "p99<=300ms", *SERVER_WORK, "--set", "knob_a=5", "--set", "knob_b=1"]
+    args += ["--set", "server.max_delay_ms=2", *SERVER_FAST, "--budget", "10m", "--json"]
+    r = cli(*args)
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["scenario"] == "server" and doc["bound"] == "p99 <= 300 ms"
+    [im] = doc["images"]
+    assert im["best"]["batch_size"] == 4, im
+    # The peak of batch 4 lies below its capacity (143/s) and above batch 1's (45/s).
+    assert 45 < im["best"]["mean"] < 143 * 1.05, im
+    held = bench.rows(
+        "SELECT max(target_qps) FROM results WHERE scenario = 'server' AND valid AND latency_p99_ms <= 300 "
+        "AND batch_size = 4"
+    )[0][0]
+    assert im["best"]["mean"] <= held
+    rows = bench.rows("SELECT scenario, objective, bound, bound_ms, len(cells), winner FROM searches")
+    assert rows == [("server", "throughput", "p99 <= 300 ms", 300.0, 2, doc["winner"]["label"])]
+    again = cli(*args)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["runs_made"] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--scenario", "server"], "needs a latency bound"),
+        (["--scenario", "server", "--bound", "mean<=5ms"], "bound is on p99"),
+        (["--scenario", "server", "--bound", "p99<=5ms", "--objective", "latency"], "no meaning"),
+        (["--scenario", "server", "--bound", "p99<=5ms", "--set", "server.target_qps=5"], "tune sets"),
+        (["--scenario", "single-stream"], "offline or the server"),
+    ],
+)
+def test_bad_server_input_is_one_line_and_nothing_runs(
+    cli: Cli, bench: Bench, fake_model: Path, args: list[str], needle: str
+) -> None:
+    r = cli("tune", "-m", "fake", "-i", "null", "--launcher", "local", *args)
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0] and "hint" in lines[0], r.stderr
+    assert bench.run_dirs() == [] and bench.count("runs") == 0

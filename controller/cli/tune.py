@@ -21,6 +21,15 @@ from controller.cli.console import (
     out,
     safe,
 )
+from controller.cli.fleet import (
+    AccountOpt,
+    ConstraintOpt,
+    CpusPerTaskOpt,
+    NodeLauncherOpt,
+    PartitionOpt,
+    TimeLimitOpt,
+    slurm_options_of,
+)
 from controller.cli.lazy import lazy
 from controller.errors import BenchError
 from controller.paths import Paths
@@ -64,6 +73,14 @@ def tune_command(
     objective: Annotated[
         str, typer.Option("--objective", help="throughput (samples/s, higher) or latency (mean ms, lower)")
     ] = "throughput",
+    scenario: Annotated[
+        str,
+        typer.Option(
+            "--scenario",
+            help="offline (back-to-back batches) or server (Poisson queries: each candidate's answer is "
+            "the highest rate that holds --bound p99<=X, max_batch and the batcher's delay searched too)",
+        ),
+    ] = "offline",
     bound: Annotated[
         str | None,
         typer.Option(
@@ -108,6 +125,12 @@ def tune_command(
         ),
     ] = None,
     launcher: LauncherOpt = "auto",
+    partition: PartitionOpt = None,
+    account: AccountOpt = None,
+    constraint: ConstraintOpt = None,
+    time_limit: TimeLimitOpt = None,
+    cpus_per_task: CpusPerTaskOpt = None,
+    node_launcher: NodeLauncherOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -116,25 +139,35 @@ def tune_command(
     candidates significantly worse than their image's leader dropped by the comparison rule that
     decides `compare`, more runs for those left. Every trial is an ordinary stored run, so a
     second call goes on from what is done. The answer: per image the best configuration with its
-    interval beside its defaults, the winner against the runner-up, the Pareto front."""
+    interval beside its defaults, the winner against the runner-up, the Pareto front. With
+    --launcher slurm each round's trials are submitted together as jobs and followed."""
     if objective not in ("throughput", "latency"):
         raise BenchError(f"unknown objective {objective!r}", "--objective throughput or --objective latency")
+    if scenario not in ("offline", "server"):
+        raise BenchError(
+            f"tune searches the offline or the server scenario, not {scenario!r}",
+            "--scenario offline (the default) or --scenario server --bound p99<=20ms",
+        )
     if precision not in ("same", "any"):
         raise BenchError(f"unknown --precision {precision!r}", "--precision same or --precision any")
     if price_per_hour is not None and not (math.isfinite(price_per_hour) and price_per_hour > 0):
         raise BenchError(f"--price-per-hour {price_per_hour:g} is not a price", "dollars per hour, above 0")
+    choice = launcher_choice(launcher)
+    slurm = slurm_options_of(choice, partition, account, constraint, time_limit, cpus_per_task, node_launcher)
     req = tune.TuneRequest(
         model=model,
         images=[s.strip() for s in images.split(",") if s.strip()],
         batch_sizes=run_request.parse_batch_sizes(batch_sizes),
         objective=objective,
+        scenario=scenario,
         bound=bound,
         precision=precision,
         min_agreement=min_agreement,
         budget_s=parse_budget(budget),
         sets=sets or [],
-        launcher=launcher_choice(launcher),
+        launcher=choice,
         price_per_hour=price_per_hour,
+        slurm=slurm,
     )
     paths = Paths.from_env(db)
     tune.check(req)
@@ -188,8 +221,11 @@ def _cost(f: Any) -> str:
 
 
 def _print_answer(a: Any) -> None:
-    unit = "samples/s" if a.objective == "throughput" else "ms (mean latency)"
-    head = f"tune {a.model}: {a.objective} in {unit}" + (f", under {a.bound}" if a.bound else "")
+    if a.scenario == "server":
+        head = f"tune {a.model}, server scenario: the highest rate in queries/s that holds {a.bound}"
+    else:
+        unit = "samples/s" if a.objective == "throughput" else "ms (mean latency)"
+        head = f"tune {a.model}: {a.objective} in {unit}" + (f", under {a.bound}" if a.bound else "")
     out.print(safe(head))
     t = Table("image", "best configuration", "best", "defaults", "best vs defaults", "trials", "dropped")
     for im in a.images:

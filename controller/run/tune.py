@@ -26,6 +26,7 @@ latency-throughput Pareto front of every candidate measured."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import os
@@ -34,6 +35,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,10 +50,13 @@ from controller.errors import BenchError, did_you_mean
 from controller.launch.base import LauncherChoice, LineSink
 from controller.paths import Paths
 from controller.run import pipeline, planning, plans, rounds
+from controller.run.peak import PEAK_START_QPS, Bracket, probe_ok
 from controller.run.request import RunRequest
 from controller.store import db as store
 from schemas import FRAMEWORK_OPTION_MODELS
-from schemas.frameworks.base import search_space
+from schemas.frameworks.base import scenario_space, search_space
+from schemas.plan import SlurmOptions
+from schemas.spec import ServerScenario
 
 FINAL_RUNS = 5  # runs of a finalist and of the defaults: the rule needs 4 a side, one spare
 MAX_CANDIDATES = 256  # per image: a larger grid is refused (fix some options with --set)
@@ -63,6 +68,15 @@ SPREAD_FLOOR = 0.01  # the least spread assumed, however alike the runs came out
 Z = 1.96  # two-sided 95 %, the final rule's own level
 # A trial is a short ordinary run unless the user sets these.
 TRIAL_POLICY = {"policy.min_time_s": "1", "policy.max_time_s": "5", "policy.warmup_min_s": "0.3"}
+# A server trial is a peak search of short probes: each probe offers at least this many queries
+# over at least this long (raise them with --set for a steadier p99).
+PROBE_POLICY = {"server.min_duration_s": "2", "server.min_queries": "64"}
+PROBES_PER_TRIAL = 4  # a dry run's guess: a peak search from a known peak takes three or four
+WARM_STEP = 1.1  # a trial from the candidate's own earlier peak: the bracket in two probes
+COLD_STEP = 4.0  # from a guess: past the peak in few probes (the bracket is bisected by its ratio)
+NEAR_STEP = 1.25  # from the peak of another candidate of the image at the same max_batch
+SERVER_KEY = "peak:"  # a server candidate's cell: its probes, apart from any plan's cells
+DELAY = "server.max_delay_ms"
 BOUND_RE = re.compile(r"\s*(p50|p90|p99|p999|mean)\s*<=\s*([0-9]+(?:\.[0-9]+)?)\s*(us|ms|s)?\s*")
 BOUND_METRICS = {
     "p50": "latency_p50_ms",
@@ -113,6 +127,7 @@ class TuneRequest(BaseModel):
     images: list[str]
     batch_sizes: list[int]
     objective: Objective = "throughput"
+    scenario: Literal["offline", "server"] = "offline"
     bound: str | None = None
     precision: Literal["same", "any"] = "same"
     min_agreement: float | None = Field(None, gt=0, le=1)
@@ -122,6 +137,7 @@ class TuneRequest(BaseModel):
     price_per_hour: float | None = Field(
         None, gt=0, allow_inf_nan=False, description="the host's, in dollars"
     )
+    slurm: SlurmOptions | None = Field(None, description="with --launcher slurm: where the trials run")
 
 
 @dataclass
@@ -134,6 +150,27 @@ class Trial:
     within_rel: float | None
     noisy: bool
     top1: float | None
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One probe of a server trial's peak search: its rate, and what the run measured there."""
+
+    rate: float
+    held: bool
+    noisy: bool
+    run_id: str
+    achieved_qps: float
+    latency_mean_ms: float
+    latency_p99_ms: float
+    top1: float | None
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A trial that shows the candidate cannot hold the bound at any rate tried."""
+
+    reason: str
 
 
 @dataclass
@@ -149,6 +186,8 @@ class Candidate:
     trials: list[Trial] = field(default_factory=list)
     dropped: str | None = None
     failed: str | None = None
+    # A server trial an interrupted call left unfinished: its repetition and its probes so far.
+    partial: tuple[int, Bracket, list[Probe]] | None = None
 
     @property
     def label(self) -> str:
@@ -197,11 +236,56 @@ class Search:
 # --------------------------------------------------------------------------- the candidates
 
 
-def candidates(req: TuneRequest, paths: Paths, host_key: str) -> list[Candidate]:
+@dataclass(frozen=True)
+class Knobs:
+    """The scenario's part of a candidate: its batch size (the server's max_batch), the batch
+    sizes its runner compiles, and, for the server, the batcher's delay."""
+
+    batch_size: int
+    batch_sizes: list[int]
+    sets: list[str]
+    options: dict[str, Any]
+    defaults: dict[str, Any]
+
+
+def scenario_knobs(req: TuneRequest, bound: Bound | None, fixed: set[str]) -> list[Knobs]:
+    """Offline: each -b size. Server: each -b size as max_batch (the runner compiling the -b
+    sizes up to it, as the batcher pads a group to one of them), at each delay the scenario
+    declares below the bound (`schemas.spec.ServerScenario`), unless `--set` fixes it."""
+    if req.scenario != "server":
+        return [Knobs(bs, [bs], [], {}, {}) for bs in req.batch_sizes]
+    assert bound is not None
+    space = scenario_space(ServerScenario, req.batch_sizes, bound.limit_ms)
+    delays: list[Any] = [None] if DELAY in fixed else space["max_delay_ms"]
+    out = []
+    for mb in space["max_batch"]:
+        for delay in delays:
+            mine = {DELAY: delay} if delay is not None else {}
+            out.append(
+                Knobs(
+                    mb,
+                    [b for b in req.batch_sizes if b <= mb],
+                    [f"server.max_batch={mb}", *(f"{k}={v:g}" for k, v in mine.items())],
+                    mine,
+                    {DELAY: delays[0]} if mine else {},
+                )
+            )
+    return out
+
+
+def candidates(req: TuneRequest, paths: Paths, host_key: str, bound: Bound | None = None) -> list[Candidate]:
     """Every candidate of every image, planned (checked) before anything runs."""
     out: list[Candidate] = []
-    base_sets = [*req.sets, *(f"{k}={v}" for k, v in TRIAL_POLICY.items() if not _given(req.sets, k))]
-    cores = planning.cores_given() or len(os.sched_getaffinity(0))  # what a runner here is given
+    server = req.scenario == "server"
+    policy = {**TRIAL_POLICY, **(PROBE_POLICY if server else {})}
+    base_sets = [*req.sets, *(f"{k}={v}" for k, v in policy.items() if not _given(req.sets, k))]
+    if server:
+        assert bound is not None
+        base_sets += [f"server.latency_bound_ms={bound.limit_ms:g}", f"server.target_qps={PEAK_START_QPS:g}"]
+    here = req.slurm is None
+    # What a runner is given: here, this process's cores; on Slurm, the cores each job asks for.
+    cores = (req.slurm.cpus_per_task if req.slurm else None) or planning.cores_given()
+    cores = cores or len(os.sched_getaffinity(0))
     for name in req.images:
         image = get_image(name)
         planning.check_runnable(image)
@@ -219,7 +303,8 @@ def candidates(req: TuneRequest, paths: Paths, host_key: str) -> list[Candidate]
                 "tune images whose options declare a search space (bench-ctl tune --dry-run lists them)",
             )
         combos = [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
-        size = len(combos) * len(req.batch_sizes)
+        knobs = scenario_knobs(req, bound, fixed)
+        size = len(combos) * len(knobs)
         if size > MAX_CANDIDATES:
             raise BenchError(
                 f"image {name} has {size:,} candidates (more than {MAX_CANDIDATES})",
@@ -227,15 +312,25 @@ def candidates(req: TuneRequest, paths: Paths, host_key: str) -> list[Candidate]
             )
         for combo in combos:
             sets = [*mine, *(f"{k}={_text(v)}" for k, v in combo.items())]
-            for bs in req.batch_sizes:
+            defaults = {k: model.model_fields[k].default for k in combo}
+            for kn in knobs:
                 one = RunRequest(
-                    image=name, model=req.model, batch_sizes=[bs], sets=sets, launcher=req.launcher
+                    image=name,
+                    model=req.model,
+                    batch_sizes=kn.batch_sizes,
+                    sets=[*sets, *kn.sets],
+                    launcher=req.launcher,
+                    scenario=req.scenario,
                 )
-                [planned] = pipeline.prepare(one, paths)
+                [planned] = pipeline.prepare(one, paths, here=here)
                 key = plans.cell_key(planned.spec, planned.image, host_key)
-                defaults = {k: model.model_fields[k].default for k in combo}
+                if server:  # its probes' cell, apart from any plan's (a hash as cells are)
+                    key = hashlib.sha256((SERVER_KEY + key).encode()).hexdigest()[: len(key)]
+                options, base = {**combo, **kn.options}, {**defaults, **kn.defaults}
                 out.append(
-                    Candidate(name, image.framework, combo, bs, planned, key, combo == defaults, defaults)
+                    Candidate(
+                        name, image.framework, options, kn.batch_size, planned, key, options == base, base
+                    )
                 )
     return out
 
@@ -256,6 +351,9 @@ def load_trials(db: Path, search: Search) -> None:
     goes on from them): ok ones as trials, the last failure as the candidate's."""
     by_key = {c.key: c for c in search.candidates}
     if not db.exists() or not by_key:
+        return
+    if search.request.scenario == "server":
+        load_peak_trials(db, search)
         return
     metric = "throughput_sps" if search.higher_is_better else "latency_mean_ms"
     bound = search.bound.metric if search.bound else "NULL"
@@ -278,6 +376,11 @@ def load_trials(db: Path, search: Search) -> None:
             c.failed = f"{status}: {message}" if message else status
 
 
+def failure(result: Any) -> str:
+    """Why a run is no trial: its status and message."""
+    return f"{result.status}: {result.message}" if result.message else str(result.status)
+
+
 def _f(x: Any) -> float | None:
     return None if x is None else float(x)
 
@@ -293,6 +396,94 @@ def trial_of(result: Any, search: Search) -> Trial | None:
     return Trial(
         result.run_id, value, m.throughput_sps, m.latency_mean_ms, bval, m.within_run_ci_rel, m.noisy, top1
     )
+
+
+def probe_of(result: Any, rate: float) -> Probe:
+    m = result.measurements[0]
+    top1 = result.accuracy.top1_agreement if result.accuracy else None
+    return Probe(
+        rate, probe_ok(result), bool(m.noisy), result.run_id, m.achieved_qps or 0.0, m.latency_mean_ms,
+        m.latency_p99_ms, top1,
+    )  # fmt: skip
+
+
+def peak_outcome(bracket: Bracket, probes: list[Probe], bound: Bound) -> Trial | Refused | str:
+    """A finished peak search as a trial: the highest rate that held (its value), with what its
+    probe measured there; Refused when no rate held; why, when only noise was measured."""
+    if bracket.low is None:
+        if bracket.noisy:
+            return f"noisy: the probe at {bracket.rates[-1]:.4g} queries/s stayed noisy, and none below held"
+        return Refused(
+            f"infeasible: no offered rate held {bound.text} "
+            f"(the lowest tried: {min(bracket.rates):.3g} queries/s)"
+        )
+    at = next(p for p in reversed(probes) if p.held and p.rate == bracket.low and not p.noisy)
+    return Trial(
+        at.run_id, bracket.low, at.achieved_qps, at.latency_mean_ms, at.latency_p99_ms, None,
+        bracket.noisy, at.top1,
+    )  # fmt: skip
+
+
+def load_peak_trials(db: Path, search: Search) -> None:
+    """A server candidate's stored probes, by repetition (one peak search each), replayed through
+    the search's own rule: a finished search is a trial; an unfinished one (the call was
+    interrupted) is the candidate's `partial`, which its next trial goes on from."""
+    assert search.bound is not None
+    by_key = {c.key: c for c in search.candidates}
+    _, rows = store.read(
+        db,
+        "SELECT cell, coalesce(repetition, 0), run_id, status, message, target_qps, coalesce(valid, false), "
+        "coalesce(noisy, false), achieved_qps, latency_mean_ms, latency_p99_ms, top1_agreement FROM results "
+        "WHERE cell IN (SELECT unnest(?)) ORDER BY started_at",
+        [list(by_key)],
+    )
+    searches: dict[tuple[str, int], list[Probe]] = {}
+    for key, rep, run_id, status, message, rate, valid, noisy, achieved, mean, p99, top1 in rows:
+        if status == "ok" and rate is not None and mean is not None:
+            probe = Probe(float(rate), bool(valid), bool(noisy), run_id, float(achieved or 0.0), float(mean),
+                          float(p99), _f(top1))  # fmt: skip
+            searches.setdefault((key, int(rep)), []).append(probe)
+        elif status not in ("cancelled", "preempted", "node_fail"):
+            by_key[key].failed = f"{status}: {message}" if message else status
+    for (key, rep), probes in sorted(searches.items()):
+        c = by_key[key]
+        # A noisy probe made again at once (policy.noisy_reruns) counts by its last run.
+        kept = [
+            p
+            for i, p in enumerate(probes)
+            if not (p.noisy and i + 1 < len(probes) and probes[i + 1].rate == p.rate)
+        ]
+        bracket = Bracket(kept[0].rate)
+        for p in kept:
+            bracket.record(p.rate, p.held, p.noisy)
+        if not bracket.done:
+            c.partial = (rep, bracket, kept)
+            continue
+        outcome = peak_outcome(bracket, kept, search.bound)
+        if isinstance(outcome, Trial):
+            c.trials.append(outcome)
+        elif isinstance(outcome, Refused):
+            refuse(c, outcome.reason)
+
+
+def refuse(c: Candidate, reason: str) -> None:
+    """The candidate holds the bound at no rate: out of the race (defaults too, as failed: they
+    are never dropped, and measuring them again would find the same)."""
+    if c.is_default:
+        c.failed = reason
+    else:
+        c.dropped = reason
+
+
+def start_rate(c: Candidate, search: Search) -> tuple[float, float]:
+    """Where a candidate's next peak search starts, and its step: its own last peak (a small
+    step), else the best peak of the image's candidates at its max_batch, else a guess."""
+    if c.trials:
+        return c.trials[-1].value, WARM_STEP
+    near = [m for o in search.of(c.image) if o.batch_size == c.batch_size and (m := o.mean()) is not None]
+    if near:
+        return max(near), NEAR_STEP
+    return PEAK_START_QPS, COLD_STEP
 
 
 # --------------------------------------------------------------------------- the race
@@ -467,9 +658,79 @@ def halve(search: Search, images: list[str]) -> None:
             c.dropped = "cut for the budget (in the lower half after its runs)"
 
 
+Outcome = Trial | Refused | str  # a trial, a candidate that holds the bound at no rate, or why it failed
+
+
+def apply(search: Search, c: Candidate, outcome: Outcome, log: LineSink) -> None:
+    """A trial's outcome on its candidate."""
+    if isinstance(outcome, str):
+        c.failed = outcome
+        log(f"  {c.label}: {c.failed}")
+    elif isinstance(outcome, Refused):
+        refuse(c, outcome.reason)
+        log(f"  {c.label}: {outcome.reason}")
+    else:
+        c.trials.append(outcome)
+
+
+def race_waves(
+    search: Search, batch: Callable[[list[tuple[Candidate, int]]], list[Outcome]], log: LineSink
+) -> None:
+    """The race on a cluster: each round's trials are submitted together (a wave of jobs) and
+    followed to the end before the round is judged. Round one starts with each image's defaults
+    alone, so that the budget is weighed on a wave's measured time (a round is taken to run at
+    once: the cluster has nodes for its jobs); a round that would not fit halves the live
+    candidates first, and the search stops when not even that fits."""
+    budget = search.request.budget_s
+    waves: list[float] = []
+
+    def wave(items: list[Candidate]) -> None:
+        t0 = time.monotonic()
+        outcomes = batch([(c, len(c.trials) + 1) for c in items])
+        waves.append(time.monotonic() - t0)
+        search.seconds_per_trial.append(waves[-1])
+        search.runs_made += len(items)
+        search.trials_made += len(items)
+        for c, outcome in zip(items, outcomes, strict=True):
+            apply(search, c, outcome, log)
+
+    prune(search)
+    for target in range(1, FINAL_RUNS + 1):
+        todo = due(search, target)
+        if not todo:
+            continue
+        if not search.decided:
+            first = list({c.image: c for c in reversed(todo)}.values())  # each image's first (defaults)
+            log(f"round {target}: the defaults first, {len(first)} job(s)")
+            wave(first)
+            search.decided = True
+            if search.elapsed() + FINAL_RUNS * statistics.median(waves) > budget:
+                screen(search, log)
+            todo = due(search, target)
+        if waves and search.elapsed() + statistics.median(waves) > budget:
+            halve(search, search.images)
+            todo = due(search, target)
+            if search.elapsed() + statistics.median(waves) > budget:
+                search.stopped = (
+                    f"budget spent: {search.elapsed():.0f} s of {budget:.0f} s, "
+                    f"and a round takes about {statistics.median(waves):.0f} s"
+                )
+                log(f"stopping: {search.stopped}")
+                return
+        if todo:
+            live = sum(c.alive for c in search.candidates)
+            log(f"round {target}: {len(todo)} job(s), {live} candidate(s) live")
+            wave(todo)
+        if target == 1 and search.screened:
+            combine(search, log)
+        prune(search)
+        if all(image_done(search, image) for image in search.images):
+            return
+
+
 def race(
     search: Search,
-    execute: Callable[[Candidate, int], Trial | str],
+    execute: Callable[[Candidate, int], Outcome],
     log: LineSink,
     past_s: float | None = None,
 ) -> None:
@@ -509,11 +770,7 @@ def race(
             search.seconds_per_trial.append(time.monotonic() - t0)
             search.runs_made += 1
             search.trials_made += 1
-            if isinstance(trial, str):
-                c.failed = trial
-                log(f"  {c.label}: {c.failed}")
-                continue
-            c.trials.append(trial)
+            apply(search, c, trial, log)
         if target == 1 and search.screened:
             combine(search, log)
         prune(search)
@@ -595,6 +852,7 @@ class Figure(BaseModel):
     high: float | None
     throughput_sps: float
     latency_mean_ms: float
+    cell: str | None = Field(None, description="the candidate's cell: its trials' `cell` in the store")
     cost_per_million: float | None = Field(
         None, description="dollars per 1M inferences at the mean throughput (with a price per hour)"
     )
@@ -617,7 +875,9 @@ class ImageAnswer(BaseModel):
 class TuneAnswer(BaseModel):
     model: str
     objective: Objective
+    scenario: str = "offline"
     bound: str | None
+    search_id: str | None = Field(None, description="this call's row in the store's searches table")
     runs_made: int
     trials_made: int
     runs_stored: int
@@ -650,6 +910,7 @@ def figure(c: Candidate) -> Figure | None:
         high=ci.high if ci else None,
         throughput_sps=statistics.fmean(t.throughput for t in clean),
         latency_mean_ms=statistics.fmean(t.latency_mean_ms for t in clean),
+        cell=c.key,
     )
 
 
@@ -722,6 +983,7 @@ def answer(search: Search) -> TuneAnswer:
     return TuneAnswer(
         model=search.request.model,
         objective=search.request.objective,
+        scenario=search.request.scenario,
         bound=search.bound.text if search.bound else None,
         runs_made=search.runs_made,
         trials_made=search.trials_made,
@@ -765,8 +1027,9 @@ class Space:
 def dry_run(req: TuneRequest, paths: Paths) -> list[Space]:
     """The space per image, its size, and what a full grid would take here."""
     host = hosts.identity()
-    cands = candidates(req, paths, host.key)
+    cands = candidates(req, paths, host.key, check(req))
     past = _history(paths)
+    probes = PROBES_PER_TRIAL if req.scenario == "server" else 1
     out = []
     for image in dict.fromkeys(c.image for c in cands):
         mine = [c for c in cands if c.image == image]
@@ -774,7 +1037,12 @@ def dry_run(req: TuneRequest, paths: Paths) -> list[Space]:
         options = {k: list(dict.fromkeys(c.options[k] for c in mine)) for k in keys}
         first = mine[0].planned
         assert first is not None
-        per = past.get((image, req.model)) or (STARTUP_S + first.spec.policy.max_time_s)
+        one = STARTUP_S + first.spec.policy.max_time_s
+        if req.scenario == "server":
+            sc = first.spec.scenario
+            assert isinstance(sc, ServerScenario)
+            one = STARTUP_S + max(sc.min_duration_s, sc.min_queries / PEAK_START_QPS)
+        per = probes * (past.get((image, req.model)) or one)
         out.append(Space(image, mine[0].framework, options, len(mine), len(mine) * FINAL_RUNS * per))
     return out
 
@@ -802,7 +1070,50 @@ def check(req: TuneRequest) -> Bound | None:
             "--precision any needs an accuracy floor",
             "e.g. --precision any --min-agreement 0.99 (top-1 agreement)",
         )
-    return parse_bound(req.bound) if req.bound else None
+    bound = parse_bound(req.bound) if req.bound else None
+    if req.scenario == "server":
+        check_server(req, bound)
+        if req.slurm is not None:
+            raise BenchError(
+                "--scenario server with --launcher slurm: a peak search probes one rate after another",
+                "tune the server scenario with --launcher local or docker (on a node: srun bench-ctl tune)",
+            )
+    elif req.scenario != "offline":
+        raise BenchError(
+            f"tune searches the offline or the server scenario, not {req.scenario!r}", "--scenario server"
+        )
+    return bound
+
+
+SEARCHED_BY_SERVER = {
+    "server.target_qps": "the search finds the highest rate that holds the bound",
+    "server.latency_bound_ms": "--bound p99<=20ms sets it",
+    "server.max_batch": "-b gives the max_batch values searched, e.g. -b 1,4,8",
+}
+
+
+def check_server(req: TuneRequest, bound: Bound | None) -> None:
+    """The server scenario's answer is the highest rate holding a p99 bound: one is needed."""
+    if bound is None:
+        raise BenchError(
+            "--scenario server needs a latency bound to find each candidate's peak rate under",
+            "e.g. --scenario server --bound p99<=20ms",
+        )
+    if bound.name != "p99":
+        raise BenchError(
+            f"--bound {req.bound!r}: the server scenario's bound is on p99 latency (as MLPerf's)",
+            f"e.g. --bound p99<={bound.limit_ms:g}ms",
+        )
+    if req.objective != "throughput":
+        raise BenchError(
+            "--objective latency has no meaning in the server scenario: "
+            "its answer is the highest rate that holds the bound",
+            "leave --objective out, or tune the offline scenario for latency",
+        )
+    for item in req.sets:
+        key = item.partition("=")[0].strip().split(":")[-1]
+        if key in SEARCHED_BY_SERVER:
+            raise BenchError(f"--set {item!r}: tune sets {key} itself", SEARCHED_BY_SERVER[key])
 
 
 TUNE_GROUP_MARK = "-tune-"
@@ -814,11 +1125,61 @@ def tune_group_id() -> str:
     return planning.new_group_id().replace("-group-", TUNE_GROUP_MARK)
 
 
+def record_search(db: Path, search_id: str, search: Search, host: str) -> None:
+    """The question of one call in the store's `searches` table, before its first trial: its
+    scenario, objective and bound, and the cells of its candidates (whose runs are its trials)."""
+    req, bound = search.request, search.bound
+    row = {
+        "search_id": search_id,
+        "model": req.model,
+        "host": host,
+        "images": req.images,
+        "scenario": req.scenario,
+        "objective": req.objective,
+        "bound": bound.text if bound else None,
+        "bound_metric": bound.metric if bound else None,
+        "bound_ms": bound.limit_ms if bound else None,
+        "batch_sizes": req.batch_sizes,
+        "cells": [c.key for c in search.candidates],
+        "request": req.model_dump_json(),
+        "started_at": datetime.now(UTC),
+    }
+    with store.connect(db) as con:
+        con.execute(
+            f"INSERT INTO searches ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
+            list(row.values()),
+        )
+
+
+def finish_search(db: Path, search_id: str, answer: TuneAnswer | None, stopped: str | None) -> None:
+    """The call's end: its answer (None when it was interrupted) and why it stopped early."""
+    winner = answer.winner.label if answer and answer.winner else None
+    with store.connect(db) as con:
+        con.execute(
+            "UPDATE searches SET finished_at = ?, stopped = ?, winner = ?, answer = ? WHERE search_id = ?",
+            [
+                datetime.now(UTC),
+                stopped,
+                winner,
+                answer.model_dump_json() if answer else None,
+                search_id,
+            ],
+        )
+
+
 def tune(req: TuneRequest, paths: Paths, log: LineSink, on_line: LineSink) -> TuneAnswer:
     """Plan every candidate (nothing runs if one is wrong), then race them; the answer."""
     bound = check(req)
-    host = hosts.identity()
-    cands = candidates(req, paths, host.key)
+    client = None
+    if req.slurm is not None:
+        from controller.launch.slurm import SlurmClient
+        from controller.run import fleet
+
+        client = SlurmClient()
+        host = fleet.cluster_identity(req.slurm, client)
+    else:
+        host = hosts.identity()
+    cands = candidates(req, paths, host.key, bound)
     store.ensure_store(paths.db)
     pipeline.check_destinations(paths)
     search = Search(req, cands, bound, req.objective == "throughput")
@@ -829,9 +1190,58 @@ def tune(req: TuneRequest, paths: Paths, log: LineSink, on_line: LineSink) -> Tu
         f"{len(cands)} candidate(s) over {len(req.images)} image(s); a full grid is {grid} runs"
         + (f"; {reused} run(s) already stored are reused" if reused else "")
     )
-    here = pipeline.Here(paths, log, on_line, req.launcher)
     group = tune_group_id()
+    record_search(paths.db, group, search, host.hostname)
+    if req.slurm is not None:
+        assert client is not None
+        try:
+            race_waves(search, slurm_batch(search, req.slurm, client, paths, group, log), log)
+        except KeyboardInterrupt:
+            finish_search(paths.db, group, None, "interrupted")
+            raise
+        return finished(search, paths, group)
+    here = pipeline.Here(paths, log, on_line, req.launcher)
     past = statistics.median(list(_history(paths).values())) if _history(paths) else None
+
+    def peak_trial(c: Candidate, repetition: int) -> Trial | Refused | str:
+        """One server trial: a peak search of the candidate (every probe a stored run, noisy
+        ones made again), from its own last peak when it has one."""
+        assert bound is not None
+        planned = c.planned
+        assert planned is not None
+        if c.partial is not None and c.partial[0] == repetition:
+            _, bracket, probes = c.partial
+        else:
+            rate, step = start_rate(c, search)
+            bracket, probes = Bracket(rate, step), []
+        c.partial = None
+        made = 0  # runs this trial makes (the race counts one)
+        log(f"trial: {c.label} (peak search {repetition})")
+        others = [s for s in planned.request.sets if s.partition("=")[0].strip() != "server.target_qps"]
+        while not bracket.done:
+            rate = bracket.next_rate()
+            sets = [*others, f"server.target_qps={rate:.6g}"]
+            [probe] = pipeline.prepare(planned.request.model_copy(update={"sets": sets}), paths)
+
+            def attempt(probe: planning.PlannedRun = probe) -> Any:
+                return pipeline.execute_here(probe, here, group=group, repetition=repetition, cell=c.key)
+
+            runs = rounds.run_clean(attempt, log, planned.spec.policy.noisy_reruns)
+            made += len(runs)
+            result = runs[-1]
+            if result.status != "ok" or not result.measurements:
+                search.runs_made += made - 1
+                return failure(result)
+            p = probe_of(result, float(f"{rate:.6g}"))
+            probes.append(p)
+            bracket.record(p.rate, p.held, p.noisy)
+            log(
+                f"  {p.rate:.4g} queries/s: p99 {p.latency_p99_ms:.3g} ms, achieved {p.achieved_qps:.4g}/s: "
+                + ("held" if p.held else "did not hold")
+                + (" (noisy)" if p.noisy else "")
+            )
+        search.runs_made += max(made - 1, 0)
+        return peak_outcome(bracket, probes, bound)
 
     def execute(c: Candidate, repetition: int) -> Trial | str:
         """One trial: a run, made again while it is noisy (policy.noisy_reruns), as run --repeat
@@ -850,11 +1260,69 @@ def tune(req: TuneRequest, paths: Paths, log: LineSink, on_line: LineSink) -> Tu
         result = runs[-1]
         trial = trial_of(result, search)
         if trial is None:
-            return f"{result.status}: {result.message}" if result.message else str(result.status)
+            return failure(result)
         return trial
 
-    race(search, execute, log, past)
-    return priced(answer(search), req.price_per_hour)
+    try:
+        race(search, peak_trial if req.scenario == "server" else execute, log, past)
+    except KeyboardInterrupt:
+        finish_search(paths.db, group, None, "interrupted")
+        raise
+    return finished(search, paths, group)
+
+
+def finished(search: Search, paths: Paths, group: str) -> TuneAnswer:
+    """The answer of a search that has ended, recorded with its question."""
+    result = priced(answer(search), search.request.price_per_hour)
+    result.search_id = group
+    finish_search(paths.db, group, result, search.stopped)
+    return result
+
+
+def slurm_batch(
+    search: Search, options: SlurmOptions, client: Any, paths: Paths, group: str, log: LineSink
+) -> Callable[[list[tuple[Candidate, int]]], list[Outcome]]:
+    """A wave of trials as Slurm jobs: every one submitted, then followed to the end; a trial that
+    comes out noisy is submitted again (policy.noisy_reruns), in the next wave of jobs."""
+    from controller.run import fleet
+
+    executor = fleet.SlurmExecutor(paths, options, log, client)
+
+    def batch(items: list[tuple[Candidate, int]]) -> list[Outcome]:
+        outcomes: list[Outcome | None] = [None] * len(items)
+        left = [c.planned.spec.policy.noisy_reruns if c.planned else 0 for c, _ in items]
+        todo = list(range(len(items)))
+        while todo:
+            start = len(executor.submitted)
+            of_run: dict[str, int] = {}
+            for i in todo:
+                c, rep = items[i]
+                assert c.planned is not None
+                unsupported = pipeline.execute(c.planned, executor, group=group, repetition=rep, cell=c.key)
+                if unsupported is not None:
+                    outcomes[i] = f"{unsupported.status}: {unsupported.message}"
+                else:
+                    of_run[executor.submitted[-1].run_id] = i
+            jobs = executor.submitted[start:]
+            log(f"{len(jobs)} job(s) submitted; following them (Ctrl-C leaves them running)")
+            stored = fleet.follow(jobs, paths, log, client).stored
+            todo = []
+            for result in stored:
+                i = of_run[result.run_id]
+                trial = trial_of(result, search)
+                if trial is None:
+                    outcomes[i] = failure(result)
+                elif trial.noisy and left[i] > 0:
+                    left[i] -= 1
+                    search.runs_made += 1
+                    todo.append(i)
+                    log(f"  {items[i][0].label}: noisy, submitted again ({left[i]} more at most)")
+                else:
+                    outcomes[i] = trial
+        assert all(o is not None for o in outcomes)
+        return [o for o in outcomes if o is not None]
+
+    return batch
 
 
 def plan_text(answer: TuneAnswer, req: TuneRequest) -> str:

@@ -224,6 +224,30 @@ MIGRATIONS: list[str | Callable[[], str]] = [
     UPDATE measurements SET tokens_per_s = measurements.throughput_sps * r.dims[r.sequence_dim]
         FROM runs r WHERE r.run_id = measurements.run_id AND r.dims[r.sequence_dim] IS NOT NULL;
     """,
+    # 16: `bench-ctl tune` searches: the question each call asked (scenario, objective, latency
+    # bound), the cells of its candidates (its trials, those of earlier calls it went on from
+    # included) and, once it ended, its answer. Written by the controller, never from a result.
+    """
+    CREATE TABLE searches (
+        search_id VARCHAR PRIMARY KEY,
+        model VARCHAR NOT NULL,
+        host VARCHAR NOT NULL,
+        images VARCHAR[] NOT NULL,
+        scenario VARCHAR NOT NULL,
+        objective VARCHAR NOT NULL,
+        bound VARCHAR,
+        bound_metric VARCHAR,
+        bound_ms DOUBLE,
+        batch_sizes INTEGER[] NOT NULL,
+        cells VARCHAR[] NOT NULL,
+        request JSON NOT NULL,
+        started_at TIMESTAMPTZ NOT NULL,
+        finished_at TIMESTAMPTZ,
+        stopped VARCHAR,
+        winner VARCHAR,
+        answer JSON
+    );
+    """,
 ]
 
 

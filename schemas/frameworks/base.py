@@ -33,6 +33,8 @@ class FrameworkOptions(Strict):
 # `Field(0, ..., json_schema_extra=tunable(1, 2, 4, CORES))`. CORES stands for the cores the
 # runner is given (a threads option); values above them are dropped for this host.
 CORES: Final = "cores"
+# A scenario knob's values can be the batch sizes the search is given (the server's max_batch).
+BATCH_SIZES: Final = "batch_sizes"
 TUNE_KEY: Final = "tune"
 PRECISION_KEY: Final = "tune_changes_precision"
 
@@ -69,6 +71,28 @@ def search_space(
             if v not in values and not same_as_default(model, name, v, cores):
                 values.append(v)
         space[name] = values
+    return space
+
+
+def scenario_space(
+    model: type[Strict], batch_sizes: list[int], below: float | None = None
+) -> dict[str, list[Any]]:
+    """A scenario's knobs (e.g. the server's `max_batch` and `max_delay_ms`) -> the values a
+    search tries, the default first: BATCH_SIZES resolves to `batch_sizes` (largest first: the
+    default None means the largest), and a time knob's values at or above `below` (the latency
+    bound, in its unit) are left out, as no such delay can hold it."""
+    space: dict[str, list[Any]] = {}
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra
+        if not isinstance(extra, dict) or TUNE_KEY not in extra:
+            continue
+        raw = extra[TUNE_KEY]
+        assert isinstance(raw, list)
+        if raw == [BATCH_SIZES]:
+            space[name] = sorted(set(batch_sizes), reverse=True)
+            continue
+        values = [v for v in [field.default, *raw] if below is None or v < below]
+        space[name] = list(dict.fromkeys(values))
     return space
 
 
