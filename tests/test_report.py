@@ -146,7 +146,9 @@ def test_report_page_names_sql_fingerprints_and_failures(cli: Cli, null_store: P
     assert "http://" not in page and "https://" not in page  # nothing from a network
     # Every figure shows the SQL that produced it, and that SQL runs as it is in `bench-ctl query`.
     sqls = [html.unescape(s) for s in re.findall(r"<pre>(.*?)</pre>", page, re.S)]
-    assert len(sqls) == 11
+    assert len(sqls) == 12
+    searches_sql = next(s for s in sqls if "FROM searches" in s)
+    assert cli("query", searches_sql, "--db", str(null_store), "--format", "json").exit_code == 0
     throughput_sql = next(s for s in sqls if "FROM summary" in s)
     query = cli("query", throughput_sql, "--db", str(null_store), "--format", "json")
     assert query.exit_code == 0, query.output

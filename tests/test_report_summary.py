@@ -227,6 +227,51 @@ def test_figure_g_draws_each_search(cli: Cli, bench: Bench, make_result: MakeRes
     assert "No tune searches" in _page(plain) and not (plain / "g_tune.png").exists()
 
 
+def _cell_of(knob_a: int) -> str:
+    return f"{knob_a:08x}cafe"
+
+
+def test_a_recorded_search_is_its_cells_and_its_answer_names_the_best(
+    cli: Cli, bench: Bench, make_result: MakeResult, tmp_path: Path
+) -> None:
+    """Two calls (group ids) of one search, the second going on from the first: with the
+    search's record, G draws them as one search, its star on the candidate the answer names
+    (knob_a = 1: a latency bound ruled out the faster ones, say), not the fastest; and the
+    summary gives the question's newest answer."""
+    trials = []
+    for a in range(4):
+        for rep in range(3):
+            group = GROUP if rep < 2 else "20250102T000000Z-tune-fedcba"
+            t = _trial(make_result, a, rep, group=group)
+            trials.append(t.model_copy(update={"spec": t.spec.model_copy(update={"cell": _cell_of(a)})}))
+    _ingest(bench.db, trials)
+    best = {"label": "null b1 knob_a=1", "image": "null", "batch_size": 1, "options": {"knob_a": 1},
+            "runs": 3, "mean": 123.4, "low": 120.0, "high": 126.8, "throughput_sps": 123.4,
+            "latency_mean_ms": 8.1, "cell": _cell_of(1)}  # fmt: skip
+    answer = {"images": [{"image": "null", "best": best}], "winner": best, "runner_up": None,
+              "winner_verdict": None}  # fmt: skip
+    with store.connect(bench.db) as con:
+        for sid, when, ans in (("s-old", "2025-01-01", None), ("s-new", "2025-01-02", json.dumps(answer))):
+            con.execute(
+                "INSERT INTO searches VALUES (?, 'fake', 'testhost', ['null'], 'offline', 'throughput', "
+                "'p99 <= 9 ms', 'latency_p99_ms', 9, [1], ?, '{}', ?, ?, NULL, ?, ?)",
+                [sid, [_cell_of(a) for a in range(4)], when, when, best["label"] if ans else None, ans],
+            )
+    out = tmp_path / "report"
+    r = cli("report", "--db", bench.db, "--out", out)
+    assert r.exit_code == 0, r.output
+    g = _section(out, "g")
+    assert "Candidates (8 rows)" in g  # one search over both calls' trials (b1 and b8 each)
+    rows = [html.unescape(re.sub(r"<[^>]+>", " ", row)) for row in re.findall(r"<tr>(.*?)</tr>", g, re.S)]
+    candidates = [row for row in rows if "s-new" in row and ("defaults" in row or "knob_a=" in row)]
+    assert len(candidates) == 8 and all("s-new" in row for row in candidates), candidates
+    marked = [row for row in candidates if "best" in row]
+    assert len(marked) == 1 and "knob_a=1" in marked[0], marked
+    page = _page(out)
+    assert "each question asked of bench-ctl tune" in page
+    assert "offline, throughput, p99 <= 9 ms, b1 s-new null b1 knob_a=1 123.4 [120.0, 126.8] (n=3)" in page
+
+
 def test_the_tune_group_mark_is_tunes() -> None:
     from controller.analysis.figures.data import TUNE_GROUP_MARK
     from controller.run import tune

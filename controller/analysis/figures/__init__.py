@@ -59,7 +59,7 @@ def _draw(name: str, rows: data.ReportData, palette: plots.Palette, folder: Path
     if name == "d":
         return plots.load_times(rows.load, folder)
     if name == "g":
-        return plots.tune(rows.tune, palette, folder)
+        return plots.tune(rows.tune, palette, folder, rows.searches)
     return plots.server(rows.server, palette, folder)
 
 

@@ -204,6 +204,26 @@ class TuneTrial:
     latency_mean_ms: float
     noisy: bool
     dims: dict[str, int] = field(default_factory=dict)  # the model's named dimensions
+    cell: str | None = None  # the candidate's cell (a search's record lists its cells)
+
+
+@dataclass(frozen=True)
+class SearchRecord:
+    """A `bench-ctl tune` call as the store's `searches` table holds it: the question it asked
+    (scenario, objective, latency bound), its candidates' cells and its answer (JSON)."""
+
+    search_id: str
+    model: str
+    host: str
+    images: list[str]
+    scenario: str
+    objective: str
+    bound: str | None
+    batch_sizes: list[int]
+    started_at: str
+    stopped: str | None
+    answer: str
+    cells: list[str]
 
 
 @dataclass(frozen=True)
@@ -342,11 +362,22 @@ def tune_sql(selection: Selection) -> str:
     """A search's trials as they were made (not only the newest build's: a search is one group)."""
     return (
         f"SELECT {_key()}, framework, group_id, batch_size, run_id, CAST(options AS VARCHAR),\n"
-        "       throughput_sps, latency_mean_ms, coalesce(noisy, false), dims\n"
+        "       throughput_sps, latency_mean_ms, coalesce(noisy, false), dims, cell\n"
         "FROM results\nWHERE status = 'ok' AND scenario = 'offline'\n"
         f"  AND group_id LIKE '%{TUNE_GROUP_MARK}%' AND throughput_sps > 0 AND latency_mean_ms > 0\n"
         f"  AND {selection.condition()}\n"
         "ORDER BY model, group_id, image, batch_size, started_at"
+    )
+
+
+def searches_sql(selection: Selection) -> str:
+    """The finished searches of the selected models and hosts, oldest first."""
+    return (
+        "SELECT search_id, model, host, images, scenario, objective, bound, batch_sizes,\n"
+        "       strftime(started_at, '%Y-%m-%d %H:%M'), stopped, CAST(answer AS VARCHAR), cells\n"
+        "FROM searches\nWHERE answer IS NOT NULL\n"
+        f"  AND (model, host) IN (SELECT DISTINCT model, host FROM results WHERE {selection.condition()})\n"
+        "ORDER BY started_at, search_id"
     )
 
 
@@ -451,6 +482,7 @@ class ReportData:
     images: list[ImageRow]
     offline_runs: list[RunPoint] = field(default_factory=list)
     tune: list[TuneTrial] = field(default_factory=list)
+    searches: list[SearchRecord] = field(default_factory=list)
 
 
 def read_all(con: duckdb.DuckDBPyConnection, selection: Selection, runs: int) -> ReportData:
@@ -467,6 +499,7 @@ def read_all(con: duckdb.DuckDBPyConnection, selection: Selection, runs: int) ->
         "images": images_sql(selection),
         "runs": runs_sql(selection),
         "tune": tune_sql(selection),
+        "searches": searches_sql(selection),
     }
     hosts = [
         HostRow(*r[:6], gpus=_gpus(str(r[6] or "")), runs=r[7])  # type: ignore[misc]
@@ -487,4 +520,5 @@ def read_all(con: duckdb.DuckDBPyConnection, selection: Selection, runs: int) ->
         images=_typed(con, sql["images"], ImageRow),
         offline_runs=_typed(con, sql["runs"], RunPoint),
         tune=_typed(con, sql["tune"], TuneTrial),
+        searches=_typed(con, sql["searches"], SearchRecord),
     )

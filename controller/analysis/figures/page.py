@@ -19,7 +19,7 @@ from typing import Any
 from controller.analysis import stats
 from controller.analysis.figures.data import AccuracyRow, FailedRun, Line, Query, ReportData, dims_label
 from controller.analysis.figures.plots import Drawn, failure_reason, precisions, unfair
-from controller.analysis.figures.summary import Estimate, SummaryRow, searches
+from controller.analysis.figures.summary import Estimate, SearchAnswer, SummaryRow, answers, searches
 
 GENERATOR = "bench-ctl report"
 
@@ -184,13 +184,15 @@ INTRO = {
     "missed or was not used) beside warm (it hit). Mean over runs.",
     "e": "p99 latency against the achieved rate; each point is one run; the dashed line is the run's "
     "<code>server.latency_bound_ms</code>; hollow points are INVALID.",
-    "g": "Each <code>bench-ctl tune</code> search (its trials share a group id holding "
-    "<code>-tune-</code>): every trial is a point, mean latency against throughput, a colour per image "
-    "and a marker per batch size; ringed points are noisy. A candidate is an image's options at a batch "
-    "size; the dashed line is the Pareto front of the candidates' means (clean runs), the square an "
-    "image's defaults (its varied options all at the framework's defaults) and the star its best: the "
-    "highest mean throughput (the objective and latency bound a search used are not stored with its "
-    "runs, so a latency-bound search's answer may differ; <code>bench-ctl tune</code> prints it).",
+    "g": "Each offline <code>bench-ctl tune</code> search: its candidates' cells, as the store's "
+    "<code>searches</code> table records them (the trials of earlier calls it went on from included), "
+    "or, for trials without a record, a group id holding <code>-tune-</code>. Every trial is a point, "
+    "mean latency against throughput, a colour per image and a marker per batch size; ringed points "
+    "are noisy. A candidate is an image's options at a batch size; the dashed line is the Pareto front "
+    "of the candidates' means (clean runs), the square an image's defaults (its varied options all at "
+    "the framework's defaults) and the star its best: the one the search's answer names, by its own "
+    "objective and bound (without a record, the highest mean throughput). Server searches are in the "
+    "summary's table of searches; their probes are points of figure E.",
     "f": "Outputs on the reference batch against the reference (TensorFlow fp32 for exported models), "
     "and the precision each framework really computed in (worst run of each configuration): top-1/top-5 "
     "agreement for a class-score output, else the lowest cosine similarity, and the output that agreed "
@@ -225,10 +227,10 @@ def render(
     sections = [
         section(
             "summary",
-            "Fastest configuration per model and batch size",
+            "Fastest configuration per model and batch size, and each search's answer",
             SUMMARY_INTRO.format(rule=esc(stats.RULE)),
-            _summary(fastest, price_per_hour, len(data.hosts)),
-            [q["runs"]],
+            _summary(fastest, price_per_hour, len(data.hosts)) + _answers(answers(data.searches)),
+            [q["runs"], q["searches"]],
         ),
         section(
             "a",
@@ -371,10 +373,38 @@ def _summary(rows: list[SummaryRow], price_per_hour: float | None, hosts: int) -
     return note + f"<table><thead><tr>{head}</tr></thead><tbody>" + "\n".join(body) + "</tbody></table>"
 
 
+def _answers(rows: list[SearchAnswer]) -> str:
+    """A row per question asked of `bench-ctl tune` (its newest answer): per model, host and
+    bound, the winner with its interval and its verdict against the runner-up."""
+    if not rows:
+        return ""
+    heads = ["model", "host", "question", "winner", "[95 % interval]", "runner-up", "verdict against it"]
+    body = []
+    for r in rows:
+        value = esc(_estimate(r.value) + f" {r.unit}") if r.value else "-"
+        stopped = f" <small>({esc(r.stopped)})</small>" if r.stopped else ""
+        cells = [
+            esc(r.model), esc(r.host), esc(r.question) + f"<br><small>{esc(r.search_id)}</small>",
+            f"<b>{esc(r.winner or 'none: no candidate held the bound or ran')}</b>", value,
+            esc(r.runner_up or "-"), esc(r.verdict or "-") + stopped,
+        ]  # fmt: skip
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th>{esc(h)}</th>" for h in heads)
+    return (
+        "<h3>Searches: each question asked of <code>bench-ctl tune</code></h3>"
+        "<p>The newest answer to each question (model, host, images, scenario, objective, bound and "
+        "batch sizes), from the store's <code>searches</code> table: the winner by the search's own "
+        "objective under its bound (a server search's is the highest rate that held p99 under it), "
+        "with its 95 % interval over its runs and the comparison rule's verdict against the "
+        "runner-up, as the search printed them.</p>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>" + "\n".join(body) + "</tbody></table>"
+    )
+
+
 def _candidates(data: ReportData) -> str:
     """G's numbers: each search's candidates, their means over clean runs, which is marked."""
     rows = []
-    for s in searches(data.tune):
+    for s in searches(data.tune, data.searches):
         front = {c.label for c in s.front}
         best = {c.label for c in s.best}
         for c in s.candidates:

@@ -31,6 +31,7 @@ from controller.analysis.figures.data import (
     Line,
     LoadPhases,
     MemoryPoint,
+    SearchRecord,
     ServerPoint,
     ThroughputPoint,
     TuneTrial,
@@ -694,11 +695,13 @@ def _log_x(ax: Axes, values: Iterable[float]) -> None:
     ax.xaxis.set_major_formatter(FuncFormatter(_plain))
 
 
-def tune(trials: list[TuneTrial], palette: Palette, folder: Path) -> Drawn | None:
+def tune(
+    trials: list[TuneTrial], palette: Palette, folder: Path, records: Sequence[SearchRecord] = ()
+) -> Drawn | None:
     """G: each `bench-ctl tune` search, a panel per model and search: every trial a point (mean
     latency against throughput, a colour per image, a marker per batch size), the Pareto front of
     the candidates' means, each image's defaults (square) and best (star) at their means."""
-    found = searches(trials)
+    found = searches(trials, records)
     if not found:
         return None
     fig, axes = _figure(len(found), 2, Layout(legend=2.8))

@@ -9,8 +9,9 @@ Any stored results have one; `tune` trials are results like the others.
 The searches: a `bench-ctl tune` call's trials share a group id; a candidate is an image's
 options at a batch size. The options a search varied are those that differ between the image's
 trials; its defaults are the candidate whose varied options are all at the framework's defaults
-(as `tune` decides). The objective and bound a search used are not stored with its runs, so the
-best of an image is its highest mean throughput.
+(as `tune` decides). A search the store's `searches` table records is its candidates' cells,
+and its best per image is the one its answer names; the summary gives each question's newest
+answer (`answers`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.analysis import stats
-from controller.analysis.figures.data import RunPoint, TuneTrial, dims_label
+from controller.analysis.figures.data import RunPoint, SearchRecord, TuneTrial, dims_label
 from controller.analysis.metrics import cost_per_million
 from controller.analysis.reports import pareto as pareto_front
 from controller.analysis.reports import point_label
@@ -185,7 +186,7 @@ class Candidate:
 class Search:
     model: str
     host: str
-    group_id: str
+    group_id: str  # the search's id: its record's, else its trials' group id
     dims: str
     candidates: tuple[Candidate, ...]
     best: tuple[Candidate, ...]  # per image: the highest mean throughput
@@ -245,20 +246,105 @@ def _candidates(trials: list[TuneTrial]) -> list[Candidate]:
     return out
 
 
-def searches(trials: Sequence[TuneTrial]) -> list[Search]:
-    """Each search (model, group, host and dimensions) with its candidates, best and front."""
+def newest(records: Sequence[SearchRecord]) -> list[SearchRecord]:
+    """The newest answer to each question (model, host, images, scenario, objective, bound and
+    batch sizes): a call that goes on from an earlier one answers with its trials too."""
+    by: dict[tuple[Any, ...], SearchRecord] = {}
+    for r in sorted(records, key=lambda r: (r.started_at, r.search_id)):
+        by[(r.model, r.host, tuple(r.images), r.scenario, r.objective, r.bound, tuple(r.batch_sizes))] = r
+    return sorted(by.values(), key=lambda r: (r.model, r.host, r.started_at))
+
+
+def _answer_cells(record: SearchRecord) -> set[str]:
+    """The cells of the candidates a search's answer names as each image's best."""
+    doc = json.loads(record.answer)
+    return {im["best"]["cell"] for im in doc.get("images", []) if im.get("best") and im["best"].get("cell")}
+
+
+def searches(trials: Sequence[TuneTrial], records: Sequence[SearchRecord] = ()) -> list[Search]:
+    """Each search with its candidates, best and front. A search with a record (the store's
+    `searches` table) is its candidates' cells, the trials of earlier calls it went on from
+    included, and its best per image is the one its answer names (by its own objective and
+    bound); trials without a record group by their group id, model, host and dimensions, the
+    best of an image being its highest mean throughput."""
     groups: dict[tuple[str, str, str, str], list[TuneTrial]] = defaultdict(list)
+    marked: dict[tuple[str, str, str, str], set[str]] = {}
+    claimed: set[str] = set()
+    for record in newest([r for r in records if r.scenario == "offline"]):
+        cells = set(record.cells)
+        mine = [t for t in trials if t.cell in cells and t.model == record.model and t.host == record.host]
+        for t in mine:
+            groups[(t.model, record.search_id, t.host, dims_label(t.dims))].append(t)
+            claimed.add(t.run_id)
+        for key in groups:
+            if key[1] == record.search_id:
+                marked[key] = _answer_cells(record)
     for t in trials:
-        groups[(t.model, t.group_id, t.host, dims_label(t.dims))].append(t)
+        if t.run_id not in claimed:
+            groups[(t.model, t.group_id, t.host, dims_label(t.dims))].append(t)
     out = []
-    for (model, group, host, dims), mine in sorted(groups.items()):
+    for key, mine in sorted(groups.items()):
+        model, group, host, dims = key
         by_image: dict[str, list[TuneTrial]] = defaultdict(list)
         for t in mine:
             by_image[t.image].append(t)
         cands = [c for image in sorted(by_image) for c in _candidates(by_image[image])]
-        best = [
-            max((c for c in cands if c.image == image), key=lambda c: c.throughput_sps)
-            for image in sorted(by_image)
-        ]
+        best = []
+        for image in sorted(by_image):
+            theirs = [c for c in cands if c.image == image]
+            named = [c for c in theirs if key in marked and {t.cell for t in c.trials} & marked[key]]
+            best.append(named[0] if named else max(theirs, key=lambda c: c.throughput_sps))
         out.append(Search(model, host, group, dims, tuple(cands), tuple(best), tuple(pareto_front(cands))))
+    return out
+
+
+@dataclass(frozen=True)
+class SearchAnswer:
+    """A summary row per question asked of `bench-ctl tune`: its answer as the search gave it."""
+
+    model: str
+    host: str
+    question: str  # `server, p99 <= 20 ms, b1,8` or `offline, throughput, b1`
+    search_id: str
+    winner: str | None
+    value: Estimate | None
+    unit: str
+    runner_up: str | None
+    verdict: str | None
+    stopped: str | None
+
+
+def _figure_estimate(f: dict[str, Any] | None) -> Estimate | None:
+    if not f:
+        return None
+    method = "t" if f.get("low") is not None else "none"
+    return Estimate(f["mean"], f.get("low"), f.get("high"), f["runs"], method)
+
+
+def answers(records: Sequence[SearchRecord]) -> list[SearchAnswer]:
+    """The newest answer to each question, as the summary shows it."""
+    out = []
+    for r in newest(records):
+        doc = json.loads(r.answer)
+        sizes = "b" + ",".join(map(str, r.batch_sizes))
+        if r.scenario == "server":
+            question, unit = f"server, {r.bound}, max_batch {sizes}", "queries/s (peak under the bound)"
+        else:
+            question = f"offline, {r.objective}" + (f", {r.bound}" if r.bound else "") + f", {sizes}"
+            unit = "samples/s" if r.objective == "throughput" else "ms (mean latency)"
+        winner, runner = doc.get("winner"), doc.get("runner_up")
+        out.append(
+            SearchAnswer(
+                model=r.model,
+                host=r.host,
+                question=question,
+                search_id=r.search_id,
+                winner=winner["label"] if winner else None,
+                value=_figure_estimate(winner),
+                unit=unit,
+                runner_up=runner["label"] if runner else None,
+                verdict=doc.get("winner_verdict"),
+                stopped=r.stopped,
+            )
+        )
     return out
