@@ -30,6 +30,7 @@ import hashlib
 import itertools
 import math
 import os
+import random
 import re
 import statistics
 import time
@@ -50,7 +51,7 @@ from controller.errors import BenchError, did_you_mean
 from controller.launch.base import LauncherChoice, LineSink
 from controller.paths import Paths
 from controller.run import pipeline, planning, plans, rounds
-from controller.run.peak import PEAK_START_QPS, Bracket, probe_ok
+from controller.run.peak import PEAK_PRECISION, PEAK_START_QPS, Bracket, probe_ok
 from controller.run.request import RunRequest
 from controller.store import db as store
 from schemas import FRAMEWORK_OPTION_MODELS
@@ -409,10 +410,16 @@ def probe_of(result: Any, rate: float) -> Probe:
 
 def peak_outcome(bracket: Bracket, probes: list[Probe], bound: Bound) -> Trial | Refused | str:
     """A finished peak search as a trial: the highest rate that held (its value), with what its
-    probe measured there; Refused when no rate held; why, when only noise was measured."""
+    probe measured there; Refused when no rate held; a noisy trial when only noise was measured."""
+    if bracket.low is None and bracket.noisy and probes:
+        # Only noise was measured: a noisy trial at the rate probed, which decides nothing (as a
+        # noisy run does not), so the candidate stays in the race and is measured again.
+        last = probes[-1]
+        return Trial(
+            last.run_id, last.rate, last.achieved_qps, last.latency_mean_ms, last.latency_p99_ms, None,
+            True, last.top1,
+        )  # fmt: skip
     if bracket.low is None:
-        if bracket.noisy:
-            return f"noisy: the probe at {bracket.rates[-1]:.4g} queries/s stayed noisy, and none below held"
         return Refused(
             f"infeasible: no offered rate held {bound.text} "
             f"(the lowest tried: {min(bracket.rates):.3g} queries/s)"
@@ -475,15 +482,24 @@ def refuse(c: Candidate, reason: str) -> None:
         c.dropped = reason
 
 
-def start_rate(c: Candidate, search: Search) -> tuple[float, float]:
+def start_rate(c: Candidate, search: Search, repetition: int = 1) -> tuple[float, float]:
     """Where a candidate's next peak search starts, and its step: its own last peak (a small
-    step), else the best peak of the image's candidates at its max_batch, else a guess."""
+    step), else the best peak of the image's candidates at its max_batch, else a guess.
+
+    A start from a known peak is moved down by a seeded fraction of the bracket's width (up to
+    PEAK_PRECISION): started at the last peak itself, each search would narrow the same grid of
+    rates and return the same value, an interval of zero width that the 5 % bracket does not
+    justify. Dithered, the peaks of a candidate's searches spread over the bracket, and their
+    mean and interval estimate the highest rate that holds (less half a bracket, on average)."""
     if c.trials:
-        return c.trials[-1].value, WARM_STEP
-    near = [m for o in search.of(c.image) if o.batch_size == c.batch_size and (m := o.mean()) is not None]
-    if near:
-        return max(near), NEAR_STEP
-    return PEAK_START_QPS, COLD_STEP
+        base, step = c.trials[-1].value, WARM_STEP
+    else:
+        near = [m for o in search.of(c.image) if o.batch_size == c.batch_size and (m := o.mean()) is not None]
+        if not near:
+            return PEAK_START_QPS, COLD_STEP
+        base, step = max(near), NEAR_STEP
+    u = random.Random(f"{c.key}:{repetition}").random()
+    return base / (1 + PEAK_PRECISION) ** u, step
 
 
 # --------------------------------------------------------------------------- the race
@@ -1212,7 +1228,7 @@ def tune(req: TuneRequest, paths: Paths, log: LineSink, on_line: LineSink) -> Tu
         if c.partial is not None and c.partial[0] == repetition:
             _, bracket, probes = c.partial
         else:
-            rate, step = start_rate(c, search)
+            rate, step = start_rate(c, search, repetition)
             bracket, probes = Bracket(rate, step), []
         c.partial = None
         made = 0  # runs this trial makes (the race counts one)
