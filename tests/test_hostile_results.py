@@ -195,7 +195,8 @@ def test_sweep_recovery_refuses_a_result_claiming_another_run(
     plan_file = tmp_path / "p.toml"
     plan_file.write_text(
         'name = "p"\nrepetitions = 1\n'
-        "policy = { min_time_s = 0.2, max_time_s = 1, window_s = 0.05, warmup_min_s = 0.1 }\n"
+        "policy = { min_time_s = 0.2, max_time_s = 1, window_s = 0.05, warmup_min_s = 0.1, "
+        "noisy_reruns = 0 }\n"  # one run, even if this shared host makes it noisy
         '[[runs]]\nimages = ["null"]\nmodels = ["fake"]\nbatch_sizes = [1]\n'
     )
     assert cli("sweep", plan_file, "--launcher", "local").exit_code == 0
