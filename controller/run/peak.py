@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from controller.errors import BenchError
 from controller.launch.base import LineSink
@@ -75,6 +77,28 @@ class Bracket:
         return self.rates[-1] / self.step
 
 
+def probe_runs(
+    bracket: Bracket, request: RunRequest, paths: Paths, here: Here, log: LineSink, reruns: int, **tags: Any
+) -> Iterator[tuple[float, list[RunResult]]]:
+    """A peak search's probes, until its bracket is done: the bracket's next rate as
+    `server.target_qps` of `request`, run (made again while noisy, `reruns` times at most: every
+    run stored, with `tags`), yielded with its runs, then recorded in the bracket. A probe that
+    failed is yielded unrecorded and ends the search: a failure is not a verdict."""
+    base = [s for s in request.sets if s.partition("=")[0].strip() != "server.target_qps"]
+    while not bracket.done:
+        rate = float(f"{bracket.next_rate():.6g}")  # as the spec holds it
+        [probe] = prepare(
+            request.model_copy(update={"sets": [*base, f"server.target_qps={rate:.6g}"]}), paths
+        )
+        log(f"peak search, probe {len(bracket.rates) + 1}: {rate:.6g} queries/s")
+        runs = run_clean(partial(execute_here, probe, here, **tags), log, reruns)
+        yield rate, runs
+        result = runs[-1]
+        if result.status != "ok" or not result.measurements:
+            return
+        bracket.record(rate, probe_ok(result), bool(result.measurements[0].noisy))
+
+
 def find_peak(
     req: RunRequest, paths: Paths, log: LineSink, on_line: LineSink
 ) -> tuple[list[RunResult], float | None]:
@@ -92,32 +116,24 @@ def find_peak(
             "one image, one model, no --sweep",
         )
     one = planned[0].request
-    base = [s for s in one.sets if s.partition("=")[0].strip() != "server.target_qps"]
     given = [s for s in one.sets if s.partition("=")[0].strip() == "server.target_qps"]
     rate = float(given[0].partition("=")[2]) if given else PEAK_START_QPS
     check_destinations(paths)
     here = Here(paths, log, on_line, req.launcher)
-    group = new_group_id()
     reruns = planned[0].spec.policy.noisy_reruns
     probes: list[RunResult] = []
     bracket = Bracket(rate)
-    while not bracket.done:
-        rate = bracket.next_rate()
-        [probe] = prepare(one.model_copy(update={"sets": [*base, f"server.target_qps={rate:.6g}"]}), paths)
-        log(f"peak search, probe {len(probes) + 1}: {rate:.6g} queries/s")
-        runs = run_clean(partial(execute_here, probe, here, group=group), log, reruns)
+    for rate, runs in probe_runs(bracket, one, paths, here, log, reruns, group=new_group_id()):
         probes.extend(runs)
         result = runs[-1]
         if result.status != "ok":
-            break  # a failure is not a verdict: stop
+            continue  # the search ends here
         m = result.measurements[0]
-        held = probe_ok(result)
         log(
             f"  {rate:.6g} queries/s: p99 {m.latency_p99_ms:.2f} ms, achieved {m.achieved_qps or 0:.1f}/s: "
-            + ("VALID" if held else f"INVALID ({m.invalid_reason})")
+            + ("VALID" if probe_ok(result) else f"INVALID ({m.invalid_reason})")
             + (" but noisy" if m.noisy else "")
         )
-        bracket.record(rate, held, bool(m.noisy))
         if m.noisy:
             # Other load decided this probe, VALID or not: neither bound is known at this rate.
             log(
