@@ -51,7 +51,7 @@ from controller.errors import BenchError, did_you_mean
 from controller.launch.base import LauncherChoice, LineSink
 from controller.paths import Paths
 from controller.run import pipeline, planning, plans, rounds
-from controller.run.peak import PEAK_PRECISION, PEAK_START_QPS, Bracket, probe_ok
+from controller.run.peak import PEAK_PRECISION, PEAK_START_QPS, Bracket, probe_ok, probe_runs
 from controller.run.request import RunRequest
 from controller.store import db as store
 from schemas import FRAMEWORK_OPTION_MODELS
@@ -374,12 +374,16 @@ def load_trials(db: Path, search: Search) -> None:
                 )
             )
         elif status not in ("cancelled", "preempted", "node_fail"):
-            c.failed = f"{status}: {message}" if message else status
+            c.failed = failure_text(status, message)
 
 
 def failure(result: Any) -> str:
     """Why a run is no trial: its status and message."""
-    return f"{result.status}: {result.message}" if result.message else str(result.status)
+    return failure_text(str(result.status), result.message)
+
+
+def failure_text(status: str, message: str | None) -> str:
+    return f"{status}: {message}" if message else status
 
 
 def _f(x: Any) -> float | None:
@@ -451,7 +455,7 @@ def load_peak_trials(db: Path, search: Search) -> None:
                           float(p99), _f(top1))  # fmt: skip
             searches.setdefault((key, int(rep)), []).append(probe)
         elif status not in ("cancelled", "preempted", "node_fail"):
-            by_key[key].failed = f"{status}: {message}" if message else status
+            by_key[key].failed = failure_text(status, message)
     for (key, rep), probes in sorted(searches.items()):
         c = by_key[key]
         # A noisy probe made again at once (policy.noisy_reruns) counts by its last run.
@@ -1210,14 +1214,32 @@ def tune(req: TuneRequest, paths: Paths, log: LineSink, on_line: LineSink) -> Tu
     record_search(paths.db, group, search, host.hostname)
     if req.slurm is not None:
         assert client is not None
-        try:
-            race_waves(search, slurm_batch(search, req.slurm, client, paths, group, log), log)
-        except KeyboardInterrupt:
-            finish_search(paths.db, group, None, "interrupted")
-            raise
-        return finished(search, paths, group)
-    here = pipeline.Here(paths, log, on_line, req.launcher)
-    past = statistics.median(list(_history(paths).values())) if _history(paths) else None
+        batch = slurm_batch(search, req.slurm, client, paths, group, log)
+
+        def go() -> None:
+            race_waves(search, batch, log)
+    else:
+        trial = trials_here(search, paths, group, log, on_line)
+        history = _history(paths)
+        past = statistics.median(history.values()) if history else None
+
+        def go() -> None:
+            race(search, trial, log, past)
+
+    try:
+        go()
+    except KeyboardInterrupt:
+        finish_search(paths.db, group, None, "interrupted")
+        raise
+    return finished(search, paths, group)
+
+
+def trials_here(
+    search: Search, paths: Paths, group: str, log: LineSink, on_line: LineSink
+) -> Callable[[Candidate, int], Outcome]:
+    """How a trial is made on this host: a run (offline), or a peak search (server)."""
+    here = pipeline.Here(paths, log, on_line, search.request.launcher)
+    bound = search.bound
 
     def peak_trial(c: Candidate, repetition: int) -> Trial | Refused | str:
         """One server trial: a peak search of the candidate (every probe a stored run, noisy
@@ -1233,24 +1255,16 @@ def tune(req: TuneRequest, paths: Paths, log: LineSink, on_line: LineSink) -> Tu
         c.partial = None
         made = 0  # runs this trial makes (the race counts one)
         log(f"trial: {c.label} (peak search {repetition})")
-        others = [s for s in planned.request.sets if s.partition("=")[0].strip() != "server.target_qps"]
-        while not bracket.done:
-            rate = bracket.next_rate()
-            sets = [*others, f"server.target_qps={rate:.6g}"]
-            [probe] = pipeline.prepare(planned.request.model_copy(update={"sets": sets}), paths)
-
-            def attempt(probe: planning.PlannedRun = probe) -> Any:
-                return pipeline.execute_here(probe, here, group=group, repetition=repetition, cell=c.key)
-
-            runs = rounds.run_clean(attempt, log, planned.spec.policy.noisy_reruns)
+        reruns = planned.spec.policy.noisy_reruns
+        tags = {"group": group, "repetition": repetition, "cell": c.key}
+        for rate, runs in probe_runs(bracket, planned.request, paths, here, log, reruns, **tags):
             made += len(runs)
             result = runs[-1]
             if result.status != "ok" or not result.measurements:
                 search.runs_made += made - 1
                 return failure(result)
-            p = probe_of(result, float(f"{rate:.6g}"))
+            p = probe_of(result, rate)
             probes.append(p)
-            bracket.record(p.rate, p.held, p.noisy)
             log(
                 f"  {p.rate:.4g} queries/s: p99 {p.latency_p99_ms:.3g} ms, achieved {p.achieved_qps:.4g}/s: "
                 + ("held" if p.held else "did not hold")
@@ -1279,12 +1293,7 @@ def tune(req: TuneRequest, paths: Paths, log: LineSink, on_line: LineSink) -> Tu
             return failure(result)
         return trial
 
-    try:
-        race(search, peak_trial if req.scenario == "server" else execute, log, past)
-    except KeyboardInterrupt:
-        finish_search(paths.db, group, None, "interrupted")
-        raise
-    return finished(search, paths, group)
+    return peak_trial if search.request.scenario == "server" else execute
 
 
 def finished(search: Search, paths: Paths, group: str) -> TuneAnswer:
