@@ -48,6 +48,16 @@ def tunable(*values: Any, changes_precision: bool = False) -> dict[str, Any]:
     return {TUNE_KEY: list(values), PRECISION_KEY: changes_precision}
 
 
+def declared(field: Any) -> list[Any] | None:
+    """The values a field's `tunable` metadata declares, or None when it declares none."""
+    extra = field.json_schema_extra
+    if not isinstance(extra, dict) or TUNE_KEY not in extra:
+        return None
+    raw = extra[TUNE_KEY]
+    assert isinstance(raw, list)
+    return raw
+
+
 def search_space(
     model: type[FrameworkOptions], cores: int, allow_precision: bool = False
 ) -> dict[str, list[Any]]:
@@ -55,13 +65,9 @@ def search_space(
     (values above `cores` dropped from threads options, CORES resolved, duplicates removed)."""
     space: dict[str, list[Any]] = {}
     for name, field in model.model_fields.items():
-        extra = field.json_schema_extra
-        if not isinstance(extra, dict) or TUNE_KEY not in extra:
+        raw = declared(field)
+        if raw is None or (is_precision(field) and not allow_precision):
             continue
-        if extra.get(PRECISION_KEY) and not allow_precision:
-            continue
-        raw = extra[TUNE_KEY]
-        assert isinstance(raw, list)
         values: list[Any] = [field.default]
         threads = name == model.threads_option
         for v in raw:
@@ -83,11 +89,9 @@ def scenario_space(
     bound, in its unit) are left out, as no such delay can hold it."""
     space: dict[str, list[Any]] = {}
     for name, field in model.model_fields.items():
-        extra = field.json_schema_extra
-        if not isinstance(extra, dict) or TUNE_KEY not in extra:
+        raw = declared(field)
+        if raw is None:
             continue
-        raw = extra[TUNE_KEY]
-        assert isinstance(raw, list)
         if raw == [BATCH_SIZES]:
             space[name] = sorted(set(batch_sizes), reverse=True)
             continue
@@ -138,8 +142,10 @@ def configuration(options: FrameworkOptions, cores: int | None) -> dict[str, Any
 
 def precision_options(model: type[FrameworkOptions]) -> list[str]:
     """The options whose values change the precision the framework computes in."""
-    return [
-        name
-        for name, field in model.model_fields.items()
-        if isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get(PRECISION_KEY)
-    ]
+    return [name for name, field in model.model_fields.items() if is_precision(field)]
+
+
+def is_precision(field: Any) -> bool:
+    """Whether a field's `tunable` metadata says it changes the precision computed in."""
+    extra = field.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get(PRECISION_KEY))
