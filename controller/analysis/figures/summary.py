@@ -268,7 +268,7 @@ def searches(trials: Sequence[TuneTrial], records: Sequence[SearchRecord] = ()) 
     bound); trials without a record group by their group id, model, host and dimensions, the
     best of an image being its highest mean throughput."""
     groups: dict[tuple[str, str, str, str], list[TuneTrial]] = defaultdict(list)
-    marked: dict[tuple[str, str, str, str], set[str]] = {}
+    marked: dict[str, set[str]] = {}  # search id: the cells its answer names as best
     claimed: set[str] = set()
     for record in newest([r for r in records if r.scenario == "offline"]):
         cells = set(record.cells)
@@ -276,9 +276,7 @@ def searches(trials: Sequence[TuneTrial], records: Sequence[SearchRecord] = ()) 
         for t in mine:
             groups[(t.model, record.search_id, t.host, dims_label(t.dims))].append(t)
             claimed.add(t.run_id)
-        for key in groups:
-            if key[1] == record.search_id:
-                marked[key] = _answer_cells(record)
+        marked[record.search_id] = _answer_cells(record)
     for t in trials:
         if t.run_id not in claimed:
             groups[(t.model, t.group_id, t.host, dims_label(t.dims))].append(t)
@@ -292,7 +290,7 @@ def searches(trials: Sequence[TuneTrial], records: Sequence[SearchRecord] = ()) 
         best = []
         for image in sorted(by_image):
             theirs = [c for c in cands if c.image == image]
-            named = [c for c in theirs if key in marked and {t.cell for t in c.trials} & marked[key]]
+            named = [c for c in theirs if {t.cell for t in c.trials} & marked.get(group, set())]
             best.append(named[0] if named else max(theirs, key=lambda c: c.throughput_sps))
         out.append(Search(model, host, group, dims, tuple(cands), tuple(best), tuple(pareto_front(cands))))
     return out
