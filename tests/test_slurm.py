@@ -483,7 +483,9 @@ def test_tune_spreads_each_round_over_the_cluster(
     """knob_a fixed at the optimum's, knob_b searched (four candidates, knob_b = 1 the optimum 10 %
     ahead): each round's trials are jobs submitted together, every trial lands once with its job,
     the answer is the optimum, and a second call submits nothing."""
-    args = ["tune", "-m", "fake", "-i", "null", "--launcher", "slurm", "--cpus-per-task", "1"]
+    # Each job asks for the node's 8 cores, so the node runs one job at a time: four 1-core jobs at
+    # once on this 2-core host would measure each other, and the 10 % optimum with them.
+    args = ["tune", "-m", "fake", "-i", "null", "--launcher", "slurm", "--cpus-per-task", "8"]
     args += ["--node-launcher", "local", "--set", "landscape=true", "--set", "knob_a=5"]
     args += ["--set", "work_us=3000", *short_policy, "--budget", "10m", "--json"]
     r = cli(*args)
@@ -499,7 +501,7 @@ def test_tune_spreads_each_round_over_the_cluster(
     assert host.startswith("slurm:")
     again = cli(*args)
     assert again.exit_code == 0, again.output
-    assert json.loads(again.stdout)["runs_made"] == 0 and bench.count("runs") == runs[0]
+    assert json.loads(again.stdout)["runs_made"] == 0 and bench.count("runs") == runs[0], again.stderr
 
 
 def test_tune_refuses_a_server_search_on_slurm(cli: Cli, bench: Bench, fake_model: Path) -> None:
