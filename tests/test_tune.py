@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from controller.analysis import stats
 from controller.run import tune
+from controller.run.peak import Bracket
 from schemas.frameworks.base import search_space
 from schemas.frameworks.null import NULL_NEAR_TIE, NULL_OPTIMUM, NullOptions, null_landscape
 from tests.conftest import SHORT_POLICY, Bench, Cli
@@ -225,3 +227,125 @@ def test_a_server_search_finds_the_batcher_that_holds_the_bound_at_the_highest_r
     again = cli(*args)
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["runs_made"] == 0
+
+
+def test_a_peak_search_gives_up_under_the_floor_of_its_image() -> None:
+    """A candidate whose rates do not hold is walked down no further than the floor (half the
+    image's best peak): four probes instead of PEAK_MAX_PROBES, and it is dropped as too slow,
+    not as infeasible. Above the floor the search is the usual one."""
+    capacity = 7.0  # the rate this candidate holds at most; the image's best holds 20
+    bracket = Bracket(19.0, tune.NEAR_STEP, floor=tune.PEAK_FLOOR * 20.0)
+    while not bracket.done:
+        rate = bracket.next_rate()
+        assert rate >= tune.PEAK_FLOOR * 20.0 - 1e-9
+        bracket.record(rate, rate <= capacity)
+    assert bracket.floored and bracket.low is None and len(bracket.rates) <= 4, bracket.rates
+    assert bracket.rates[-1] == pytest.approx(10.0)
+    bound = tune.Bound("p99", "latency_p99_ms", 300.0)
+    outcome = tune.peak_outcome(bracket, [], bound)
+    assert isinstance(outcome, tune.Refused) and outcome.reason.startswith("too slow"), outcome
+    c = tune.Candidate("null", "null", {"knob_a": 7}, 1, None, "k", False)
+    tune.refuse(c, outcome.reason)
+    assert c.dropped == outcome.reason and c.failed is None
+    # A candidate that holds above the floor is bisected to its peak as without one.
+    for capacity in (12.0, 30.0):
+        bracket = Bracket(19.0, tune.NEAR_STEP, floor=10.0)
+        while not bracket.done:
+            rate = bracket.next_rate()
+            bracket.record(rate, rate <= capacity)
+        assert bracket.narrow and not bracket.floored
+        assert bracket.low is not None and bracket.low <= capacity < bracket.low * 1.06
+
+
+def test_the_defaults_have_no_floor() -> None:
+    """The defaults' peak is what the tuned one is measured against: it is searched to its end."""
+    search, cands = _null_search(60)
+    for c in cands:
+        if (c.options["knob_a"], c.options["knob_b"]) in ((0, 0), (5, 1)):
+            c.trials.append(tune.Trial(c.key, 40.0, 40.0, 25.0, 100.0, None, False, None))
+    [default] = [c for c in cands if c.is_default]
+    assert tune.peak_floor(default, search) is None
+    assert tune.peak_floor(cands[-1], search) == pytest.approx(20.0)
+
+
+def test_a_noisy_trial_made_again_counts_once_when_a_search_resumes(
+    cli: Cli, bench: Bench, fake_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One candidate (both knobs fixed): its first run comes out noisy and is made again, and the
+    call is interrupted after three stored runs (two trials). The second call counts two trials,
+    as the first did, and makes the three left: five clean runs, not four."""
+    from controller.run import pipeline
+    from schemas import RunResult
+
+    real = pipeline.keep
+    kept: list[str] = []
+
+    def keep(result: RunResult, run_dir: Path, paths: Any) -> RunResult:
+        if result.status == "ok" and not kept:
+            result = result.model_copy(
+                update={"measurements": [m.model_copy(update={"noisy": True}) for m in result.measurements]}
+            )
+        out = real(result, run_dir, paths)
+        kept.append(result.run_id)
+        if interrupt and len(kept) == 3:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(pipeline, "keep", keep)
+    interrupt = True
+    args = [
+        "tune",
+        "-m",
+        "fake",
+        "-i",
+        "null",
+        "--launcher",
+        "local",
+        "--set",
+        "knob_a=5",
+        "--set",
+        "knob_b=1",
+    ]
+    args += [*FAST, "--budget", "10m", "--json"]
+    first = cli(*args)
+    assert first.exit_code == 130, first.output
+    assert bench.rows("SELECT repetition, noisy FROM results ORDER BY started_at") == [
+        (1, True), (1, False), (2, False)
+    ]  # fmt: skip
+    interrupt = False
+    second = cli(*args)
+    assert second.exit_code == 0, second.output
+    doc = json.loads(second.stdout)
+    assert doc["runs_made"] == 3, doc
+    assert doc["images"][0]["best"]["runs"] == tune.FINAL_RUNS
+
+
+def test_the_budget_is_weighed_between_the_probes_of_a_peak_search(
+    cli: Cli, bench: Bench, fake_model: Path
+) -> None:
+    """A server trial is a peak search of several probes: a budget shorter than one search ends it
+    between two probes (not after its last), and the next call goes on with the same search."""
+    args = ["tune", "-m", "fake", "-i", "null", "--launcher", "local", "--scenario", "server", "-b", "1"]
+    args += ["--bound", "p99<=300ms", *SERVER_WORK, "--set", "knob_a=5", "--set", "knob_b=1"]
+    args += ["--set", "server.max_delay_ms=2", *SERVER_FAST, "--json"]
+    r = cli(*args, "--budget", "2s")
+    assert r.exit_code == 1, r.output  # no answer yet
+    doc = json.loads(r.stdout)
+    assert doc["stopped"] and "probe" in doc["stopped"], doc["stopped"]
+    assert doc["trials_made"] == 0 and doc["runs_made"] >= 1
+    first = bench.rows("SELECT count(*) FROM results WHERE repetition = 1")[0][0]
+    assert first == doc["runs_made"]
+    again = cli(*args, "--budget", "10m")
+    assert again.exit_code == 0, again.output
+    after = bench.rows("SELECT count(*) FROM results WHERE repetition = 1")[0][0]
+    # The first search went on from its stored probes (one search of repetition 1, not two).
+    assert after > first
+    rates = [
+        r[0] for r in bench.rows("SELECT target_qps FROM results WHERE repetition = 1 ORDER BY started_at")
+    ]
+    replay = Bracket(rates[0], tune.COLD_STEP)
+    held = dict(bench.rows("SELECT target_qps, valid AND NOT coalesce(noisy, false) FROM results"))
+    for rate in rates:
+        assert rate == pytest.approx(replay.next_rate(), rel=1e-5)
+        replay.record(rate, bool(held[rate]))
+    assert replay.done

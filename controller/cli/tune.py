@@ -186,7 +186,7 @@ def tune_command(
         out.print_json(answer.model_dump_json())
     else:
         _print_answer(answer)
-    if answer.winner is None:  # every candidate failed, or none holds the bound
+    if answer.winner is None:  # every candidate failed, none holds the bound, or the budget ended first
         raise typer.Exit(1)
 
 
@@ -249,6 +249,13 @@ def _print_answer(a: Any) -> None:
         out.print(safe(f"winner: {a.winner.label}: {_fig(a.winner)}"))
         if a.runner_up is not None:
             out.print(safe(f"  against the runner-up {a.runner_up.label}: {a.winner_verdict}"))
+    else:
+        why = (
+            "the budget ended before a trial did" if a.stopped else "no candidate measured holds the question"
+        )
+        out.print(
+            f"no winner: {why}" + ("; the same call again goes on from the runs stored" if a.stopped else "")
+        )
     front = "; ".join(f"{f.label} ({f.throughput_sps:.4g}/s, {f.latency_mean_ms:.3g} ms)" for f in a.pareto)
     out.print(safe(f"Pareto front (throughput against mean latency): {front or '-'}"))
     out.print(

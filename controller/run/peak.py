@@ -35,7 +35,11 @@ class Bracket:
     spans more than a factor 2, its width after) until it is within
     PEAK_PRECISION of its lower end. A search from a known peak takes a small step (1.1: the
     bracket is made in two probes). The next rate depends on the outcomes alone, so probes
-    stored by an interrupted search continue it (`record` each, in order, then `next_rate`)."""
+    stored by an interrupted search continue it (`record` each, in order, then `next_rate`).
+
+    A `floor` is a rate below which the peak is of no interest (a fraction of a better
+    configuration's peak): the search does not go below it, and ends as soon as a rate at or
+    under it did not hold (`floored`)."""
 
     start: float
     step: float = PEAK_STEP
@@ -44,6 +48,7 @@ class Bracket:
     low: float | None = None  # highest rate that held
     high: float | None = None  # lowest rate that did not
     noisy: bool = False  # a probe stayed noisy: neither bound is known at its rate
+    floor: float | None = None
 
     def record(self, rate: float, held: bool, noisy: bool = False) -> None:
         self.rates.append(rate)
@@ -60,8 +65,14 @@ class Bracket:
         return low is not None and high is not None and (high - low) / low <= PEAK_PRECISION
 
     @property
+    def floored(self) -> bool:
+        """A rate at or below the floor did not hold: the peak lies under it."""
+        # The floor as a spec holds it (6 significant digits) counts as the floor.
+        return self.floor is not None and self.high is not None and self.high <= self.floor * (1 + 1e-5)
+
+    @property
     def done(self) -> bool:
-        return self.noisy or self.narrow or len(self.rates) >= self.max_probes
+        return self.noisy or self.narrow or self.floored or len(self.rates) >= self.max_probes
 
     def next_rate(self) -> float:
         if not self.rates:
@@ -74,7 +85,8 @@ class Bracket:
             return (self.low + self.high) / 2
         if self.high is None:
             return self.rates[-1] * self.step
-        return self.rates[-1] / self.step
+        down = self.rates[-1] / self.step
+        return down if self.floor is None else max(down, self.floor)
 
 
 def probe_runs(
@@ -82,8 +94,9 @@ def probe_runs(
 ) -> Iterator[tuple[float, list[RunResult]]]:
     """A peak search's probes, until its bracket is done: the bracket's next rate as
     `server.target_qps` of `request`, run (made again while noisy, `reruns` times at most: every
-    run stored, with `tags`), yielded with its runs, then recorded in the bracket. A probe that
-    failed is yielded unrecorded and ends the search: a failure is not a verdict."""
+    run stored, with `tags`), recorded in the bracket, then yielded with its runs (a caller that
+    stops iterating starts no more probes). A probe that failed is yielded unrecorded and ends
+    the search: a failure is not a verdict."""
     base = [s for s in request.sets if s.partition("=")[0].strip() != "server.target_qps"]
     while not bracket.done:
         rate = float(f"{bracket.next_rate():.6g}")  # as the spec holds it
@@ -92,11 +105,12 @@ def probe_runs(
         )
         log(f"peak search, probe {len(bracket.rates) + 1}: {rate:.6g} queries/s")
         runs = run_clean(partial(execute_here, probe, here, **tags), log, reruns)
-        yield rate, runs
         result = runs[-1]
         if result.status != "ok" or not result.measurements:
+            yield rate, runs
             return
         bracket.record(rate, probe_ok(result), bool(result.measurements[0].noisy))
+        yield rate, runs
 
 
 def find_peak(

@@ -51,7 +51,7 @@ from controller.errors import BenchError, did_you_mean
 from controller.launch.base import LauncherChoice, LineSink
 from controller.paths import Paths
 from controller.run import pipeline, planning, plans, rounds
-from controller.run.peak import PEAK_PRECISION, PEAK_START_QPS, Bracket, probe_ok, probe_runs
+from controller.run.peak import PEAK_PRECISION, PEAK_START_QPS, PEAK_STEP, Bracket, probe_ok, probe_runs
 from controller.run.request import RunRequest
 from controller.store import db as store
 from schemas import FRAMEWORK_OPTION_MODELS
@@ -76,6 +76,9 @@ PROBES_PER_TRIAL = 4  # a dry run's guess: a peak search from a known peak takes
 WARM_STEP = 1.1  # a trial from the candidate's own earlier peak: the bracket in two probes
 COLD_STEP = 4.0  # from a guess: past the peak in few probes (the bracket is bisected by its ratio)
 NEAR_STEP = 1.25  # from the peak of another candidate of the image at the same max_batch
+# A candidate's peak search gives up below this fraction of the image's best peak: a rate that
+# low cannot make it the image's answer, and probing on down to PEAK_MAX_PROBES costs minutes.
+PEAK_FLOOR = 0.5
 SERVER_KEY = "peak:"  # a server candidate's cell: its probes, apart from any plan's cells
 DELAY = "server.max_delay_ms"
 BOUND_RE = re.compile(r"\s*(p50|p90|p99|p999|mean)\s*<=\s*([0-9]+(?:\.[0-9]+)?)\s*(us|ms|s)?\s*")
@@ -174,6 +177,14 @@ class Refused:
     reason: str
 
 
+@dataclass(frozen=True)
+class Unfinished:
+    """A trial the budget ended before its end (a peak search between two probes): its runs are
+    stored, and the next call goes on from them."""
+
+    reason: str
+
+
 @dataclass
 class Candidate:
     image: str
@@ -219,6 +230,7 @@ class Search:
     runs_made: int = 0  # every run started, noisy ones made again included
     trials_made: int = 0  # the trials those runs made
     seconds_per_trial: list[float] = field(default_factory=list)
+    seconds_per_probe: list[float] = field(default_factory=list)  # a server trial's probes
     stopped: str | None = None
     screened: bool = False  # the budget allowed one-option changes from the defaults only
     decided: bool = False  # whether the budget was weighed, once every image had a run
@@ -349,7 +361,8 @@ def _text(value: Any) -> str:
 
 def load_trials(db: Path, search: Search) -> None:
     """The runs the store already holds of each candidate (a second call, or one after Ctrl-C,
-    goes on from them): ok ones as trials, the last failure as the candidate's."""
+    goes on from them): ok ones as trials (a trial made again while noisy by its last run, as
+    a live call counts it), the last failure as the candidate's."""
     by_key = {c.key: c for c in search.candidates}
     if not db.exists() or not by_key:
         return
@@ -361,11 +374,14 @@ def load_trials(db: Path, search: Search) -> None:
     _, rows = store.read(
         db,
         f"SELECT cell, run_id, status, message, {metric}, throughput_sps, latency_mean_ms, {bound}, "
-        "within_run_ci_rel, coalesce(noisy, false), top1_agreement FROM results "
+        "within_run_ci_rel, coalesce(noisy, false), top1_agreement, repetition, "
+        "lead(repetition) OVER (PARTITION BY cell ORDER BY started_at) FROM results "
         "WHERE cell IN (SELECT unnest(?)) ORDER BY started_at",
         [list(by_key)],
     )
-    for key, run_id, status, message, value, tput, lat, bval, within, noisy, top1 in rows:
+    for key, run_id, status, message, value, tput, lat, bval, within, noisy, top1, rep, next_rep in rows:
+        if noisy and rep is not None and next_rep == rep:
+            continue  # a noisy run made again at once (policy.noisy_reruns): the trial is its last run
         c = by_key[key]
         if status == "ok" and value is not None:
             c.trials.append(
@@ -412,9 +428,16 @@ def probe_of(result: Any, rate: float) -> Probe:
     )  # fmt: skip
 
 
-def peak_outcome(bracket: Bracket, probes: list[Probe], bound: Bound) -> Trial | Refused | str:
+def peak_outcome(bracket: Bracket, probes: list[Probe], bound: Bound) -> Trial | Refused:
     """A finished peak search as a trial: the highest rate that held (its value), with what its
-    probe measured there; Refused when no rate held; a noisy trial when only noise was measured."""
+    probe measured there; Refused when no rate held, or none at the floor; a noisy trial when
+    only noise was measured."""
+    if bracket.floored:
+        assert bracket.floor is not None and bracket.high is not None
+        return Refused(
+            f"too slow: {bracket.high:.3g} queries/s did not hold {bound.text}, and that is under "
+            f"{PEAK_FLOOR:.0%} of the image's best peak ({bracket.floor / PEAK_FLOOR:.3g})"
+        )
     if bracket.low is None and bracket.noisy and probes:
         # Only noise was measured: a noisy trial at the rate probed, which decides nothing (as a
         # noisy run does not), so the candidate stays in the race and is measured again.
@@ -464,17 +487,44 @@ def load_peak_trials(db: Path, search: Search) -> None:
             for i, p in enumerate(probes)
             if not (p.noisy and i + 1 < len(probes) and probes[i + 1].rate == p.rate)
         ]
-        bracket = Bracket(kept[0].rate)
+        # The step a search took is its second rate against its first (before any bracket).
+        step = max(kept[1].rate / kept[0].rate, kept[0].rate / kept[1].rate) if len(kept) > 1 else None
+        bracket = Bracket(kept[0].rate, step or PEAK_STEP)
         for p in kept:
             bracket.record(p.rate, p.held, p.noisy)
         if not bracket.done:
             c.partial = (rep, bracket, kept)
             continue
-        outcome = peak_outcome(bracket, kept, search.bound)
-        if isinstance(outcome, Trial):
-            c.trials.append(outcome)
-        elif isinstance(outcome, Refused):
-            refuse(c, outcome.reason)
+        settle(c, bracket, kept, search.bound)
+    # An unfinished search goes on under the floor of the image's peaks as they stand now (and,
+    # from a single probe, with the step its start would have now).
+    for c in search.candidates:
+        if c.partial is not None:
+            rep, bracket, kept = c.partial
+            if len(kept) == 1:
+                bracket.step = start_rate(c, search, rep)[1]
+            bracket.floor = peak_floor(c, search)
+            if bracket.done:
+                c.partial = None
+                settle(c, bracket, kept, search.bound)
+
+
+def settle(c: Candidate, bracket: Bracket, probes: list[Probe], bound: Bound) -> None:
+    """A replayed peak search that is done, on its candidate."""
+    outcome = peak_outcome(bracket, probes, bound)
+    if isinstance(outcome, Trial):
+        c.trials.append(outcome)
+    else:
+        refuse(c, outcome.reason)
+
+
+def peak_floor(c: Candidate, search: Search) -> float | None:
+    """The rate below which the candidate's peak search gives up: PEAK_FLOOR of the best peak
+    measured of its image (None for the defaults, whose peak is the tuned one's measure)."""
+    if c.is_default:
+        return None
+    peaks = [m for o in search.of(c.image) if o.failed is None and (m := o.mean()) is not None]
+    return PEAK_FLOOR * max(peaks) if peaks else None
 
 
 def refuse(c: Candidate, reason: str) -> None:
@@ -678,7 +728,8 @@ def halve(search: Search, images: list[str]) -> None:
             c.dropped = "cut for the budget (in the lower half after its runs)"
 
 
-Outcome = Trial | Refused | str  # a trial, a candidate that holds the bound at no rate, or why it failed
+# A trial, a candidate that holds the bound at no rate, a trial the budget ended, or why it failed.
+Outcome = Trial | Refused | Unfinished | str
 
 
 def apply(search: Search, c: Candidate, outcome: Outcome, log: LineSink) -> None:
@@ -689,8 +740,9 @@ def apply(search: Search, c: Candidate, outcome: Outcome, log: LineSink) -> None
     elif isinstance(outcome, Refused):
         refuse(c, outcome.reason)
         log(f"  {c.label}: {outcome.reason}")
-    else:
+    elif isinstance(outcome, Trial):
         c.trials.append(outcome)
+    # An Unfinished trial is never applied: the race stops on it.
 
 
 def race_waves(
@@ -787,8 +839,12 @@ def race(
                 return
             t0 = time.monotonic()
             trial = execute(c, len(c.trials) + 1)
-            search.seconds_per_trial.append(time.monotonic() - t0)
             search.runs_made += 1
+            if isinstance(trial, Unfinished):
+                search.stopped = trial.reason
+                log(f"stopping: {search.stopped}")
+                return
+            search.seconds_per_trial.append(time.monotonic() - t0)
             search.trials_made += 1
             apply(search, c, trial, log)
         if target == 1 and search.screened:
@@ -1241,9 +1297,11 @@ def trials_here(
     here = pipeline.Here(paths, log, on_line, search.request.launcher)
     bound = search.bound
 
-    def peak_trial(c: Candidate, repetition: int) -> Trial | Refused | str:
+    def peak_trial(c: Candidate, repetition: int) -> Outcome:
         """One server trial: a peak search of the candidate (every probe a stored run, noisy
-        ones made again), from its own last peak when it has one."""
+        ones made again), from its own last peak when it has one, giving up under the image's
+        floor (`peak_floor`). The budget is weighed before each probe: a search it ends is
+        Unfinished, and the next call goes on from its stored probes."""
         assert bound is not None
         planned = c.planned
         assert planned is not None
@@ -1253,12 +1311,17 @@ def trials_here(
             rate, step = start_rate(c, search, repetition)
             bracket, probes = Bracket(rate, step), []
         c.partial = None
+        bracket.floor = peak_floor(c, search)
         made = 0  # runs this trial makes (the race counts one)
         log(f"trial: {c.label} (peak search {repetition})")
         reruns = planned.spec.policy.noisy_reruns
         tags = {"group": group, "repetition": repetition, "cell": c.key}
+        budget = search.request.budget_s
+        t0 = time.monotonic()
         for rate, runs in probe_runs(bracket, planned.request, paths, here, log, reruns, **tags):
             made += len(runs)
+            search.seconds_per_probe.append(time.monotonic() - t0)
+            t0 = time.monotonic()
             result = runs[-1]
             if result.status != "ok" or not result.measurements:
                 search.runs_made += made - 1
@@ -1270,6 +1333,14 @@ def trials_here(
                 + ("held" if p.held else "did not hold")
                 + (" (noisy)" if p.noisy else "")
             )
+            probe_s = statistics.median(search.seconds_per_probe)
+            if not bracket.done and search.elapsed() + probe_s > budget:
+                search.runs_made += made - 1
+                c.partial = (repetition, bracket, probes)
+                return Unfinished(
+                    f"budget spent: {search.elapsed():.0f} s of {budget:.0f} s, and a probe takes "
+                    f"about {probe_s:.0f} s ({c.label}'s peak search {repetition} goes on next call)"
+                )
         search.runs_made += max(made - 1, 0)
         return peak_outcome(bracket, probes, bound)
 
