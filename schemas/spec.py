@@ -23,6 +23,11 @@ MODEL_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 # Upper bounds on durations a user may ask for: finite, and small enough that a timeout or a Slurm
 # time limit derived from them stays a number a person (and sbatch) can read.
 MAX_SCHEDULE_S: Final = 86_400  # a scenario's arrival schedule lasts at most a day
+# A server run is INVALID when its achieved rate falls short of the offered one by more than this.
+# A run whose queries finish within a latency bound of L can fall short through its tail alone by
+# up to L over its schedule's length, so a schedule shorter than L / QPS_TOLERANCE cannot tell a
+# queue that keeps up from one that does not (tune's probes last at least that long).
+QPS_TOLERANCE: Final = 0.05
 MAX_ITERATIONS: Final = 10**9
 
 

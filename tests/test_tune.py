@@ -349,3 +349,18 @@ def test_the_budget_is_weighed_between_the_probes_of_a_peak_search(
         assert rate == pytest.approx(replay.next_rate(), rel=1e-5)
         replay.record(rate, bool(held[rate]))
     assert replay.done
+
+
+def test_a_probe_lasts_long_enough_for_its_bound_tail_to_be_no_shortfall() -> None:
+    """A server run is INVALID when its achieved rate falls QPS_TOLERANCE short of the offered
+    one, and a run within a bound L can end up to L after its last arrival: a probe lasts at
+    least L / QPS_TOLERANCE (2 s at the least), so that tail is never the shortfall that fails it."""
+    from schemas.spec import QPS_TOLERANCE
+
+    short = tune.probe_policy(tune.parse_bound("p99<=15ms"))
+    assert short["server.min_duration_s"] == tune.PROBE_POLICY["server.min_duration_s"] == "2"
+    loose = tune.probe_policy(tune.parse_bound("p99<=400ms"))
+    assert float(loose["server.min_duration_s"]) == pytest.approx(0.4 / QPS_TOLERANCE)
+    # Within the bound, the tail's shortfall is at most L / (T + L) of the offered rate.
+    seconds = float(loose["server.min_duration_s"])
+    assert 1 - seconds / (seconds + 0.4) <= QPS_TOLERANCE

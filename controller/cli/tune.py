@@ -260,7 +260,8 @@ def _print_answer(a: Any) -> None:
     out.print(safe(f"Pareto front (throughput against mean latency): {front or '-'}"))
     out.print(
         f"{a.trials_made} trial(s) made now ({a.runs_made} runs, noisy ones made again included), "
-        f"{a.runs_stored} in all, of a full grid's {a.full_grid_runs}; "
+        f"{a.runs_stored} with a value in all (a failed or infeasible one has none), "
+        f"of a full grid's {a.full_grid_runs}; "
         f"{_duration(a.seconds)} of a {_duration(a.budget_s)} budget"
         + (f"; {a.stopped}" if a.stopped else "")
     )

@@ -14,7 +14,8 @@ from controller.paths import Paths
 from controller.run.pipeline import Here, check_destinations, execute_here, prepare
 from controller.run.planning import RunRequest, new_group_id
 from controller.run.rounds import run_clean
-from schemas import RunResult
+from schemas import RunResult, ServerScenario
+from schemas.spec import QPS_TOLERANCE
 
 PEAK_MAX_PROBES = 12
 PEAK_PRECISION = 0.05  # bisection stops once the bracket is within 5 % of its lower end
@@ -132,6 +133,15 @@ def find_peak(
     one = planned[0].request
     given = [s for s in one.sets if s.partition("=")[0].strip() == "server.target_qps"]
     rate = float(given[0].partition("=")[2]) if given else PEAK_START_QPS
+    sc = planned[0].spec.scenario
+    if isinstance(sc, ServerScenario) and sc.latency_bound_ms is not None:
+        tail_s = sc.latency_bound_ms / 1e3 / QPS_TOLERANCE
+        if max(sc.min_duration_s, sc.min_queries / rate) < tail_s:
+            log(
+                f"note: a probe of {sc.min_duration_s:g} s can fall {QPS_TOLERANCE:.0%} short of its rate "
+                f"through a tail within the bound alone; --set server.min_duration_s={tail_s:g} or more "
+                "finds where p99 crosses the bound instead"
+            )
     check_destinations(paths)
     here = Here(paths, log, on_line, req.launcher)
     reruns = planned[0].spec.policy.noisy_reruns

@@ -57,7 +57,7 @@ from controller.store import db as store
 from schemas import FRAMEWORK_OPTION_MODELS
 from schemas.frameworks.base import scenario_space, search_space
 from schemas.plan import SlurmOptions
-from schemas.spec import ServerScenario
+from schemas.spec import QPS_TOLERANCE, ServerScenario
 
 FINAL_RUNS = 5  # runs of a finalist and of the defaults: the rule needs 4 a side, one spare
 MAX_CANDIDATES = 256  # per image: a larger grid is refused (fix some options with --set)
@@ -70,7 +70,8 @@ Z = 1.96  # two-sided 95 %, the final rule's own level
 # A trial is a short ordinary run unless the user sets these.
 TRIAL_POLICY = {"policy.min_time_s": "1", "policy.max_time_s": "5", "policy.warmup_min_s": "0.3"}
 # A server trial is a peak search of short probes: each probe offers at least this many queries
-# over at least this long (raise them with --set for a steadier p99).
+# over at least this long (raise them with --set for a steadier p99), and for at least the bound
+# over QPS_TOLERANCE (`probe_policy`).
 PROBE_POLICY = {"server.min_duration_s": "2", "server.min_queries": "64"}
 PROBES_PER_TRIAL = 4  # a dry run's guess: a peak search from a known peak takes three or four
 WARM_STEP = 1.1  # a trial from the candidate's own earlier peak: the bracket in two probes
@@ -290,7 +291,7 @@ def candidates(req: TuneRequest, paths: Paths, host_key: str, bound: Bound | Non
     """Every candidate of every image, planned (checked) before anything runs."""
     out: list[Candidate] = []
     server = req.scenario == "server"
-    policy = {**TRIAL_POLICY, **(PROBE_POLICY if server else {})}
+    policy = {**TRIAL_POLICY, **(probe_policy(bound) if server else {})}
     base_sets = [*req.sets, *(f"{k}={v}" for k, v in policy.items() if not _given(req.sets, k))]
     if server:
         assert bound is not None
@@ -346,6 +347,18 @@ def candidates(req: TuneRequest, paths: Paths, host_key: str, bound: Bound | Non
                     )
                 )
     return out
+
+
+def probe_policy(bound: Bound | None) -> dict[str, str]:
+    """A server probe's schedule: PROBE_POLICY, lasting at least the bound over QPS_TOLERANCE.
+    A probe whose queries all finish within the bound can end up to the bound after its last
+    arrival; on a shorter schedule that tail alone is a shortfall of the achieved rate past the
+    tolerance (INVALID), and the search would find where the tail's noise crosses 5 % instead of
+    where p99 crosses the bound (seen on resnet50 under p99 <= 400 ms: 2 s probes failed at a p99
+    of 200 ms)."""
+    assert bound is not None
+    seconds = max(float(PROBE_POLICY["server.min_duration_s"]), bound.limit_ms / 1e3 / QPS_TOLERANCE)
+    return {**PROBE_POLICY, "server.min_duration_s": f"{seconds:g}"}
 
 
 def _given(sets: list[str], key: str) -> bool:
