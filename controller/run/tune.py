@@ -1118,22 +1118,28 @@ def dry_run(req: TuneRequest, paths: Paths) -> list[Space]:
     host = hosts.identity()
     cands = candidates(req, paths, host.key, check(req))
     past = _history(paths)
-    probes = PROBES_PER_TRIAL if req.scenario == "server" else 1
     out = []
     for image in dict.fromkeys(c.image for c in cands):
         mine = [c for c in cands if c.image == image]
         keys = list(mine[0].options)
         options = {k: list(dict.fromkeys(c.options[k] for c in mine)) for k in keys}
-        first = mine[0].planned
-        assert first is not None
-        one = STARTUP_S + first.spec.policy.max_time_s
-        if req.scenario == "server":
-            sc = first.spec.scenario
-            assert isinstance(sc, ServerScenario)
-            one = STARTUP_S + max(sc.min_duration_s, sc.min_queries / PEAK_START_QPS)
-        per = probes * (past.get((image, req.model)) or one)
+        per = trial_estimate_s(mine[0], req.model, past)
         out.append(Space(image, mine[0].framework, options, len(mine), len(mine) * FINAL_RUNS * per))
     return out
+
+
+def trial_estimate_s(c: Candidate, model: str, history: dict[tuple[str, str], float]) -> float:
+    """Seconds a trial of the candidate takes here before this search has timed one: a run of
+    its image and model as this host's history has them, else its policy's time; a server
+    trial is PROBES_PER_TRIAL probes, each lasting at least its schedule."""
+    planned = c.planned
+    assert planned is not None
+    past = history.get((c.image, model))
+    sc = planned.spec.scenario
+    if isinstance(sc, ServerScenario):
+        schedule = max(sc.min_duration_s, sc.min_queries / PEAK_START_QPS)
+        return PROBES_PER_TRIAL * max(past or STARTUP_S + schedule, sc.min_duration_s)
+    return past or STARTUP_S + planned.spec.policy.max_time_s
 
 
 def _history(paths: Paths) -> dict[tuple[str, str], float]:
@@ -1290,7 +1296,8 @@ def tune(req: TuneRequest, paths: Paths, log: LineSink, on_line: LineSink) -> Tu
     else:
         trial = trials_here(search, paths, group, log, on_line)
         history = _history(paths)
-        past = statistics.median(history.values()) if history else None
+        firsts = {c.image: c for c in reversed(cands)}.values()  # each image's first candidate
+        past = statistics.median(trial_estimate_s(c, req.model, history) for c in firsts) if cands else None
 
         def go() -> None:
             race(search, trial, log, past)
