@@ -1283,7 +1283,7 @@ def tune(req: TuneRequest, paths: Paths, log: LineSink, on_line: LineSink) -> Tu
     grid = len(cands) * FINAL_RUNS
     log(
         f"{len(cands)} candidate(s) over {len(req.images)} image(s); a full grid is {grid} runs"
-        + (f"; {reused} run(s) already stored are reused" if reused else "")
+        + (f"; {reused} trial(s) already stored are reused" if reused else "")
     )
     group = tune_group_id()
     record_search(paths.db, group, search, host.hostname)
