@@ -364,3 +364,75 @@ def test_a_probe_lasts_long_enough_for_its_bound_tail_to_be_no_shortfall() -> No
     # Within the bound, the tail's shortfall is at most L / (T + L) of the offered rate.
     seconds = float(loose["server.min_duration_s"])
     assert 1 - seconds / (seconds + 0.4) <= QPS_TOLERANCE
+
+
+def _probe(rate: float, held: bool) -> tune.Probe:
+    return tune.Probe(rate, held, False, f"r{rate}", rate, 100.0, 300.0 if held else 500.0, None)
+
+
+def test_a_stored_search_that_ended_at_its_floor_replays_as_ended() -> None:
+    """A search that came down to its floor and failed there ended, whatever the image's best
+    peak is when a later call replays it (a lower best would give a lower floor, and the replay
+    would probe on down). A descent that kept to its step did not end at a floor."""
+    # The floor was 23: the step would have led from 27.2 down to 21.76, and the search stopped at 23.
+    floored = [_probe(34.0, False), _probe(27.2, False), _probe(23.0, False)]
+    bracket, known = tune.replay(floored)
+    assert known and bracket.step == tune.NEAR_STEP
+    assert bracket.done and bracket.floored and bracket.floor == 23.0
+    outcome = tune.peak_outcome(bracket, floored, tune.parse_bound("p99<=400ms"))
+    assert isinstance(outcome, tune.Refused) and outcome.reason.startswith("too slow")
+    # Cold from 10 queries/s, failed there: the second rate was the floor (no step of 4 leads there).
+    bracket, known = tune.replay([_probe(10.0, False), _probe(6.0, False)])
+    assert bracket.floored and not known
+    # The defaults' descent keeps to its step: not floored, and it goes on from where it was.
+    descent = [_probe(34.0, False), _probe(27.2, False), _probe(21.76, False)]
+    bracket, known = tune.replay(descent)
+    assert known and not bracket.done and bracket.floor is None
+    assert bracket.next_rate() == pytest.approx(21.76 / tune.NEAR_STEP)
+    # A warm search's step (1.1) is read back too.
+    bracket, known = tune.replay([_probe(30.0, True), _probe(33.0, False)])
+    assert known and bracket.step == tune.WARM_STEP and bracket.next_rate() == pytest.approx(31.5)
+
+
+def test_a_screened_search_finds_the_optimum_and_a_second_call_makes_no_trials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A budget that pays for no full first round screens one option at a time, then combines
+    the best values: on the null landscape, the optimum, which gets its five runs although it
+    joined after round one. A second call over the same stored trials (new candidates, as
+    `load_trials` gives them) finds the search done: it keeps the candidates measured, combines
+    nothing new, and makes no trial."""
+    monkeypatch.setattr(tune, "estimate_s", lambda search, past: 10.0)  # 32 trials of 10 s > 300 s
+
+    def execute(c: tune.Candidate, rep: int) -> tune.Trial:
+        made.append(c.key)
+        v = 500 / null_landscape(c.options["knob_a"], c.options["knob_b"]) * (1 + 0.002 * rep)
+        return tune.Trial(f"{c.key}-{rep}", v, v, 1000 / v, None, 0.01, False, None)
+
+    made: list[str] = []
+    search, cands = _null_search(300)
+    tune.race(search, execute, lambda _: None)
+    assert search.screened and made
+    # Every candidate screening kept had its first-round trial (the one whose turn decided the
+    # screening too), so the combination is the optimum, and the race finds it.
+    best = tune.answer(search).images[0].best
+    assert best is not None and (best.options["knob_a"], best.options["knob_b"]) == NULL_OPTIMUM
+    assert best.runs == tune.FINAL_RUNS
+    again, fresh = _null_search(300)
+    for old, new in zip(cands, fresh, strict=True):
+        new.trials = list(old.trials)
+    # Screening keeps what was measured: the combination the first call made, with its runs.
+    tune.screen(again, lambda _: None)
+    optimum = next(c for c in fresh if c.options == {"knob_a": 5, "knob_b": 1})
+    assert optimum.trials and optimum.alive
+    live = [c.key for c in fresh if c.alive]
+    tune.combine(again, lambda _: None)  # a combination was measured: none is added
+    assert [c.key for c in fresh if c.alive] == live
+    again, fresh = _null_search(300)
+    for old, new in zip(cands, fresh, strict=True):
+        new.trials = list(old.trials)
+    made.clear()
+    tune.race(again, execute, lambda _: None)
+    assert made == []
+    again_best = tune.answer(again).images[0].best
+    assert again_best is not None and again_best.label == best.label

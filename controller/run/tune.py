@@ -60,6 +60,9 @@ from schemas.plan import SlurmOptions
 from schemas.spec import QPS_TOLERANCE, ServerScenario
 
 FINAL_RUNS = 5  # runs of a finalist and of the defaults: the rule needs 4 a side, one spare
+# The rounds' targets: one more run each up to FINAL_RUNS, and a last round at FINAL_RUNS for a
+# candidate that joined after the first (the best values combined after a screened round one).
+ROUNDS = (*range(1, FINAL_RUNS + 1), FINAL_RUNS)
 MAX_CANDIDATES = 256  # per image: a larger grid is refused (fix some options with --set)
 STARTUP_S = 15.0  # a trial's start-up when this host has no history
 # Early rounds judge a candidate by its runs' mean against the run-to-run spread pooled over the
@@ -485,6 +488,7 @@ def load_peak_trials(db: Path, search: Search) -> None:
         [list(by_key)],
     )
     searches: dict[tuple[str, int], list[Probe]] = {}
+    unknown: set[str] = set()  # candidates whose unfinished search's step is not known
     for key, rep, run_id, status, message, rate, valid, noisy, achieved, mean, p99, top1 in rows:
         if status == "ok" and rate is not None and mean is not None:
             probe = Probe(float(rate), bool(valid), bool(noisy), run_id, float(achieved or 0.0), float(mean),
@@ -500,26 +504,46 @@ def load_peak_trials(db: Path, search: Search) -> None:
             for i, p in enumerate(probes)
             if not (p.noisy and i + 1 < len(probes) and probes[i + 1].rate == p.rate)
         ]
-        # The step a search took is its second rate against its first (before any bracket).
-        step = max(kept[1].rate / kept[0].rate, kept[0].rate / kept[1].rate) if len(kept) > 1 else None
-        bracket = Bracket(kept[0].rate, step or PEAK_STEP)
-        for p in kept:
-            bracket.record(p.rate, p.held, p.noisy)
+        bracket, known = replay(kept)
         if not bracket.done:
             c.partial = (rep, bracket, kept)
+            if not known:
+                unknown.add(key)
             continue
         settle(c, bracket, kept, search.bound)
     # An unfinished search goes on under the floor of the image's peaks as they stand now (and,
-    # from a single probe, with the step its start would have now).
+    # when its step is not known, with the step its start would have now).
     for c in search.candidates:
         if c.partial is not None:
             rep, bracket, kept = c.partial
-            if len(kept) == 1:
+            if c.key in unknown:
                 bracket.step = start_rate(c, search, rep)[1]
             bracket.floor = peak_floor(c, search)
             if bracket.done:
                 c.partial = None
                 settle(c, bracket, kept, search.bound)
+
+
+STEPS = (COLD_STEP, NEAR_STEP, WARM_STEP)  # the steps a search of tune's starts with
+
+
+def replay(kept: list[Probe]) -> tuple[Bracket, bool]:
+    """The bracket a stored peak search made, and whether its step is known: the ratio of its
+    first two rates, when that is one of STEPS. A last rate that failed on the way down, above
+    where the step led, was the floor the search was given (`Bracket.next_rate`): the search
+    ended there, floored, whatever the image's best peak is now."""
+    ratio = max(kept[1].rate / kept[0].rate, kept[0].rate / kept[1].rate) if len(kept) > 1 else None
+    step = next((s for s in STEPS if ratio is not None and abs(ratio / s - 1) < 1e-4), None)
+    bracket = Bracket(kept[0].rate, step or PEAK_STEP)
+    for p in kept[:-1]:
+        bracket.record(p.rate, p.held, p.noisy)
+    last = kept[-1]
+    down = not bracket.done and bracket.low is None and bracket.high is not None
+    failed = not last.held and not last.noisy
+    if down and failed and (step is None or last.rate > bracket.rates[-1] / step * (1 + 1e-4)):
+        bracket.floor = last.rate
+    bracket.record(last.rate, last.held, last.noisy)
+    return bracket, step is not None
 
 
 def settle(c: Candidate, bracket: Bracket, probes: list[Probe], bound: Bound) -> None:
@@ -780,7 +804,7 @@ def race_waves(
             apply(search, c, outcome, log)
 
     prune(search)
-    for target in range(1, FINAL_RUNS + 1):
+    for target in ROUNDS:
         todo = due(search, target)
         if not todo:
             continue
@@ -823,7 +847,7 @@ def race(
     repetition)` makes one trial: its Trial, or why it failed."""
     budget = search.request.budget_s
     prune(search)
-    for target in range(1, FINAL_RUNS + 1):
+    for target in ROUNDS:
         todo = due(search, target)
         if not todo:
             continue
@@ -840,7 +864,8 @@ def race(
                 search.decided = True
                 if not affordable(search, past_s):
                     screen(search, log)
-                    continue
+                    if not c.alive:
+                        continue  # screened out (one this round kept goes on: its trial is next)
             # The first trial always starts (an estimate before any trial here is a guess).
             est = estimate_s(search, past_s) if search.seconds_per_trial else 0.0
             if search.elapsed() + est > budget:
@@ -889,10 +914,11 @@ def _changes(c: Candidate) -> list[str]:
 def screen(search: Search, log: LineSink) -> None:
     """The budget cannot pay for every candidate: keep, per image, the defaults and the
     candidates that change one option from them (at each batch size); the combination of the
-    best values found is added after the first round (`combine`)."""
+    best values found is added after the first round (`combine`). A candidate an earlier call
+    measured stays: its runs cost nothing now."""
     kept = 0
     for c in search.candidates:
-        if c.alive and not c.is_default and len(_changes(c)) > 1:
+        if c.alive and not c.is_default and len(_changes(c)) > 1 and not c.trials:
             c.dropped = SCREENED
         elif c.alive:
             kept += 1
@@ -903,13 +929,23 @@ def screen(search: Search, log: LineSink) -> None:
     )
 
 
+def _measured(c: Candidate) -> bool:
+    """Whether a trial of the candidate was made (a failed or refused one included)."""
+    return bool(c.trials) or c.failed is not None or c.dropped not in (None, SCREENED)
+
+
 def combine(search: Search, log: LineSink) -> None:
     """After a screened first round: per image and batch size, each option at the value whose
-    one-option candidate measured best (the default where none beat it), as one more candidate."""
+    one-option candidate measured best (the default where none beat it), as one more candidate.
+    Where a candidate of several changes was measured already (an earlier call combined, or ran
+    the grid), none is added: a second call goes on with the search the first one made, instead
+    of combining again from means that have moved since."""
     higher = search.higher_is_better
     for image in search.images:
         for bs in sorted({c.batch_size for c in search.of(image)}):
             cands = [c for c in search.of(image) if c.batch_size == bs]
+            if any(len(_changes(c)) > 1 and _measured(c) for c in cands):
+                continue
             base = next((c for c in cands if not _changes(c)), None)
             if base is None or base.mean() is None:
                 continue
