@@ -12,6 +12,10 @@ Two modes, printed side by side when both run:
 - simulated (default 20 seeded trials, seconds): the race itself (`controller.run.tune.race`)
   on candidates whose runs are drawn from the truth with run-to-run noise (`--noise`, lognormal,
   default 3 %) and a within-run interval (`--within`, default 1 %);
+- screened (`--screened N`, default 20 seeded trials, seconds): the same race on a simulated
+  clock, each trial taking `TRIAL_S`, under a budget of `SCREENED_TRIALS` trials, which pays for
+  no full first round: the search screens one option at a time from the defaults, then races
+  the combination of the best values (on this landscape, the optimum);
 - real (`--real N`): N calls of `bench-ctl tune --images null --set landscape=true` in a scratch
   store, each a few minutes on a 2-core host.
 
@@ -59,15 +63,35 @@ def simulated_candidates() -> list[tune.Candidate]:
     return out
 
 
-def simulate(seed: int, noise: float, within: float) -> tuple[tuple[int, int], int, int, bool]:
+TRIAL_S = 10.0  # a simulated trial's seconds (screened mode)
+SCREENED_TRIALS = 30  # the screened mode's budget, in trials: less than the 32 candidates
+
+
+class Clock:
+    """Simulated seconds: a trial advances them by TRIAL_S."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def simulate(
+    seed: int, noise: float, within: float, budget_trials: int | None = None
+) -> tuple[tuple[int, int], int, int, bool, tune.Search]:
     """One seeded search: (the answer's knobs, runs used, full-grid runs, whether the answer's
-    ties include the optimum or the near-tie)."""
+    ties include the optimum or the near-tie, the search). With `budget_trials`, on a simulated
+    clock under a budget of that many trials."""
     rng = np.random.default_rng(seed)
     cands = simulated_candidates()
-    req = tune.TuneRequest(model="fake", images=["null"], batch_sizes=[1], budget_s=1e9)
-    search = tune.Search(req, cands, None, True)
+    budget = 1e9 if budget_trials is None else budget_trials * TRIAL_S
+    req = tune.TuneRequest(model="fake", images=["null"], batch_sizes=[1], budget_s=budget)
+    clock = Clock()
+    search = tune.Search(req, cands, None, True, clock=clock)
 
     def execute(c: tune.Candidate, repetition: int) -> tune.Trial | str:
+        clock.now += TRIAL_S
         factor = null_landscape(c.options["knob_a"], c.options["knob_b"])
         value = 1e6 / (WORK_US * factor) * math.exp(rng.normal(0, noise))
         return tune.Trial(f"{c.key}-{repetition}", value, value, 1000 / value, None, within, False, None)
@@ -78,7 +102,7 @@ def simulate(seed: int, noise: float, within: float) -> tuple[tuple[int, int], i
     assert best is not None
     found = (int(best.options["knob_a"]), int(best.options["knob_b"]))
     tied = {found} | {_knobs(label) for label in answer.images[0].ties}
-    return found, search.runs_made, answer.full_grid_runs, bool(tied & {NULL_OPTIMUM, NULL_NEAR_TIE})
+    return found, search.runs_made, answer.full_grid_runs, bool(tied & {NULL_OPTIMUM, NULL_NEAR_TIE}), search
 
 
 def _knobs(label: str) -> tuple[int, int]:
@@ -133,16 +157,19 @@ def main() -> int:
         "--noise", type=float, default=0.03, help="run-to-run noise, lognormal sigma (default 0.03)"
     )
     p.add_argument("--within", type=float, default=0.01, help="a run's own relative interval (default 0.01)")
+    p.add_argument(
+        "--screened", type=int, default=20, help="simulated searches under a budget that screens (default 20)"
+    )
     p.add_argument("--real", type=int, default=0, help="real searches with the null runner (default 0)")
     p.add_argument("--budget", default="15m", help="budget of a real search (default 15m)")
     args = p.parse_args()
-    if args.trials < 0 or args.real < 0 or not 0 <= args.noise < 1:
-        p.error("--trials and --real >= 0, --noise in [0, 1)")
+    if args.trials < 0 or args.real < 0 or args.screened < 0 or not 0 <= args.noise < 1:
+        p.error("--trials, --screened and --real >= 0, --noise in [0, 1)")
     ok = True
     near_factor = null_landscape(*NULL_NEAR_TIE)
     say(f"truth: optimum {NULL_OPTIMUM} (factor 1.0), near-tie {NULL_NEAR_TIE} (factor {near_factor})")
     if args.trials:
-        sims = [simulate(seed, args.noise, args.within) for seed in range(args.trials)]
+        sims = [simulate(seed, args.noise, args.within)[:4] for seed in range(args.trials)]
         hits = sum(f in (NULL_OPTIMUM, NULL_NEAR_TIE) for f, *_ in sims)
         bad = sum(worse(f) for f, *_ in sims)
         used = [r / g for _, r, g, _ in sims]
@@ -162,6 +189,39 @@ def main() -> int:
             + ", ".join(f"{k} x{v} (factor {null_landscape(*k):.3f})" for k, v in sorted(found.items()))
         )
         ok &= bad == 0 and hits == args.trials and statistics.median(used) <= 1 / 3 + 1e-9
+    if args.screened:
+        runs = [simulate(seed, args.noise, args.within, SCREENED_TRIALS) for seed in range(args.screened)]
+        say(
+            f"\nscreened, {args.screened} seeded searches on a simulated clock ({TRIAL_S:g} s a trial, "
+            f"a budget of {SCREENED_TRIALS} trials for 32 candidates):"
+        )
+        opt = sum(f == NULL_OPTIMUM for f, *_ in runs)
+        default = null_landscape(0, 0)
+        gained = sum(null_landscape(*f) < default for f, *_ in runs)
+        screened = sum(r[4].screened for r in runs)
+        over = [r[4].elapsed() / r[4].request.budget_s for r in runs]
+        say(f"  screened: {screened}/{args.screened}")
+        say(
+            f"  answers faster than the defaults (factor {default:.2f}): {gained}/{args.screened}"
+            "   (goal: all)"
+        )
+        say(
+            f"  time used / budget: median {statistics.median(over):.0%}, worst {max(over):.0%}"
+            "   (goal: <= 100%)"
+        )
+        say(
+            f"  found the optimum: {opt}/{args.screened} (no goal: one run of each option's value cannot "
+            f"always tell knob_b=1 from the defaults, {default / null_landscape(0, 1) - 1:.1%} apart, under "
+            f"{args.noise:.0%} noise; a missed value leaves the combination short of the optimum)"
+        )
+        answers: dict[tuple[int, int], int] = {}
+        for f, *_ in runs:
+            answers[f] = answers.get(f, 0) + 1
+        say(
+            "  answers: "
+            + ", ".join(f"{k} x{v} (factor {null_landscape(*k):.3f})" for k, v in sorted(answers.items()))
+        )
+        ok &= gained == args.screened and screened == args.screened and max(over) <= 1 + 1e-9
     if args.real:
         reals = real(args.real, args.budget)
         say(f"\nreal, {len(reals)} search(es) with the null runner ({WORK_US:g} us of work x the landscape):")
