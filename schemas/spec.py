@@ -28,6 +28,13 @@ MAX_SCHEDULE_S: Final = 86_400  # a scenario's arrival schedule lasts at most a 
 # up to L over its schedule's length, so a schedule shorter than L / QPS_TOLERANCE cannot tell a
 # queue that keeps up from one that does not (tune's probes last at least that long).
 QPS_TOLERANCE: Final = 0.05
+
+
+def tail_free_schedule_s(latency_bound_ms: float) -> float:
+    """The shortest schedule on which a tail within the bound is no shortfall past QPS_TOLERANCE."""
+    return latency_bound_ms / 1e3 / QPS_TOLERANCE
+
+
 MAX_ITERATIONS: Final = 10**9
 
 

@@ -48,6 +48,20 @@ SHORT_POLICY = [
     "--set",
     "policy.starved_share=1",
 ]
+# `bench-ctl tune` of the null image here with one candidate: both knobs fixed (at the optimum).
+TUNE_ONE_NULL = [
+    "tune",
+    "-m",
+    "fake",
+    "-i",
+    "null",
+    "--launcher",
+    "local",
+    "--set",
+    "knob_a=5",
+    "--set",
+    "knob_b=1",
+]
 
 
 # --------------------------------------------------------------------------- markers

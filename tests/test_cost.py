@@ -15,7 +15,7 @@ import pytest
 from controller.analysis import metrics
 from controller.store import db as store
 from schemas import RunResult
-from tests.conftest import Bench, Cli, MakeResult
+from tests.conftest import TUNE_ONE_NULL, Bench, Cli, MakeResult
 
 HERE = socket.gethostname()
 
@@ -128,19 +128,7 @@ def test_energy_compares_gross_and_net_by_name(cli: Cli, bench: Bench, make_resu
 def test_tune_prices_each_images_best_and_defaults(cli: Cli, bench: Bench, fake_model: Path) -> None:
     """One candidate (both knobs fixed): its five trials are real null runs; the answer's cost is
     the price over the mean throughput the answer gives."""
-    args = [
-        "tune",
-        "-m",
-        "fake",
-        "-i",
-        "null",
-        "--launcher",
-        "local",
-        "--set",
-        "knob_a=5",
-        "--set",
-        "knob_b=1",
-    ]
+    args = list(TUNE_ONE_NULL)
     args += [
         "--set",
         "policy.min_time_s=0.2",

@@ -18,7 +18,7 @@ from controller.run import tune
 from controller.run.peak import Bracket
 from schemas.frameworks.base import search_space
 from schemas.frameworks.null import NULL_NEAR_TIE, NULL_OPTIMUM, NullOptions, null_landscape
-from tests.conftest import SHORT_POLICY, Bench, Cli
+from tests.conftest import SHORT_POLICY, TUNE_ONE_NULL, Bench, Cli
 
 FAST = [
     "--set",
@@ -293,19 +293,7 @@ def test_a_noisy_trial_made_again_counts_once_when_a_search_resumes(
 
     monkeypatch.setattr(pipeline, "keep", keep)
     interrupt = True
-    args = [
-        "tune",
-        "-m",
-        "fake",
-        "-i",
-        "null",
-        "--launcher",
-        "local",
-        "--set",
-        "knob_a=5",
-        "--set",
-        "knob_b=1",
-    ]
+    args = list(TUNE_ONE_NULL)
     args += [*FAST, "--budget", "10m", "--json"]
     first = cli(*args)
     assert first.exit_code == 130, first.output

@@ -15,7 +15,7 @@ from controller.run.pipeline import Here, check_destinations, execute_here, prep
 from controller.run.planning import RunRequest, new_group_id
 from controller.run.rounds import run_clean
 from schemas import RunResult, ServerScenario
-from schemas.spec import QPS_TOLERANCE
+from schemas.spec import QPS_TOLERANCE, tail_free_schedule_s
 
 PEAK_MAX_PROBES = 12
 PEAK_PRECISION = 0.05  # bisection stops once the bracket is within 5 % of its lower end
@@ -135,7 +135,7 @@ def find_peak(
     rate = float(given[0].partition("=")[2]) if given else PEAK_START_QPS
     sc = planned[0].spec.scenario
     if isinstance(sc, ServerScenario) and sc.latency_bound_ms is not None:
-        tail_s = sc.latency_bound_ms / 1e3 / QPS_TOLERANCE
+        tail_s = tail_free_schedule_s(sc.latency_bound_ms)
         if max(sc.min_duration_s, sc.min_queries / rate) < tail_s:
             log(
                 f"note: a probe of {sc.min_duration_s:g} s can fall {QPS_TOLERANCE:.0%} short of its rate "

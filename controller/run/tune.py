@@ -57,7 +57,7 @@ from controller.store import db as store
 from schemas import FRAMEWORK_OPTION_MODELS
 from schemas.frameworks.base import scenario_space, search_space
 from schemas.plan import SlurmOptions
-from schemas.spec import QPS_TOLERANCE, ServerScenario
+from schemas.spec import ServerScenario, tail_free_schedule_s
 
 FINAL_RUNS = 5  # runs of a finalist and of the defaults: the rule needs 4 a side, one spare
 # The rounds' targets: one more run each up to FINAL_RUNS, and a last round at FINAL_RUNS for a
@@ -367,7 +367,7 @@ def probe_policy(bound: Bound | None) -> dict[str, str]:
     where p99 crosses the bound (seen on resnet50 under p99 <= 400 ms: 2 s probes failed at a p99
     of 200 ms)."""
     assert bound is not None
-    seconds = max(float(PROBE_POLICY["server.min_duration_s"]), bound.limit_ms / 1e3 / QPS_TOLERANCE)
+    seconds = max(float(PROBE_POLICY["server.min_duration_s"]), tail_free_schedule_s(bound.limit_ms))
     return {**PROBE_POLICY, "server.min_duration_s": f"{seconds:g}"}
 
 
@@ -517,7 +517,7 @@ def load_peak_trials(db: Path, search: Search) -> None:
             if not known:
                 unknown.add(key)
             continue
-        settle(c, bracket, kept, search.bound)
+        apply(search, c, peak_outcome(bracket, kept, search.bound), _quiet)
     # An unfinished search goes on under the floor of the image's peaks as they stand now (and,
     # when its step is not known, with the step its start would have now).
     for c in search.candidates:
@@ -528,10 +528,14 @@ def load_peak_trials(db: Path, search: Search) -> None:
             bracket.floor = peak_floor(c, search)
             if bracket.done:
                 c.partial = None
-                settle(c, bracket, kept, search.bound)
+                apply(search, c, peak_outcome(bracket, kept, search.bound), _quiet)
 
 
 STEPS = (COLD_STEP, NEAR_STEP, WARM_STEP)  # the steps a search of tune's starts with
+
+
+def _quiet(line: str) -> None:
+    """A replayed outcome was logged when it was made: not again."""
 
 
 def replay(kept: list[Probe]) -> tuple[Bracket, bool]:
@@ -551,15 +555,6 @@ def replay(kept: list[Probe]) -> tuple[Bracket, bool]:
         bracket.floor = last.rate
     bracket.record(last.rate, last.held, last.noisy)
     return bracket, step is not None
-
-
-def settle(c: Candidate, bracket: Bracket, probes: list[Probe], bound: Bound) -> None:
-    """A replayed peak search that is done, on its candidate."""
-    outcome = peak_outcome(bracket, probes, bound)
-    if isinstance(outcome, Trial):
-        c.trials.append(outcome)
-    else:
-        refuse(c, outcome.reason)
 
 
 def peak_floor(c: Candidate, search: Search) -> float | None:
@@ -754,10 +749,8 @@ def estimate_s(search: Search, past: float | None) -> float:
         return statistics.median(search.seconds_per_trial)
     if past is not None:
         return past
-    planned = search.candidates[0].planned
-    if planned is None:
-        return 0.0
-    return STARTUP_S + planned.spec.policy.warmup_min_s + planned.spec.policy.max_time_s
+    first = search.candidates[0]
+    return 0.0 if first.planned is None else trial_estimate_s(first, search.request.model, {})
 
 
 def halve(search: Search, images: list[str]) -> None:
